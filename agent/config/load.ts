@@ -1,0 +1,62 @@
+// Reads the YAML config, applies the few documented environment overrides, and validates it completely.
+import { readFile } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import { parseDocument } from 'yaml'
+import type { z } from 'zod'
+import { ConfigError } from '../errors.js'
+import { configSchema, type Config } from './schema.js'
+
+/** Environment variables that override config keys (useful in containers and systemd drop-ins). */
+export const ENV_OVERRIDES: Record<string, (raw: Record<string, unknown>, value: string) => void> = {
+  DEPLOY_AGENT_LISTEN_HOST: (raw, v) => (raw.listen = { ...(raw.listen as object), host: v }),
+  DEPLOY_AGENT_LISTEN_PORT: (raw, v) => (raw.listen = { ...(raw.listen as object), port: /^\d+$/.test(v) ? Number(v) : v }),
+  DEPLOY_AGENT_STATE_DIR: (raw, v) => (raw.stateDir = v),
+  DEPLOY_AGENT_AUDIENCE: (raw, v) => (raw.audience = v),
+}
+
+/** `apps.lifeos.envs.production.ports[1]` from zod's path array. */
+export function formatKeyPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((out, part) => (typeof part === 'number' ? `${out}[${part}]` : out ? `${out}.${String(part)}` : String(part)), '')
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string[] {
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => `${formatKeyPath([...issue.path, key])}: unknown key`)
+  }
+  if (issue.code === 'invalid_type' && issue.input === undefined) {
+    const message = issue.message.startsWith('is required') ? issue.message : 'is required'
+    return [`${formatKeyPath(issue.path)}: ${message}`]
+  }
+  return [`${formatKeyPath(issue.path) || '(root)'}: ${issue.message}`]
+}
+
+export function parseConfig(yamlText: string, env: NodeJS.ProcessEnv = process.env, source = 'config'): Config {
+  const doc = parseDocument(yamlText, { uniqueKeys: true, prettyErrors: true })
+  if (doc.errors.length > 0) {
+    throw new ConfigError(doc.errors.map((e) => `${source}: ${e.message.split('\n')[0]}`))
+  }
+  const raw = doc.toJS() ?? {}
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError([`${source}: must be a YAML mapping`])
+  for (const [name, apply] of Object.entries(ENV_OVERRIDES)) {
+    const value = env[name]
+    if (value !== undefined && value !== '') apply(raw, value)
+  }
+  const result = configSchema.safeParse(raw)
+  if (!result.success) throw new ConfigError(result.error.issues.flatMap(describeIssue))
+  return { ...result.data, stateDir: resolve(result.data.stateDir) }
+}
+
+export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError([`${path}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? String(err)})`])
+  }
+  return parseConfig(text, env, path)
+}
+
+/** Where backups live when `backups.dir` is not set. */
+export function backupDir(config: Config): string {
+  return resolve(config.backups.dir ?? `${config.stateDir}/backups`)
+}

@@ -1,0 +1,194 @@
+// The config contract of DESIGN.md as one zod schema: defaults live here, and every message is written so that
+// `<key path>: <message>` reads as a sentence.
+import { z } from 'zod'
+
+export const NAME_PATTERN = /^[a-z][a-z0-9-]{0,31}$/
+const KEY_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+const UPSTREAM_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/
+
+const name = z.string({ error: 'must be a string' }).regex(NAME_PATTERN, { error: `must match ${NAME_PATTERN}` })
+const nonEmpty = z.string({ error: 'must be a string' }).min(1, { error: 'must not be empty' })
+const absolutePath = nonEmpty.refine((p) => p.startsWith('/'), { error: 'must be an absolute path' })
+const port = z
+  .number({ error: 'must be a port number' })
+  .int({ error: 'must be a port number' })
+  .min(1, { error: 'must be a port number' })
+  .max(65535, { error: 'must be a port number' })
+const positiveInt = z.number({ error: 'must be a number' }).int({ error: 'must be a whole number' }).positive({ error: 'must be > 0' })
+const nonNegativeInt = z.number({ error: 'must be a number' }).int({ error: 'must be a whole number' }).min(0, { error: 'must be ≥ 0' })
+const command = z.array(nonEmpty, { error: 'must be a list of strings (an argument array, not a shell string)' }).min(1, { error: 'must not be empty' })
+const timestamp = z.union([z.date(), z.iso.datetime({ offset: true })], { error: 'must be an ISO 8601 time with a zone, e.g. 2027-06-01T00:00:00Z' })
+  .transform((v) => (v instanceof Date ? v : new Date(v)))
+const glob = z.string({ error: 'must be a string' }).regex(/^[A-Za-z0-9._/*?-]{1,128}$/, { error: 'must be a glob of letters, digits, . _ / - * ?' })
+
+/** `branch:main` or `tag:v*.*.*`: which refs a request may deploy to an env. */
+const refRule = z
+  .string({ error: 'must be a string' })
+  .regex(/^(branch|tag):[A-Za-z0-9._/*?-]{1,128}$/, { error: 'must be "branch:NAME" or "tag:PATTERN"' })
+  .transform((v) => {
+    const [kind, pattern] = v.split(/:(.*)/s) as ['branch' | 'tag', string]
+    return { kind, pattern }
+  })
+
+const keySchema = z
+  .strictObject({
+    id: z.string({ error: 'must be a string' }).regex(KEY_ID_PATTERN, { error: `must match ${KEY_ID_PATTERN}` }),
+    alg: z.enum(['ed25519', 'hmac-sha256'], { error: 'must be "ed25519" or "hmac-sha256"' }),
+    publicKeyFile: absolutePath.optional(),
+    secretFile: absolutePath.optional(),
+    secretEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, { error: 'must be an environment variable name' }).optional(),
+    allow: z
+      .strictObject({ envs: z.array(name).optional(), refs: z.array(glob).optional() })
+      .default({}),
+    notBefore: timestamp.optional(),
+    notAfter: timestamp.optional(),
+  })
+  .superRefine((key, ctx) => {
+    const sources = [key.publicKeyFile, key.secretFile, key.secretEnv].filter((s) => s !== undefined).length
+    if (key.alg === 'ed25519' && (key.publicKeyFile === undefined || sources !== 1)) {
+      ctx.addIssue({ code: 'custom', path: ['publicKeyFile'], message: 'an ed25519 key needs publicKeyFile (and no secret)' })
+    }
+    if (key.alg === 'hmac-sha256' && (key.publicKeyFile !== undefined || sources !== 1)) {
+      ctx.addIssue({ code: 'custom', path: ['secretFile'], message: 'an hmac-sha256 key needs exactly one of secretFile or secretEnv' })
+    }
+    if (key.notBefore && key.notAfter && key.notBefore >= key.notAfter) {
+      ctx.addIssue({ code: 'custom', path: ['notAfter'], message: 'must be later than notBefore' })
+    }
+  })
+
+const proxySchema = z.strictObject({
+  upstreamFile: absolutePath,
+  upstreamName: z.string().regex(UPSTREAM_NAME_PATTERN, { error: `must match ${UPSTREAM_NAME_PATTERN}` }).optional(),
+  test: command.default(['nginx', '-t']),
+  reload: command.default(['nginx', '-s', 'reload']),
+})
+
+const databaseSchema = z.strictObject({
+  url: z.string({ error: 'must be a string' }).regex(/^postgres(ql)?:\/\/[^/]+\/[A-Za-z_][A-Za-z0-9_]{0,62}$/, {
+    error: 'must be a postgres://user@host[:port]/dbname URL',
+  }),
+  passwordFile: absolutePath.optional(),
+  envName: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, { error: 'must be an environment variable name' }).default('DATABASE_URL'),
+})
+
+const envSchema = z.strictObject({
+  ref: refRule,
+  requireApproval: z.boolean({ error: 'must be true or false' }).default(false),
+  backupBeforeDeploy: z.boolean({ error: 'must be true or false' }).default(false),
+  ports: z
+    .tuple([port, port], { error: 'must be two port numbers [blue, green]' })
+    .refine(([a, b]) => a !== b, { error: 'the two ports must differ' }),
+  envFile: absolutePath.optional(),
+  database: databaseSchema.optional(),
+  files: z.array(absolutePath).default([]),
+  proxy: proxySchema.optional(),
+})
+
+const appSchema = z.strictObject({
+  repo: nonEmpty.refine((r) => !/^(ext|fd)::/.test(r) && !r.startsWith('-'), { error: 'must be a git URL or path (no ext:: or fd:: transports)' }),
+  build: z
+    .strictObject({
+      context: nonEmpty.refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), { error: 'must be a path inside the repository' }).default('.'),
+      dockerfile: nonEmpty.default('Dockerfile'),
+      args: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string({ error: 'must be a string' })).default({}),
+      timeoutSec: positiveInt.default(900),
+    })
+    .default({ context: '.', dockerfile: 'Dockerfile', args: {}, timeoutSec: 900 }),
+  migrate: z.strictObject({ command, timeoutSec: positiveInt.default(300) }).optional(),
+  health: z
+    .strictObject({
+      path: z.string().regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' }).default('/healthz'),
+      intervalMs: positiveInt.default(500),
+      timeoutMs: positiveInt.default(2000),
+      healthyAfter: positiveInt.default(2),
+      deadlineSec: positiveInt.default(60),
+    })
+    .default({ path: '/healthz', intervalMs: 500, timeoutMs: 2000, healthyAfter: 2, deadlineSec: 60 }),
+  smoke: z
+    .array(
+      z.strictObject({
+        path: z.string().regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' }),
+        expectStatus: z.number().int().min(100).max(599).default(200),
+      }),
+    )
+    .default([]),
+  observe: z
+    .strictObject({ seconds: nonNegativeInt.default(30), intervalMs: positiveInt.default(1000), maxFailures: nonNegativeInt.default(3) })
+    .default({ seconds: 30, intervalMs: 1000, maxFailures: 3 }),
+  keepReleases: positiveInt.max(100, { error: 'must be ≤ 100' }).default(5),
+  envs: z.record(name, envSchema, { error: 'must be a map of env name → env' }),
+})
+
+const notifySchema = z.strictObject({
+  kind: z.enum(['slack', 'discord', 'webhook'], { error: 'must be "slack", "discord" or "webhook"' }),
+  url: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }),
+  secretFile: absolutePath.optional(),
+})
+
+const retentionDefaults = { days: 30, minKeep: 7, weekly: 8, monthly: 6 }
+
+export const configSchema = z
+  .strictObject({
+    listen: z
+      .strictObject({
+        host: nonEmpty.default('127.0.0.1'),
+        port: port.default(8787),
+        tls: z.strictObject({ cert: absolutePath, key: absolutePath }).optional(),
+      })
+      .default({ host: '127.0.0.1', port: 8787 }),
+    stateDir: nonEmpty.default('./.deploy-agent'),
+    audience: z.string({ error: 'is required: the host name CI signs into every request' }).regex(/^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$/, {
+      error: 'must be a host name',
+    }),
+    keys: z.array(keySchema, { error: 'must be a list of keys' }).default([]),
+    statusToken: z
+      .strictObject({ file: absolutePath.optional(), env: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).optional() })
+      .refine((t) => (t.file === undefined) !== (t.env === undefined), { error: 'needs exactly one of file or env' })
+      .optional(),
+    apps: z.record(name, appSchema, { error: 'must be a map of app name → app' }).default({}),
+    backups: z
+      .strictObject({
+        dir: nonEmpty.optional(),
+        schedule: nonEmpty.default('0 3 * * *'),
+        retention: z
+          .strictObject({
+            days: positiveInt.default(30),
+            minKeep: positiveInt.default(7),
+            weekly: nonNegativeInt.default(8),
+            monthly: nonNegativeInt.default(6),
+          })
+          .default(retentionDefaults),
+        verify: z.enum(['none', 'full', 'restore'], { error: 'must be "none", "full" or "restore"' }).default('full'),
+      })
+      .default({ schedule: '0 3 * * *', retention: retentionDefaults, verify: 'full' }),
+    notify: z.array(notifySchema).default([]),
+    sentry: z.strictObject({ dsn: z.url({ error: 'must be a URL' }), environment: z.string().optional() }).optional(),
+  })
+  .superRefine((config, ctx) => {
+    const owners = new Map<number, string>()
+    const keyIds = new Set<string>()
+    config.keys.forEach((key, i) => {
+      if (keyIds.has(key.id)) ctx.addIssue({ code: 'custom', path: ['keys', i, 'id'], message: `duplicate key id "${key.id}"` })
+      keyIds.add(key.id)
+    })
+    for (const [appName, app] of Object.entries(config.apps)) {
+      for (const [envName, env] of Object.entries(app.envs)) {
+        env.ports.forEach((p, i) => {
+          const owner = owners.get(p)
+          const path = ['apps', appName, 'envs', envName, 'ports', i]
+          if (owner) ctx.addIssue({ code: 'custom', path, message: `port ${p} is already used by ${owner}` })
+          else if (p === config.listen.port) ctx.addIssue({ code: 'custom', path, message: `port ${p} is the agent's own listen port` })
+          owners.set(p, `${appName}/${envName}`)
+        })
+        if (env.backupBeforeDeploy && !env.database) {
+          ctx.addIssue({ code: 'custom', path: ['apps', appName, 'envs', envName, 'backupBeforeDeploy'], message: 'needs a database to back up' })
+        }
+      }
+    }
+  })
+
+export type Config = z.output<typeof configSchema>
+export type KeyConfig = Config['keys'][number]
+export type AppConfig = Config['apps'][string]
+export type EnvConfig = AppConfig['envs'][string]
+export type RefRule = EnvConfig['ref']
