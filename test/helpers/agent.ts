@@ -1,0 +1,154 @@
+// Builds a real agent app (real stores in a temp dir, real keys on disk) for `inject` tests, plus a helper that
+// signs requests the way CI does.
+import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import { stringify } from 'yaml'
+import { Authenticator } from '../../agent/auth/authenticator.js'
+import { signRequest, type SigningKey } from '../../agent/auth/canonical.js'
+import { loadKeyring } from '../../agent/auth/keyring.js'
+import { FailureLimiter } from '../../agent/auth/limiter.js'
+import { loadConfig } from '../../agent/config/load.js'
+import type { Config } from '../../agent/config/schema.js'
+import { buildApp } from '../../agent/http/app.js'
+import { createLogger } from '../../agent/observability/logger.js'
+import { Metrics } from '../../agent/observability/metrics.js'
+import { DeployStore } from '../../agent/store/deploys.js'
+import { NonceStore } from '../../agent/store/nonces.js'
+
+export const AUDIENCE = 'agent.test'
+
+export interface TestKeys {
+  dir: string
+  ed25519: { id: string; privateKey: KeyObject; publicPem: string; privatePem: string }
+  hmac: { id: string; secret: Buffer }
+  statusToken: string
+}
+
+/** Writes an Ed25519 pair, an HMAC secret and a status token into `dir/keys`. */
+export async function writeTestKeys(dir: string): Promise<TestKeys> {
+  const keysDir = join(dir, 'keys')
+  await mkdir(keysDir, { recursive: true })
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519')
+  const publicPem = publicKey.export({ type: 'spki', format: 'pem' }).toString()
+  const privatePem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
+  const secret = randomBytes(32).toString('hex')
+  const statusToken = randomBytes(24).toString('base64url')
+  await writeFile(join(keysDir, 'ci.pub'), publicPem)
+  await writeFile(join(keysDir, 'ci.key'), privatePem, { mode: 0o600 })
+  await writeFile(join(keysDir, 'legacy.secret'), `${secret}\n`, { mode: 0o600 })
+  await writeFile(join(keysDir, 'status.token'), `${statusToken}\n`, { mode: 0o600 })
+  return { dir: keysDir, ed25519: { id: 'ci', privateKey, publicPem, privatePem }, hmac: { id: 'legacy', secret: Buffer.from(secret) }, statusToken }
+}
+
+/** A config with one app `web` (envs staging: branch:main, production: tag:v*.*.*) and the two test keys. */
+export function testConfigDocument(dir: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    listen: { host: '127.0.0.1', port: 8787 },
+    stateDir: join(dir, 'state'),
+    audience: AUDIENCE,
+    keys: [
+      { id: 'ci', alg: 'ed25519', publicKeyFile: 'keys/ci.pub', allow: { envs: ['staging', 'production'], refs: ['v*', 'main'] } },
+      { id: 'legacy', alg: 'hmac-sha256', secretFile: 'keys/legacy.secret', allow: { envs: ['staging'] } },
+      { id: 'expired', alg: 'ed25519', publicKeyFile: 'keys/ci.pub', notAfter: '2020-01-01T00:00:00Z' },
+      { id: 'future', alg: 'ed25519', publicKeyFile: 'keys/ci.pub', notBefore: '2100-01-01T00:00:00Z' },
+    ],
+    statusToken: { file: 'keys/status.token' },
+    apps: {
+      web: {
+        repo: '/srv/git/web.git',
+        envs: {
+          staging: { ref: 'branch:main', ports: [18001, 18002] },
+          production: { ref: 'tag:v*.*.*', ports: [18011, 18012], requireApproval: true },
+        },
+      },
+    },
+    ...extra,
+  }
+}
+
+export interface TestAgent {
+  app: FastifyInstance
+  config: Config
+  keys: TestKeys
+  metrics: Metrics
+  deploys: DeployStore
+  configPath: string
+  close(): Promise<void>
+}
+
+export async function buildTestAgent(dir: string, options: { extra?: Record<string, unknown>; limiter?: FailureLimiter } = {}): Promise<TestAgent> {
+  const keys = await writeTestKeys(dir)
+  const configPath = join(dir, 'agent.yaml')
+  await writeFile(configPath, stringify(testConfigDocument(dir, options.extra)))
+  const config = await loadConfig(configPath)
+  const keyring = await loadKeyring(config)
+  await mkdir(config.stateDir, { recursive: true })
+  const nonces = await NonceStore.open(config.stateDir)
+  const deploys = await DeployStore.open(config.stateDir)
+  const metrics = new Metrics({ defaultMetrics: false })
+  const authenticator = new Authenticator({
+    keyring,
+    audience: config.audience,
+    nonces,
+    limiter: options.limiter,
+    onFailure: (reason) => metrics.authFailures.inc({ reason }),
+  })
+  const logger = createLogger({ level: 'silent' })
+  const app = await buildApp({ config, authenticator, deploys, metrics, logger, version: '0.0.0-test', startedAt: new Date() })
+  return {
+    app,
+    config,
+    keys,
+    metrics,
+    deploys,
+    configPath,
+    close: async () => {
+      await app.close()
+      await Promise.all([nonces.close(), deploys.close()])
+    },
+  }
+}
+
+export interface SignedInjectOptions {
+  method?: 'GET' | 'POST'
+  url: string
+  body?: string | object
+  keyId?: string
+  key?: SigningKey
+  audience?: string
+  /** sign this path/method/body instead of the one sent (to test mismatches) */
+  signed?: { path?: string; method?: string; body?: string }
+  timestamp?: number
+  nonce?: string
+  headers?: Record<string, string>
+  remoteAddress?: string
+}
+
+export function ed25519Key(keys: TestKeys): SigningKey {
+  return { alg: 'ed25519', privateKey: keys.ed25519.privateKey }
+}
+
+/** Sends a signed request through `inject`; by default signed with the test Ed25519 key. */
+export function signedInject(agent: TestAgent, o: SignedInjectOptions): Promise<LightMyRequestResponse> {
+  const method = o.method ?? 'POST'
+  const body = o.body === undefined ? '' : typeof o.body === 'string' ? o.body : JSON.stringify(o.body)
+  const headers = signRequest({
+    keyId: o.keyId ?? agent.keys.ed25519.id,
+    key: o.key ?? ed25519Key(agent.keys),
+    audience: o.audience ?? AUDIENCE,
+    method: o.signed?.method ?? method,
+    path: o.signed?.path ?? o.url,
+    body: o.signed?.body ?? body,
+    timestamp: o.timestamp,
+    nonce: o.nonce,
+  })
+  return agent.app.inject({
+    method,
+    url: o.url,
+    payload: body === '' ? undefined : body,
+    headers: { ...(body === '' ? {} : { 'content-type': 'application/json' }), ...headers, ...o.headers },
+    remoteAddress: o.remoteAddress,
+  })
+}

@@ -1,0 +1,122 @@
+import { execFile, spawn } from 'node:child_process'
+import { chmod, copyFile, mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { promisify } from 'node:util'
+
+const run = promisify(execFile)
+
+export const BASE_IMAGE = 'deploy-agent-test-base:1'
+const LOCK_DIR = join(tmpdir(), 'deploy-agent-test-base.lock')
+const STALE_LOCK_MS = 5 * 60_000
+
+/** True when the docker CLI can reach a daemon. */
+export async function dockerAvailable (): Promise<boolean> {
+  try {
+    await run('docker', ['info', '--format', '{{.ServerVersion}}'], { timeout: 15_000 })
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Force-removes every container (running or not) that carries `label` (`key` or `key=value`). */
+export async function removeContainersByLabel (label: string): Promise<void> {
+  const { stdout } = await run('docker', ['ps', '--all', '--quiet', '--filter', `label=${label}`])
+  const ids = stdout.split('\n').filter((id) => id !== '')
+  if (ids.length > 0) await run('docker', ['rm', '--force', '--volumes', ...ids])
+}
+
+async function imageExists (ref: string): Promise<boolean> {
+  try {
+    await run('docker', ['image', 'inspect', '--format', '{{.Id}}', ref])
+    return true
+  } catch {
+    return false
+  }
+}
+
+// mkdir is atomic, so it serialises the tap processes that run test files in parallel. A lock left by a
+// killed process is taken over once it is older than any build could take.
+async function withLock<T> (fn: () => Promise<T>): Promise<T> {
+  for (;;) {
+    try {
+      await mkdir(LOCK_DIR)
+      break
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      const age = await stat(LOCK_DIR).then((s) => Date.now() - s.mtimeMs, () => 0)
+      if (age > STALE_LOCK_MS) await rm(LOCK_DIR, { recursive: true, force: true })
+      else await sleep(200)
+    }
+  }
+  try {
+    return await fn()
+  } finally {
+    await rm(LOCK_DIR, { recursive: true, force: true })
+  }
+}
+
+function waitForExit (child: ReturnType<typeof spawn>, name: string, stderr: () => string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    child.once('error', reject)
+    child.once('close', (code) => {
+      if (code === 0) resolve()
+      else reject(new Error(`${name} exited with ${code}: ${stderr()}`))
+    })
+  })
+}
+
+// A root filesystem holding only the host's static busybox, one symlink per applet and a minimal /etc.
+async function makeRootfs (dir: string): Promise<void> {
+  await chmod(dir, 0o755) // mkdtemp makes it 0700, and it becomes the image's /
+  for (const sub of ['bin', 'etc', 'root', 'proc', 'sys', 'dev', 'usr']) await mkdir(join(dir, sub))
+  await mkdir(join(dir, 'tmp'))
+  await chmod(join(dir, 'tmp'), 0o1777) // mkdir's mode is masked by the umask
+  await copyFile('/bin/busybox', join(dir, 'bin/busybox'))
+  const { stdout } = await run('/bin/busybox', ['--list'])
+  for (const applet of stdout.split('\n')) {
+    if (applet !== '' && applet !== 'busybox') await symlink('busybox', join(dir, 'bin', applet))
+  }
+  await symlink('bin', join(dir, 'sbin'))
+  await symlink('../bin', join(dir, 'usr/bin'))
+  await symlink('../bin', join(dir, 'usr/sbin'))
+  await writeFile(join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n')
+  await writeFile(join(dir, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n')
+}
+
+async function importRootfs (dir: string): Promise<void> {
+  const tar = spawn('tar', ['-C', dir, '--numeric-owner', '--owner=0', '--group=0', '-c', '.'], {
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const importer = spawn('docker', [
+    'import', '--change', 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin', '--change', 'CMD ["sh"]',
+    '--change', 'LABEL deploy-agent.test=base', '-', BASE_IMAGE
+  ], { stdio: ['pipe', 'ignore', 'pipe'] })
+  let tarErr = ''
+  let importErr = ''
+  tar.stderr.on('data', (chunk: Buffer) => { tarErr += chunk.toString() })
+  importer.stderr.on('data', (chunk: Buffer) => { importErr += chunk.toString() })
+  tar.stdout.pipe(importer.stdin)
+  await Promise.all([
+    waitForExit(tar, 'tar', () => tarErr),
+    waitForExit(importer, 'docker import', () => importErr)
+  ])
+}
+
+/** Builds `deploy-agent-test-base:1` from the host's /bin/busybox unless it exists; returns the image name. */
+export async function ensureBaseImage (): Promise<string> {
+  if (await imageExists(BASE_IMAGE)) return BASE_IMAGE
+  return await withLock(async () => {
+    if (await imageExists(BASE_IMAGE)) return BASE_IMAGE
+    const dir = await mkdtemp(join(tmpdir(), 'deploy-agent-rootfs-'))
+    try {
+      await makeRootfs(dir)
+      await importRootfs(dir)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+    return BASE_IMAGE
+  })
+}

@@ -1,0 +1,39 @@
+import { randomBytes } from 'node:crypto'
+import pg from 'pg'
+
+const HOST = '127.0.0.1:5432'
+
+/** The URL of `db` on the test server, as superuser postgres. */
+export function pgUrl (db = 'postgres'): string {
+  return `postgres://postgres:postgres@${HOST}/${db}`
+}
+
+async function withAdmin<T> (fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: pgUrl(), connectionTimeoutMillis: 5_000 })
+  await client.connect()
+  try {
+    return await fn(client)
+  } finally {
+    await client.end()
+  }
+}
+
+/** True when the test PostgreSQL server accepts the postgres superuser. */
+export async function pgAvailable (): Promise<boolean> {
+  try {
+    await withAdmin((c) => c.query('SELECT 1'))
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Creates a uniquely named empty database, dropped (connections and all) in `t`'s teardown. */
+export async function createTempDatabase (
+  t: { teardown: (fn: () => unknown) => void }
+): Promise<{ name: string, url: string }> {
+  const name = `da_test_${process.pid}_${randomBytes(4).toString('hex')}`
+  await withAdmin((c) => c.query(`CREATE DATABASE ${name}`))
+  t.teardown(() => withAdmin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)))
+  return { name, url: pgUrl(name) }
+}
