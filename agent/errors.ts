@@ -22,6 +22,12 @@ export class NotFoundError extends AgentError {
   }
 }
 
+export class ForbiddenError extends AgentError {
+  constructor(message: string) {
+    super('forbidden', 403, message)
+  }
+}
+
 export class ConflictError extends AgentError {
   constructor(code: string, message: string) {
     super(code, 409, message)

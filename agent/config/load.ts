@@ -1,6 +1,6 @@
 // Reads the YAML config, applies the few documented environment overrides, and validates it completely.
 import { readFile } from 'node:fs/promises'
-import { resolve } from 'node:path'
+import { dirname, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
 import type { z } from 'zod'
 import { ConfigError } from '../errors.js'
@@ -30,7 +30,44 @@ function describeIssue(issue: z.core.$ZodIssue): string[] {
   return [`${formatKeyPath(issue.path) || '(root)'}: ${issue.message}`]
 }
 
-export function parseConfig(yamlText: string, env: NodeJS.ProcessEnv = process.env, source = 'config'): Config {
+/** Relative paths in the config are relative to the config file's directory, as in nginx or systemd. */
+function resolvePaths(config: Config, baseDir: string): Config {
+  const at = (p: string) => resolve(baseDir, p)
+  const maybe = (p: string | undefined) => (p === undefined ? undefined : at(p))
+  const isLocalPath = (repo: string) => repo.startsWith('./') || repo.startsWith('../')
+  return {
+    ...config,
+    stateDir: at(config.stateDir),
+    listen: { ...config.listen, tls: config.listen.tls && { cert: at(config.listen.tls.cert), key: at(config.listen.tls.key) } },
+    keys: config.keys.map((k) => ({ ...k, publicKeyFile: maybe(k.publicKeyFile), secretFile: maybe(k.secretFile) })),
+    statusToken: config.statusToken && { ...config.statusToken, file: maybe(config.statusToken.file) },
+    backups: { ...config.backups, dir: maybe(config.backups.dir) },
+    notify: config.notify.map((n) => ({ ...n, secretFile: maybe(n.secretFile) })),
+    apps: Object.fromEntries(
+      Object.entries(config.apps).map(([name, app]) => [
+        name,
+        {
+          ...app,
+          repo: isLocalPath(app.repo) ? at(app.repo) : app.repo,
+          envs: Object.fromEntries(
+            Object.entries(app.envs).map(([envName, env]) => [
+              envName,
+              {
+                ...env,
+                envFile: maybe(env.envFile),
+                files: env.files.map(at),
+                database: env.database && { ...env.database, passwordFile: maybe(env.database.passwordFile) },
+                proxy: env.proxy && { ...env.proxy, upstreamFile: at(env.proxy.upstreamFile) },
+              },
+            ]),
+          ),
+        },
+      ]),
+    ),
+  }
+}
+
+export function parseConfig(yamlText: string, env: NodeJS.ProcessEnv = process.env, source = 'config', baseDir = process.cwd()): Config {
   const doc = parseDocument(yamlText, { uniqueKeys: true, prettyErrors: true })
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((e) => `${source}: ${e.message.split('\n')[0]}`))
@@ -43,7 +80,7 @@ export function parseConfig(yamlText: string, env: NodeJS.ProcessEnv = process.e
   }
   const result = configSchema.safeParse(raw)
   if (!result.success) throw new ConfigError(result.error.issues.flatMap(describeIssue))
-  return { ...result.data, stateDir: resolve(result.data.stateDir) }
+  return resolvePaths(result.data, baseDir)
 }
 
 export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
@@ -53,10 +90,10 @@ export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.
   } catch (err) {
     throw new ConfigError([`${path}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? String(err)})`])
   }
-  return parseConfig(text, env, path)
+  return parseConfig(text, env, path, dirname(resolve(path)))
 }
 
 /** Where backups live when `backups.dir` is not set. */
 export function backupDir(config: Config): string {
-  return resolve(config.backups.dir ?? `${config.stateDir}/backups`)
+  return config.backups.dir ?? resolve(config.stateDir, 'backups')
 }

@@ -8,7 +8,8 @@ const UPSTREAM_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/
 
 const name = z.string({ error: 'must be a string' }).regex(NAME_PATTERN, { error: `must match ${NAME_PATTERN}` })
 const nonEmpty = z.string({ error: 'must be a string' }).min(1, { error: 'must not be empty' })
-const absolutePath = nonEmpty.refine((p) => p.startsWith('/'), { error: 'must be an absolute path' })
+/** A file path; relative paths are resolved against the config file's directory when it is loaded. */
+const filePath = nonEmpty.refine((p) => !p.includes('\0'), { error: 'must be a file path' })
 const port = z
   .number({ error: 'must be a port number' })
   .int({ error: 'must be a port number' })
@@ -34,8 +35,8 @@ const keySchema = z
   .strictObject({
     id: z.string({ error: 'must be a string' }).regex(KEY_ID_PATTERN, { error: `must match ${KEY_ID_PATTERN}` }),
     alg: z.enum(['ed25519', 'hmac-sha256'], { error: 'must be "ed25519" or "hmac-sha256"' }),
-    publicKeyFile: absolutePath.optional(),
-    secretFile: absolutePath.optional(),
+    publicKeyFile: filePath.optional(),
+    secretFile: filePath.optional(),
     secretEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, { error: 'must be an environment variable name' }).optional(),
     allow: z
       .strictObject({ envs: z.array(name).optional(), refs: z.array(glob).optional() })
@@ -57,7 +58,7 @@ const keySchema = z
   })
 
 const proxySchema = z.strictObject({
-  upstreamFile: absolutePath,
+  upstreamFile: filePath,
   upstreamName: z.string().regex(UPSTREAM_NAME_PATTERN, { error: `must match ${UPSTREAM_NAME_PATTERN}` }).optional(),
   test: command.default(['nginx', '-t']),
   reload: command.default(['nginx', '-s', 'reload']),
@@ -67,7 +68,7 @@ const databaseSchema = z.strictObject({
   url: z.string({ error: 'must be a string' }).regex(/^postgres(ql)?:\/\/[^/]+\/[A-Za-z_][A-Za-z0-9_]{0,62}$/, {
     error: 'must be a postgres://user@host[:port]/dbname URL',
   }),
-  passwordFile: absolutePath.optional(),
+  passwordFile: filePath.optional(),
   envName: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, { error: 'must be an environment variable name' }).default('DATABASE_URL'),
 })
 
@@ -78,9 +79,9 @@ const envSchema = z.strictObject({
   ports: z
     .tuple([port, port], { error: 'must be two port numbers [blue, green]' })
     .refine(([a, b]) => a !== b, { error: 'the two ports must differ' }),
-  envFile: absolutePath.optional(),
+  envFile: filePath.optional(),
   database: databaseSchema.optional(),
-  files: z.array(absolutePath).default([]),
+  files: z.array(filePath).default([]),
   proxy: proxySchema.optional(),
 })
 
@@ -122,7 +123,7 @@ const appSchema = z.strictObject({
 const notifySchema = z.strictObject({
   kind: z.enum(['slack', 'discord', 'webhook'], { error: 'must be "slack", "discord" or "webhook"' }),
   url: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }),
-  secretFile: absolutePath.optional(),
+  secretFile: filePath.optional(),
 })
 
 const retentionDefaults = { days: 30, minKeep: 7, weekly: 8, monthly: 6 }
@@ -133,7 +134,7 @@ export const configSchema = z
       .strictObject({
         host: nonEmpty.default('127.0.0.1'),
         port: port.default(8787),
-        tls: z.strictObject({ cert: absolutePath, key: absolutePath }).optional(),
+        tls: z.strictObject({ cert: filePath, key: filePath }).optional(),
       })
       .default({ host: '127.0.0.1', port: 8787 }),
     stateDir: nonEmpty.default('./.deploy-agent'),
@@ -142,7 +143,7 @@ export const configSchema = z
     }),
     keys: z.array(keySchema, { error: 'must be a list of keys' }).default([]),
     statusToken: z
-      .strictObject({ file: absolutePath.optional(), env: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).optional() })
+      .strictObject({ file: filePath.optional(), env: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).optional() })
       .refine((t) => (t.file === undefined) !== (t.env === undefined), { error: 'needs exactly one of file or env' })
       .optional(),
     apps: z.record(name, appSchema, { error: 'must be a map of app name → app' }).default({}),

@@ -1,0 +1,101 @@
+// The one place requests are authenticated: signed requests (signature, then nonce), the status token, the
+// per-key allow policy, and the failure limiter. The keyring can be swapped at run time (SIGHUP).
+import { AgentError, ForbiddenError } from '../errors.js'
+import { matchesGlob } from '../config/glob.js'
+import type { Keyring, LoadedKey } from './keyring.js'
+import { FailureLimiter } from './limiter.js'
+import { AuthError, statusTokenMatches, verifySignature, type AuthFailureReason, type SignedRequest } from './verify.js'
+
+export interface NonceMemory {
+  /** false when the nonce was seen before (a replay) */
+  remember(nonce: string): Promise<boolean>
+}
+
+export class ReplayError extends AgentError {
+  constructor() {
+    super('replayed_nonce', 409, 'this nonce was already used; sign the request again')
+  }
+}
+
+export class TooManyFailuresError extends AgentError {
+  constructor(readonly retryAfterSec: number) {
+    super('too_many_failures', 429, `too many failed authentications from this address; retry in ${retryAfterSec} s`)
+  }
+}
+
+export interface AuthenticatorOptions {
+  keyring: Keyring
+  audience: string
+  nonces: NonceMemory
+  limiter?: FailureLimiter
+  nowSec?: () => number
+  onFailure?: (reason: AuthFailureReason) => void
+}
+
+export class Authenticator {
+  private keyring: Keyring
+  private readonly limiter: FailureLimiter
+  private readonly nowSec: () => number
+
+  constructor(private readonly options: AuthenticatorOptions) {
+    this.keyring = options.keyring
+    this.limiter = options.limiter ?? new FailureLimiter({ maxFailures: 20, windowMs: 60_000 })
+    this.nowSec = options.nowSec ?? (() => Math.floor(Date.now() / 1000))
+  }
+
+  get keyCount(): number {
+    return this.keyring.keys.size
+  }
+
+  reload(keyring: Keyring): void {
+    this.keyring = keyring
+  }
+
+  /** Refuses an address that failed too often, before any work is done for it. */
+  checkNotBlocked(address: string): void {
+    const retryAfter = this.limiter.retryAfterSec(address)
+    if (retryAfter > 0) throw new TooManyFailuresError(retryAfter)
+  }
+
+  async verifySigned(req: SignedRequest, address: string): Promise<LoadedKey> {
+    let verified: { key: LoadedKey; nonce: string }
+    try {
+      verified = verifySignature(req, this.keyring, this.options.audience, this.nowSec())
+    } catch (err) {
+      if (err instanceof AuthError) this.fail(err.reason, address)
+      throw err
+    }
+    // Only a request with a valid signature may consume a nonce; otherwise anyone could burn nonces.
+    if (!(await this.options.nonces.remember(verified.nonce))) {
+      this.options.onFailure?.('replayed_nonce')
+      throw new ReplayError()
+    }
+    return verified.key
+  }
+
+  verifyStatusToken(authorization: string | undefined, address: string): void {
+    if (!statusTokenMatches(authorization, this.keyring.statusToken)) {
+      this.fail('bad_token', address)
+      throw new AuthError('bad_token')
+    }
+  }
+
+  /** Whether a request carries signature headers (so a read endpoint can accept either kind of auth). */
+  static looksSigned(rawHeaders: readonly string[]): boolean {
+    return rawHeaders.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'deploy-signature')
+  }
+
+  /** The key's `allow` policy: envs and ref globs it may deploy. */
+  authorize(key: LoadedKey, target: { env: string; ref?: string }): void {
+    const { envs, refs } = key.allow
+    if (envs && !envs.includes(target.env)) throw new ForbiddenError(`key "${key.id}" may not deploy to env "${target.env}"`)
+    if (refs && target.ref !== undefined && !refs.some((pattern) => matchesGlob(target.ref as string, pattern))) {
+      throw new ForbiddenError(`key "${key.id}" may not deploy ref "${target.ref}"`)
+    }
+  }
+
+  private fail(reason: AuthFailureReason, address: string): void {
+    this.limiter.recordFailure(address)
+    this.options.onFailure?.(reason)
+  }
+}

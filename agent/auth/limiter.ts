@@ -1,0 +1,52 @@
+// Counts authentication failures per client address in a fixed window; an address past the limit is refused
+// (429) before any signature work until its window ends. Valid requests from other addresses are unaffected.
+export interface FailureLimiterOptions {
+  maxFailures: number
+  windowMs: number
+  now?: () => number
+  /** bound on tracked addresses, so a flood from many addresses cannot grow memory without limit */
+  maxTracked?: number
+}
+
+export class FailureLimiter {
+  private readonly windows = new Map<string, { failures: number; resetAt: number }>()
+  private readonly now: () => number
+  private readonly maxTracked: number
+
+  constructor(private readonly options: FailureLimiterOptions) {
+    this.now = options.now ?? Date.now
+    this.maxTracked = options.maxTracked ?? 10_000
+  }
+
+  /** Seconds until the address may try again, or 0 when it is not blocked. */
+  retryAfterSec(address: string): number {
+    const window = this.windows.get(address)
+    if (!window) return 0
+    const remainingMs = window.resetAt - this.now()
+    if (remainingMs <= 0) {
+      this.windows.delete(address)
+      return 0
+    }
+    return window.failures >= this.options.maxFailures ? Math.ceil(remainingMs / 1000) : 0
+  }
+
+  recordFailure(address: string): void {
+    const now = this.now()
+    const window = this.windows.get(address)
+    if (window && window.resetAt > now) {
+      window.failures += 1
+      return
+    }
+    if (this.windows.size >= this.maxTracked) this.evictExpired(now)
+    this.windows.set(address, { failures: 1, resetAt: now + this.options.windowMs })
+  }
+
+  private evictExpired(now: number): void {
+    for (const [address, window] of this.windows) if (window.resetAt <= now) this.windows.delete(address)
+    // Still full: forget the oldest entries (Map keeps insertion order) rather than grow.
+    for (const address of this.windows.keys()) {
+      if (this.windows.size < this.maxTracked) break
+      this.windows.delete(address)
+    }
+  }
+}

@@ -1,0 +1,85 @@
+// The agent process: load and check everything first (exit non-zero without listening on any problem), then
+// listen; SIGHUP reloads the keyring, SIGTERM/SIGINT close gracefully.
+import { readFile } from 'node:fs/promises'
+import type { FastifyInstance } from 'fastify'
+import { Authenticator } from '../auth/authenticator.js'
+import { loadKeyring } from '../auth/keyring.js'
+import { loadConfig } from '../config/load.js'
+import { buildApp } from '../http/app.js'
+import { createLogger, type Logger } from '../observability/logger.js'
+import { Metrics } from '../observability/metrics.js'
+import { DeployStore } from '../store/deploys.js'
+import { ensureDir } from '../store/files.js'
+import { NonceStore } from '../store/nonces.js'
+import { VERSION } from '../version.js'
+
+export interface RunningAgent {
+  app: FastifyInstance
+  url: string
+  close(): Promise<void>
+}
+
+export async function startAgent(configPath: string, logger: Logger = createLogger()): Promise<RunningAgent> {
+  const startedAt = new Date()
+  const config = await loadConfig(configPath)
+  const keyring = await loadKeyring(config)
+  await ensureDir(config.stateDir)
+  const nonces = await NonceStore.open(config.stateDir)
+  const deploys = await DeployStore.open(config.stateDir, {
+    onTornLine: (info) => logger.warn({ line: info.line }, 'journal had a torn line (power cut?); it was skipped'),
+  })
+  const metrics = new Metrics()
+  const authenticator = new Authenticator({
+    keyring,
+    audience: config.audience,
+    nonces,
+    onFailure: (reason) => metrics.authFailures.inc({ reason }),
+  })
+  const https = config.listen.tls && { cert: await readFile(config.listen.tls.cert), key: await readFile(config.listen.tls.key) }
+  const app = await buildApp({ config, authenticator, deploys, metrics, logger, version: VERSION, startedAt }, { https })
+
+  const reloadKeyring = async () => {
+    try {
+      const fresh = await loadConfig(configPath)
+      authenticator.reload(await loadKeyring(fresh))
+      logger.info({ keys: authenticator.keyCount }, 'keyring reloaded')
+    } catch (err) {
+      logger.error({ err }, 'keyring reload failed; the previous keyring stays in use')
+    }
+  }
+  const onHangup = () => void reloadKeyring()
+  process.on('SIGHUP', onHangup)
+
+  const address = await app.listen({ host: config.listen.host, port: config.listen.port })
+  logger.info({ address, version: VERSION, stateDir: config.stateDir, apps: Object.keys(config.apps) }, 'agent listening')
+  return {
+    app,
+    url: address,
+    close: async () => {
+      process.off('SIGHUP', onHangup)
+      await app.close()
+      await Promise.all([nonces.close(), deploys.close()])
+    },
+  }
+}
+
+/** `deploy-agent serve`: runs until SIGTERM or SIGINT. */
+export async function serve(configPath: string): Promise<void> {
+  const logger = createLogger()
+  const agent = await startAgent(configPath, logger)
+  let closing = false
+  const shutdown = (signal: string) => {
+    if (closing) return
+    closing = true
+    logger.info({ signal }, 'shutting down')
+    agent.close().then(
+      () => process.exit(0),
+      (err) => {
+        logger.error({ err }, 'shutdown failed')
+        process.exit(1)
+      },
+    )
+  }
+  process.on('SIGTERM', () => shutdown('SIGTERM'))
+  process.on('SIGINT', () => shutdown('SIGINT'))
+}

@@ -1,0 +1,26 @@
+// Looking up an app+env named in a request, and the env's own rule for which refs it accepts.
+import { ForbiddenError, NotFoundError } from '../errors.js'
+import { matchesGlob } from './glob.js'
+import type { AppConfig, Config, EnvConfig, RefRule } from './schema.js'
+
+export interface Target {
+  app: string
+  env: string
+  appConfig: AppConfig
+  envConfig: EnvConfig
+}
+
+export function findTarget(config: Config, app: string, env: string): Target {
+  const appConfig = config.apps[app]
+  if (!appConfig) throw new NotFoundError(`unknown app "${app}"`)
+  const envConfig = appConfig.envs[env]
+  if (!envConfig) throw new NotFoundError(`app "${app}" has no env "${env}"`)
+  return { app, env, appConfig, envConfig }
+}
+
+/** `branch:main` accepts the ref "main"; `tag:v*.*.*` accepts refs matching the glob. */
+export function checkRefAllowed(rule: RefRule, ref: string, where: string): void {
+  if (!matchesGlob(ref, rule.pattern)) {
+    throw new ForbiddenError(`${where} deploys only ${rule.kind} refs matching "${rule.pattern}", not "${ref}"`)
+  }
+}

@@ -1,0 +1,94 @@
+// The fastify app factory: everything it needs comes in through `deps`; listening, signals and shutdown belong
+// to the process (cli/serve.ts), so tests build the app and call `inject`.
+import { randomUUID } from 'node:crypto'
+import swagger from '@fastify/swagger'
+import type { Server as HttpsServer } from 'node:https'
+import Fastify, { type FastifyHttpsOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { Authenticator } from '../auth/authenticator.js'
+import type { Config } from '../config/schema.js'
+import type { Logger } from '../observability/logger.js'
+import type { Metrics } from '../observability/metrics.js'
+import type { DeployStore } from '../store/deploys.js'
+import { registerAuth } from './auth.js'
+import { registerErrorHandling } from './errors.js'
+import { backupRoutes } from './routes/backups.js'
+import { deployRoutes } from './routes/deploys.js'
+import { healthRoutes } from './routes/health.js'
+import { metricsRoutes } from './routes/metrics.js'
+import { statusRoutes } from './routes/status.js'
+
+export const BODY_LIMIT_BYTES = 64 * 1024
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
+
+export interface AppDeps {
+  config: Config
+  authenticator: Authenticator
+  deploys: DeployStore
+  metrics: Metrics
+  logger: Logger
+  version: string
+  startedAt: Date
+}
+
+export interface AppOptions {
+  https?: { cert: Buffer; key: Buffer }
+}
+
+export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise<FastifyInstance> {
+  const serverOptions: FastifyServerOptions = {
+    loggerInstance: deps.logger,
+    bodyLimit: BODY_LIMIT_BYTES,
+    requestTimeout: 10_000, // whole request (headers + body) must arrive in 10 s: no slow-loris uploads
+    connectionTimeout: 120_000, // idle sockets; followed logs send a heartbeat well inside this
+    keepAliveTimeout: 5_000,
+    routerOptions: { maxParamLength: 128 },
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: true, useDefaults: false } },
+  }
+  const app = options.https
+    ? (Fastify({ ...serverOptions, https: options.https } as FastifyHttpsOptions<HttpsServer>) as unknown as FastifyInstance)
+    : Fastify(serverOptions)
+
+  // Keep the raw bytes: the signature covers them, not a re-serialisation of the parsed JSON.
+  app.removeAllContentTypeParsers()
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    request.rawBody = body as Buffer
+    parseJson(request, body as unknown as string, done)
+  })
+
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+  })
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched'
+    deps.metrics.httpRequests.inc({ method: request.method, route, status: String(reply.statusCode) })
+  })
+
+  registerErrorHandling(app)
+  registerAuth(app, deps.authenticator)
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'deploy-agent', version: deps.version, description: 'Signed deploys, rollbacks and backups for one server' },
+      components: {
+        securitySchemes: {
+          statusToken: { type: 'http', scheme: 'bearer' },
+          signature: { type: 'apiKey', in: 'header', name: 'Deploy-Signature' },
+        },
+      },
+    },
+  })
+
+  healthRoutes(app)
+  statusRoutes(app, deps)
+  deployRoutes(app, deps)
+  backupRoutes(app, deps)
+  metricsRoutes(app, deps)
+  app.get('/v1/openapi.json', { config: { auth: 'none' }, schema: { hide: true } }, async () => app.swagger())
+  return app
+}

@@ -1,0 +1,111 @@
+// Deploys, approvals, rollbacks and releases. The pipeline itself lives in deploy/; until it is wired in, the
+// routes that would start work authenticate, validate and authorize fully, then answer 501.
+import type { FastifyInstance } from 'fastify'
+import { checkRefAllowed, findTarget } from '../../config/targets.js'
+import { NotFoundError, NotImplementedError } from '../../errors.js'
+import type { AppDeps } from '../app.js'
+import { signer } from '../auth.js'
+import { appEnvParams, COMMIT, deployIdParams, emptyBody, errorResponse, NAME, REF, RELEASE, type AppEnvParams, type IdParams } from '../schemas.js'
+
+export interface DeployBody {
+  ref: string
+  commit?: string
+  reason?: string
+}
+
+const deployBody = {
+  type: 'object',
+  required: ['ref'],
+  additionalProperties: false,
+  properties: { ref: REF, commit: COMMIT, reason: { type: 'string', maxLength: 500 } },
+} as const
+
+const rollbackBody = { type: 'object', additionalProperties: false, properties: { to: RELEASE } } as const
+
+const listQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { app: NAME, env: NAME, limit: { type: 'string', pattern: '^[1-9][0-9]{0,3}$' } },
+} as const
+
+const logQuery = { type: 'object', additionalProperties: false, properties: { follow: { type: 'string', enum: ['0', '1'] } } } as const
+
+const errors = { '4xx': errorResponse, '5xx': errorResponse }
+
+export function deployRoutes(app: FastifyInstance, deps: AppDeps): void {
+  app.post<{ Params: AppEnvParams; Body: DeployBody }>(
+    '/v1/apps/:app/envs/:env/deploys',
+    {
+      config: { auth: 'signed' },
+      schema: { summary: 'Start a deploy of a ref', params: appEnvParams, body: deployBody, response: errors },
+    },
+    async (request) => {
+      const { app: appName, env } = request.params
+      const target = findTarget(deps.config, appName, env)
+      deps.authenticator.authorize(signer(request), { env, ref: request.body.ref })
+      checkRefAllowed(target.envConfig.ref, request.body.ref, `${appName}/${env}`)
+      throw new NotImplementedError('starting a deploy')
+    },
+  )
+
+  app.post<{ Params: IdParams }>(
+    '/v1/deploys/:id/approve',
+    { config: { auth: 'signed' }, schema: { summary: 'Approve a deploy held in AWAITING_APPROVAL', params: deployIdParams, body: emptyBody, response: errors } },
+    async (request) => {
+      const deploy = deps.deploys.get(request.params.id)
+      if (!deploy) throw new NotFoundError(`no deploy ${request.params.id}`)
+      deps.authenticator.authorize(signer(request), { env: deploy.env, ref: deploy.ref })
+      throw new NotImplementedError('approving a deploy')
+    },
+  )
+
+  app.post<{ Params: AppEnvParams; Body: { to?: string } }>(
+    '/v1/apps/:app/envs/:env/rollback',
+    { config: { auth: 'signed' }, schema: { summary: 'Roll back to the previous or a named kept release', params: appEnvParams, body: rollbackBody, response: errors } },
+    async (request) => {
+      findTarget(deps.config, request.params.app, request.params.env)
+      deps.authenticator.authorize(signer(request), { env: request.params.env })
+      throw new NotImplementedError('rollback')
+    },
+  )
+
+  app.get<{ Params: AppEnvParams }>(
+    '/v1/apps/:app/envs/:env/releases',
+    { config: { auth: 'token' }, schema: { summary: 'Kept releases and which is live', params: appEnvParams, response: errors } },
+    async (request) => {
+      findTarget(deps.config, request.params.app, request.params.env)
+      throw new NotImplementedError('listing releases')
+    },
+  )
+
+  app.get<{ Querystring: { app?: string; env?: string; limit?: string } }>(
+    '/v1/deploys',
+    { config: { auth: 'token' }, schema: { summary: 'Deploy history, newest first', querystring: listQuery, response: errors } },
+    async (request) => {
+      const { app: appName, env, limit } = request.query
+      return { deploys: deps.deploys.list({ app: appName, env, limit: limit ? Number(limit) : 50 }) }
+    },
+  )
+
+  app.get<{ Params: IdParams }>(
+    '/v1/deploys/:id',
+    { config: { auth: 'token' }, schema: { summary: 'One deploy with its state trail', params: deployIdParams, response: errors } },
+    async (request) => {
+      const deploy = deps.deploys.get(request.params.id)
+      if (!deploy) throw new NotFoundError(`no deploy ${request.params.id}`)
+      return deploy
+    },
+  )
+
+  app.get<{ Params: IdParams; Querystring: { follow?: '0' | '1' } }>(
+    '/v1/deploys/:id/log',
+    { config: { auth: 'token' }, schema: { summary: 'Deploy log as NDJSON', params: deployIdParams, querystring: logQuery, response: errors } },
+    async (request, reply) => {
+      const deploy = deps.deploys.get(request.params.id)
+      if (!deploy) throw new NotFoundError(`no deploy ${request.params.id}`)
+      if (request.query.follow === '1' && deploy.finishedAt === null) throw new NotImplementedError('following a running deploy')
+      reply.type('application/x-ndjson')
+      return deps.deploys.readLog(deploy.id)
+    },
+  )
+}

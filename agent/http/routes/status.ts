@@ -1,0 +1,71 @@
+import type { FastifyInstance } from 'fastify'
+import type { AppDeps } from '../app.js'
+import { errorResponse } from '../schemas.js'
+
+const nullable = (schema: object) => ({ anyOf: [{ type: 'null' }, schema] })
+
+const statusResponse = {
+  type: 'object',
+  required: ['agent', 'apps'],
+  properties: {
+    agent: { type: 'object', properties: { version: { type: 'string' }, uptimeSec: { type: 'integer' } } },
+    apps: {
+      type: 'object',
+      additionalProperties: {
+        type: 'object',
+        properties: {
+          envs: {
+            type: 'object',
+            additionalProperties: {
+              type: 'object',
+              properties: {
+                live: nullable({
+                  type: 'object',
+                  properties: {
+                    release: { type: 'string' },
+                    commit: { type: 'string' },
+                    port: { type: 'integer' },
+                    deployId: { type: 'string' },
+                    since: { type: 'string' },
+                  },
+                }),
+                deploying: nullable({ type: 'object', properties: { id: { type: 'string' }, state: { type: 'string' } } }),
+                lastBackup: nullable({
+                  type: 'object',
+                  properties: { id: { type: 'string' }, createdAt: { type: 'string' }, verified: { type: 'boolean' } },
+                }),
+              },
+            },
+          },
+        },
+      },
+    },
+  },
+} as const
+
+export function statusRoutes(app: FastifyInstance, deps: AppDeps): void {
+  app.get(
+    '/v1/status',
+    {
+      config: { auth: 'token-or-signed' },
+      schema: { summary: 'Apps, envs, live release, in-flight deploy, last backup', response: { 200: statusResponse, '4xx': errorResponse } },
+    },
+    async () => {
+      const inFlight = deps.deploys.unfinished()
+      const apps = Object.fromEntries(
+        Object.entries(deps.config.apps).map(([appName, app]) => [
+          appName,
+          {
+            envs: Object.fromEntries(
+              Object.keys(app.envs).map((envName) => {
+                const deploying = inFlight.find((d) => d.app === appName && d.env === envName)
+                return [envName, { live: null, deploying: deploying ? { id: deploying.id, state: deploying.state } : null, lastBackup: null }]
+              }),
+            ),
+          },
+        ]),
+      )
+      return { agent: { version: deps.version, uptimeSec: Math.floor((Date.now() - deps.startedAt.getTime()) / 1000) }, apps }
+    },
+  )
+}
