@@ -8,9 +8,8 @@ import { loadConfig } from '../config/load.js'
 import { buildApp } from '../http/app.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { Metrics } from '../observability/metrics.js'
-import { DeployStore } from '../store/deploys.js'
 import { ensureDir } from '../store/files.js'
-import { NonceStore } from '../store/nonces.js'
+import { StateStore } from '../store/index.js'
 import { VERSION } from '../version.js'
 
 export interface RunningAgent {
@@ -24,19 +23,18 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   const config = await loadConfig(configPath)
   const keyring = await loadKeyring(config)
   await ensureDir(config.stateDir)
-  const nonces = await NonceStore.open(config.stateDir)
-  const deploys = await DeployStore.open(config.stateDir, {
-    onTornLine: (info) => logger.warn({ line: info.line }, 'journal had a torn line (power cut?); it was skipped'),
+  const store = await StateStore.open(config.stateDir, {
+    deploys: { onTornLine: (info) => logger.warn({ line: info.line, tail: info.tail }, 'journal had a torn line (power cut?); it was skipped') },
   })
   const metrics = new Metrics()
   const authenticator = new Authenticator({
     keyring,
     audience: config.audience,
-    nonces,
+    nonces: store.nonces,
     onFailure: (reason) => metrics.authFailures.inc({ reason }),
   })
   const https = config.listen.tls && { cert: await readFile(config.listen.tls.cert), key: await readFile(config.listen.tls.key) }
-  const app = await buildApp({ config, authenticator, deploys, metrics, logger, version: VERSION, startedAt }, { https })
+  const app = await buildApp({ config, authenticator, deploys: store.deploys, metrics, logger, version: VERSION, startedAt }, { https })
 
   const reloadKeyring = async () => {
     try {
@@ -58,7 +56,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     close: async () => {
       process.off('SIGHUP', onHangup)
       await app.close()
-      await Promise.all([nonces.close(), deploys.close()])
+      await store.close()
     },
   }
 }

@@ -23,6 +23,9 @@ function describeIssue(issue: z.core.$ZodIssue): string[] {
   if (issue.code === 'unrecognized_keys') {
     return issue.keys.map((key) => `${formatKeyPath([...issue.path, key])}: unknown key`)
   }
+  if (issue.code === 'invalid_key') {
+    return [`${formatKeyPath(issue.path)}: ${issue.issues[0]?.message ?? issue.message}`]
+  }
   if (issue.code === 'invalid_type' && issue.input === undefined) {
     const message = issue.message.startsWith('is required') ? issue.message : 'is required'
     return [`${formatKeyPath(issue.path)}: ${message}`]
@@ -78,7 +81,7 @@ export function parseConfig(yamlText: string, env: NodeJS.ProcessEnv = process.e
     const value = env[name]
     if (value !== undefined && value !== '') apply(raw, value)
   }
-  const result = configSchema.safeParse(raw)
+  const result = configSchema.safeParse(raw, { reportInput: true })
   if (!result.success) throw new ConfigError(result.error.issues.flatMap(describeIssue))
   return resolvePaths(result.data, baseDir)
 }

@@ -175,6 +175,7 @@ export const configSchema = z
     for (const [appName, app] of Object.entries(config.apps)) {
       for (const [envName, env] of Object.entries(app.envs)) {
         env.ports.forEach((p, i) => {
+          if (i === 1 && p === env.ports[0]) return // reported by the env's own rule
           const owner = owners.get(p)
           const path = ['apps', appName, 'envs', envName, 'ports', i]
           if (owner) ctx.addIssue({ code: 'custom', path, message: `port ${p} is already used by ${owner}` })

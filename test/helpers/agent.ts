@@ -14,8 +14,8 @@ import type { Config } from '../../agent/config/schema.js'
 import { buildApp } from '../../agent/http/app.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import { Metrics } from '../../agent/observability/metrics.js'
-import { DeployStore } from '../../agent/store/deploys.js'
-import { NonceStore } from '../../agent/store/nonces.js'
+import type { DeployStore } from '../../agent/store/deploys.js'
+import { StateStore } from '../../agent/store/index.js'
 
 export const AUDIENCE = 'agent.test'
 
@@ -85,28 +85,27 @@ export async function buildTestAgent(dir: string, options: { extra?: Record<stri
   const config = await loadConfig(configPath)
   const keyring = await loadKeyring(config)
   await mkdir(config.stateDir, { recursive: true })
-  const nonces = await NonceStore.open(config.stateDir)
-  const deploys = await DeployStore.open(config.stateDir)
+  const store = await StateStore.open(config.stateDir)
   const metrics = new Metrics({ defaultMetrics: false })
   const authenticator = new Authenticator({
     keyring,
     audience: config.audience,
-    nonces,
+    nonces: store.nonces,
     limiter: options.limiter,
     onFailure: (reason) => metrics.authFailures.inc({ reason }),
   })
   const logger = createLogger({ level: 'silent' })
-  const app = await buildApp({ config, authenticator, deploys, metrics, logger, version: '0.0.0-test', startedAt: new Date() })
+  const app = await buildApp({ config, authenticator, deploys: store.deploys, metrics, logger, version: '0.0.0-test', startedAt: new Date() })
   return {
     app,
     config,
     keys,
     metrics,
-    deploys,
+    deploys: store.deploys,
     configPath,
     close: async () => {
       await app.close()
-      await Promise.all([nonces.close(), deploys.close()])
+      await store.close()
     },
   }
 }

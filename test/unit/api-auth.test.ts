@@ -2,6 +2,7 @@
 // runs, and a valid request still works afterwards.
 import t from 'tap'
 import { AUDIENCE, buildTestAgent, signedInject, type TestAgent } from '../helpers/agent.js'
+import { tempDir } from '../helpers/tmp.js'
 
 const DEPLOY_URL = '/v1/apps/web/envs/staging/deploys'
 let addressCounter = 0
@@ -10,9 +11,7 @@ const nextAddress = () => `127.0.${Math.floor(++addressCounter / 250)}.${(addres
 
 let agent: TestAgent
 t.before(async () => {
-  agent = await buildTestAgent(t.testdirName, {
-    extra: {},
-  })
+  agent = await buildTestAgent(await tempDir(t))
 })
 t.teardown(() => agent.close())
 

@@ -1,0 +1,288 @@
+// Deploy records and their logs in the state dir. `deploys.jsonl` holds events (created, state changed); the records
+// are rebuilt from it on open, and every change is fsynced before the method resolves.
+import { join } from 'node:path'
+import { ConflictError, NotFoundError, ValidationError } from '../errors.js'
+import { assertDeployId, isDeployId, newDeployId } from './deploy-id.js'
+import { DeployLogs } from './deploy-logs.js'
+import { ensureDir } from './files.js'
+import { Journal, JOURNAL_FORMAT, type JournalRecord, type TornLine } from './journal.js'
+
+export interface DeployError {
+  code: string
+  message: string
+}
+
+export interface DeployStateEntry {
+  state: string
+  at: string
+}
+
+export interface Deploy {
+  id: string
+  app: string
+  env: string
+  ref: string
+  commit: string | null
+  release: string | null
+  reason: string | null
+  keyId: string | null
+  state: string
+  states: DeployStateEntry[]
+  error: DeployError | null
+  createdAt: string
+  finishedAt: string | null
+}
+
+export interface NewDeploy {
+  app: string
+  env: string
+  ref: string
+  commit?: string | null
+  reason?: string | null
+  keyId?: string | null
+  /** Defaults to QUEUED. */
+  state?: string
+}
+
+/** Fields left out are kept; `terminal: true` marks the deploy finished (no transition after that). */
+export interface TransitionPatch {
+  error?: DeployError | null
+  commit?: string | null
+  release?: string | null
+  terminal?: boolean
+}
+
+export interface ListQuery {
+  app?: string
+  env?: string
+  limit?: number
+}
+
+export interface DeployStoreOptions {
+  /** Clock in ms since the epoch (createdAt, state times). */
+  now?: () => number
+  /** Id generator (tests); every id must match DEPLOY_ID. Default: `d_` + 12 random base32 characters. */
+  newId?: () => string
+  onTornLine?: (info: TornLine) => void
+  /** A journal record that parsed but cannot be applied (unknown type or deploy, bad shape, newer format). */
+  onSkippedRecord?: (record: JournalRecord, reason: string) => void
+}
+
+export const INITIAL_STATE = 'QUEUED'
+
+interface CreatedEvent {
+  type: 'deploy.created'
+  deploy: Deploy
+}
+
+interface StateEvent {
+  type: 'deploy.state'
+  id: string
+  state: string
+  at: string
+  error?: DeployError | null
+  commit?: string | null
+  release?: string | null
+  terminal?: true
+}
+
+type DeployEvent = CreatedEvent | StateEvent
+
+const isString = (value: unknown): value is string => typeof value === 'string'
+const isNullableString = (value: unknown): value is string | null => value === null || isString(value)
+const isDeployError = (value: unknown): value is DeployError =>
+  typeof value === 'object' && value !== null && isString((value as DeployError).code) && isString((value as DeployError).message)
+const isStateEntry = (value: unknown): value is DeployStateEntry =>
+  typeof value === 'object' && value !== null && isString((value as DeployStateEntry).state) && isString((value as DeployStateEntry).at)
+
+function copyDeploy(deploy: Deploy): Deploy {
+  return {
+    ...deploy,
+    states: deploy.states.map((entry) => ({ ...entry })),
+    error: deploy.error && { code: deploy.error.code, message: deploy.error.message },
+  }
+}
+
+function isDeploy(value: unknown): value is Deploy {
+  if (typeof value !== 'object' || value === null) return false
+  const d = value as Record<keyof Deploy, unknown>
+  return (
+    isDeployId(d.id) &&
+    [d.app, d.env, d.ref, d.state, d.createdAt].every(isString) &&
+    [d.commit, d.release, d.reason, d.keyId, d.finishedAt].every(isNullableString) &&
+    Array.isArray(d.states) &&
+    d.states.every(isStateEntry) &&
+    (d.error === null || isDeployError(d.error))
+  )
+}
+
+/** Why `event` cannot be applied to `deploys`, or undefined when it can. */
+function rejectReason(deploys: ReadonlyMap<string, Deploy>, event: Record<string, unknown>): string | undefined {
+  if (event.v !== JOURNAL_FORMAT) return `unsupported format v=${String(event.v)}`
+  if (event.type === 'deploy.created') {
+    if (!isDeploy(event.deploy)) return 'malformed deploy.created'
+    return deploys.has(event.deploy.id) ? `duplicate deploy ${event.deploy.id}` : undefined
+  }
+  if (event.type === 'deploy.state') {
+    const ok = isString(event.id) && isString(event.state) && isString(event.at) && [event.commit, event.release].every((v) => v === undefined || isNullableString(v))
+    if (!ok || (event.error !== undefined && event.error !== null && !isDeployError(event.error))) return 'malformed deploy.state'
+    return deploys.has(event.id as string) ? undefined : `deploy.state for unknown deploy ${String(event.id)}`
+  }
+  return `unknown record type ${JSON.stringify(event.type)}`
+}
+
+/** The one place a deploy record changes: replaying the journal and live writes both go through it. */
+function applyEvent(deploys: Map<string, Deploy>, event: DeployEvent): void {
+  if (event.type === 'deploy.created') {
+    deploys.set(event.deploy.id, copyDeploy(event.deploy))
+    return
+  }
+  const current = deploys.get(event.id) as Deploy
+  deploys.set(event.id, {
+    ...current,
+    state: event.state,
+    states: [...current.states, { state: event.state, at: event.at }],
+    ...(event.commit !== undefined && { commit: event.commit }),
+    ...(event.release !== undefined && { release: event.release }),
+    ...(event.error !== undefined && { error: event.error && { code: event.error.code, message: event.error.message } }),
+    ...(event.terminal && { finishedAt: event.at }),
+  })
+}
+
+export class DeployStore {
+  readonly #journal: Journal
+  readonly #logs: DeployLogs
+  readonly #deploys: Map<string, Deploy>
+  readonly #now: () => number
+  readonly #newId: () => string
+
+  private constructor(journal: Journal, logs: DeployLogs, deploys: Map<string, Deploy>, opts: DeployStoreOptions) {
+    this.#journal = journal
+    this.#logs = logs
+    this.#deploys = deploys
+    this.#now = opts.now ?? Date.now
+    this.#newId = opts.newId ?? newDeployId
+  }
+
+  /** Opens `<stateDir>/deploys.jsonl` (creating the state dir and `logs/`) and rebuilds the records from it. */
+  static async open(stateDir: string, opts: DeployStoreOptions = {}): Promise<DeployStore> {
+    const logDir = join(stateDir, 'logs')
+    await ensureDir(logDir)
+    const journal = await Journal.open(join(stateDir, 'deploys.jsonl'), { now: opts.now, onTornLine: opts.onTornLine })
+    const deploys = new Map<string, Deploy>()
+    for (const record of journal.records()) {
+      const reason = rejectReason(deploys, record)
+      if (reason === undefined) applyEvent(deploys, record as unknown as DeployEvent)
+      else opts.onSkippedRecord?.(record, reason)
+    }
+    return new DeployStore(journal, new DeployLogs(logDir), deploys, opts)
+  }
+
+  /** Records a new deploy (durably) and returns it. */
+  async create(input: NewDeploy): Promise<Deploy> {
+    let id = this.#newId()
+    while (this.#deploys.has(id)) id = this.#newId()
+    assertDeployId(id)
+    const createdAt = this.#timestamp()
+    const state = input.state ?? INITIAL_STATE
+    const deploy: Deploy = {
+      id,
+      app: input.app,
+      env: input.env,
+      ref: input.ref,
+      commit: input.commit ?? null,
+      release: null,
+      reason: input.reason ?? null,
+      keyId: input.keyId ?? null,
+      state,
+      states: [{ state, at: createdAt }],
+      error: null,
+      createdAt,
+      finishedAt: null,
+    }
+    return this.#write({ type: 'deploy.created', deploy })
+  }
+
+  /** Moves a deploy to `state` (durably), merging `patch`. A finished deploy cannot move (ConflictError). */
+  async transition(id: string, state: string, patch: TransitionPatch = {}): Promise<Deploy> {
+    if (!isString(state) || state === '') throw new ValidationError('a deploy state must be a non-empty string')
+    const current = this.#deploys.get(id)
+    if (!current) throw new NotFoundError(`no deploy ${id}`)
+    if (current.finishedAt !== null) {
+      throw new ConflictError('deploy_finished', `deploy ${id} finished as ${current.state}; it cannot move to ${state}`)
+    }
+    const event: StateEvent = { type: 'deploy.state', id, state, at: this.#timestamp() }
+    if (patch.commit !== undefined) event.commit = patch.commit
+    if (patch.release !== undefined) event.release = patch.release
+    if (patch.error !== undefined) event.error = patch.error && { code: patch.error.code, message: patch.error.message }
+    if (patch.terminal) event.terminal = true
+    const deploy = await this.#write(event)
+    if (patch.terminal) {
+      // The transition is already durable: a log that fails to flush must not make it look failed.
+      await this.#logs.closeLog(id).catch(() => undefined)
+    }
+    return deploy
+  }
+
+  get(id: string): Deploy | undefined {
+    const deploy = this.#deploys.get(id)
+    return deploy && copyDeploy(deploy)
+  }
+
+  /** Newest first, optionally for one app and/or env, at most `limit`. */
+  list(query: ListQuery = {}): Deploy[] {
+    const limit = query.limit ?? Infinity
+    const all = [...this.#deploys.values()]
+    const out: Deploy[] = []
+    for (let i = all.length - 1; i >= 0 && out.length < limit; i--) {
+      const deploy = all[i] as Deploy
+      if ((query.app === undefined || deploy.app === query.app) && (query.env === undefined || deploy.env === query.env)) {
+        out.push(copyDeploy(deploy))
+      }
+    }
+    return out
+  }
+
+  /** Deploys not finished yet, oldest first (the order recovery drives them in). */
+  unfinished(): Deploy[] {
+    return [...this.#deploys.values()].filter((deploy) => deploy.finishedAt === null).map(copyDeploy)
+  }
+
+  /** Appends one NDJSON line to the deploy's log (not fsynced per line; flushed when the deploy finishes or on close). */
+  async appendLog(id: string, line: object): Promise<void> {
+    this.#known(id)
+    await this.#logs.append(id, line)
+  }
+
+  /** The deploy's whole log so far; '' when it has none yet. */
+  async readLog(id: string): Promise<string> {
+    this.#known(id)
+    return this.#logs.read(id)
+  }
+
+  /** Flushes the logs and closes the journal, after every write already started. */
+  async close(): Promise<void> {
+    try {
+      await this.#logs.close()
+    } finally {
+      await this.#journal.close()
+    }
+  }
+
+  #known(id: string): void {
+    assertDeployId(id)
+    if (!this.#deploys.has(id)) throw new NotFoundError(`no deploy ${id}`)
+  }
+
+  #timestamp(): string {
+    return new Date(this.#now()).toISOString()
+  }
+
+  /** Journals `event`, then applies it; appends resolve in call order, so events apply in file order. */
+  async #write(event: DeployEvent): Promise<Deploy> {
+    const id = event.type === 'deploy.created' ? event.deploy.id : event.id
+    await this.#journal.append(event)
+    applyEvent(this.#deploys, event)
+    return copyDeploy(this.#deploys.get(id) as Deploy)
+  }
+}

@@ -1,0 +1,50 @@
+// Durable file primitives for the state dir: a file is either its old content or its new content, never half.
+import { randomBytes } from 'node:crypto'
+import { mkdir, open, rename, rm } from 'node:fs/promises'
+import { basename, dirname, join, resolve } from 'node:path'
+
+/** Flushes a directory's entries (creations, renames) to disk. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+/** Creates `dir` and any missing parents with `mode`, and makes the new directory entries durable. */
+export async function ensureDir(dir: string, mode = 0o700): Promise<void> {
+  const target = resolve(dir)
+  const firstCreated = await mkdir(target, { recursive: true, mode })
+  if (firstCreated === undefined) return
+  // Each created directory's entry lives in its parent: flush from the deepest one up to the first created.
+  for (let current = target; ; current = dirname(current)) {
+    await fsyncDir(dirname(current))
+    if (current === resolve(firstCreated) || dirname(current) === current) break
+  }
+}
+
+/**
+ * Replaces `path` with `data`: write a temp file beside it (O_EXCL, so never someone else's), fsync, rename over
+ * the target, fsync the directory. A crash leaves either the old file or the new one (and at worst a stray temp).
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+  const dir = dirname(path)
+  const temp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`)
+  const handle = await open(temp, 'wx', mode)
+  try {
+    try {
+      await handle.writeFile(data)
+      await handle.chmod(mode) // the umask may have narrowed the mode given to open()
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+    await rename(temp, path)
+  } catch (err) {
+    await rm(temp, { force: true })
+    throw err
+  }
+  await fsyncDir(dir)
+}
