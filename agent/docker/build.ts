@@ -1,0 +1,147 @@
+// Image builds: the engine answers 200 and then reports success or failure inside a JSON-lines stream, so the
+// outcome is read from the stream's events, never from how the stream ends.
+import type Docker from 'dockerode'
+import { BuildError, engineMessage } from './errors.js'
+import { LineSplitter, Tail } from './lines.js'
+
+export interface BuildImageOptions {
+  /** A tar stream of the build context (e.g. `git archive` output); consumed, and destroyed on failure. */
+  context: NodeJS.ReadableStream
+  dockerfile: string
+  tag: string
+  buildArgs: Record<string, string>
+  labels: Record<string, string>
+  timeoutMs: number
+  onLine: (line: string) => void
+  signal?: AbortSignal
+}
+
+const TAIL_LINES = 20
+
+interface BuildEvent {
+  stream?: unknown
+  status?: unknown
+  error?: unknown
+  errorDetail?: { message?: unknown }
+}
+
+function errorOf(event: BuildEvent): string | null {
+  if (typeof event.errorDetail?.message === 'string') return event.errorDetail.message
+  if (event.error !== undefined && event.error !== null) return String(event.error)
+  return null
+}
+
+/**
+ * Reads the build's JSON lines, passing each output line to `emit`; resolves with the engine's error message
+ * (null when none was reported) and rejects when the stream breaks or is destroyed early.
+ */
+export function followBuild(stream: NodeJS.ReadableStream, emit: (line: string) => void): Promise<string | null> {
+  return new Promise((resolve, reject) => {
+    const json = new LineSplitter()
+    const text = new LineSplitter()
+    let settled = false
+    let ended = false
+    const settle = (fn: () => void): void => {
+      if (settled) return
+      settled = true
+      fn()
+    }
+    const emitText = (lines: string[]): void => {
+      for (const line of lines) if (line.trim() !== '') emit(line.trim())
+    }
+    const onEvent = (raw: string): void => {
+      if (raw.trim() === '') return
+      let event: BuildEvent
+      try {
+        event = JSON.parse(raw) as BuildEvent
+      } catch {
+        emitText([raw]) // not JSON: still worth showing
+        return
+      }
+      if (typeof event.stream === 'string') emitText(text.push(event.stream))
+      else if (typeof event.status === 'string') emitText([event.status])
+      const error = errorOf(event)
+      if (error !== null) {
+        emitText(text.flush())
+        settle(() => resolve(error))
+        // The engine has nothing more to say after an error; do not wait on the connection.
+        ;(stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.()
+      }
+    }
+    stream.on('data', (chunk: Buffer | string) => {
+      for (const raw of json.push(chunk.toString())) onEvent(raw)
+    })
+    stream.on('end', () => {
+      ended = true
+      for (const raw of json.flush()) onEvent(raw)
+      emitText(text.flush())
+      settle(() => resolve(null))
+    })
+    stream.on('error', (err: Error) => settle(() => reject(err)))
+    stream.on('close', () => {
+      if (!ended) settle(() => reject(new Error('the build stream closed before the build finished')))
+    })
+  })
+}
+
+/** Builds `tag` from a tar context with host networking; returns the image id or throws BuildError. */
+export async function buildImage(docker: Docker, opts: BuildImageOptions): Promise<{ imageId: string }> {
+  const tail = new Tail(TAIL_LINES)
+  const emit = (line: string): void => {
+    tail.push(line)
+    try {
+      opts.onLine(line)
+    } catch {
+      // a failing log sink must not break the build
+    }
+  }
+  const controller = new AbortController()
+  let stopped: 'timeout' | 'cancelled' | null = null
+  let stream: NodeJS.ReadableStream | null = null
+  const stop = (why: 'timeout' | 'cancelled'): void => {
+    if (stopped !== null) return
+    stopped = why
+    // Aborting the request (or destroying its answer) makes the engine cancel the build and, with forcerm,
+    // remove its intermediate container.
+    controller.abort()
+    ;(stream as (NodeJS.ReadableStream & { destroy?: () => void }) | null)?.destroy?.()
+  }
+  const timer = setTimeout(() => stop('timeout'), opts.timeoutMs)
+  const onAbort = (): void => stop('cancelled')
+  opts.signal?.addEventListener('abort', onAbort, { once: true })
+  if (opts.signal?.aborted === true) stop('cancelled')
+
+  let engineError: string | null
+  try {
+    if (stopped !== null) throw new Error('cancelled before start')
+    stream = await docker.buildImage(opts.context, {
+      t: opts.tag,
+      dockerfile: opts.dockerfile,
+      buildargs: opts.buildArgs,
+      labels: opts.labels,
+      networkmode: 'host',
+      rm: true,
+      forcerm: true,
+      abortSignal: controller.signal,
+    })
+    engineError = await followBuild(stream, emit)
+  } catch (err) {
+    const lines = tail.lines()
+    if (stopped === 'timeout') throw new BuildError('build_timeout', `build of ${opts.tag} timed out after ${opts.timeoutMs} ms`, lines)
+    if (stopped === 'cancelled') throw new BuildError('build_cancelled', `build of ${opts.tag} was cancelled`, lines)
+    throw new BuildError('build_failed', `build of ${opts.tag} failed: ${engineMessage(err)}`, lines)
+  } finally {
+    clearTimeout(timer)
+    opts.signal?.removeEventListener('abort', onAbort)
+    const context = opts.context as NodeJS.ReadableStream & { destroy?: () => void; readableEnded?: boolean }
+    if (context.readableEnded !== true) context.destroy?.()
+  }
+  if (engineError !== null) throw new BuildError('build_failed', `build of ${opts.tag} failed: ${engineError}`, tail.lines())
+
+  try {
+    const image = await docker.getImage(opts.tag).inspect()
+    return { imageId: image.Id }
+  } catch (err) {
+    throw new BuildError('build_failed', `build of ${opts.tag} reported success but the image is missing: ${engineMessage(err)}`, tail.lines())
+  }
+}

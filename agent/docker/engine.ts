@@ -1,0 +1,209 @@
+// The one place the agent talks to Docker: a typed facade over dockerode answering plain data and AgentErrors.
+// Containers always use host networking: apps listen on their blue/green port on 127.0.0.1 and nginx proxies there.
+import Docker from 'dockerode'
+import { buildImage, type BuildImageOptions } from './build.js'
+import { ContainerExistsError, DockerError, engineStatus, toDockerError } from './errors.js'
+import { demuxLogBuffer, nonEmptyLines } from './lines.js'
+import { runOneOff } from './one-off.js'
+import {
+  labelFilters,
+  parseDockerTime,
+  type ContainerDetails,
+  type ContainerHealth,
+  type ContainerSummary,
+  type ImageDetails,
+  type ImageSummary,
+  type Labels,
+  type OneOffOptions,
+  type OneOffResult,
+  type StartContainerOptions,
+} from './types.js'
+
+const HEALTH: ReadonlySet<string> = new Set<ContainerHealth>(['healthy', 'unhealthy', 'starting'])
+
+function tagsOf(repoTags: string[] | undefined | null): string[] {
+  return (repoTags ?? []).filter((tag) => tag !== '<none>:<none>')
+}
+
+export class DockerEngine {
+  constructor(private readonly docker: Docker = new Docker()) {}
+
+  /** Runs `fn`, turning engine failures into AgentErrors; answers `fallback` for the listed HTTP statuses. */
+  private async call<T>(what: string, fn: () => Promise<T>, fallback?: { statuses: number[]; value: T }): Promise<T> {
+    try {
+      return await fn()
+    } catch (err) {
+      const status = engineStatus(err)
+      if (fallback !== undefined && status !== undefined && fallback.statuses.includes(status)) return fallback.value
+      throw toDockerError(err, what)
+    }
+  }
+
+  async ping(): Promise<boolean> {
+    try {
+      await this.docker.ping()
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  // ── images ──────────────────────────────────────────────────────────────────────────────────────────────
+
+  /** Builds from a tar stream; throws BuildError (`build_failed`, `build_timeout`, `build_cancelled`). */
+  async buildImage(opts: BuildImageOptions): Promise<{ imageId: string }> {
+    return await buildImage(this.docker, opts)
+  }
+
+  async imageExists(ref: string): Promise<boolean> {
+    return (await this.inspectImage(ref)) !== null
+  }
+
+  async inspectImage(ref: string): Promise<ImageDetails | null> {
+    const info = await this.call(`inspect image ${ref}`, () => this.docker.getImage(ref).inspect(), { statuses: [404], value: null })
+    if (info === null) return null
+    const test = info.Config.Healthcheck?.Test ?? []
+    return {
+      id: info.Id,
+      tags: tagsOf(info.RepoTags),
+      labels: info.Config.Labels ?? {},
+      created: new Date(info.Created),
+      healthcheck: test.length > 0 && test[0] !== 'NONE',
+    }
+  }
+
+  /** Images carrying every `key=value` label given (all images when none is given). */
+  async listImages(labelFilter: Labels): Promise<ImageSummary[]> {
+    const images = await this.call('list images', () => this.docker.listImages({ filters: labelFilters(labelFilter) }))
+    return images.map((image) => ({
+      id: image.Id,
+      tags: tagsOf(image.RepoTags),
+      labels: image.Labels ?? {},
+      created: new Date(image.Created * 1000),
+    }))
+  }
+
+  /** Removes a tag (and the image once untagged); a missing image is fine, one used by a container is `image_in_use`. */
+  async removeImage(ref: string): Promise<void> {
+    try {
+      await this.docker.getImage(ref).remove()
+    } catch (err) {
+      const status = engineStatus(err)
+      if (status === 404) return
+      if (status === 409) throw new DockerError('image_in_use', 409, toDockerError(err, `remove image ${ref}`).message, { cause: err })
+      throw toDockerError(err, `remove image ${ref}`)
+    }
+  }
+
+  // ── containers ──────────────────────────────────────────────────────────────────────────────────────────
+
+  /** Runs `cmd` to completion (or kills it at `timeoutMs`) in a throw-away container; see one-off.ts. */
+  async runOneOff(opts: OneOffOptions): Promise<OneOffResult> {
+    return await runOneOff(this.docker, opts)
+  }
+
+  /** Creates and starts a long-running container; returns its id. A taken name is `container_exists`. */
+  async startContainer(opts: StartContainerOptions): Promise<string> {
+    let container: Docker.Container
+    try {
+      container = await this.docker.createContainer({
+        name: opts.name,
+        Image: opts.image,
+        Env: opts.env,
+        Labels: opts.labels,
+        HostConfig: { NetworkMode: 'host', RestartPolicy: { Name: opts.restartPolicy ?? 'unless-stopped' } },
+      })
+    } catch (err) {
+      if (engineStatus(err) === 409) throw new ContainerExistsError(opts.name)
+      throw toDockerError(err, `create container ${opts.name}`)
+    }
+    try {
+      await container.start()
+    } catch (err) {
+      // A container that never started has no logs worth keeping, and would block its name for the next try.
+      await container.remove({ force: true }).catch(() => undefined)
+      throw new DockerError('container_start_failed', 500, toDockerError(err, `start container ${opts.name}`).message, { cause: err })
+    }
+    return container.id
+  }
+
+  async inspectContainer(idOrName: string): Promise<ContainerDetails | null> {
+    const info = await this.call(`inspect container ${idOrName}`, () => this.docker.getContainer(idOrName).inspect(), {
+      statuses: [404],
+      value: null,
+    })
+    if (info === null) return null
+    const state = info.State
+    const health = state.Health?.Status
+    const neverRan = state.Status === 'created'
+    return {
+      id: info.Id,
+      name: info.Name.replace(/^\//, ''),
+      image: info.Config.Image,
+      imageId: info.Image,
+      running: state.Running,
+      restarting: state.Restarting,
+      restartCount: info.RestartCount,
+      exitCode: state.Running || neverRan ? null : state.ExitCode,
+      health: health !== undefined && HEALTH.has(health) ? (health as ContainerHealth) : null,
+      labels: info.Config.Labels ?? {},
+      startedAt: parseDockerTime(state.StartedAt),
+    }
+  }
+
+  /** Containers in any state carrying every `key=value` label given (all containers when none is given). */
+  async listContainers(labelFilter: Labels): Promise<ContainerSummary[]> {
+    const containers = await this.call('list containers', () =>
+      this.docker.listContainers({ all: true, filters: labelFilters(labelFilter) }),
+    )
+    return containers.map((c) => ({
+      id: c.Id,
+      name: (c.Names[0] ?? '').replace(/^\//, ''),
+      image: c.Image,
+      state: c.State,
+      labels: c.Labels ?? {},
+      created: new Date(c.Created * 1000),
+    }))
+  }
+
+  /** Starts a stopped container again (a running one is left as it is). */
+  async startExisting(id: string): Promise<void> {
+    await this.call(`start container ${id}`, () => this.docker.getContainer(id).start(), { statuses: [304], value: undefined })
+  }
+
+  /** SIGTERM, then SIGKILL after `timeoutSec`; an already stopped container is fine. */
+  async stopContainer(id: string, timeoutSec = 10): Promise<void> {
+    await this.call(`stop container ${id}`, () => this.docker.getContainer(id).stop({ t: timeoutSec }), {
+      statuses: [304],
+      value: undefined,
+    })
+  }
+
+  /** Force-removes a container (running or not) with its anonymous volumes; a missing one is fine. */
+  async removeContainer(id: string): Promise<void> {
+    await this.call(`remove container ${id}`, () => this.docker.getContainer(id).remove({ force: true, v: true }), {
+      statuses: [404],
+      value: undefined,
+    })
+  }
+
+  async renameContainer(id: string, newName: string): Promise<void> {
+    try {
+      await this.docker.getContainer(id).rename({ name: newName })
+    } catch (err) {
+      if (engineStatus(err) === 409) throw new ContainerExistsError(newName)
+      throw toDockerError(err, `rename container ${id} to ${newName}`)
+    }
+  }
+
+  /** The last `lines` lines of stdout and stderr, interleaved; none for a missing container. */
+  async containerLogTail(id: string, lines = 50): Promise<string[]> {
+    const buf = await this.call(
+      `read logs of container ${id}`,
+      () => this.docker.getContainer(id).logs({ stdout: true, stderr: true, tail: lines, follow: false }),
+      { statuses: [404], value: Buffer.alloc(0) },
+    )
+    // Blank lines are dropped, so the engine's tail may hold more than we show; trim to what was asked.
+    return nonEmptyLines(demuxLogBuffer(buf)).slice(-lines)
+  }
+}

@@ -1,0 +1,83 @@
+// The shapes the Docker facade answers with: plain data, no dockerode types, so deploy/ stays engine-agnostic.
+
+export type Labels = Record<string, string>
+
+export interface ImageSummary {
+  id: string
+  /** `repo:tag` names; untagged images have none. */
+  tags: string[]
+  labels: Labels
+  created: Date
+}
+
+export interface ImageDetails extends ImageSummary {
+  /** The image declares a HEALTHCHECK (so containers of it report a health status). */
+  healthcheck: boolean
+}
+
+export type ContainerHealth = 'healthy' | 'unhealthy' | 'starting'
+
+export interface ContainerDetails {
+  id: string
+  name: string
+  /** The image reference the container was created from, as given. */
+  image: string
+  imageId: string
+  running: boolean
+  restarting: boolean
+  restartCount: number
+  /** Null while the container runs or before it ever started. */
+  exitCode: number | null
+  /** Null when the image has no healthcheck. */
+  health: ContainerHealth | null
+  labels: Labels
+  startedAt: Date | null
+}
+
+export interface ContainerSummary {
+  id: string
+  name: string
+  image: string
+  /** Docker's state word: created, running, restarting, exited, paused, dead, removing. */
+  state: string
+  labels: Labels
+  created: Date
+}
+
+export interface OneOffOptions {
+  image: string
+  cmd: string[]
+  env: string[]
+  labels: Labels
+  timeoutMs: number
+  onLine: (line: string) => void
+  name?: string
+}
+
+export interface OneOffResult {
+  /** Null when the command was killed for running past its timeout. */
+  exitCode: number | null
+  timedOut: boolean
+  /** The last lines of its output (stdout and stderr interleaved). */
+  logTail: string[]
+}
+
+export interface StartContainerOptions {
+  name: string
+  image: string
+  env: string[]
+  labels: Labels
+  restartPolicy?: 'unless-stopped' | 'no'
+}
+
+/** Docker's label filter: every `key=value` pair must match. */
+export function labelFilters(labels: Labels): { label: string[] } {
+  return { label: Object.entries(labels).map(([key, value]) => `${key}=${value}`) }
+}
+
+// Docker reports "never" as the zero time of Go.
+export function parseDockerTime(value: string | undefined): Date | null {
+  if (value === undefined || value === '' || value.startsWith('0001-01-01')) return null
+  const date = new Date(value)
+  return Number.isNaN(date.getTime()) ? null : date
+}
