@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import { Authenticator } from '../auth/authenticator.js'
 import { loadKeyring } from '../auth/keyring.js'
 import { loadConfig } from '../config/load.js'
+import { assembleDeploys } from '../deploy/assemble.js'
 import { buildApp } from '../http/app.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { Metrics } from '../observability/metrics.js'
@@ -26,6 +27,8 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   const store = await StateStore.open(config.stateDir, {
     deploys: { onTornLine: (info) => logger.warn({ line: info.line, tail: info.tail }, 'journal had a torn line (power cut?); it was skipped') },
   })
+  const deployments = await assembleDeploys(config, store.deploys, logger)
+  await deployments.observeLive().catch((err) => logger.warn({ err }, 'could not read the live releases from Docker and nginx'))
   const metrics = new Metrics()
   const authenticator = new Authenticator({
     keyring,
@@ -34,7 +37,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     onFailure: (reason) => metrics.authFailures.inc({ reason }),
   })
   const https = config.listen.tls && { cert: await readFile(config.listen.tls.cert), key: await readFile(config.listen.tls.key) }
-  const app = await buildApp({ config, authenticator, deploys: store.deploys, metrics, logger, version: VERSION, startedAt }, { https })
+  const app = await buildApp({ config, authenticator, deploys: store.deploys, deployments, metrics, logger, version: VERSION, startedAt }, { https })
 
   const reloadKeyring = async () => {
     try {
@@ -56,6 +59,8 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     close: async () => {
       process.off('SIGHUP', onHangup)
       await app.close()
+      // A running deploy is let finish so it ends in a safe state rather than being cut mid-switch.
+      await deployments.idle()
       await store.close()
     },
   }

@@ -60,7 +60,7 @@ function resolvePaths(config: Config, baseDir: string): Config {
                 envFile: maybe(env.envFile),
                 files: env.files.map(at),
                 database: env.database && { ...env.database, passwordFile: maybe(env.database.passwordFile) },
-                proxy: env.proxy && { ...env.proxy, upstreamFile: at(env.proxy.upstreamFile) },
+                proxy: env.proxy && { ...env.proxy, upstreamFile: at(env.proxy.upstreamFile), pidFile: maybe(env.proxy.pidFile) },
               },
             ]),
           ),

@@ -62,6 +62,10 @@ const proxySchema = z.strictObject({
   upstreamName: z.string().regex(UPSTREAM_NAME_PATTERN, { error: `must match ${UPSTREAM_NAME_PATTERN}` }).optional(),
   test: command.default(['nginx', '-t']),
   reload: command.default(['nginx', '-s', 'reload']),
+  /** nginx master's pid file: when set, each reload is confirmed by seeing new worker processes. */
+  pidFile: filePath.optional(),
+  /** How long the old release keeps running after the switch, for requests already in flight. */
+  drainMs: nonNegativeInt.max(600_000, { error: 'must be ≤ 600000' }).default(1000),
 })
 
 const databaseSchema = z.strictObject({
@@ -76,6 +80,8 @@ const envSchema = z.strictObject({
   ref: refRule,
   requireApproval: z.boolean({ error: 'must be true or false' }).default(false),
   backupBeforeDeploy: z.boolean({ error: 'must be true or false' }).default(false),
+  /** A request while a deploy runs: `replace` queues it (a newer one replaces an older waiting one), `reject` answers 409. */
+  queue: z.enum(['replace', 'reject'], { error: 'must be "replace" or "reject"' }).default('replace'),
   ports: z
     .tuple([port, port], { error: 'must be two port numbers [blue, green]' })
     .refine(([a, b]) => a !== b, { error: 'the two ports must differ' }),

@@ -8,6 +8,7 @@ import type { Authenticator } from '../auth/authenticator.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
+import type { Deployments } from '../deploy/coordinator.js'
 import type { DeployStore } from '../store/deploys.js'
 import { registerAuth } from './auth.js'
 import { registerErrorHandling } from './errors.js'
@@ -24,6 +25,7 @@ export interface AppDeps {
   config: Config
   authenticator: Authenticator
   deploys: DeployStore
+  deployments: Deployments
   metrics: Metrics
   logger: Logger
   version: string

@@ -17,8 +17,14 @@ export interface DeployStateEntry {
   at: string
 }
 
+/** Facts the pipeline records before a side effect, for recovery: ports, containers, the release it replaces. */
+export type DeployDetails = Record<string, string | number | null>
+
+export type DeployKind = 'deploy' | 'rollback'
+
 export interface Deploy {
   id: string
+  kind: DeployKind
   app: string
   env: string
   ref: string
@@ -31,9 +37,11 @@ export interface Deploy {
   error: DeployError | null
   createdAt: string
   finishedAt: string | null
+  details: DeployDetails
 }
 
 export interface NewDeploy {
+  kind?: DeployKind
   app: string
   env: string
   ref: string
@@ -50,6 +58,8 @@ export interface TransitionPatch {
   commit?: string | null
   release?: string | null
   terminal?: boolean
+  /** merged into the record's details */
+  details?: DeployDetails
 }
 
 export interface ListQuery {
@@ -84,6 +94,7 @@ interface StateEvent {
   commit?: string | null
   release?: string | null
   terminal?: true
+  details?: DeployDetails
 }
 
 type DeployEvent = CreatedEvent | StateEvent
@@ -100,8 +111,15 @@ function copyDeploy(deploy: Deploy): Deploy {
     ...deploy,
     states: deploy.states.map((entry) => ({ ...entry })),
     error: deploy.error && { code: deploy.error.code, message: deploy.error.message },
+    details: { ...deploy.details },
   }
 }
+
+const isDetails = (value: unknown): value is DeployDetails =>
+  typeof value === 'object' &&
+  value !== null &&
+  !Array.isArray(value) &&
+  Object.values(value).every((v) => v === null || typeof v === 'string' || typeof v === 'number')
 
 function isDeploy(value: unknown): value is Deploy {
   if (typeof value !== 'object' || value === null) return false
@@ -112,7 +130,9 @@ function isDeploy(value: unknown): value is Deploy {
     [d.commit, d.release, d.reason, d.keyId, d.finishedAt].every(isNullableString) &&
     Array.isArray(d.states) &&
     d.states.every(isStateEntry) &&
-    (d.error === null || isDeployError(d.error))
+    (d.error === null || isDeployError(d.error)) &&
+    (d.kind === 'deploy' || d.kind === 'rollback') &&
+    isDetails(d.details)
   )
 }
 
@@ -126,6 +146,7 @@ function rejectReason(deploys: ReadonlyMap<string, Deploy>, event: Record<string
   if (event.type === 'deploy.state') {
     const ok = isString(event.id) && isString(event.state) && isString(event.at) && [event.commit, event.release].every((v) => v === undefined || isNullableString(v))
     if (!ok || (event.error !== undefined && event.error !== null && !isDeployError(event.error))) return 'malformed deploy.state'
+    if (event.details !== undefined && !isDetails(event.details)) return 'malformed deploy.state'
     return deploys.has(event.id as string) ? undefined : `deploy.state for unknown deploy ${String(event.id)}`
   }
   return `unknown record type ${JSON.stringify(event.type)}`
@@ -146,6 +167,7 @@ function applyEvent(deploys: Map<string, Deploy>, event: DeployEvent): void {
     ...(event.release !== undefined && { release: event.release }),
     ...(event.error !== undefined && { error: event.error && { code: event.error.code, message: event.error.message } }),
     ...(event.terminal && { finishedAt: event.at }),
+    ...(event.details && { details: { ...current.details, ...event.details } }),
   })
 }
 
@@ -187,6 +209,7 @@ export class DeployStore {
     const state = input.state ?? INITIAL_STATE
     const deploy: Deploy = {
       id,
+      kind: input.kind ?? 'deploy',
       app: input.app,
       env: input.env,
       ref: input.ref,
@@ -199,6 +222,7 @@ export class DeployStore {
       error: null,
       createdAt,
       finishedAt: null,
+      details: {},
     }
     return this.#write({ type: 'deploy.created', deploy })
   }
@@ -216,6 +240,7 @@ export class DeployStore {
     if (patch.release !== undefined) event.release = patch.release
     if (patch.error !== undefined) event.error = patch.error && { code: patch.error.code, message: patch.error.message }
     if (patch.terminal) event.terminal = true
+    if (patch.details) event.details = { ...patch.details }
     const deploy = await this.#write(event)
     if (patch.terminal) {
       // The transition is already durable: a log that fails to flush must not make it look failed.

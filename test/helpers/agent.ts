@@ -14,7 +14,8 @@ import type { Config } from '../../agent/config/schema.js'
 import { buildApp } from '../../agent/http/app.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import { Metrics } from '../../agent/observability/metrics.js'
-import type { DeployStore } from '../../agent/store/deploys.js'
+import type { Deployments } from '../../agent/deploy/coordinator.js'
+import type { Deploy, DeployStore } from '../../agent/store/deploys.js'
 import { StateStore } from '../../agent/store/index.js'
 
 export const AUDIENCE = 'agent.test'
@@ -68,17 +69,41 @@ export function testConfigDocument(dir: string, extra: Record<string, unknown> =
   }
 }
 
+/** Deployments that only record what they were asked: for tests of the HTTP surface, where nothing may run. */
+export class RecordingDeployments implements Deployments {
+  readonly calls: Array<{ op: string; input: unknown }> = []
+
+  private answer(op: string, input: unknown): Promise<Deploy> {
+    this.calls.push({ op, input })
+    const now = new Date().toISOString()
+    return Promise.resolve({
+      id: 'd_000000000000', kind: op === 'rollback' ? 'rollback' : 'deploy', app: 'web', env: 'staging', ref: 'main', commit: null, release: null, reason: null,
+      keyId: null, state: 'QUEUED', states: [{ state: 'QUEUED', at: now }], error: null, createdAt: now, finishedAt: null, details: {},
+    })
+  }
+
+  request(input: unknown) { return this.answer('request', input) }
+  approve(id: string) { return this.answer('approve', id) }
+  rollback(input: unknown) { return this.answer('rollback', input) }
+  async releases() { return [] }
+  liveRelease() { return null }
+}
+
 export interface TestAgent {
   app: FastifyInstance
   config: Config
   keys: TestKeys
   metrics: Metrics
   deploys: DeployStore
+  deployments: Deployments
   configPath: string
   close(): Promise<void>
 }
 
-export async function buildTestAgent(dir: string, options: { extra?: Record<string, unknown>; limiter?: FailureLimiter } = {}): Promise<TestAgent> {
+export async function buildTestAgent(
+  dir: string,
+  options: { extra?: Record<string, unknown>; limiter?: FailureLimiter; deployments?: (config: Config, deploys: DeployStore) => Promise<Deployments> } = {},
+): Promise<TestAgent> {
   const keys = await writeTestKeys(dir)
   const configPath = join(dir, 'agent.yaml')
   await writeFile(configPath, stringify(testConfigDocument(dir, options.extra)))
@@ -95,13 +120,15 @@ export async function buildTestAgent(dir: string, options: { extra?: Record<stri
     onFailure: (reason) => metrics.authFailures.inc({ reason }),
   })
   const logger = createLogger({ level: 'silent' })
-  const app = await buildApp({ config, authenticator, deploys: store.deploys, metrics, logger, version: '0.0.0-test', startedAt: new Date() })
+  const deployments = options.deployments ? await options.deployments(config, store.deploys) : new RecordingDeployments()
+  const app = await buildApp({ config, authenticator, deploys: store.deploys, deployments, metrics, logger, version: '0.0.0-test', startedAt: new Date() })
   return {
     app,
     config,
     keys,
     metrics,
     deploys: store.deploys,
+    deployments,
     configPath,
     close: async () => {
       await app.close()

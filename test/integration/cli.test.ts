@@ -58,7 +58,7 @@ t.test('CLI: serve, status, sign, openssl recipe, SIGHUP and SIGTERM', async (t)
   t.equal(curl.code, 0, curl.stderr)
   t.match(curl.stdout, /^curl -sS -X POST 'http:\/\/127\.0\.0\.1:\d+\/v1\/apps\/web\/envs\/staging\/deploys' -H 'Deploy-Key-Id: legacy'/)
   const curlRun = await run('bash', ['-c', `${curl.stdout.trim()} -w '\\n%{http_code}'`])
-  t.match(curlRun.stdout, /"not_implemented"[\s\S]*\n501$/, 'the printed curl command passes auth and validation')
+  t.match(curlRun.stdout, /"state":"QUEUED"[\s\S]*\n202$/, 'the printed curl command is accepted')
 
   const headers = await runCli(['sign', '-X', 'GET', '--key-id', 'ci', '--key-file', join(keys.dir, 'ci.key'), '--path', '/v1/status'], client)
   t.match(headers.stdout, /^Deploy-Key-Id: ci\nDeploy-Timestamp: \d+\nDeploy-Nonce: [A-Za-z0-9_-]{24}\nDeploy-Signature: v1=[A-Za-z0-9_-]{86}\n$/)
@@ -66,8 +66,8 @@ t.test('CLI: serve, status, sign, openssl recipe, SIGHUP and SIGTERM', async (t)
   const recipe = await readmeRecipe()
   for (const [alg, keyId, keyFile, method, path, body, expected] of [
     ['ed25519', 'ci', 'ci.key', 'GET', '/v1/status', '', '200'],
-    ['ed25519', 'ci', 'ci.key', 'POST', '/v1/apps/web/envs/staging/deploys', '{"ref":"main"}', '501'],
-    ['hmac-sha256', 'legacy', 'legacy.secret', 'POST', '/v1/apps/web/envs/staging/deploys', '{"ref":"main"}', '501'],
+    ['ed25519', 'ci', 'ci.key', 'POST', '/v1/apps/web/envs/staging/deploys', '{"ref":"main"}', '202'],
+    ['hmac-sha256', 'legacy', 'legacy.secret', 'POST', '/v1/apps/web/envs/staging/deploys', '{"ref":"main"}', '202'],
   ] as const) {
     const env = { ...process.env, ALG: alg, KEY_ID: keyId, KEY_FILE: join(keys.dir, keyFile), AUDIENCE, URL: url, METHOD: method, REQ_PATH: path, BODY: body }
     // The recipe runs unchanged; curl is wrapped only to print the status code after the body.

@@ -1,7 +1,7 @@
 // The "bad input" list of the foundation issue: each request is refused with the documented status, nothing
 // runs, and a valid request still works afterwards.
 import t from 'tap'
-import { AUDIENCE, buildTestAgent, signedInject, type TestAgent } from '../helpers/agent.js'
+import { AUDIENCE, buildTestAgent, RecordingDeployments, signedInject, type TestAgent } from '../helpers/agent.js'
 import { tempDir } from '../helpers/tmp.js'
 
 const DEPLOY_URL = '/v1/apps/web/envs/staging/deploys'
@@ -19,8 +19,12 @@ const code = (body: string) => JSON.parse(body).error.code as string
 
 t.test('API: a valid signed deploy request passes auth and validation', async (t) => {
   const res = await signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, remoteAddress: nextAddress() })
-  t.equal(res.statusCode, 501, res.body)
-  t.equal(code(res.body), 'not_implemented')
+  t.equal(res.statusCode, 202, res.body)
+  t.same(JSON.parse(res.body), { id: 'd_000000000000', state: 'QUEUED' })
+  t.same((agent.deployments as RecordingDeployments).calls[0], {
+    op: 'request',
+    input: { app: 'web', env: 'staging', ref: 'main', commit: undefined, reason: undefined, keyId: 'ci' },
+  })
 })
 
 t.test('API: unsigned or badly signed requests get the same 401', async (t) => {
@@ -69,7 +73,7 @@ t.test('API: the HMAC key signs valid requests too', async (t) => {
     key: { alg: 'hmac-sha256', secret: agent.keys.hmac.secret },
     remoteAddress: nextAddress(),
   })
-  t.equal(res.statusCode, 501, res.body)
+  t.equal(res.statusCode, 202, res.body)
 })
 
 t.test('API: duplicated signature headers are refused', async (t) => {
@@ -89,7 +93,7 @@ t.test('API: duplicated signature headers are refused', async (t) => {
 t.test('API: the same nonce twice is a replay (409)', async (t) => {
   const nonce = 'bm9uY2Utb25jZS1vbmx5LXRlc3Q'
   const first = await signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, nonce, remoteAddress: nextAddress() })
-  t.equal(first.statusCode, 501)
+  t.equal(first.statusCode, 202)
   const second = await signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, nonce, remoteAddress: nextAddress() })
   t.equal(second.statusCode, 409)
   t.equal(code(second.body), 'replayed_nonce')
@@ -100,7 +104,7 @@ t.test('API: a nonce is only consumed by a valid signature', async (t) => {
   const forged = await signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, nonce, audience: 'elsewhere', remoteAddress: nextAddress() })
   t.equal(forged.statusCode, 401)
   const real = await signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, nonce, remoteAddress: nextAddress() })
-  t.equal(real.statusCode, 501, 'the real client can still use its nonce')
+  t.equal(real.statusCode, 202, 'the real client can still use its nonce')
 })
 
 t.test('API: request shape errors', async (t) => {
@@ -187,7 +191,7 @@ t.test('API: a burst of bad signatures from one address is rate-limited; other a
   t.equal(limited.statusCode, 429, 'even a valid request from the blocked address waits')
   t.ok(Number(limited.headers['retry-after']) > 0, 'Retry-After is set')
   const other = await signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, remoteAddress: nextAddress() })
-  t.equal(other.statusCode, 501, 'a valid request from another address still works')
+  t.equal(other.statusCode, 202, 'a valid request from another address still works')
 })
 
 t.test('API: failures are counted by reason in /metrics, and nothing ran', async (t) => {
@@ -197,6 +201,7 @@ t.test('API: failures are counted by reason in /metrics, and nothing ran', async
   t.match(res.body, /deploy_agent_auth_failures_total\{reason="stale_timestamp"\} 2/)
   t.match(res.body, /deploy_agent_http_requests_total\{method="POST",route="\/v1\/apps\/:app\/envs\/:env\/deploys",status="401"\}/)
   t.equal(agent.deploys.list({}).length, 0, 'no deploy was recorded')
+  t.equal((agent.deployments as RecordingDeployments).calls.length, 5, 'only the five valid requests reached the deploy side')
 })
 
 t.test('API: errors and OpenAPI', async (t) => {

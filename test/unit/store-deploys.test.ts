@@ -21,6 +21,7 @@ t.test('DeployStore: create records a QUEUED deploy with a fresh id', async (t) 
   t.match(deploy.id, DEPLOY_ID)
   t.same(deploy, {
     id: deploy.id,
+    kind: 'deploy',
     app: 'lifeos',
     env: 'staging',
     ref: 'main',
@@ -33,6 +34,7 @@ t.test('DeployStore: create records a QUEUED deploy with a fresh id', async (t) 
     error: null,
     createdAt: iso(0),
     finishedAt: null,
+    details: {},
   })
   t.same(store.get(deploy.id), deploy)
   const other = await store.create({ ...input, commit: 'a'.repeat(40), state: 'AWAITING_APPROVAL' })
@@ -161,7 +163,7 @@ t.test('DeployStore: returned deploys are copies', async (t) => {
 
 t.test('DeployStore: a torn last line and records it cannot apply are reported and skipped on open', async (t) => {
   const id = 'd_aaaaaaaaaaaa'
-  const deploy = { id, app: 'a', env: 'e', ref: 'main', commit: null, release: null, reason: null, keyId: null, state: 'QUEUED', states: [{ state: 'QUEUED', at: 't0' }], error: null, createdAt: 't0', finishedAt: null }
+  const deploy = { id, kind: 'deploy', details: {}, app: 'a', env: 'e', ref: 'main', commit: null, release: null, reason: null, keyId: null, state: 'QUEUED', states: [{ state: 'QUEUED', at: 't0' }], error: null, createdAt: 't0', finishedAt: null }
   const lines = [
     { v: 1, at: 't0', type: 'deploy.created', deploy },
     { v: 1, at: 't0', type: 'deploy.created', deploy },
@@ -336,4 +338,18 @@ t.test('DeployStore: a fresh id never reuses a known one, and a bad generated id
   t.equal((await store.create(input)).id, 'd_bbbbbbbbbbbb')
   await t.rejects(store.create(input), { code: 'invalid_request' })
   t.equal(store.list().length, 2)
+})
+
+t.test('DeployStore: details merge across transitions and survive reopen', async (t) => {
+  const dir = t.testdir()
+  const store = await DeployStore.open(dir)
+  const deploy = await store.create({ ...input, kind: 'rollback' })
+  await store.transition(deploy.id, 'STARTING', { details: { candidatePort: 18002, previousPort: 18001 } })
+  await store.transition(deploy.id, 'VERIFYING', { details: { candidateContainer: 'abc', previousPort: null } })
+  await store.close()
+  const reopened = await DeployStore.open(dir)
+  t.teardown(() => reopened.close())
+  const again = reopened.get(deploy.id)
+  t.equal(again?.kind, 'rollback')
+  t.same(again?.details, { candidatePort: 18002, previousPort: null, candidateContainer: 'abc' })
 })

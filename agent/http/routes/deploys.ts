@@ -1,9 +1,9 @@
-// Deploys, approvals, rollbacks and releases. The pipeline itself lives in deploy/; until it is wired in, the
-// routes that would start work authenticate, validate and authorize fully, then answer 501.
+// Deploys, approvals, rollbacks and releases: thin adapters over deploy/ (the coordinator and the store).
 import type { FastifyInstance } from 'fastify'
 import { checkRefAllowed, findTarget } from '../../config/targets.js'
-import { NotFoundError, NotImplementedError } from '../../errors.js'
+import { NotFoundError } from '../../errors.js'
 import type { AppDeps } from '../app.js'
+import { followLog } from '../follow.js'
 import { signer } from '../auth.js'
 import { appEnvParams, COMMIT, deployIdParams, emptyBody, errorResponse, NAME, REF, RELEASE, type AppEnvParams, type IdParams } from '../schemas.js'
 
@@ -39,33 +39,40 @@ export function deployRoutes(app: FastifyInstance, deps: AppDeps): void {
       config: { auth: 'signed' },
       schema: { summary: 'Start a deploy of a ref', params: appEnvParams, body: deployBody, response: errors },
     },
-    async (request) => {
+    async (request, reply) => {
       const { app: appName, env } = request.params
       const target = findTarget(deps.config, appName, env)
-      deps.authenticator.authorize(signer(request), { env, ref: request.body.ref })
+      const key = signer(request)
+      deps.authenticator.authorize(key, { env, ref: request.body.ref })
       checkRefAllowed(target.envConfig.ref, request.body.ref, `${appName}/${env}`)
-      throw new NotImplementedError('starting a deploy')
+      const { ref, commit, reason } = request.body
+      const deploy = await deps.deployments.request({ app: appName, env, ref, commit, reason, keyId: key.id })
+      return reply.code(202).send({ id: deploy.id, state: deploy.state })
     },
   )
 
   app.post<{ Params: IdParams }>(
     '/v1/deploys/:id/approve',
     { config: { auth: 'signed' }, schema: { summary: 'Approve a deploy held in AWAITING_APPROVAL', params: deployIdParams, body: emptyBody, response: errors } },
-    async (request) => {
+    async (request, reply) => {
       const deploy = deps.deploys.get(request.params.id)
       if (!deploy) throw new NotFoundError(`no deploy ${request.params.id}`)
       deps.authenticator.authorize(signer(request), { env: deploy.env, ref: deploy.ref })
-      throw new NotImplementedError('approving a deploy')
+      const approved = await deps.deployments.approve(deploy.id)
+      return reply.code(202).send({ id: approved.id, state: approved.state })
     },
   )
 
   app.post<{ Params: AppEnvParams; Body: { to?: string } }>(
     '/v1/apps/:app/envs/:env/rollback',
     { config: { auth: 'signed' }, schema: { summary: 'Roll back to the previous or a named kept release', params: appEnvParams, body: rollbackBody, response: errors } },
-    async (request) => {
-      findTarget(deps.config, request.params.app, request.params.env)
-      deps.authenticator.authorize(signer(request), { env: request.params.env })
-      throw new NotImplementedError('rollback')
+    async (request, reply) => {
+      const { app: appName, env } = request.params
+      findTarget(deps.config, appName, env)
+      const key = signer(request)
+      deps.authenticator.authorize(key, { env })
+      const deploy = await deps.deployments.rollback({ app: appName, env, to: request.body?.to, keyId: key.id })
+      return reply.code(202).send({ id: deploy.id, state: deploy.state, release: deploy.ref })
     },
   )
 
@@ -73,8 +80,8 @@ export function deployRoutes(app: FastifyInstance, deps: AppDeps): void {
     '/v1/apps/:app/envs/:env/releases',
     { config: { auth: 'token' }, schema: { summary: 'Kept releases and which is live', params: appEnvParams, response: errors } },
     async (request) => {
-      findTarget(deps.config, request.params.app, request.params.env)
-      throw new NotImplementedError('listing releases')
+      const target = findTarget(deps.config, request.params.app, request.params.env)
+      return { releases: await deps.deployments.releases(target), keepReleases: target.appConfig.keepReleases }
     },
   )
 
@@ -103,8 +110,8 @@ export function deployRoutes(app: FastifyInstance, deps: AppDeps): void {
     async (request, reply) => {
       const deploy = deps.deploys.get(request.params.id)
       if (!deploy) throw new NotFoundError(`no deploy ${request.params.id}`)
-      if (request.query.follow === '1' && deploy.finishedAt === null) throw new NotImplementedError('following a running deploy')
       reply.type('application/x-ndjson')
+      if (request.query.follow === '1' && deploy.finishedAt === null) return followLog(deps.deploys, deploy.id, request.raw)
       return deps.deploys.readLog(deploy.id)
     },
   )

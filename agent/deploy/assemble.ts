@@ -1,0 +1,56 @@
+// Builds the deploy side from the config: one git mirror per app, one nginx upstream per env, the container
+// runtime, the pipeline and the coordinator. The only place these concrete classes meet.
+import { join } from 'node:path'
+import type { Config } from '../config/schema.js'
+import type { Target } from '../config/targets.js'
+import { DockerEngine } from '../docker/engine.js'
+import { GitMirror } from '../git/mirror.js'
+import { TagLedger } from '../git/tag-ledger.js'
+import type { Logger } from '../observability/logger.js'
+import { NginxUpstream, type UpstreamSwitch } from '../proxy/nginx.js'
+import type { DeployStore } from '../store/deploys.js'
+import { DeployCoordinator } from './coordinator.js'
+import { DeployFailure, DeployPipeline } from './pipeline.js'
+import { ContainerRuntime } from './runtime.js'
+
+export async function assembleDeploys(config: Config, store: DeployStore, logger: Logger, docker = new DockerEngine()): Promise<DeployCoordinator> {
+  const tags = await TagLedger.open(join(config.stateDir, 'tags.json'))
+  const mirrors = new Map<string, GitMirror>()
+  const repo = (app: string): GitMirror => {
+    let mirror = mirrors.get(app)
+    if (!mirror) mirrors.set(app, (mirror = new GitMirror({ url: config.apps[app]?.repo as string, dir: join(config.stateDir, 'repos', `${app}.git`) })))
+    return mirror
+  }
+  const routers = new Map<string, NginxUpstream>()
+  const router = (target: Target): UpstreamSwitch => {
+    const proxy = target.envConfig.proxy
+    if (!proxy) throw new DeployFailure('no_proxy', `${target.app}/${target.env} has no proxy config; blue-green needs one`)
+    const key = `${target.app}/${target.env}`
+    let upstream = routers.get(key)
+    if (!upstream) {
+      upstream = new NginxUpstream({
+        upstreamFile: proxy.upstreamFile,
+        upstreamName: proxy.upstreamName ?? `${target.app}_${target.env}`.replace(/-/g, '_'),
+        testCommand: proxy.test,
+        reloadCommand: proxy.reload,
+        pidFile: proxy.pidFile,
+      })
+      routers.set(key, upstream)
+    }
+    return upstream
+  }
+  const runtime = new ContainerRuntime(docker)
+  let coordinator: DeployCoordinator | undefined
+  const pipeline = new DeployPipeline({
+    store,
+    runtime,
+    images: docker,
+    repo,
+    tags,
+    router,
+    logger,
+    onLive: (target, live) => coordinator?.setLive(target, live),
+  })
+  coordinator = new DeployCoordinator({ config, store, pipeline, runtime, docker, router, logger })
+  return coordinator
+}

@@ -1,0 +1,211 @@
+// One lane per app+env: at most one deploy runs and at most one waits (a newer request replaces the waiting one,
+// which ends CANCELLED), or, with `queue: reject`, a request while one runs is refused with 409. Deploys of envs
+// that require approval wait in AWAITING_APPROVAL outside the lane until approved.
+import type { Config } from '../config/schema.js'
+import { findTarget, type Target } from '../config/targets.js'
+import type { DockerEngine } from '../docker/engine.js'
+import { ConflictError, NotFoundError } from '../errors.js'
+import type { Logger } from '../observability/logger.js'
+import type { UpstreamSwitch } from '../proxy/nginx.js'
+import type { Deploy, DeployStore, NewDeploy } from '../store/deploys.js'
+import { imageTag, type DeployPipeline, type LiveRelease } from './pipeline.js'
+import { planPrune } from './prune.js'
+import { envLabels, LABEL, type Runtime } from './runtime.js'
+import { isTerminal, nextState, type DeployState } from './states.js'
+
+interface Lane {
+  running: Promise<unknown> | null
+  runningId: string | null
+  waiting: Deploy | null
+}
+
+export interface ReleaseInfo {
+  release: string
+  commit: string
+  image: string
+  createdAt: string
+  live: boolean
+}
+
+export interface CoordinatorDeps {
+  config: Config
+  store: DeployStore
+  pipeline: DeployPipeline
+  runtime: Runtime
+  docker: DockerEngine
+  router(target: Target): UpstreamSwitch
+  logger: Logger
+}
+
+const laneKey = (t: { app: string; env: string }) => `${t.app}/${t.env}`
+
+/** What the HTTP and CLI surface may ask of the deploy side. */
+export interface Deployments {
+  request(input: NewDeploy): Promise<Deploy>
+  approve(id: string): Promise<Deploy>
+  rollback(input: { app: string; env: string; to?: string; keyId: string | null; reason?: string | null }): Promise<Deploy>
+  releases(target: Target): Promise<ReleaseInfo[]>
+  liveRelease(app: string, env: string): LiveRelease | null
+}
+
+export class DeployCoordinator implements Deployments {
+  private readonly lanes = new Map<string, Lane>()
+  private readonly live = new Map<string, LiveRelease>()
+
+  constructor(private readonly deps: CoordinatorDeps) {}
+
+  /** The pipeline reports a new live release here. */
+  readonly setLive = (target: { app: string; env: string }, live: LiveRelease): void => {
+    this.live.set(laneKey(target), live)
+  }
+
+  liveRelease(app: string, env: string): LiveRelease | null {
+    return this.live.get(laneKey({ app, env })) ?? null
+  }
+
+  async request(input: NewDeploy): Promise<Deploy> {
+    const target = findTarget(this.deps.config, input.app, input.env)
+    this.refuseIfBusy(target)
+    const deploy = await this.deps.store.create({ ...input, kind: 'deploy' })
+    if (!target.envConfig.requireApproval) return this.enqueue(target, deploy)
+    for (const older of this.deps.store.unfinished()) {
+      if (older.id !== deploy.id && older.app === deploy.app && older.env === deploy.env && older.state === 'AWAITING_APPROVAL') {
+        await this.move(older, 'CANCELLED', { code: 'superseded', message: `replaced by ${deploy.id} before approval` })
+      }
+    }
+    return this.move(deploy, 'AWAITING_APPROVAL')
+  }
+
+  async approve(id: string): Promise<Deploy> {
+    const deploy = this.deps.store.get(id)
+    if (!deploy) throw new NotFoundError(`no deploy ${id}`)
+    if (deploy.state !== 'AWAITING_APPROVAL') throw new ConflictError('not_awaiting_approval', `deploy ${id} is ${deploy.state}, not AWAITING_APPROVAL`)
+    const target = findTarget(this.deps.config, deploy.app, deploy.env)
+    this.refuseIfBusy(target)
+    return this.enqueue(target, await this.move(deploy, 'QUEUED'))
+  }
+
+  /** Rolls back to `to` (a kept release) or to the newest kept release that is not live. */
+  async rollback(input: { app: string; env: string; to?: string; keyId: string | null; reason?: string | null }): Promise<Deploy> {
+    const target = findTarget(this.deps.config, input.app, input.env)
+    const releases = await this.releases(target)
+    const release = input.to ?? releases.find((r) => !r.live)?.release
+    if (!release) throw new NotFoundError(`${target.app}/${target.env} has no earlier release to roll back to`)
+    if (!releases.some((r) => r.release === release)) throw new NotFoundError(`${target.app}/${target.env} keeps no release "${release}"`)
+    if (releases.find((r) => r.live)?.release === release) throw new ConflictError('already_live', `release ${release} is already live`)
+    this.refuseIfBusy(target)
+    const deploy = await this.deps.store.create({ kind: 'rollback', app: target.app, env: target.env, ref: release, keyId: input.keyId, reason: input.reason ?? null })
+    return this.enqueue(target, deploy)
+  }
+
+  /** Kept releases (images of the env), newest first, and which one is live. */
+  async releases(target: Target): Promise<ReleaseInfo[]> {
+    const images = await this.deps.docker.listImages(envLabels(target))
+    const live = this.liveRelease(target.app, target.env)
+    return images
+      .sort((a, b) => b.created.getTime() - a.created.getTime())
+      .map((img) => {
+        const release = img.labels[LABEL.release] ?? ''
+        return {
+          release,
+          commit: img.labels[LABEL.commit] ?? '',
+          image: imageTag(target.app, target.env, release),
+          createdAt: img.created.toISOString(),
+          live: live?.release === release,
+        }
+      })
+  }
+
+  /** Resolves when no deploy runs (for a graceful stop). */
+  async idle(): Promise<void> {
+    for (;;) {
+      const running = [...this.lanes.values()].map((lane) => lane.running).filter((p) => p !== null)
+      if (running.length === 0) return
+      await Promise.allSettled(running)
+    }
+  }
+
+  /** Looks at what really runs (nginx's port, the running instance there) to know each env's live release. */
+  async observeLive(): Promise<void> {
+    for (const [app, appConfig] of Object.entries(this.deps.config.apps)) {
+      for (const env of Object.keys(appConfig.envs)) {
+        const target = findTarget(this.deps.config, app, env)
+        if (!target.envConfig.proxy) continue
+        const [instances, port] = await Promise.all([this.deps.runtime.instances(target), this.deps.router(target).currentPort()])
+        const live = instances.find((i) => i.port === port && i.running)
+        if (live) this.setLive(target, { release: live.release, commit: live.commit, port: live.port, deployId: live.deployId, since: live.created.toISOString() })
+      }
+    }
+  }
+
+  private lane(target: Target): Lane {
+    const key = laneKey(target)
+    let lane = this.lanes.get(key)
+    if (!lane) this.lanes.set(key, (lane = { running: null, runningId: null, waiting: null }))
+    return lane
+  }
+
+  private refuseIfBusy(target: Target): void {
+    const lane = this.lane(target)
+    if (target.envConfig.queue === 'reject' && lane.runningId) {
+      throw new ConflictError('deploy_in_progress', `${target.app}/${target.env} is deploying ${lane.runningId}; this env's queue policy is reject`)
+    }
+  }
+
+  private async enqueue(target: Target, deploy: Deploy): Promise<Deploy> {
+    const lane = this.lane(target)
+    if (!lane.runningId) {
+      this.start(target, lane, deploy)
+      return deploy
+    }
+    if (lane.waiting) {
+      const replaced = lane.waiting
+      lane.waiting = null
+      await this.move(replaced, 'CANCELLED', { code: 'superseded', message: `replaced in the queue by ${deploy.id}` })
+    }
+    lane.waiting = deploy
+    this.deps.logger.info({ app: target.app, env: target.env, deployId: deploy.id, behind: lane.runningId }, 'deploy queued')
+    return deploy
+  }
+
+  private start(target: Target, lane: Lane, deploy: Deploy): void {
+    lane.runningId = deploy.id
+    lane.running = this.deps.pipeline
+      .run(deploy, target)
+      .then((done) => (done.state === 'SUCCEEDED' ? this.prune(target) : undefined))
+      .catch((err) => this.deps.logger.error({ err, deployId: deploy.id }, 'deploy lane failed'))
+      .finally(() => {
+        lane.runningId = null
+        lane.running = null
+        const next = lane.waiting
+        lane.waiting = null
+        if (next) this.start(target, lane, next)
+      })
+  }
+
+  private async prune(target: Target): Promise<void> {
+    const [images, instances, livePort] = await Promise.all([
+      this.deps.docker.listImages(envLabels(target)),
+      this.deps.runtime.instances(target),
+      this.deps.router(target).currentPort(),
+    ])
+    const plan = planPrune({ images, instances, livePort, keepReleases: target.appConfig.keepReleases })
+    const logger = this.deps.logger.child({ app: target.app, env: target.env })
+    for (const c of plan.containers) {
+      const instance = instances.find((i) => i.id === c.id)
+      if (instance) await this.deps.runtime.remove(instance)
+      logger.info(c, 'pruned container')
+    }
+    for (const img of plan.images) {
+      await this.deps.docker.removeImage(img.ref).catch((err) => logger.warn({ err, image: img.ref }, 'could not prune image'))
+      logger.info(img, 'pruned image')
+    }
+  }
+
+  private async move(deploy: Deploy, state: DeployState, error?: { code: string; message: string }): Promise<Deploy> {
+    nextState(deploy.state, state)
+    const moved = await this.deps.store.transition(deploy.id, state, { error, terminal: isTerminal(state) })
+    this.deps.logger.info({ app: deploy.app, env: deploy.env, deployId: deploy.id, state, was: deploy.state }, 'deploy state')
+    return moved
+  }
+}

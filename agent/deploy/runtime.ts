@@ -1,0 +1,118 @@
+// The runtime the deploy state machine drives: start a candidate, check it, retire or revive it, remove it.
+// Containers today; a Swarm service runtime can implement the same interface later. Labels on the engine's
+// objects are the source of truth for which release runs where.
+import type { DockerEngine } from '../docker/engine.js'
+import type { ContainerHealth, Labels } from '../docker/types.js'
+
+export const LABEL = {
+  app: 'deploy-agent.app',
+  env: 'deploy-agent.env',
+  release: 'deploy-agent.release',
+  deploy: 'deploy-agent.deploy',
+  role: 'deploy-agent.role',
+  port: 'deploy-agent.port',
+  commit: 'deploy-agent.commit',
+} as const
+
+export interface EnvTarget {
+  app: string
+  env: string
+}
+
+export interface Instance {
+  id: string
+  release: string
+  commit: string
+  deployId: string
+  port: number
+  image: string
+  running: boolean
+  created: Date
+}
+
+export interface CandidateSpec extends EnvTarget {
+  release: string
+  commit: string
+  deployId: string
+  image: string
+  port: number
+  /** `KEY=VALUE` environment of the app (env file, database URL); PORT is added. */
+  variables: string[]
+}
+
+export interface Runtime {
+  /** Every web instance of the env, running or stopped, newest first. */
+  instances(target: EnvTarget): Promise<Instance[]>
+  startCandidate(spec: CandidateSpec): Promise<Instance>
+  /** Running and not restarting. */
+  isAlive(instance: Instance): Promise<boolean>
+  engineHealth(instance: Instance): Promise<ContainerHealth | null>
+  /** Stops an instance but keeps it, so a rollback can revive it in a second. */
+  retire(instance: Instance): Promise<void>
+  revive(instance: Instance): Promise<void>
+  remove(instance: Instance): Promise<void>
+  logTail(instance: Instance, lines?: number): Promise<string[]>
+}
+
+export function envLabels(target: EnvTarget): Labels {
+  return { [LABEL.app]: target.app, [LABEL.env]: target.env }
+}
+
+export class ContainerRuntime implements Runtime {
+  constructor(private readonly docker: DockerEngine) {}
+
+  async instances(target: EnvTarget): Promise<Instance[]> {
+    const containers = await this.docker.listContainers({ ...envLabels(target), [LABEL.role]: 'web' })
+    return containers
+      .map((c) => ({
+        id: c.id,
+        release: c.labels[LABEL.release] ?? '',
+        commit: c.labels[LABEL.commit] ?? '',
+        deployId: c.labels[LABEL.deploy] ?? '',
+        port: Number(c.labels[LABEL.port]),
+        image: c.image,
+        running: c.state === 'running' || c.state === 'restarting',
+        created: c.created,
+      }))
+      .sort((a, b) => b.created.getTime() - a.created.getTime())
+  }
+
+  async startCandidate(spec: CandidateSpec): Promise<Instance> {
+    const labels: Labels = {
+      ...envLabels(spec),
+      [LABEL.release]: spec.release,
+      [LABEL.deploy]: spec.deployId,
+      [LABEL.role]: 'web',
+      [LABEL.port]: String(spec.port),
+      [LABEL.commit]: spec.commit,
+    }
+    const name = `${spec.app}-${spec.env}-${spec.deployId}`
+    const id = await this.docker.startContainer({ name, image: spec.image, env: [...spec.variables, `PORT=${spec.port}`], labels, restartPolicy: 'unless-stopped' })
+    return { id, release: spec.release, commit: spec.commit, deployId: spec.deployId, port: spec.port, image: spec.image, running: true, created: new Date() }
+  }
+
+  async isAlive(instance: Instance): Promise<boolean> {
+    const details = await this.docker.inspectContainer(instance.id)
+    return details !== null && details.running && !details.restarting
+  }
+
+  async engineHealth(instance: Instance): Promise<ContainerHealth | null> {
+    return (await this.docker.inspectContainer(instance.id))?.health ?? null
+  }
+
+  retire(instance: Instance): Promise<void> {
+    return this.docker.stopContainer(instance.id)
+  }
+
+  revive(instance: Instance): Promise<void> {
+    return this.docker.startExisting(instance.id)
+  }
+
+  remove(instance: Instance): Promise<void> {
+    return this.docker.removeContainer(instance.id)
+  }
+
+  logTail(instance: Instance, lines = 30): Promise<string[]> {
+    return this.docker.containerLogTail(instance.id, lines)
+  }
+}
