@@ -1,6 +1,6 @@
-// What to delete after a successful deploy, decided as a pure plan: the newest `keepReleases` images of the env
-// stay (rollback targets), and so does whatever the live or previous release uses; containers are kept only
-// when they are the live one or the newest stopped one on the idle port (the one-second rollback).
+// What to delete after a successful deploy, decided as a pure plan: `keepReleases` images of the env stay — the
+// live release, the standby (the newest other container: the one-second rollback), then the newest others —
+// and containers are kept only when they are the live one or the standby.
 import type { ImageSummary } from '../docker/types.js'
 import type { Instance } from './runtime.js'
 import { LABEL } from './runtime.js'
@@ -20,12 +20,16 @@ export function planPrune(input: { images: ImageSummary[]; instances: Instance[]
     .filter((i) => !keptContainers.has(i) && !i.running)
     .map((i) => ({ id: i.id, release: i.release, reason: 'stopped and superseded' }))
 
-  const byNewest = [...input.images].sort((a, b) => b.created.getTime() - a.created.getTime())
-  const keptReleases = new Set(byNewest.slice(0, keepReleases).map((img) => img.labels[LABEL.release]))
-  for (const i of keptContainers) keptReleases.add(i.release)
+  // The live and standby releases always stay; the newest others fill the remaining keepReleases slots.
+  const keptReleases = new Set<string | undefined>([...keptContainers].map((i) => i.release))
   for (const i of instances) if (i.running) keptReleases.add(i.release)
+  const byNewest = [...input.images].sort((a, b) => b.created.getTime() - a.created.getTime())
+  for (const img of byNewest) {
+    if (keptReleases.size >= keepReleases) break
+    keptReleases.add(img.labels[LABEL.release])
+  }
   const images = byNewest
     .filter((img) => !keptReleases.has(img.labels[LABEL.release]))
-    .flatMap((img) => img.tags.map((ref) => ({ ref, release: img.labels[LABEL.release] ?? '', reason: `older than the newest ${keepReleases} releases` })))
+    .flatMap((img) => img.tags.map((ref) => ({ ref, release: img.labels[LABEL.release] ?? '', reason: `beyond keepReleases (${keepReleases})` })))
   return { containers, images }
 }

@@ -111,7 +111,9 @@ export class DockerEngine {
         Image: opts.image,
         Env: opts.env,
         Labels: opts.labels,
-        HostConfig: { NetworkMode: 'host', RestartPolicy: { Name: opts.restartPolicy ?? 'unless-stopped' } },
+        // Init: a tiny init as PID 1 forwards SIGTERM, so an app that never installed a handler still stops
+        // at once instead of after the stop timeout, and zombies are reaped.
+        HostConfig: { NetworkMode: 'host', Init: true, RestartPolicy: { Name: opts.restartPolicy ?? 'unless-stopped' } },
       })
     } catch (err) {
       if (engineStatus(err) === 409) throw new ContainerExistsError(opts.name)

@@ -92,7 +92,7 @@ export async function runOneOff(docker: Docker, opts: OneOffOptions): Promise<On
       Env: opts.env,
       Labels: opts.labels,
       Tty: false,
-      HostConfig: { NetworkMode: 'host' },
+      HostConfig: { NetworkMode: 'host', Init: true },
     })
   } catch (err) {
     if (engineStatus(err) === 409 && opts.name !== undefined) throw new ContainerExistsError(opts.name)

@@ -1,0 +1,6 @@
+export { systemClock, type Clock } from './clock.js'
+export { HealthError, abortError, isAbortError, type HealthErrorCode } from './errors.js'
+export { observe, type ObserveOptions, type ObserveOutcome } from './observe.js'
+export { probeHttp, type ProbeFn, type ProbeListener, type ProbeResult } from './probe.js'
+export { joinUrl, runSmoke, type SmokeCheck, type SmokeResult } from './smoke.js'
+export { waitHealthy, type DockerHealth, type WaitHealthyOptions } from './wait.js'

@@ -1,0 +1,184 @@
+// The agent's one handle on nginx: an upstream file it owns (`upstream <name> { server 127.0.0.1:<port>; }`), the
+// config test, the reload, and proof that the reload took. A switch that fails leaves the old file in place, byte
+// for byte, so a failed deploy changes neither routing nor what is saved on disk.
+import { readFile, rm, stat } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { runCommand, type CommandResult } from './command.js'
+import { ProxyError } from './errors.js'
+import { waitForNewWorkers, workerPids } from './workers.js'
+import { ensureDir, fsyncDir, writeFileAtomic } from '../store/files.js'
+
+export { ProxyError, type ProxyErrorCode } from './errors.js'
+export { waitForNewWorkers, workerPids, type WaitForWorkersOptions } from './workers.js'
+export { probeThrough, type ThroughResult } from './through.js'
+
+export const MANAGED_HEADER = '# managed by deploy-agent; do not edit'
+
+export interface NginxUpstreamOptions {
+  upstreamFile: string
+  upstreamName: string
+  /** e.g. `['nginx', '-t']` */
+  testCommand: string[]
+  /** e.g. `['nginx', '-s', 'reload']` */
+  reloadCommand: string[]
+  /** The nginx master's pid file; when given, every reload is confirmed by watching its workers. */
+  pidFile?: string
+  /** Timeout of each command (default 30 s). */
+  commandTimeoutMs?: number
+  /** How long to wait for the new workers after a reload (default 5 s). */
+  confirmTimeoutMs?: number
+}
+
+/** What the deploy state machine needs from a proxy; NginxUpstream is the one implementation. */
+export interface UpstreamSwitch {
+  currentPort(): Promise<number | null>
+  switchTo(port: number): Promise<{ previousPort: number | null }>
+}
+
+interface Saved { content: Buffer, mode: number }
+
+const NAME = /^[A-Za-z0-9_.-]{1,128}$/
+
+function assertPort (port: number): void {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new ProxyError('proxy_invalid_port', `not a TCP port: ${String(port)}`, undefined, 400)
+  }
+}
+
+function show (argv: readonly string[]): string {
+  return argv.join(' ')
+}
+
+export class NginxUpstream implements UpstreamSwitch {
+  readonly upstreamFile: string
+  readonly upstreamName: string
+  private readonly testCommand: readonly string[]
+  private readonly reloadCommand: readonly string[]
+  private readonly pidFile: string | undefined
+  private readonly commandTimeoutMs: number
+  private readonly confirmTimeoutMs: number
+  // Switches run one at a time: each one reads the file the previous one left.
+  private tail: Promise<unknown> = Promise.resolve()
+
+  constructor (options: NginxUpstreamOptions) {
+    if (!NAME.test(options.upstreamName)) {
+      throw new ProxyError('proxy_invalid_config', `invalid upstream name: ${JSON.stringify(options.upstreamName)}`, undefined, 500)
+    }
+    for (const [key, argv] of [['testCommand', options.testCommand], ['reloadCommand', options.reloadCommand]] as const) {
+      if (argv.length === 0) throw new ProxyError('proxy_invalid_config', `${key} is empty`, undefined, 500)
+    }
+    this.upstreamFile = options.upstreamFile
+    this.upstreamName = options.upstreamName
+    this.testCommand = [...options.testCommand]
+    this.reloadCommand = [...options.reloadCommand]
+    this.pidFile = options.pidFile
+    this.commandTimeoutMs = options.commandTimeoutMs ?? 30_000
+    this.confirmTimeoutMs = options.confirmTimeoutMs ?? 5_000
+  }
+
+  render (port: number): string {
+    assertPort(port)
+    return `${MANAGED_HEADER}\nupstream ${this.upstreamName} { server 127.0.0.1:${port}; }\n`
+  }
+
+  /** Parses a file in the format `render` writes (comment lines ignored); null when it is another upstream's or not ours. */
+  parse (text: string): number | null {
+    const body = text.split('\n').filter((line) => !line.trimStart().startsWith('#')).join('\n')
+    const match = /^\s*upstream\s+(\S+)\s*\{\s*server\s+127\.0\.0\.1:(\d{1,5})\s*;\s*\}\s*$/.exec(body)
+    if (match === null || match[1] !== this.upstreamName) return null
+    const port = Number(match[2])
+    return port >= 1 && port <= 65535 ? port : null
+  }
+
+  /** The port the upstream file points at; null when the file is missing or not in our format. */
+  async currentPort (): Promise<number | null> {
+    const text = await readFile(this.upstreamFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return null
+      throw err
+    })
+    return text === null ? null : this.parse(text)
+  }
+
+  /**
+   * Points the upstream at 127.0.0.1:<port>: write the file, `nginx -t`, reload, confirm. On any failure the old
+   * file is put back (and nginx reloaded with it when a reload had been attempted) before the error is thrown.
+   */
+  switchTo (port: number): Promise<{ previousPort: number | null }> {
+    const run = this.tail.then(() => this.switchNow(port))
+    this.tail = run.catch(() => undefined)
+    return run
+  }
+
+  private async switchNow (port: number): Promise<{ previousPort: number | null }> {
+    const next = this.render(port)
+    const saved = await this.save()
+    const previousPort = saved === null ? null : this.parse(saved.content.toString('utf8'))
+
+    await ensureDir(dirname(this.upstreamFile), 0o755)
+    await writeFileAtomic(this.upstreamFile, next, 0o644)
+
+    const test = await this.run(this.testCommand)
+    if (!test.ok) {
+      await this.restore(saved)
+      throw new ProxyError('proxy_test_failed',
+        `nginx config test (${show(this.testCommand)}) failed for port ${port}: ${test.failure}`, test.stderr)
+    }
+
+    let before: Set<number> | undefined
+    if (this.pidFile !== undefined) {
+      try {
+        before = await workerPids(this.pidFile)
+      } catch (err) {
+        await this.restore(saved)
+        throw err
+      }
+    }
+
+    const reload = await this.run(this.reloadCommand)
+    if (!reload.ok) {
+      await this.rollBack(saved)
+      throw new ProxyError('proxy_reload_failed',
+        `nginx reload (${show(this.reloadCommand)}) failed for port ${port}: ${reload.failure}`, reload.stderr)
+    }
+
+    if (this.pidFile !== undefined && before !== undefined) {
+      try {
+        await waitForNewWorkers(this.pidFile, before, this.confirmTimeoutMs)
+      } catch (err) {
+        await this.rollBack(saved)
+        throw err
+      }
+    }
+    return { previousPort }
+  }
+
+  private run (argv: readonly string[]): Promise<CommandResult> {
+    return runCommand(argv, this.commandTimeoutMs)
+  }
+
+  private async save (): Promise<Saved | null> {
+    try {
+      const [content, info] = await Promise.all([readFile(this.upstreamFile), stat(this.upstreamFile)])
+      return { content, mode: info.mode & 0o777 }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+      throw err
+    }
+  }
+
+  private async restore (saved: Saved | null): Promise<void> {
+    if (saved === null) {
+      await rm(this.upstreamFile, { force: true })
+      await fsyncDir(dirname(this.upstreamFile))
+    } else {
+      await writeFileAtomic(this.upstreamFile, saved.content, saved.mode)
+    }
+  }
+
+  // After a reload was attempted: the old file back, and one more reload so nginx runs it whatever the first did.
+  // Best effort: the caller is already failing with the first error.
+  private async rollBack (saved: Saved | null): Promise<void> {
+    await this.restore(saved)
+    await this.run(this.reloadCommand)
+  }
+}

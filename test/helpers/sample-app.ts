@@ -1,0 +1,66 @@
+// The sample app the deploy tests ship: busybox httpd serving /healthz and /version from the local base image,
+// in a real git repo with one tag per behaviour (good, good again, never healthy, failing after the switch,
+// failing migration, failing build).
+import { BASE_IMAGE } from './docker.js'
+import { makeGitRepo, type GitRepo } from './git.js'
+
+interface Variant {
+  /** extra Dockerfile lines after the web root is in place */
+  extra?: string
+  /** what /migrate.sh does */
+  migrate?: string
+  /** shell run as the container's command ($PORT is set by the agent) */
+  command?: string
+}
+
+const SERVE = 'exec httpd -f -p 127.0.0.1:$PORT -h /www'
+
+function dockerfile(v: Variant): string {
+  return [
+    `FROM ${BASE_IMAGE}`,
+    'ARG VERSION',
+    'COPY www /www',
+    'COPY migrate.sh /migrate.sh',
+    'RUN echo "$VERSION" > /www/version',
+    ...(v.extra ? [v.extra] : []),
+    `CMD ["sh", "-c", ${JSON.stringify(v.command ?? SERVE)}]`,
+    '',
+  ].join('\n')
+}
+
+function release(v: Variant): Record<string, string> {
+  return {
+    Dockerfile: dockerfile(v),
+    'www/healthz': 'ok\n',
+    'www/index.html': '<h1>shop</h1>\n',
+    'migrate.sh': v.migrate ?? 'echo "migrated to $(cat /www/version)"\n',
+  }
+}
+
+export const SAMPLE_TAGS = {
+  good: 'v1.0.0',
+  good2: 'v1.1.0',
+  neverHealthy: 'v1.2.0',
+  failsAfterSwitch: 'v1.3.0',
+  badMigration: 'v1.4.0',
+  badBuild: 'v1.5.0',
+  good3: 'v1.6.0',
+} as const
+
+/** Seconds after start at which the `failsAfterSwitch` release stops answering /healthz. */
+export const FAILS_AFTER_SEC = 3
+
+export function makeSampleRepo(dir: string): Promise<GitRepo> {
+  return makeGitRepo(dir, [
+    { files: release({}), tag: SAMPLE_TAGS.good, annotated: true },
+    { files: release({}), tag: SAMPLE_TAGS.good2 },
+    { files: release({ extra: 'RUN rm /www/healthz' }), tag: SAMPLE_TAGS.neverHealthy, annotated: true },
+    {
+      files: release({ command: `httpd -p 127.0.0.1:$PORT -h /www && sleep ${FAILS_AFTER_SEC} && rm /www/healthz && exec sleep 100000` }),
+      tag: SAMPLE_TAGS.failsAfterSwitch,
+    },
+    { files: release({ migrate: 'echo "relation users does not exist" >&2\nexit 3\n' }), tag: SAMPLE_TAGS.badMigration },
+    { files: release({ extra: 'RUN echo compiling && false' }), tag: SAMPLE_TAGS.badBuild },
+    { files: release({}), tag: SAMPLE_TAGS.good3, annotated: true },
+  ])
+}

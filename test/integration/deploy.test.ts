@@ -1,0 +1,185 @@
+// The deploy pipeline end to end on real engines: a temp git repo with tags, images built by the Docker engine,
+// containers on host ports, a real nginx switched blue/green, and a request loop counting failures.
+import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import t, { type Test } from 'tap'
+import { assembleDeploys } from '../../agent/deploy/assemble.js'
+import { createLogger } from '../../agent/observability/logger.js'
+import type { Deploy } from '../../agent/store/deploys.js'
+import { buildTestAgent, signedInject, type TestAgent } from '../helpers/agent.js'
+import { dockerAvailable, ensureBaseImage, removeContainersByLabel } from '../helpers/docker.js'
+import { skipUnless } from '../helpers/engines.js'
+import { startNginx, type NginxInstance } from '../helpers/nginx.js'
+import { requestLoop } from '../helpers/load.js'
+import { freePorts } from '../helpers/ports.js'
+import { makeSampleRepo, SAMPLE_TAGS } from '../helpers/sample-app.js'
+import { tempDir } from '../helpers/tmp.js'
+
+const run = promisify(execFile)
+const app = `shop-${randomBytes(3).toString('hex')}`
+const env = 'production'
+
+interface Fixture {
+  agent: TestAgent
+  nginx: NginxInstance
+  repoPath: string
+  ports: number[]
+}
+
+async function setUp(t: Test): Promise<Fixture> {
+  await ensureBaseImage()
+  const dir = await tempDir(t)
+  const repo = await makeSampleRepo(join(dir, 'repo'))
+  const [nginxPort, blue, green] = await freePorts(3) as [number, number, number]
+  const upstreamFile = join(dir, 'nginx', 'upstream.conf')
+  const upstreamName = 'shop_production'
+  const nginx = await startNginx(join(dir, 'nginx'), { port: nginxPort, upstreamFile, upstreamName })
+  t.teardown(() => nginx.stop())
+  const agent = await buildTestAgent(dir, {
+    extra: {
+      apps: {
+        [app]: {
+          repo: repo.path,
+          migrate: { command: ['sh', '/migrate.sh'], timeoutSec: 30 },
+          health: { path: '/healthz', intervalMs: 100, timeoutMs: 1000, healthyAfter: 2, deadlineSec: 5 },
+          smoke: [{ path: '/version', expectStatus: 200 }],
+          observe: { seconds: 5, intervalMs: 200, maxFailures: 2 },
+          keepReleases: 3,
+          envs: {
+            [env]: {
+              ref: 'tag:v*',
+              ports: [blue, green],
+              proxy: { upstreamFile, upstreamName, test: nginx.testCommand, reload: nginx.reloadCommand, pidFile: join(dir, 'nginx', 'nginx.pid'), drainMs: 300 },
+            },
+          },
+        },
+      },
+    },
+    deployments: (config, deploys) => assembleDeploys(config, deploys, createLogger({ level: 'silent' })),
+  })
+  t.teardown(async () => {
+    await agent.close()
+    await removeContainersByLabel(`deploy-agent.app=${app}`)
+    const { stdout } = await run('docker', ['images', '--quiet', '--filter', `label=deploy-agent.app=${app}`])
+    const ids = [...new Set(stdout.split('\n').filter(Boolean))]
+    if (ids.length > 0) await run('docker', ['rmi', '--force', ...ids]).catch(() => undefined)
+  })
+  return { agent, nginx, repoPath: repo.path, ports: [blue, green] }
+}
+
+const token = (f: Fixture) => ({ authorization: `Bearer ${f.agent.keys.statusToken}` })
+
+async function getDeploy(f: Fixture, id: string): Promise<Deploy> {
+  const res = await f.agent.app.inject({ url: `/v1/deploys/${id}`, headers: token(f) })
+  return JSON.parse(res.body) as Deploy
+}
+
+async function waitFinished(f: Fixture, id: string, timeoutMs = 90_000): Promise<Deploy> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const deploy = await getDeploy(f, id)
+    if (deploy.finishedAt) return deploy
+    if (Date.now() > deadline) throw new Error(`deploy ${id} still ${deploy.state} after ${timeoutMs} ms`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+async function deploy(f: Fixture, ref: string): Promise<Deploy> {
+  const res = await signedInject(f.agent, { url: `/v1/apps/${app}/envs/${env}/deploys`, body: { ref } })
+  if (res.statusCode !== 202) throw new Error(`deploy ${ref}: ${res.statusCode} ${res.body}`)
+  return waitFinished(f, JSON.parse(res.body).id)
+}
+
+async function served(f: Fixture): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${f.nginx.port}/version`)
+  return (await res.text()).trim()
+}
+
+async function log(f: Fixture, id: string): Promise<string> {
+  return (await f.agent.app.inject({ url: `/v1/deploys/${id}/log`, headers: token(f) })).body
+}
+
+t.test('Deploy pipeline on real Docker, git and nginx', { skip: skipUnless(await dockerAvailable(), 'docker') }, async (t) => {
+  const f = await setUp(t)
+
+  const first = await deploy(f, SAMPLE_TAGS.good)
+  t.equal(first.state, 'SUCCEEDED', JSON.stringify(first.error))
+  t.equal(await served(f), SAMPLE_TAGS.good, 'the first release is served through nginx')
+  t.same(first.states.map((s) => s.state), ['QUEUED', 'RESOLVING', 'BUILDING', 'MIGRATING', 'STARTING', 'VERIFYING', 'SWITCHING', 'OBSERVING', 'SUCCEEDED'])
+  t.match(await log(f, first.id), /migrated to v1\.0\.0/, 'migration output is in the deploy log')
+
+  await t.test('a good deploy and a manual rollback under load fail no request', async (t) => {
+    const load = requestLoop(`http://127.0.0.1:${f.nginx.port}/version`)
+    const second = await deploy(f, SAMPLE_TAGS.good2)
+    t.equal(second.state, 'SUCCEEDED', JSON.stringify(second.error))
+    t.equal(await served(f), SAMPLE_TAGS.good2)
+
+    const started = Date.now()
+    const res = await signedInject(f.agent, { url: `/v1/apps/${app}/envs/${env}/rollback`, body: {} })
+    t.equal(res.statusCode, 202, res.body)
+    t.equal(JSON.parse(res.body).release, SAMPLE_TAGS.good, 'rolls back to the previous release by default')
+    const rollback = await waitFinished(f, JSON.parse(res.body).id)
+    t.equal(rollback.state, 'SUCCEEDED', JSON.stringify(rollback.error))
+    t.equal(await served(f), SAMPLE_TAGS.good)
+    t.comment(`manual rollback took ${Date.now() - started} ms (request to SUCCEEDED, including the drain)`)
+    const { ok, retried, failures } = await load.stop()
+    t.ok(ok > 50, `the loop made ${ok} requests`)
+    t.comment(`${ok} requests answered 200, ${retried} sent again after nginx closed an idle keep-alive connection`)
+    t.same(failures, [], 'zero failed requests through nginx during deploy and rollback')
+  })
+
+  await t.test('a release that never gets healthy fails and the old one keeps serving', async (t) => {
+    const bad = await deploy(f, SAMPLE_TAGS.neverHealthy)
+    t.equal(bad.state, 'FAILED')
+    t.equal(bad.error?.code, 'health_check_failed')
+    t.equal(await served(f), SAMPLE_TAGS.good)
+    const { stdout } = await run('docker', ['ps', '--all', '--quiet', '--filter', `label=deploy-agent.deploy=${bad.id}`])
+    t.equal(stdout.trim(), '', 'the candidate container was removed')
+  })
+
+  await t.test('a failing migration stops the deploy before anything starts', async (t) => {
+    const bad = await deploy(f, SAMPLE_TAGS.badMigration)
+    t.equal(bad.state, 'FAILED')
+    t.equal(bad.error?.code, 'migration_failed')
+    t.match(bad.error?.message, /relation users does not exist/)
+    t.notOk(bad.states.some((s) => s.state === 'STARTING'))
+    t.equal(await served(f), SAMPLE_TAGS.good)
+  })
+
+  await t.test('a failing build is caught from the build stream', async (t) => {
+    const bad = await deploy(f, SAMPLE_TAGS.badBuild)
+    t.equal(bad.state, 'FAILED')
+    t.equal(bad.error?.code, 'build_failed')
+    t.match(await log(f, bad.id), /compiling/, 'the build output is in the log')
+    t.equal(await served(f), SAMPLE_TAGS.good)
+  })
+
+  await t.test('a release that breaks after the switch is rolled back automatically', async (t) => {
+    const bad = await deploy(f, SAMPLE_TAGS.failsAfterSwitch)
+    t.equal(bad.state, 'ROLLED_BACK', JSON.stringify(bad.error))
+    t.equal(bad.error?.code, 'observe_failed')
+    t.ok(bad.states.some((s) => s.state === 'OBSERVING'))
+    t.equal(await served(f), SAMPLE_TAGS.good, 'traffic is back on the old release')
+    const status = JSON.parse((await f.agent.app.inject({ url: '/v1/status', headers: token(f) })).body)
+    t.equal(status.apps[app].envs[env].live.release, SAMPLE_TAGS.good)
+  })
+
+  await t.test('a moved tag is refused', async (t) => {
+    await run('git', ['-C', f.repoPath, '-c', 'user.name=t', '-c', 'user.email=t@t', 'tag', '--force', SAMPLE_TAGS.good2, 'HEAD'])
+    const moved = await deploy(f, SAMPLE_TAGS.good2)
+    t.equal(moved.state, 'FAILED')
+    t.equal(moved.error?.code, 'tag_moved')
+  })
+
+  await t.test('keepReleases bounds the kept images; the live release is listed', async (t) => {
+    const next = await deploy(f, SAMPLE_TAGS.good3)
+    t.equal(next.state, 'SUCCEEDED', JSON.stringify(next.error))
+    const res = await f.agent.app.inject({ url: `/v1/apps/${app}/envs/${env}/releases`, headers: token(f) })
+    const { releases } = JSON.parse(res.body) as { releases: Array<{ release: string; live: boolean }> }
+    t.equal(releases.length, 3, 'keepReleases images are kept, no more')
+    t.same(releases.filter((r) => r.live).map((r) => r.release), [SAMPLE_TAGS.good3])
+    t.ok(releases.some((r) => r.release === SAMPLE_TAGS.good), 'the previous release stays for rollback')
+  })
+})
