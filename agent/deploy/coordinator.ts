@@ -30,7 +30,7 @@ export interface ReleaseInfo {
 export interface CoordinatorDeps {
   config: Config
   store: DeployStore
-  pipeline: DeployPipeline
+  pipeline: Pick<DeployPipeline, 'run'>
   runtime: Runtime
   docker: DockerEngine
   router(target: Target): UpstreamSwitch

@@ -44,6 +44,7 @@ const TRANSITIONS: Record<DeployState, readonly DeployState[]> = {
 export class IllegalTransitionError extends Error {
   constructor(from: string, to: string) {
     super(`illegal deploy transition ${from} → ${to}`)
+    this.name = 'IllegalTransitionError'
   }
 }
 

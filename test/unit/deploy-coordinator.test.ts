@@ -1,0 +1,115 @@
+// The coordinator's lanes and approvals with a real store and a pipeline the test finishes by hand.
+import t, { type Test } from 'tap'
+import { parseConfig } from '../../agent/config/load.js'
+import type { Target } from '../../agent/config/targets.js'
+import { DeployCoordinator } from '../../agent/deploy/coordinator.js'
+import type { DockerEngine } from '../../agent/docker/engine.js'
+import { createLogger } from '../../agent/observability/logger.js'
+import type { Runtime } from '../../agent/deploy/runtime.js'
+import { DeployStore, type Deploy } from '../../agent/store/deploys.js'
+import { tempDir } from '../helpers/tmp.js'
+
+const yaml = `
+audience: a
+apps:
+  web:
+    repo: /srv/web.git
+    envs:
+      staging: { ref: "branch:main", ports: [18001, 18002] }
+      strict: { ref: "branch:main", ports: [18003, 18004], queue: reject }
+      production: { ref: "tag:v*", ports: [18011, 18012], requireApproval: true }
+`
+
+/** A pipeline whose runs end only when the test says so. */
+class ManualPipeline {
+  readonly started: string[] = []
+  private readonly finishers = new Map<string, () => void>()
+  constructor(private readonly store: DeployStore) {}
+  async run(deploy: Deploy, _target: Target): Promise<Deploy> {
+    this.started.push(deploy.id)
+    await this.store.transition(deploy.id, 'RESOLVING')
+    await new Promise<void>((resolve) => this.finishers.set(deploy.id, resolve))
+    return this.store.transition(deploy.id, 'FAILED', { error: { code: 'test', message: 'ended by the test' }, terminal: true })
+  }
+  finish(id: string): void {
+    this.finishers.get(id)?.()
+  }
+}
+
+async function setUp(t: Test) {
+  const dir = await tempDir(t)
+  const config = parseConfig(yaml, {}, 'a', dir)
+  const store = await DeployStore.open(dir)
+  t.teardown(() => store.close())
+  const pipeline = new ManualPipeline(store)
+  const coordinator = new DeployCoordinator({
+    config,
+    store,
+    pipeline,
+    runtime: {} as Runtime,
+    docker: {} as DockerEngine,
+    router: () => ({ currentPort: async () => null, switchTo: async () => ({ previousPort: null }) }),
+    logger: createLogger({ level: 'silent' }),
+  })
+  return { store, pipeline, coordinator }
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 20))
+
+t.test('DeployCoordinator: one runs, one waits, a newer request replaces the waiting one', async (t) => {
+  const { store, pipeline, coordinator } = await setUp(t)
+  const first = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
+  const second = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
+  const third = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
+  await tick()
+  t.same(pipeline.started, [first.id], 'only the first runs')
+  t.equal(store.get(second.id)?.state, 'CANCELLED')
+  t.equal(store.get(second.id)?.error?.code, 'superseded')
+  t.equal(store.get(third.id)?.state, 'QUEUED')
+  pipeline.finish(first.id)
+  await tick()
+  t.same(pipeline.started, [first.id, third.id], 'the waiting one starts when the lane frees')
+  const other = await coordinator.request({ app: 'web', env: 'production', ref: 'v1' })
+  t.equal(other.state, 'AWAITING_APPROVAL', 'another env has its own lane')
+  pipeline.finish(third.id)
+  await coordinator.idle()
+})
+
+t.test('DeployCoordinator: queue: reject answers 409 while a deploy runs', async (t) => {
+  const { pipeline, coordinator } = await setUp(t)
+  const first = await coordinator.request({ app: 'web', env: 'strict', ref: 'main' })
+  await t.rejects(coordinator.request({ app: 'web', env: 'strict', ref: 'main' }), { code: 'deploy_in_progress', statusCode: 409 })
+  await tick()
+  pipeline.finish(first.id)
+  await coordinator.idle()
+  const again = await coordinator.request({ app: 'web', env: 'strict', ref: 'main' })
+  t.equal(again.state, 'QUEUED', 'accepted once the lane is free')
+  await tick()
+  pipeline.finish(again.id)
+  await coordinator.idle()
+})
+
+t.test('DeployCoordinator: approval holds a deploy; a newer one supersedes it; approve starts it once', async (t) => {
+  const { store, pipeline, coordinator } = await setUp(t)
+  const older = await coordinator.request({ app: 'web', env: 'production', ref: 'v1.0.0' })
+  t.equal(older.state, 'AWAITING_APPROVAL')
+  const newer = await coordinator.request({ app: 'web', env: 'production', ref: 'v1.0.1' })
+  t.equal(store.get(older.id)?.state, 'CANCELLED', 'the older held deploy is superseded')
+  await tick()
+  t.same(pipeline.started, [], 'nothing runs before approval')
+  const approved = await coordinator.approve(newer.id)
+  t.equal(approved.state, 'QUEUED')
+  await t.rejects(coordinator.approve(newer.id), { code: 'not_awaiting_approval' })
+  await t.rejects(coordinator.approve('d_zzzzzzzzzzzz'), { code: 'not_found' })
+  await tick()
+  t.same(pipeline.started, [newer.id])
+  t.same(store.get(newer.id)?.states.map((s) => s.state), ['QUEUED', 'AWAITING_APPROVAL', 'QUEUED', 'RESOLVING'])
+  pipeline.finish(newer.id)
+  await coordinator.idle()
+})
+
+t.test('DeployCoordinator: unknown app or env is 404', async (t) => {
+  const { coordinator } = await setUp(t)
+  await t.rejects(coordinator.request({ app: 'nope', env: 'staging', ref: 'main' }), { code: 'not_found' })
+  await t.rejects(coordinator.request({ app: 'web', env: 'qa', ref: 'main' }), { code: 'not_found' })
+})

@@ -1,0 +1,52 @@
+// Pure decisions of the deploy side: the transition table, release names and the prune plan.
+import t from 'tap'
+import { imageTag, releaseName } from '../../agent/deploy/pipeline.js'
+import { planPrune } from '../../agent/deploy/prune.js'
+import type { Instance } from '../../agent/deploy/runtime.js'
+import { isTerminal, nextState } from '../../agent/deploy/states.js'
+
+t.test('States: the table allows the documented path and refuses jumps', async (t) => {
+  const path = ['QUEUED', 'RESOLVING', 'BACKING_UP', 'BUILDING', 'MIGRATING', 'STARTING', 'VERIFYING', 'SWITCHING', 'OBSERVING', 'SUCCEEDED'] as const
+  for (let i = 1; i < path.length; i++) t.equal(nextState(path[i - 1] as string, path[i] as (typeof path)[number]), path[i])
+  t.throws(() => nextState('QUEUED', 'SWITCHING'), { name: 'IllegalTransitionError' })
+  t.throws(() => nextState('SUCCEEDED', 'ROLLING_BACK'), { name: 'IllegalTransitionError' }, 'terminal states are final')
+  t.throws(() => nextState('BUILDING', 'ROLLING_BACK'), { name: 'IllegalTransitionError' }, 'before the switch a failure is FAILED, not a rollback')
+  t.throws(() => nextState('NOPE', 'FAILED'), { name: 'IllegalTransitionError' })
+  t.ok(isTerminal('ROLLED_BACK'))
+  t.notOk(isTerminal('OBSERVING'))
+})
+
+t.test('Release names and image tags', async (t) => {
+  t.equal(releaseName('tag', 'v1.2.3', 'a'.repeat(40)), 'v1.2.3')
+  t.equal(releaseName('tag', 'release/2026-11', 'a'.repeat(40)), 'release-2026-11', 'a slash cannot be in an image tag')
+  t.equal(releaseName('branch', 'main', '0123456789abcdef0123456789abcdef01234567'), '0123456789ab')
+  t.equal(imageTag('shop', 'production', 'v1.2.3'), 'shop:production-v1.2.3')
+})
+
+const at = (minutes: number) => new Date(Date.UTC(2026, 10, 1, 0, minutes))
+const instance = (id: string, release: string, port: number, running: boolean, minutes: number): Instance => ({
+  id, release, port, running, commit: 'c', deployId: 'd', image: `shop:p-${release}`, created: at(minutes),
+})
+const image = (release: string, minutes: number) => ({ id: `sha256:${release}`, tags: [`shop:p-${release}`], labels: { 'deploy-agent.release': release }, created: at(minutes) })
+
+t.test('planPrune: keeps live, standby and the newest others up to keepReleases', async (t) => {
+  const plan = planPrune({
+    livePort: 18002,
+    keepReleases: 3,
+    instances: [instance('c5', 'v5', 18002, true, 50), instance('c4', 'v4', 18001, false, 40), instance('c1', 'v1', 18001, false, 10)],
+    images: [image('v1', 10), image('v2', 20), image('v3', 30), image('v4', 40), image('v5', 50)],
+  })
+  t.same(plan.containers.map((c) => c.id), ['c1'], 'an older stopped container goes')
+  t.same(plan.images.map((i) => i.ref), ['shop:p-v2', 'shop:p-v1'], 'v5 live, v4 standby, v3 newest other')
+})
+
+t.test('planPrune: an old standby is still kept as the rollback target', async (t) => {
+  const plan = planPrune({
+    livePort: 18001,
+    keepReleases: 2,
+    instances: [instance('c9', 'v9', 18001, true, 90), instance('c1', 'v1', 18002, false, 10)],
+    images: [image('v1', 10), image('v7', 70), image('v8', 80), image('v9', 90)],
+  })
+  t.same(plan.containers, [])
+  t.same(plan.images.map((i) => i.ref), ['shop:p-v8', 'shop:p-v7'])
+})
