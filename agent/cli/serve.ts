@@ -28,7 +28,8 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     deploys: { onTornLine: (info) => logger.warn({ line: info.line, tail: info.tail }, 'journal had a torn line (power cut?); it was skipped') },
   })
   const deployments = await assembleDeploys(config, store.deploys, logger)
-  await deployments.observeLive().catch((err) => logger.warn({ err }, 'could not read the live releases from Docker and nginx'))
+  // The agent serves even when Docker is unreachable; only deploys fail then.
+  await deployments.recover().catch((err) => logger.error({ err }, 'start-up recovery failed; deploys may need attention'))
   const metrics = new Metrics()
   const authenticator = new Authenticator({
     keyring,

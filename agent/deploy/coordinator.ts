@@ -30,7 +30,7 @@ export interface ReleaseInfo {
 export interface CoordinatorDeps {
   config: Config
   store: DeployStore
-  pipeline: Pick<DeployPipeline, 'run'>
+  pipeline: Pick<DeployPipeline, 'run' | 'recover'>
   runtime: Runtime
   docker: DockerEngine
   router(target: Target): UpstreamSwitch
@@ -123,6 +123,38 @@ export class DeployCoordinator implements Deployments {
       if (running.length === 0) return
       await Promise.allSettled(running)
     }
+  }
+
+  /**
+   * Start-up: every deploy left unfinished by a crash is driven to a safe end (or queued again if it had not
+   * started), leftover migration containers are removed, and the live releases are read from Docker and nginx.
+   */
+  async recover(): Promise<void> {
+    for (const deploy of this.deps.store.unfinished()) {
+      const target = this.deps.config.apps[deploy.app]?.envs[deploy.env] ? findTarget(this.deps.config, deploy.app, deploy.env) : null
+      const logger = this.deps.logger.child({ app: deploy.app, env: deploy.env, deployId: deploy.id })
+      try {
+        if (!target) {
+          await this.move(deploy, deploy.state === 'AWAITING_APPROVAL' || deploy.state === 'QUEUED' ? 'CANCELLED' : 'FAILED', {
+            code: 'unknown_env',
+            message: `${deploy.app}/${deploy.env} is no longer in the config`,
+          })
+          continue
+        }
+        if (await this.deps.pipeline.recover(deploy, target)) await this.enqueue(target, deploy)
+      } catch (err) {
+        logger.error({ err }, 'could not recover the deploy; it stays as it is')
+      }
+    }
+    for (const [app, appConfig] of Object.entries(this.deps.config.apps)) {
+      for (const env of Object.keys(appConfig.envs)) {
+        for (const leftover of await this.deps.docker.listContainers({ ...envLabels({ app, env }), [LABEL.role]: 'migrate' })) {
+          await this.deps.docker.removeContainer(leftover.id)
+          this.deps.logger.warn({ app, env, container: leftover.id }, 'removed a leftover migration container')
+        }
+      }
+    }
+    await this.observeLive()
   }
 
   /** Looks at what really runs (nginx's port, the running instance there) to know each env's live release. */

@@ -12,6 +12,7 @@ import { readEnvFile } from './envfile.js'
 import type { ImageBuilder, SourceRepo, TagMemory } from './ports.js'
 import type { Instance, Runtime } from './runtime.js'
 import { LABEL } from './runtime.js'
+import { describePlan, planRecovery } from './recovery.js'
 import { isTerminal, nextState, type DeployState } from './states.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 
@@ -361,6 +362,44 @@ export class DeployPipeline {
     await run.log({ event: 'switched', port: candidate.port })
     if (plan.live) await this.retireAfterDrain(run, target, plan.live)
     await this.finishLive(run, target, candidate)
+  }
+
+  /**
+   * Drives a deploy the agent was running when it stopped to a safe end state, from what Docker and nginx show.
+   * Returns true when the deploy had not started yet and should simply be queued again.
+   */
+  async recover(deploy: Deploy, target: Target): Promise<boolean> {
+    const run = new DeployRun(this.deps, deploy, this.deps.logger.child({ app: target.app, env: target.env, deployId: deploy.id }))
+    const [instances, routedPort] = await Promise.all([this.deps.runtime.instances(target), this.deps.router(target).currentPort()])
+    const candidateId = deploy.details.candidateContainer
+    const candidates = instances.filter((i) => i.deployId === deploy.id || i.id === candidateId)
+    const previousPort = deploy.details.previousPort
+    const previous = instances.find((i) => i.port === previousPort && !candidates.includes(i)) ?? null
+    const candidate = candidates[0]
+    let candidateHealthy = false
+    if (candidate && candidate.port === routedPort) {
+      candidateHealthy = await this.verify(run, target, candidate).then(
+        () => true,
+        () => false,
+      )
+    }
+    const plan = planRecovery(deploy, { routedPort, candidates, previous, candidateHealthy })
+    run.logger.warn({ plan: describePlan(plan) }, 'recovering an interrupted deploy')
+    await run.log({ event: 'recovery', plan: describePlan(plan) })
+    for (const step of plan.steps) {
+      if (step.do === 'remove') await this.deps.runtime.remove(step.instance)
+      else if (step.do === 'retire') await this.deps.runtime.retire(step.instance)
+      else if (step.do === 'switch') await this.deps.router(target).switchTo(step.instance.port)
+      else {
+        if (!(await this.deps.runtime.isAlive(step.instance))) await this.deps.runtime.revive(step.instance)
+        await this.verify(run, target, step.instance)
+      }
+      await run.log({ event: 'recovery-step', do: step.do, container: step.instance.id, release: step.instance.release, cause: step.cause })
+    }
+    const live = plan.steps.findLast((s) => s.do === 'switch')?.instance
+    if (live) this.deps.onLive?.(target, { release: live.release, commit: live.commit, port: live.port, deployId: live.deployId, since: new Date().toISOString() })
+    for (const [i, state] of plan.path.entries()) await run.move(state, i === plan.path.length - 1 && plan.error ? { error: plan.error } : {})
+    return plan.requeue
   }
 
   private async discard(run: DeployRun, candidate: Instance): Promise<void> {

@@ -31,8 +31,8 @@ const TRANSITIONS: Record<DeployState, readonly DeployState[]> = {
   MIGRATING: ['STARTING', 'FAILED'],
   STARTING: ['VERIFYING', 'FAILED'],
   VERIFYING: ['SWITCHING', 'FAILED'],
-  // A manual rollback ends at the switch; a deploy goes on to watch the new release.
-  SWITCHING: ['OBSERVING', 'SUCCEEDED', 'ROLLING_BACK'],
+  // A manual rollback ends at the switch (or fails there); a deploy goes on to watch the new release.
+  SWITCHING: ['OBSERVING', 'SUCCEEDED', 'ROLLING_BACK', 'FAILED'],
   OBSERVING: ['SUCCEEDED', 'ROLLING_BACK'],
   ROLLING_BACK: ['ROLLED_BACK', 'FAILED'],
   SUCCEEDED: [],

@@ -45,6 +45,7 @@ export const SAMPLE_TAGS = {
   badMigration: 'v1.4.0',
   badBuild: 'v1.5.0',
   good3: 'v1.6.0',
+  slowBuild: 'v2.0.0',
 } as const
 
 /** Seconds after start at which the `failsAfterSwitch` release stops answering /healthz. */
@@ -62,5 +63,6 @@ export function makeSampleRepo(dir: string): Promise<GitRepo> {
     { files: release({ migrate: 'echo "relation users does not exist" >&2\nexit 3\n' }), tag: SAMPLE_TAGS.badMigration },
     { files: release({ extra: 'RUN echo compiling && false' }), tag: SAMPLE_TAGS.badBuild },
     { files: release({}), tag: SAMPLE_TAGS.good3, annotated: true },
+    { files: release({ extra: 'RUN echo "building slowly" && sleep 4' }), tag: SAMPLE_TAGS.slowBuild },
   ])
 }

@@ -31,6 +31,9 @@ class ManualPipeline {
     await new Promise<void>((resolve) => this.finishers.set(deploy.id, resolve))
     return this.store.transition(deploy.id, 'FAILED', { error: { code: 'test', message: 'ended by the test' }, terminal: true })
   }
+  async recover(): Promise<boolean> {
+    return false
+  }
   finish(id: string): void {
     this.finishers.get(id)?.()
   }
