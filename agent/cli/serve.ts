@@ -28,8 +28,6 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     deploys: { onTornLine: (info) => logger.warn({ line: info.line, tail: info.tail }, 'journal had a torn line (power cut?); it was skipped') },
   })
   const deployments = await assembleDeploys(config, store.deploys, logger)
-  // The agent serves even when Docker is unreachable; only deploys fail then.
-  await deployments.recover().catch((err) => logger.error({ err }, 'start-up recovery failed; deploys may need attention'))
   const metrics = new Metrics()
   const authenticator = new Authenticator({
     keyring,
@@ -54,12 +52,18 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
 
   const address = await app.listen({ host: config.listen.host, port: config.listen.port })
   logger.info({ address, version: VERSION, stateDir: config.stateDir, apps: Object.keys(config.apps) }, 'agent listening')
+  // Recovery runs after the agent listens, so it serves even when Docker is slow or down; new deploys wait for it.
+  const recovery = deployments.recover().then(
+    () => logger.info('start-up recovery done'),
+    (err) => logger.error({ err }, 'start-up recovery failed; deploys may need attention'),
+  )
   return {
     app,
     url: address,
     close: async () => {
       process.off('SIGHUP', onHangup)
       await app.close()
+      await recovery
       // A running deploy is let finish so it ends in a safe state rather than being cut mid-switch.
       await deployments.idle()
       await store.close()

@@ -51,6 +51,8 @@ export interface Deployments {
 export class DeployCoordinator implements Deployments {
   private readonly lanes = new Map<string, Lane>()
   private readonly live = new Map<string, LiveRelease>()
+  /** Deploys wait for start-up recovery, so they never act on an env that is still being put right. */
+  private recovered: Promise<void> = Promise.resolve()
 
   constructor(private readonly deps: CoordinatorDeps) {}
 
@@ -126,10 +128,16 @@ export class DeployCoordinator implements Deployments {
   }
 
   /**
-   * Start-up: every deploy left unfinished by a crash is driven to a safe end (or queued again if it had not
-   * started), leftover migration containers are removed, and the live releases are read from Docker and nginx.
+   * Start-up: the live releases are read from Docker and nginx, every deploy left unfinished by a crash is driven
+   * to a safe end (or queued again if it had not started), and leftover migration containers are removed.
    */
-  async recover(): Promise<void> {
+  recover(): Promise<void> {
+    this.recovered = this.recoverNow()
+    return this.recovered
+  }
+
+  private async recoverNow(): Promise<void> {
+    await this.observeLive()
     for (const deploy of this.deps.store.unfinished()) {
       const target = this.deps.config.apps[deploy.app]?.envs[deploy.env] ? findTarget(this.deps.config, deploy.app, deploy.env) : null
       const logger = this.deps.logger.child({ app: deploy.app, env: deploy.env, deployId: deploy.id })
@@ -141,7 +149,7 @@ export class DeployCoordinator implements Deployments {
           })
           continue
         }
-        if (await this.deps.pipeline.recover(deploy, target)) await this.enqueue(target, deploy)
+        if (await this.deps.pipeline.recover(deploy, target)) await this.place(target, deploy)
       } catch (err) {
         logger.error({ err }, 'could not recover the deploy; it stays as it is')
       }
@@ -154,7 +162,6 @@ export class DeployCoordinator implements Deployments {
         }
       }
     }
-    await this.observeLive()
   }
 
   /** Looks at what really runs (nginx's port, the running instance there) to know each env's live release. */
@@ -185,6 +192,12 @@ export class DeployCoordinator implements Deployments {
   }
 
   private async enqueue(target: Target, deploy: Deploy): Promise<Deploy> {
+    await this.recovered.catch(() => undefined)
+    return this.place(target, deploy)
+  }
+
+  /** Runs the deploy now if the lane is free, else makes it the one waiting deploy. */
+  private async place(target: Target, deploy: Deploy): Promise<Deploy> {
     const lane = this.lane(target)
     if (!lane.runningId) {
       this.start(target, lane, deploy)
