@@ -1,6 +1,6 @@
 // The one place the agent talks to Docker: a typed facade over dockerode answering plain data and AgentErrors.
 // Containers always use host networking: apps listen on their blue/green port on 127.0.0.1 and nginx proxies there.
-import Docker from 'dockerode'
+import type Docker from 'dockerode'
 import { buildImage, type BuildImageOptions } from './build.js'
 import { ContainerExistsError, DockerError, engineStatus, toDockerError } from './errors.js'
 import { demuxLogBuffer, nonEmptyLines } from './lines.js'
@@ -26,7 +26,17 @@ function tagsOf(repoTags: string[] | undefined | null): string[] {
 }
 
 export class DockerEngine {
-  constructor(private readonly docker: Docker = new Docker()) {}
+  #docker: Promise<Docker> | undefined
+
+  /** Without a client, dockerode is loaded on first use: an agent that never deploys does not pay its memory. */
+  constructor(docker?: Docker) {
+    if (docker) this.#docker = Promise.resolve(docker)
+  }
+
+  private client(): Promise<Docker> {
+    this.#docker ??= import('dockerode').then(({ default: Docker }) => new Docker())
+    return this.#docker
+  }
 
   /** Runs `fn`, turning engine failures into AgentErrors; answers `fallback` for the listed HTTP statuses. */
   private async call<T>(what: string, fn: () => Promise<T>, fallback?: { statuses: number[]; value: T }): Promise<T> {
@@ -41,7 +51,7 @@ export class DockerEngine {
 
   async ping(): Promise<boolean> {
     try {
-      await this.docker.ping()
+      await (await this.client()).ping()
       return true
     } catch {
       return false
@@ -52,7 +62,7 @@ export class DockerEngine {
 
   /** Builds from a tar stream; throws BuildError (`build_failed`, `build_timeout`, `build_cancelled`). */
   async buildImage(opts: BuildImageOptions): Promise<{ imageId: string }> {
-    return await buildImage(this.docker, opts)
+    return await buildImage(await this.client(), opts)
   }
 
   async imageExists(ref: string): Promise<boolean> {
@@ -60,7 +70,7 @@ export class DockerEngine {
   }
 
   async inspectImage(ref: string): Promise<ImageDetails | null> {
-    const info = await this.call(`inspect image ${ref}`, () => this.docker.getImage(ref).inspect(), { statuses: [404], value: null })
+    const info = await this.call(`inspect image ${ref}`, async () => (await this.client()).getImage(ref).inspect(), { statuses: [404], value: null })
     if (info === null) return null
     const test = info.Config.Healthcheck?.Test ?? []
     return {
@@ -74,7 +84,7 @@ export class DockerEngine {
 
   /** Images carrying every `key=value` label given (all images when none is given). */
   async listImages(labelFilter: Labels): Promise<ImageSummary[]> {
-    const images = await this.call('list images', () => this.docker.listImages({ filters: labelFilters(labelFilter) }))
+    const images = await this.call('list images', async () => (await this.client()).listImages({ filters: labelFilters(labelFilter) }))
     return images.map((image) => ({
       id: image.Id,
       tags: tagsOf(image.RepoTags),
@@ -86,7 +96,7 @@ export class DockerEngine {
   /** Removes a tag (and the image once untagged); a missing image is fine, one used by a container is `image_in_use`. */
   async removeImage(ref: string): Promise<void> {
     try {
-      await this.docker.getImage(ref).remove()
+      await (await this.client()).getImage(ref).remove()
     } catch (err) {
       const status = engineStatus(err)
       if (status === 404) return
@@ -99,14 +109,14 @@ export class DockerEngine {
 
   /** Runs `cmd` to completion (or kills it at `timeoutMs`) in a throw-away container; see one-off.ts. */
   async runOneOff(opts: OneOffOptions): Promise<OneOffResult> {
-    return await runOneOff(this.docker, opts)
+    return await runOneOff(await this.client(), opts)
   }
 
   /** Creates and starts a long-running container; returns its id. A taken name is `container_exists`. */
   async startContainer(opts: StartContainerOptions): Promise<string> {
     let container: Docker.Container
     try {
-      container = await this.docker.createContainer({
+      container = await (await this.client()).createContainer({
         name: opts.name,
         Image: opts.image,
         Env: opts.env,
@@ -130,7 +140,7 @@ export class DockerEngine {
   }
 
   async inspectContainer(idOrName: string): Promise<ContainerDetails | null> {
-    const info = await this.call(`inspect container ${idOrName}`, () => this.docker.getContainer(idOrName).inspect(), {
+    const info = await this.call(`inspect container ${idOrName}`, async () => (await this.client()).getContainer(idOrName).inspect(), {
       statuses: [404],
       value: null,
     })
@@ -155,8 +165,8 @@ export class DockerEngine {
 
   /** Containers in any state carrying every `key=value` label given (all containers when none is given). */
   async listContainers(labelFilter: Labels): Promise<ContainerSummary[]> {
-    const containers = await this.call('list containers', () =>
-      this.docker.listContainers({ all: true, filters: labelFilters(labelFilter) }),
+    const containers = await this.call('list containers', async () =>
+      (await this.client()).listContainers({ all: true, filters: labelFilters(labelFilter) }),
     )
     return containers.map((c) => ({
       id: c.Id,
@@ -170,12 +180,12 @@ export class DockerEngine {
 
   /** Starts a stopped container again (a running one is left as it is). */
   async startExisting(id: string): Promise<void> {
-    await this.call(`start container ${id}`, () => this.docker.getContainer(id).start(), { statuses: [304], value: undefined })
+    await this.call(`start container ${id}`, async () => (await this.client()).getContainer(id).start(), { statuses: [304], value: undefined })
   }
 
   /** SIGTERM, then SIGKILL after `timeoutSec`; an already stopped container is fine. */
   async stopContainer(id: string, timeoutSec = 10): Promise<void> {
-    await this.call(`stop container ${id}`, () => this.docker.getContainer(id).stop({ t: timeoutSec }), {
+    await this.call(`stop container ${id}`, async () => (await this.client()).getContainer(id).stop({ t: timeoutSec }), {
       statuses: [304],
       value: undefined,
     })
@@ -183,7 +193,7 @@ export class DockerEngine {
 
   /** Force-removes a container (running or not) with its anonymous volumes; a missing one is fine. */
   async removeContainer(id: string): Promise<void> {
-    await this.call(`remove container ${id}`, () => this.docker.getContainer(id).remove({ force: true, v: true }), {
+    await this.call(`remove container ${id}`, async () => (await this.client()).getContainer(id).remove({ force: true, v: true }), {
       statuses: [404],
       value: undefined,
     })
@@ -191,7 +201,7 @@ export class DockerEngine {
 
   async renameContainer(id: string, newName: string): Promise<void> {
     try {
-      await this.docker.getContainer(id).rename({ name: newName })
+      await (await this.client()).getContainer(id).rename({ name: newName })
     } catch (err) {
       if (engineStatus(err) === 409) throw new ContainerExistsError(newName)
       throw toDockerError(err, `rename container ${id} to ${newName}`)
@@ -202,7 +212,7 @@ export class DockerEngine {
   async containerLogTail(id: string, lines = 50): Promise<string[]> {
     const buf = await this.call(
       `read logs of container ${id}`,
-      () => this.docker.getContainer(id).logs({ stdout: true, stderr: true, tail: lines, follow: false }),
+      async () => (await this.client()).getContainer(id).logs({ stdout: true, stderr: true, tail: lines, follow: false }),
       { statuses: [404], value: Buffer.alloc(0) },
     )
     // Blank lines are dropped, so the engine's tail may hold more than we show; trim to what was asked.
