@@ -6,43 +6,16 @@ import { HEADER, signRequest } from '../auth/canonical.js'
 import { loadKeyring } from '../auth/keyring.js'
 import { loadConfig } from '../config/load.js'
 import { VERSION } from '../version.js'
-import { AgentClient } from './client.js'
+import { addDeployCommands } from './deploy-commands.js'
 import { generateKeyFiles, generateStatusToken, readSigningKey, writeKeyFiles, type KeyAlg } from './keys.js'
+import { clientFrom, UsageError, withClientOptions, type ClientFlags } from './options.js'
 import { serve } from './serve.js'
 import { formatTable } from './table.js'
 
+export { UsageError } from './options.js'
+
 /** The embedded default: a local config with state in ./.deploy-agent and no external database. */
 export const LOCAL_CONFIG = fileURLToPath(new URL('../../config/agent.local.yaml', import.meta.url))
-const DEFAULT_URL = 'http://127.0.0.1:8787'
-
-interface ClientFlags {
-  url: string
-  audience?: string
-  keyId?: string
-  keyFile?: string
-  tokenFile?: string
-  json?: boolean
-}
-
-function withClientOptions(command: Command): Command {
-  return command
-    .addOption(new Option('--url <url>', 'agent URL').env('DEPLOY_AGENT_URL').default(DEFAULT_URL))
-    .addOption(new Option('--audience <host>', 'audience signed into requests (default: the URL host)').env('DEPLOY_AGENT_AUDIENCE'))
-    .addOption(new Option('--key-id <id>', 'signing key id').env('DEPLOY_AGENT_KEY_ID'))
-    .addOption(new Option('--key-file <path>', 'Ed25519 private key (PEM) or HMAC secret file').env('DEPLOY_AGENT_KEY_FILE'))
-    .addOption(new Option('--token-file <path>', 'status token file for read-only commands').env('DEPLOY_AGENT_STATUS_TOKEN_FILE'))
-}
-
-async function clientFrom(flags: ClientFlags): Promise<AgentClient> {
-  const token = process.env.DEPLOY_AGENT_STATUS_TOKEN ?? (flags.tokenFile ? (await readFile(flags.tokenFile, 'utf8')).trim() : undefined)
-  return new AgentClient({
-    url: flags.url,
-    audience: flags.audience ?? new URL(flags.url).hostname,
-    keyId: flags.keyId,
-    key: flags.keyFile ? await readSigningKey(flags.keyFile) : undefined,
-    token,
-  })
-}
 
 function configPath(flag: string | undefined): string {
   return flag ?? process.env.DEPLOY_AGENT_CONFIG ?? LOCAL_CONFIG
@@ -59,8 +32,6 @@ interface StatusBody {
     { envs: Record<string, { live: { release: string; port: number } | null; deploying: { id: string; state: string } | null; lastBackup: { id: string; createdAt: string } | null }> }
   >
 }
-
-export class UsageError extends Error {}
 
 export function buildProgram(): Command {
   const program = new Command('deploy-agent')
@@ -165,6 +136,7 @@ export function buildProgram(): Command {
       console.log(formatTable(rows))
     })
 
+  addDeployCommands(program)
   return program
 }
 

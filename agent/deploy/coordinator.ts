@@ -25,6 +25,8 @@ export interface ReleaseInfo {
   image: string
   createdAt: string
   live: boolean
+  /** It was live at some point (a deploy or rollback to it succeeded): the default rollback targets. */
+  wasLive: boolean
 }
 
 export interface CoordinatorDeps {
@@ -91,8 +93,9 @@ export class DeployCoordinator implements Deployments {
   async rollback(input: { app: string; env: string; to?: string; keyId: string | null; reason?: string | null }): Promise<Deploy> {
     const target = findTarget(this.deps.config, input.app, input.env)
     const releases = await this.releases(target)
-    const release = input.to ?? releases.find((r) => !r.live)?.release
-    if (!release) throw new NotFoundError(`${target.app}/${target.env} has no earlier release to roll back to`)
+    // By default the newest release that once served; a release whose deploy failed is no rollback target.
+    const release = input.to ?? releases.find((r) => !r.live && r.wasLive)?.release
+    if (!release) throw new NotFoundError(`${target.app}/${target.env} has no earlier live release to roll back to`)
     if (!releases.some((r) => r.release === release)) throw new NotFoundError(`${target.app}/${target.env} keeps no release "${release}"`)
     if (releases.find((r) => r.live)?.release === release) throw new ConflictError('already_live', `release ${release} is already live`)
     this.refuseIfBusy(target)
@@ -104,6 +107,12 @@ export class DeployCoordinator implements Deployments {
   async releases(target: Target): Promise<ReleaseInfo[]> {
     const images = await this.deps.docker.listImages(envLabels(target))
     const live = this.liveRelease(target.app, target.env)
+    const served = new Set(
+      this.deps.store
+        .list({ app: target.app, env: target.env })
+        .filter((d) => d.state === 'SUCCEEDED' && d.release !== null)
+        .map((d) => d.release),
+    )
     return images
       .sort((a, b) => b.created.getTime() - a.created.getTime())
       .map((img) => {
@@ -114,6 +123,7 @@ export class DeployCoordinator implements Deployments {
           image: imageTag(target.app, target.env, release),
           createdAt: img.created.toISOString(),
           live: live?.release === release,
+          wasLive: live?.release === release || served.has(release),
         }
       })
   }

@@ -137,6 +137,10 @@ t.test('Deploy pipeline on real Docker, git and nginx', { skip: skipUnless(await
     t.equal(await served(f), SAMPLE_TAGS.good)
     const { stdout } = await run('docker', ['ps', '--all', '--quiet', '--filter', `label=deploy-agent.deploy=${bad.id}`])
     t.equal(stdout.trim(), '', 'the candidate container was removed')
+    const res = await f.agent.app.inject({ url: `/v1/apps/${app}/envs/${env}/releases`, headers: token(f) })
+    const releases = (JSON.parse(res.body) as { releases: Array<{ release: string; wasLive: boolean }> }).releases
+    t.equal(releases.find((r) => r.release === SAMPLE_TAGS.neverHealthy)?.wasLive, false, 'a release that never served is no default rollback target')
+    t.equal(releases.find((r) => r.release === SAMPLE_TAGS.good2)?.wasLive, true)
   })
 
   await t.test('a failing migration stops the deploy before anything starts', async (t) => {
@@ -174,7 +178,14 @@ t.test('Deploy pipeline on real Docker, git and nginx', { skip: skipUnless(await
   })
 
   await t.test('keepReleases bounds the kept images; the live release is listed', async (t) => {
-    const next = await deploy(f, SAMPLE_TAGS.good3)
+    const started = await signedInject(f.agent, { url: `/v1/apps/${app}/envs/${env}/deploys`, body: { ref: SAMPLE_TAGS.good3 } })
+    const { id } = JSON.parse(started.body) as { id: string }
+    // follow=1 streams the log until the deploy ends, so the answer holds the whole run.
+    const followed = await f.agent.app.inject({ url: `/v1/deploys/${id}/log?follow=1`, headers: token(f) })
+    t.equal(followed.headers['content-type'], 'application/x-ndjson')
+    const events = followed.body.trim().split('\n').map((line) => JSON.parse(line) as { event: string; state?: string })
+    t.same(events.filter((e) => e.event === 'state').map((e) => e.state), ['RESOLVING', 'BUILDING', 'MIGRATING', 'STARTING', 'VERIFYING', 'SWITCHING', 'OBSERVING', 'SUCCEEDED'])
+    const next = await getDeploy(f, id)
     t.equal(next.state, 'SUCCEEDED', JSON.stringify(next.error))
     const res = await f.agent.app.inject({ url: `/v1/apps/${app}/envs/${env}/releases`, headers: token(f) })
     const { releases } = JSON.parse(res.body) as { releases: Array<{ release: string; live: boolean }> }

@@ -1,0 +1,176 @@
+// The deploy commands: deploy, rollback, approve, logs, deploys, releases. Each parses its flags, calls the agent
+// and prints; following a deploy to its end lives in follow.ts, the log's human form in log-format.ts.
+import type { Command } from 'commander'
+import type { AgentClient } from './client.js'
+import { awaitingApprovalLine, deployPath, followDeploy, type DeployView } from './follow.js'
+import { formatEvent, painter } from './log-format.js'
+import { clientFrom, UsageError, withClientOptions, type ClientFlags } from './options.js'
+import { formatTable } from './table.js'
+
+interface Started {
+  id: string
+  state: string
+  release?: string
+}
+
+interface ReleasesBody {
+  releases: Array<{ release: string; commit: string; image: string; createdAt: string; live: boolean }>
+  keepReleases: number
+}
+
+const envPath = (app: string, env: string) => `/v1/apps/${encodeURIComponent(app)}/envs/${encodeURIComponent(env)}`
+
+/** `2024-05-01T12:00:01.123Z` → `2024-05-01 12:00:01Z`: one column width, still UTC and unambiguous. */
+const shortTime = (iso: string) => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z')
+
+const example = (...lines: string[]) => `\nExample:\n${lines.map((l) => `  ${l}`).join('\n')}`
+
+/** Prints what a signed POST started, then either returns or follows it; a deploy that did not succeed exits 1. */
+async function startedThen(client: AgentClient, started: Started, opts: { json?: boolean; follow?: boolean }, what: string): Promise<void> {
+  if (!opts.follow) {
+    if (opts.json) {
+      console.log(JSON.stringify(started))
+      return
+    }
+    console.log(`${started.id}  ${painter().state(started.state)}  ${what}`)
+    if (started.state === 'AWAITING_APPROVAL') console.log(`awaiting approval: run \`deploy-agent approve ${started.id}\``)
+    console.log(`follow it: deploy-agent logs -f ${started.id}`)
+    return
+  }
+  if (!opts.json) console.log(`${started.id}  ${painter().state(started.state)}  ${what}`)
+  const done = await followDeploy(client, started.id, { json: opts.json })
+  if (done.state !== 'SUCCEEDED') process.exitCode = 1
+}
+
+function parseLimit(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  if (!/^[1-9][0-9]{0,3}$/.test(value)) throw new UsageError(`--limit must be a whole number from 1 to 9999, not "${value}"`)
+  return Number(value)
+}
+
+export function addDeployCommands(program: Command): void {
+  withClientOptions(
+    program
+      .command('deploy')
+      .description('deploy a ref (a tag or branch) to an app env; with --follow, wait for the end and exit 0 only on SUCCEEDED')
+      .argument('<app>', 'app name from the agent config')
+      .argument('<env>', 'env of that app')
+      .argument('<ref>', 'tag or branch name, as the env\'s ref rule allows')
+      .option('--commit <sha>', 'pin the commit (40 hex) the ref must resolve to')
+      .option('--reason <text>', 'recorded with the deploy')
+      .option('-f, --follow', 'stream the deploy log until the deploy ends')
+      .option('--json', 'print JSON (with --follow: the log as NDJSON, then the deploy record)'),
+  )
+    .addHelpText('after', example('deploy-agent deploy shop production v1.4.2 --reason "release 1.4.2" --follow'))
+    .action(async (app: string, env: string, ref: string, opts: ClientFlags & { commit?: string; reason?: string; follow?: boolean }) => {
+      const client = await clientFrom(opts)
+      const body = { ref, ...(opts.commit !== undefined && { commit: opts.commit }), ...(opts.reason !== undefined && { reason: opts.reason }) }
+      const started = await client.post<Started>(`${envPath(app, env)}/deploys`, body)
+      await startedThen(client, started, opts, `deploy ${app}/${env} ${ref}`)
+    })
+
+  withClientOptions(
+    program
+      .command('rollback')
+      .description('switch an app env back to the previous kept release (or --to a named one)')
+      .argument('<app>', 'app name from the agent config')
+      .argument('<env>', 'env of that app')
+      .option('--to <release>', 'a kept release (see `deploy-agent releases`)')
+      .option('-f, --follow', 'stream the rollback log until it ends; exit 0 only on SUCCEEDED')
+      .option('--json', 'print JSON'),
+  )
+    .addHelpText('after', example('deploy-agent rollback shop production --follow', 'deploy-agent rollback shop production --to v1.4.1'))
+    .action(async (app: string, env: string, opts: ClientFlags & { to?: string; follow?: boolean }) => {
+      const client = await clientFrom(opts)
+      const started = await client.post<Started>(`${envPath(app, env)}/rollback`, opts.to !== undefined ? { to: opts.to } : {})
+      await startedThen(client, started, opts, `rollback ${app}/${env} to ${started.release ?? '?'}`)
+    })
+
+  withClientOptions(
+    program
+      .command('approve')
+      .description('let a deploy held in AWAITING_APPROVAL proceed')
+      .argument('<id>', 'deploy id')
+      .option('--json', 'print JSON'),
+  )
+    .addHelpText('after', example('deploy-agent approve d_0123456789ab && deploy-agent logs -f d_0123456789ab'))
+    .action(async (id: string, opts: ClientFlags) => {
+      const approved = await (await clientFrom(opts)).post<Started>(`${deployPath(id)}/approve`, {})
+      if (opts.json) console.log(JSON.stringify(approved))
+      else console.log(`${approved.id}  ${painter().state(approved.state)}  approved`)
+    })
+
+  withClientOptions(
+    program
+      .command('logs')
+      .description('print a deploy\'s log; with -f, follow it to the end and exit 0 only on SUCCEEDED')
+      .argument('<id>', 'deploy id')
+      .option('-f, --follow', 'stream new lines until the deploy ends')
+      .option('--json', 'print the raw NDJSON log'),
+  )
+    .addHelpText('after', example('deploy-agent logs d_0123456789ab', 'deploy-agent logs -f d_0123456789ab'))
+    .action(async (id: string, opts: ClientFlags & { follow?: boolean }) => {
+      const client = await clientFrom(opts)
+      if (opts.follow) {
+        const done = await followDeploy(client, id, { json: opts.json })
+        if (done.state !== 'SUCCEEDED') process.exitCode = 1
+        return
+      }
+      const paint = painter()
+      let awaiting = false
+      if (!opts.json) awaiting = (await client.get<DeployView>(deployPath(id))).state === 'AWAITING_APPROVAL'
+      for await (const event of client.stream(`${deployPath(id)}/log`)) {
+        if (opts.json) console.log(JSON.stringify(event))
+        else for (const line of formatEvent(event, paint)) console.log(line)
+      }
+      if (awaiting) console.log(awaitingApprovalLine(id).replace(' (still following)', ''))
+    })
+
+  withClientOptions(
+    program
+      .command('deploys')
+      .description('deploy history, newest first')
+      .option('--app <app>', 'only this app')
+      .option('--env <env>', 'only this env')
+      .option('--limit <n>', 'at most n deploys (default 50)')
+      .option('--json', 'print JSON'),
+  )
+    .addHelpText('after', example('deploy-agent deploys --app shop --env production --limit 10'))
+    .action(async (opts: ClientFlags & { app?: string; env?: string; limit?: string }) => {
+      const limit = parseLimit(opts.limit)
+      const query = new URLSearchParams()
+      if (opts.app !== undefined) query.set('app', opts.app)
+      if (opts.env !== undefined) query.set('env', opts.env)
+      if (limit !== undefined) query.set('limit', String(limit))
+      const path = query.size > 0 ? `/v1/deploys?${query}` : '/v1/deploys'
+      const body = await (await clientFrom(opts)).get<{ deploys: DeployView[] }>(path)
+      if (opts.json) {
+        console.log(JSON.stringify(body, null, 2))
+        return
+      }
+      const paint = painter()
+      const rows = [['ID', 'APP', 'ENV', 'REF', 'STATE', 'CREATED']]
+      for (const d of body.deploys) rows.push([d.id, d.app, d.env, d.ref, paint.state(d.state), shortTime(d.createdAt)])
+      console.log(formatTable(rows))
+    })
+
+  withClientOptions(
+    program
+      .command('releases')
+      .description('the releases an app env keeps for rollback, newest first; * marks the live one')
+      .argument('<app>', 'app name from the agent config')
+      .argument('<env>', 'env of that app')
+      .option('--json', 'print JSON'),
+  )
+    .addHelpText('after', example('deploy-agent releases shop production'))
+    .action(async (app: string, env: string, opts: ClientFlags) => {
+      const body = await (await clientFrom(opts)).get<ReleasesBody>(`${envPath(app, env)}/releases`)
+      if (opts.json) {
+        console.log(JSON.stringify(body, null, 2))
+        return
+      }
+      const rows = [['RELEASE', 'COMMIT', 'CREATED', 'LIVE']]
+      for (const r of body.releases) rows.push([r.release, r.commit.slice(0, 12), shortTime(r.createdAt), r.live ? '*' : ''])
+      console.log(formatTable(rows))
+    })
+}

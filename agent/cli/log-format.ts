@@ -1,0 +1,87 @@
+// Human output for deploys: state names (coloured only on a TTY without NO_COLOR) and one deploy-log event as
+// lines — state changes flush left and prominent, everything else indented and compact, heartbeats dropped.
+import type { JsonRecord } from './client.js'
+
+export const TERMINAL_STATES: ReadonlySet<string> = new Set(['SUCCEEDED', 'FAILED', 'ROLLED_BACK', 'CANCELLED'])
+
+export interface Paint {
+  state(name: string): string
+}
+
+/** Colour is for people: a TTY, and NO_COLOR (https://no-color.org) unset or empty. */
+export function colorEnabled(stream: { isTTY?: boolean } = process.stdout, env: NodeJS.ProcessEnv = process.env): boolean {
+  return stream.isTTY === true && !env.NO_COLOR
+}
+
+const SGR = { bold: '1', red: '31', green: '32', yellow: '33' } as const
+
+function stateColor(state: string): string {
+  if (state === 'SUCCEEDED') return SGR.green
+  if (TERMINAL_STATES.has(state)) return SGR.red
+  if (state === 'AWAITING_APPROVAL' || state === 'ROLLING_BACK') return SGR.yellow
+  return SGR.bold
+}
+
+export function painter(enabled: boolean = colorEnabled()): Paint {
+  return { state: (name) => (enabled ? `\x1b[${stateColor(name)}m${name}\x1b[0m` : name) }
+}
+
+/** `HH:MM:SS` in local time, or blanks when the event has no usable time. */
+export function clock(at: unknown): string {
+  const date = typeof at === 'string' ? new Date(at) : null
+  if (!date || Number.isNaN(date.getTime())) return ' '.repeat(8)
+  return date.toTimeString().slice(0, 8)
+}
+
+const str = (value: unknown): string => (typeof value === 'string' ? value : value === undefined || value === null ? '' : JSON.stringify(value))
+
+function fields(event: JsonRecord, skip: readonly string[]): string {
+  return Object.entries(event)
+    .filter(([key, value]) => !skip.includes(key) && value !== undefined && value !== null)
+    .map(([key, value]) => `${key}=${key === 'container' ? str(value).slice(0, 12) : str(value)}`)
+    .join(' ')
+}
+
+/** The text after the event's label; several entries become several lines. */
+function detail(event: JsonRecord): string[] {
+  const e = event
+  switch (e.event) {
+    case 'build':
+      if (e.line !== undefined) return [str(e.line).trimEnd()]
+      if (e.cached) return [`cached ${str(e.image)}`]
+      return [`built ${str(e.image)}${typeof e.lines === 'number' ? ` (${e.lines} lines)` : ''}`]
+    case 'migrate':
+      return [e.line !== undefined ? str(e.line).trimEnd() : `exit ${str(e.exitCode)}`]
+    case 'health': {
+      const where = e.port !== undefined ? `:${str(e.port)} ` : ''
+      if (e.ok) return [`${where}ok${e.status !== undefined ? ` ${str(e.status)}` : ''}${e.streak !== undefined ? ` (${str(e.streak)} in a row)` : ''}`]
+      return [`${where}failing: ${e.error !== undefined ? str(e.error) : `HTTP ${str(e.status)}`}`]
+    }
+    case 'observe':
+      return [`${e.ok === false ? 'failing' : 'ok'}: ${e.error !== undefined ? str(e.error) : `HTTP ${str(e.status)}`}${e.failures !== undefined ? ` (${str(e.failures)} failures)` : ''}`]
+    case 'resolved':
+      return [`${str(e.ref)} → ${str(e.commit).slice(0, 12)} (release ${str(e.release)})`]
+    case 'smoke':
+      if (Array.isArray(e.results)) {
+        return e.results.map((r: JsonRecord) => `${str(r.path)} ${str(r.got)}${r.ok ? '' : ` (expected ${str(r.expectStatus)})`}`)
+      }
+      break
+    case 'container-log':
+      if (Array.isArray(e.lines)) return e.lines.length > 0 ? e.lines.map((line) => str(line).trimEnd()) : ['(no output)']
+      break
+  }
+  return [fields(e, ['at', 'event'])]
+}
+
+/** One log event as printable lines; [] for heartbeats. */
+export function formatEvent(event: JsonRecord, paint: Paint): string[] {
+  if (event.event === 'heartbeat') return []
+  const time = clock(event.at)
+  if (event.event === 'state') {
+    const error = event.error as { code?: unknown; message?: unknown } | undefined
+    const state = str(event.state)
+    return [`${time}  ${paint.state(state)}${error ? `  ${str(error.code)}: ${str(error.message)}` : ''}`]
+  }
+  const label = str(event.event).padEnd(9)
+  return detail(event).map((text) => `${time}    ${label}  ${text}`.trimEnd())
+}
