@@ -9,7 +9,6 @@ import type { Logger } from '../observability/logger.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 import type { Deploy, DeployStore, NewDeploy } from '../store/deploys.js'
 import { imageTag, type DeployPipeline, type LiveRelease } from './pipeline.js'
-import { planPrune } from './prune.js'
 import { envLabels, LABEL, type Runtime } from './runtime.js'
 import { isTerminal, nextState, type DeployState } from './states.js'
 
@@ -227,7 +226,6 @@ export class DeployCoordinator implements Deployments {
     lane.runningId = deploy.id
     lane.running = this.deps.pipeline
       .run(deploy, target)
-      .then((done) => (done.state === 'SUCCEEDED' ? this.prune(target) : undefined))
       .catch((err) => this.deps.logger.error({ err, deployId: deploy.id }, 'deploy lane failed'))
       .finally(() => {
         lane.runningId = null
@@ -236,25 +234,6 @@ export class DeployCoordinator implements Deployments {
         lane.waiting = null
         if (next) this.start(target, lane, next)
       })
-  }
-
-  private async prune(target: Target): Promise<void> {
-    const [images, instances, livePort] = await Promise.all([
-      this.deps.docker.listImages(envLabels(target)),
-      this.deps.runtime.instances(target),
-      this.deps.router(target).currentPort(),
-    ])
-    const plan = planPrune({ images, instances, livePort, keepReleases: target.appConfig.keepReleases })
-    const logger = this.deps.logger.child({ app: target.app, env: target.env })
-    for (const c of plan.containers) {
-      const instance = instances.find((i) => i.id === c.id)
-      if (instance) await this.deps.runtime.remove(instance)
-      logger.info(c, 'pruned container')
-    }
-    for (const img of plan.images) {
-      await this.deps.docker.removeImage(img.ref).catch((err) => logger.warn({ err, image: img.ref }, 'could not prune image'))
-      logger.info(img, 'pruned image')
-    }
   }
 
   private async move(deploy: Deploy, state: DeployState, error?: { code: string; message: string }): Promise<Deploy> {

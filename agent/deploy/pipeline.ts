@@ -11,7 +11,8 @@ import type { Deploy, DeployDetails, DeployStore } from '../store/deploys.js'
 import { readEnvFile } from './envfile.js'
 import type { ImageBuilder, SourceRepo, TagMemory } from './ports.js'
 import type { Instance, Runtime } from './runtime.js'
-import { LABEL } from './runtime.js'
+import { envLabels, LABEL } from './runtime.js'
+import { planPrune } from './prune.js'
 import { describePlan, planRecovery } from './recovery.js'
 import { isTerminal, nextState, type DeployState } from './states.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
@@ -42,6 +43,9 @@ export interface PipelineDeps {
   backup?: (target: Target, deploy: Deploy) => Promise<string>
   onLive?: (target: Target, live: LiveRelease) => void
 }
+
+/** The longest the old release waits for the proxy's old workers (long requests, websockets) before it stops. */
+const DRAIN_LIMIT_MS = 30_000
 
 export function imageTag(app: string, env: string, release: string): string {
   return `${app}:${env}-${release}`
@@ -298,11 +302,13 @@ export class DeployPipeline {
     await this.rollBackAutomatically(run, target, candidate, previous, outcome.reason)
   }
 
+  /** Stops the replaced release once the proxy's old workers have finished the requests they still had for it. */
   private async retireAfterDrain(run: DeployRun, target: Target, previous: Instance): Promise<void> {
     const drainMs = target.envConfig.proxy?.drainMs ?? 1000
-    await sleep(drainMs)
+    const started = Date.now()
+    const [, drained] = await Promise.all([sleep(drainMs), this.deps.router(target).drained?.(DRAIN_LIMIT_MS) ?? Promise.resolve(false)])
     await this.deps.runtime.retire(previous)
-    await run.log({ event: 'retired', container: previous.id, release: previous.release, afterMs: drainMs })
+    await run.log({ event: 'retired', container: previous.id, release: previous.release, afterMs: Date.now() - started, proxyDrained: drained })
   }
 
   private async rollBackAutomatically(run: DeployRun, target: Target, bad: Instance, previous: Instance | null, reason: string): Promise<void> {
@@ -329,7 +335,23 @@ export class DeployPipeline {
 
   private async finishLive(run: DeployRun, target: Target, live: Instance): Promise<void> {
     this.deps.onLive?.(target, { release: live.release, commit: live.commit, port: live.port, deployId: live.deployId, since: new Date().toISOString() })
+    await this.prune(run, target, live).catch((err) => run.logger.warn({ err }, 'pruning old releases failed; they stay'))
     await run.move('SUCCEEDED')
+  }
+
+  /** Removes what `keepReleases` no longer keeps; the deploy has succeeded whatever happens here. */
+  private async prune(run: DeployRun, target: Target, live: Instance): Promise<void> {
+    const [images, instances] = await Promise.all([this.deps.images.listImages(envLabels(target)), this.deps.runtime.instances(target)])
+    const plan = planPrune({ images, instances, livePort: live.port, keepReleases: target.appConfig.keepReleases })
+    for (const c of plan.containers) {
+      const instance = instances.find((i) => i.id === c.id)
+      if (instance) await this.deps.runtime.remove(instance)
+      await run.log({ event: 'pruned', container: c.id, release: c.release, reason: c.reason })
+    }
+    for (const img of plan.images) {
+      await this.deps.images.removeImage(img.ref)
+      await run.log({ event: 'pruned', image: img.ref, reason: img.reason })
+    }
   }
 
   /** A manual rollback: the kept image of `ref` (a release name) on the idle port, verified, switched in. */

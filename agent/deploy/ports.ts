@@ -1,7 +1,7 @@
 // What the pipeline needs from git and the image engine, as narrow interfaces: GitMirror, TagLedger and
 // DockerEngine are the real implementations; tests of decisions can pass fakes.
 import type { BuildImageOptions } from '../docker/build.js'
-import type { ImageDetails, OneOffOptions, OneOffResult } from '../docker/types.js'
+import type { ImageDetails, ImageSummary, Labels, OneOffOptions, OneOffResult } from '../docker/types.js'
 import type { ResolvedTag } from '../git/mirror.js'
 
 export interface SourceRepo {
@@ -22,4 +22,6 @@ export interface ImageBuilder {
   buildImage(opts: BuildImageOptions): Promise<{ imageId: string }>
   inspectImage(ref: string): Promise<ImageDetails | null>
   runOneOff(opts: OneOffOptions): Promise<OneOffResult>
+  listImages(labelFilter: Labels): Promise<ImageSummary[]>
+  removeImage(ref: string): Promise<void>
 }

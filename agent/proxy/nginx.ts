@@ -1,6 +1,7 @@
 // The agent's one handle on nginx: an upstream file it owns (`upstream <name> { server 127.0.0.1:<port>; }`), the
 // config test, the reload, and proof that the reload took. A switch that fails leaves the old file in place, byte
 // for byte, so a failed deploy changes neither routing nor what is saved on disk.
+import { setTimeout as sleep } from 'node:timers/promises'
 import { readFile, rm, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { runCommand, type CommandResult } from './command.js'
@@ -33,6 +34,11 @@ export interface NginxUpstreamOptions {
 export interface UpstreamSwitch {
   currentPort(): Promise<number | null>
   switchTo(port: number): Promise<{ previousPort: number | null }>
+  /**
+   * Resolves true once the proxy processes that ran before the last switch are gone (their in-flight requests
+   * done), false when that cannot be known (no pid file) or `timeoutMs` passed first.
+   */
+  drained?(timeoutMs: number): Promise<boolean>
 }
 
 interface Saved { content: Buffer, mode: number }
@@ -59,6 +65,8 @@ export class NginxUpstream implements UpstreamSwitch {
   private readonly confirmTimeoutMs: number
   // Switches run one at a time: each one reads the file the previous one left.
   private tail: Promise<unknown> = Promise.resolve()
+  /** The workers that served before the last confirmed switch: requests in flight there still reach the old port. */
+  private retiring = new Set<number>()
 
   constructor (options: NginxUpstreamOptions) {
     if (!NAME.test(options.upstreamName)) {
@@ -144,12 +152,24 @@ export class NginxUpstream implements UpstreamSwitch {
     if (this.pidFile !== undefined && before !== undefined) {
       try {
         await waitForNewWorkers(this.pidFile, before, this.confirmTimeoutMs)
+        this.retiring = before
       } catch (err) {
         await this.rollBack(saved)
         throw err
       }
     }
     return { previousPort }
+  }
+
+  async drained (timeoutMs: number): Promise<boolean> {
+    if (this.pidFile === undefined) return false
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const current = await workerPids(this.pidFile).catch(() => new Set<number>())
+      if (![...this.retiring].some((pid) => current.has(pid))) return true
+      if (Date.now() >= deadline) return false
+      await sleep(20)
+    }
   }
 
   private run (argv: readonly string[]): Promise<CommandResult> {
