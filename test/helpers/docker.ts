@@ -28,6 +28,14 @@ export async function removeContainersByLabel (label: string): Promise<void> {
   if (ids.length > 0) await run('docker', ['rm', '--force', '--volumes', ...ids])
 }
 
+/** Removes every container and image the agent made for `app` (test teardown). */
+export async function removeAppFromDocker (app: string): Promise<void> {
+  await removeContainersByLabel(`deploy-agent.app=${app}`)
+  const { stdout } = await run('docker', ['images', '--quiet', '--filter', `label=deploy-agent.app=${app}`])
+  const ids = [...new Set(stdout.split('\n').filter((id) => id !== ''))]
+  if (ids.length > 0) await run('docker', ['rmi', '--force', ...ids]).catch(() => undefined)
+}
+
 async function imageExists (ref: string): Promise<boolean> {
   try {
     await run('docker', ['image', 'inspect', '--format', '{{.Id}}', ref])

@@ -1,8 +1,12 @@
 // The sample app the deploy tests ship: busybox httpd serving /healthz and /version from the local base image,
 // in a real git repo with one tag per behaviour (good, good again, never healthy, failing after the switch,
 // failing migration, failing build).
+import { join } from 'node:path'
+import type { Test } from 'tap'
 import { BASE_IMAGE } from './docker.js'
 import { makeGitRepo, type GitRepo } from './git.js'
+import { startNginx, type NginxInstance } from './nginx.js'
+import { freePorts } from './ports.js'
 
 interface Variant {
   /** extra Dockerfile lines after the web root is in place */
@@ -65,4 +69,41 @@ export function makeSampleRepo(dir: string): Promise<GitRepo> {
     { files: release({}), tag: SAMPLE_TAGS.good3, annotated: true },
     { files: release({ extra: 'RUN echo "building slowly" && sleep 4' }), tag: SAMPLE_TAGS.slowBuild },
   ])
+}
+
+/** An nginx of the test's own in front of one env, and that env's config: `tag:v*` refs, free blue/green ports. */
+export async function envBehindNginx(t: Test, dir: string, name: string, extra: Record<string, unknown> = {}) {
+  const [nginxPort, blue, green] = (await freePorts(3)) as [number, number, number]
+  const nginxDir = join(dir, `nginx-${name}`)
+  const upstreamFile = join(nginxDir, 'upstream.conf')
+  const upstreamName = `sample_${name.replace(/-/g, '_')}`
+  const nginx = await startNginx(nginxDir, { port: nginxPort, upstreamFile, upstreamName })
+  t.teardown(() => nginx.stop())
+  const env = {
+    ref: 'tag:v*',
+    ports: [blue, green],
+    proxy: { upstreamFile, upstreamName, test: nginx.testCommand, reload: nginx.reloadCommand, pidFile: join(nginxDir, 'nginx.pid'), drainMs: 300 },
+    ...extra,
+  }
+  return { nginx, env }
+}
+
+/** The sample app's config with checks fast enough for tests; `overrides` replace whole keys. */
+export function sampleAppConfig(repo: string, envs: Record<string, unknown>, overrides: Record<string, unknown> = {}) {
+  return {
+    repo,
+    migrate: { command: ['sh', '/migrate.sh'], timeoutSec: 30 },
+    health: { path: '/healthz', intervalMs: 100, timeoutMs: 1000, healthyAfter: 2, deadlineSec: 5 },
+    smoke: [{ path: '/version', expectStatus: 200 }],
+    observe: { seconds: 5, intervalMs: 200, maxFailures: 2 },
+    keepReleases: 3,
+    envs,
+    ...overrides,
+  }
+}
+
+/** What `nginx` serves at /version: the release that is live behind it. */
+export async function servedVersion(nginx: NginxInstance): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${nginx.port}/version`)
+  return (await res.text()).trim()
 }

@@ -1,22 +1,19 @@
 // The deploy commands of the real binary against a real agent process: a temp git repo with tags, images built by
 // the Docker engine, two real nginx instances (production, and a staging env that requires approval).
-import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
 import { stringify } from 'yaml'
 import { AUDIENCE, testConfigDocument, writeTestKeys } from '../helpers/agent.js'
 import { runCli, startServe, type CliResult } from '../helpers/cli.js'
-import { dockerAvailable, ensureBaseImage, removeContainersByLabel } from '../helpers/docker.js'
+import { dockerAvailable, ensureBaseImage, removeAppFromDocker } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
-import { startNginx, type NginxInstance } from '../helpers/nginx.js'
+import type { NginxInstance } from '../helpers/nginx.js'
 import { freePorts } from '../helpers/ports.js'
-import { makeSampleRepo, SAMPLE_TAGS } from '../helpers/sample-app.js'
+import { envBehindNginx, makeSampleRepo, SAMPLE_TAGS, sampleAppConfig, servedVersion } from '../helpers/sample-app.js'
 import { tempDir } from '../helpers/tmp.js'
 
-const run = promisify(execFile)
 const app = `clishop-${randomBytes(3).toString('hex')}`
 
 interface Fixture {
@@ -27,42 +24,18 @@ interface Fixture {
   staging: NginxInstance
 }
 
-async function envWithNginx(t: Test, dir: string, name: string, requireApproval: boolean) {
-  const [nginxPort, blue, green] = (await freePorts(3)) as [number, number, number]
-  const nginxDir = join(dir, `nginx-${name}`)
-  const upstreamFile = join(nginxDir, 'upstream.conf')
-  const upstreamName = `clishop_${name}`
-  const nginx = await startNginx(nginxDir, { port: nginxPort, upstreamFile, upstreamName })
-  t.teardown(() => nginx.stop())
-  const env = {
-    ref: 'tag:v*',
-    ports: [blue, green],
-    ...(requireApproval && { requireApproval: true }),
-    proxy: { upstreamFile, upstreamName, test: nginx.testCommand, reload: nginx.reloadCommand, pidFile: join(nginxDir, 'nginx.pid'), drainMs: 300 },
-  }
-  return { nginx, env }
-}
-
 async function setUp(t: Test): Promise<Fixture> {
   await ensureBaseImage()
   const dir = await tempDir(t)
   const keys = await writeTestKeys(dir)
   const repo = await makeSampleRepo(join(dir, 'repo'))
-  const production = await envWithNginx(t, dir, 'production', false)
-  const staging = await envWithNginx(t, dir, 'staging', true)
+  const production = await envBehindNginx(t, dir, 'production')
+  const staging = await envBehindNginx(t, dir, 'staging', { requireApproval: true })
   const [agentPort] = (await freePorts(1)) as [number]
   const doc = testConfigDocument(dir, {
     listen: { host: '127.0.0.1', port: agentPort },
     apps: {
-      [app]: {
-        repo: repo.path,
-        migrate: { command: ['sh', '/migrate.sh'], timeoutSec: 30 },
-        health: { path: '/healthz', intervalMs: 100, timeoutMs: 1000, healthyAfter: 2, deadlineSec: 5 },
-        smoke: [{ path: '/version', expectStatus: 200 }],
-        observe: { seconds: 3, intervalMs: 200, maxFailures: 2 },
-        keepReleases: 3,
-        envs: { production: production.env, staging: staging.env },
-      },
+      [app]: sampleAppConfig(repo.path, { production: production.env, staging: staging.env }, { observe: { seconds: 3, intervalMs: 200, maxFailures: 2 } }),
     },
   })
   const configPath = join(dir, 'agent.yaml')
@@ -71,10 +44,7 @@ async function setUp(t: Test): Promise<Fixture> {
   const agent = await startServe(configPath, url)
   t.teardown(async () => {
     await agent.stop('SIGKILL')
-    await removeContainersByLabel(`deploy-agent.app=${app}`)
-    const { stdout } = await run('docker', ['images', '--quiet', '--filter', `label=deploy-agent.app=${app}`])
-    const ids = [...new Set(stdout.split('\n').filter(Boolean))]
-    if (ids.length > 0) await run('docker', ['rmi', '--force', ...ids]).catch(() => undefined)
+    await removeAppFromDocker(app)
   })
   return {
     url,
@@ -92,10 +62,7 @@ async function setUp(t: Test): Promise<Fixture> {
   }
 }
 
-async function served(nginx: NginxInstance): Promise<string> {
-  const res = await fetch(`http://127.0.0.1:${nginx.port}/version`)
-  return (await res.text()).trim()
-}
+const served = servedVersion
 
 /** The deploy id a `deploy`/`rollback` command printed first. */
 function idOf(result: CliResult): string {

@@ -9,12 +9,11 @@ import { assembleDeploys } from '../../agent/deploy/assemble.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import type { Deploy } from '../../agent/store/deploys.js'
 import { buildTestAgent, signedInject, type TestAgent } from '../helpers/agent.js'
-import { dockerAvailable, ensureBaseImage, removeContainersByLabel } from '../helpers/docker.js'
+import { dockerAvailable, ensureBaseImage, removeAppFromDocker } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
-import { startNginx, type NginxInstance } from '../helpers/nginx.js'
+import type { NginxInstance } from '../helpers/nginx.js'
 import { requestLoop } from '../helpers/load.js'
-import { freePorts } from '../helpers/ports.js'
-import { makeSampleRepo, SAMPLE_TAGS } from '../helpers/sample-app.js'
+import { envBehindNginx, makeSampleRepo, SAMPLE_TAGS, sampleAppConfig, servedVersion } from '../helpers/sample-app.js'
 import { tempDir } from '../helpers/tmp.js'
 
 const run = promisify(execFile)
@@ -25,48 +24,22 @@ interface Fixture {
   agent: TestAgent
   nginx: NginxInstance
   repoPath: string
-  ports: number[]
 }
 
 async function setUp(t: Test): Promise<Fixture> {
   await ensureBaseImage()
   const dir = await tempDir(t)
   const repo = await makeSampleRepo(join(dir, 'repo'))
-  const [nginxPort, blue, green] = await freePorts(3) as [number, number, number]
-  const upstreamFile = join(dir, 'nginx', 'upstream.conf')
-  const upstreamName = 'shop_production'
-  const nginx = await startNginx(join(dir, 'nginx'), { port: nginxPort, upstreamFile, upstreamName })
-  t.teardown(() => nginx.stop())
+  const production = await envBehindNginx(t, dir, env)
   const agent = await buildTestAgent(dir, {
-    extra: {
-      apps: {
-        [app]: {
-          repo: repo.path,
-          migrate: { command: ['sh', '/migrate.sh'], timeoutSec: 30 },
-          health: { path: '/healthz', intervalMs: 100, timeoutMs: 1000, healthyAfter: 2, deadlineSec: 5 },
-          smoke: [{ path: '/version', expectStatus: 200 }],
-          observe: { seconds: 5, intervalMs: 200, maxFailures: 2 },
-          keepReleases: 3,
-          envs: {
-            [env]: {
-              ref: 'tag:v*',
-              ports: [blue, green],
-              proxy: { upstreamFile, upstreamName, test: nginx.testCommand, reload: nginx.reloadCommand, pidFile: join(dir, 'nginx', 'nginx.pid'), drainMs: 300 },
-            },
-          },
-        },
-      },
-    },
+    extra: { apps: { [app]: sampleAppConfig(repo.path, { [env]: production.env }) } },
     deployments: (config, deploys) => assembleDeploys(config, deploys, createLogger({ level: 'silent' })),
   })
   t.teardown(async () => {
     await agent.close()
-    await removeContainersByLabel(`deploy-agent.app=${app}`)
-    const { stdout } = await run('docker', ['images', '--quiet', '--filter', `label=deploy-agent.app=${app}`])
-    const ids = [...new Set(stdout.split('\n').filter(Boolean))]
-    if (ids.length > 0) await run('docker', ['rmi', '--force', ...ids]).catch(() => undefined)
+    await removeAppFromDocker(app)
   })
-  return { agent, nginx, repoPath: repo.path, ports: [blue, green] }
+  return { agent, nginx: production.nginx, repoPath: repo.path }
 }
 
 const token = (f: Fixture) => ({ authorization: `Bearer ${f.agent.keys.statusToken}` })
@@ -92,10 +65,7 @@ async function deploy(f: Fixture, ref: string): Promise<Deploy> {
   return waitFinished(f, JSON.parse(res.body).id)
 }
 
-async function served(f: Fixture): Promise<string> {
-  const res = await fetch(`http://127.0.0.1:${f.nginx.port}/version`)
-  return (await res.text()).trim()
-}
+const served = (f: Fixture) => servedVersion(f.nginx)
 
 async function log(f: Fixture, id: string): Promise<string> {
   return (await f.agent.app.inject({ url: `/v1/deploys/${id}/log`, headers: token(f) })).body

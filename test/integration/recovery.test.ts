@@ -12,11 +12,10 @@ import { signRequest } from '../../agent/auth/canonical.js'
 import type { Deploy } from '../../agent/store/deploys.js'
 import { AUDIENCE, ed25519Key, testConfigDocument, writeTestKeys, type TestKeys } from '../helpers/agent.js'
 import { startServe, type ServeProcess } from '../helpers/cli.js'
-import { dockerAvailable, ensureBaseImage, removeContainersByLabel } from '../helpers/docker.js'
+import { dockerAvailable, ensureBaseImage, removeAppFromDocker } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
-import { startNginx } from '../helpers/nginx.js'
 import { freePorts } from '../helpers/ports.js'
-import { makeSampleRepo, SAMPLE_TAGS } from '../helpers/sample-app.js'
+import { envBehindNginx, makeSampleRepo, SAMPLE_TAGS, sampleAppConfig, servedVersion } from '../helpers/sample-app.js'
 import { tempDir } from '../helpers/tmp.js'
 
 const run = promisify(execFile)
@@ -28,16 +27,11 @@ t.test('Recovery: SIGKILL in each deploy state converges after restart', { skip:
   const dir = await tempDir(t)
   const keys: TestKeys = await writeTestKeys(dir)
   const repo = await makeSampleRepo(join(dir, 'repo'))
-  const [agentPort, nginxPort, blue, green] = (await freePorts(4)) as [number, number, number, number]
-  const upstreamFile = join(dir, 'nginx', 'upstream.conf')
-  const nginx = await startNginx(join(dir, 'nginx'), { port: nginxPort, upstreamFile, upstreamName: 'crash_production' })
-  t.teardown(() => nginx.stop())
-  t.teardown(async () => {
-    await removeContainersByLabel(`deploy-agent.app=${app}`)
-    const { stdout } = await run('docker', ['images', '--quiet', '--filter', `label=deploy-agent.app=${app}`])
-    const ids = [...new Set(stdout.split('\n').filter(Boolean))]
-    if (ids.length > 0) await run('docker', ['rmi', '--force', ...ids]).catch(() => undefined)
-  })
+  const [agentPort] = (await freePorts(1)) as [number]
+  // Slow enough phases that a poll every 20 ms sees each state; SWITCHING lasts at least the drain.
+  const production = await envBehindNginx(t, dir, env, {})
+  production.env.proxy.drainMs = 1500
+  t.teardown(() => removeAppFromDocker(app))
   const configPath = join(dir, 'agent.yaml')
   await writeFile(
     configPath,
@@ -45,21 +39,13 @@ t.test('Recovery: SIGKILL in each deploy state converges after restart', { skip:
       ...testConfigDocument(dir),
       listen: { host: '127.0.0.1', port: agentPort },
       apps: {
-        [app]: {
-          repo: repo.path,
-          // Slow enough phases that a poll every 20 ms sees each state.
+        [app]: sampleAppConfig(repo.path, { [env]: production.env }, {
           migrate: { command: ['sh', '-c', 'sleep 2 && sh /migrate.sh'], timeoutSec: 30 },
           health: { path: '/healthz', intervalMs: 150, timeoutMs: 1000, healthyAfter: 8, deadlineSec: 10 },
+          smoke: [],
           observe: { seconds: 6, intervalMs: 200, maxFailures: 2 },
           keepReleases: 4,
-          envs: {
-            [env]: {
-              ref: 'tag:v*',
-              ports: [blue, green],
-              proxy: { upstreamFile, upstreamName: 'crash_production', test: nginx.testCommand, reload: nginx.reloadCommand, pidFile: join(dir, 'nginx', 'nginx.pid'), drainMs: 1500 },
-            },
-          },
-        },
+        }),
       },
     }),
   )
@@ -86,7 +72,7 @@ t.test('Recovery: SIGKILL in each deploy state converges after restart', { skip:
       await new Promise((r) => setTimeout(r, 20))
     }
   }
-  const served = async () => (await (await fetch(`http://127.0.0.1:${nginxPort}/version`)).text()).trim()
+  const served = () => servedVersion(production.nginx)
   const containers = async () => {
     const { stdout } = await run('docker', ['ps', '--all', '--filter', `label=deploy-agent.app=${app}`, '--format', '{{.State}} {{.Label "deploy-agent.role"}} {{.Label "deploy-agent.release"}} {{.Label "deploy-agent.port"}}'])
     return stdout.split('\n').filter(Boolean)
