@@ -22,7 +22,7 @@ import { createLogger } from '../agent/observability/logger.js'
 import { probeThrough } from '../agent/proxy/through.js'
 import type { Deploy } from '../agent/store/deploys.js'
 import { buildTestAgent, signedInject, type TestAgent } from '../test/helpers/agent.js'
-import { dockerAvailable, ensureBaseImage, removeContainersByLabel } from '../test/helpers/docker.js'
+import { removeAppFromDocker, dockerAvailable, ensureBaseImage, removeContainersByLabel } from '../test/helpers/docker.js'
 import { startNginx, writeUpstreamFile, type NginxInstance } from '../test/helpers/nginx.js'
 import { freePorts } from '../test/helpers/ports.js'
 import { FAILS_AFTER_SEC, makeSampleRepo, SAMPLE_TAGS } from '../test/helpers/sample-app.js'
@@ -740,10 +740,9 @@ export async function benchDeploy(): Promise<Row[]> {
   } finally {
     await agent?.close().catch(() => undefined)
     await bench?.compose?.down()
-    for (const label of [`deploy-agent.app=${app}`, `deploy-agent.app=${appBad}`, `deploy-agent-bench=${runId}`]) {
-      await removeContainersByLabel(label).catch(() => undefined)
-      await removeImagesByLabel(label)
-    }
+    for (const name of [app, appBad]) await removeAppFromDocker(name).catch(() => undefined)
+    await removeContainersByLabel(`deploy-agent-bench=${runId}`).catch(() => undefined)
+    await removeImagesByLabel(`deploy-agent-bench=${runId}`)
     for (const nginx of nginxes) await nginx.stop().catch(() => undefined)
     if (process.env.BENCH_DEPLOY_KEEP === '1') console.error(`bench/deploy.ts: kept ${dir}`)
     else await rm(dir, { recursive: true, force: true })

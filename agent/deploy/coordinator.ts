@@ -8,8 +8,8 @@ import { ConflictError, NotFoundError } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 import type { Deploy, DeployStore, NewDeploy } from '../store/deploys.js'
-import { imageTag, type DeployPipeline, type LiveRelease } from './pipeline.js'
-import { envLabels, LABEL, type Runtime } from './runtime.js'
+import type { DeployPipeline, LiveRelease } from './pipeline.js'
+import { envImages, envLabels, LABEL, type Runtime } from './runtime.js'
 import { isTerminal, nextState, type DeployState } from './states.js'
 
 interface Lane {
@@ -104,7 +104,7 @@ export class DeployCoordinator implements Deployments {
 
   /** Kept releases (images of the env), newest first, and which one is live. */
   async releases(target: Target): Promise<ReleaseInfo[]> {
-    const images = await this.deps.docker.listImages(envLabels(target))
+    const images = await envImages(this.deps.docker, target)
     const live = this.liveRelease(target.app, target.env)
     const served = new Set(
       this.deps.store
@@ -112,19 +112,14 @@ export class DeployCoordinator implements Deployments {
         .filter((d) => d.state === 'SUCCEEDED' && d.release !== null)
         .map((d) => d.release),
     )
-    return images
-      .sort((a, b) => b.created.getTime() - a.created.getTime())
-      .map((img) => {
-        const release = img.labels[LABEL.release] ?? ''
-        return {
-          release,
-          commit: img.labels[LABEL.commit] ?? '',
-          image: imageTag(target.app, target.env, release),
-          createdAt: img.created.toISOString(),
-          live: live?.release === release,
-          wasLive: live?.release === release || served.has(release),
-        }
-      })
+    return images.map((img) => ({
+      release: img.release,
+      commit: img.commit,
+      image: img.ref,
+      createdAt: img.created.toISOString(),
+      live: live?.release === img.release,
+      wasLive: live?.release === img.release || served.has(img.release),
+    }))
   }
 
   /** Resolves when no deploy runs (for a graceful stop). */

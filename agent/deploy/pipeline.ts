@@ -11,7 +11,7 @@ import type { Deploy, DeployDetails, DeployStore } from '../store/deploys.js'
 import { readEnvFile } from './envfile.js'
 import type { ImageBuilder, SourceRepo, TagMemory } from './ports.js'
 import type { Instance, Runtime } from './runtime.js'
-import { envLabels, LABEL } from './runtime.js'
+import { envImages, imageTag, LABEL } from './runtime.js'
 import { planPrune } from './prune.js'
 import { describePlan, planRecovery } from './recovery.js'
 import { isTerminal, nextState, type DeployState } from './states.js'
@@ -46,10 +46,6 @@ export interface PipelineDeps {
 
 /** The longest the old release waits for the proxy's old workers (long requests, websockets) before it stops. */
 const DRAIN_LIMIT_MS = 30_000
-
-export function imageTag(app: string, env: string, release: string): string {
-  return `${app}:${env}-${release}`
-}
 
 /** A release name usable in image tags and container labels: the tag name, or the short commit for branches. */
 export function releaseName(kind: 'branch' | 'tag', ref: string, commit: string): string {
@@ -177,7 +173,7 @@ export class DeployPipeline {
       dockerfile: build.dockerfile,
       tag,
       buildArgs: { ...build.args, VERSION: release },
-      labels: { [LABEL.app]: target.app, [LABEL.env]: target.env, [LABEL.release]: release, [LABEL.commit]: commit, [LABEL.deploy]: run.deploy.id },
+      labels: { [LABEL.commit]: commit },
       timeoutMs: build.timeoutSec * 1000,
       onLine: (line) => {
         lines.push(line)
@@ -341,7 +337,7 @@ export class DeployPipeline {
 
   /** Removes what `keepReleases` no longer keeps; the deploy has succeeded whatever happens here. */
   private async prune(run: DeployRun, target: Target, live: Instance): Promise<void> {
-    const [images, instances] = await Promise.all([this.deps.images.listImages(envLabels(target)), this.deps.runtime.instances(target)])
+    const [images, instances] = await Promise.all([envImages(this.deps.images, target), this.deps.runtime.instances(target)])
     const plan = planPrune({ images, instances, livePort: live.port, keepReleases: target.appConfig.keepReleases })
     for (const c of plan.containers) {
       const instance = instances.find((i) => i.id === c.id)
@@ -350,7 +346,7 @@ export class DeployPipeline {
     }
     for (const img of plan.images) {
       await this.deps.images.removeImage(img.ref)
-      await run.log({ event: 'pruned', image: img.ref, reason: img.reason })
+      await run.log({ event: 'pruned', image: img.ref, release: img.release, reason: img.reason })
     }
   }
 

@@ -22,6 +22,6 @@ export interface ImageBuilder {
   buildImage(opts: BuildImageOptions): Promise<{ imageId: string }>
   inspectImage(ref: string): Promise<ImageDetails | null>
   runOneOff(opts: OneOffOptions): Promise<OneOffResult>
-  listImages(labelFilter: Labels): Promise<ImageSummary[]>
+  listImages(labelFilter: Labels, reference?: string): Promise<ImageSummary[]>
   removeImage(ref: string): Promise<void>
 }

@@ -1,16 +1,14 @@
 // What to delete after a successful deploy, decided as a pure plan: `keepReleases` images of the env stay — the
 // live release, the standby (the newest other container: the one-second rollback), then the newest others —
 // and containers are kept only when they are the live one or the standby.
-import type { ImageSummary } from '../docker/types.js'
-import type { Instance } from './runtime.js'
-import { LABEL } from './runtime.js'
+import type { EnvImage, Instance } from './runtime.js'
 
 export interface PrunePlan {
   containers: Array<{ id: string; release: string; reason: string }>
   images: Array<{ ref: string; release: string; reason: string }>
 }
 
-export function planPrune(input: { images: ImageSummary[]; instances: Instance[]; livePort: number | null; keepReleases: number }): PrunePlan {
+export function planPrune(input: { images: EnvImage[]; instances: Instance[]; livePort: number | null; keepReleases: number }): PrunePlan {
   const { instances, livePort, keepReleases } = input
   const live = instances.find((i) => i.port === livePort && i.running)
   // instances come newest first: the first one on the other port is the quick rollback target.
@@ -21,15 +19,15 @@ export function planPrune(input: { images: ImageSummary[]; instances: Instance[]
     .map((i) => ({ id: i.id, release: i.release, reason: 'stopped and superseded' }))
 
   // The live and standby releases always stay; the newest others fill the remaining keepReleases slots.
-  const keptReleases = new Set<string | undefined>([...keptContainers].map((i) => i.release))
+  const keptReleases = new Set<string>([...keptContainers].map((i) => i.release))
   for (const i of instances) if (i.running) keptReleases.add(i.release)
   const byNewest = [...input.images].sort((a, b) => b.created.getTime() - a.created.getTime())
   for (const img of byNewest) {
     if (keptReleases.size >= keepReleases) break
-    keptReleases.add(img.labels[LABEL.release])
+    keptReleases.add(img.release)
   }
   const images = byNewest
-    .filter((img) => !keptReleases.has(img.labels[LABEL.release]))
-    .flatMap((img) => img.tags.map((ref) => ({ ref, release: img.labels[LABEL.release] ?? '', reason: `beyond keepReleases (${keepReleases})` })))
+    .filter((img) => !keptReleases.has(img.release))
+    .map((img) => ({ ref: img.ref, release: img.release, reason: `beyond keepReleases (${keepReleases})` }))
   return { containers, images }
 }

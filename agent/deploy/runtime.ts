@@ -2,7 +2,7 @@
 // Containers today; a Swarm service runtime can implement the same interface later. Labels on the engine's
 // objects are the source of truth for which release runs where.
 import type { DockerEngine } from '../docker/engine.js'
-import type { ContainerHealth, Labels } from '../docker/types.js'
+import type { ContainerHealth, ImageSummary, Labels } from '../docker/types.js'
 
 export const LABEL = {
   app: 'deploy-agent.app',
@@ -56,6 +56,33 @@ export interface Runtime {
 
 export function envLabels(target: EnvTarget): Labels {
   return { [LABEL.app]: target.app, [LABEL.env]: target.env }
+}
+
+export function imageTag(app: string, env: string, release: string): string {
+  return `${app}:${env}-${release}`
+}
+
+/**
+ * The env's images: tagged `<app>:<env>-<release>` and carrying the commit label. Images get that one label
+ * only: the classic builder adds a layer per build label, and the tag already names app, env and release.
+ */
+export interface EnvImage {
+  release: string
+  commit: string
+  ref: string
+  created: Date
+}
+
+export async function envImages(images: { listImages(labels: Labels, reference?: string): Promise<ImageSummary[]> }, target: EnvTarget): Promise<EnvImage[]> {
+  const prefix = imageTag(target.app, target.env, '')
+  const found = await images.listImages({ [LABEL.commit]: '' }, `${prefix}*`)
+  return found
+    .flatMap((img) =>
+      img.tags
+        .filter((tag) => tag.startsWith(prefix))
+        .map((ref) => ({ release: ref.slice(prefix.length), commit: img.labels[LABEL.commit] ?? '', ref, created: img.created })),
+    )
+    .sort((a, b) => b.created.getTime() - a.created.getTime())
 }
 
 export class ContainerRuntime implements Runtime {

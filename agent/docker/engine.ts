@@ -83,8 +83,9 @@ export class DockerEngine {
   }
 
   /** Images carrying every `key=value` label given (all images when none is given). */
-  async listImages(labelFilter: Labels): Promise<ImageSummary[]> {
-    const images = await this.call('list images', async () => (await this.client()).listImages({ filters: labelFilters(labelFilter) }))
+  async listImages(labelFilter: Labels, reference?: string): Promise<ImageSummary[]> {
+    const filters = { ...labelFilters(labelFilter), ...(reference !== undefined && { reference: [reference] }) }
+    const images = await this.call('list images', async () => (await this.client()).listImages({ filters }))
     return images.map((image) => ({
       id: image.Id,
       tags: tagsOf(image.RepoTags),

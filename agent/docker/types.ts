@@ -70,9 +70,9 @@ export interface StartContainerOptions {
   restartPolicy?: 'unless-stopped' | 'no'
 }
 
-/** Docker's label filter: every `key=value` pair must match. */
+/** Docker's label filter: every `key=value` pair must match; an empty value only asks for the key. */
 export function labelFilters(labels: Labels): { label: string[] } {
-  return { label: Object.entries(labels).map(([key, value]) => `${key}=${value}`) }
+  return { label: Object.entries(labels).map(([key, value]) => (value === '' ? key : `${key}=${value}`)) }
 }
 
 // Docker reports "never" as the zero time of Go.

@@ -1,8 +1,8 @@
 // Pure decisions of the deploy side: the transition table, release names and the prune plan.
 import t from 'tap'
-import { imageTag, releaseName } from '../../agent/deploy/pipeline.js'
+import { releaseName } from '../../agent/deploy/pipeline.js'
 import { planPrune } from '../../agent/deploy/prune.js'
-import type { Instance } from '../../agent/deploy/runtime.js'
+import { imageTag, type Instance } from '../../agent/deploy/runtime.js'
 import { isTerminal, nextState } from '../../agent/deploy/states.js'
 
 t.test('States: the table allows the documented path and refuses jumps', async (t) => {
@@ -27,7 +27,7 @@ const at = (minutes: number) => new Date(Date.UTC(2026, 10, 1, 0, minutes))
 const instance = (id: string, release: string, port: number, running: boolean, minutes: number): Instance => ({
   id, release, port, running, commit: 'c', deployId: 'd', image: `shop:p-${release}`, created: at(minutes),
 })
-const image = (release: string, minutes: number) => ({ id: `sha256:${release}`, tags: [`shop:p-${release}`], labels: { 'deploy-agent.release': release }, created: at(minutes) })
+const image = (release: string, minutes: number) => ({ release, commit: 'c', ref: `shop:p-${release}`, created: at(minutes) })
 
 t.test('planPrune: keeps live, standby and the newest others up to keepReleases', async (t) => {
   const plan = planPrune({

@@ -1,0 +1,91 @@
+// PostgreSQL access for the backup engine: connection targets, the environment pg tools run with (the password
+// travels in PGPASSWORD, never in argv), short-lived pg clients, and names derived from a database's name.
+import pg from 'pg'
+import { ValidationError } from '../errors.js'
+
+/** A database as the engine is given it: the env's `database.url`, and the password read from its passwordFile. */
+export interface DatabaseTarget {
+  url: string
+  /** Overrides a password in the URL. */
+  password?: string
+}
+
+/** The paths of the tools the engine runs; tests substitute wrappers. */
+export interface PgTools {
+  pgDump: string
+  pgRestore: string
+  psql: string
+  tar: string
+  gzip: string
+}
+
+export const DEFAULT_TOOLS: PgTools = { pgDump: 'pg_dump', pgRestore: 'pg_restore', psql: 'psql', tar: 'tar', gzip: 'gzip' }
+
+export interface Connection {
+  /** The URL without its password: what may appear in argv and logs. */
+  url: string
+  password: string | undefined
+  database: string
+}
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
+
+export function connectionOf(target: DatabaseTarget): Connection {
+  let url: URL
+  try {
+    url = new URL(target.url)
+  } catch {
+    throw new ValidationError('database url must be a postgres://user@host[:port]/dbname URL')
+  }
+  const database = decodeURIComponent(url.pathname.replace(/^\//, ''))
+  if (!/^postgres(ql)?:$/.test(url.protocol) || !IDENTIFIER.test(database)) {
+    throw new ValidationError('database url must be a postgres://user@host[:port]/dbname URL')
+  }
+  const fromUrl = url.password === '' ? undefined : decodeURIComponent(url.password)
+  url.password = ''
+  return { url: url.toString(), password: target.password ?? fromUrl, database }
+}
+
+/** The same server and role, another database. */
+export function onDatabase(conn: Connection, database: string): Connection {
+  const url = new URL(conn.url)
+  url.pathname = `/${database}`
+  return { ...conn, url: url.toString(), database }
+}
+
+/** The environment of a pg tool: the agent's own, plus the password and a connect timeout. */
+export function toolEnv(conn: Connection): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PGCONNECT_TIMEOUT: process.env.PGCONNECT_TIMEOUT ?? '10' }
+  if (conn.password !== undefined) env.PGPASSWORD = conn.password
+  return env
+}
+
+/** Runs `fn` with a client connected to `conn`, always closing it. */
+export async function withClient<T>(conn: Connection, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const url = new URL(conn.url)
+  if (conn.password !== undefined) url.password = encodeURIComponent(conn.password)
+  const client = new pg.Client({ connectionString: url.toString(), connectionTimeoutMillis: 10_000 })
+  client.on('error', () => {}) // a terminated session reports through the pending query, not as a crash
+  await client.connect()
+  try {
+    return await fn(client)
+  } finally {
+    await client.end().catch(() => {})
+  }
+}
+
+/** `<db>_<tag>_<id>`, the database part shortened so the whole stays within PostgreSQL's 63-byte limit. */
+export function derivedName(database: string, tag: string, id: string): string {
+  const suffix = `_${tag}_${id}`
+  return `${database.slice(0, 63 - suffix.length)}${suffix}`
+}
+
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`
+}
+
+/** The SQLSTATE of a pg error, if any. */
+export function sqlState(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined
+}

@@ -1,0 +1,173 @@
+// Restoring a backup without ever leaving the live database half-restored:
+//   resolve the name safely → verify (sha256 + full read; legacy: gzip test) → take a pre-restore backup →
+//   restore into a new database `<db>_restore_<rid>` → swap names in one transaction:
+//   `<db>` → `<db>_old_<rid>`, `<db>_restore_<rid>` → `<db>`.
+// `<rid>` is the pre-restore backup's id, so the old database and the backup of it carry the same id.
+// The old database is kept (not dropped) and reported: it is the quickest way back, and dropping it is an
+// operator's decision. A restore that fails before the swap drops `<db>_restore_<rid>`; the live database is as it was.
+//
+// The agent's role needs CREATEDB and must own the live database (to rename it). Before each swap attempt it ends
+// the sessions it may end — its own role's client backends on the live database — and never those of superusers,
+// other roles or autovacuum; while such sessions remain (55006 object_in_use) it retries briefly, then gives up with
+// database_busy. Database-level settings (ALTER DATABASE … SET, GRANT CONNECT) are not carried over by the dump.
+import { open } from 'node:fs/promises'
+import { basename } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { createDatabaseLike, dropDatabase } from './databases.js'
+import { BackupError, describe } from './errors.js'
+import { readManifest, type Manifest } from './manifest.js'
+import { resolveBackupPath, type ResolvedBackup } from './names.js'
+import { connectionOf, derivedName, DEFAULT_TOOLS, onDatabase, quoteIdent, sqlState, toolEnv, withClient, type Connection, type DatabaseTarget, type PgTools } from './pg.js'
+import { exitProblem, runPiped, runTool, ToolError } from './proc.js'
+import { SqlScriptGuard } from './sql-guard.js'
+import { verifyBackup } from './verify.js'
+
+export type DumpFormat = 'custom' | 'sql.gz'
+
+export interface RestoreOptions {
+  dir: string
+  /** A backup id, one of its file names, or a legacy file name. */
+  idOrName: string
+  database: DatabaseTarget
+  /** Takes the pinned pre-restore backup of the live database (kind 'prerestore'); a failure stops the restore. */
+  takePrerestore: () => Promise<Manifest>
+  tools?: Partial<PgTools>
+  /** The database the swap is run from — any but the live one; default `postgres`. */
+  maintenanceDatabase?: string
+  /** Swap attempts while the database is in use; default 10 × 200 ms. */
+  retry?: { attempts: number; delayMs: number }
+}
+
+export interface RestoreResult {
+  backup: { id: string; file: string; format: DumpFormat }
+  /** The live database, now holding the restored data. */
+  database: string
+  /** The previous live database, kept under this name. */
+  oldDatabase: string
+  prerestore: Manifest
+  durationMs: number
+}
+
+export async function restoreBackup(options: RestoreOptions): Promise<RestoreResult> {
+  const started = performance.now()
+  const tools = { ...DEFAULT_TOOLS, ...options.tools }
+  const conn = connectionOf(options.database)
+  const resolved = await resolveBackupPath(options.dir, options.idOrName)
+  const { id, format } = await checkBackup(options.dir, resolved, tools)
+
+  const prerestore = await options.takePrerestore()
+  const restoreDb = derivedName(conn.database, 'restore', prerestore.id)
+  const oldDb = derivedName(conn.database, 'old', prerestore.id)
+  try {
+    await createDatabaseLike(conn, restoreDb)
+  } catch (err) {
+    throw new BackupError('restore_failed', `cannot create ${restoreDb}`, describe(err), { cause: err })
+  }
+  try {
+    await load(tools, conn, restoreDb, resolved.path, format)
+    await swap(onDatabase(conn, options.maintenanceDatabase ?? 'postgres'), conn.database, restoreDb, oldDb, options.retry ?? { attempts: 10, delayMs: 200 })
+  } catch (err) {
+    await dropDatabase(conn, restoreDb).catch(() => {})
+    if (err instanceof BackupError) throw err
+    throw new BackupError('restore_failed', `restoring ${id} into ${restoreDb} failed; ${conn.database} is unchanged`, describe(err), { cause: err })
+  }
+  return {
+    backup: { id, file: basename(resolved.path), format },
+    database: conn.database,
+    oldDatabase: oldDb,
+    prerestore,
+    durationMs: Math.round(performance.now() - started),
+  }
+}
+
+/** Verifies the backup before anything else happens; its format comes from the file's first bytes. */
+async function checkBackup(dir: string, resolved: ResolvedBackup, tools: PgTools): Promise<{ id: string; format: DumpFormat }> {
+  const id = resolved.format === 'agent' ? resolved.name.id : resolved.name.file
+  const format = await sniffFormat(resolved.path)
+  if (format === null) throw new BackupError('backup_invalid', `backup ${id} is neither a pg_dump custom-format dump nor gzip'd SQL`)
+  if (resolved.format === 'agent') {
+    const manifest = await readManifest(dir, basename(resolved.manifestPath))
+    const result = await verifyBackup(dir, manifest, 'full', { tools })
+    if (!result.ok) throw new BackupError('backup_invalid', `backup ${id} failed verification`, result.reason ?? '')
+  }
+  if (format === 'sql.gz') {
+    const exit = await runTool([tools.gzip, '-t', resolved.path], process.env)
+    const problem = exitProblem(exit)
+    if (problem !== null) throw new BackupError('backup_invalid', `backup ${id} is not a sound gzip file`, `gzip ${problem}: ${exit.stderr}`)
+  }
+  return { id, format }
+}
+
+export async function sniffFormat(path: string): Promise<DumpFormat | null> {
+  const handle = await open(path, 'r')
+  try {
+    const { buffer, bytesRead } = await handle.read(Buffer.alloc(5), 0, 5, 0)
+    const magic = buffer.subarray(0, bytesRead)
+    if (magic.toString('latin1') === 'PGDMP') return 'custom'
+    if (magic[0] === 0x1f && magic[1] === 0x8b) return 'sql.gz'
+    return null
+  } finally {
+    await handle.close()
+  }
+}
+
+async function load(tools: PgTools, conn: Connection, restoreDb: string, path: string, format: DumpFormat): Promise<void> {
+  const target = onDatabase(conn, restoreDb)
+  const env = toolEnv(conn)
+  if (format === 'custom') {
+    const exit = await runTool([tools.pgRestore, '--no-owner', '--exit-on-error', '--no-password', `--dbname=${target.url}`, path], env)
+    const problem = exitProblem(exit)
+    if (problem !== null) throw new ToolError('pg_restore', `pg_restore ${problem}`, exit.stderr)
+    return
+  }
+  await runPiped(
+    [tools.gzip, '-dc', path],
+    new SqlScriptGuard(),
+    [tools.psql, '-X', '-q', '--no-password', '-v', 'ON_ERROR_STOP=1', `--dbname=${target.url}`],
+    env,
+  )
+}
+
+/**
+ * Renames live → old and restored → live in one transaction, ending the agent role's own sessions first. Sessions it
+ * may not end (other roles', superusers' when it is none) are waited for, `retry.attempts` × `retry.delayMs`,
+ * without trying the rename: PostgreSQL itself waits up to 5 s inside a rename of a database in use, which is
+ * worth it only for the sessions just ended (and autovacuum, which it ends itself).
+ */
+async function swap(admin: Connection, live: string, restored: string, old: string, retry: { attempts: number; delayMs: number }): Promise<void> {
+  await withClient(admin, async (client) => {
+    for (let attempt = 1; ; attempt++) {
+      await client.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = $1 AND usename = current_user AND backend_type = 'client backend' AND pid <> pg_backend_pid()`,
+        [live],
+      )
+      const { rows: others } = await client.query<{ who: string }>(
+        `SELECT coalesce(usename, '?') || ' (' || backend_type || ', pid ' || pid || ')' AS who FROM pg_stat_activity
+          WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type <> 'autovacuum worker'
+            AND NOT (usename = current_user AND backend_type = 'client backend')`,
+        [live],
+      )
+      if (others.length === 0) {
+        try {
+          await client.query('BEGIN')
+          await client.query(`ALTER DATABASE ${quoteIdent(live)} RENAME TO ${quoteIdent(old)}`)
+          await client.query(`ALTER DATABASE ${quoteIdent(restored)} RENAME TO ${quoteIdent(live)}`)
+          await client.query('COMMIT')
+          return
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => {})
+          if (sqlState(err) !== '55006') throw err
+        }
+      }
+      if (attempt >= retry.attempts) {
+        throw new BackupError(
+          'database_busy',
+          `${live} is still in use after ${attempt} attempts by sessions the agent may not end; nothing was swapped`,
+          others.map((r) => r.who).join(', '),
+        )
+      }
+      await sleep(retry.delayMs)
+    }
+  })
+}

@@ -1,0 +1,113 @@
+import { spawn } from 'node:child_process'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { gzipSync } from 'node:zlib'
+import pg from 'pg'
+import t, { type Test } from 'tap'
+import { BackupLocks, listBackups, takeBackup, type Manifest } from '../../agent/backup/index.js'
+import { skipUnless } from '../helpers/engines.js'
+import { createTempDatabase, pgAvailable, pgUrl } from '../helpers/pg.js'
+import { tempDir } from '../helpers/tmp.js'
+
+const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
+const SCRIPT = resolve(import.meta.dirname, '../../scripts/restore_postgresql_backup.sh')
+
+async function query<R extends pg.QueryResultRow = Record<string, unknown>>(db: string, sql: string): Promise<R[]> {
+  const client = new pg.Client({ connectionString: pgUrl(db) })
+  await client.connect()
+  try {
+    return (await client.query<R>(sql)).rows
+  } finally {
+    await client.end()
+  }
+}
+
+/** Runs the script with `args`, `input` on stdin; never rejects. */
+function script(args: string[], env: Record<string, string>, input = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((done) => {
+    const child = spawn('bash', [SCRIPT, ...args], { env: { ...process.env, ...env } })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    child.on('close', (code) => done({ code, stdout, stderr }))
+    child.stdin.end(input)
+  })
+}
+
+const rows = async (db: string): Promise<unknown[]> => query(db, 'SELECT id, label FROM items ORDER BY id')
+const leftovers = async (db: string): Promise<string[]> =>
+  (await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db}\\_%' ORDER BY 1`)).map((r) => r.datname)
+
+async function rig(t: Test): Promise<{ db: string; dir: string; env: Record<string, string>; backup: Manifest }> {
+  const { name: db } = await createTempDatabase(t)
+  t.teardown(async () => {
+    for (const name of await leftovers(db)) await query('postgres', `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`)
+  })
+  await query(db, "CREATE TABLE items (id int PRIMARY KEY, label text); INSERT INTO items VALUES (1, 'one'), (2, 'two')")
+  const dir = await tempDir(t)
+  const backup = await takeBackup({ dir, app: 'shop', env: 'prod', kind: 'nightly', database: { url: pgUrl(db) }, locks: new BackupLocks() })
+  await query(db, "UPDATE items SET label = 'changed'; INSERT INTO items VALUES (3, 'three')")
+  // The password is in the URL on purpose: the script moves it to PGPASSWORD.
+  return { db, dir, backup, env: { DATABASE_URL: pgUrl(db), PGPASSWORD: '' } }
+}
+
+t.test('restore_postgresql_backup.sh: restores an agent dump, keeps the old database, leaves a listed pre-restore backup', { skip }, async (t) => {
+  const r = await rig(t)
+  const out = await script([join(r.dir, r.backup.file), '--yes'], r.env)
+  t.equal(out.code, 0, out.stderr)
+  t.same(await rows(r.db), [{ id: 1, label: 'one' }, { id: 2, label: 'two' }])
+  const old = /kept as (\S+);/.exec(out.stdout)?.[1] ?? ''
+  t.match(old, new RegExp(`^${r.db}_old_[0-9a-f]{8}$`))
+  t.same(await rows(old), [{ id: 1, label: 'changed' }, { id: 2, label: 'changed' }, { id: 3, label: 'three' }])
+  t.same(await leftovers(r.db), [old])
+  const listed = await listBackups(r.dir)
+  t.match(listed.map((b) => [b.kind, b.pinnedBy]), [['prerestore', `restore:${r.backup.id}`], ['nightly', null]], 'the manifest it wrote is valid')
+  t.equal(old, `${r.db}_old_${listed[0]?.id}`)
+  t.same((await readdir(r.dir)).filter((f) => f.startsWith('.') || f.endsWith('.partial')), [])
+})
+
+t.test('restore_postgresql_backup.sh: without --yes, a wrong answer changes nothing', { skip }, async (t) => {
+  const r = await rig(t)
+  const before = await rows(r.db)
+  const out = await script([join(r.dir, r.backup.file)], r.env, 'no\n')
+  t.equal(out.code, 3)
+  t.match(out.stderr, /Type the database name to confirm/)
+  t.same(await rows(r.db), before)
+  t.equal((await listBackups(r.dir)).length, 1, 'no pre-restore backup either')
+  const confirmed = await script([join(r.dir, r.backup.file)], r.env, `${r.db}\n`)
+  t.equal(confirmed.code, 0, confirmed.stderr)
+})
+
+t.test('restore_postgresql_backup.sh: a corrupt dump is refused before anything happens', { skip }, async (t) => {
+  const r = await rig(t)
+  const path = join(r.dir, r.backup.file)
+  const bytes = await readFile(path)
+  bytes.writeUInt8(bytes.readUInt8(100) ^ 1, 100)
+  await writeFile(path, bytes)
+  const out = await script([path, '--yes'], r.env)
+  t.equal(out.code, 1)
+  t.match(out.stderr, /does not match the sha256/)
+  t.equal((await listBackups(r.dir)).length, 1)
+})
+
+t.test('restore_postgresql_backup.sh: legacy SQL failing half way, or a \\connect, leaves the live database as it was', { skip }, async (t) => {
+  const r = await rig(t)
+  const before = await rows(r.db)
+  const failing = join(r.dir, 'backup_20240301_020000.sql.gz')
+  await writeFile(failing, gzipSync("CREATE TABLE items (id int, label text);\nINSERT INTO items VALUES (9, 'legacy');\nSELECT * FROM no_such_table;\n"))
+  const out = await script([failing, '--yes'], r.env)
+  t.equal(out.code, 1, 'legacy without --app/--env is refused')
+  t.match(out.stderr, /--app and --env/)
+  const failed = await script([failing, '--yes', '--app', 'shop', '--env', 'prod'], r.env)
+  t.equal(failed.code, 1)
+  t.match(failed.stderr, /no_such_table[\s\S]*the SQL restore failed/)
+  const connecting = join(r.dir, 'backup_20240301_030000.sql.gz')
+  await writeFile(connecting, gzipSync(`CREATE TABLE x (id int);\n\\connect ${r.db}\nDROP TABLE items;\n`))
+  const refused = await script([connecting, '--yes', '--app', 'shop', '--env', 'prod'], r.env)
+  t.equal(refused.code, 1)
+  t.match(refused.stderr, /refused psql command: \\connect/)
+  t.same(await rows(r.db), before)
+  t.same(await leftovers(r.db), [])
+  t.same((await readdir(r.dir)).filter((f) => f.startsWith('.') || f.endsWith('.partial')), [])
+})
