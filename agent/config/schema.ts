@@ -1,5 +1,6 @@
 // The config contract of DESIGN.md as one zod schema: defaults live here, and every message is written so that
 // `<key path>: <message>` reads as a sentence.
+import cron from 'node-cron'
 import { z } from 'zod'
 
 export const NAME_PATTERN = /^[a-z][a-z0-9-]{0,31}$/
@@ -156,7 +157,7 @@ export const configSchema = z
     backups: z
       .strictObject({
         dir: nonEmpty.optional(),
-        schedule: nonEmpty.default('0 3 * * *'),
+        schedule: nonEmpty.refine((expr) => cron.validate(expr), { error: 'must be a cron expression (minute hour day month weekday), e.g. "0 3 * * *"' }).default('0 3 * * *'),
         retention: z
           .strictObject({
             days: positiveInt.default(30),

@@ -64,7 +64,7 @@ apps:
       Bad_Env:
         ref: "branch:main"
         ports: [1, 2]
-backups: { verify: maybe }
+backups: { verify: maybe, schedule: "every night" }
 `
   t.same(problems(yaml).sort(), [
     'apps.lifeos.colour: unknown key',
@@ -73,6 +73,7 @@ backups: { verify: maybe }
     'apps.lifeos.envs.production.ref: must be "branch:NAME" or "tag:PATTERN"',
     'apps.lifeos.repo: must be a git URL or path (no ext:: or fd:: transports)',
     'audience: must be a host name',
+    'backups.schedule: must be a cron expression (minute hour day month weekday), e.g. "0 3 * * *"',
     'backups.verify: must be "none", "full" or "restore"',
     'keys[0].alg: must be "ed25519" or "hmac-sha256"',
     'keys[1].secretFile: an hmac-sha256 key needs exactly one of secretFile or secretEnv',
