@@ -28,6 +28,8 @@ export interface TakeBackupOptions {
   tools?: Partial<PgTools>
   /** Aborting kills pg_dump / tar; the backup then fails (backup_failed, "was cancelled") and leaves nothing. */
   signal?: AbortSignal
+  /** The backup's id when the caller announced it before starting (a manual backup answers 202 with it). */
+  id?: string
 }
 
 /** Takes one backup and returns its manifest; throws BackupError backup_failed (or backup_busy) and leaves nothing. */
@@ -37,7 +39,7 @@ export async function takeBackup(options: TakeBackupOptions): Promise<Manifest> 
   const conn = connectionOf(options.database)
   const archivePaths = checkPaths(options.files ?? [])
   const createdAt = new Date(Math.floor((options.now?.() ?? new Date()).getTime() / 1000) * 1000)
-  const id = newBackupId()
+  const id = options.id ?? newBackupId()
   const base = backupBaseName({ app, env, createdAt, kind, id })
 
   await ensureDir(dir).catch((err) => {

@@ -6,6 +6,7 @@ import { HEADER, signRequest } from '../auth/canonical.js'
 import { loadKeyring } from '../auth/keyring.js'
 import { loadConfig } from '../config/load.js'
 import { VERSION } from '../version.js'
+import { addBackupCommands } from './backup-commands.js'
 import { addDeployCommands } from './deploy-commands.js'
 import { generateKeyFiles, generateStatusToken, readSigningKey, writeKeyFiles, type KeyAlg } from './keys.js'
 import { clientFrom, UsageError, withClientOptions, type ClientFlags } from './options.js'
@@ -137,6 +138,7 @@ export function buildProgram(): Command {
     })
 
   addDeployCommands(program)
+  addBackupCommands(program)
   return program
 }
 

@@ -5,8 +5,11 @@ import type { FastifyInstance } from 'fastify'
 import { Authenticator } from '../auth/authenticator.js'
 import { loadKeyring } from '../auth/keyring.js'
 import { loadConfig } from '../config/load.js'
+import { BackupService } from '../backup/service.js'
 import { assembleDeploys } from '../deploy/assemble.js'
+import type { DeployCoordinator } from '../deploy/coordinator.js'
 import { buildApp } from '../http/app.js'
+import { CronJob } from '../schedule/nightly.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { Metrics } from '../observability/metrics.js'
 import { ensureDir } from '../store/files.js'
@@ -27,7 +30,25 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   const store = await StateStore.open(config.stateDir, {
     deploys: { onTornLine: (info) => logger.warn({ line: info.line, tail: info.tail }, 'journal had a torn line (power cut?); it was skipped') },
   })
-  const deployments = await assembleDeploys(config, store.deploys, logger)
+  let deployments: DeployCoordinator | undefined
+  const backups = new BackupService({
+    config,
+    logger,
+    keptReleases: async (target) => new Set((await deployments?.releases(target).catch(() => []))?.map((r) => r.release)),
+  })
+  // A backup dir that cannot be read fails only the backups, never the agent.
+  await backups.open().catch((err) => logger.error({ err }, 'could not open the backup dir'))
+  deployments = await assembleDeploys(config, store.deploys, logger, { backups })
+  const nightly = new CronJob({
+    name: 'nightly-backups',
+    expression: config.backups.schedule,
+    run: async () => {
+      const { failed } = await backups.nightly()
+      if (failed > 0) throw new Error(`${failed} nightly backup(s) failed`)
+    },
+    lastRunAt: () => backups.lastNightlyAt(),
+    logger,
+  })
   const metrics = new Metrics()
   const authenticator = new Authenticator({
     keyring,
@@ -36,7 +57,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     onFailure: (reason) => metrics.authFailures.inc({ reason }),
   })
   const https = config.listen.tls && { cert: await readFile(config.listen.tls.cert), key: await readFile(config.listen.tls.key) }
-  const app = await buildApp({ config, authenticator, deploys: store.deploys, deployments, metrics, logger, version: VERSION, startedAt }, { https })
+  const app = await buildApp({ config, authenticator, deploys: store.deploys, deployments, backups, metrics, logger, version: VERSION, startedAt }, { https })
 
   const reloadKeyring = async () => {
     try {
@@ -53,6 +74,10 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   const address = await app.listen({ host: config.listen.host, port: config.listen.port })
   logger.info({ address, version: VERSION, stateDir: config.stateDir, apps: Object.keys(config.apps) }, 'agent listening')
   // Recovery runs after the agent listens, so it serves even when Docker is slow or down; new deploys wait for it.
+  if (backups.targets().length > 0) {
+    nightly.start()
+    void nightly.catchUp().catch((err) => logger.error({ err }, 'nightly catch-up failed'))
+  }
   const recovery = deployments.recover().then(
     () => logger.info('start-up recovery done'),
     (err) => logger.error({ err }, 'start-up recovery failed; deploys may need attention'),
@@ -63,9 +88,10 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     close: async () => {
       process.off('SIGHUP', onHangup)
       await app.close()
+      await nightly.stop()
       await recovery
       // A running deploy is let finish so it ends in a safe state rather than being cut mid-switch.
-      await deployments.idle()
+      await deployments?.idle()
       await store.close()
     },
   }

@@ -1,6 +1,7 @@
 // Builds the deploy side from the config: one git mirror per app, one nginx upstream per env, the container
 // runtime, the pipeline and the coordinator. The only place these concrete classes meet.
 import { join } from 'node:path'
+import type { BackupService } from '../backup/service.js'
 import type { Config } from '../config/schema.js'
 import type { Target } from '../config/targets.js'
 import { DockerEngine } from '../docker/engine.js'
@@ -13,7 +14,15 @@ import { DeployCoordinator } from './coordinator.js'
 import { DeployFailure, DeployPipeline } from './pipeline.js'
 import { ContainerRuntime } from './runtime.js'
 
-export async function assembleDeploys(config: Config, store: DeployStore, logger: Logger, docker = new DockerEngine()): Promise<DeployCoordinator> {
+export interface AssembleOptions {
+  docker?: DockerEngine
+  /** Takes the pre-deploy backups of envs with `backupBeforeDeploy`. */
+  backups?: Pick<BackupService, 'take'>
+}
+
+export async function assembleDeploys(config: Config, store: DeployStore, logger: Logger, options: AssembleOptions = {}): Promise<DeployCoordinator> {
+  const docker = options.docker ?? new DockerEngine()
+  const backups = options.backups
   const tags = await TagLedger.open(join(config.stateDir, 'tags.json'))
   const mirrors = new Map<string, GitMirror>()
   const repo = (app: string): GitMirror => {
@@ -49,6 +58,7 @@ export async function assembleDeploys(config: Config, store: DeployStore, logger
     tags,
     router,
     logger,
+    backup: backups && (async (target, release) => (await backups.take(target, 'predeploy', { pinnedBy: release })).id),
     onLive: (target, live) => coordinator?.setLive(target, live),
   })
   coordinator = new DeployCoordinator({ config, store, pipeline, runtime, docker, router, logger })

@@ -39,8 +39,8 @@ export interface PipelineDeps {
   tags: TagMemory
   router(target: Target): UpstreamSwitch
   logger: Logger
-  /** Takes a pre-deploy backup pinned to the release; absent until the backup engine exists. */
-  backup?: (target: Target, deploy: Deploy) => Promise<string>
+  /** Takes a verified pre-deploy backup pinned to the release and answers its id. */
+  backup?: (target: Target, release: string) => Promise<string>
   onLive?: (target: Target, live: LiveRelease) => void
 }
 
@@ -103,7 +103,7 @@ export class DeployPipeline {
       const { commit, release } = await this.resolve(run, target)
       if (target.envConfig.backupBeforeDeploy) {
         await run.move('BACKING_UP')
-        await this.backUp(run, target)
+        await this.backUp(run, target, release)
       }
       await run.move('BUILDING', { commit, release })
       const image = await this.build(run, target, commit, release)
@@ -149,14 +149,11 @@ export class DeployPipeline {
     return { commit, release }
   }
 
-  private async backUp(run: DeployRun, target: Target): Promise<void> {
-    if (!this.deps.backup) {
-      await run.log({ event: 'backup', skipped: true, message: 'backupBeforeDeploy is set but the backup engine is not available yet; skipped' })
-      run.logger.warn('pre-deploy backup skipped: backup engine not available yet')
-      return
-    }
-    const backupId = await this.deps.backup(target, run.deploy)
-    await run.log({ event: 'backup', backupId })
+  /** The deploy stops here, before any change, if the backup fails. */
+  private async backUp(run: DeployRun, target: Target, release: string): Promise<void> {
+    if (!this.deps.backup) throw new DeployFailure('backup_unavailable', 'backupBeforeDeploy is set but this agent has no backup service')
+    const backupId = await this.deps.backup(target, release)
+    await run.log({ event: 'backup', backupId, pinnedBy: release })
   }
 
   private async build(run: DeployRun, target: Target, commit: string, release: string): Promise<string> {

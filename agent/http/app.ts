@@ -8,6 +8,7 @@ import type { Authenticator } from '../auth/authenticator.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
+import type { BackupService } from '../backup/service.js'
 import type { Deployments } from '../deploy/coordinator.js'
 import type { DeployStore } from '../store/deploys.js'
 import { registerAuth } from './auth.js'
@@ -26,11 +27,15 @@ export interface AppDeps {
   authenticator: Authenticator
   deploys: DeployStore
   deployments: Deployments
+  backups: Backups
   metrics: Metrics
   logger: Logger
   version: string
   startedAt: Date
 }
+
+/** What the HTTP surface asks of the backup side. */
+export type Backups = Pick<BackupService, 'newId' | 'take' | 'list' | 'verify' | 'prune' | 'restore' | 'ownerOf' | 'targets' | 'lastBackup'>
 
 export interface AppOptions {
   https?: { cert: Buffer; key: Buffer }

@@ -14,6 +14,7 @@ import type { Config } from '../../agent/config/schema.js'
 import { buildApp } from '../../agent/http/app.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import { Metrics } from '../../agent/observability/metrics.js'
+import { BackupService } from '../../agent/backup/service.js'
 import type { Deployments } from '../../agent/deploy/coordinator.js'
 import type { Deploy, DeployStore } from '../../agent/store/deploys.js'
 import { StateStore } from '../../agent/store/index.js'
@@ -96,13 +97,18 @@ export interface TestAgent {
   metrics: Metrics
   deploys: DeployStore
   deployments: Deployments
+  backups: BackupService
   configPath: string
   close(): Promise<void>
 }
 
 export async function buildTestAgent(
   dir: string,
-  options: { extra?: Record<string, unknown>; limiter?: FailureLimiter; deployments?: (config: Config, deploys: DeployStore) => Promise<Deployments> } = {},
+  options: {
+    extra?: Record<string, unknown>
+    limiter?: FailureLimiter
+    deployments?: (config: Config, deploys: DeployStore, backups: BackupService) => Promise<Deployments>
+  } = {},
 ): Promise<TestAgent> {
   const keys = await writeTestKeys(dir)
   const configPath = join(dir, 'agent.yaml')
@@ -120,8 +126,10 @@ export async function buildTestAgent(
     onFailure: (reason) => metrics.authFailures.inc({ reason }),
   })
   const logger = createLogger({ level: 'silent' })
-  const deployments = options.deployments ? await options.deployments(config, store.deploys) : new RecordingDeployments()
-  const app = await buildApp({ config, authenticator, deploys: store.deploys, deployments, metrics, logger, version: '0.0.0-test', startedAt: new Date() })
+  const backups = new BackupService({ config, logger })
+  await backups.open()
+  const deployments = options.deployments ? await options.deployments(config, store.deploys, backups) : new RecordingDeployments()
+  const app = await buildApp({ config, authenticator, deploys: store.deploys, deployments, backups, metrics, logger, version: '0.0.0-test', startedAt: new Date() })
   return {
     app,
     config,
@@ -129,6 +137,7 @@ export async function buildTestAgent(
     metrics,
     deploys: store.deploys,
     deployments,
+    backups,
     configPath,
     close: async () => {
       await app.close()

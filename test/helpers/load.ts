@@ -1,13 +1,16 @@
-// A request loop through a proxy, as a well-behaved keep-alive client: when a request fails on a *reused*
-// connection before any answer (the server closed that idle connection, as nginx's old workers do at a reload),
-// it is retried — HTTP allows this for idempotent requests (RFC 9112 §9.3.1) and Node's docs recommend it;
-// browsers do the same. Anything else — an error on a fresh connection, a non-200 — counts as failed.
+// A request loop through a proxy, as a well-behaved keep-alive client. When the connection is closed before
+// any answer arrived — an idle keep-alive connection closed by nginx's old workers at a reload, or a connection an
+// old worker accepted but had not read yet (nginx closes those too when it shuts a worker down) — the GET is sent
+// again: HTTP allows this for idempotent requests whose connection closed before a response (RFC 9112 §9.3.1).
+// Such retries are counted apart. Anything else — a refused connection, a timeout, a non-200 — counts as failed.
 import { Agent, request } from 'node:http'
 
 export interface LoopResult {
   ok: number
-  /** requests sent again after a reused connection was found closed */
+  /** requests sent again after their connection was closed before any answer */
   retried: number
+  /** of those, on a fresh connection (the rest were reused keep-alive connections) */
+  retriedFresh: number
   failures: string[]
 }
 
@@ -18,7 +21,8 @@ function get(url: string, agent: Agent): Promise<{ status: number; reused: boole
       res.on('end', () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket }))
       res.on('error', reject)
     })
-    req.on('error', (err) => reject(Object.assign(err, { reused: req.reusedSocket })))
+    // An error here came before any answer; one on `res` came after it started and is never retried.
+    req.on('error', (err) => reject(Object.assign(err, { reused: req.reusedSocket, beforeAnswer: true })))
     req.end()
   })
 }
@@ -28,7 +32,7 @@ export function requestLoop(url: string, options: { concurrency?: number; maxReq
   const concurrency = options.concurrency ?? 4
   const maxRequests = options.maxRequests ?? 1_000_000
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency })
-  const result: LoopResult = { ok: 0, retried: 0, failures: [] }
+  const result: LoopResult = { ok: 0, retried: 0, retriedFresh: 0, failures: [] }
   let stopped = false
   let sent = 0
   const one = async (): Promise<void> => {
@@ -39,9 +43,11 @@ export function requestLoop(url: string, options: { concurrency?: number; maxReq
         else result.failures.push(`HTTP ${status}`)
         return
       } catch (err) {
-        const e = err as NodeJS.ErrnoException & { reused?: boolean }
-        if (e.reused && attempt < concurrency + 1) {
+        const e = err as NodeJS.ErrnoException & { reused?: boolean; beforeAnswer?: boolean }
+        const closedBeforeAnswer = e.beforeAnswer === true && (e.reused === true || e.code === 'ECONNRESET' || e.code === 'EPIPE')
+        if (closedBeforeAnswer && attempt < concurrency + 1) {
           result.retried++
+          if (!e.reused) result.retriedFresh++
           continue
         }
         result.failures.push(`${e.code ?? ''} ${e.message}`.trim())

@@ -13,6 +13,7 @@ import { dockerAvailable, ensureBaseImage, removeAppFromDocker } from '../helper
 import { skipUnless } from '../helpers/engines.js'
 import type { NginxInstance } from '../helpers/nginx.js'
 import { requestLoop } from '../helpers/load.js'
+import { createTempDatabase } from '../helpers/pg.js'
 import { envBehindNginx, makeSampleRepo, SAMPLE_TAGS, sampleAppConfig, servedVersion } from '../helpers/sample-app.js'
 import { tempDir } from '../helpers/tmp.js'
 
@@ -30,10 +31,12 @@ async function setUp(t: Test): Promise<Fixture> {
   await ensureBaseImage()
   const dir = await tempDir(t)
   const repo = await makeSampleRepo(join(dir, 'repo'))
-  const production = await envBehindNginx(t, dir, env)
+  // The env has a database and backupBeforeDeploy: every deploy takes a verified pre-deploy backup first.
+  const db = await createTempDatabase(t)
+  const production = await envBehindNginx(t, dir, env, { backupBeforeDeploy: true, database: { url: db.url } })
   const agent = await buildTestAgent(dir, {
     extra: { apps: { [app]: sampleAppConfig(repo.path, { [env]: production.env }) } },
-    deployments: (config, deploys) => assembleDeploys(config, deploys, createLogger({ level: 'silent' })),
+    deployments: (config, deploys, backups) => assembleDeploys(config, deploys, createLogger({ level: 'silent' }), { backups }),
   })
   t.teardown(async () => {
     await agent.close()
@@ -77,8 +80,10 @@ t.test('Deploy pipeline on real Docker, git and nginx', { skip: skipUnless(await
   const first = await deploy(f, SAMPLE_TAGS.good)
   t.equal(first.state, 'SUCCEEDED', JSON.stringify(first.error))
   t.equal(await served(f), SAMPLE_TAGS.good, 'the first release is served through nginx')
-  t.same(first.states.map((s) => s.state), ['QUEUED', 'RESOLVING', 'BUILDING', 'MIGRATING', 'STARTING', 'VERIFYING', 'SWITCHING', 'OBSERVING', 'SUCCEEDED'])
+  t.same(first.states.map((s) => s.state), ['QUEUED', 'RESOLVING', 'BACKING_UP', 'BUILDING', 'MIGRATING', 'STARTING', 'VERIFYING', 'SWITCHING', 'OBSERVING', 'SUCCEEDED'])
   t.match(await log(f, first.id), /migrated to v1\.0\.0/, 'migration output is in the deploy log')
+  const backups = (await f.agent.backups.list()).filter((b) => b.kind === 'predeploy')
+  t.match(backups, [{ pinnedBy: SAMPLE_TAGS.good, verified: { ok: true } }], 'a verified pre-deploy backup pinned to the release')
 
   await t.test('a good deploy and a manual rollback under load fail no request', async (t) => {
     const load = requestLoop(`http://127.0.0.1:${f.nginx.port}/version`)
@@ -94,9 +99,9 @@ t.test('Deploy pipeline on real Docker, git and nginx', { skip: skipUnless(await
     t.equal(rollback.state, 'SUCCEEDED', JSON.stringify(rollback.error))
     t.equal(await served(f), SAMPLE_TAGS.good)
     t.comment(`manual rollback took ${Date.now() - started} ms (request to SUCCEEDED, including the drain)`)
-    const { ok, retried, failures } = await load.stop()
+    const { ok, retried, retriedFresh, failures } = await load.stop()
     t.ok(ok > 50, `the loop made ${ok} requests`)
-    t.comment(`${ok} requests answered 200, ${retried} sent again after nginx closed an idle keep-alive connection`)
+    t.comment(`${ok} requests answered 200; ${retried} sent again after nginx closed the connection before answering (${retriedFresh} of them fresh connections)`)
     t.same(failures, [], 'zero failed requests through nginx during deploy and rollback')
   })
 
@@ -154,7 +159,7 @@ t.test('Deploy pipeline on real Docker, git and nginx', { skip: skipUnless(await
     const followed = await f.agent.app.inject({ url: `/v1/deploys/${id}/log?follow=1`, headers: token(f) })
     t.equal(followed.headers['content-type'], 'application/x-ndjson')
     const events = followed.body.trim().split('\n').map((line) => JSON.parse(line) as { event: string; state?: string })
-    t.same(events.filter((e) => e.event === 'state').map((e) => e.state), ['RESOLVING', 'BUILDING', 'MIGRATING', 'STARTING', 'VERIFYING', 'SWITCHING', 'OBSERVING', 'SUCCEEDED'])
+    t.same(events.filter((e) => e.event === 'state').map((e) => e.state), ['RESOLVING', 'BACKING_UP', 'BUILDING', 'MIGRATING', 'STARTING', 'VERIFYING', 'SWITCHING', 'OBSERVING', 'SUCCEEDED'])
     const next = await getDeploy(f, id)
     t.equal(next.state, 'SUCCEEDED', JSON.stringify(next.error))
     const res = await f.agent.app.inject({ url: `/v1/apps/${app}/envs/${env}/releases`, headers: token(f) })

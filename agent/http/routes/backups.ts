@@ -1,11 +1,10 @@
-// Backups and restores. The backup engine lives in backup/; until it is wired in, these routes authenticate,
-// validate and authorize fully, then answer 501.
+// Backups and restores: thin adapters over backup/ (the BackupService).
 import type { FastifyInstance } from 'fastify'
 import { findTarget } from '../../config/targets.js'
-import { NotImplementedError, ValidationError } from '../../errors.js'
+import { NotFoundError, ValidationError } from '../../errors.js'
 import type { AppDeps } from '../app.js'
 import { signer } from '../auth.js'
-import { backupIdParams, BACKUP_ID, errorResponse, NAME, type IdParams } from '../schemas.js'
+import { appEnvParams, backupIdParams, BACKUP_ID, errorResponse, NAME, type AppEnvParams, type IdParams } from '../schemas.js'
 
 const errors = { '4xx': errorResponse, '5xx': errorResponse }
 
@@ -16,30 +15,58 @@ const restoreBody = {
   additionalProperties: false,
   properties: { confirm: BACKUP_ID, app: NAME, env: NAME },
 } as const
+const pruneBody = { type: 'object', additionalProperties: false, properties: { dryRun: { type: 'boolean' } } } as const
 
 export function backupRoutes(app: FastifyInstance, deps: AppDeps): void {
   app.post<{ Body: { app: string; env: string } }>(
     '/v1/backups',
-    { config: { auth: 'signed' }, schema: { summary: 'Take a manual backup', body: backupBody, response: errors } },
-    async (request) => {
-      findTarget(deps.config, request.body.app, request.body.env)
-      deps.authenticator.authorize(signer(request), { env: request.body.env })
-      throw new NotImplementedError('manual backups')
+    { config: { auth: 'signed' }, schema: { summary: 'Take a manual backup (runs in the background)', body: backupBody, response: errors } },
+    async (request, reply) => {
+      const target = findTarget(deps.config, request.body.app, request.body.env)
+      deps.authenticator.authorize(signer(request), { env: target.env })
+      if (!target.envConfig.database) throw new NotFoundError(`${target.app}/${target.env} has no database to back up`)
+      const id = deps.backups.newId()
+      // The answer does not wait for pg_dump; the backup shows in GET /v1/backups once complete.
+      deps.backups.take(target, 'manual', { id }).catch(() => undefined)
+      return reply.code(202).send({ id })
     },
   )
 
-  app.get('/v1/backups', { config: { auth: 'token' }, schema: { summary: 'Backups with size, sha256, verified, pinned', response: errors } }, async () => {
-    throw new NotImplementedError('listing backups')
-  })
+  app.get('/v1/backups', { config: { auth: 'token' }, schema: { summary: 'Backups with size, sha256, verified, pinned', response: errors } }, async () => ({
+    backups: await deps.backups.list(),
+  }))
+
+  app.post<{ Params: IdParams }>(
+    '/v1/backups/:id/verify',
+    { config: { auth: 'signed' }, schema: { summary: 'Re-check a stored backup (sha256 and a full read)', params: backupIdParams, response: errors } },
+    async (request) => {
+      const owner = await deps.backups.ownerOf(request.params.id)
+      if (owner) deps.authenticator.authorize(signer(request), { env: owner.env })
+      return deps.backups.verify(request.params.id)
+    },
+  )
+
+  app.post<{ Params: AppEnvParams; Body: { dryRun?: boolean } }>(
+    '/v1/apps/:app/envs/:env/backups/prune',
+    { config: { auth: 'signed' }, schema: { summary: 'Apply (or with dryRun only show) the retention plan', params: appEnvParams, body: pruneBody, response: errors } },
+    async (request) => {
+      const target = findTarget(deps.config, request.params.app, request.params.env)
+      deps.authenticator.authorize(signer(request), { env: target.env })
+      return deps.backups.prune(target, { dryRun: request.body?.dryRun ?? false })
+    },
+  )
 
   app.post<{ Params: IdParams; Body: { confirm: string; app?: string; env?: string } }>(
     '/v1/backups/:id/restore',
     { config: { auth: 'signed' }, schema: { summary: 'Restore a backup (body repeats the id)', params: backupIdParams, body: restoreBody, response: errors } },
     async (request) => {
-      if (request.body.confirm !== request.params.id) {
-        throw new ValidationError(`body.confirm must repeat the backup id "${request.params.id}"`)
-      }
-      throw new NotImplementedError('restore')
+      const { id } = request.params
+      if (request.body.confirm !== id) throw new ValidationError(`body.confirm must repeat the backup id "${id}"`)
+      const owner = (await deps.backups.ownerOf(id)) ?? (request.body.env ? { env: request.body.env } : null)
+      // A legacy file without { app, env } restores into the only env with a database; the key must be allowed there.
+      const env = owner?.env ?? deps.backups.targets()[0]?.env
+      if (env) deps.authenticator.authorize(signer(request), { env })
+      return deps.backups.restore(id, { app: request.body.app, env: request.body.env })
     },
   )
 }

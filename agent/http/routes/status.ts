@@ -59,7 +59,7 @@ export function statusRoutes(app: FastifyInstance, deps: AppDeps): void {
             envs: Object.fromEntries(
               Object.keys(app.envs).map((envName) => {
                 const deploying = inFlight.find((d) => d.app === appName && d.env === envName)
-                return [envName, { live: deps.deployments.liveRelease(appName, envName), deploying: deploying ? { id: deploying.id, state: deploying.state } : null, lastBackup: null }]
+                return [envName, { live: deps.deployments.liveRelease(appName, envName), deploying: deploying ? { id: deploying.id, state: deploying.state } : null, lastBackup: deps.backups.lastBackup(appName, envName) }]
               }),
             ),
           },
