@@ -6,7 +6,7 @@ import { basename, join } from 'node:path'
 import { backupDir } from '../config/load.js'
 import type { Config } from '../config/schema.js'
 import { findTarget, type Target } from '../config/targets.js'
-import { NotFoundError, ValidationError } from '../errors.js'
+import { AgentError, NotFoundError, ValidationError } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import { BackupError } from './errors.js'
 import { listBackups, type AgentBackup, type BackupEntry } from './list.js'
@@ -24,6 +24,18 @@ export interface LastBackup {
   createdAt: string
   verified: boolean | null
 }
+
+/** A backup that failed: kept (the last few) so that whoever started it in the background can learn why. */
+export interface FailedBackup {
+  id: string | null
+  app: string
+  env: string
+  kind: BackupKind
+  at: string
+  error: { code: string; message: string }
+}
+
+const RECENT_FAILURES = 20
 
 export interface BackupEvents {
   /** A backup finished (verified or not) or failed. */
@@ -43,6 +55,7 @@ export class BackupService {
   readonly dir: string
   readonly locks = new BackupLocks()
   private readonly last = new Map<string, LastBackup>()
+  private readonly failed: FailedBackup[] = []
 
   constructor(private readonly o: BackupServiceOptions) {
     this.dir = backupDir(o.config)
@@ -66,6 +79,11 @@ export class BackupService {
         .filter(([, env]) => env.database)
         .map(([env]) => findTarget(this.o.config, app, env)),
     )
+  }
+
+  /** The most recent failed backups, newest first. */
+  recentFailures(): readonly FailedBackup[] {
+    return this.failed
   }
 
   lastBackup(app: string, env: string): LastBackup | null {
@@ -115,6 +133,9 @@ export class BackupService {
       return manifest
     } catch (err) {
       logger.error({ err }, 'backup failed')
+      const error = err instanceof AgentError ? { code: err.code, message: err.message } : { code: 'backup_failed', message: String(err) }
+      this.failed.unshift({ id: opts.id ?? null, app: target.app, env: target.env, kind, at: new Date().toISOString(), error })
+      this.failed.length = Math.min(this.failed.length, RECENT_FAILURES)
       this.o.onBackup?.({ target, kind, error: err, durationMs: Date.now() - started })
       throw err
     }

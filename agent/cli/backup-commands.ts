@@ -113,11 +113,19 @@ function describeBackup(b: BackupView): string {
  * Polls the list until backup `id` is there and settled: verified (either way), or reported by the status as the
  * env's last backup (an agent that does not verify). Returns what was last seen of it, and whether it settled.
  */
-async function waitForBackup(client: AgentClient, id: string, app: string, env: string, timeoutMs: number): Promise<{ backup: BackupView | null; settled: boolean }> {
+async function waitForBackup(
+  client: AgentClient,
+  id: string,
+  app: string,
+  env: string,
+  timeoutMs: number,
+): Promise<{ backup: BackupView | null; settled: boolean; error?: { code: string; message: string } }> {
   const deadline = Date.now() + timeoutMs
   let seen: BackupView | null = null
   for (;;) {
-    const { backups } = await client.get<{ backups: BackupView[] }>('/v1/backups')
+    const { backups, failures = [] } = await client.get<{ backups: BackupView[]; failures?: Array<{ id: string | null; error: { code: string; message: string } }> }>('/v1/backups')
+    const failure = failures.find((f) => f.id === id)
+    if (failure) return { backup: null, settled: true, error: failure.error }
     seen = backups.find((b) => !b.legacy && b.id === id) ?? null
     if (seen !== null) {
       if (seen.verified !== null) return { backup: seen, settled: true }
@@ -166,7 +174,13 @@ export function addBackupCommands(program: Command): void {
         else console.log(`${id}  ${app}/${env}  started (see \`deploy-agent backups --app ${app} --env ${env}\`)`)
         return
       }
-      const { backup, settled } = await waitForBackup(client, id, app, env, timeoutSec * 1000)
+      const { backup, settled, error } = await waitForBackup(client, id, app, env, timeoutSec * 1000)
+      if (error) {
+        if (opts.json) console.log(JSON.stringify({ id, ok: false, error }))
+        console.error(`error: backup ${id} of ${app}/${env} failed: ${error.code}: ${error.message}`)
+        process.exitCode = 1
+        return
+      }
       if (backup === null) {
         if (opts.json) console.log(JSON.stringify({ id, ok: false, error: 'not_listed' }))
         console.error(`error: backup ${id} of ${app}/${env} did not appear within ${timeoutSec} s: it failed or is still running (the agent's log says which)`)

@@ -11,7 +11,7 @@ import type { DeployCoordinator } from '../deploy/coordinator.js'
 import { buildApp } from '../http/app.js'
 import { CronJob } from '../schedule/nightly.js'
 import { createLogger, type Logger } from '../observability/logger.js'
-import { Metrics } from '../observability/metrics.js'
+import { Metrics, recordBackup } from '../observability/metrics.js'
 import { ensureDir } from '../store/files.js'
 import { StateStore } from '../store/index.js'
 import { VERSION } from '../version.js'
@@ -31,9 +31,11 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     deploys: { onTornLine: (info) => logger.warn({ line: info.line, tail: info.tail }, 'journal had a torn line (power cut?); it was skipped') },
   })
   let deployments: DeployCoordinator | undefined
+  const metrics = new Metrics()
   const backups = new BackupService({
     config,
     logger,
+    onBackup: (event) => recordBackup(metrics, event),
     keptReleases: async (target) => new Set((await deployments?.releases(target).catch(() => []))?.map((r) => r.release)),
   })
   // A backup dir that cannot be read fails only the backups, never the agent.
@@ -49,7 +51,6 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     lastRunAt: () => backups.lastNightlyAt(),
     logger,
   })
-  const metrics = new Metrics()
   const authenticator = new Authenticator({
     keyring,
     audience: config.audience,

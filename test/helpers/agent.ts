@@ -13,7 +13,7 @@ import { loadConfig } from '../../agent/config/load.js'
 import type { Config } from '../../agent/config/schema.js'
 import { buildApp } from '../../agent/http/app.js'
 import { createLogger } from '../../agent/observability/logger.js'
-import { Metrics } from '../../agent/observability/metrics.js'
+import { Metrics, recordBackup } from '../../agent/observability/metrics.js'
 import { BackupService } from '../../agent/backup/service.js'
 import type { Deployments } from '../../agent/deploy/coordinator.js'
 import type { Deploy, DeployStore } from '../../agent/store/deploys.js'
@@ -126,7 +126,7 @@ export async function buildTestAgent(
     onFailure: (reason) => metrics.authFailures.inc({ reason }),
   })
   const logger = createLogger({ level: 'silent' })
-  const backups = new BackupService({ config, logger })
+  const backups = new BackupService({ config, logger, onBackup: (event) => recordBackup(metrics, event) })
   await backups.open()
   const deployments = options.deployments ? await options.deployments(config, store.deploys, backups) : new RecordingDeployments()
   const app = await buildApp({ config, authenticator, deploys: store.deploys, deployments, backups, metrics, logger, version: '0.0.0-test', startedAt: new Date() })

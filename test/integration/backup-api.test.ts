@@ -64,6 +64,10 @@ t.test('Backups over HTTP on a real PostgreSQL', { skip: skipUnless(await pgAvai
   t.match(status.apps.shop.envs.production.lastBackup, { id, verified: true })
   t.equal(status.apps.shop.envs.staging.lastBackup, null)
 
+  const metrics = (await agent.app.inject({ url: '/metrics', headers: token })).body
+  t.match(metrics, /deploy_agent_backups_total\{app="shop",env="production",kind="manual",result="ok"\} 1/)
+  t.match(metrics, /deploy_agent_backup_last_success_timestamp_seconds\{app="shop",env="production"\} \d+/)
+
   const noDb = await signedInject(agent, { url: '/v1/backups', body: { app: 'shop', env: 'staging' } })
   t.equal(noDb.statusCode, 404, 'an env without a database has nothing to back up')
 

@@ -34,6 +34,7 @@ export function backupRoutes(app: FastifyInstance, deps: AppDeps): void {
 
   app.get('/v1/backups', { config: { auth: 'token' }, schema: { summary: 'Backups with size, sha256, verified, pinned', response: errors } }, async () => ({
     backups: await deps.backups.list(),
+    failures: deps.backups.recentFailures(),
   }))
 
   app.post<{ Params: IdParams }>(
