@@ -1,7 +1,8 @@
 // What the backup directory holds: complete backups (those with a valid manifest and their dump) and legacy
 // `backup_YYYYMMDD_HHMMSS.sql.gz` files, newest first. Partials, orphan dumps and unknown files are not backups.
-import { lstat, readdir } from 'node:fs/promises'
+import { lstat } from 'node:fs/promises'
 import { join } from 'node:path'
+import { listDir } from '../store/files.js'
 import { describe } from './errors.js'
 import { readManifest, type Manifest } from './manifest.js'
 import { parseBackupName, parseLegacyName } from './names.js'
@@ -33,13 +34,7 @@ export interface ListOptions {
 }
 
 export async function listBackups(dir: string, options: ListOptions = {}): Promise<BackupEntry[]> {
-  let entries: string[]
-  try {
-    entries = await readdir(dir)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
-    throw err
-  }
+  const entries = await listDir(dir)
   const backups: BackupEntry[] = []
   for (const entry of entries) {
     const name = parseBackupName(entry)

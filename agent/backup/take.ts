@@ -1,10 +1,10 @@
 // Taking a backup: pg_dump -Fc streamed through a hash into `<name>.dump.partial` → fsync → rename → fsync dir,
 // then the files archive the same way, then the manifest — written last, it is what makes the backup exist.
 // A failure removes this backup's own files and nothing else.
-import { readdir, rename, rm } from 'node:fs/promises'
+import { rename, rm } from 'node:fs/promises'
 import { isAbsolute, join, normalize } from 'node:path'
 import { ValidationError } from '../errors.js'
-import { ensureDir, fsyncDir } from '../store/files.js'
+import { ensureDir, fsyncDir, listDir } from '../store/files.js'
 import { BackupError, describe } from './errors.js'
 import { BackupLocks } from './lock.js'
 import { writeManifest, type ArchiveRecord, type Manifest } from './manifest.js'
@@ -146,13 +146,7 @@ function checkPaths(paths: readonly string[]): string[] {
  * Other files (legacy backups, anything unknown) are never touched. Returns the names removed.
  */
 export async function cleanPartials(dir: string, locks = new BackupLocks()): Promise<string[]> {
-  let entries: string[]
-  try {
-    entries = await readdir(dir)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
-    throw err
-  }
+  const entries = await listDir(dir)
   const present = new Set(entries)
   const removed: string[] = []
   for (const entry of entries) {

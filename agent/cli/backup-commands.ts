@@ -4,7 +4,7 @@
 // backup, so one that never appears within --timeout counts as failed (the agent's log says why).
 import { createInterface } from 'node:readline/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { CommanderError, type Command } from 'commander'
+import type { Command } from 'commander'
 import type { AgentClient } from './client.js'
 import { clientFrom, UsageError, withClientOptions, type ClientFlags } from './options.js'
 import { formatTable } from './table.js'
@@ -93,16 +93,6 @@ function parseTimeout(value: string): number {
   return Number(value)
 }
 
-/**
- * Commander's own parse errors (missing argument, unknown option) are usage errors: exit 2, as for UsageError.
- * Help and version still exit 0.
- */
-function usageExit(command: Command): Command {
-  return command.exitOverride((err: CommanderError) => {
-    process.exit(err.exitCode === 0 ? 0 : 2)
-  })
-}
-
 /** One line per backup for the human output of `backup`. */
 function describeBackup(b: BackupView): string {
   const verified = b.verified === null ? 'not verified' : b.verified.ok ? `verified (${b.verified.method})` : `verification FAILED: ${b.verified.reason ?? 'no reason given'}`
@@ -152,17 +142,15 @@ async function confirmOnTty(id: string, what: string): Promise<boolean> {
 }
 
 export function addBackupCommands(program: Command): void {
-  usageExit(
-    withClientOptions(
-      program
-        .command('backup')
-        .description('take a manual backup of an app env\'s database; waits until it is stored (and verified, when the agent verifies)')
-        .argument('<app>', 'app name from the agent config')
-        .argument('<env>', 'env of that app (one with a database)')
-        .option('--no-wait', 'return once the agent has accepted the backup (202), printing its id')
-        .option('--timeout <seconds>', `how long to wait for the backup to appear (default ${DEFAULT_TIMEOUT_SEC})`)
-        .option('--json', 'print JSON (the backup as listed; with --no-wait, { id })'),
-    ),
+  withClientOptions(
+    program
+      .command('backup')
+      .description('take a manual backup of an app env\'s database; waits until it is stored (and verified, when the agent verifies)')
+      .argument('<app>', 'app name from the agent config')
+      .argument('<env>', 'env of that app (one with a database)')
+      .option('--no-wait', 'return once the agent has accepted the backup (202), printing its id')
+      .option('--timeout <seconds>', `how long to wait for the backup to appear (default ${DEFAULT_TIMEOUT_SEC})`)
+      .option('--json', 'print JSON (the backup as listed; with --no-wait, { id })'),
   )
     .addHelpText('after', example('deploy-agent backup shop production', 'deploy-agent backup shop production --no-wait --json'))
     .action(async (app: string, env: string, opts: ClientFlags & { wait: boolean; timeout?: string }) => {
@@ -198,15 +186,13 @@ export function addBackupCommands(program: Command): void {
       }
     })
 
-  const backups = usageExit(
-    withClientOptions(
-      program
-        .command('backups')
-        .description('stored backups, newest first (needs the status token); subcommands verify and prune')
-        .option('--app <app>', 'only this app')
-        .option('--env <env>', 'only this env')
-        .option('--json', 'print JSON'),
-    ),
+  const backups = withClientOptions(
+    program
+      .command('backups')
+      .description('stored backups, newest first (needs the status token); subcommands verify and prune')
+      .option('--app <app>', 'only this app')
+      .option('--env <env>', 'only this env')
+      .option('--json', 'print JSON'),
   )
     // Options after `verify`/`prune` belong to them, not to the list.
     .enablePositionalOptions()
@@ -225,14 +211,12 @@ export function addBackupCommands(program: Command): void {
       console.log(formatTable(rows))
     })
 
-  usageExit(
-    withClientOptions(
-      backups
-        .command('verify')
-        .description('re-check a stored backup on the agent (sha256 and a full read); exit 0 only when it is sound')
-        .argument('<id>', 'backup id (or one of its file names)')
-        .option('--json', 'print JSON'),
-    ),
+  withClientOptions(
+    backups
+      .command('verify')
+      .description('re-check a stored backup on the agent (sha256 and a full read); exit 0 only when it is sound')
+      .argument('<id>', 'backup id (or one of its file names)')
+      .option('--json', 'print JSON'),
   )
     .addHelpText('after', example('deploy-agent backups verify 1a2b3c4d'))
     .action(async (id: string, opts: ClientFlags) => {
@@ -247,16 +231,14 @@ export function addBackupCommands(program: Command): void {
       }
     })
 
-  usageExit(
-    withClientOptions(
-      backups
-        .command('prune')
-        .description('apply the retention policy to an app env\'s backups; --dry-run only prints the plan')
-        .argument('<app>', 'app name from the agent config')
-        .argument('<env>', 'env of that app')
-        .option('--dry-run', 'print what would be kept and deleted; delete nothing')
-        .option('--json', 'print JSON'),
-    ),
+  withClientOptions(
+    backups
+      .command('prune')
+      .description('apply the retention policy to an app env\'s backups; --dry-run only prints the plan')
+      .argument('<app>', 'app name from the agent config')
+      .argument('<env>', 'env of that app')
+      .option('--dry-run', 'print what would be kept and deleted; delete nothing')
+      .option('--json', 'print JSON'),
   )
     .addHelpText('after', example('deploy-agent backups prune shop production --dry-run'))
     .action(async (app: string, env: string, opts: ClientFlags & { dryRun?: boolean }) => {
@@ -270,17 +252,15 @@ export function addBackupCommands(program: Command): void {
       if (opts.dryRun) console.log('(dry run: nothing was deleted)')
     })
 
-  usageExit(
-    withClientOptions(
-      program
-        .command('restore')
-        .description('restore a backup into its env\'s database: the agent verifies it, backs up the live database, restores beside it and swaps names')
-        .argument('<id>', 'backup id, one of its file names, or a legacy file name')
-        .option('--app <app>', 'for a legacy file: the app to restore into')
-        .option('--env <env>', 'for a legacy file: the env to restore into')
-        .option('-y, --yes', 'do not ask; required when stdin is not a terminal')
-        .option('--json', 'print JSON'),
-    ),
+  withClientOptions(
+    program
+      .command('restore')
+      .description('restore a backup into its env\'s database: the agent verifies it, backs up the live database, restores beside it and swaps names')
+      .argument('<id>', 'backup id, one of its file names, or a legacy file name')
+      .option('--app <app>', 'for a legacy file: the app to restore into')
+      .option('--env <env>', 'for a legacy file: the env to restore into')
+      .option('-y, --yes', 'do not ask; required when stdin is not a terminal')
+      .option('--json', 'print JSON'),
   )
     .addHelpText('after', example('deploy-agent restore 1a2b3c4d', 'deploy-agent restore backup_20240501_030000.sql.gz --app shop --env production --yes'))
     .action(async (id: string, opts: ClientFlags & { app?: string; env?: string; yes?: boolean }) => {

@@ -39,6 +39,8 @@ export function buildProgram(): Command {
     .description('Signed blue-green deploys and verified PostgreSQL backups for one server')
     .version(VERSION)
     .showHelpAfterError()
+    // Usage errors (a missing argument, an unknown option) exit 2 in every command; help and version exit 0.
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
 
   program
     .command('serve')

@@ -1,6 +1,6 @@
 // Durable file primitives for the state dir: a file is either its old content or its new content, never half.
 import { randomBytes } from 'node:crypto'
-import { mkdir, open, rename, rm } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, rm } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 
 /** Flushes a directory's entries (creations, renames) to disk. */
@@ -47,4 +47,14 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
     throw err
   }
   await fsyncDir(dir)
+}
+
+/** The names in `dir`; a directory that does not exist yet is empty. */
+export async function listDir(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw err
+  }
 }
