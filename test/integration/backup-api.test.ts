@@ -49,12 +49,10 @@ t.test('Backups over HTTP on a real PostgreSQL', { skip: skipUnless(await pgAvai
   const started = await signedInject(agent, { url: '/v1/backups', body: { app: 'shop', env: 'production' } })
   t.equal(started.statusCode, 202, started.body)
   const { id } = JSON.parse(started.body) as { id: string }
-  let backup: Record<string, unknown> | undefined
-  // Listed once its manifest is written; verification then records its result in the manifest.
-  for (let i = 0; i < 300 && !backup?.verified; i++) {
-    backup = (await list()).find((b) => b.id === id)
-    if (!backup?.verified) await new Promise((r) => setTimeout(r, 100))
-  }
+  // Done when the status reports it as the env's last backup (verified, metrics counted); it is listed earlier.
+  const lastBackup = async () => JSON.parse((await agent.app.inject({ url: '/v1/status', headers: token })).body).apps.shop.envs.production.lastBackup
+  for (let i = 0; i < 300 && (await lastBackup())?.id !== id; i++) await new Promise((r) => setTimeout(r, 100))
+  const backup = (await list()).find((b) => b.id === id)
   t.ok(backup, 'the manual backup is listed once complete')
   t.equal(backup?.kind, 'manual')
   t.match(backup?.verified, { ok: true, method: 'full' })
