@@ -36,7 +36,8 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     config,
     logger,
     onBackup: (event) => recordBackup(metrics, event),
-    keptReleases: async (target) => new Set((await deployments?.releases(target).catch(() => []))?.map((r) => r.release)),
+    // No catch: when the kept releases cannot be read (Docker down), retention fails rather than guess the pins.
+    keptReleases: async (target) => new Set(((await deployments?.releases(target)) ?? []).map((r) => r.release)),
   })
   // A backup dir that cannot be read fails only the backups, never the agent.
   await backups.open().catch((err) => logger.error({ err }, 'could not open the backup dir'))
@@ -74,11 +75,11 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
 
   const address = await app.listen({ host: config.listen.host, port: config.listen.port })
   logger.info({ address, version: VERSION, stateDir: config.stateDir, apps: Object.keys(config.apps) }, 'agent listening')
-  // Recovery runs after the agent listens, so it serves even when Docker is slow or down; new deploys wait for it.
   if (backups.targets().length > 0) {
     nightly.start()
     void nightly.catchUp().catch((err) => logger.error({ err }, 'nightly catch-up failed'))
   }
+  // Recovery runs after the agent listens, so it serves even when Docker is slow or down; new deploys wait for it.
   const recovery = deployments.recover().then(
     () => logger.info('start-up recovery done'),
     (err) => logger.error({ err }, 'start-up recovery failed; deploys may need attention'),
