@@ -451,7 +451,7 @@ async function deployWallTime(b: Bench): Promise<void> {
       `Script (bench/baseline-deploy.sh): spawn → exit of git archive | docker build - → docker rm of the idle port's container → docker run --network host --init → curl /healthz until 2 passes → rewrite upstream → nginx -t → nginx -s reload → sleep → docker stop old. ` +
       `Same settings both sides: health probe every ${HEALTH.intervalMs} ms, healthy after ${HEALTH.healthyAfter}; no migration, no smoke check; ${DRAIN_MS} ms between the reload and stopping the old release (agent drainMs, script sleep); agent observe.seconds 0 (one probe after the switch; the script has no observe step). ` +
       `Layer cache: every release has the same files and a new VERSION build arg; in the agent's build log ${cached} of ${steps} steps say "Using cache" (ARG and both COPYs after FROM); RUN echo $VERSION, CMD and the label steps after it are built. Classic builder both sides (DOCKER_BUILDKIT=0 for the script). ` +
-      `The agent passes 5 labels (app, env, release, commit, deploy) and Docker 20.10's classic builder turns each into its own LABEL step (one intermediate container each): median ${ms(median(labelMs))} of the agent's BUILDING; the script passes 1 label.`,
+      `Both pass one build label (the agent: the commit); Docker 20.10's classic builder makes a LABEL step per label: median ${ms(median(labelMs))} of the agent's BUILDING.`,
   )
   deployNotes.push(`Deploy phases, median ms — agent: ${phaseMedians(agentDeploys)}; script: ${scriptMedians(scriptMarks)}. All runs — agent: ${agentMs.map((x) => fmt(x)).join(', ')} ms; script: ${scriptMs.map((x) => fmt(x)).join(', ')} ms.`)
 }
