@@ -49,14 +49,24 @@ export async function takeBackup(options: TakeBackupOptions): Promise<Manifest> 
   const started = performance.now()
   const placed: string[] = []
   try {
-    const pgServerVersion = await serverVersion(conn)
     const pgEnv = toolEnv(conn)
-    const pgDumpVersion = await toolOutput([tools.pgDump, '--version'], pgEnv).catch((err) => {
-      throw new BackupError('backup_failed', 'pg_dump is not usable', describe(err))
-    })
+    // The versions only go into the manifest: looked up beside the dump, they add nothing to its time.
+    const versions = Promise.all([
+      serverVersion(conn),
+      toolOutput([tools.pgDump, '--version'], pgEnv).catch((err) => {
+        throw new BackupError('backup_failed', 'pg_dump is not usable', describe(err))
+      }),
+    ])
+    versions.catch(() => undefined) // awaited below, after the dump; not an unhandled rejection meanwhile
     const dumpFile = backupFileName(base, 'dump')
-    const dump = await capture(dir, dumpFile, [tools.pgDump, '--format=custom', '--no-password', `--dbname=${conn.url}`], pgEnv, { signal: options.signal })
+    const dump = await capture(dir, dumpFile, [tools.pgDump, '--format=custom', '--no-password', `--dbname=${conn.url}`], pgEnv, {
+      signal: options.signal,
+    }).catch(async (err: unknown) => {
+      // An unreachable server or a broken pg_dump is said more clearly by the lookups than by pg_dump's exit.
+      throw (await versions.then(() => null, (lookupError: unknown) => lookupError)) ?? err
+    })
     placed.push(join(dir, dumpFile))
+    const [pgServerVersion, pgDumpVersion] = await versions
 
     let files: ArchiveRecord | undefined
     if (archivePaths.length > 0) {
