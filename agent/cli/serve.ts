@@ -11,6 +11,7 @@ import type { DeployCoordinator } from '../deploy/coordinator.js'
 import { buildApp } from '../http/app.js'
 import { CronJob } from '../schedule/nightly.js'
 import { createLogger, type Logger } from '../observability/logger.js'
+import { Notifier } from '../notify/notifier.js'
 import { Metrics, recordBackup } from '../observability/metrics.js'
 import { ensureDir } from '../store/files.js'
 import { StateStore } from '../store/index.js'
@@ -20,6 +21,10 @@ export interface RunningAgent {
   app: FastifyInstance
   url: string
   close(): Promise<void>
+}
+
+function describeError(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
 }
 
 export async function startAgent(configPath: string, logger: Logger = createLogger()): Promise<RunningAgent> {
@@ -32,16 +37,20 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   })
   let deployments: DeployCoordinator | undefined
   const metrics = new Metrics()
+  const notifier = new Notifier(config.notify, logger)
   const backups = new BackupService({
     config,
     logger,
-    onBackup: (event) => recordBackup(metrics, event),
+    onBackup: (event) => {
+      recordBackup(metrics, event)
+      if (event.error) notifier.send({ event: 'backup.failed', app: event.target.app, env: event.target.env, reason: describeError(event.error) })
+    },
     // No catch: when the kept releases cannot be read (Docker down), retention fails rather than guess the pins.
     keptReleases: async (target) => new Set(((await deployments?.releases(target)) ?? []).map((r) => r.release)),
   })
   // A backup dir that cannot be read fails only the backups, never the agent.
   await backups.open().catch((err) => logger.error({ err }, 'could not open the backup dir'))
-  deployments = await assembleDeploys(config, store.deploys, logger, { backups })
+  deployments = await assembleDeploys(config, store.deploys, logger, { backups, notify: (notice) => notifier.send(notice) })
   const nightly = new CronJob({
     name: 'nightly-backups',
     expression: config.backups.schedule,
@@ -94,6 +103,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
       await recovery
       // A running deploy is let finish so it ends in a safe state rather than being cut mid-switch.
       await deployments?.idle()
+      await notifier.flush()
       await store.close()
     },
   }

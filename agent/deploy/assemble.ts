@@ -7,6 +7,7 @@ import type { Target } from '../config/targets.js'
 import { DockerEngine } from '../docker/engine.js'
 import { GitMirror } from '../git/mirror.js'
 import { TagLedger } from '../git/tag-ledger.js'
+import type { Notice } from '../notify/notifier.js'
 import type { Logger } from '../observability/logger.js'
 import { NginxUpstream, type UpstreamSwitch } from '../proxy/nginx.js'
 import type { DeployStore } from '../store/deploys.js'
@@ -18,6 +19,7 @@ export interface AssembleOptions {
   docker?: DockerEngine
   /** Takes the pre-deploy backups of envs with `backupBeforeDeploy`. */
   backups?: Pick<BackupService, 'take'>
+  notify?: (notice: Notice) => void
 }
 
 export async function assembleDeploys(config: Config, store: DeployStore, logger: Logger, options: AssembleOptions = {}): Promise<DeployCoordinator> {
@@ -61,6 +63,6 @@ export async function assembleDeploys(config: Config, store: DeployStore, logger
     backup: backups && (async (target, release) => (await backups.take(target, 'predeploy', { pinnedBy: release })).id),
     onLive: (target, live) => coordinator?.setLive(target, live),
   })
-  coordinator = new DeployCoordinator({ config, store, pipeline, runtime, docker, router, logger })
+  coordinator = new DeployCoordinator({ config, store, pipeline, runtime, docker, router, logger, notify: options.notify })
   return coordinator
 }

@@ -5,6 +5,7 @@ import type { Config } from '../config/schema.js'
 import { findTarget, type Target } from '../config/targets.js'
 import type { DockerEngine } from '../docker/engine.js'
 import { ConflictError, NotFoundError } from '../errors.js'
+import type { Notice } from '../notify/notifier.js'
 import type { Logger } from '../observability/logger.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 import type { Deploy, DeployStore, NewDeploy } from '../store/deploys.js'
@@ -36,6 +37,7 @@ export interface CoordinatorDeps {
   docker: DockerEngine
   router(target: Target): UpstreamSwitch
   logger: Logger
+  notify?: (notice: Notice) => void
 }
 
 const laneKey = (t: { app: string; env: string }) => `${t.app}/${t.env}`
@@ -219,8 +221,10 @@ export class DeployCoordinator implements Deployments {
 
   private start(target: Target, lane: Lane, deploy: Deploy): void {
     lane.runningId = deploy.id
+    this.deps.notify?.({ event: 'deploy.started', app: deploy.app, env: deploy.env, release: deploy.release, commit: deploy.commit, id: deploy.id })
     lane.running = this.deps.pipeline
       .run(deploy, target)
+      .then((done) => this.notifyFinished(done))
       .catch((err) => this.deps.logger.error({ err, deployId: deploy.id }, 'deploy lane failed'))
       .finally(() => {
         lane.runningId = null
@@ -229,6 +233,13 @@ export class DeployCoordinator implements Deployments {
         lane.waiting = null
         if (next) this.start(target, lane, next)
       })
+  }
+
+  private notifyFinished(done: Deploy): void {
+    const event = ({ SUCCEEDED: 'deploy.succeeded', FAILED: 'deploy.failed', ROLLED_BACK: 'deploy.rolled_back' } as const)[done.state as 'SUCCEEDED']
+    if (!event) return
+    const durationMs = done.finishedAt ? Date.parse(done.finishedAt) - Date.parse(done.createdAt) : undefined
+    this.deps.notify?.({ event, app: done.app, env: done.env, release: done.release, commit: done.commit, durationMs, reason: done.error?.message ?? null, id: done.id })
   }
 
   private async move(deploy: Deploy, state: DeployState, error?: { code: string; message: string }): Promise<Deploy> {

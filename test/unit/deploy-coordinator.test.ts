@@ -6,6 +6,7 @@ import { DeployCoordinator } from '../../agent/deploy/coordinator.js'
 import type { DockerEngine } from '../../agent/docker/engine.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import type { Runtime } from '../../agent/deploy/runtime.js'
+import type { Notice } from '../../agent/notify/notifier.js'
 import { DeployStore, type Deploy } from '../../agent/store/deploys.js'
 import { tempDir } from '../helpers/tmp.js'
 
@@ -45,7 +46,9 @@ async function setUp(t: Test) {
   const store = await DeployStore.open(dir)
   t.teardown(() => store.close())
   const pipeline = new ManualPipeline(store)
+  const notices: Notice[] = []
   const coordinator = new DeployCoordinator({
+    notify: (n) => notices.push(n),
     config,
     store,
     pipeline,
@@ -54,7 +57,7 @@ async function setUp(t: Test) {
     router: () => ({ currentPort: async () => null, switchTo: async () => ({ previousPort: null }) }),
     logger: createLogger({ level: 'silent' }),
   })
-  return { store, pipeline, coordinator }
+  return { store, pipeline, coordinator, notices }
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 20))
@@ -109,6 +112,19 @@ t.test('DeployCoordinator: approval holds a deploy; a newer one supersedes it; a
   t.same(store.get(newer.id)?.states.map((s) => s.state), ['QUEUED', 'AWAITING_APPROVAL', 'QUEUED', 'RESOLVING'])
   pipeline.finish(newer.id)
   await coordinator.idle()
+})
+
+t.test('DeployCoordinator: a deploy is notified when it starts and when it ends, with the reason', async (t) => {
+  const { pipeline, coordinator, notices } = await setUp(t)
+  const deploy = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
+  await tick()
+  pipeline.finish(deploy.id)
+  await coordinator.idle()
+  t.match(notices, [
+    { event: 'deploy.started', app: 'web', env: 'staging', id: deploy.id },
+    { event: 'deploy.failed', app: 'web', env: 'staging', id: deploy.id, reason: 'ended by the test' },
+  ])
+  t.type(notices[1]?.durationMs, 'number')
 })
 
 t.test('DeployCoordinator: unknown app or env is 404', async (t) => {
