@@ -8,14 +8,21 @@ export function pgUrl (db = 'postgres'): string {
   return `postgres://postgres:postgres@${HOST}/${db}`
 }
 
-async function withAdmin<T> (fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: pgUrl(), connectionTimeoutMillis: 5_000 })
+async function withClient<T> (db: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: pgUrl(db), connectionTimeoutMillis: 5_000 })
   await client.connect()
   try {
     return await fn(client)
   } finally {
     await client.end()
   }
+}
+
+const withAdmin = <T> (fn: (client: pg.Client) => Promise<T>): Promise<T> => withClient('postgres', fn)
+
+/** The rows of `sql` run in `db`, on a fresh connection each time (a restore ends the sessions it may end). */
+export async function query<R extends pg.QueryResultRow = Record<string, unknown>> (db: string, sql: string): Promise<R[]> {
+  return withClient(db, async (client) => (await client.query<R>(sql)).rows)
 }
 
 /** True when the test PostgreSQL server accepts the postgres superuser. */

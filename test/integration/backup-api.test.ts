@@ -2,31 +2,20 @@
 // status, re-verification, the retention dry run, and a restore that brings the old rows back.
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import pg from 'pg'
 import t from 'tap'
 import { buildTestAgent, signedInject, type TestAgent } from '../helpers/agent.js'
 import { skipUnless } from '../helpers/engines.js'
-import { createTempDatabase, pgAvailable, pgUrl } from '../helpers/pg.js'
+import { createTempDatabase, pgAvailable, query } from '../helpers/pg.js'
 import { tempDir } from '../helpers/tmp.js'
-
-async function sql(url: string, text: string): Promise<pg.QueryResult> {
-  const client = new pg.Client({ connectionString: url })
-  await client.connect()
-  try {
-    return await client.query(text)
-  } finally {
-    await client.end()
-  }
-}
 
 t.test('Backups over HTTP on a real PostgreSQL', { skip: skipUnless(await pgAvailable(), 'postgresql') }, async (t) => {
   const dir = await tempDir(t)
   const db = await createTempDatabase(t)
-  await sql(db.url, 'CREATE TABLE notes (id int primary key, body text); INSERT INTO notes VALUES (1, $$first$$), (2, $$second$$)')
+  await query(db.name, 'CREATE TABLE notes (id int primary key, body text); INSERT INTO notes VALUES (1, $$first$$), (2, $$second$$)')
   await writeFile(join(dir, 'db.password'), 'postgres\n')
   t.teardown(async () => {
-    const left = await sql(pgUrl(), `SELECT datname FROM pg_database WHERE datname LIKE '${db.name}\\_%'`)
-    for (const row of left.rows) await sql(pgUrl(), `DROP DATABASE IF EXISTS ${row.datname} WITH (FORCE)`)
+    const left = await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db.name}\\_%'`)
+    for (const row of left) await query('postgres', `DROP DATABASE IF EXISTS ${row.datname} WITH (FORCE)`)
   })
   const agent: TestAgent = await buildTestAgent(dir, {
     extra: {
@@ -77,7 +66,7 @@ t.test('Backups over HTTP on a real PostgreSQL', { skip: skipUnless(await pgAvai
   t.equal(plan.statusCode, 200, plan.body)
   t.match(JSON.parse(plan.body).text, new RegExp(`keep\\s+${id}`))
 
-  await sql(db.url, 'DELETE FROM notes WHERE id = 1; INSERT INTO notes VALUES (3, $$after the backup$$)')
+  await query(db.name, 'DELETE FROM notes WHERE id = 1; INSERT INTO notes VALUES (3, $$after the backup$$)')
   const mismatch = await signedInject(agent, { url: `/v1/backups/${id}/restore`, body: { confirm: 'deadbeef' } })
   t.equal(mismatch.statusCode, 400, 'the body must repeat the id')
   const traversal = await signedInject(agent, { url: '/v1/backups/..%2F..%2Fetc%2Fpasswd/restore', body: { confirm: '../../etc/passwd' } })
@@ -91,9 +80,9 @@ t.test('Backups over HTTP on a real PostgreSQL', { skip: skipUnless(await pgAvai
   t.equal(result.database, db.name)
   t.equal(result.prerestore.kind, 'prerestore')
   t.equal(result.prerestore.pinnedBy, `restore:${id}`)
-  const rows = await sql(db.url, 'SELECT id, body FROM notes ORDER BY id')
-  t.same(rows.rows, [{ id: 1, body: 'first' }, { id: 2, body: 'second' }], 'the rows of the backup are back')
-  const old = await sql(pgUrl(result.oldDatabase), 'SELECT count(*)::int AS n FROM notes')
-  t.equal(old.rows[0].n, 2, 'the replaced database is kept under its old name')
+  const rows = await query(db.name, 'SELECT id, body FROM notes ORDER BY id')
+  t.same(rows, [{ id: 1, body: 'first' }, { id: 2, body: 'second' }], 'the rows of the backup are back')
+  const old = await query<{ n: number }>(result.oldDatabase, 'SELECT count(*)::int AS n FROM notes')
+  t.equal(old[0]?.n, 2, 'the replaced database is kept under its old name')
   t.ok((await list()).some((b) => b.kind === 'prerestore'), 'the pre-restore backup is listed')
 })

@@ -2,25 +2,15 @@ import { spawn } from 'node:child_process'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { gzipSync } from 'node:zlib'
-import pg from 'pg'
 import t, { type Test } from 'tap'
 import { BackupLocks, listBackups, takeBackup, type Manifest } from '../../agent/backup/index.js'
 import { skipUnless } from '../helpers/engines.js'
-import { createTempDatabase, pgAvailable, pgUrl } from '../helpers/pg.js'
+import { createTempDatabase, pgAvailable, pgUrl, query } from '../helpers/pg.js'
 import { tempDir } from '../helpers/tmp.js'
 
 const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
 const SCRIPT = resolve(import.meta.dirname, '../../scripts/restore_postgresql_backup.sh')
 
-async function query<R extends pg.QueryResultRow = Record<string, unknown>>(db: string, sql: string): Promise<R[]> {
-  const client = new pg.Client({ connectionString: pgUrl(db) })
-  await client.connect()
-  try {
-    return (await client.query<R>(sql)).rows
-  } finally {
-    await client.end()
-  }
-}
 
 /** Runs the script with `args`, `input` on stdin; never rejects. */
 function script(args: string[], env: Record<string, string>, input = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {

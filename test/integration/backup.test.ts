@@ -12,7 +12,7 @@ import {
 } from '../../agent/backup/index.js'
 import { matchesRecord } from '../../agent/backup/verify.js'
 import { skipUnless } from '../helpers/engines.js'
-import { createTempDatabase, pgAvailable, pgUrl } from '../helpers/pg.js'
+import { createTempDatabase, pgAvailable, pgUrl, query } from '../helpers/pg.js'
 import { tempDir } from '../helpers/tmp.js'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
@@ -29,15 +29,6 @@ const SEED = `
   CREATE TABLE empty_table (x int);
 `
 
-async function query<R extends pg.QueryResultRow = Record<string, unknown>>(db: string, sql: string): Promise<R[]> {
-  const client = new pg.Client({ connectionString: pgUrl(db) })
-  await client.connect()
-  try {
-    return (await client.query<R>(sql)).rows
-  } finally {
-    await client.end()
-  }
-}
 
 /** The URL without its password, the password apart: the way the agent passes them. */
 const target = (db: string): DatabaseTarget => ({ url: `postgres://postgres@127.0.0.1:5432/${db}`, password: 'postgres' })

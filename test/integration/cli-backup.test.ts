@@ -3,28 +3,17 @@
 // without a terminal, a path instead of an id) and a backup of an env whose database is unreachable.
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import pg from 'pg'
 import t from 'tap'
 import { stringify } from 'yaml'
 import { AUDIENCE, testConfigDocument, writeTestKeys } from '../helpers/agent.js'
 import { runCli, startServe } from '../helpers/cli.js'
 import { skipUnless } from '../helpers/engines.js'
-import { createTempDatabase, pgAvailable, pgUrl } from '../helpers/pg.js'
+import { createTempDatabase, pgAvailable, pgUrl, query } from '../helpers/pg.js'
 import { freePorts } from '../helpers/ports.js'
 import { tempDir } from '../helpers/tmp.js'
 
 const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
 
-async function query<R extends pg.QueryResultRow = Record<string, unknown>>(db: string, sql: string): Promise<R[]> {
-  // A fresh connection each time: the restore ends the sessions of its role on the live database.
-  const client = new pg.Client({ connectionString: pgUrl(db) })
-  await client.connect()
-  try {
-    return (await client.query<R>(sql)).rows
-  } finally {
-    await client.end()
-  }
-}
 
 const rows = async (db: string): Promise<string[]> => (await query<{ row: string }>(db, "SELECT id || ':' || name AS row FROM items ORDER BY id")).map((r) => r.row)
 const databasesLike = async (prefix: string): Promise<string[]> =>
