@@ -20,7 +20,7 @@ import type { Manifest } from '../agent/backup/manifest.js'
 import { connectionOf, toolEnv } from '../agent/backup/pg.js'
 import { takeBackup } from '../agent/backup/take.js'
 import { verifyBackup } from '../agent/backup/verify.js'
-import { pgAvailable, pgUrl } from '../test/helpers/pg.js'
+import { pgAvailable, pgUrl, withClient } from '../test/helpers/pg.js'
 import { fmt, formatRows, type Row } from './lib.js'
 
 const run = promisify(execFile)
@@ -44,16 +44,6 @@ const median = (xs: number[]) => {
 }
 const mb = (kb: number) => kb / 1024
 const list = (xs: number[], unit: string) => `${xs.map((x) => fmt(x)).join(', ')} ${unit}`
-
-async function withClient<T>(db: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: pgUrl(db), connectionTimeoutMillis: 5_000 })
-  await client.connect()
-  try {
-    return await fn(client)
-  } finally {
-    await client.end()
-  }
-}
 
 async function databaseSize(): Promise<number> {
   return withClient('postgres', async (c) => Number((await c.query<{ s: string }>('SELECT pg_database_size($1) AS s', [DB])).rows[0]?.s))

@@ -8,7 +8,8 @@ export function pgUrl (db = 'postgres'): string {
   return `postgres://postgres:postgres@${HOST}/${db}`
 }
 
-async function withClient<T> (db: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+/** Runs `fn` with a fresh superuser connection to `db`, closed afterwards. */
+export async function withClient<T> (db: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: pgUrl(db), connectionTimeoutMillis: 5_000 })
   await client.connect()
   try {

@@ -1,24 +1,6 @@
-import { createServer } from 'node:http'
 import t from 'tap'
 import { HealthError, isAbortError, observe, probeHttp, type Clock } from '../../agent/health/index.js'
-
-interface Scripted { url: string, hits: () => number }
-
-// A loopback server answering its n-th request with script[n] (the last entry repeats); 'hang' never answers.
-async function scripted (t: { teardown: (fn: () => unknown) => void }, script: Array<number | 'hang'>): Promise<Scripted> {
-  let n = 0
-  const server = createServer((_req, res) => {
-    const step = script[Math.min(n++, script.length - 1)]
-    if (step === 'hang' || step === undefined) return
-    res.statusCode = step
-    res.end()
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.closeAllConnections(); server.close() })
-  const address = server.address()
-  if (address === null || typeof address === 'string') throw new Error('no TCP address')
-  return { url: `http://127.0.0.1:${address.port}/`, hits: () => n }
-}
+import { scripted } from '../helpers/scripted-server.js'
 
 // The first fetch of a process loads its HTTP client: take that time outside the timed windows below.
 await probeHttp('http://127.0.0.1:1/', 100)

@@ -1,25 +1,9 @@
-import { createServer } from 'node:http'
 import t from 'tap'
 import { HealthError, isAbortError, waitHealthy, type Clock, type DockerHealth } from '../../agent/health/index.js'
 import { freePort } from '../helpers/ports.js'
+import { scripted as scriptedAt } from '../helpers/scripted-server.js'
 
-interface Scripted { url: string, hits: () => number }
-
-// A loopback server answering its n-th request with script[n] (the last entry repeats); 'hang' never answers.
-async function scripted (t: { teardown: (fn: () => unknown) => void }, script: Array<number | 'hang'>): Promise<Scripted> {
-  let n = 0
-  const server = createServer((_req, res) => {
-    const step = script[Math.min(n++, script.length - 1)]
-    if (step === 'hang' || step === undefined) return
-    res.statusCode = step
-    res.end()
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.closeAllConnections(); server.close() })
-  const address = server.address()
-  if (address === null || typeof address === 'string') throw new Error('no TCP address')
-  return { url: `http://127.0.0.1:${address.port}/healthz`, hits: () => n }
-}
+const scripted = (t: { teardown: (fn: () => unknown) => void }, script: Array<number | 'hang'>) => scriptedAt(t, script, '/healthz')
 
 const fast = { intervalMs: 5, timeoutMs: 500, deadlineMs: 5000 }
 
