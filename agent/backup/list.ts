@@ -36,12 +36,16 @@ export interface ListOptions {
 export async function listBackups(dir: string, options: ListOptions = {}): Promise<BackupEntry[]> {
   const entries = await listDir(dir)
   const backups: BackupEntry[] = []
+  // Names carry whole seconds; two backups of the same second are told apart by when their file was written.
+  const writtenAt = new Map<string, number>()
   for (const entry of entries) {
     const name = parseBackupName(entry)
     if (name !== null && name.part === 'manifest' && entry.endsWith('.manifest.json')) {
       try {
         const manifest = await readManifest(dir, entry)
-        if ((await fileSize(join(dir, manifest.file))) === null) throw new Error(`its dump ${manifest.file} is missing`)
+        const dump = await fileInfo(join(dir, manifest.file))
+        if (dump === null) throw new Error(`its dump ${manifest.file} is missing`)
+        writtenAt.set(manifest.id, dump.mtimeMs)
         backups.push({ ...manifest, legacy: false })
       } catch (err) {
         options.onSkip?.(entry, describe(err))
@@ -50,8 +54,10 @@ export async function listBackups(dir: string, options: ListOptions = {}): Promi
     }
     const legacy = parseLegacyName(entry)
     if (legacy === null) continue
-    const bytes = await fileSize(join(dir, entry))
-    if (bytes === null) continue
+    const info = await fileInfo(join(dir, entry))
+    if (info === null) continue
+    writtenAt.set(entry, info.mtimeMs)
+    const bytes = info.size
     backups.push({
       id: entry,
       legacy: true,
@@ -66,14 +72,17 @@ export async function listBackups(dir: string, options: ListOptions = {}): Promi
       pinnedBy: null,
     })
   }
-  return backups.sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
+  const written = (b: BackupEntry) => writtenAt.get(b.id) ?? 0
+  return backups.sort(
+    (a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt) || written(b) - written(a) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0),
+  )
 }
 
 /** The size of a regular file (not a symlink), or null. */
-async function fileSize(path: string): Promise<number | null> {
+async function fileInfo(path: string): Promise<{ size: number; mtimeMs: number } | null> {
   try {
     const info = await lstat(path)
-    return info.isFile() ? info.size : null
+    return info.isFile() ? { size: info.size, mtimeMs: info.mtimeMs } : null
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
     throw err
