@@ -11,7 +11,8 @@ import type { UpstreamSwitch } from '../proxy/nginx.js'
 import type { Deploy, DeployStore, NewDeploy } from '../store/deploys.js'
 import type { DeployPipeline, LiveRelease } from './pipeline.js'
 import { envImages, envLabels, LABEL, type Runtime } from './runtime.js'
-import { isTerminal, nextState, type DeployState } from './states.js'
+import type { DeployState } from './states.js'
+import { moveDeploy } from './transition.js'
 
 interface Lane {
   running: Promise<unknown> | null
@@ -242,10 +243,7 @@ export class DeployCoordinator implements Deployments {
     this.deps.notify?.({ event, app: done.app, env: done.env, release: done.release, commit: done.commit, durationMs, reason: done.error?.message ?? null, id: done.id })
   }
 
-  private async move(deploy: Deploy, state: DeployState, error?: { code: string; message: string }): Promise<Deploy> {
-    nextState(deploy.state, state)
-    const moved = await this.deps.store.transition(deploy.id, state, { error, terminal: isTerminal(state) })
-    this.deps.logger.info({ app: deploy.app, env: deploy.env, deployId: deploy.id, state, was: deploy.state }, 'deploy state')
-    return moved
+  private move(deploy: Deploy, state: DeployState, error?: { code: string; message: string }): Promise<Deploy> {
+    return moveDeploy(this.deps.store, this.deps.logger, deploy, state, { error })
   }
 }

@@ -14,7 +14,8 @@ import type { Instance, Runtime } from './runtime.js'
 import { envImages, imageTag, LABEL } from './runtime.js'
 import { planPrune } from './prune.js'
 import { describePlan, planRecovery } from './recovery.js'
-import { isTerminal, nextState, type DeployState } from './states.js'
+import { isTerminal, type DeployState } from './states.js'
+import { moveDeploy } from './transition.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 
 export class DeployFailure extends AgentError {
@@ -61,11 +62,7 @@ class DeployRun {
   ) {}
 
   async move(state: DeployState, patch: { error?: { code: string; message: string }; commit?: string; release?: string; details?: DeployDetails } = {}): Promise<void> {
-    const was = this.deploy.state
-    nextState(was, state)
-    this.deploy = await this.deps.store.transition(this.deploy.id, state, { ...patch, terminal: isTerminal(state) })
-    this.logger.info({ state, was, ...(patch.error && { error: patch.error }) }, 'deploy state')
-    await this.log({ event: 'state', state, was, ...(patch.error && { error: patch.error }) })
+    this.deploy = await moveDeploy(this.deps.store, this.deps.logger, this.deploy, state, patch)
   }
 
   async log(line: Record<string, unknown>): Promise<void> {
