@@ -1,0 +1,148 @@
+// A real agent process (`deploy-agent serve`) deploying the sample app behind a private nginx, driven over HTTP the
+// way CI drives it: for tests that kill or break things under a deploy and then look at what is left.
+import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import type { Test } from 'tap'
+import { stringify } from 'yaml'
+import { signRequest } from '../../agent/auth/canonical.js'
+import type { Deploy } from '../../agent/store/deploys.js'
+import { AUDIENCE, ed25519Key, testConfigDocument, writeTestKeys, type TestKeys } from './agent.js'
+import { startServe, type ServeProcess } from './cli.js'
+import { removeAppFromDocker } from './docker.js'
+import type { NginxInstance } from './nginx.js'
+import { freePorts } from './ports.js'
+import { envBehindNginx, makeSampleRepo, sampleAppConfig, servedVersion } from './sample-app.js'
+import { tempDir } from './tmp.js'
+
+const run = promisify(execFile)
+
+export interface AgentRigOptions {
+  /** Keys of the sample app's config replaced as a whole (health, observe, migrate…). */
+  app?: Record<string, unknown>
+  /** Keys of the env's config (beside ref, ports, proxy). */
+  env?: Record<string, unknown>
+  /** Keys of the proxy config (drainMs…). */
+  proxy?: Record<string, unknown>
+  /** Top-level config keys (stateDir, backups, notify…). */
+  config?: (dir: string) => Record<string, unknown>
+  /** `unix:///…` of a private Docker engine: the agent and the rig's docker CLI calls use it. */
+  dockerHost?: string
+  /** The repo to deploy from (default: the sample repo with SAMPLE_TAGS). */
+  repo?: (dir: string) => Promise<string>
+}
+
+export interface AgentRig {
+  app: string
+  env: string
+  dir: string
+  url: string
+  keys: TestKeys
+  nginx: NginxInstance
+  upstreamFile: string
+  configPath: string
+  agent(): ServeProcess
+  /** SIGKILLs the agent (or sends `signal`) and starts a new one on the same config and state dir. */
+  restart(signal?: NodeJS.Signals): Promise<void>
+  startDeploy(ref: string): Promise<string>
+  getDeploy(id: string): Promise<Deploy>
+  /** Polls the deploy every 20 ms until `done` says so; throws after `timeoutMs`. */
+  waitFor(id: string, done: (d: Deploy) => boolean | Promise<boolean>, timeoutMs?: number): Promise<Deploy>
+  waitFinished(id: string, timeoutMs?: number): Promise<Deploy>
+  /** What nginx serves at /version. */
+  served(): Promise<string>
+  upstream(): Promise<string>
+  /** `<state> <role> <release> <port> <deploy id>` of every container of the app. */
+  containers(): Promise<string[]>
+  /** The live release /v1/status reports. */
+  statusLive(): Promise<string | null>
+  /** Runs the docker CLI against the rig's engine. */
+  docker(args: string[]): Promise<string>
+}
+
+export const DEPLOY_ENV = 'production'
+
+/** Starts the rig; everything it made is removed in `t`'s teardown. */
+export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Promise<AgentRig> {
+  const app = `rig-${randomBytes(3).toString('hex')}`
+  const env = DEPLOY_ENV
+  const dir = await tempDir(t)
+  const keys = await writeTestKeys(dir)
+  const repoPath = options.repo ? await options.repo(dir) : (await makeSampleRepo(join(dir, 'repo'))).path
+  const [agentPort] = (await freePorts(1)) as [number]
+  const production = await envBehindNginx(t, dir, env, options.env ?? {})
+  Object.assign(production.env.proxy, options.proxy ?? {})
+  const dockerEnv = options.dockerHost ? { DOCKER_HOST: options.dockerHost } : {}
+  const docker = async (args: string[]): Promise<string> =>
+    (await run('docker', [...(options.dockerHost ? ['-H', options.dockerHost] : []), ...args], { timeout: 60_000 })).stdout
+  if (!options.dockerHost) t.teardown(() => removeAppFromDocker(app))
+  const configPath = join(dir, 'agent.yaml')
+  await writeFile(
+    configPath,
+    stringify({
+      ...testConfigDocument(dir),
+      listen: { host: '127.0.0.1', port: agentPort },
+      ...options.config?.(dir),
+      apps: { [app]: sampleAppConfig(repoPath, { [env]: production.env }, options.app ?? {}) },
+    }),
+  )
+  const url = `http://127.0.0.1:${agentPort}`
+  let agent = await startServe(configPath, url, dockerEnv)
+  t.teardown(() => agent.stop('SIGKILL'))
+  const statusHeaders = { authorization: `Bearer ${keys.statusToken}` }
+
+  const getDeploy = async (id: string): Promise<Deploy> => {
+    const res = await fetch(`${url}/v1/deploys/${id}`, { headers: statusHeaders })
+    if (!res.ok) throw new Error(`GET deploy ${id}: ${res.status} ${await res.text()}`)
+    return (await res.json()) as Deploy
+  }
+  const waitFor = async (id: string, done: (d: Deploy) => boolean | Promise<boolean>, timeoutMs = 90_000): Promise<Deploy> => {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const d = await getDeploy(id)
+      if (await done(d)) return d
+      if (Date.now() > deadline) throw new Error(`deploy ${id} stuck in ${d.state}`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+  return {
+    app,
+    env,
+    dir,
+    url,
+    keys,
+    nginx: production.nginx,
+    upstreamFile: production.env.proxy.upstreamFile,
+    configPath,
+    agent: () => agent,
+    restart: async (signal = 'SIGKILL') => {
+      await agent.stop(signal)
+      agent = await startServe(configPath, url, dockerEnv)
+    },
+    startDeploy: async (ref) => {
+      const path = `/v1/apps/${app}/envs/${env}/deploys`
+      const body = JSON.stringify({ ref })
+      const headers = signRequest({ keyId: 'ci', key: ed25519Key(keys), audience: AUDIENCE, method: 'POST', path, body })
+      const res = await fetch(`${url}${path}`, { method: 'POST', body, headers: { ...headers, 'content-type': 'application/json' } })
+      if (res.status !== 202) throw new Error(`deploy ${ref}: ${res.status} ${await res.text()}`)
+      return ((await res.json()) as { id: string }).id
+    },
+    getDeploy,
+    waitFor,
+    waitFinished: (id, timeoutMs) => waitFor(id, (d) => d.finishedAt !== null, timeoutMs),
+    served: () => servedVersion(production.nginx),
+    upstream: () => readFile(production.env.proxy.upstreamFile, 'utf8'),
+    containers: async () => {
+      const format = '{{.State}} {{.Label "deploy-agent.role"}} {{.Label "deploy-agent.release"}} {{.Label "deploy-agent.port"}} {{.Label "deploy-agent.deploy"}}'
+      return (await docker(['ps', '--all', '--filter', `label=deploy-agent.app=${app}`, '--format', format])).split('\n').filter(Boolean)
+    },
+    statusLive: async () => {
+      const res = await fetch(`${url}/v1/status`, { headers: statusHeaders })
+      const status = (await res.json()) as { apps: Record<string, { envs: Record<string, { live: { release: string } | null }> }> }
+      return status.apps[app]?.envs[env]?.live?.release ?? null
+    },
+    docker,
+  }
+}
