@@ -63,6 +63,8 @@ export interface AgentRig {
 }
 
 export const DEPLOY_ENV = 'production'
+/** A restart under a loaded CI box (tsx compiling the agent) can take longer than startServe's default. */
+const READY_TIMEOUT_MS = 60_000
 
 /** Starts the rig; everything it made is removed in `t`'s teardown. */
 export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Promise<AgentRig> {
@@ -89,7 +91,7 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
     }),
   )
   const url = `http://127.0.0.1:${agentPort}`
-  let agent = await startServe(configPath, url, dockerEnv)
+  let agent = await startServe(configPath, url, dockerEnv, READY_TIMEOUT_MS)
   t.teardown(() => agent.stop('SIGKILL'))
   const statusHeaders = { authorization: `Bearer ${keys.statusToken}` }
 
@@ -119,7 +121,7 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
     agent: () => agent,
     restart: async (signal = 'SIGKILL') => {
       await agent.stop(signal)
-      agent = await startServe(configPath, url, dockerEnv)
+      agent = await startServe(configPath, url, dockerEnv, READY_TIMEOUT_MS)
     },
     startDeploy: async (ref) => {
       const path = `/v1/apps/${app}/envs/${env}/deploys`

@@ -35,14 +35,14 @@ export interface ServeProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>
 }
 
-/** Starts `deploy-agent serve` and waits until /healthz answers at `url`. */
-export async function startServe(configPath: string, url: string, env: NodeJS.ProcessEnv = {}): Promise<ServeProcess> {
+/** Starts `deploy-agent serve` and waits until /healthz answers at `url` (20 s unless `readyTimeoutMs` says). */
+export async function startServe(configPath: string, url: string, env: NodeJS.ProcessEnv = {}, readyTimeoutMs = 20_000): Promise<ServeProcess> {
   const child = spawn(process.execPath, [BIN, 'serve', '--config', configPath], { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout?.on('data', (d) => (output += d))
   child.stderr?.on('data', (d) => (output += d))
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-  const deadline = Date.now() + 20_000
+  const deadline = Date.now() + readyTimeoutMs
   for (;;) {
     if (child.exitCode !== null) throw new Error(`serve exited with ${child.exitCode}:\n${output}`)
     const ok = await fetch(`${url}/healthz`).then(
@@ -52,7 +52,7 @@ export async function startServe(configPath: string, url: string, env: NodeJS.Pr
     if (ok) break
     if (Date.now() > deadline) {
       child.kill('SIGKILL')
-      throw new Error(`serve did not answer /healthz in 20 s:\n${output}`)
+      throw new Error(`serve did not answer /healthz in ${readyTimeoutMs / 1000} s:\n${output}`)
     }
     await new Promise((r) => setTimeout(r, 50))
   }
