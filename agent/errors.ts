@@ -46,3 +46,16 @@ export class ConfigError extends AgentError {
     super('invalid_config', 500, `invalid config:\n  ${problems.join('\n  ')}`)
   }
 }
+
+/** A write that found the disk full: said as such to the API (507) and in a deploy's error. */
+export class DiskFullError extends AgentError {
+  constructor(message: string) {
+    super('disk_full', 507, message)
+  }
+}
+
+/** The DiskFullError for an ENOSPC from the file system, else null. */
+export function asDiskFull(err: unknown): DiskFullError | null {
+  const e = err as NodeJS.ErrnoException | null
+  return e?.code === 'ENOSPC' ? new DiskFullError(`the disk is full: ${e.message}`) : null
+}

@@ -4,8 +4,8 @@
 import { readFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Target } from '../config/targets.js'
-import { AgentError, ConflictError, NotFoundError } from '../errors.js'
-import { observe, runSmoke, waitHealthy, joinUrl } from '../health/index.js'
+import { AgentError, asDiskFull, ConflictError, NotFoundError } from '../errors.js'
+import { observe, runSmoke, waitHealthy, joinUrl, type ObserveOutcome } from '../health/index.js'
 import type { Logger } from '../observability/logger.js'
 import type { Deploy, DeployDetails, DeployStore } from '../store/deploys.js'
 import { readEnvFile } from './envfile.js'
@@ -55,6 +55,10 @@ export function releaseName(kind: 'branch' | 'tag', ref: string, commit: string)
 
 /** One running deploy: its record, its log, and the only way it changes state. */
 class DeployRun {
+  /** Set once nginx routes to the candidate: from then on, failing means rolling back, never discarding it. */
+  switched = false
+  private noteFailed = false
+
   constructor(
     private readonly deps: PipelineDeps,
     public deploy: Deploy,
@@ -68,9 +72,20 @@ class DeployRun {
   async log(line: Record<string, unknown>): Promise<void> {
     await this.deps.store.appendLog(this.deploy.id, { at: new Date().toISOString(), ...line })
   }
+
+  /** A log line nobody waits for (build output, probes): a write that fails (a full disk) is reported once, never thrown. */
+  note(line: Record<string, unknown>): void {
+    this.log(line).catch((err: unknown) => {
+      if (this.noteFailed) return
+      this.noteFailed = true
+      this.logger.warn({ err }, 'could not write the deploy log; its lines are dropped')
+    })
+  }
 }
 
 function asFailure(err: unknown, fallbackCode: string): { code: string; message: string } {
+  const full = asDiskFull(err)
+  if (full) return { code: full.code, message: full.message }
   if (err instanceof AgentError) return { code: err.code, message: err.message }
   return { code: fallbackCode, message: err instanceof Error ? err.message : String(err) }
 }
@@ -115,7 +130,8 @@ export class DeployPipeline {
       await this.verify(run, target, candidate)
       await this.switchAndObserve(run, target, candidate, plan.live)
     } catch (err) {
-      if (isTerminal(run.deploy.state) || run.deploy.state === 'ROLLING_BACK') throw err
+      // After the switch the candidate serves: only a journal that cannot be written gets here, and recovery settles it.
+      if (isTerminal(run.deploy.state) || run.deploy.state === 'ROLLING_BACK' || run.switched) throw err
       const failure = asFailure(err, 'deploy_failed')
       run.logger.warn({ err }, 'deploy failed before the switch; the live release is untouched')
       if (candidate) await this.discard(run, candidate)
@@ -171,7 +187,7 @@ export class DeployPipeline {
       timeoutMs: build.timeoutSec * 1000,
       onLine: (line) => {
         lines.push(line)
-        void run.log({ event: 'build', line })
+        run.note({ event: 'build', line })
       },
     })
     await run.log({ event: 'build', image: tag, lines: lines.length })
@@ -197,7 +213,7 @@ export class DeployPipeline {
       env: await this.appEnvironment(target),
       labels: { [LABEL.app]: target.app, [LABEL.env]: target.env, [LABEL.deploy]: run.deploy.id, [LABEL.role]: 'migrate' },
       timeoutMs: migrate.timeoutSec * 1000,
-      onLine: (line) => void run.log({ event: 'migrate', line }),
+      onLine: (line) => run.note({ event: 'migrate', line }),
     })
     if (result.timedOut) throw new DeployFailure('migration_timeout', `migration ran past ${migrate.timeoutSec} s and was killed; last lines:\n${result.logTail.join('\n')}`)
     if (result.exitCode !== 0) throw new DeployFailure('migration_failed', `migration exited with ${result.exitCode}; last lines:\n${result.logTail.join('\n')}`)
@@ -245,7 +261,7 @@ export class DeployPipeline {
         deadlineMs: health.deadlineSec * 1000,
         dockerHealth: () => this.deps.runtime.engineHealth(instance),
         containerRunning: () => this.deps.runtime.isAlive(instance),
-        onResult: (r) => void run.log({ event: 'health', port: instance.port, ok: r.ok, status: r.status, error: r.error, streak: r.streak }),
+        onResult: (r) => run.note({ event: 'health', port: instance.port, ok: r.ok, status: r.status, error: r.error, streak: r.streak }),
       })
       if (smoke.length > 0) {
         const results = await runSmoke(base, smoke, health.timeoutMs)
@@ -270,21 +286,31 @@ export class DeployPipeline {
       await run.move('ROLLED_BACK')
       return
     }
-    await run.log({ event: 'switched', port: candidate.port })
-    if (previous) await this.retireAfterDrain(run, target, previous)
-    await run.move('OBSERVING')
-    const { observe: window, health } = target.appConfig
-    const outcome = await observe({
-      url: joinUrl(`http://127.0.0.1:${candidate.port}`, health.path),
-      seconds: window.seconds,
-      intervalMs: window.intervalMs,
-      timeoutMs: health.timeoutMs,
-      maxFailures: window.maxFailures,
-      containerAlive: () => this.deps.runtime.isAlive(candidate),
-      onResult: (r) => {
-        if (!r.ok) void run.log({ event: 'observe', ok: false, status: r.status, error: r.error, failures: r.failures })
-      },
-    })
+    run.switched = true
+    // From here nginx routes to the candidate: whatever fails (Docker, the disk, a probe), it is never discarded as
+    // a failure before the switch would be; it is observed, and rolled back from like any release that went bad.
+    let outcome: ObserveOutcome
+    try {
+      await run.log({ event: 'switched', port: candidate.port })
+      if (previous) await this.retireAfterDrain(run, target, previous)
+      await run.move('OBSERVING')
+      const { observe: window, health } = target.appConfig
+      outcome = await observe({
+        url: joinUrl(`http://127.0.0.1:${candidate.port}`, health.path),
+        seconds: window.seconds,
+        intervalMs: window.intervalMs,
+        timeoutMs: health.timeoutMs,
+        maxFailures: window.maxFailures,
+        // An engine that does not answer (dockerd restarting) says nothing about the app: the probes decide.
+        containerAlive: () => this.deps.runtime.isAlive(candidate).catch(() => true),
+        onResult: (r) => {
+          if (!r.ok) run.note({ event: 'observe', ok: false, status: r.status, error: r.error, failures: r.failures })
+        },
+      })
+    } catch (err) {
+      run.logger.error({ err }, 'observing the new release failed')
+      outcome = { healthy: false, reason: `observing the new release failed: ${asFailure(err, 'observe_failed').message}` }
+    }
     if (outcome.healthy) {
       await this.finishLive(run, target, candidate)
       return

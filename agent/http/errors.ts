@@ -1,7 +1,7 @@
 // One error handler: AgentErrors keep their code and status; fastify's own errors (validation, content type,
 // body size) are mapped to stable codes; anything else is a logged 500 that reveals nothing.
 import type { FastifyError, FastifyInstance } from 'fastify'
-import { AgentError } from '../errors.js'
+import { AgentError, asDiskFull } from '../errors.js'
 import { TooManyFailuresError } from '../auth/authenticator.js'
 
 export interface ErrorBody {
@@ -57,6 +57,8 @@ export function registerErrorHandling(app: FastifyInstance): void {
       return reply.code(err.statusCode).send({ error: { code: 'bad_request', message: err.message } } satisfies ErrorBody)
     }
     request.log.error({ err }, 'unexpected error')
+    const full = asDiskFull(err)
+    if (full) return reply.code(full.statusCode).send({ error: { code: full.code, message: full.message } } satisfies ErrorBody)
     return reply.code(500).send({ error: { code: 'internal', message: 'internal error; see the agent log' } } satisfies ErrorBody)
   })
   app.setNotFoundHandler((request, reply) =>
