@@ -10,6 +10,8 @@ import { skipUnless } from '../helpers/engines.js'
 import { SAMPLE_TAGS } from '../helpers/sample-app.js'
 
 const ROUNDS = 3
+// Eighteen kills and restarts take longer than the suite's default ten minutes on a loaded box.
+t.setTimeout(30 * 60_000)
 
 t.test('Engine fault: SIGKILL of the agent in each deploy state, three times each', { skip: skipUnless(await dockerAvailable(), 'docker') }, async (t) => {
   await ensureBaseImage()

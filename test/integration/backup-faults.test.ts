@@ -11,6 +11,7 @@ import {
   BackupLocks, listBackups, lockFileName, restoreBackup, takeBackup, verifyBackup, type DatabaseTarget, type Manifest, type RestoreOptions
 } from '../../agent/backup/index.js'
 import { matchesRecord } from '../../agent/backup/verify.js'
+import { canMountTmpfs } from '../helpers/disk.js'
 import { skipUnless } from '../helpers/engines.js'
 import { createTempDatabase, pgAvailable, pgUrl, query } from '../helpers/pg.js'
 import { tempDir } from '../helpers/tmp.js'
@@ -20,19 +21,6 @@ type Teardown = { teardown: (fn: () => unknown) => void }
 const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
 const run = promisify(execFile)
 
-/** Whether this process may mount a tmpfs (root, outside a locked-down container): the disk-full test needs it. */
-async function canMountTmpfs(): Promise<boolean> {
-  const probe = await mkdtemp(join(tmpdir(), 'deploy-agent-probe-'))
-  try {
-    await run('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', probe])
-    await run('umount', [probe])
-    return true
-  } catch {
-    return false
-  } finally {
-    await rm(probe, { recursive: true, force: true })
-  }
-}
 const mountSkip = skip !== false ? skip : (await canMountTmpfs()) ? false : 'mounting a tmpfs is not permitted here'
 
 
