@@ -87,8 +87,16 @@ class GitExit extends SimpleGitError {
 }
 
 const STDERR_LIMIT = 64 * 1024
-/** git's last stderr line is the one that says what went wrong ("fatal: …"). */
-const lastLine = (text: string) => text.trim().split('\n').at(-1) ?? ''
+/**
+ * git's last stderr line is the one that says what went wrong ("fatal: …"), except when the disk is full: then the
+ * cause is an earlier line ("… No space left on device") and the last one only says that unpacking failed.
+ */
+export const failureLine = (text: string) => {
+  const lines = text.trim().split('\n')
+  const full = lines.find((line) => /No space left on device/i.test(line))
+  const last = lines.at(-1) ?? ''
+  return full !== undefined && full !== last ? `${last} (${full.trim()})` : last
+}
 
 export class GitMirror {
   readonly url: string
@@ -156,7 +164,7 @@ export class GitMirror {
 
   #fetchFailed(stderr: string): GitError {
     const clean = redactCredentials(stderr.trim())
-    return new GitError('git_fetch_failed', `fetching ${this.safeUrl} failed: ${lastLine(clean) || 'git gave no reason'}`, clean)
+    return new GitError('git_fetch_failed', `fetching ${this.safeUrl} failed: ${failureLine(clean) || 'git gave no reason'}`, clean)
   }
 
   /** The commit `refs/tags/<tag>` peels to. Throws `invalid_ref` (400) or `ref_not_found` (404). */
@@ -257,7 +265,7 @@ export class GitMirror {
         }
         return
       }
-      fail(lastLine(redactCredentials(stderr)) || `git exited with ${code === null ? `signal ${signal}` : `code ${code}`}`)
+      fail(failureLine(redactCredentials(stderr)) || `git exited with ${code === null ? `signal ${signal}` : `code ${code}`}`)
     })
     out.once('close', () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
@@ -275,7 +283,7 @@ export class GitMirror {
 
   #failed(command: string, run: GitRun): GitError {
     const clean = redactCredentials(run.stderr.trim())
-    return new GitError('git_failed', `git ${command} failed in ${this.dir}: ${lastLine(clean) || `exit code ${run.exitCode}`}`, clean)
+    return new GitError('git_failed', `git ${command} failed in ${this.dir}: ${failureLine(clean) || `exit code ${run.exitCode}`}`, clean)
   }
 
   async #exists(): Promise<boolean> {
