@@ -17,6 +17,9 @@ import { ensureDir } from '../store/files.js'
 import { StateStore } from '../store/index.js'
 import { VERSION } from '../version.js'
 
+/** How often the agent checks that every env's live release still runs. */
+const KEEP_LIVE_EVERY_MS = 5_000
+
 export interface RunningAgent {
   app: FastifyInstance
   url: string
@@ -93,10 +96,22 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     () => logger.info('start-up recovery done'),
     (err) => logger.error({ err }, 'start-up recovery failed; deploys may need attention'),
   )
+  // Keeps the live releases running across a dockerd restart; an engine that does not answer is tried again later.
+  let keeping = false
+  const keeper = setInterval(() => {
+    if (keeping) return
+    keeping = true
+    deployments
+      ?.reviveStoppedLive()
+      .catch((err) => logger.debug({ err }, 'could not check the live releases'))
+      .finally(() => (keeping = false))
+  }, KEEP_LIVE_EVERY_MS)
+  keeper.unref()
   return {
     app,
     url: address,
     close: async () => {
+      clearInterval(keeper)
       process.off('SIGHUP', onHangup)
       await app.close()
       await nightly.stop()

@@ -184,6 +184,26 @@ export class DeployCoordinator implements Deployments {
     }
   }
 
+  /**
+   * Starts an env's live release again when it is found stopped while no deploy runs there: a dockerd restarted
+   * without live-restore stops the containers that outlived it, and after a crash it does not always start them again
+   * whatever their restart policy. Only the release the agent knows is live (its deploy and port) is started.
+   */
+  async reviveStoppedLive(): Promise<void> {
+    await this.recovered.catch(() => undefined)
+    for (const [app, appConfig] of Object.entries(this.deps.config.apps)) {
+      for (const env of Object.keys(appConfig.envs)) {
+        const target = findTarget(this.deps.config, app, env)
+        const live = this.liveRelease(app, env)
+        if (!target.envConfig.proxy || !live || this.lane(target).runningId) continue
+        const stopped = (await this.deps.runtime.instances(target)).find((i) => i.deployId === live.deployId && i.port === live.port && !i.running)
+        if (!stopped || (await this.deps.router(target).currentPort()) !== stopped.port || this.lane(target).runningId) continue
+        await this.deps.runtime.revive(stopped)
+        this.deps.logger.warn({ app, env, container: stopped.id, release: stopped.release }, 'the live release was found stopped (dockerd restarted?); started it again')
+      }
+    }
+  }
+
   private lane(target: Target): Lane {
     const key = laneKey(target)
     let lane = this.lanes.get(key)
