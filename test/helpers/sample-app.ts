@@ -107,3 +107,6 @@ export async function servedVersion(nginx: NginxInstance): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${nginx.port}/version`)
   return (await res.text()).trim()
 }
+
+/** The files of one sample release (Dockerfile, web root, /migrate.sh), for repos with releases of a test's own. */
+export const sampleReleaseFiles = release
