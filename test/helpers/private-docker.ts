@@ -82,7 +82,9 @@ export async function startPrivateDockerd(t: { teardown: (fn: () => unknown) => 
         // already gone
       }
     }
-    await run('umount', ['--recursive', '--lazy', join(root, 'data')]).catch(() => undefined)
+    // Layers under the data root, the network namespace file under the exec root.
+    for (const sub of ['data', 'exec']) await run('umount', ['--recursive', '--lazy', join(root, sub)]).catch(() => undefined)
+    await run('umount', ['--lazy', join(root, 'exec', 'netns', 'default')]).catch(() => undefined)
     await rm(root, { recursive: true, force: true }).catch(() => undefined)
   })
   await start()
