@@ -102,7 +102,10 @@ export class DeployPipeline {
       else await this.deployRelease(run, target)
     } catch (err) {
       run.logger.error({ err }, 'deploy crashed')
-      if (!isTerminal(run.deploy.state)) await run.move('FAILED', { error: asFailure(err, 'internal') }).catch(() => undefined)
+      if (!isTerminal(run.deploy.state)) {
+        // A journal that cannot be written (a full disk) keeps the last state it took; start-up recovery settles it.
+        await run.move('FAILED', { error: asFailure(err, 'internal') }).catch((moveErr: unknown) => run.logger.error({ err: moveErr }, 'could not record the deploy as FAILED'))
+      }
     }
     run.logger.info({ state: run.deploy.state }, 'deploy finished')
     return run.deploy
