@@ -12,7 +12,7 @@ import type { Deploy, DeployStore, NewDeploy } from '../store/deploys.js'
 import type { DeployPipeline, LiveRelease } from './pipeline.js'
 import { envImages, envLabels, LABEL, type Runtime } from './runtime.js'
 import type { DeployState } from './states.js'
-import { moveDeploy } from './transition.js'
+import { moveDeploy, type DeployListener } from './transition.js'
 
 interface Lane {
   running: Promise<unknown> | null
@@ -39,6 +39,8 @@ export interface CoordinatorDeps {
   router(target: Target): UpstreamSwitch
   logger: Logger
   notify?: (notice: Notice) => void
+  /** Hears every state change (metrics, error reporting). */
+  onDeployEvent?: DeployListener
 }
 
 const laneKey = (t: { app: string; env: string }) => `${t.app}/${t.env}`
@@ -123,6 +125,13 @@ export class DeployCoordinator implements Deployments {
       live: live?.release === img.release,
       wasLive: live?.release === img.release || served.has(img.release),
     }))
+  }
+
+  /** Each configured env's waiting deploys and live release, read by the metrics at every scrape. */
+  envSnapshot(): Array<{ app: string; env: string; queued: number; live: LiveRelease | null }> {
+    return Object.entries(this.deps.config.apps).flatMap(([app, appConfig]) =>
+      Object.keys(appConfig.envs).map((env) => ({ app, env, queued: this.lanes.get(laneKey({ app, env }))?.waiting ? 1 : 0, live: this.liveRelease(app, env) })),
+    )
   }
 
   /** Resolves when no deploy runs (for a graceful stop). */
@@ -244,6 +253,6 @@ export class DeployCoordinator implements Deployments {
   }
 
   private move(deploy: Deploy, state: DeployState, error?: { code: string; message: string }): Promise<Deploy> {
-    return moveDeploy(this.deps.store, this.deps.logger, deploy, state, { error })
+    return moveDeploy(this.deps, deploy, state, { error })
   }
 }

@@ -15,7 +15,7 @@ import { envImages, imageTag, LABEL } from './runtime.js'
 import { planPrune } from './prune.js'
 import { describePlan, planRecovery } from './recovery.js'
 import { isTerminal, type DeployState } from './states.js'
-import { moveDeploy } from './transition.js'
+import { announce, moveDeploy, type DeployListener } from './transition.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 
 export class DeployFailure extends AgentError {
@@ -43,6 +43,8 @@ export interface PipelineDeps {
   /** Takes a verified pre-deploy backup pinned to the release and answers its id. */
   backup?: (target: Target, release: string) => Promise<string>
   onLive?: (target: Target, live: LiveRelease) => void
+  /** Hears every state change and failed health probe (metrics, error reporting). */
+  onDeployEvent?: DeployListener
 }
 
 /** The longest the old release waits for the proxy's old workers (long requests, websockets) before it stops. */
@@ -62,7 +64,11 @@ class DeployRun {
   ) {}
 
   async move(state: DeployState, patch: { error?: { code: string; message: string }; commit?: string; release?: string; details?: DeployDetails } = {}): Promise<void> {
-    this.deploy = await moveDeploy(this.deps.store, this.deps.logger, this.deploy, state, patch)
+    this.deploy = await moveDeploy(this.deps, this.deploy, state, patch)
+  }
+
+  probeFailed(): void {
+    announce(this.deps, { type: 'probe_failed', deploy: this.deploy, phase: this.deploy.state })
   }
 
   async log(line: Record<string, unknown>): Promise<void> {
@@ -245,7 +251,10 @@ export class DeployPipeline {
         deadlineMs: health.deadlineSec * 1000,
         dockerHealth: () => this.deps.runtime.engineHealth(instance),
         containerRunning: () => this.deps.runtime.isAlive(instance),
-        onResult: (r) => void run.log({ event: 'health', port: instance.port, ok: r.ok, status: r.status, error: r.error, streak: r.streak }),
+        onResult: (r) => {
+          if (!r.ok) run.probeFailed()
+          void run.log({ event: 'health', port: instance.port, ok: r.ok, status: r.status, error: r.error, streak: r.streak })
+        },
       })
       if (smoke.length > 0) {
         const results = await runSmoke(base, smoke, health.timeoutMs)
@@ -282,7 +291,9 @@ export class DeployPipeline {
       maxFailures: window.maxFailures,
       containerAlive: () => this.deps.runtime.isAlive(candidate),
       onResult: (r) => {
-        if (!r.ok) void run.log({ event: 'observe', ok: false, status: r.status, error: r.error, failures: r.failures })
+        if (r.ok) return
+        run.probeFailed()
+        void run.log({ event: 'observe', ok: false, status: r.status, error: r.error, failures: r.failures })
       },
     })
     if (outcome.healthy) {

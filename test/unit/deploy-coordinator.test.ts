@@ -6,6 +6,7 @@ import { DeployCoordinator } from '../../agent/deploy/coordinator.js'
 import type { DockerEngine } from '../../agent/docker/engine.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import type { Runtime } from '../../agent/deploy/runtime.js'
+import type { DeployEvent } from '../../agent/deploy/transition.js'
 import type { Notice } from '../../agent/notify/notifier.js'
 import { DeployStore, type Deploy } from '../../agent/store/deploys.js'
 import { tempDir } from '../helpers/tmp.js'
@@ -47,8 +48,10 @@ async function setUp(t: Test) {
   t.teardown(() => store.close())
   const pipeline = new ManualPipeline(store)
   const notices: Notice[] = []
+  const events: DeployEvent[] = []
   const coordinator = new DeployCoordinator({
     notify: (n) => notices.push(n),
+    onDeployEvent: (e) => events.push(e),
     config,
     store,
     pipeline,
@@ -57,7 +60,7 @@ async function setUp(t: Test) {
     router: () => ({ currentPort: async () => null, switchTo: async () => ({ previousPort: null }) }),
     logger: createLogger({ level: 'silent' }),
   })
-  return { store, pipeline, coordinator, notices }
+  return { store, pipeline, coordinator, notices, events }
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 20))
@@ -131,4 +134,24 @@ t.test('DeployCoordinator: unknown app or env is 404', async (t) => {
   const { coordinator } = await setUp(t)
   await t.rejects(coordinator.request({ app: 'nope', env: 'staging', ref: 'main' }), { code: 'not_found' })
   await t.rejects(coordinator.request({ app: 'web', env: 'qa', ref: 'main' }), { code: 'not_found' })
+})
+
+t.test('DeployCoordinator: envSnapshot shows the waiting deploy per env; the listener hears the coordinator\'s own moves', async (t) => {
+  const { store, pipeline, coordinator, events } = await setUp(t)
+  const first = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
+  const second = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
+  const third = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
+  await tick()
+  const queued = (env: string) => coordinator.envSnapshot().find((e) => e.env === env)?.queued
+  t.same(coordinator.envSnapshot().map((e) => e.env).sort(), ['production', 'staging', 'strict'], 'every configured env, busy or not')
+  t.equal(queued('staging'), 1, 'one waits behind the running one')
+  t.equal(queued('production'), 0)
+  const cancelled = events.find((e) => e.type === 'state' && e.deploy.id === second.id)
+  t.match(cancelled, { type: 'state', was: 'QUEUED', deploy: { state: 'CANCELLED', error: { code: 'superseded' } } }, 'the superseded deploy is announced')
+  pipeline.finish(first.id)
+  // The next run registers its finisher only after its first transition is on disk.
+  while (store.get(third.id)?.state !== 'RESOLVING') await tick()
+  t.equal(queued('staging'), 0, 'the waiting one runs now')
+  pipeline.finish(third.id)
+  await coordinator.idle()
 })
