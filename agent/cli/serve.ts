@@ -12,7 +12,7 @@ import { buildApp } from '../http/app.js'
 import { CronJob } from '../schedule/nightly.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { Notifier } from '../notify/notifier.js'
-import { Metrics, recordBackup } from '../observability/metrics.js'
+import { Metrics, recordBackup, recordDeploy } from '../observability/metrics.js'
 import { ensureDir } from '../store/files.js'
 import { StateStore } from '../store/index.js'
 import { VERSION } from '../version.js'
@@ -50,7 +50,12 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   })
   // A backup dir that cannot be read fails only the backups, never the agent.
   await backups.open().catch((err) => logger.error({ err }, 'could not open the backup dir'))
-  deployments = await assembleDeploys(config, store.deploys, logger, { backups, notify: (notice) => notifier.send(notice) })
+  deployments = await assembleDeploys(config, store.deploys, logger, {
+    backups,
+    notify: (notice) => notifier.send(notice),
+    onDeployEvent: (event) => recordDeploy(metrics, event),
+  })
+  metrics.watchEnvs(() => deployments?.envSnapshot() ?? [])
   const nightly = new CronJob({
     name: 'nightly-backups',
     expression: config.backups.schedule,
