@@ -13,6 +13,7 @@ import { CronJob } from '../schedule/nightly.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { Notifier } from '../notify/notifier.js'
 import { Metrics, recordBackup, recordDeploy } from '../observability/metrics.js'
+import { backupReport, createErrorReporter, deployReport, type ErrorReport } from '../observability/sentry.js'
 import { ensureDir } from '../store/files.js'
 import { StateStore } from '../store/index.js'
 import { VERSION } from '../version.js'
@@ -38,11 +39,16 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   let deployments: DeployCoordinator | undefined
   const metrics = new Metrics()
   const notifier = new Notifier(config.notify, logger)
+  const reporter = createErrorReporter(config, logger, VERSION)
+  const report = (found: ErrorReport | null) => {
+    if (found) reporter.capture(found.err, found.tags)
+  }
   const backups = new BackupService({
     config,
     logger,
     onBackup: (event) => {
       recordBackup(metrics, event)
+      report(backupReport(event, deployments?.liveRelease(event.target.app, event.target.env)?.release ?? null))
       if (event.error) notifier.send({ event: 'backup.failed', app: event.target.app, env: event.target.env, reason: describeError(event.error) })
     },
     // No catch: when the kept releases cannot be read (Docker down), retention fails rather than guess the pins.
@@ -53,7 +59,10 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   deployments = await assembleDeploys(config, store.deploys, logger, {
     backups,
     notify: (notice) => notifier.send(notice),
-    onDeployEvent: (event) => recordDeploy(metrics, event),
+    onDeployEvent: (event) => {
+      recordDeploy(metrics, event)
+      report(deployReport(event))
+    },
   })
   metrics.watchEnvs(() => deployments?.envSnapshot() ?? [])
   const nightly = new CronJob({
@@ -109,6 +118,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
       // A running deploy is let finish so it ends in a safe state rather than being cut mid-switch.
       await deployments?.idle()
       await notifier.flush()
+      await reporter.close()
       await store.close()
     },
   }
