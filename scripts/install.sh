@@ -63,7 +63,7 @@ note() {
 root_args=()
 [ -z "$root" ] || root_args=(--root "$root")
 in_file() { awk -F: -v name="$1" '$1 == name { found = 1 } END { exit !found }' "$root/etc/$2"; }
-id_of() { awk -F: -v name="$1" '$1 == name { print $3 }' "$root/etc/$2"; }
+field_of() { awk -F: -v name="$1" -v n="$3" '$1 == name { print $n }' "$root/etc/$2"; }
 
 echo "$me: user"
 if ! in_file docker group; then
@@ -79,8 +79,9 @@ elif ! awk -F: -v u="$user" '$1 == "docker" { n = split($4, m, ","); for (i = 1;
   usermod "${root_args[@]}" --append --groups docker "$user"
   note "added $user to group docker"
 fi
-uid=$(id_of "$user" passwd)
-gid=$(id_of "$user" group)
+uid=$(field_of "$user" passwd 3)
+gid=$(field_of "$user" passwd 4) # its primary group, whatever its name
+[ -n "$uid" ] && [ -n "$gid" ] || die "cannot find user $user in $root/etc/passwd after creating it"
 
 # --- directories --------------------------------------------------------------------------------------------------
 # make_dir PATH MODE OWNER GROUP: creates it or corrects its mode and owner (numeric: the user may live only in ROOT).
