@@ -26,6 +26,16 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Cli
   })
 }
 
+/** Runs `bash <script> ...args` (a script of scripts/ as CI or an operator would) to completion; never throws. */
+export function runBashScript(script: string, args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 120_000): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile('bash', [script, ...args], { env: childEnv(env), timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0
+      resolve({ code, stdout, stderr })
+    })
+  })
+}
+
 export interface ServeProcess {
   child: ChildProcess
   url: string
