@@ -62,6 +62,14 @@ async function setUp(t: Test) {
 
 const tick = () => new Promise((r) => setTimeout(r, 20))
 
+/** Waits until `done()` holds (no fixed delay: the journal's fsyncs are slow on a loaded machine). */
+async function until(done: () => boolean, what: string): Promise<void> {
+  for (let i = 0; !done(); i++) {
+    if (i > 1000) throw new Error(`timed out waiting until ${what}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
 t.test('DeployCoordinator: one runs, one waits, a newer request replaces the waiting one', async (t) => {
   const { store, pipeline, coordinator } = await setUp(t)
   const first = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
@@ -131,4 +139,47 @@ t.test('DeployCoordinator: unknown app or env is 404', async (t) => {
   const { coordinator } = await setUp(t)
   await t.rejects(coordinator.request({ app: 'nope', env: 'staging', ref: 'main' }), { code: 'not_found' })
   await t.rejects(coordinator.request({ app: 'web', env: 'qa', ref: 'main' }), { code: 'not_found' })
+})
+
+// Regression (load fault, 1000 concurrent requests): place() cleared the waiting slot, awaited the cancellation of
+// the replaced deploy, then took the slot — a request placed during that await was overwritten, neither run nor
+// cancelled, and stayed QUEUED for ever (410 of 1000 in the fault run).
+t.test('DeployCoordinator: concurrent requests under queue: replace leave exactly one waiting, the rest cancelled', async (t) => {
+  const { store, pipeline, coordinator } = await setUp(t)
+  const first = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
+  const flood = await Promise.all(Array.from({ length: 50 }, () => coordinator.request({ app: 'web', env: 'staging', ref: 'main' })))
+  const states = flood.map((d) => store.get(d.id)?.state)
+  t.equal(states.filter((s) => s === 'QUEUED').length, 1, 'exactly one waits')
+  t.equal(states.filter((s) => s === 'CANCELLED').length, 49, 'every other one is superseded')
+  const waiting = flood.find((d) => store.get(d.id)?.state === 'QUEUED') as Deploy
+  await until(() => store.get(first.id)?.state === 'RESOLVING', 'it runs')
+  pipeline.finish(first.id)
+  await until(() => pipeline.started.length === 2, 'the next deploy starts')
+  t.same(pipeline.started, [first.id, waiting.id], 'the one waiting runs next')
+  await until(() => store.get(waiting.id)?.state === 'RESOLVING', 'it runs')
+  pipeline.finish(waiting.id)
+  await coordinator.idle()
+  t.same(store.unfinished(), [], 'no deploy is left unfinished')
+})
+
+// Regression: refuseIfBusy checked the lane before awaiting the journal write, so concurrent requests to a free
+// `queue: reject` lane all passed the check; the first ran and the others were queued and superseded.
+t.test('DeployCoordinator: concurrent requests under queue: reject start one and refuse the rest with 409', async (t) => {
+  const { store, pipeline, coordinator } = await setUp(t)
+  const answers = await Promise.allSettled(Array.from({ length: 20 }, () => coordinator.request({ app: 'web', env: 'strict', ref: 'main' })))
+  const accepted = answers.filter((a): a is PromiseFulfilledResult<Deploy> => a.status === 'fulfilled').map((a) => a.value)
+  const refused = answers.filter((a): a is PromiseRejectedResult => a.status === 'rejected').map((a) => (a.reason as { code: string }).code)
+  t.equal(accepted.length, 1, 'one request is accepted')
+  t.same(refused, Array(19).fill('deploy_in_progress'), 'the others are refused with deploy_in_progress')
+  t.equal(store.list({ env: 'strict' }).length, 1, 'a refused request leaves no deploy record')
+  t.same(pipeline.started, [accepted[0]?.id])
+  await until(() => store.get(accepted[0]?.id as string)?.state === 'RESOLVING', 'it runs')
+  pipeline.finish(accepted[0]?.id as string)
+  await coordinator.idle()
+  const again = await coordinator.request({ app: 'web', env: 'strict', ref: 'main' })
+  t.equal(again.state, 'QUEUED', 'the lane is free again afterwards')
+  await until(() => pipeline.started.length === 2, 'the new deploy starts')
+  await until(() => store.get(again.id)?.state === 'RESOLVING', 'it runs')
+  pipeline.finish(again.id)
+  await coordinator.idle()
 })
