@@ -21,22 +21,25 @@ apps:
       production: { ref: "tag:v*", ports: [18011, 18012], requireApproval: true }
 `
 
-/** A pipeline whose runs end only when the test says so. */
+/** A pipeline whose runs end only when the test says so (a finish that comes before the run got there counts). */
 class ManualPipeline {
   readonly started: string[] = []
   private readonly finishers = new Map<string, () => void>()
+  private readonly finishedEarly = new Set<string>()
   constructor(private readonly store: DeployStore) {}
   async run(deploy: Deploy, _target: Target): Promise<Deploy> {
     this.started.push(deploy.id)
     await this.store.transition(deploy.id, 'RESOLVING')
-    await new Promise<void>((resolve) => this.finishers.set(deploy.id, resolve))
+    if (!this.finishedEarly.has(deploy.id)) await new Promise<void>((resolve) => this.finishers.set(deploy.id, resolve))
     return this.store.transition(deploy.id, 'FAILED', { error: { code: 'test', message: 'ended by the test' }, terminal: true })
   }
   async recover(): Promise<boolean> {
     return false
   }
   finish(id: string): void {
-    this.finishers.get(id)?.()
+    const finisher = this.finishers.get(id)
+    if (finisher) finisher()
+    else this.finishedEarly.add(id)
   }
 }
 
@@ -81,7 +84,7 @@ t.test('DeployCoordinator: one runs, one waits, a newer request replaces the wai
   t.equal(store.get(second.id)?.error?.code, 'superseded')
   t.equal(store.get(third.id)?.state, 'QUEUED')
   pipeline.finish(first.id)
-  await tick()
+  await until(() => pipeline.started.length === 2, 'the next deploy starts')
   t.same(pipeline.started, [first.id, third.id], 'the waiting one starts when the lane frees')
   const other = await coordinator.request({ app: 'web', env: 'production', ref: 'v1' })
   t.equal(other.state, 'AWAITING_APPROVAL', 'another env has its own lane')
@@ -115,7 +118,7 @@ t.test('DeployCoordinator: approval holds a deploy; a newer one supersedes it; a
   t.equal(approved.state, 'QUEUED')
   await t.rejects(coordinator.approve(newer.id), { code: 'not_awaiting_approval' })
   await t.rejects(coordinator.approve('d_zzzzzzzzzzzz'), { code: 'not_found' })
-  await tick()
+  await until(() => store.get(newer.id)?.state === 'RESOLVING', 'the approved deploy runs')
   t.same(pipeline.started, [newer.id])
   t.same(store.get(newer.id)?.states.map((s) => s.state), ['QUEUED', 'AWAITING_APPROVAL', 'QUEUED', 'RESOLVING'])
   pipeline.finish(newer.id)
