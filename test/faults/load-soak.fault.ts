@@ -88,10 +88,10 @@ t.test('Load fault: 50 deploys and rollbacks in a row under load', { skip: skipU
   }
 
   const first = await deploy(TAGS[0] as string)
-  t.equal(first.state, 'SUCCEEDED', JSON.stringify(first.error))
+  t.equal(first.state, 'SUCCEEDED', `the first deploy succeeded ${JSON.stringify(first.error)}`)
   // Warm up (one deploy and one rollback) so the baseline includes what every deploy loads once.
-  t.equal((await deploy(TAGS[1] as string)).state, 'SUCCEEDED')
-  t.equal((await rollback()).state, 'SUCCEEDED')
+  t.equal((await deploy(TAGS[1] as string)).state, 'SUCCEEDED', 'the warm-up deploy succeeded')
+  t.equal((await rollback()).state, 'SUCCEEDED', 'the warm-up rollback succeeded')
   await new Promise((r) => setTimeout(r, 500))
   const before = { rss: await rssMb(pid), fds: await openFds(pid) }
 
@@ -134,7 +134,6 @@ t.test('Load fault: 50 deploys and rollbacks in a row under load', { skip: skipU
   t.comment(`agent open fds: ${before.fds} before, ${after.fds} after; RSS: ${before.rss.toFixed(1)} MB before, ${after.rss.toFixed(1)} MB after`)
   t.comment(`most containers of the app at once: ${worst.containers}; most images: ${worst.images} (keepReleases ${KEEP_RELEASES})`)
   t.same(problems, [], 'every deploy and rollback succeeded, nginx served its release, and exactly one container ran after each')
-  t.equal(outcomes.length, OPERATIONS)
   t.ok(ok > OPERATIONS, `the loop made ${ok} requests`)
   t.same(failures, [], 'zero failed requests through nginx')
   t.ok(worst.containers <= 2, `never more containers than the live one and the standby (${worst.containers})`)
