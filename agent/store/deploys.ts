@@ -273,10 +273,13 @@ export class DeployStore {
     return [...this.#deploys.values()].filter((deploy) => deploy.finishedAt === null).map(copyDeploy)
   }
 
-  /** Appends one NDJSON line to the deploy's log (not fsynced per line; flushed when the deploy finishes or on close). */
+  /** Appends one NDJSON line to the deploy's log (not fsynced per line; flushed when the deploy finishes, or at once after, or on close). */
   async appendLog(id: string, line: object): Promise<void> {
     this.#known(id)
     await this.#logs.append(id, line)
+    // A line after the end (the final state's own line, late cleanup) reopened a log the terminal transition had
+    // closed; nothing else would close it again, so flush and close it now (as that transition does).
+    if (this.#deploys.get(id)?.finishedAt != null) await this.#logs.closeLog(id).catch(() => undefined)
   }
 
   /** The deploy's whole log so far; '' when it has none yet. */
