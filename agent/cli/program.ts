@@ -46,6 +46,9 @@ export function buildProgram(): Command {
     .description('Signed blue-green deploys and verified PostgreSQL backups for one server')
     .version(VERSION)
     .showHelpAfterError()
+    // Needed for `backups`' own positional options to work: commander honours them only when every ancestor has
+    // them, else `backups verify <id> --json` (or --url, --key-id) was taken by `backups` and verify never saw it.
+    .enablePositionalOptions()
     // Usage errors (a missing argument, an unknown option) exit 2 in every command; help and version exit 0.
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .addHelpText(
