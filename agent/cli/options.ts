@@ -31,7 +31,7 @@ export function withClientOptions(command: Command): Command {
 }
 
 /** A file named by a flag; a file that cannot be read is the caller's mistake (exit 2), named by its flag. */
-async function fromFlagFile<T>(flag: string, path: string, read: (path: string) => Promise<T>): Promise<T> {
+export async function fromFlagFile<T>(flag: string, path: string, read: (path: string) => Promise<T>): Promise<T> {
   try {
     return await read(path)
   } catch (err) {

@@ -13,7 +13,7 @@ import { addBackupCommands } from './backup-commands.js'
 import { addDeployCommands } from './deploy-commands.js'
 import { generateKeyFiles, generateStatusToken, readSigningKey, writeKeyFiles, type KeyAlg } from './keys.js'
 import { painter } from './log-format.js'
-import { clientFrom, example, UsageError, withClientOptions, type ClientFlags } from './options.js'
+import { clientFrom, example, fromFlagFile, UsageError, withClientOptions, type ClientFlags } from './options.js'
 import { serve } from './serve.js'
 import { formatTable } from './table.js'
 
@@ -25,7 +25,6 @@ export const LOCAL_CONFIG = fileURLToPath(new URL('../../config/agent.local.yaml
 function configPath(flag: string | undefined): string {
   return flag ?? process.env.DEPLOY_AGENT_CONFIG ?? LOCAL_CONFIG
 }
-
 
 const octal = (mode: number) => `0${mode.toString(8)}`
 
@@ -131,7 +130,7 @@ export function buildProgram(): Command {
       if (!opts.keyId || !opts.keyFile) throw new UsageError('sign needs --key-id and --key-file')
       const body = opts.bodyFile ? await readFile(opts.bodyFile, 'utf8') : (opts.body ?? '')
       const method = opts.method.toUpperCase()
-      const key = await readSigningKey(opts.keyFile)
+      const key = await fromFlagFile('--key-file', opts.keyFile, readSigningKey)
       const audience = opts.audience ?? new URL(opts.url).hostname
       const headers = signRequest({ keyId: opts.keyId, key, audience, method, path: opts.path, body })
       const names: Record<string, string> = {
