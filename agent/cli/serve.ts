@@ -1,6 +1,5 @@
 // The agent process: load and check everything first (exit non-zero without listening on any problem), then
 // listen; SIGHUP reloads the keyring, SIGTERM/SIGINT close gracefully.
-import { readFile } from 'node:fs/promises'
 import type { FastifyInstance } from 'fastify'
 import { Authenticator } from '../auth/authenticator.js'
 import { loadKeyring } from '../auth/keyring.js'
@@ -9,6 +8,7 @@ import { BackupService } from '../backup/service.js'
 import { assembleDeploys } from '../deploy/assemble.js'
 import type { DeployCoordinator } from '../deploy/coordinator.js'
 import { buildApp } from '../http/app.js'
+import { loadTlsFiles } from '../http/tls.js'
 import { CronJob } from '../schedule/nightly.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { Notifier } from '../notify/notifier.js'
@@ -32,6 +32,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   const startedAt = new Date()
   const config = await loadConfig(configPath)
   const keyring = await loadKeyring(config)
+  const https = await loadTlsFiles(config.listen)
   await ensureDir(config.stateDir)
   const store = await StateStore.open(config.stateDir, {
     deploys: { onTornLine: (info) => logger.warn({ line: info.line, tail: info.tail }, 'journal had a torn line (power cut?); it was skipped') },
@@ -81,7 +82,6 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     nonces: store.nonces,
     onFailure: (reason) => metrics.authFailures.inc({ reason }),
   })
-  const https = config.listen.tls && { cert: await readFile(config.listen.tls.cert), key: await readFile(config.listen.tls.key) }
   const app = await buildApp({ config, authenticator, deploys: store.deploys, deployments, backups, metrics, logger, version: VERSION, startedAt }, { https })
 
   const reloadKeyring = async () => {

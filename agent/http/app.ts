@@ -51,6 +51,8 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     routerOptions: { maxParamLength: 128 },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // Only a listed proxy's X-Forwarded-For names the client; anyone else could forge it to dodge the limiter.
+    trustProxy: deps.config.listen.trustProxy?.length ? deps.config.listen.trustProxy : false,
     genReqId: (req) => {
       const given = req.headers['x-request-id']
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()

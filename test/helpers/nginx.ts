@@ -10,6 +10,8 @@ export interface NginxOptions {
   /** Included from `http {}`; written (pointing at an unused port) when it does not exist yet. */
   upstreamFile: string
   upstreamName: string
+  /** More files included from `http {}` (e.g. a site with its own server block). */
+  includes?: string[]
 }
 
 export interface NginxInstance {
@@ -41,6 +43,7 @@ function renderConfig (dir: string, opts: NginxOptions): string {
     ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((kind) =>
       `  ${kind}_temp_path ${q(join(dir, 'temp', kind))};`),
     `  include ${q(opts.upstreamFile)};`,
+    ...(opts.includes ?? []).map((file) => `  include ${q(file)};`),
     '  server {',
     `    listen 127.0.0.1:${opts.port};`,
     '    location / {',
