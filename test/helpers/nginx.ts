@@ -10,6 +10,8 @@ export interface NginxOptions {
   /** Included from `http {}`; written (pointing at an unused port) when it does not exist yet. */
   upstreamFile: string
   upstreamName: string
+  /** Served as static files under /static/ (e.g. a benchmark's baseline); everything else is proxied. */
+  staticDir?: string
 }
 
 export interface NginxInstance {
@@ -43,6 +45,7 @@ function renderConfig (dir: string, opts: NginxOptions): string {
     `  include ${q(opts.upstreamFile)};`,
     '  server {',
     `    listen 127.0.0.1:${opts.port};`,
+    ...(opts.staticDir === undefined ? [] : [`    location /static/ { alias ${q(join(opts.staticDir, '/'))}; keepalive_requests 1000000; }`]),
     '    location / {',
     `      proxy_pass http://${opts.upstreamName};`,
     '      proxy_connect_timeout 2s;',
