@@ -77,7 +77,10 @@ async function ensureDatabase(): Promise<string> {
 async function status(pid: number): Promise<{ rssKb: number; hwmKb: number } | null> {
   try {
     const text = await readFile(`/proc/${pid}/status`, 'utf8')
-    return { rssKb: Number(/VmRSS:\s+(\d+)/.exec(text)?.[1]), hwmKb: Number(/VmHWM:\s+(\d+)/.exec(text)?.[1]) }
+    const rss = /VmRSS:\s+(\d+)/.exec(text)?.[1]
+    const hwm = /VmHWM:\s+(\d+)/.exec(text)?.[1]
+    // An exited process not yet reaped (a zombie) still has a status file, without memory lines.
+    return rss === undefined || hwm === undefined ? null : { rssKb: Number(rss), hwmKb: Number(hwm) }
   } catch {
     return null // gone
   }
