@@ -23,6 +23,7 @@ import { fmt, formatRows, type Row } from './lib.js'
 
 const BIN = fileURLToPath(new URL('../bin/deploy-agent.js', import.meta.url))
 const SECONDS = Math.max(1, Number(process.env.BENCH_STATUS_SECONDS ?? 5))
+const WARM_UP_SECONDS = 2
 /** Same for both sides: 10 keep-alive connections, no pipelining (a dashboard or monitoring fleet, not a pipeliner). */
 const LOAD = { connections: 10, pipelining: 1 }
 const TARGET_RPS = 15_000
@@ -177,11 +178,11 @@ export async function benchStatus(): Promise<Row[]> {
     if ((await (await fetch(staticUrl)).text()) !== body) throw new Error('nginx does not serve the status bytes')
 
     const loadBefore = loadavg()
-    // Warm-up (JIT, connection set-up), untimed; then agent and nginx alternately.
+    // Warm-up (JIT: the agent's first seconds after start are several times slower), untimed; then agent, nginx.
     const agentPid = agent.child.pid as number
     const nginxPid = Number(await readFile(join(sNginxDir, 'nginx.pid'), 'utf8'))
-    await cannon(statusUrl, token, agentPid, 1)
-    await cannon(staticUrl, {}, nginxPid, 1)
+    await cannon(statusUrl, token, agentPid, WARM_UP_SECONDS)
+    await cannon(staticUrl, {}, nginxPid, WARM_UP_SECONDS)
     const idleAgent = await cannon(statusUrl, token, agentPid)
     const idleNginx = await cannon(staticUrl, {}, nginxPid)
 
@@ -209,7 +210,7 @@ export async function benchStatus(): Promise<Row[]> {
     else rows.push({ figure: 'GET /v1/status during a deploy', value: 'skipped (no Docker)', baseline: '—', ratio: '—', target: '—', met: null })
 
     statusNotes.push(
-      `Status: autocannon in the bench process, ${LOAD.connections} keep-alive connections, pipelining ${LOAD.pipelining}, ${SECONDS} s per measurement after a 1 s untimed warm-up per side; agent then nginx. Agent: \`node bin/deploy-agent.js serve\` (a child process; its pino log, info level, to a file), \`GET /v1/status\` with \`Authorization: Bearer <status token>\`, ${withDocker ? 'one app with one env' : 'no apps (no Docker)'}, ${fmt(Buffer.byteLength(body))}-byte answer. Baseline: a private nginx (test/helpers/nginx.ts: 1 worker, access log on) serving those bytes as a static file. ` +
+      `Status: autocannon in the bench process, ${LOAD.connections} keep-alive connections, pipelining ${LOAD.pipelining}, ${SECONDS} s per measurement after a ${WARM_UP_SECONDS} s untimed warm-up per side; agent then nginx (during the loop too: the two windows see different deploy phases). CPU per request = the server's user + system CPU time (/proc, with its children) over the window ÷ requests answered. Agent: \`node bin/deploy-agent.js serve\` (a child process; its pino log, info level, to a file), \`GET /v1/status\` with \`Authorization: Bearer <status token>\`, ${withDocker ? 'one app with one env' : 'no apps (no Docker)'}, ${fmt(Buffer.byteLength(body))}-byte answer. Baseline: a private nginx (test/helpers/nginx.ts: 1 worker, access log on) serving those bytes as a static file. ` +
         `Idle — agent: ${describe(idleAgent)}; nginx: ${describe(idleNginx)}.` +
         (busyAgent && busyNginx && loop
           ? ` During the deploy loop (signed deploys of ${SAMPLE_TAGS.good} and ${SAMPLE_TAGS.good2} in turn, each polled to its end, through the Docker build, health checks, nginx switch and observe window; ${JSON.stringify(loop.ended)} ended while measuring, states seen ${JSON.stringify(loop.states)}) — agent: ${describe(busyAgent)}; nginx: ${describe(busyNginx)}.`
