@@ -4,8 +4,9 @@ import { fileURLToPath } from 'node:url'
 
 export const BIN = fileURLToPath(new URL('../../bin/deploy-agent.js', import.meta.url))
 
-/** The child's environment. tap's coverage hooks are left out: the binary runs through tsx, whose source maps tap's
- * coverage report cannot merge with its own, and a merged garbage report would hide real gaps. */
+/** The child's environment. tap's coverage hooks are left out: the binary runs dist/ (when built and fresh) or the
+ * sources through tsx, neither of which tap's coverage report can merge with its own, and a merged garbage report
+ * would hide real gaps. */
 function childEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return { ...process.env, ...extra, _TAPJS_PROCESSINFO_COVERAGE_: '0' }
 }

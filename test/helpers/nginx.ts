@@ -12,6 +12,8 @@ export interface NginxOptions {
   upstreamName: string
   /** More files included from `http {}` (e.g. a site with its own server block). */
   includes?: string[]
+  /** Served as static files under /static/ (e.g. a benchmark's baseline); everything else is proxied. */
+  staticDir?: string
 }
 
 export interface NginxInstance {
@@ -46,6 +48,7 @@ function renderConfig (dir: string, opts: NginxOptions): string {
     ...(opts.includes ?? []).map((file) => `  include ${q(file)};`),
     '  server {',
     `    listen 127.0.0.1:${opts.port};`,
+    ...(opts.staticDir === undefined ? [] : [`    location /static/ { alias ${q(join(opts.staticDir, '/'))}; keepalive_requests 1000000; }`]),
     '    location / {',
     `      proxy_pass http://${opts.upstreamName};`,
     '      proxy_connect_timeout 2s;',
