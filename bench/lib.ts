@@ -1,5 +1,5 @@
 // Small shared pieces of the benchmark scripts: timing loops and the results table.
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 
 /** Runs `fn` repeatedly for about `ms` milliseconds and returns operations per second. */
 export function opsPerSecond(fn: () => unknown, ms = 1500): number {
@@ -29,9 +29,15 @@ export function formatRows(rows: Row[]): string {
   return [header, ...lines].join('\n')
 }
 
+/** A hand-written section of latest.md from this heading on (gaps and their causes) survives a re-run. */
+const KEPT_HEADING = '## Analysis (hand-written, kept across runs)'
+
 export async function writeResults(rows: Row[], notes: string[]): Promise<string> {
-  const text = `# Benchmark results\n\nMeasured ${new Date().toISOString()} on ${process.platform}/${process.arch}, Node ${process.version}.\n\n${formatRows(rows)}\n\n${notes.map((n) => `- ${n}`).join('\n')}\n`
-  await writeFile(new URL('./results/latest.md', import.meta.url), text)
+  const file = new URL('./results/latest.md', import.meta.url)
+  const previous = await readFile(file, 'utf8').catch(() => '')
+  const kept = previous.includes(KEPT_HEADING) ? `\n${previous.slice(previous.indexOf(KEPT_HEADING))}` : ''
+  const text = `# Benchmark results\n\nMeasured ${new Date().toISOString()} on ${process.platform}/${process.arch}, Node ${process.version}.\n\n${formatRows(rows)}\n\n${notes.map((n) => `- ${n}`).join('\n')}\n${kept}`
+  await writeFile(file, text)
   return text
 }
 

@@ -58,6 +58,9 @@ export class Authenticator {
   }
 
   async verifySigned(req: SignedRequest, address: string): Promise<LoadedKey> {
+    // Checked again here, after the body was read: requests of a burst all passed the check on arrival, before
+    // any of them failed. The check, the verification and the count run without an await in between.
+    this.checkNotBlocked(address)
     let verified: { key: LoadedKey; nonce: string }
     try {
       verified = verifySignature(req, this.keyring, this.options.audience, this.nowSec())

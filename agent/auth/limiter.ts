@@ -18,6 +18,11 @@ export class FailureLimiter {
     this.maxTracked = options.maxTracked ?? 10_000
   }
 
+  /** How many addresses are tracked now (never more than `maxTracked`). */
+  get tracked(): number {
+    return this.windows.size
+  }
+
   /** Seconds until the address may try again, or 0 when it is not blocked. */
   retryAfterSec(address: string): number {
     const window = this.windows.get(address)
@@ -43,9 +48,17 @@ export class FailureLimiter {
 
   private evictExpired(now: number): void {
     for (const [address, window] of this.windows) if (window.resetAt <= now) this.windows.delete(address)
-    // Still full: forget the oldest entries (Map keeps insertion order) rather than grow.
+    if (this.windows.size < this.maxTracked) return
+    // Still full: forget the oldest tenth (Map keeps insertion order) rather than grow — a batch, so a flood from
+    // many addresses costs one scan per tenth, not one per request — and addresses not blocked yet go first, so
+    // failures from many other addresses do not set a blocked one free.
+    const keep = this.maxTracked - Math.max(1, Math.ceil(this.maxTracked / 10))
+    for (const [address, window] of this.windows) {
+      if (this.windows.size <= keep) return
+      if (window.failures < this.options.maxFailures) this.windows.delete(address)
+    }
     for (const address of this.windows.keys()) {
-      if (this.windows.size < this.maxTracked) break
+      if (this.windows.size <= keep) return
       this.windows.delete(address)
     }
   }

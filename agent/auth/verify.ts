@@ -82,10 +82,15 @@ export function verifySignature(req: SignedRequest, keyring: Keyring, audience: 
   return { key, nonce }
 }
 
+const digest = (b: Buffer | string) => createHash('sha256').update(b).digest()
+/** The configured token's digest, computed once per keyring rather than once per request. */
+const tokenDigests = new WeakMap<Buffer, Buffer>()
+
 /** Constant-time comparison of a bearer token against the configured one. */
 export function statusTokenMatches(authorization: string | undefined, token: Buffer | null): boolean {
   if (!token || !authorization?.startsWith('Bearer ')) return false
   // Compare digests so neither the content nor the length of the token leaks through timing.
-  const digest = (b: Buffer | string) => createHash('sha256').update(b).digest()
-  return timingSafeEqual(digest(authorization.slice('Bearer '.length).trim()), digest(token))
+  let expected = tokenDigests.get(token)
+  if (expected === undefined) tokenDigests.set(token, (expected = digest(token)))
+  return timingSafeEqual(digest(authorization.slice('Bearer '.length).trim()), expected)
 }

@@ -1,6 +1,6 @@
 // PostgreSQL access for the backup engine: connection targets, the environment pg tools run with (the password
 // travels in PGPASSWORD, never in argv), short-lived pg clients, and names derived from a database's name.
-import pg from 'pg'
+import type pg from 'pg'
 import { ValidationError } from '../errors.js'
 
 /** A database as the engine is given it: the env's `database.url`, and the password read from its passwordFile. */
@@ -60,11 +60,15 @@ export function toolEnv(conn: Connection): NodeJS.ProcessEnv {
   return env
 }
 
+/** pg is loaded on first use: an agent with no database to back up never pays its start-up time and memory. */
+let pgModule: Promise<typeof import('pg')> | undefined
+
 /** Runs `fn` with a client connected to `conn`, always closing it. */
 export async function withClient<T>(conn: Connection, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const url = new URL(conn.url)
   if (conn.password !== undefined) url.password = encodeURIComponent(conn.password)
-  const client = new pg.Client({ connectionString: url.toString(), connectionTimeoutMillis: 10_000 })
+  const { Client } = (await (pgModule ??= import('pg'))).default
+  const client = new Client({ connectionString: url.toString(), connectionTimeoutMillis: 10_000 })
   client.on('error', () => {}) // a terminated session reports through the pending query, not as a crash
   await client.connect()
   try {

@@ -38,8 +38,8 @@ export interface FailedBackup {
 const RECENT_FAILURES = 20
 
 export interface BackupEvents {
-  /** A backup finished (verified or not) or failed. */
-  onBackup?: (event: { target: Target; kind: BackupKind; manifest?: Manifest; error?: unknown; durationMs: number }) => void
+  /** A backup finished (verified or not) or failed; `id` is given on a failure when it was chosen up front (manual). */
+  onBackup?: (event: { target: Target; kind: BackupKind; manifest?: Manifest; error?: unknown; durationMs: number; id?: string }) => void
 }
 
 export interface BackupServiceOptions extends BackupEvents {
@@ -136,7 +136,7 @@ export class BackupService {
       const error = err instanceof AgentError ? { code: err.code, message: err.message } : { code: 'backup_failed', message: String(err) }
       this.failed.unshift({ id: opts.id ?? null, app: target.app, env: target.env, kind, at: new Date().toISOString(), error })
       this.failed.length = Math.min(this.failed.length, RECENT_FAILURES)
-      this.o.onBackup?.({ target, kind, error: err, durationMs: Date.now() - started })
+      this.o.onBackup?.({ target, kind, error: err, durationMs: Date.now() - started, id: opts.id })
       throw err
     }
   }

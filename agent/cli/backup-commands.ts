@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Command } from 'commander'
 import type { AgentClient } from './client.js'
-import { clientFrom, UsageError, withClientOptions, type ClientFlags } from './options.js'
+import { clientFrom, example, UsageError, withClientOptions, type ClientFlags } from './options.js'
 import { formatTable } from './table.js'
 
 /** What GET /v1/backups lists: an agent backup (manifest) or a legacy file, which names no app, env or kind. */
@@ -53,7 +53,6 @@ const DEFAULT_TIMEOUT_SEC = 600
 /** What the agent accepts as a backup name: its id, one of its file names, or a legacy file name — never a path. */
 const BACKUP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/
 
-const example = (...lines: string[]) => `\nExample:\n${lines.map((l) => `  ${l}`).join('\n')}`
 
 /** `2024-05-01T12:00:01.123Z` → `2024-05-01 12:00:01Z`. */
 const shortTime = (iso: string) => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z')

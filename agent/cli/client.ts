@@ -1,5 +1,6 @@
 // The CLI's HTTP client: signs its requests exactly as CI does (same canonical string), or sends the status token.
 import { signRequest, type SigningKey } from '../auth/canonical.js'
+import { UsageError } from './usage.js'
 
 export interface ClientOptions {
   url: string
@@ -17,6 +18,17 @@ export class AgentRequestError extends Error {
   ) {
     super(message)
   }
+}
+
+/** No answer at all: nothing listens, DNS, a refused TLS certificate (exit 3, worth a retry in CI). */
+export class AgentUnreachableError extends Error {}
+
+/** Why fetch failed, from its cause (undici wraps the socket or TLS error). */
+function unreachable(url: URL, err: unknown): AgentUnreachableError {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause
+  const why = cause?.code ?? cause?.message ?? (err instanceof Error ? err.message : String(err))
+  const hint = url.protocol === 'https:' && /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/.test(why) ? ' (a private CA? trust it with NODE_EXTRA_CA_CERTS=/path/ca.pem)' : ''
+  return new AgentUnreachableError(`cannot reach the agent at ${url.origin}: ${why}${hint}`)
 }
 
 /** One line of an NDJSON stream, parsed. */
@@ -75,13 +87,17 @@ export class AgentClient {
     if (body !== undefined) headers['content-type'] = 'application/json'
     if (method !== 'GET' || this.options.token === undefined) {
       const { keyId, key } = this.options
-      if (!keyId || !key) throw new Error('this command needs a signing key: --key-id and --key-file (or DEPLOY_AGENT_KEY_ID / DEPLOY_AGENT_KEY_FILE)')
+      if (!keyId || !key) throw new UsageError('this command needs a signing key: --key-id and --key-file (or DEPLOY_AGENT_KEY_ID / DEPLOY_AGENT_KEY_FILE)')
+      // Exit 1 like the agent's own 401 for a signed read it does not allow, so both ways of missing the token agree.
       if (path.includes('?')) throw new Error('this command needs the status token: --token-file (or DEPLOY_AGENT_STATUS_TOKEN_FILE / DEPLOY_AGENT_STATUS_TOKEN)')
       Object.assign(headers, signRequest({ keyId, key, audience: this.options.audience, method, path, body }))
     } else {
       headers.authorization = `Bearer ${this.options.token}`
     }
-    return fetch(new URL(path, this.options.url), { method, headers, body })
+    const url = new URL(path, this.options.url)
+    return fetch(url, { method, headers, body }).catch((err: unknown) => {
+      throw unreachable(url, err)
+    })
   }
 }
 

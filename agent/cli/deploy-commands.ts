@@ -4,7 +4,7 @@ import type { Command } from 'commander'
 import type { AgentClient } from './client.js'
 import { awaitingApprovalLine, deployPath, followDeploy, type DeployView } from './follow.js'
 import { formatEvent, painter } from './log-format.js'
-import { clientFrom, UsageError, withClientOptions, type ClientFlags } from './options.js'
+import { clientFrom, example, UsageError, withClientOptions, type ClientFlags } from './options.js'
 import { formatTable } from './table.js'
 
 interface Started {
@@ -23,7 +23,6 @@ const envPath = (app: string, env: string) => `/v1/apps/${encodeURIComponent(app
 /** `2024-05-01T12:00:01.123Z` → `2024-05-01 12:00:01Z`: one column width, still UTC and unambiguous. */
 const shortTime = (iso: string) => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z')
 
-const example = (...lines: string[]) => `\nExample:\n${lines.map((l) => `  ${l}`).join('\n')}`
 
 /** Prints what a signed POST started, then either returns or follows it; a deploy that did not succeed exits 1. */
 async function startedThen(client: AgentClient, started: Started, opts: { json?: boolean; follow?: boolean }, what: string): Promise<void> {

@@ -1,4 +1,4 @@
-// Human output for deploys: state names (coloured only on a TTY without NO_COLOR) and one deploy-log event as
+// Human output for deploys: state names (coloured per colorEnabled) and one deploy-log event as
 // lines — state changes flush left and prominent, everything else indented and compact, heartbeats dropped.
 import type { JsonRecord } from './client.js'
 
@@ -8,9 +8,15 @@ export interface Paint {
   state(name: string): string
 }
 
-/** Colour is for people: a TTY, and NO_COLOR (https://no-color.org) unset or empty. */
+/**
+ * Colour is for people. NO_COLOR set to anything (https://no-color.org) turns it off, always; else FORCE_COLOR turns
+ * it on (off when it is "0" or "false"), for CI logs that render colour; else only a terminal gets it.
+ */
 export function colorEnabled(stream: { isTTY?: boolean } = process.stdout, env: NodeJS.ProcessEnv = process.env): boolean {
-  return stream.isTTY === true && !env.NO_COLOR
+  if (env.NO_COLOR) return false
+  const force = env.FORCE_COLOR
+  if (force !== undefined && force !== '') return force !== '0' && force !== 'false'
+  return stream.isTTY === true
 }
 
 const SGR = { bold: '1', red: '31', green: '32', yellow: '33' } as const

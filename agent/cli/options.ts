@@ -3,11 +3,14 @@ import { readFile } from 'node:fs/promises'
 import { Option, type Command } from 'commander'
 import { AgentClient } from './client.js'
 import { readSigningKey } from './keys.js'
+import { UsageError } from './usage.js'
+
+export { UsageError } from './usage.js'
 
 export const DEFAULT_URL = 'http://127.0.0.1:8787'
 
-/** Bad usage (exit 2), as opposed to a refusal by the agent or a failed operation (exit 1). */
-export class UsageError extends Error {}
+/** The `--help` epilogue every command has: one or more example command lines. */
+export const example = (...lines: string[]) => `\nExample:\n${lines.map((l) => `  ${l}`).join('\n')}`
 
 export interface ClientFlags {
   url: string
@@ -27,13 +30,36 @@ export function withClientOptions(command: Command): Command {
     .addOption(new Option('--token-file <path>', 'status token file for read-only commands').env('DEPLOY_AGENT_STATUS_TOKEN_FILE'))
 }
 
+/** A file named by a flag; a file that cannot be read is the caller's mistake (exit 2), named by its flag. */
+export async function fromFlagFile<T>(flag: string, path: string, read: (path: string) => Promise<T>): Promise<T> {
+  try {
+    return await read(path)
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    throw new UsageError(`${flag}: ${e.code && e.path ? `cannot read ${e.path} (${e.code})` : e.message}`)
+  }
+}
+
+function parseUrl(url: string): URL {
+  try {
+    const parsed = new URL(url)
+    if (parsed.protocol === 'http:' || parsed.protocol === 'https:') return parsed
+  } catch {
+    // reported below
+  }
+  throw new UsageError(`--url must be an http:// or https:// URL, not "${url}"`)
+}
+
 export async function clientFrom(flags: ClientFlags): Promise<AgentClient> {
-  const token = process.env.DEPLOY_AGENT_STATUS_TOKEN ?? (flags.tokenFile ? (await readFile(flags.tokenFile, 'utf8')).trim() : undefined)
+  const url = parseUrl(flags.url)
+  const token =
+    process.env.DEPLOY_AGENT_STATUS_TOKEN ??
+    (flags.tokenFile ? await fromFlagFile('--token-file', flags.tokenFile, async (p) => (await readFile(p, 'utf8')).trim()) : undefined)
   return new AgentClient({
     url: flags.url,
-    audience: flags.audience ?? new URL(flags.url).hostname,
+    audience: flags.audience ?? url.hostname,
     keyId: flags.keyId,
-    key: flags.keyFile ? await readSigningKey(flags.keyFile) : undefined,
+    key: flags.keyFile ? await fromFlagFile('--key-file', flags.keyFile, readSigningKey) : undefined,
     token,
   })
 }

@@ -1,6 +1,5 @@
 // The agent process: load and check everything first (exit non-zero without listening on any problem), then
 // listen; SIGHUP reloads the keyring, SIGTERM/SIGINT close gracefully.
-import { readFile } from 'node:fs/promises'
 import type { FastifyInstance } from 'fastify'
 import { Authenticator } from '../auth/authenticator.js'
 import { loadKeyring } from '../auth/keyring.js'
@@ -9,10 +8,12 @@ import { BackupService } from '../backup/service.js'
 import { assembleDeploys } from '../deploy/assemble.js'
 import type { DeployCoordinator } from '../deploy/coordinator.js'
 import { buildApp } from '../http/app.js'
+import { loadTlsFiles } from '../http/tls.js'
 import { CronJob } from '../schedule/nightly.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { Notifier } from '../notify/notifier.js'
-import { Metrics, recordBackup } from '../observability/metrics.js'
+import { Metrics, recordBackup, recordDeploy } from '../observability/metrics.js'
+import { backupReport, createErrorReporter, deployReport, type ErrorReport } from '../observability/sentry.js'
 import { ensureDir } from '../store/files.js'
 import { StateStore } from '../store/index.js'
 import { VERSION } from '../version.js'
@@ -34,6 +35,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   const startedAt = new Date()
   const config = await loadConfig(configPath)
   const keyring = await loadKeyring(config)
+  const https = await loadTlsFiles(config.listen)
   await ensureDir(config.stateDir)
   const store = await StateStore.open(config.stateDir, {
     deploys: { onTornLine: (info) => logger.warn({ line: info.line, tail: info.tail }, 'journal had a torn line (power cut?); it was skipped') },
@@ -41,11 +43,16 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   let deployments: DeployCoordinator | undefined
   const metrics = new Metrics()
   const notifier = new Notifier(config.notify, logger)
+  const reporter = createErrorReporter(config, logger, VERSION)
+  const report = (found: ErrorReport | null) => {
+    if (found) reporter.capture(found.err, found.tags)
+  }
   const backups = new BackupService({
     config,
     logger,
     onBackup: (event) => {
       recordBackup(metrics, event)
+      report(backupReport(event, deployments?.liveRelease(event.target.app, event.target.env)?.release ?? null))
       if (event.error) notifier.send({ event: 'backup.failed', app: event.target.app, env: event.target.env, reason: describeError(event.error) })
     },
     // No catch: when the kept releases cannot be read (Docker down), retention fails rather than guess the pins.
@@ -53,7 +60,15 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   })
   // A backup dir that cannot be read fails only the backups, never the agent.
   await backups.open().catch((err) => logger.error({ err }, 'could not open the backup dir'))
-  deployments = await assembleDeploys(config, store.deploys, logger, { backups, notify: (notice) => notifier.send(notice) })
+  deployments = await assembleDeploys(config, store.deploys, logger, {
+    backups,
+    notify: (notice) => notifier.send(notice),
+    onDeployEvent: (event) => {
+      recordDeploy(metrics, event)
+      report(deployReport(event))
+    },
+  })
+  metrics.watchEnvs(() => deployments?.envSnapshot() ?? [])
   const nightly = new CronJob({
     name: 'nightly-backups',
     expression: config.backups.schedule,
@@ -70,7 +85,6 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     nonces: store.nonces,
     onFailure: (reason) => metrics.authFailures.inc({ reason }),
   })
-  const https = config.listen.tls && { cert: await readFile(config.listen.tls.cert), key: await readFile(config.listen.tls.key) }
   const app = await buildApp({ config, authenticator, deploys: store.deploys, deployments, backups, metrics, logger, version: VERSION, startedAt }, { https })
 
   const reloadKeyring = async () => {
@@ -119,6 +133,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
       // A running deploy is let finish so it ends in a safe state rather than being cut mid-switch.
       await deployments?.idle()
       await notifier.flush()
+      await reporter.close()
       await store.close()
     },
   }

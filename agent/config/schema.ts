@@ -1,5 +1,6 @@
 // The config contract of DESIGN.md as one zod schema: defaults live here, and every message is written so that
 // `<key path>: <message>` reads as a sentence.
+import { isIP } from 'node:net'
 import cron from 'node-cron'
 import { z } from 'zod'
 
@@ -21,6 +22,16 @@ const nonNegativeInt = z.number({ error: 'must be a number' }).int({ error: 'mus
 const command = z.array(nonEmpty, { error: 'must be a list of strings (an argument array, not a shell string)' }).min(1, { error: 'must not be empty' })
 const timestamp = z.union([z.date(), z.iso.datetime({ offset: true })], { error: 'must be an ISO 8601 time with a zone, e.g. 2027-06-01T00:00:00Z' })
   .transform((v) => (v instanceof Date ? v : new Date(v)))
+/** `127.0.0.1`, `::1` or a CIDR range such as `10.0.0.0/8`. */
+const addressOrRange = z.string({ error: 'must be a string' }).refine(
+  (v) => {
+    const [address = '', bits, ...rest] = v.split('/')
+    const family = isIP(address)
+    if (family === 0 || rest.length > 0) return false
+    return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128))
+  },
+  { error: 'must be an IP address or a CIDR range, e.g. 127.0.0.1 or 10.0.0.0/8' },
+)
 const glob = z.string({ error: 'must be a string' }).regex(/^[A-Za-z0-9._/*?-]{1,128}$/, { error: 'must be a glob of letters, digits, . _ / - * ?' })
 
 /** `branch:main` or `tag:v*.*.*`: which refs a request may deploy to an env. */
@@ -142,6 +153,8 @@ export const configSchema = z
         host: nonEmpty.default('127.0.0.1'),
         port: port.default(8787),
         tls: z.strictObject({ cert: filePath, key: filePath }).optional(),
+        /** Reverse proxies whose X-Forwarded-For is believed (for the auth-failure limiter and logs); unset: none. */
+        trustProxy: z.array(addressOrRange, { error: 'must be a list of IP addresses or CIDR ranges' }).optional(),
       })
       .default({ host: '127.0.0.1', port: 8787 }),
     stateDir: nonEmpty.default('./.deploy-agent'),

@@ -14,12 +14,14 @@ import type { DeployStore } from '../store/deploys.js'
 import { DeployCoordinator } from './coordinator.js'
 import { DeployFailure, DeployPipeline } from './pipeline.js'
 import { ContainerRuntime } from './runtime.js'
+import type { DeployListener } from './transition.js'
 
 export interface AssembleOptions {
   docker?: DockerEngine
   /** Takes the pre-deploy backups of envs with `backupBeforeDeploy`. */
   backups?: Pick<BackupService, 'take'>
   notify?: (notice: Notice) => void
+  onDeployEvent?: DeployListener
 }
 
 export async function assembleDeploys(config: Config, store: DeployStore, logger: Logger, options: AssembleOptions = {}): Promise<DeployCoordinator> {
@@ -62,7 +64,8 @@ export async function assembleDeploys(config: Config, store: DeployStore, logger
     logger,
     backup: backups && (async (target, release) => (await backups.take(target, 'predeploy', { pinnedBy: release })).id),
     onLive: (target, live) => coordinator?.setLive(target, live),
+    onDeployEvent: options.onDeployEvent,
   })
-  coordinator = new DeployCoordinator({ config, store, pipeline, runtime, docker, router, logger, notify: options.notify })
+  coordinator = new DeployCoordinator({ config, store, pipeline, runtime, docker, router, logger, notify: options.notify, onDeployEvent: options.onDeployEvent })
   return coordinator
 }

@@ -12,12 +12,14 @@ import type { Deploy, DeployStore, NewDeploy } from '../store/deploys.js'
 import type { DeployPipeline, LiveRelease } from './pipeline.js'
 import { envImages, envLabels, LABEL, type Runtime } from './runtime.js'
 import type { DeployState } from './states.js'
-import { moveDeploy } from './transition.js'
+import { moveDeploy, type DeployListener } from './transition.js'
 
 interface Lane {
   running: Promise<unknown> | null
   runningId: string | null
   waiting: Deploy | null
+  /** A `queue: reject` request has passed the busy check and is being recorded: the lane is taken for it. */
+  claimed: boolean
 }
 
 export interface ReleaseInfo {
@@ -39,6 +41,8 @@ export interface CoordinatorDeps {
   router(target: Target): UpstreamSwitch
   logger: Logger
   notify?: (notice: Notice) => void
+  /** Hears every state change (metrics, error reporting). */
+  onDeployEvent?: DeployListener
 }
 
 const laneKey = (t: { app: string; env: string }) => `${t.app}/${t.env}`
@@ -71,9 +75,9 @@ export class DeployCoordinator implements Deployments {
 
   async request(input: NewDeploy): Promise<Deploy> {
     const target = findTarget(this.deps.config, input.app, input.env)
+    if (!target.envConfig.requireApproval) return this.withLane(target, async () => this.enqueue(target, await this.deps.store.create({ ...input, kind: 'deploy' })))
     this.refuseIfBusy(target)
     const deploy = await this.deps.store.create({ ...input, kind: 'deploy' })
-    if (!target.envConfig.requireApproval) return this.enqueue(target, deploy)
     for (const older of this.deps.store.unfinished()) {
       if (older.id !== deploy.id && older.app === deploy.app && older.env === deploy.env && older.state === 'AWAITING_APPROVAL') {
         await this.move(older, 'CANCELLED', { code: 'superseded', message: `replaced by ${deploy.id} before approval` })
@@ -87,8 +91,7 @@ export class DeployCoordinator implements Deployments {
     if (!deploy) throw new NotFoundError(`no deploy ${id}`)
     if (deploy.state !== 'AWAITING_APPROVAL') throw new ConflictError('not_awaiting_approval', `deploy ${id} is ${deploy.state}, not AWAITING_APPROVAL`)
     const target = findTarget(this.deps.config, deploy.app, deploy.env)
-    this.refuseIfBusy(target)
-    return this.enqueue(target, await this.move(deploy, 'QUEUED'))
+    return this.withLane(target, async () => this.enqueue(target, await this.move(deploy, 'QUEUED')))
   }
 
   /** Rolls back to `to` (a kept release) or to the newest kept release that is not live. */
@@ -100,9 +103,9 @@ export class DeployCoordinator implements Deployments {
     if (!release) throw new NotFoundError(`${target.app}/${target.env} has no earlier live release to roll back to`)
     if (!releases.some((r) => r.release === release)) throw new NotFoundError(`${target.app}/${target.env} keeps no release "${release}"`)
     if (releases.find((r) => r.live)?.release === release) throw new ConflictError('already_live', `release ${release} is already live`)
-    this.refuseIfBusy(target)
-    const deploy = await this.deps.store.create({ kind: 'rollback', app: target.app, env: target.env, ref: release, keyId: input.keyId, reason: input.reason ?? null })
-    return this.enqueue(target, deploy)
+    return this.withLane(target, async () =>
+      this.enqueue(target, await this.deps.store.create({ kind: 'rollback', app: target.app, env: target.env, ref: release, keyId: input.keyId, reason: input.reason ?? null })),
+    )
   }
 
   /** Kept releases (images of the env), newest first, and which one is live. */
@@ -123,6 +126,13 @@ export class DeployCoordinator implements Deployments {
       live: live?.release === img.release,
       wasLive: live?.release === img.release || served.has(img.release),
     }))
+  }
+
+  /** Each configured env's waiting deploys and live release, read by the metrics at every scrape. */
+  envSnapshot(): Array<{ app: string; env: string; queued: number; live: LiveRelease | null }> {
+    return Object.entries(this.deps.config.apps).flatMap(([app, appConfig]) =>
+      Object.keys(appConfig.envs).map((env) => ({ app, env, queued: this.lanes.get(laneKey({ app, env }))?.waiting ? 1 : 0, live: this.liveRelease(app, env) })),
+    )
   }
 
   /** Resolves when no deploy runs (for a graceful stop). */
@@ -207,14 +217,31 @@ export class DeployCoordinator implements Deployments {
   private lane(target: Target): Lane {
     const key = laneKey(target)
     let lane = this.lanes.get(key)
-    if (!lane) this.lanes.set(key, (lane = { running: null, runningId: null, waiting: null }))
+    if (!lane) this.lanes.set(key, (lane = { running: null, runningId: null, waiting: null, claimed: false }))
     return lane
   }
 
   private refuseIfBusy(target: Target): void {
     const lane = this.lane(target)
-    if (target.envConfig.queue === 'reject' && lane.runningId) {
-      throw new ConflictError('deploy_in_progress', `${target.app}/${target.env} is deploying ${lane.runningId}; this env's queue policy is reject`)
+    if (target.envConfig.queue !== 'reject') return
+    if (lane.runningId) throw new ConflictError('deploy_in_progress', `${target.app}/${target.env} is deploying ${lane.runningId}; this env's queue policy is reject`)
+    if (lane.claimed) throw new ConflictError('deploy_in_progress', `${target.app}/${target.env} is starting another deploy; this env's queue policy is reject`)
+  }
+
+  /**
+   * Runs `enter` (record the deploy, then place it) with the busy check and, under `queue: reject`, the lane
+   * claimed from the check until the deploy has started: the check and the start are separated by journal writes,
+   * and concurrent requests must not all pass the check of a free lane.
+   */
+  private async withLane(target: Target, enter: () => Promise<Deploy>): Promise<Deploy> {
+    this.refuseIfBusy(target)
+    if (target.envConfig.queue !== 'reject') return enter()
+    const lane = this.lane(target)
+    lane.claimed = true
+    try {
+      return await enter()
+    } finally {
+      lane.claimed = false
     }
   }
 
@@ -230,13 +257,12 @@ export class DeployCoordinator implements Deployments {
       this.start(target, lane, deploy)
       return deploy
     }
-    if (lane.waiting) {
-      const replaced = lane.waiting
-      lane.waiting = null
-      await this.move(replaced, 'CANCELLED', { code: 'superseded', message: `replaced in the queue by ${deploy.id}` })
-    }
+    // The slot is taken before the replaced deploy's cancellation is awaited, so a request placed meanwhile
+    // replaces this one in turn instead of being overwritten and left QUEUED for ever.
+    const replaced = lane.waiting
     lane.waiting = deploy
     this.deps.logger.info({ app: target.app, env: target.env, deployId: deploy.id, behind: lane.runningId }, 'deploy queued')
+    if (replaced) await this.move(replaced, 'CANCELLED', { code: 'superseded', message: `replaced in the queue by ${deploy.id}` })
     return deploy
   }
 
@@ -264,6 +290,6 @@ export class DeployCoordinator implements Deployments {
   }
 
   private move(deploy: Deploy, state: DeployState, error?: { code: string; message: string }): Promise<Deploy> {
-    return moveDeploy(this.deps.store, this.deps.logger, deploy, state, { error })
+    return moveDeploy(this.deps, deploy, state, { error })
   }
 }

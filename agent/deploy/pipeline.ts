@@ -15,7 +15,7 @@ import { envImages, imageTag, LABEL } from './runtime.js'
 import { planPrune } from './prune.js'
 import { describePlan, planRecovery } from './recovery.js'
 import { isTerminal, type DeployState } from './states.js'
-import { moveDeploy } from './transition.js'
+import { announce, moveDeploy, type DeployListener } from './transition.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 
 export class DeployFailure extends AgentError {
@@ -43,6 +43,8 @@ export interface PipelineDeps {
   /** Takes a verified pre-deploy backup pinned to the release and answers its id. */
   backup?: (target: Target, release: string) => Promise<string>
   onLive?: (target: Target, live: LiveRelease) => void
+  /** Hears every state change and failed health probe (metrics, error reporting). */
+  onDeployEvent?: DeployListener
 }
 
 /** The longest the old release waits for the proxy's old workers (long requests, websockets) before it stops. */
@@ -66,7 +68,11 @@ class DeployRun {
   ) {}
 
   async move(state: DeployState, patch: { error?: { code: string; message: string }; commit?: string; release?: string; details?: DeployDetails } = {}): Promise<void> {
-    this.deploy = await moveDeploy(this.deps.store, this.deps.logger, this.deploy, state, patch)
+    this.deploy = await moveDeploy(this.deps, this.deploy, state, patch)
+  }
+
+  probeFailed(): void {
+    announce(this.deps, { type: 'probe_failed', deploy: this.deploy, phase: this.deploy.state })
   }
 
   async log(line: Record<string, unknown>): Promise<void> {
@@ -264,7 +270,10 @@ export class DeployPipeline {
         deadlineMs: health.deadlineSec * 1000,
         dockerHealth: () => this.deps.runtime.engineHealth(instance),
         containerRunning: () => this.deps.runtime.isAlive(instance),
-        onResult: (r) => run.note({ event: 'health', port: instance.port, ok: r.ok, status: r.status, error: r.error, streak: r.streak }),
+        onResult: (r) => {
+          if (!r.ok) run.probeFailed()
+          run.note({ event: 'health', port: instance.port, ok: r.ok, status: r.status, error: r.error, streak: r.streak })
+        },
       })
       if (smoke.length > 0) {
         const results = await runSmoke(base, smoke, health.timeoutMs)
@@ -307,7 +316,9 @@ export class DeployPipeline {
         // An engine that does not answer (dockerd restarting) says nothing about the app: the probes decide.
         containerAlive: () => this.deps.runtime.isAlive(candidate).catch(() => true),
         onResult: (r) => {
-          if (!r.ok) run.note({ event: 'observe', ok: false, status: r.status, error: r.error, failures: r.failures })
+          if (r.ok) return
+          run.probeFailed()
+          run.note({ event: 'observe', ok: false, status: r.status, error: r.error, failures: r.failures })
         },
       })
     } catch (err) {

@@ -1,15 +1,40 @@
 // The one way a deploy record changes state: checked against the table, journalled, logged with
-// `{ deployId, state, was }`, and written into the deploy's own log.
+// `{ deployId, state, was }`, written into the deploy's own log, and announced to the deploy listener (metrics,
+// error reporting), which therefore sees every change the pipeline and the coordinator make.
 import type { Logger } from '../observability/logger.js'
 import type { Deploy, DeployStore, TransitionPatch } from '../store/deploys.js'
 import { isTerminal, nextState, type DeployState } from './states.js'
 
-export async function moveDeploy(store: DeployStore, logger: Logger, deploy: Deploy, state: DeployState, patch: Omit<TransitionPatch, 'terminal'> = {}): Promise<Deploy> {
+/** What a deploy listener hears: every state change, and every failed health probe of a deploy. */
+export type DeployEvent =
+  | { type: 'state'; deploy: Deploy; was: string }
+  /** `phase` is the deploy's state when the probe failed (VERIFYING, OBSERVING, ROLLING_BACK …). */
+  | { type: 'probe_failed'; deploy: Deploy; phase: string }
+
+export type DeployListener = (event: DeployEvent) => void
+
+export interface TransitionDeps {
+  store: DeployStore
+  logger: Logger
+  onDeployEvent?: DeployListener
+}
+
+export async function moveDeploy(deps: TransitionDeps, deploy: Deploy, state: DeployState, patch: Omit<TransitionPatch, 'terminal'> = {}): Promise<Deploy> {
   const was = deploy.state
   nextState(was, state)
-  const moved = await store.transition(deploy.id, state, { ...patch, terminal: isTerminal(state) })
+  const moved = await deps.store.transition(deploy.id, state, { ...patch, terminal: isTerminal(state) })
   const error = patch.error ? { error: patch.error } : {}
-  logger.info({ app: deploy.app, env: deploy.env, deployId: deploy.id, state, was, ...error }, 'deploy state')
-  await store.appendLog(deploy.id, { at: new Date().toISOString(), event: 'state', state, was, ...error })
+  deps.logger.info({ app: deploy.app, env: deploy.env, deployId: deploy.id, state, was, ...error }, 'deploy state')
+  await deps.store.appendLog(deploy.id, { at: new Date().toISOString(), event: 'state', state, was, ...error })
+  announce(deps, { type: 'state', deploy: moved, was })
   return moved
+}
+
+/** A listener that throws must not fail the deploy it watches. */
+export function announce(deps: Pick<TransitionDeps, 'logger' | 'onDeployEvent'>, event: DeployEvent): void {
+  try {
+    deps.onDeployEvent?.(event)
+  } catch (err) {
+    deps.logger.error({ err, deployId: event.deploy.id }, 'deploy listener failed')
+  }
 }

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto'
 import swagger from '@fastify/swagger'
 import type { Server as HttpsServer } from 'node:https'
-import Fastify, { type FastifyHttpsOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyHttpsOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { Authenticator } from '../auth/authenticator.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
@@ -44,6 +44,7 @@ export interface AppOptions {
 export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise<FastifyInstance> {
   const serverOptions: FastifyServerOptions = {
     loggerInstance: deps.logger,
+    logController: new LogController({ disableRequestLogging: true }), // one line per request, in onResponse below
     bodyLimit: BODY_LIMIT_BYTES,
     requestTimeout: 10_000, // whole request (headers + body) must arrive in 10 s: no slow-loris uploads
     connectionTimeout: 120_000, // idle sockets; followed logs send a heartbeat well inside this
@@ -51,6 +52,8 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     routerOptions: { maxParamLength: 128 },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // Only a listed proxy's X-Forwarded-For names the client; anyone else could forge it to dodge the limiter.
+    trustProxy: deps.config.listen.trustProxy?.length ? deps.config.listen.trustProxy : false,
     genReqId: (req) => {
       const given = req.headers['x-request-id']
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
@@ -75,6 +78,10 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched'
     deps.metrics.httpRequests.inc({ method: request.method, route, status: String(reply.statusCode) })
+    // One line per request. Successful reads are what dashboards and monitors poll many times a second, so they
+    // are logged at debug (free at the default info level); changes and refusals stay at info.
+    const level = (request.method === 'GET' || request.method === 'HEAD') && reply.statusCode < 400 ? 'debug' : 'info'
+    request.log[level]({ method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request')
   })
 
   registerErrorHandling(app)

@@ -1,14 +1,15 @@
 // pino JSON logs. Secrets never reach a log line: auth headers and anything named like a secret are redacted.
 import { pino, type Logger, type LoggerOptions } from 'pino'
 
+/** Headers and fields whose values are secrets: the logger redacts them, the error reporter scrubs them too. */
+export const SENSITIVE_HEADERS = ['authorization', 'deploy-signature'] as const
+export const SENSITIVE_FIELDS = ['password', 'secret', 'token'] as const
+
+const headerPath = (name: string) => (/^[a-z]+$/.test(name) ? `.${name}` : `["${name}"]`)
+
 export const REDACT_PATHS = [
-  'req.headers.authorization',
-  'req.headers["deploy-signature"]',
-  'headers.authorization',
-  'headers["deploy-signature"]',
-  '*.password',
-  '*.secret',
-  '*.token',
+  ...SENSITIVE_HEADERS.flatMap((h) => [`req.headers${headerPath(h)}`, `headers${headerPath(h)}`]),
+  ...SENSITIVE_FIELDS.map((f) => `*.${f}`),
 ]
 
 export function createLogger(options: LoggerOptions = {}, destination?: pino.DestinationStream): Logger {

@@ -1,6 +1,17 @@
 // prom-client metrics on a registry owned by the app (no global default registry), so tests and several
 // agents in one process do not share counters.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { isTerminal } from '../deploy/states.js'
+import type { DeployEvent } from '../deploy/transition.js'
+import type { Deploy } from '../store/deploys.js'
+
+/** One env as the deploy side sees it at a scrape: deploys waiting in its lane and its live release. */
+export interface EnvSnapshot {
+  app: string
+  env: string
+  queued: number
+  live: { release: string; commit: string } | null
+}
 
 export class Metrics {
   readonly registry = new Registry()
@@ -43,8 +54,62 @@ export class Metrics {
     registers: [this.registry],
   })
 
+  readonly deploys = new Counter({
+    name: 'deploy_agent_deploys_total',
+    help: 'Deploys and rollbacks that ended, by kind (deploy, rollback) and terminal state',
+    labelNames: ['app', 'env', 'kind', 'result'] as const,
+    registers: [this.registry],
+  })
+  readonly deployPhaseDuration = new Histogram({
+    name: 'deploy_agent_deploy_phase_duration_seconds',
+    help: 'Time a deploy spent in each state, observed when it leaves the state',
+    labelNames: ['app', 'env', 'phase'] as const,
+    buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800],
+    registers: [this.registry],
+  })
+  readonly rollbacks = new Counter({
+    name: 'deploy_agent_rollbacks_total',
+    help: 'Rollbacks that put an earlier release back: automatic (a deploy ended ROLLED_BACK) or manual (a rollback succeeded)',
+    labelNames: ['app', 'env', 'trigger'] as const,
+    registers: [this.registry],
+  })
+  readonly healthCheckFailures = new Counter({
+    name: 'deploy_agent_health_check_failures_total',
+    help: 'Failed health probes of deploys, by the state the deploy was in (VERIFYING, OBSERVING, ROLLING_BACK)',
+    labelNames: ['app', 'env', 'phase'] as const,
+    registers: [this.registry],
+  })
+  readonly deployQueueLength = new Gauge({
+    name: 'deploy_agent_deploy_queue_length',
+    help: 'Deploys waiting in the env\'s lane behind the running one',
+    labelNames: ['app', 'env'] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.deployQueueLength.reset()
+      for (const { app, env, queued } of this.envs()) this.deployQueueLength.set({ app, env }, queued)
+    },
+  })
+  readonly releaseInfo = new Gauge({
+    name: 'deploy_agent_release_info',
+    help: 'The live release of each env (value 1)',
+    labelNames: ['app', 'env', 'release', 'commit'] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.releaseInfo.reset()
+      for (const { app, env, live } of this.envs()) if (live) this.releaseInfo.set({ app, env, release: live.release, commit: live.commit }, 1)
+    },
+  })
+
+  /** Read at every scrape, so a replaced live release leaves no stale label set behind. */
+  private envs: () => EnvSnapshot[] = () => []
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'deploy_agent_' })
+  }
+
+  /** The deploy side's per-env view (queue length, live release). */
+  watchEnvs(source: () => EnvSnapshot[]): void {
+    this.envs = source
   }
 
   text(): Promise<string> {
@@ -64,4 +129,27 @@ export function recordBackup(metrics: Metrics, e: { target: { app: string; env: 
   metrics.backupDuration.observe({ app, env, kind: e.kind }, e.durationMs / 1000)
   if (e.manifest) metrics.backupBytes.set({ app, env }, e.manifest.bytes)
   if (result === 'ok') metrics.backupLastSuccess.set({ app, env }, Date.now() / 1000)
+}
+
+/** Seconds spent in the state a deploy just left: the last two entries of its state trail. */
+function secondsInPreviousState(deploy: Deploy, was: string): number | null {
+  const [entered, left] = deploy.states.slice(-2)
+  if (!entered || !left || entered.state !== was) return null
+  const seconds = (Date.parse(left.at) - Date.parse(entered.at)) / 1000
+  return Number.isFinite(seconds) && seconds >= 0 ? seconds : null
+}
+
+/** Feeds the deploy metrics from the deploy listener (every state change and failed probe). */
+export function recordDeploy(metrics: Metrics, e: DeployEvent): void {
+  const { app, env, kind, state } = e.deploy
+  if (e.type === 'probe_failed') {
+    metrics.healthCheckFailures.inc({ app, env, phase: e.phase })
+    return
+  }
+  const seconds = secondsInPreviousState(e.deploy, e.was)
+  if (seconds !== null) metrics.deployPhaseDuration.observe({ app, env, phase: e.was }, seconds)
+  if (!isTerminal(state)) return
+  metrics.deploys.inc({ app, env, kind, result: state })
+  if (state === 'ROLLED_BACK') metrics.rollbacks.inc({ app, env, trigger: 'automatic' })
+  else if (kind === 'rollback' && state === 'SUCCEEDED') metrics.rollbacks.inc({ app, env, trigger: 'manual' })
 }

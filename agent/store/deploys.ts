@@ -175,6 +175,8 @@ export class DeployStore {
   readonly #journal: Journal
   readonly #logs: DeployLogs
   readonly #deploys: Map<string, Deploy>
+  /** Ids of the deploys not finished yet, oldest first: `unfinished()` is read by every status request. */
+  readonly #unfinished = new Set<string>()
   readonly #now: () => number
   readonly #newId: () => string
 
@@ -182,6 +184,7 @@ export class DeployStore {
     this.#journal = journal
     this.#logs = logs
     this.#deploys = deploys
+    for (const deploy of deploys.values()) if (deploy.finishedAt === null) this.#unfinished.add(deploy.id)
     this.#now = opts.now ?? Date.now
     this.#newId = opts.newId ?? newDeployId
   }
@@ -270,13 +273,16 @@ export class DeployStore {
 
   /** Deploys not finished yet, oldest first (the order recovery drives them in). */
   unfinished(): Deploy[] {
-    return [...this.#deploys.values()].filter((deploy) => deploy.finishedAt === null).map(copyDeploy)
+    return [...this.#unfinished].map((id) => copyDeploy(this.#deploys.get(id) as Deploy))
   }
 
-  /** Appends one NDJSON line to the deploy's log (not fsynced per line; flushed when the deploy finishes or on close). */
+  /** Appends one NDJSON line to the deploy's log (not fsynced per line; flushed when the deploy finishes, or at once after, or on close). */
   async appendLog(id: string, line: object): Promise<void> {
     this.#known(id)
     await this.#logs.append(id, line)
+    // A line after the end (the final state's own line, late cleanup) reopened a log the terminal transition had
+    // closed; nothing else would close it again, so flush and close it now (as that transition does).
+    if (this.#deploys.get(id)?.finishedAt != null) await this.#logs.closeLog(id).catch(() => undefined)
   }
 
   /** The deploy's whole log so far; '' when it has none yet. */
@@ -308,6 +314,9 @@ export class DeployStore {
     const id = event.type === 'deploy.created' ? event.deploy.id : event.id
     await this.#journal.append(event)
     applyEvent(this.#deploys, event)
-    return copyDeploy(this.#deploys.get(id) as Deploy)
+    const deploy = this.#deploys.get(id) as Deploy
+    if (deploy.finishedAt === null) this.#unfinished.add(id)
+    else this.#unfinished.delete(id)
+    return copyDeploy(deploy)
   }
 }

@@ -1,4 +1,6 @@
-// An append-only JSON-lines journal: one record per line, each one fsynced before its append resolves.
+// An append-only JSON-lines journal: one record per line, each one fsynced before its append resolves. Appends
+// made while a write is under way share the next write and its fsync (group commit), so a burst of requests costs
+// a few fsyncs, not one each.
 import { open, readFile, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { fsyncDir, writeFileAtomic } from './files.js'
@@ -81,8 +83,17 @@ async function readIfExists(path: string): Promise<Buffer | undefined> {
   }
 }
 
+interface PendingAppend {
+  line: string
+  record: JournalRecord
+  resolve: () => void
+  reject: (err: unknown) => void
+}
+
 export class Journal {
   #handle: FileHandle | undefined
+  /** Appends waiting for their shared write; closed when that write starts or a rewrite or close is queued. */
+  #batch: PendingAppend[] | undefined
   #records: JournalRecord[]
   #bytes: number
   /** Appends and rewrites run one at a time, in call order. */
@@ -147,17 +158,37 @@ export class Journal {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#enqueue(async (handle) => {
-      try {
-        await handle.appendFile(line)
-        await handle.sync()
-      } catch (err) {
-        await this.#cutBackTo(handle, this.#bytes)
-        throw err
+    if (this.#closed) return Promise.reject(new Error(`journal ${this.path} is closed`))
+    return new Promise<void>((resolve, reject) => {
+      const pending: PendingAppend = { line, record: full, resolve, reject }
+      if (this.#batch) {
+        this.#batch.push(pending)
+        return
       }
-      this.#bytes += Buffer.byteLength(line)
-      this.#records.push(full)
+      const batch = [pending]
+      this.#batch = batch
+      this.#enqueue((handle) => {
+        if (this.#batch === batch) this.#batch = undefined
+        return this.#writeBatch(handle, batch)
+      }).then(
+        () => batch.forEach((a) => a.resolve()),
+        (err: unknown) => batch.forEach((a) => a.reject(err)),
+      )
     })
+  }
+
+  /** One write and one fsync for the whole batch; on failure all of it is cut back out and every append fails. */
+  async #writeBatch(handle: FileHandle, batch: readonly PendingAppend[]): Promise<void> {
+    const text = batch.map((a) => a.line).join('')
+    try {
+      await handle.appendFile(text)
+      await handle.sync()
+    } catch (err) {
+      await this.#cutBackTo(handle, this.#bytes)
+      throw err
+    }
+    this.#bytes += Buffer.byteLength(text)
+    for (const a of batch) this.#records.push(a.record)
   }
 
   /**
@@ -173,6 +204,7 @@ export class Journal {
     } catch (err) {
       return Promise.reject(err)
     }
+    this.#batch = undefined // appends after this call land in the new file
     return this.#enqueue(async (oldHandle) => {
       await writeFileAtomic(this.path, text, this.mode)
       // The path now names the new file; the old handle points at the replaced one.
@@ -192,6 +224,7 @@ export class Journal {
 
   /** Waits for queued writes, then closes the file. Appending afterwards fails. */
   close(): Promise<void> {
+    this.#batch = undefined
     this.#closed ??= this.#queue.then(async () => {
       const handle = this.#handle
       this.#handle = undefined

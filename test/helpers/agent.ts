@@ -12,7 +12,7 @@ import { FailureLimiter } from '../../agent/auth/limiter.js'
 import { loadConfig } from '../../agent/config/load.js'
 import type { Config } from '../../agent/config/schema.js'
 import { buildApp } from '../../agent/http/app.js'
-import { createLogger } from '../../agent/observability/logger.js'
+import { createLogger, type Logger } from '../../agent/observability/logger.js'
 import { Metrics, recordBackup } from '../../agent/observability/metrics.js'
 import { BackupService } from '../../agent/backup/service.js'
 import type { Deployments } from '../../agent/deploy/coordinator.js'
@@ -108,6 +108,8 @@ export async function buildTestAgent(
     extra?: Record<string, unknown>
     limiter?: FailureLimiter
     deployments?: (config: Config, deploys: DeployStore, backups: BackupService) => Promise<Deployments>
+    /** Default: silent. */
+    logger?: Logger
   } = {},
 ): Promise<TestAgent> {
   const keys = await writeTestKeys(dir)
@@ -125,7 +127,7 @@ export async function buildTestAgent(
     limiter: options.limiter,
     onFailure: (reason) => metrics.authFailures.inc({ reason }),
   })
-  const logger = createLogger({ level: 'silent' })
+  const logger = options.logger ?? createLogger({ level: 'silent' })
   const backups = new BackupService({ config, logger, onBackup: (event) => recordBackup(metrics, event) })
   await backups.open()
   const deployments = options.deployments ? await options.deployments(config, store.deploys, backups) : new RecordingDeployments()

@@ -4,8 +4,9 @@ import { fileURLToPath } from 'node:url'
 
 export const BIN = fileURLToPath(new URL('../../bin/deploy-agent.js', import.meta.url))
 
-/** The child's environment. tap's coverage hooks are left out: the binary runs through tsx, whose source maps tap's
- * coverage report cannot merge with its own, and a merged garbage report would hide real gaps. */
+/** The child's environment. tap's coverage hooks are left out: the binary runs dist/ (when built and fresh) or the
+ * sources through tsx, neither of which tap's coverage report can merge with its own, and a merged garbage report
+ * would hide real gaps. */
 function childEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return { ...process.env, ...extra, _TAPJS_PROCESSINFO_COVERAGE_: '0' }
 }
@@ -20,6 +21,16 @@ export interface CliResult {
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(process.execPath, [BIN, ...args], { env: childEnv(env), timeout: 60_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0
+      resolve({ code, stdout, stderr })
+    })
+  })
+}
+
+/** Runs `bash <script> ...args` (a script of scripts/ as CI or an operator would) to completion; never throws. */
+export function runBashScript(script: string, args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 120_000): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile('bash', [script, ...args], { env: childEnv(env), timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0
       resolve({ code, stdout, stderr })
     })

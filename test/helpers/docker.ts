@@ -1,7 +1,7 @@
 import { execFile, spawn } from 'node:child_process'
-import { chmod, copyFile, mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises'
+import { chmod, copyFile, cp, mkdir, mkdtemp, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 
@@ -94,13 +94,14 @@ async function makeRootfs (dir: string): Promise<void> {
   await writeFile(join(dir, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n')
 }
 
-async function importRootfs (dir: string): Promise<void> {
+async function importRootfs (dir: string, image = BASE_IMAGE, label = 'base', env: string[] = []): Promise<void> {
   const tar = spawn('tar', ['-C', dir, '--numeric-owner', '--owner=0', '--group=0', '-c', '.'], {
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const importer = spawn('docker', [
     'import', '--change', 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin', '--change', 'CMD ["sh"]',
-    '--change', 'LABEL deploy-agent.test=base', '-', BASE_IMAGE
+    ...env.flatMap((e) => ['--change', `ENV ${e}`]),
+    '--change', `LABEL deploy-agent.test=${label}`, '-', image
   ], { stdio: ['pipe', 'ignore', 'pipe'] })
   let tarErr = ''
   let importErr = ''
@@ -111,6 +112,48 @@ async function importRootfs (dir: string): Promise<void> {
     waitForExit(tar, 'tar', () => tarErr),
     waitForExit(importer, 'docker import', () => importErr)
   ])
+}
+
+/** The Node base image for building deploy-agent's own Dockerfile without a registry: one per host Node version. */
+export const NODE_BASE_IMAGE = `deploy-agent-test-node-base:${process.versions.node}`
+
+const CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt'
+
+// The host's node binary at its own path with the shared libraries `ldd` names, the npm that came with it, and the
+// host's CA bundle (npm in the image must trust what the host trusts, e.g. a proxy's CA).
+async function addHostNode (dir: string): Promise<void> {
+  const node = await realpath(process.execPath)
+  const { stdout } = await run('ldd', [node])
+  const libraries = [...stdout.matchAll(/(?:=>\s*)?(\/\S+)\s+\(0x/g)].map((m) => m[1] as string)
+  for (const path of [node, ...libraries]) {
+    await mkdir(join(dir, dirname(path)), { recursive: true })
+    await copyFile(await realpath(path), join(dir, path))
+  }
+  await chmod(join(dir, node), 0o755)
+  if (node !== '/usr/bin/node') await symlink(node, join(dir, 'usr/bin/node')).catch(() => undefined)
+  const npm = dirname(dirname(await realpath(join(dirname(process.execPath), 'npm'))))
+  await mkdir(join(dir, 'usr/lib/node_modules'), { recursive: true })
+  await cp(npm, join(dir, 'usr/lib/node_modules/npm'), { recursive: true })
+  await symlink('/usr/lib/node_modules/npm/bin/npm-cli.js', join(dir, 'usr/bin/npm')).catch(() => undefined)
+  await mkdir(join(dir, dirname(CA_BUNDLE)), { recursive: true })
+  await copyFile(CA_BUNDLE, join(dir, CA_BUNDLE))
+}
+
+/** Builds NODE_BASE_IMAGE (busybox + the host's Node and npm) unless it exists; returns the image name. */
+export async function ensureNodeBaseImage (): Promise<string> {
+  if (await imageExists(NODE_BASE_IMAGE)) return NODE_BASE_IMAGE
+  return await withLock(async () => {
+    if (await imageExists(NODE_BASE_IMAGE)) return NODE_BASE_IMAGE
+    const dir = await mkdtemp(join(tmpdir(), 'deploy-agent-node-rootfs-'))
+    try {
+      await makeRootfs(dir)
+      await addHostNode(dir)
+      await importRootfs(dir, NODE_BASE_IMAGE, 'node-base', [`NODE_EXTRA_CA_CERTS=${CA_BUNDLE}`])
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+    return NODE_BASE_IMAGE
+  })
 }
 
 /** Builds `deploy-agent-test-base:1` from the host's /bin/busybox unless it exists; returns the image name. */

@@ -10,6 +10,10 @@ export interface NginxOptions {
   /** Included from `http {}`; written (pointing at an unused port) when it does not exist yet. */
   upstreamFile: string
   upstreamName: string
+  /** More files included from `http {}` (e.g. a site with its own server block). */
+  includes?: string[]
+  /** Served as static files under /static/ (e.g. a benchmark's baseline); everything else is proxied. */
+  staticDir?: string
 }
 
 export interface NginxInstance {
@@ -41,8 +45,10 @@ function renderConfig (dir: string, opts: NginxOptions): string {
     ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((kind) =>
       `  ${kind}_temp_path ${q(join(dir, 'temp', kind))};`),
     `  include ${q(opts.upstreamFile)};`,
+    ...(opts.includes ?? []).map((file) => `  include ${q(file)};`),
     '  server {',
     `    listen 127.0.0.1:${opts.port};`,
+    ...(opts.staticDir === undefined ? [] : [`    location /static/ { alias ${q(join(opts.staticDir, '/'))}; keepalive_requests 1000000; }`]),
     '    location / {',
     `      proxy_pass http://${opts.upstreamName};`,
     '      proxy_connect_timeout 2s;',

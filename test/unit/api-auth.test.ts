@@ -194,6 +194,17 @@ t.test('API: a burst of bad signatures from one address is rate-limited; other a
   t.equal(other.statusCode, 202, 'a valid request from another address still works')
 })
 
+// Regression (load fault, auth flood): the block was only checked when a request arrived, so every concurrent
+// request already past that check still cost a signature verification and counted as a 401 beyond the limit.
+t.test('API: a concurrent burst of bad signatures gets exactly the limit of 401s, the rest 429', async (t) => {
+  const attacker = '127.9.9.10'
+  const answers = await Promise.all(
+    Array.from({ length: 60 }, () => signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, audience: 'wrong', remoteAddress: attacker })),
+  )
+  const counts = answers.reduce<Record<number, number>>((acc, res) => ({ ...acc, [res.statusCode]: (acc[res.statusCode] ?? 0) + 1 }), {})
+  t.same(counts, { 401: 20, 429: 40 }, '20 failures a minute, then refused before any signature work')
+})
+
 t.test('API: failures are counted by reason in /metrics, and nothing ran', async (t) => {
   const res = await agent.app.inject({ url: '/metrics', headers: { authorization: `Bearer ${agent.keys.statusToken}` } })
   t.equal(res.statusCode, 200)

@@ -61,3 +61,28 @@ t.test('FailureLimiter: blocks past the limit within the window, forgets after i
   for (let i = 0; i < 3; i++) limiter.recordFailure('d')
   t.ok(limiter.retryAfterSec('d') > 0)
 })
+
+// Regression (load fault, auth flood): when the map was full each new address evicted the oldest entry, blocked
+// or not, so failures from enough other addresses set a blocked address free; it also rescanned the whole map for
+// every new address.
+t.test('FailureLimiter: 10k distinct addresses stay within maxTracked and do not free a blocked address', async (t) => {
+  const now = 0
+  const limiter = new FailureLimiter({ maxFailures: 20, windowMs: 60_000, now: () => now })
+  for (let i = 0; i < 20; i++) limiter.recordFailure('127.0.0.2')
+  t.ok(limiter.retryAfterSec('127.0.0.2') > 0, 'the flooding address is blocked')
+  let most = 0
+  for (let i = 0; i < 30_000; i++) {
+    limiter.recordFailure(`127.${10 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`)
+    most = Math.max(most, limiter.tracked)
+  }
+  t.ok(most <= 10_000, `never more than the default 10k addresses tracked (at most ${most})`)
+  t.ok(limiter.retryAfterSec('127.0.0.2') > 0, 'the blocked address is still blocked after 30k other addresses failed')
+})
+
+t.test('FailureLimiter: a map full of blocked addresses still evicts (the oldest) rather than grow', async (t) => {
+  const limiter = new FailureLimiter({ maxFailures: 2, windowMs: 60_000, now: () => 0, maxTracked: 10 })
+  for (let i = 0; i < 25; i++) for (let n = 0; n < 2; n++) limiter.recordFailure(`a${i}`)
+  t.ok(limiter.tracked <= 10, `tracked ${limiter.tracked}`)
+  t.ok(limiter.retryAfterSec('a24') > 0, 'the newest blocked address is kept')
+  t.equal(limiter.retryAfterSec('a0'), 0, 'the oldest was forgotten')
+})

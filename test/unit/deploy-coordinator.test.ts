@@ -6,6 +6,7 @@ import { DeployCoordinator } from '../../agent/deploy/coordinator.js'
 import type { DockerEngine } from '../../agent/docker/engine.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import type { Runtime } from '../../agent/deploy/runtime.js'
+import type { DeployEvent } from '../../agent/deploy/transition.js'
 import type { Notice } from '../../agent/notify/notifier.js'
 import { DeployStore, type Deploy } from '../../agent/store/deploys.js'
 import { tempDir } from '../helpers/tmp.js'
@@ -21,22 +22,25 @@ apps:
       production: { ref: "tag:v*", ports: [18011, 18012], requireApproval: true }
 `
 
-/** A pipeline whose runs end only when the test says so. */
+/** A pipeline whose runs end only when the test says so (a finish that comes before the run got there counts). */
 class ManualPipeline {
   readonly started: string[] = []
   private readonly finishers = new Map<string, () => void>()
+  private readonly finishedEarly = new Set<string>()
   constructor(private readonly store: DeployStore) {}
   async run(deploy: Deploy, _target: Target): Promise<Deploy> {
     this.started.push(deploy.id)
     await this.store.transition(deploy.id, 'RESOLVING')
-    await new Promise<void>((resolve) => this.finishers.set(deploy.id, resolve))
+    if (!this.finishedEarly.has(deploy.id)) await new Promise<void>((resolve) => this.finishers.set(deploy.id, resolve))
     return this.store.transition(deploy.id, 'FAILED', { error: { code: 'test', message: 'ended by the test' }, terminal: true })
   }
   async recover(): Promise<boolean> {
     return false
   }
   finish(id: string): void {
-    this.finishers.get(id)?.()
+    const finisher = this.finishers.get(id)
+    if (finisher) finisher()
+    else this.finishedEarly.add(id)
   }
 }
 
@@ -47,8 +51,10 @@ async function setUp(t: Test) {
   t.teardown(() => store.close())
   const pipeline = new ManualPipeline(store)
   const notices: Notice[] = []
+  const events: DeployEvent[] = []
   const coordinator = new DeployCoordinator({
     notify: (n) => notices.push(n),
+    onDeployEvent: (e) => events.push(e),
     config,
     store,
     pipeline,
@@ -57,10 +63,18 @@ async function setUp(t: Test) {
     router: () => ({ currentPort: async () => null, switchTo: async () => ({ previousPort: null }) }),
     logger: createLogger({ level: 'silent' }),
   })
-  return { store, pipeline, coordinator, notices }
+  return { store, pipeline, coordinator, notices, events }
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 20))
+
+/** Waits until `done()` holds (no fixed delay: the journal's fsyncs are slow on a loaded machine). */
+async function until(done: () => boolean, what: string): Promise<void> {
+  for (let i = 0; !done(); i++) {
+    if (i > 1000) throw new Error(`timed out waiting until ${what}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
 
 t.test('DeployCoordinator: one runs, one waits, a newer request replaces the waiting one', async (t) => {
   const { store, pipeline, coordinator } = await setUp(t)
@@ -73,7 +87,7 @@ t.test('DeployCoordinator: one runs, one waits, a newer request replaces the wai
   t.equal(store.get(second.id)?.error?.code, 'superseded')
   t.equal(store.get(third.id)?.state, 'QUEUED')
   pipeline.finish(first.id)
-  await tick()
+  await until(() => pipeline.started.length === 2, 'the next deploy starts')
   t.same(pipeline.started, [first.id, third.id], 'the waiting one starts when the lane frees')
   const other = await coordinator.request({ app: 'web', env: 'production', ref: 'v1' })
   t.equal(other.state, 'AWAITING_APPROVAL', 'another env has its own lane')
@@ -107,7 +121,7 @@ t.test('DeployCoordinator: approval holds a deploy; a newer one supersedes it; a
   t.equal(approved.state, 'QUEUED')
   await t.rejects(coordinator.approve(newer.id), { code: 'not_awaiting_approval' })
   await t.rejects(coordinator.approve('d_zzzzzzzzzzzz'), { code: 'not_found' })
-  await tick()
+  await until(() => store.get(newer.id)?.state === 'RESOLVING', 'the approved deploy runs')
   t.same(pipeline.started, [newer.id])
   t.same(store.get(newer.id)?.states.map((s) => s.state), ['QUEUED', 'AWAITING_APPROVAL', 'QUEUED', 'RESOLVING'])
   pipeline.finish(newer.id)
@@ -131,4 +145,67 @@ t.test('DeployCoordinator: unknown app or env is 404', async (t) => {
   const { coordinator } = await setUp(t)
   await t.rejects(coordinator.request({ app: 'nope', env: 'staging', ref: 'main' }), { code: 'not_found' })
   await t.rejects(coordinator.request({ app: 'web', env: 'qa', ref: 'main' }), { code: 'not_found' })
+})
+
+t.test('DeployCoordinator: envSnapshot shows the waiting deploy per env; the listener hears the coordinator\'s own moves', async (t) => {
+  const { store, pipeline, coordinator, events } = await setUp(t)
+  const first = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
+  const second = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
+  const third = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
+  await tick()
+  const queued = (env: string) => coordinator.envSnapshot().find((e) => e.env === env)?.queued
+  t.same(coordinator.envSnapshot().map((e) => e.env).sort(), ['production', 'staging', 'strict'], 'every configured env, busy or not')
+  t.equal(queued('staging'), 1, 'one waits behind the running one')
+  t.equal(queued('production'), 0)
+  const cancelled = events.find((e) => e.type === 'state' && e.deploy.id === second.id)
+  t.match(cancelled, { type: 'state', was: 'QUEUED', deploy: { state: 'CANCELLED', error: { code: 'superseded' } } }, 'the superseded deploy is announced')
+  pipeline.finish(first.id)
+  // The next run registers its finisher only after its first transition is on disk.
+  await until(() => store.get(third.id)?.state === 'RESOLVING', 'the waiting one runs')
+  t.equal(queued('staging'), 0, 'the waiting one runs now')
+  pipeline.finish(third.id)
+  await coordinator.idle()
+})
+
+// Regression (load fault, 1000 concurrent requests): place() cleared the waiting slot, awaited the cancellation of
+// the replaced deploy, then took the slot — a request placed during that await was overwritten, neither run nor
+// cancelled, and stayed QUEUED for ever (410 of 1000 in the fault run).
+t.test('DeployCoordinator: concurrent requests under queue: replace leave exactly one waiting, the rest cancelled', async (t) => {
+  const { store, pipeline, coordinator } = await setUp(t)
+  const first = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
+  const flood = await Promise.all(Array.from({ length: 50 }, () => coordinator.request({ app: 'web', env: 'staging', ref: 'main' })))
+  const states = flood.map((d) => store.get(d.id)?.state)
+  t.equal(states.filter((s) => s === 'QUEUED').length, 1, 'exactly one waits')
+  t.equal(states.filter((s) => s === 'CANCELLED').length, 49, 'every other one is superseded')
+  const waiting = flood.find((d) => store.get(d.id)?.state === 'QUEUED') as Deploy
+  await until(() => store.get(first.id)?.state === 'RESOLVING', 'it runs')
+  pipeline.finish(first.id)
+  await until(() => pipeline.started.length === 2, 'the next deploy starts')
+  t.same(pipeline.started, [first.id, waiting.id], 'the one waiting runs next')
+  await until(() => store.get(waiting.id)?.state === 'RESOLVING', 'it runs')
+  pipeline.finish(waiting.id)
+  await coordinator.idle()
+  t.same(store.unfinished(), [], 'no deploy is left unfinished')
+})
+
+// Regression: refuseIfBusy checked the lane before awaiting the journal write, so concurrent requests to a free
+// `queue: reject` lane all passed the check; the first ran and the others were queued and superseded.
+t.test('DeployCoordinator: concurrent requests under queue: reject start one and refuse the rest with 409', async (t) => {
+  const { store, pipeline, coordinator } = await setUp(t)
+  const answers = await Promise.allSettled(Array.from({ length: 20 }, () => coordinator.request({ app: 'web', env: 'strict', ref: 'main' })))
+  const accepted = answers.filter((a): a is PromiseFulfilledResult<Deploy> => a.status === 'fulfilled').map((a) => a.value)
+  const refused = answers.filter((a): a is PromiseRejectedResult => a.status === 'rejected').map((a) => (a.reason as { code: string }).code)
+  t.equal(accepted.length, 1, 'one request is accepted')
+  t.same(refused, Array(19).fill('deploy_in_progress'), 'the others are refused with deploy_in_progress')
+  t.equal(store.list({ env: 'strict' }).length, 1, 'a refused request leaves no deploy record')
+  t.same(pipeline.started, [accepted[0]?.id])
+  await until(() => store.get(accepted[0]?.id as string)?.state === 'RESOLVING', 'it runs')
+  pipeline.finish(accepted[0]?.id as string)
+  await coordinator.idle()
+  const again = await coordinator.request({ app: 'web', env: 'strict', ref: 'main' })
+  t.equal(again.state, 'QUEUED', 'the lane is free again afterwards')
+  await until(() => pipeline.started.length === 2, 'the new deploy starts')
+  await until(() => store.get(again.id)?.state === 'RESOLVING', 'it runs')
+  pipeline.finish(again.id)
+  await coordinator.idle()
 })

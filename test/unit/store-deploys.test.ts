@@ -230,6 +230,23 @@ t.test('DeployStore: a terminal transition closes the log; appending later reope
   )
 })
 
+// Regression (load fault): moveDeploy writes the state line after the terminal transition closed the log, which
+// reopened it for good — one open file per finished deploy (1000 after a flood of superseded requests).
+t.test('DeployStore: a line appended after the deploy finished leaves no log open', async (t) => {
+  const store = await DeployStore.open(t.testdir())
+  t.teardown(() => store.close())
+  const openFds = async () => (await readdir('/proc/self/fd')).length
+  const before = await openFds()
+  for (let i = 0; i < 100; i++) {
+    const { id } = await store.create(input)
+    await store.transition(id, 'CANCELLED', { terminal: true })
+    await Promise.all([store.appendLog(id, { event: 'state', state: 'CANCELLED' }), store.appendLog(id, { msg: 'late' })])
+    t.equal((await store.readLog(id)).trim().split('\n').length, 2, 'both late lines are written')
+  }
+  const growth = (await openFds()) - before
+  t.ok(growth < 10, `open file descriptors grew by ${growth} over 100 finished deploys`)
+})
+
 t.test('DeployStore: log ids are validated before touching the filesystem', async (t) => {
   const dir = t.testdir({ 'secret.ndjson': 'do not read\n' })
   const store = await DeployStore.open(join(dir, 'state'))

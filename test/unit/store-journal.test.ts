@@ -301,3 +301,60 @@ t.test('Journal: a write that fails half way (disk full) is cut back out and the
   t.same(reopened.records().map((r) => r.n), [1, 3])
   await reopened.close()
 })
+
+// Load fault (1000 concurrent deploy requests): every append was its own write and fsync, one after another, so a
+// burst of signed requests (a nonce and a deploy record each) was bound by fsync latency.
+t.test('Journal: concurrent appends share one write and fsync (group commit), and a failed batch fails all of it', async (t) => {
+  let syncs = 0
+  const { Journal: CountingJournal } = await t.mockImport<JournalModule>('../../agent/store/journal.js', {
+    'node:fs/promises': {
+      ...realFs,
+      open: async (path: string, flags: string, mode?: number) => {
+        const handle = await realFs.open(path, flags, mode)
+        if (flags !== 'a') return handle
+        return {
+          appendFile: async (data: string) => {
+            if (!data.includes('"fail":true')) return handle.appendFile(data)
+            await handle.appendFile(data.slice(0, 10))
+            throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' })
+          },
+          sync: () => {
+            syncs++
+            return handle.sync()
+          },
+          truncate: (len: number) => handle.truncate(len),
+          close: () => handle.close(),
+        }
+      },
+    },
+  })
+  const path = join(t.testdir(), 'j.jsonl')
+  const journal = await CountingJournal.open(path)
+  const resolved: number[] = []
+  await Promise.all(Array.from({ length: 100 }, (_, i) => journal.append({ i }).then(() => resolved.push(i))))
+  t.same(resolved, Array.from({ length: 100 }, (_, i) => i), 'resolved in call order')
+  t.ok(syncs <= 2, `100 concurrent appends took ${syncs} fsyncs`)
+  const batch = await Promise.allSettled([journal.append({ i: 100 }), journal.append({ i: 101, fail: true }), journal.append({ i: 102 })])
+  t.same(batch.map((r) => r.status), ['rejected', 'rejected', 'rejected'], 'every append of a failed shared write fails')
+  await journal.append({ i: 103 })
+  t.same(journal.records().map((r) => r.i), [...Array.from({ length: 100 }, (_, i) => i), 103])
+  await journal.close()
+  const { journal: reopened, torn } = await openCollecting(path)
+  t.same(torn, [], 'the failed batch was cut back out of the file')
+  t.same(reopened.records().map((r) => r.i), [...Array.from({ length: 100 }, (_, i) => i), 103])
+  await reopened.close()
+})
+
+t.test('Journal: appends made after a rewrite was called land in the new file', async (t) => {
+  const path = join(t.testdir(), 'j.jsonl')
+  const journal = await Journal.open(path)
+  const before = journal.append({ n: 1 })
+  const rewritten = journal.rewrite([{ n: 0 }])
+  const after = journal.append({ n: 2 })
+  await Promise.all([before, rewritten, after])
+  t.same(journal.records().map((r) => r.n), [0, 2])
+  await journal.close()
+  const reopened = await Journal.open(path)
+  t.same(reopened.records().map((r) => r.n), [0, 2])
+  await reopened.close()
+})

@@ -1,0 +1,59 @@
+// Removes secrets from what leaves the box in an error report: values under sensitive keys (the logger's redact
+// list and a few more), passwords in URLs, bearer tokens, request signatures, `token=…`-style pairs in text, and
+// the exact values the agent knows to be secret (env file values, database passwords, tokens, HMAC secrets).
+import { SENSITIVE_FIELDS, SENSITIVE_HEADERS } from './logger.js'
+
+export const SCRUBBED = '[redacted]'
+
+const normalize = (key: string) => key.toLowerCase().replace(/[^a-z0-9]/g, '')
+
+/** Key names (normalized) whose values are never sent: the logger's list plus the usual names of credentials. */
+const SENSITIVE_KEY_PARTS = [...SENSITIVE_HEADERS, ...SENSITIVE_FIELDS, 'signature', 'passwd', 'apikey', 'cookie', 'credential', 'privatekey', 'dsn'].map(normalize)
+
+export function isSensitiveKey(key: string): boolean {
+  const k = normalize(key)
+  return SENSITIVE_KEY_PARTS.some((part) => k.includes(part))
+}
+
+const WORDS = 'password|passwd|secret|token|signature|authorization|api[_-]?key|credential'
+const TEXT_RULES: Array<[RegExp, string]> = [
+  // scheme://user:password@host → scheme://user:[redacted]@host (DATABASE_URL and friends)
+  [/([a-z][a-z0-9+.-]*:\/\/[^\s:@/]*):[^\s@/]+@/gi, `$1:${SCRUBBED}@`],
+  [/\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+/gi, `$1 ${SCRUBBED}`],
+  [/\bv1=[A-Za-z0-9_-]{16,}/g, `v1=${SCRUBBED}`],
+  // token=…, "password": "…", X_SECRET: … (the key stays readable, the value goes)
+  [new RegExp(`([A-Za-z0-9_.-]*(?:${WORDS})[A-Za-z0-9_.-]*["']?\\s*[=:]\\s*["']?)[^\\s"',;&}]+`, 'gi'), `$1${SCRUBBED}`],
+]
+
+/** Secrets shorter than this are not searched for in text: a 2-character value would blank out half a message. */
+const MIN_KNOWN_SECRET = 6
+
+export class Scrubber {
+  private readonly known: string[]
+
+  constructor(knownSecrets: Iterable<string> = []) {
+    // Longest first, so a secret containing another is removed whole.
+    this.known = [...new Set([...knownSecrets].filter((s) => s.length >= MIN_KNOWN_SECRET))].sort((a, b) => b.length - a.length)
+  }
+
+  text(value: string): string {
+    let out = value
+    for (const secret of this.known) out = out.split(secret).join(SCRUBBED)
+    for (const [pattern, replacement] of TEXT_RULES) out = out.replace(pattern, replacement)
+    return out
+  }
+
+  /** A deep copy of `value` with sensitive keys blanked and every string scrubbed. */
+  value<T>(value: T): T {
+    return this.walk(value, 0) as T
+  }
+
+  private walk(value: unknown, depth: number): unknown {
+    if (typeof value === 'string') return this.text(value)
+    if (typeof value !== 'object' || value === null || depth > 32) return value
+    if (Array.isArray(value)) return value.map((v) => this.walk(v, depth + 1))
+    const out: Record<string, unknown> = {}
+    for (const [key, v] of Object.entries(value)) out[key] = isSensitiveKey(key) && v !== null && v !== undefined ? SCRUBBED : this.walk(v, depth + 1)
+    return out
+  }
+}
