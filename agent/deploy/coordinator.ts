@@ -146,7 +146,7 @@ export class DeployCoordinator implements Deployments {
 
   /**
    * Start-up: the live releases are read from Docker and nginx, every deploy left unfinished by a crash is driven
-   * to a safe end (or queued again if it had not started), and leftover migration containers are removed.
+   * to a safe end (or queued again if it had not started), after leftover migration containers are removed.
    */
   recover(): Promise<void> {
     this.recovered = this.recoverNow()
@@ -155,6 +155,16 @@ export class DeployCoordinator implements Deployments {
 
   private async recoverNow(): Promise<void> {
     await this.observeLive()
+    // No deploy runs yet, so every migration container is a crash's leftover. They go first: a deploy recorded as
+    // FAILED must not leave one running behind it.
+    for (const [app, appConfig] of Object.entries(this.deps.config.apps)) {
+      for (const env of Object.keys(appConfig.envs)) {
+        for (const leftover of await this.deps.docker.listContainers({ ...envLabels({ app, env }), [LABEL.role]: 'migrate' })) {
+          await this.deps.docker.removeContainer(leftover.id)
+          this.deps.logger.warn({ app, env, container: leftover.id }, 'removed a leftover migration container')
+        }
+      }
+    }
     for (const deploy of this.deps.store.unfinished()) {
       const target = this.deps.config.apps[deploy.app]?.envs[deploy.env] ? findTarget(this.deps.config, deploy.app, deploy.env) : null
       const logger = this.deps.logger.child({ app: deploy.app, env: deploy.env, deployId: deploy.id })
@@ -169,14 +179,6 @@ export class DeployCoordinator implements Deployments {
         if (await this.deps.pipeline.recover(deploy, target)) await this.place(target, deploy)
       } catch (err) {
         logger.error({ err }, 'could not recover the deploy; it stays as it is')
-      }
-    }
-    for (const [app, appConfig] of Object.entries(this.deps.config.apps)) {
-      for (const env of Object.keys(appConfig.envs)) {
-        for (const leftover of await this.deps.docker.listContainers({ ...envLabels({ app, env }), [LABEL.role]: 'migrate' })) {
-          await this.deps.docker.removeContainer(leftover.id)
-          this.deps.logger.warn({ app, env, container: leftover.id }, 'removed a leftover migration container')
-        }
       }
     }
   }

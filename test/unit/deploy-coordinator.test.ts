@@ -44,12 +44,13 @@ class ManualPipeline {
   }
 }
 
-async function setUp(t: Test) {
+async function setUp(t: Test, overrides: { docker?: DockerEngine; recover?: () => Promise<boolean> } = {}) {
   const dir = await tempDir(t)
   const config = parseConfig(yaml, {}, 'a', dir)
   const store = await DeployStore.open(dir)
   t.teardown(() => store.close())
   const pipeline = new ManualPipeline(store)
+  if (overrides.recover) pipeline.recover = overrides.recover
   const notices: Notice[] = []
   const events: DeployEvent[] = []
   const coordinator = new DeployCoordinator({
@@ -59,7 +60,7 @@ async function setUp(t: Test) {
     store,
     pipeline,
     runtime: {} as Runtime,
-    docker: {} as DockerEngine,
+    docker: overrides.docker ?? ({} as DockerEngine),
     router: () => ({ currentPort: async () => null, switchTo: async () => ({ previousPort: null }) }),
     logger: createLogger({ level: 'silent' }),
   })
@@ -208,4 +209,30 @@ t.test('DeployCoordinator: concurrent requests under queue: reject start one and
   await until(() => store.get(again.id)?.state === 'RESOLVING', 'it runs')
   pipeline.finish(again.id)
   await coordinator.idle()
+})
+
+// Regression (fault suite, SIGKILL in MIGRATING): the leftover migration containers were removed after the deploys
+// were recovered, so a deploy already read FAILED while its migration container still ran.
+t.test('DeployCoordinator: recovery removes leftover migration containers before it settles any deploy', async (t) => {
+  const order: string[] = []
+  const docker = {
+    listContainers: async (labels: Record<string, string>) => {
+      order.push(`list ${labels['deploy-agent.env']}`)
+      return labels['deploy-agent.env'] === 'staging' ? [{ id: 'migrate-1' }] : []
+    },
+    removeContainer: async (id: string) => {
+      order.push(`remove ${id}`)
+    },
+  } as unknown as DockerEngine
+  const { store, coordinator } = await setUp(t, {
+    docker,
+    recover: async () => {
+      order.push('recover deploy')
+      return false
+    },
+  })
+  await store.create({ app: 'web', env: 'staging', ref: 'main', state: 'MIGRATING' })
+  await coordinator.recover()
+  t.ok(order.indexOf('remove migrate-1') >= 0, 'the leftover is removed')
+  t.ok(order.indexOf('remove migrate-1') < order.indexOf('recover deploy'), `removed before the deploy is settled: ${order.join(', ')}`)
 })
