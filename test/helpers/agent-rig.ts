@@ -148,3 +148,39 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
     docker,
   }
 }
+
+export interface TwoEnvAgent {
+  dir: string
+  url: string
+  keys: TestKeys
+  production: NginxInstance
+  staging: NginxInstance
+}
+
+/**
+ * A real agent process serving `app` from the sample repo in two envs, each behind its own nginx: `production`, and
+ * `staging`, which requires approval. For the CLI and CI-script suites; removed in `t`'s teardown.
+ */
+export async function startTwoEnvAgent(t: Test, app: string, observeSeconds: number): Promise<TwoEnvAgent> {
+  const dir = await tempDir(t)
+  const keys = await writeTestKeys(dir)
+  const repo = await makeSampleRepo(join(dir, 'repo'))
+  const production = await envBehindNginx(t, dir, 'production')
+  const staging = await envBehindNginx(t, dir, 'staging', { requireApproval: true })
+  const [agentPort] = (await freePorts(1)) as [number]
+  const doc = testConfigDocument(dir, {
+    listen: { host: '127.0.0.1', port: agentPort },
+    apps: {
+      [app]: sampleAppConfig(repo.path, { production: production.env, staging: staging.env }, { observe: { seconds: observeSeconds, intervalMs: 200, maxFailures: 2 } }),
+    },
+  })
+  const configPath = join(dir, 'agent.yaml')
+  await writeFile(configPath, stringify(doc))
+  const url = `http://127.0.0.1:${agentPort}`
+  const agent = await startServe(configPath, url)
+  t.teardown(async () => {
+    await agent.stop('SIGKILL')
+    await removeAppFromDocker(app)
+  })
+  return { dir, url, keys, production: production.nginx, staging: staging.nginx }
+}

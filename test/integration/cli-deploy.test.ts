@@ -1,18 +1,15 @@
 // The deploy commands of the real binary against a real agent process: a temp git repo with tags, images built by
 // the Docker engine, two real nginx instances (production, and a staging env that requires approval).
 import { randomBytes } from 'node:crypto'
-import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { stringify } from 'yaml'
-import { AUDIENCE, testConfigDocument, writeTestKeys } from '../helpers/agent.js'
-import { runCli, startServe, type CliResult } from '../helpers/cli.js'
-import { dockerAvailable, ensureBaseImage, removeAppFromDocker } from '../helpers/docker.js'
+import { AUDIENCE } from '../helpers/agent.js'
+import { runCli, type CliResult } from '../helpers/cli.js'
+import { dockerAvailable, ensureBaseImage } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
 import type { NginxInstance } from '../helpers/nginx.js'
-import { freePorts } from '../helpers/ports.js'
-import { envBehindNginx, makeSampleRepo, SAMPLE_TAGS, sampleAppConfig, servedVersion } from '../helpers/sample-app.js'
-import { tempDir } from '../helpers/tmp.js'
+import { SAMPLE_TAGS, servedVersion } from '../helpers/sample-app.js'
+import { startTwoEnvAgent } from '../helpers/agent-rig.js'
 
 const app = `clishop-${randomBytes(3).toString('hex')}`
 
@@ -26,26 +23,7 @@ interface Fixture {
 
 async function setUp(t: Test): Promise<Fixture> {
   await ensureBaseImage()
-  const dir = await tempDir(t)
-  const keys = await writeTestKeys(dir)
-  const repo = await makeSampleRepo(join(dir, 'repo'))
-  const production = await envBehindNginx(t, dir, 'production')
-  const staging = await envBehindNginx(t, dir, 'staging', { requireApproval: true })
-  const [agentPort] = (await freePorts(1)) as [number]
-  const doc = testConfigDocument(dir, {
-    listen: { host: '127.0.0.1', port: agentPort },
-    apps: {
-      [app]: sampleAppConfig(repo.path, { production: production.env, staging: staging.env }, { observe: { seconds: 3, intervalMs: 200, maxFailures: 2 } }),
-    },
-  })
-  const configPath = join(dir, 'agent.yaml')
-  await writeFile(configPath, stringify(doc))
-  const url = `http://127.0.0.1:${agentPort}`
-  const agent = await startServe(configPath, url)
-  t.teardown(async () => {
-    await agent.stop('SIGKILL')
-    await removeAppFromDocker(app)
-  })
+  const { url, keys, production, staging } = await startTwoEnvAgent(t, app, 3)
   return {
     url,
     statusToken: keys.statusToken,
@@ -57,8 +35,8 @@ async function setUp(t: Test): Promise<Fixture> {
       DEPLOY_AGENT_STATUS_TOKEN_FILE: join(keys.dir, 'status.token'),
       NO_COLOR: '1',
     },
-    production: production.nginx,
-    staging: staging.nginx,
+    production,
+    staging,
   }
 }
 
