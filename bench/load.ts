@@ -12,7 +12,7 @@ export interface RateLoadResult {
   ok: number
   non2xx: number
   statuses: Record<string, number>
-  /** errors on a fresh connection, timeouts, or a reused connection that failed again after retries */
+  /** errors on a fresh connection (a retry is always on one), timeouts */
   socketErrors: number
   errors: Record<string, number>
   /** requests sent again after a reused keep-alive connection was found closed */
@@ -64,6 +64,9 @@ export function rateLoad(url: string, options: RateLoadOptions = {}) {
   const timeoutMs = options.timeoutMs ?? 5000
   const maxAttempts = options.maxAttempts ?? 3
   const agent = new Agent({ keepAlive: true, maxSockets: options.maxSockets ?? 32 })
+  // A retry goes out on a new connection, as the comment at the top says: after a reload several pooled idle
+  // connections are closed at once, and another pooled one is likely closed too.
+  const fresh = new Agent({ keepAlive: false })
   const result: RateLoadResult = { sent: 0, ok: 0, non2xx: 0, statuses: {}, socketErrors: 0, errors: {}, retried: 0, served: {}, durationMs: 0, maxLatencyMs: 0, failures: [] }
   const fail = (firedAt: number, what: string) => {
     if (result.failures.length < 2000) result.failures.push({ firedAt, at: Date.now(), what })
@@ -76,7 +79,7 @@ export function rateLoad(url: string, options: RateLoadOptions = {}) {
     const firedAt = Date.now()
     for (let attempt = 1; ; attempt++) {
       try {
-        const { status, body } = await get(url, agent, timeoutMs)
+        const { status, body } = await get(url, attempt === 1 ? agent : fresh, timeoutMs)
         if (status >= 200 && status < 300) {
           result.ok++
           bump(result.served, body.trim())
@@ -122,6 +125,7 @@ export function rateLoad(url: string, options: RateLoadOptions = {}) {
       result.durationMs = performance.now() - started
       while (inFlight.size > 0) await Promise.allSettled([...inFlight])
       agent.destroy()
+      fresh.destroy()
       return result
     },
   }
