@@ -4,7 +4,7 @@
 // container and a deploy record that says what happened; later rounds start from what earlier recoveries left.
 import t from 'tap'
 import { startAgentRig } from '../helpers/agent-rig.js'
-import { CRASH_RIG_OPTIONS, killDuring, type CrashCase } from '../helpers/crash-cases.js'
+import { CRASH_RIG_OPTIONS, DEPLOY_STATE_CASES, killDuring, type CrashCase } from '../helpers/crash-cases.js'
 import { dockerAvailable, ensureBaseImage } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
 import { SAMPLE_TAGS } from '../helpers/sample-app.js'
@@ -20,11 +20,7 @@ t.test('Engine fault: SIGKILL of the agent in each deploy state, three times eac
   t.equal(first.state, 'SUCCEEDED', JSON.stringify(first.error))
 
   const cases: CrashCase[] = [
-    { state: 'BUILDING', ref: SAMPLE_TAGS.slowBuild, expect: 'FAILED', serves: 'old' },
-    { state: 'MIGRATING', ref: SAMPLE_TAGS.good2, expect: 'FAILED', serves: 'old' },
-    { state: 'VERIFYING', ref: SAMPLE_TAGS.good2, expect: 'FAILED', serves: 'old' },
-    { state: 'SWITCHING', ref: SAMPLE_TAGS.good2, expect: 'SUCCEEDED', serves: 'new', afterUpstreamWrite: true },
-    { state: 'OBSERVING', ref: SAMPLE_TAGS.good3, expect: 'SUCCEEDED', serves: 'new' },
+    ...DEPLOY_STATE_CASES,
     // The release breaks after the switch; the kill lands while the agent is switching back to the old one.
     { state: 'ROLLING_BACK', ref: SAMPLE_TAGS.failsAfterSwitch, expect: 'ROLLED_BACK', serves: 'old' },
   ]

@@ -2,6 +2,7 @@
 // given state, start a new agent, and check the end state: the deploy's record, what nginx serves, the containers.
 import type { Test } from 'tap'
 import type { AgentRig, AgentRigOptions } from './agent-rig.js'
+import { SAMPLE_TAGS } from './sample-app.js'
 
 /** Phases slow enough that a poll every 20 ms sees each state; SWITCHING lasts at least the drain. */
 export const CRASH_RIG_OPTIONS: AgentRigOptions = {
@@ -26,6 +27,15 @@ export interface CrashCase {
    */
   afterUpstreamWrite?: true
 }
+
+/** A kill in each state a good deploy passes through (after a first release went live). */
+export const DEPLOY_STATE_CASES: readonly CrashCase[] = [
+  { state: 'BUILDING', ref: SAMPLE_TAGS.slowBuild, expect: 'FAILED', serves: 'old' },
+  { state: 'MIGRATING', ref: SAMPLE_TAGS.good2, expect: 'FAILED', serves: 'old' },
+  { state: 'VERIFYING', ref: SAMPLE_TAGS.good2, expect: 'FAILED', serves: 'old' },
+  { state: 'SWITCHING', ref: SAMPLE_TAGS.good2, expect: 'SUCCEEDED', serves: 'new', afterUpstreamWrite: true },
+  { state: 'OBSERVING', ref: SAMPLE_TAGS.good3, expect: 'SUCCEEDED', serves: 'new' },
+]
 
 export async function killDuring(t: Test, rig: AgentRig, c: CrashCase): Promise<void> {
   const before = await rig.served()

@@ -3,7 +3,7 @@
 // with the env serving either the old release or the new one fully live, and no orphan containers.
 // test/faults/engine-crash.fault.ts repeats this three times per state, ROLLING_BACK included.
 import t from 'tap'
-import { CRASH_RIG_OPTIONS, killDuring, type CrashCase } from '../helpers/crash-cases.js'
+import { CRASH_RIG_OPTIONS, DEPLOY_STATE_CASES, killDuring } from '../helpers/crash-cases.js'
 import { startAgentRig } from '../helpers/agent-rig.js'
 import { dockerAvailable, ensureBaseImage } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
@@ -15,12 +15,5 @@ t.test('Recovery: SIGKILL in each deploy state converges after restart', { skip:
   const first = await rig.waitFinished(await rig.startDeploy(SAMPLE_TAGS.good))
   t.equal(first.state, 'SUCCEEDED', JSON.stringify(first.error))
 
-  const cases: CrashCase[] = [
-    { state: 'BUILDING', ref: SAMPLE_TAGS.slowBuild, expect: 'FAILED', serves: 'old' },
-    { state: 'MIGRATING', ref: SAMPLE_TAGS.good2, expect: 'FAILED', serves: 'old' },
-    { state: 'VERIFYING', ref: SAMPLE_TAGS.good2, expect: 'FAILED', serves: 'old' },
-    { state: 'SWITCHING', ref: SAMPLE_TAGS.good2, expect: 'SUCCEEDED', serves: 'new', afterUpstreamWrite: true },
-    { state: 'OBSERVING', ref: SAMPLE_TAGS.good3, expect: 'SUCCEEDED', serves: 'new' },
-  ]
-  for (const c of cases) await t.test(`SIGKILL during ${c.state}`, (t) => killDuring(t, rig, c))
+  for (const c of DEPLOY_STATE_CASES) await t.test(`SIGKILL during ${c.state}`, (t) => killDuring(t, rig, c))
 })
