@@ -13,7 +13,7 @@ const run = promisify(execFile)
 export interface PrivateDocker {
   /** `unix:///…/docker.sock`, for DOCKER_HOST and `docker -H`. */
   host: string
-  /** SIGKILLs dockerd (its containerd and the containers' shims live on, as after a real crash). */
+  /** SIGKILLs dockerd and its managed containerd (the containers' shims live on, as after a real crash). */
   kill(): Promise<void>
   /** Starts dockerd again on the same roots and waits until it answers. */
   start(): Promise<void>
@@ -62,6 +62,23 @@ export async function startPrivateDockerd(t: { teardown: (fn: () => unknown) => 
     const exited = new Promise((resolve) => child.once('exit', resolve))
     child.kill('SIGKILL')
     await exited
+    // Its managed containerd goes too, as when the engine's service is killed as a whole: on this machine a restarted
+    // dockerd could not reach the orphaned one ("timeout waiting for containerd to start"). The shims, and so the
+    // containers' processes, live on either way.
+    const pid = Number((await readFile(join(root, 'exec', 'containerd', 'containerd.pid'), 'utf8').catch(() => '')).trim())
+    if (pid > 0) {
+      const signal = (sig: NodeJS.Signals | 0): boolean => {
+        try {
+          process.kill(pid, sig)
+          return true
+        } catch {
+          return false // gone
+        }
+      }
+      // Gone, not just signalled: a restarted dockerd that still sees the pid tries to reuse it.
+      signal('SIGKILL')
+      for (let i = 0; i < 100 && signal(0); i++) await sleep(100)
+    }
   }
   t.teardown(async () => {
     const child = daemon
