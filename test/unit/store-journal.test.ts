@@ -1,6 +1,6 @@
 import { readFile, symlink, unlink, mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Journal, scanJournal, type TornLine } from '../../agent/store/journal.js'
 
 const clock = (start = Date.parse('2026-01-02T03:04:05.000Z')) => {
@@ -269,7 +269,11 @@ t.test('Journal: when the file cannot be reopened after a rewrite, every later w
   t.match(await readFile(path, 'utf8'), /^\{"v":1,"at":"[^"]+","n":2\}\n$/, 'the rewrite itself is on disk')
 })
 
-t.test('Journal: a write that fails half way (disk full) is cut back out and the journal goes on', async (t) => {
+/**
+ * The Journal over a file system whose appends of a record with `fail: true` write part of the line and then fail
+ * with ENOSPC (a full disk); `onSync` hears every fsync of the journal file.
+ */
+async function journalFailingHalfWay(t: Test, onSync: () => void = () => {}): Promise<JournalModule['Journal']> {
   const { Journal: FaultyJournal } = await t.mockImport<JournalModule>('../../agent/store/journal.js', {
     'node:fs/promises': {
       ...realFs,
@@ -282,13 +286,21 @@ t.test('Journal: a write that fails half way (disk full) is cut back out and the
             await handle.appendFile(data.slice(0, 10)) // part of the line reached the disk
             throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' })
           },
-          sync: () => handle.sync(),
+          sync: () => {
+            onSync()
+            return handle.sync()
+          },
           truncate: (len: number) => handle.truncate(len),
           close: () => handle.close(),
         }
       },
     },
   })
+  return FaultyJournal
+}
+
+t.test('Journal: a write that fails half way (disk full) is cut back out and the journal goes on', async (t) => {
+  const FaultyJournal = await journalFailingHalfWay(t)
   const path = join(t.testdir(), 'j.jsonl')
   const journal = await FaultyJournal.open(path)
   await journal.append({ n: 1 })
@@ -306,28 +318,7 @@ t.test('Journal: a write that fails half way (disk full) is cut back out and the
 // burst of signed requests (a nonce and a deploy record each) was bound by fsync latency.
 t.test('Journal: concurrent appends share one write and fsync (group commit), and a failed batch fails all of it', async (t) => {
   let syncs = 0
-  const { Journal: CountingJournal } = await t.mockImport<JournalModule>('../../agent/store/journal.js', {
-    'node:fs/promises': {
-      ...realFs,
-      open: async (path: string, flags: string, mode?: number) => {
-        const handle = await realFs.open(path, flags, mode)
-        if (flags !== 'a') return handle
-        return {
-          appendFile: async (data: string) => {
-            if (!data.includes('"fail":true')) return handle.appendFile(data)
-            await handle.appendFile(data.slice(0, 10))
-            throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' })
-          },
-          sync: () => {
-            syncs++
-            return handle.sync()
-          },
-          truncate: (len: number) => handle.truncate(len),
-          close: () => handle.close(),
-        }
-      },
-    },
-  })
+  const CountingJournal = await journalFailingHalfWay(t, () => syncs++)
   const path = join(t.testdir(), 'j.jsonl')
   const journal = await CountingJournal.open(path)
   const resolved: number[] = []
