@@ -1,6 +1,8 @@
 // Runs the real `deploy-agent` binary (bin/deploy-agent.js) as a child process, as an operator or CI would.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
+import { AUDIENCE } from './agent.js'
 
 export const BIN = fileURLToPath(new URL('../../bin/deploy-agent.js', import.meta.url))
 
@@ -18,6 +20,18 @@ export interface CliResult {
 }
 
 /** Runs one CLI command to completion; never throws on a non-zero exit. */
+/** The environment a shell sets to reach the agent at `url` as CI would: the test keys in `keysDir` (writeTestKeys), no colour. */
+export function cliEnvFor(url: string, keysDir: string): NodeJS.ProcessEnv {
+  return {
+    DEPLOY_AGENT_URL: url,
+    DEPLOY_AGENT_AUDIENCE: AUDIENCE,
+    DEPLOY_AGENT_KEY_ID: 'ci',
+    DEPLOY_AGENT_KEY_FILE: join(keysDir, 'ci.key'),
+    DEPLOY_AGENT_STATUS_TOKEN_FILE: join(keysDir, 'status.token'),
+    NO_COLOR: '1',
+  }
+}
+
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(process.execPath, [BIN, ...args], { env: childEnv(env), timeout: 60_000 }, (err, stdout, stderr) => {

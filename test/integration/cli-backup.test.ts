@@ -5,8 +5,8 @@ import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { stringify } from 'yaml'
-import { AUDIENCE, testConfigDocument, writeTestKeys } from '../helpers/agent.js'
-import { runCli, startServe } from '../helpers/cli.js'
+import { testConfigDocument, writeTestKeys } from '../helpers/agent.js'
+import { cliEnvFor, runCli, startServe } from '../helpers/cli.js'
 import { skipUnless } from '../helpers/engines.js'
 import { createTempDatabase, pgAvailable, pgUrl, query } from '../helpers/pg.js'
 import { freePorts } from '../helpers/ports.js'
@@ -58,14 +58,7 @@ t.test('CLI backups: backup, list, status, restore, verify, prune against a real
   const url = `http://127.0.0.1:${port}`
   const agent = await startServe(configPath, url)
   t.teardown(() => agent.stop('SIGKILL'))
-  const env = {
-    DEPLOY_AGENT_URL: url,
-    DEPLOY_AGENT_AUDIENCE: AUDIENCE,
-    DEPLOY_AGENT_KEY_ID: 'ci',
-    DEPLOY_AGENT_KEY_FILE: join(keys.dir, 'ci.key'),
-    DEPLOY_AGENT_STATUS_TOKEN_FILE: join(keys.dir, 'status.token'),
-    NO_COLOR: '1',
-  }
+  const env = cliEnvFor(url, keys.dir)
   const cli = (...args: string[]) => runCli(args, env)
 
   // backup: waits until the backup is stored and verified, then prints it.

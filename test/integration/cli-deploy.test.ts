@@ -1,10 +1,8 @@
 // The deploy commands of the real binary against a real agent process: a temp git repo with tags, images built by
 // the Docker engine, two real nginx instances (production, and a staging env that requires approval).
 import { randomBytes } from 'node:crypto'
-import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { AUDIENCE } from '../helpers/agent.js'
-import { runCli, type CliResult } from '../helpers/cli.js'
+import { cliEnvFor, runCli, type CliResult } from '../helpers/cli.js'
 import { dockerAvailable, ensureBaseImage } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
 import type { NginxInstance } from '../helpers/nginx.js'
@@ -27,14 +25,7 @@ async function setUp(t: Test): Promise<Fixture> {
   return {
     url,
     statusToken: keys.statusToken,
-    cliEnv: {
-      DEPLOY_AGENT_URL: url,
-      DEPLOY_AGENT_AUDIENCE: AUDIENCE,
-      DEPLOY_AGENT_KEY_ID: keys.ed25519.id,
-      DEPLOY_AGENT_KEY_FILE: join(keys.dir, 'ci.key'),
-      DEPLOY_AGENT_STATUS_TOKEN_FILE: join(keys.dir, 'status.token'),
-      NO_COLOR: '1',
-    },
+    cliEnv: cliEnvFor(url, keys.dir),
     production,
     staging,
   }

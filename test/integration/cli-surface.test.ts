@@ -5,9 +5,9 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { stringify } from 'yaml'
-import { AUDIENCE, testConfigDocument, writeTestKeys } from '../helpers/agent.js'
+import { testConfigDocument, writeTestKeys } from '../helpers/agent.js'
 import { buildProgram } from '../../agent/cli/program.js'
-import { runCli, startServe, type CliResult } from '../helpers/cli.js'
+import { cliEnvFor, runCli, startServe, type CliResult } from '../helpers/cli.js'
 import { dockerAvailable } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
 import { createTempDatabase, pgAvailable, query } from '../helpers/pg.js'
@@ -103,15 +103,8 @@ t.test('CLI surface: --json, exit codes and colour against a real agent', { skip
   const url = `http://127.0.0.1:${port}`
   const agent = await startServe(configPath, url)
   t.teardown(() => agent.stop('SIGKILL'))
-  const env = {
-    DEPLOY_AGENT_URL: url,
-    DEPLOY_AGENT_AUDIENCE: AUDIENCE,
-    DEPLOY_AGENT_KEY_ID: 'ci',
-    DEPLOY_AGENT_KEY_FILE: join(keys.dir, 'ci.key'),
-    DEPLOY_AGENT_STATUS_TOKEN_FILE: join(keys.dir, 'status.token'),
-    NO_COLOR: '',
-    FORCE_COLOR: '',
-  }
+  // Colour left to the tests that set it.
+  const env = { ...cliEnvFor(url, keys.dir), NO_COLOR: '', FORCE_COLOR: '' }
   const cli = (...args: string[]) => runCli(args, env)
   const run = (...args: string[]) => inProcess(args, env)
   const deployState = async (id: string) =>
