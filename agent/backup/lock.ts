@@ -1,12 +1,15 @@
 // One backup per app+env at a time, across everything that takes backups (HTTP, cron, CLI) and across processes:
 // an in-process set plus a lock file `<dir>/.lock-<app>_<env>` holding the owner's pid. A second backup is refused
-// with backup_busy rather than queued: the caller (a cron tick, a deploy, an operator) decides whether to try again.
+// with backup_busy rather than queued, unless the caller asked to wait: a deploy's or a restore's own backup waits
+// behind the nightly run rather than failing the deploy; an operator or a cron tick is told at once.
 import { randomBytes } from 'node:crypto'
 import { link, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BackupError } from './errors.js'
 
 export type Release = () => Promise<void>
+
+const BUSY_POLL_MS = 500
 
 export function lockFileName(app: string, env: string): string {
   return `.lock-${app}_${env}`
@@ -39,8 +42,24 @@ async function lockOwner(path: string): Promise<number | null | 'gone'> {
 export class BackupLocks {
   private readonly held = new Set<string>()
 
-  /** Takes the lock of app+env in `dir`, or throws BackupError backup_busy. A lock file whose pid is dead is taken over. */
-  async acquire(dir: string, app: string, env: string): Promise<Release> {
+  /**
+   * Takes the lock of app+env in `dir`, waiting up to `waitMs` while another backup holds it, or throws BackupError
+   * backup_busy. A lock file whose pid is dead is taken over.
+   */
+  async acquire(dir: string, app: string, env: string, opts: { waitMs?: number; onWait?: () => void } = {}): Promise<Release> {
+    const deadline = Date.now() + (opts.waitMs ?? 0)
+    for (let waited = false; ; waited = true) {
+      try {
+        return await this.acquireNow(dir, app, env)
+      } catch (err) {
+        if (!(err instanceof BackupError && err.code === 'backup_busy') || Date.now() >= deadline) throw err
+        if (!waited) opts.onWait?.()
+        await new Promise((resolve) => setTimeout(resolve, Math.min(BUSY_POLL_MS, deadline - Date.now())))
+      }
+    }
+  }
+
+  private async acquireNow(dir: string, app: string, env: string): Promise<Release> {
     const path = join(dir, lockFileName(app, env))
     if (this.held.has(path)) throw busy(app, env, 'in this process')
     this.held.add(path)

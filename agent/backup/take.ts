@@ -24,6 +24,9 @@ export interface TakeBackupOptions {
   pinnedBy?: string | null
   /** The process's one BackupLocks: a second backup of the same app+env fails with backup_busy. */
   locks: BackupLocks
+  /** How long to wait for another backup of the same app+env to finish before failing with backup_busy (0). */
+  waitIfBusyMs?: number
+  onWait?: () => void
   now?: () => Date
   tools?: Partial<PgTools>
   /** Aborting kills pg_dump / tar; the backup then fails (backup_failed, "was cancelled") and leaves nothing. */
@@ -38,14 +41,15 @@ export async function takeBackup(options: TakeBackupOptions): Promise<Manifest> 
   const tools = { ...DEFAULT_TOOLS, ...options.tools }
   const conn = connectionOf(options.database)
   const archivePaths = checkPaths(options.files ?? [])
-  const createdAt = new Date(Math.floor((options.now?.() ?? new Date()).getTime() / 1000) * 1000)
   const id = options.id ?? newBackupId()
-  const base = backupBaseName({ app, env, createdAt, kind, id })
 
   await ensureDir(dir).catch((err) => {
     throw new BackupError('backup_failed', `cannot create the backup directory ${dir}`, describe(err), { cause: err })
   })
-  const release = await options.locks.acquire(dir, app, env)
+  const release = await options.locks.acquire(dir, app, env, { waitMs: options.waitIfBusyMs, onWait: options.onWait })
+  // Named after the lock is taken: a backup that waited is as new as the data it holds.
+  const createdAt = new Date(Math.floor((options.now?.() ?? new Date()).getTime() / 1000) * 1000)
+  const base = backupBaseName({ app, env, createdAt, kind, id })
   const started = performance.now()
   const placed: string[] = []
   try {

@@ -58,6 +58,11 @@ export interface ServeProcess {
   /** resolves with the exit code */
   exited: Promise<number | null>
   stop(signal?: NodeJS.Signals): Promise<number | null>
+  /**
+   * Resolves once the start-up catch-up of the nightly backups is over: an agent with no nightly backup yet takes
+   * one at start, and a manual backup of the same env meanwhile is refused with backup_busy.
+   */
+  nightlyCatchUpDone(timeoutMs?: number): Promise<void>
 }
 
 /** Starts `deploy-agent serve` and waits until /healthz answers at `url` (20 s unless `readyTimeoutMs` says). */
@@ -89,6 +94,12 @@ export async function startServe(configPath: string, url: string, env: NodeJS.Pr
     stop: async (signal = 'SIGTERM') => {
       if (child.exitCode === null) child.kill(signal)
       return exited
+    },
+    nightlyCatchUpDone: async (timeoutMs = 60_000) => {
+      const done = /"job":"nightly-backups".*"msg":"job (finished|failed)"/
+      for (const stop = Date.now() + timeoutMs; !done.test(output); await new Promise((r) => setTimeout(r, 50))) {
+        if (Date.now() > stop) throw new Error(`the nightly catch-up did not finish in ${timeoutMs / 1000} s:\n${output}`)
+      }
     },
   }
 }

@@ -1,8 +1,9 @@
 // The backup endpoints on a real PostgreSQL: a manual backup in the background, the list, lastBackup in the
 // status, re-verification, the retention dry run, and a restore that brings the old rows back.
-import { writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
+import { findTarget } from '../../agent/config/targets.js'
 import { buildTestAgent, signedInject, type TestAgent } from '../helpers/agent.js'
 import { skipUnless } from '../helpers/engines.js'
 import { createTempDatabase, pgAvailable, query } from '../helpers/pg.js'
@@ -85,4 +86,31 @@ t.test('Backups over HTTP on a real PostgreSQL', { skip: skipUnless(await pgAvai
   const old = await query<{ n: number }>(result.oldDatabase, 'SELECT count(*)::int AS n FROM notes')
   t.equal(old[0]?.n, 2, 'the replaced database is kept under its old name')
   t.ok((await list()).some((b) => b.kind === 'prerestore'), 'the pre-restore backup is listed')
+})
+
+t.test('A pre-deploy backup waits behind a running backup of its env; a manual one is refused at once', { skip: skipUnless(await pgAvailable(), 'postgresql') }, async (t) => {
+  const dir = await tempDir(t)
+  const db = await createTempDatabase(t)
+  await query(db.name, 'CREATE TABLE notes (id int primary key)')
+  const agent = await buildTestAgent(dir, {
+    extra: {
+      apps: { shop: { repo: '/srv/none.git', envs: { production: { ref: 'tag:v*', ports: [18101, 18102], database: { url: `postgres://postgres:postgres@127.0.0.1:5432/${db.name}` } } } } },
+      backups: { dir: 'backups', verify: 'full' },
+    },
+  })
+  t.teardown(() => agent.close())
+  const target = findTarget(agent.config, 'shop', 'production')
+  // What the nightly run holds while pg_dump streams.
+  await mkdir(agent.backups.dir, { recursive: true })
+  const releaseNightly = await agent.backups.locks.acquire(agent.backups.dir, 'shop', 'production')
+
+  const predeploy = agent.backups.take(target, 'predeploy', { pinnedBy: 'v2' })
+  await t.rejects(agent.backups.take(target, 'manual'), { code: 'backup_busy', statusCode: 409 }, 'an operator is told at once')
+  await new Promise((r) => setTimeout(r, 1200))
+  t.same(await agent.backups.list(), [], 'the pre-deploy backup has not started')
+  const releasedAt = Math.floor(Date.now() / 1000) * 1000
+  await releaseNightly()
+  const taken = await predeploy
+  t.match(taken, { kind: 'predeploy', pinnedBy: 'v2', verified: { ok: true } })
+  t.ok(Date.parse(taken.createdAt) >= releasedAt, 'named when it really started, after the wait')
 })

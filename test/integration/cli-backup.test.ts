@@ -58,6 +58,7 @@ t.test('CLI backups: backup, list, status, restore, verify, prune against a real
   const url = `http://127.0.0.1:${port}`
   const agent = await startServe(configPath, url)
   t.teardown(() => agent.stop('SIGKILL'))
+  await agent.nightlyCatchUpDone()
   const env = cliEnvFor(url, keys.dir)
   const cli = (...args: string[]) => runCli(args, env)
 

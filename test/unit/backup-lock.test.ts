@@ -37,6 +37,23 @@ t.test('BackupLocks: concurrent acquires in one process: exactly one wins', asyn
   t.match(results.find((r) => r.status === 'rejected'), { reason: { code: 'backup_busy' } })
 })
 
+t.test('BackupLocks: with waitMs an acquire waits for the holder to release, and is busy once the wait runs out', async (t) => {
+  const dir = t.testdir()
+  const locks = new BackupLocks()
+  const release = await locks.acquire(dir, 'app', 'prod')
+  let waits = 0
+  const waiting = locks.acquire(dir, 'app', 'prod', { waitMs: 10_000, onWait: () => waits++ })
+  await new Promise((r) => setTimeout(r, 700))
+  await release()
+  const second = await waiting
+  t.equal(waits, 1, 'the wait is announced once')
+  t.equal(await readFile(join(dir, lockFileName('app', 'prod')), 'utf8'), `${process.pid}\n`, 'the waiter holds the lock')
+  const started = Date.now()
+  await t.rejects(locks.acquire(dir, 'app', 'prod', { waitMs: 300 }), { code: 'backup_busy' })
+  t.ok(Date.now() - started >= 300, 'it waited before giving up')
+  await second()
+})
+
 t.test('BackupLocks: a lock file of a live process is busy', async (t) => {
   const dir = t.testdir()
   const child = spawn('sleep', ['30'])
