@@ -302,13 +302,17 @@ function describeLoad(r: RateLoadResult): string {
   return `${r.non2xx} non-2xx${detail(r.statuses)}, ${r.socketErrors} socket errors${detail(r.errors)} of ${fmt(r.sent)} requests, ${r.retried} retried, max latency ${fmt(r.maxLatencyMs)} ms`
 }
 
-/** Where failures fell: the state the agent's deploy (or rollback) was in when each failed request ended. */
+/** Where failures fell: the state the agent's deploy (or rollback) was in when each failed request was fired and ended. */
 function failuresByState(failures: RateLoadResult['failures'], deploys: Deploy[]): string {
+  const stateAt = (at: number) => {
+    const d = deploys.find((d) => Date.parse(d.createdAt) <= at && at <= Date.parse(d.finishedAt ?? d.createdAt))
+    const state = d ? [...d.states].reverse().find((s) => Date.parse(s.at) <= at)?.state : undefined
+    return d ? `${d.kind} ${state ?? '?'}` : 'outside the deploy (load padding)'
+  }
   const counts: Record<string, number> = {}
   for (const f of failures) {
-    const d = deploys.find((d) => Date.parse(d.createdAt) <= f.at && f.at <= Date.parse(d.finishedAt ?? d.createdAt))
-    const state = d ? [...d.states].reverse().find((s) => Date.parse(s.at) <= f.at)?.state : undefined
-    const key = `${d ? `${d.kind} ${state ?? '?'}` : 'outside the deploy (load padding)'}: ${f.what}`
+    const [fired, ended] = [stateAt(f.firedAt), stateAt(f.at)]
+    const key = `${fired === ended ? fired : `fired in ${fired}, ended in ${ended}`}: ${f.what}`
     counts[key] = (counts[key] ?? 0) + 1
   }
   return Object.keys(counts).length === 0 ? 'none' : Object.entries(counts).map(([k, v]) => `${k} × ${v}`).join('; ')
@@ -332,8 +336,8 @@ async function underLoad<T>(url: string, action: () => Promise<T>): Promise<{ va
 async function upstreamErrors(errorLog: string, from: number): Promise<string> {
   const text = (await readFile(errorLog)).subarray(from).toString('utf8')
   const counts: Record<string, number> = {}
-  for (const m of text.matchAll(/\[error\] [^:]+: \*\d+ (.+?) while (connecting to|reading response header from) upstream/g)) {
-    const key = m[1] as string
+  for (const m of text.matchAll(/\[error\] [^:]+: \*\d+ (.+?) while (connecting to|reading response header from) upstream.*?upstream: "http:\/\/[\d.]+:(\d+)/g)) {
+    const key = `${m[1] as string} (port ${m[3] as string})`
     counts[key] = (counts[key] ?? 0) + 1
   }
   return Object.keys(counts).length === 0 ? 'no upstream errors' : Object.entries(counts).map(([k, v]) => `${k} × ${v}`).join('; ')
