@@ -2,16 +2,13 @@
 // (`-f /dev/null`: `--list` only reads the table of contents and misses a truncated or corrupt data section).
 // Method 'restore' goes further: the dump is restored into a scratch database `<db>_verify_<id>`, whose row counts
 // must equal the rows the dump itself holds (counted in its COPY blocks); the scratch database is then dropped.
-import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
 import { join } from 'node:path'
-import { pipeline } from 'node:stream/promises'
 import { ValidationError } from '../errors.js'
 import { countRows, createDatabaseLike, CopyRowCounter, dropDatabase } from './databases.js'
 import { BackupError, describe } from './errors.js'
 import { writeManifest, type Manifest, type Verification, type VerifyMethod } from './manifest.js'
 import { connectionOf, derivedName, DEFAULT_TOOLS, onDatabase, toolEnv, type Connection, type DatabaseTarget, type PgTools } from './pg.js'
-import { exitProblem, runTool } from './proc.js'
+import { exitProblem, hashFile, runTool, type Written } from './proc.js'
 
 export interface VerifyResult {
   ok: boolean
@@ -66,21 +63,14 @@ async function check(dir: string, manifest: Manifest, method: VerifyMethod, opti
 
 /** null when `path` has `bytes` bytes hashing to `sha256`, else what is wrong. */
 export async function matchesRecord(path: string, bytes: number, sha256: string): Promise<string | null> {
-  const hash = createHash('sha256')
-  let size = 0
+  let actual: Written
   try {
-    await pipeline(createReadStream(path), async function* (source: AsyncIterable<Buffer>) {
-      for await (const chunk of source) {
-        hash.update(chunk)
-        size += chunk.length
-      }
-    })
+    actual = await hashFile(path)
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'is missing' : `cannot be read (${describe(err)})`
   }
-  if (size !== bytes) return `has ${size} bytes, the manifest says ${bytes}`
-  const actual = hash.digest('hex')
-  return actual === sha256 ? null : `sha256 is ${actual}, the manifest says ${sha256}`
+  if (actual.bytes !== bytes) return `has ${actual.bytes} bytes, the manifest says ${bytes}`
+  return actual.sha256 === sha256 ? null : `sha256 is ${actual.sha256}, the manifest says ${sha256}`
 }
 
 /** pg_restore reads every entry of the dump, data included, and writes the script to /dev/null. */

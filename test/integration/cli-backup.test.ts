@@ -8,7 +8,7 @@ import { stringify } from 'yaml'
 import { testConfigDocument, writeTestKeys } from '../helpers/agent.js'
 import { cliEnvFor, runCli, startServe } from '../helpers/cli.js'
 import { skipUnless } from '../helpers/engines.js'
-import { createTempDatabase, pgAvailable, pgUrl, query } from '../helpers/pg.js'
+import { createTempDatabase, pgAvailable, query } from '../helpers/pg.js'
 import { freePorts } from '../helpers/ports.js'
 import { tempDir } from '../helpers/tmp.js'
 
