@@ -47,5 +47,7 @@ EXPOSE 8787
 # The port follows DEPLOY_AGENT_LISTEN_PORT when the agent is told to listen elsewhere.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.DEPLOY_AGENT_LISTEN_PORT || 8787}/healthz`).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+# As the systemd unit: a 2 MB young generation, ~7 MB less idle RSS.
+ENV NODE_OPTIONS=--max-semi-space-size=2
 ENTRYPOINT ["node", "bin/deploy-agent.js"]
 CMD ["serve", "--config", "/etc/deploy-agent/agent.yaml"]

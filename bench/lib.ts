@@ -1,6 +1,12 @@
 // Small shared pieces of the benchmark scripts: timing loops and the results table.
 import { readFile, writeFile } from 'node:fs/promises'
 
+/** The NODE_OPTIONS systemd/deploy-agent.service (and the Dockerfile) run the agent with: the agent as installed. */
+export async function installedNodeOptions(): Promise<string> {
+  const unit = await readFile(new URL('../systemd/deploy-agent.service', import.meta.url), 'utf8')
+  return /^Environment=NODE_OPTIONS=(.*)$/m.exec(unit)?.[1]?.trim() ?? ''
+}
+
 /** Runs `fn` repeatedly for about `ms` milliseconds and returns operations per second. */
 export function opsPerSecond(fn: () => unknown, ms = 1500): number {
   for (let i = 0; i < 1000; i++) fn() // warm-up

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { freePort } from '../test/helpers/ports.js'
-import { fmt, formatRows, type Row } from './lib.js'
+import { fmt, formatRows, installedNodeOptions, type Row } from './lib.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const BIN = join(ROOT, 'bin', 'deploy-agent.js')
@@ -44,7 +44,7 @@ async function coldStart(args: string[], url: string, env: NodeJS.ProcessEnv = p
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number
 
-type Mode = 'compiled' | 'tsx' | 'bare'
+type Mode = 'unit' | 'compiled' | 'tsx' | 'bare'
 
 export async function benchStartup(): Promise<Row[]> {
   startupNotes.length = 0
@@ -52,12 +52,13 @@ export async function benchStartup(): Promise<Row[]> {
   const built = performance.now()
   await promisify(execFile)(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { cwd: ROOT })
   const buildMs = performance.now() - built
+  const nodeOptions = await installedNodeOptions()
   const dir = await mkdtemp(join(tmpdir(), 'deploy-agent-bench-'))
   try {
-    const runs: Record<Mode, Array<{ ms: number; rss: number }>> = { compiled: [], tsx: [], bare: [] }
+    const runs: Record<Mode, Array<{ ms: number; rss: number }>> = { unit: [], compiled: [], tsx: [], bare: [] }
     // One untimed start per mode first: the tsx cache and the OS file cache warm, as on a box that started before.
     for (let i = -1; i < RUNS; i++) {
-      for (const mode of ['compiled', 'tsx', 'bare'] as const) {
+      for (const mode of ['unit', 'compiled', 'tsx', 'bare'] as const) {
         const port = await freePort()
         let result: { ms: number; rss: number }
         if (mode === 'bare') {
@@ -66,7 +67,7 @@ export async function benchStartup(): Promise<Row[]> {
         } else {
           const config = join(dir, `agent-${mode}-${i}.yaml`)
           await writeFile(config, `listen: { port: ${port} }\nstateDir: state-${mode}-${i}\naudience: bench\napps: {}\n`)
-          const env = { ...process.env, DEPLOY_AGENT_FROM_SOURCE: mode === 'tsx' ? '1' : '0' }
+          const env = { ...process.env, DEPLOY_AGENT_FROM_SOURCE: mode === 'tsx' ? '1' : '0', NODE_OPTIONS: mode === 'unit' ? nodeOptions : '' }
           result = await coldStart([BIN, 'serve', '--config', config], `http://127.0.0.1:${port}/healthz`, env)
         }
         if (i >= 0) runs[mode].push(result)
@@ -78,13 +79,17 @@ export async function benchStartup(): Promise<Row[]> {
     const bareRss = rss('bare')
     const all = (mode: Mode, key: 'ms' | 'rss') => runs[mode].map((r) => fmt(r[key], key === 'rss' ? 1 : 0)).join(', ')
     startupNotes.push(
-      `Cold start: \`node bin/deploy-agent.js serve\` on a config with no apps, ${RUNS} runs per mode after one untimed run each, modes interleaved; time from spawn to the first 200 of /healthz (polled every 5 ms); RSS = VmRSS ${fmt(IDLE_MS / 1000)} s later. Compiled: dist/ from \`npm run build\` (made fresh by the bench, ${fmt(buildMs / 1000, 1)} s, untimed). tsx: DEPLOY_AGENT_FROM_SOURCE=1 (the sources through tsx's loader, its cache warm). Bare: \`node -e\` with an http server answering "ok". All runs — compiled: ${all('compiled', 'ms')} ms, ${all('compiled', 'rss')} MB; tsx: ${all('tsx', 'ms')} ms, ${all('tsx', 'rss')} MB; bare: ${all('bare', 'ms')} ms, ${all('bare', 'rss')} MB.`,
+      `Cold start: \`node bin/deploy-agent.js serve\` on a config with no apps, ${RUNS} runs per mode after one untimed run each, modes interleaved; time from spawn to the first 200 of /healthz (polled every 5 ms); RSS = VmRSS ${fmt(IDLE_MS / 1000)} s later. Compiled: dist/ from \`npm run build\` (made fresh by the bench, ${fmt(buildMs / 1000, 1)} s, untimed); "as installed": the same with the NODE_OPTIONS of systemd/deploy-agent.service and the Dockerfile (\`${nodeOptions}\`), the way operators run it. tsx: DEPLOY_AGENT_FROM_SOURCE=1 (the sources through tsx's loader, its cache warm). Bare: \`node -e\` with an http server answering "ok". All runs — as installed: ${all('unit', 'ms')} ms, ${all('unit', 'rss')} MB; compiled: ${all('compiled', 'ms')} ms, ${all('compiled', 'rss')} MB; tsx: ${all('tsx', 'ms')} ms, ${all('tsx', 'rss')} MB; bare: ${all('bare', 'ms')} ms, ${all('bare', 'rss')} MB.`,
     )
-    const row = (mode: 'compiled' | 'tsx', label: string, target: boolean): Row[] => [
+    const row = (mode: Exclude<Mode, 'bare'>, label: string, target: boolean): Row[] => [
       { figure: `cold start to /healthz, ${label} (median of ${RUNS})`, value: `${fmt(ms(mode))} ms`, baseline: `${fmt(bareMs)} ms (bare node http)`, ratio: `${fmt(ms(mode) / bareMs, 1)}×`, target: target ? '< 1.5 s' : '—', met: target ? ms(mode) < 1500 : null },
       { figure: `idle RSS after ${fmt(IDLE_MS / 1000)} s, ${label}`, value: `${fmt(rss(mode), 1)} MB`, baseline: `${fmt(bareRss, 1)} MB (bare node http)`, ratio: `${fmt(rss(mode) / bareRss, 1)}×`, target: target ? '< 90 MB' : '—', met: target ? rss(mode) < 90 : null },
     ]
-    return [...row('compiled', 'compiled dist/', true), ...row('tsx', 'sources through tsx', false)]
+    return [
+      ...row('unit', `compiled dist/ as installed (NODE_OPTIONS=${nodeOptions})`, true),
+      ...row('compiled', 'compiled dist/, no NODE_OPTIONS', false),
+      ...row('tsx', 'sources through tsx', false),
+    ]
   } finally {
     await rm(dir, { recursive: true, force: true })
   }

@@ -19,7 +19,7 @@ import { dockerAvailable, ensureBaseImage, removeAppFromDocker } from '../test/h
 import { startNginx, type NginxInstance } from '../test/helpers/nginx.js'
 import { freePorts } from '../test/helpers/ports.js'
 import { makeSampleRepo, SAMPLE_TAGS } from '../test/helpers/sample-app.js'
-import { fmt, formatRows, type Row } from './lib.js'
+import { fmt, formatRows, installedNodeOptions, type Row } from './lib.js'
 
 const BIN = fileURLToPath(new URL('../bin/deploy-agent.js', import.meta.url))
 const SECONDS = Math.max(1, Number(process.env.BENCH_STATUS_SECONDS ?? 5))
@@ -41,7 +41,9 @@ interface Served {
 async function serveAgent(configPath: string, url: string, logFile: string): Promise<Served> {
   const log = await open(logFile, 'a')
   const nodeArgs = process.env.BENCH_STATUS_NODE_ARGS?.split(' ').filter(Boolean) ?? []
-  const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve', '--config', configPath], { stdio: ['ignore', log.fd, log.fd] })
+  // As installed: with the systemd unit's NODE_OPTIONS.
+  const env = { ...process.env, NODE_OPTIONS: await installedNodeOptions() }
+  const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve', '--config', configPath], { stdio: ['ignore', log.fd, log.fd], env })
   const exited = new Promise<void>((res) => child.once('exit', () => res()))
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
@@ -210,7 +212,7 @@ export async function benchStatus(): Promise<Row[]> {
     else rows.push({ figure: 'GET /v1/status during a deploy', value: 'skipped (no Docker)', baseline: '—', ratio: '—', target: '—', met: null })
 
     statusNotes.push(
-      `Status: autocannon in the bench process, ${LOAD.connections} keep-alive connections, pipelining ${LOAD.pipelining}, ${SECONDS} s per measurement after a ${WARM_UP_SECONDS} s untimed warm-up per side; agent then nginx (during the loop too: the two windows see different deploy phases). CPU per request = the server's user + system CPU time (/proc, with its children) over the window ÷ requests answered. Agent: \`node bin/deploy-agent.js serve\` (a child process; its pino log, info level, to a file), \`GET /v1/status\` with \`Authorization: Bearer <status token>\`, ${withDocker ? 'one app with one env' : 'no apps (no Docker)'}, ${fmt(Buffer.byteLength(body))}-byte answer. Baseline: a private nginx (test/helpers/nginx.ts: 1 worker, access log on) serving those bytes as a static file. ` +
+      `Status: autocannon in the bench process, ${LOAD.connections} keep-alive connections, pipelining ${LOAD.pipelining}, ${SECONDS} s per measurement after a ${WARM_UP_SECONDS} s untimed warm-up per side; agent then nginx (during the loop too: the two windows see different deploy phases). CPU per request = the server's user + system CPU time (/proc, with its children) over the window ÷ requests answered. Agent: \`node bin/deploy-agent.js serve\` (a child process with the systemd unit's NODE_OPTIONS; its pino log, info level, to a file), \`GET /v1/status\` with \`Authorization: Bearer <status token>\`, ${withDocker ? 'one app with one env' : 'no apps (no Docker)'}, ${fmt(Buffer.byteLength(body))}-byte answer. Baseline: a private nginx (test/helpers/nginx.ts: 1 worker, access log on) serving those bytes as a static file. ` +
         `Idle — agent: ${describe(idleAgent)}; nginx: ${describe(idleNginx)}.` +
         (busyAgent && busyNginx && loop
           ? ` During the deploy loop (signed deploys of ${SAMPLE_TAGS.good} and ${SAMPLE_TAGS.good2} in turn, each polled to its end, through the Docker build, health checks, nginx switch and observe window; ${JSON.stringify(loop.ended)} ended while measuring, states seen ${JSON.stringify(loop.states)}) — agent: ${describe(busyAgent)}; nginx: ${describe(busyNginx)}.`
