@@ -6,6 +6,8 @@ import { loadKeyring } from '../auth/keyring.js'
 import { loadConfig } from '../config/load.js'
 import { BackupService } from '../backup/service.js'
 import { assembleDeploys } from '../deploy/assemble.js'
+import { containerCpuShareWarning } from '../docker/cpu-share.js'
+import { DockerEngine } from '../docker/engine.js'
 import type { DeployCoordinator } from '../deploy/coordinator.js'
 import { buildApp } from '../http/app.js'
 import { loadTlsFiles } from '../http/tls.js'
@@ -60,7 +62,9 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   })
   // A backup dir that cannot be read fails only the backups, never the agent.
   await backups.open().catch((err) => logger.error({ err }, 'could not open the backup dir'))
+  const docker = new DockerEngine()
   deployments = await assembleDeploys(config, store.deploys, logger, {
+    docker,
     backups,
     notify: (notice) => notifier.send(notice),
     onDeployEvent: (event) => {
@@ -104,6 +108,12 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   if (backups.targets().length > 0) {
     nightly.start()
     void nightly.catchUp().catch((err) => logger.error({ err }, 'nightly catch-up failed'))
+  }
+  if (Object.keys(config.apps).length > 0) {
+    void containerCpuShareWarning(docker).then(
+      (warning) => warning && logger.warn(warning),
+      (err) => logger.debug({ err }, 'could not read how Docker places containers in cgroups'),
+    )
   }
   // Recovery runs after the agent listens, so it serves even when Docker is slow or down; new deploys wait for it.
   const recovery = deployments.recover().then(

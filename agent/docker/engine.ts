@@ -49,6 +49,12 @@ export class DockerEngine {
     }
   }
 
+  /** How the engine places containers in cgroups (`docker info`: CgroupDriver, CgroupVersion). */
+  async cgroupLayout(): Promise<{ driver: string; version: string }> {
+    const info = await this.call('read the engine info', async () => (await this.client()).info())
+    return { driver: String(info.CgroupDriver ?? ''), version: String(info.CgroupVersion ?? '') }
+  }
+
   async ping(): Promise<boolean> {
     try {
       await (await this.client()).ping()
