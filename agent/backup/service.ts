@@ -47,8 +47,6 @@ export interface BackupServiceOptions extends BackupEvents {
   logger: Logger
   /** Releases the deploy side still keeps for an env: their pre-deploy backups are pinned. */
   keptReleases?: (target: Target) => Promise<Set<string>>
-  /** Overrides BUSY_WAIT_MS (tests). */
-  busyWaitMs?: number
 }
 
 const PRERESTORE_PIN = 'restore:'
@@ -56,7 +54,7 @@ const PRERESTORE_PIN = 'restore:'
  * How long a deploy's or a restore's own backup waits behind another backup of the same env (a nightly run, an
  * operator's) before failing: long enough for a large nightly dump, short of hanging a deploy forever.
  */
-export const BUSY_WAIT_MS = 30 * 60_000
+const BUSY_WAIT_MS = 30 * 60_000
 /** The kinds that wait for a running backup instead of failing at once with backup_busy. */
 const WAITING_KINDS: ReadonlySet<BackupKind> = new Set(['predeploy', 'prerestore'])
 
@@ -128,7 +126,7 @@ export class BackupService {
         pinnedBy: opts.pinnedBy ?? null,
         locks: this.locks,
         id: opts.id,
-        waitIfBusyMs: WAITING_KINDS.has(kind) ? (this.o.busyWaitMs ?? BUSY_WAIT_MS) : 0,
+        waitIfBusyMs: WAITING_KINDS.has(kind) ? BUSY_WAIT_MS : 0,
         onWait: () => logger.info('another backup of this env is running; waiting for it to finish'),
       })
       const method = this.o.config.backups.verify
