@@ -19,7 +19,6 @@ export interface CliResult {
   stderr: string
 }
 
-/** Runs one CLI command to completion; never throws on a non-zero exit. */
 /** The environment a shell sets to reach the agent at `url` as CI would: the test keys in `keysDir` (writeTestKeys), no colour. */
 export function cliEnvFor(url: string, keysDir: string): NodeJS.ProcessEnv {
   return {
@@ -32,6 +31,7 @@ export function cliEnvFor(url: string, keysDir: string): NodeJS.ProcessEnv {
   }
 }
 
+/** Runs one CLI command to completion; never throws on a non-zero exit. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(process.execPath, [BIN, ...args], { env: childEnv(env), timeout: 60_000 }, (err, stdout, stderr) => {
