@@ -2,7 +2,7 @@
 // `backup_YYYYMMDD_HHMMSS.sql.gz` files, newest first. Partials, orphan dumps and unknown files are not backups.
 import { lstat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { listDir } from '../store/files.js'
+import { listDir } from '../files.js'
 import { describe } from './errors.js'
 import { readManifest, type Manifest } from './manifest.js'
 import { parseBackupName, parseLegacyName } from './names.js'

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { NAME_PATTERN } from '../config/schema.js'
-import { writeFileAtomic } from '../store/files.js'
+import { writeFileAtomic } from '../files.js'
 import { BACKUP_ID_PATTERN, BACKUP_KINDS, backupFileName, parseBackupName, type BackupKind } from './names.js'
 
 export type VerifyMethod = 'full' | 'restore'

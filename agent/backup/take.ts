@@ -4,7 +4,7 @@
 import { rename, rm } from 'node:fs/promises'
 import { isAbsolute, join, normalize } from 'node:path'
 import { ValidationError } from '../errors.js'
-import { ensureDir, fsyncDir, listDir } from '../store/files.js'
+import { ensureDir, fsyncDir, listDir } from '../files.js'
 import { BackupError, describe } from './errors.js'
 import { BackupLocks } from './lock.js'
 import { writeManifest, type ArchiveRecord, type Manifest } from './manifest.js'

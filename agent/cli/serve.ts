@@ -16,7 +16,7 @@ import { createLogger, type Logger } from '../observability/logger.js'
 import { Notifier } from '../notify/notifier.js'
 import { Metrics, recordBackup, recordDeploy } from '../observability/metrics.js'
 import { backupReport, createErrorReporter, deployReport, type ErrorReport } from '../observability/sentry.js'
-import { ensureDir } from '../store/files.js'
+import { ensureDir } from '../files.js'
 import { StateStore } from '../store/index.js'
 import { VERSION } from '../version.js'
 

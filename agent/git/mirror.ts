@@ -7,7 +7,7 @@ import { rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { GitPluginError, GitError as SimpleGitError, simpleGit } from 'simple-git'
-import { ensureDir } from '../store/files.js'
+import { ensureDir } from '../files.js'
 import { GitError, redactCredentials } from './errors.js'
 import { normalizeSubdir, validateCommit, validateRefName } from './refs.js'
 

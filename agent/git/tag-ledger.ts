@@ -3,7 +3,7 @@
 // `{ "v": 1, "apps": { "<app>": { "<tag>": { "commit": "<40 hex>", "firstSeen": "<ISO time>" } } } }`.
 import { readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { ensureDir, writeFileAtomic } from '../store/files.js'
+import { ensureDir, writeFileAtomic } from '../files.js'
 import { GitError } from './errors.js'
 import { validateCommit, validateRefName } from './refs.js'
 

@@ -7,7 +7,7 @@ import { dirname } from 'node:path'
 import { runCommand, type CommandResult } from './command.js'
 import { ProxyError } from './errors.js'
 import { waitForNewWorkers, workerPids } from './workers.js'
-import { ensureDir, fsyncDir, writeFileAtomic } from '../store/files.js'
+import { ensureDir, fsyncDir, writeFileAtomic } from '../files.js'
 
 export { ProxyError, type ProxyErrorCode } from './errors.js'
 export { waitForNewWorkers, workerPids, type WaitForWorkersOptions } from './workers.js'

@@ -3,7 +3,7 @@
 // a few fsyncs, not one each.
 import { open, readFile, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { fsyncDir, writeFileAtomic } from './files.js'
+import { fsyncDir, writeFileAtomic } from '../files.js'
 
 /** The format version stamped on every record as `v`. */
 export const JOURNAL_FORMAT = 1

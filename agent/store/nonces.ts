@@ -2,7 +2,7 @@
 // `<stateDir>/nonces.jsonl` holds one `{ n, exp }` line per nonce; it is compacted once mostly expired.
 import { join } from 'node:path'
 import { ValidationError } from '../errors.js'
-import { ensureDir } from './files.js'
+import { ensureDir } from '../files.js'
 import { Journal, type TornLine } from './journal.js'
 
 export const NONCE_TTL_MS = 10 * 60 * 1000

@@ -1,7 +1,7 @@
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { ensureDir, fsyncDir, writeFileAtomic } from '../../agent/store/files.js'
+import { ensureDir, fsyncDir, writeFileAtomic } from '../../agent/files.js'
 
 const modeOf = async (path: string) => (await stat(path)).mode & 0o777
 

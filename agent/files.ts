@@ -1,4 +1,5 @@
-// Durable file primitives for the state dir: a file is either its old content or its new content, never half.
+// Durable file primitives (the state dir, backups, the nginx upstream file): a file is either its old content or its
+// new content, never half.
 import { randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, rename, rm } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
