@@ -3,58 +3,36 @@
 // `queue: replace` every request is accepted (202), at most one waits and every other ends CANCELLED (superseded);
 // with `queue: reject` every request while one runs is refused 409 deploy_in_progress and nothing is ever queued.
 // The agent keeps answering /v1/status (p99 printed) and its memory comes back near idle (printed, bounded).
-import { randomBytes } from 'node:crypto'
-import { writeFile } from 'node:fs/promises'
 import { Agent } from 'node:http'
-import { join } from 'node:path'
 import t from 'tap'
-import { stringify } from 'yaml'
 import type { Deploy } from '../../agent/store/deploys.js'
-import { testConfigDocument, writeTestKeys } from '../helpers/agent.js'
-import { startServe } from '../helpers/cli.js'
-import { dockerAvailable, ensureBaseImage, removeAppFromDocker } from '../helpers/docker.js'
+import { startAgentRig } from '../helpers/agent-rig.js'
+import { dockerAvailable, ensureBaseImage } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
-import { freePorts } from '../helpers/ports.js'
 import { countBy, httpRequest, openFds, percentile, rssMb, signedHeaders, type HttpAnswer } from '../helpers/probe.js'
-import { envBehindNginx, makeSampleRepo, SAMPLE_TAGS, sampleAppConfig, servedVersion } from '../helpers/sample-app.js'
-import { tempDir } from '../helpers/tmp.js'
+import { SAMPLE_TAGS, servedVersion } from '../helpers/sample-app.js'
 
 const FLOOD = 1000
-const app = `flood-${randomBytes(3).toString('hex')}`
 // The test key may deploy to `staging` and `production`: staging keeps the default `replace`, production `reject`.
 const replaceEnv = 'staging'
 const rejectEnv = 'production'
 
 t.test('Load fault: 1000 concurrent signed deploys for one env', { skip: skipUnless(await dockerAvailable(), 'docker') }, async (t) => {
   await ensureBaseImage()
-  const dir = await tempDir(t)
-  const keys = await writeTestKeys(dir)
-  const repo = await makeSampleRepo(join(dir, 'repo'))
-  const [agentPort] = (await freePorts(1)) as [number]
-  const replacing = await envBehindNginx(t, dir, replaceEnv, { queue: 'replace' })
-  const rejecting = await envBehindNginx(t, dir, rejectEnv, { queue: 'reject' })
-  for (const e of [replacing, rejecting]) e.env.proxy.drainMs = 50
-  t.teardown(() => removeAppFromDocker(app))
-  const configPath = join(dir, 'agent.yaml')
-  await writeFile(
-    configPath,
-    stringify({
-      ...testConfigDocument(dir),
-      listen: { host: '127.0.0.1', port: agentPort },
-      apps: {
-        [app]: sampleAppConfig(repo.path, { [replaceEnv]: replacing.env, [rejectEnv]: rejecting.env }, {
-          migrate: undefined,
-          health: { path: '/healthz', intervalMs: 50, timeoutMs: 1000, healthyAfter: 1, deadlineSec: 10 },
-          smoke: [],
-          observe: { seconds: 1, intervalMs: 100, maxFailures: 2 },
-        }),
-      },
-    }),
-  )
-  const url = `http://127.0.0.1:${agentPort}`
-  const agent = await startServe(configPath, url, { LOG_LEVEL: 'warn' })
-  t.teardown(() => agent.stop('SIGKILL'))
-  const pid = agent.child.pid as number
+  const rig = await startAgentRig(t, {
+    envs: { [replaceEnv]: { queue: 'replace' }, [rejectEnv]: { queue: 'reject' } },
+    proxy: { drainMs: 50 },
+    app: {
+      migrate: undefined,
+      health: { path: '/healthz', intervalMs: 50, timeoutMs: 1000, healthyAfter: 1, deadlineSec: 10 },
+      smoke: [],
+      observe: { seconds: 1, intervalMs: 100, maxFailures: 2 },
+    },
+    serveEnv: { LOG_LEVEL: 'warn' },
+  })
+  const { app, url, keys } = rig
+  const replacing = { nginx: rig.nginxOf(replaceEnv) }
+  const pid = rig.agent().child.pid as number
   const token = { authorization: `Bearer ${keys.statusToken}` }
 
   const getJson = async <T>(path: string): Promise<T> => {

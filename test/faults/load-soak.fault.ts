@@ -3,61 +3,39 @@
 // containers beyond the live one and the standby, images within keepReleases, and the agent's open file
 // descriptors and RSS back near where they were (printed, bounded generously to catch leaks).
 import { execFile } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
-import { writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
-import { stringify } from 'yaml'
 import type { Deploy } from '../../agent/store/deploys.js'
-import { testConfigDocument, writeTestKeys } from '../helpers/agent.js'
-import { startServe } from '../helpers/cli.js'
-import { dockerAvailable, ensureBaseImage, removeAppFromDocker } from '../helpers/docker.js'
+import { DEPLOY_ENV, startAgentRig } from '../helpers/agent-rig.js'
+import { dockerAvailable, ensureBaseImage } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
 import { requestLoop } from '../helpers/load.js'
-import { freePorts } from '../helpers/ports.js'
 import { countBy, httpRequest, openFds, rssMb, signedHeaders } from '../helpers/probe.js'
-import { envBehindNginx, makeSampleRepo, SAMPLE_TAGS, sampleAppConfig, servedVersion } from '../helpers/sample-app.js'
-import { tempDir } from '../helpers/tmp.js'
+import { SAMPLE_TAGS, servedVersion } from '../helpers/sample-app.js'
 
 const run = promisify(execFile)
 const OPERATIONS = 50
 const KEEP_RELEASES = 2
 // Three good releases with keepReleases 2: every deploy prunes one, and deploying it again rebuilds it.
 const TAGS = [SAMPLE_TAGS.good, SAMPLE_TAGS.good2, SAMPLE_TAGS.good3]
-const app = `soak-${randomBytes(3).toString('hex')}`
-const env = 'production'
+const env = DEPLOY_ENV
 
 t.test('Load fault: 50 deploys and rollbacks in a row under load', { skip: skipUnless(await dockerAvailable(), 'docker') }, async (t) => {
   await ensureBaseImage()
-  const dir = await tempDir(t)
-  const keys = await writeTestKeys(dir)
-  const repo = await makeSampleRepo(join(dir, 'repo'))
-  const [agentPort] = (await freePorts(1)) as [number]
-  const production = await envBehindNginx(t, dir, env)
-  production.env.proxy.drainMs = 100
-  t.teardown(() => removeAppFromDocker(app))
-  const configPath = join(dir, 'agent.yaml')
-  await writeFile(
-    configPath,
-    stringify({
-      ...testConfigDocument(dir),
-      listen: { host: '127.0.0.1', port: agentPort },
-      apps: {
-        [app]: sampleAppConfig(repo.path, { [env]: production.env }, {
-          migrate: undefined,
-          health: { path: '/healthz', intervalMs: 50, timeoutMs: 1000, healthyAfter: 2, deadlineSec: 10 },
-          smoke: [{ path: '/version', expectStatus: 200 }],
-          observe: { seconds: 1, intervalMs: 100, maxFailures: 2 },
-          keepReleases: KEEP_RELEASES,
-        }),
-      },
-    }),
-  )
-  const url = `http://127.0.0.1:${agentPort}`
-  const agent = await startServe(configPath, url, { LOG_LEVEL: 'warn' })
-  t.teardown(() => agent.stop('SIGKILL'))
-  const pid = agent.child.pid as number
+  const rig = await startAgentRig(t, {
+    proxy: { drainMs: 100 },
+    app: {
+      migrate: undefined,
+      health: { path: '/healthz', intervalMs: 50, timeoutMs: 1000, healthyAfter: 2, deadlineSec: 10 },
+      smoke: [{ path: '/version', expectStatus: 200 }],
+      observe: { seconds: 1, intervalMs: 100, maxFailures: 2 },
+      keepReleases: KEEP_RELEASES,
+    },
+    serveEnv: { LOG_LEVEL: 'warn' },
+  })
+  const { app, url, keys } = rig
+  const production = { nginx: rig.nginx }
+  const pid = rig.agent().child.pid as number
   const token = { authorization: `Bearer ${keys.statusToken}` }
 
   const post = async (path: string, body: object): Promise<string> => {

@@ -24,12 +24,15 @@ export interface AgentRigOptions {
   app?: Record<string, unknown>
   /** Keys of the env's config (beside ref, ports, proxy). */
   env?: Record<string, unknown>
-  /** Keys of the proxy config (drainMs…). */
-  proxy?: Record<string, unknown>
+  /** Several envs, each behind its own nginx, by name → keys of its config (default: `production` with `env`). */
+  envs?: Record<string, Record<string, unknown>>
+  /** Keys of the proxy config (drainMs…) of every env. */  proxy?: Record<string, unknown>
   /** Top-level config keys (stateDir, backups, notify…). */
   config?: (dir: string) => Record<string, unknown>
   /** `unix:///…` of a private Docker engine: the agent and the rig's docker CLI calls use it. */
   dockerHost?: string
+  /** Environment of the agent process (LOG_LEVEL…). */
+  serveEnv?: Record<string, string>
   /** The repo to deploy from (default: the sample repo with SAMPLE_TAGS). */
   repo?: (dir: string) => Promise<string>
 }
@@ -40,13 +43,17 @@ export interface AgentRig {
   dir: string
   url: string
   keys: TestKeys
+  /** The nginx of the `production` env (or of the first of `envs`). */
   nginx: NginxInstance
   upstreamFile: string
+  /** The nginx in front of each env. */
+  nginxOf(env: string): NginxInstance
   configPath: string
   agent(): ServeProcess
   /** SIGKILLs the agent (or sends `signal`) and starts a new one on the same config and state dir. */
   restart(signal?: NodeJS.Signals): Promise<void>
-  startDeploy(ref: string): Promise<string>
+  /** POSTs a signed deploy of `ref` (to `env`, default production) and answers its id. */
+  startDeploy(ref: string, env?: string): Promise<string>
   getDeploy(id: string): Promise<Deploy>
   /** Polls the deploy every 20 ms until `done` says so; throws after `timeoutMs`. */
   waitFor(id: string, done: (d: Deploy) => boolean | Promise<boolean>, timeoutMs?: number): Promise<Deploy>
@@ -74,9 +81,13 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
   const keys = await writeTestKeys(dir)
   const repoPath = options.repo ? await options.repo(dir) : (await makeSampleRepo(join(dir, 'repo'))).path
   const [agentPort] = (await freePorts(1)) as [number]
-  const production = await envBehindNginx(t, dir, env, options.env ?? {})
-  Object.assign(production.env.proxy, options.proxy ?? {})
-  const dockerEnv = options.dockerHost ? { DOCKER_HOST: options.dockerHost } : {}
+  const envs: Record<string, Awaited<ReturnType<typeof envBehindNginx>>> = {}
+  for (const [name, extra] of Object.entries(options.envs ?? { [env]: options.env ?? {} })) {
+    envs[name] = await envBehindNginx(t, dir, name, extra)
+    Object.assign(envs[name].env.proxy, options.proxy ?? {})
+  }
+  const production = envs[env] ?? (Object.values(envs)[0] as (typeof envs)[string])
+  const dockerEnv = { ...options.serveEnv, ...(options.dockerHost ? { DOCKER_HOST: options.dockerHost } : {}) }
   const docker = async (args: string[]): Promise<string> =>
     (await run('docker', [...(options.dockerHost ? ['-H', options.dockerHost] : []), ...args], { timeout: 60_000 })).stdout
   if (!options.dockerHost) t.teardown(() => removeAppFromDocker(app))
@@ -87,7 +98,7 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
       ...testConfigDocument(dir),
       listen: { host: '127.0.0.1', port: agentPort },
       ...options.config?.(dir),
-      apps: { [app]: sampleAppConfig(repoPath, { [env]: production.env }, options.app ?? {}) },
+      apps: { [app]: sampleAppConfig(repoPath, Object.fromEntries(Object.entries(envs).map(([name, e]) => [name, e.env])), options.app ?? {}) },
     }),
   )
   const url = `http://127.0.0.1:${agentPort}`
@@ -117,14 +128,19 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
     keys,
     nginx: production.nginx,
     upstreamFile: production.env.proxy.upstreamFile,
+    nginxOf: (name) => {
+      const found = envs[name]
+      if (!found) throw new Error(`the rig has no env ${name}`)
+      return found.nginx
+    },
     configPath,
     agent: () => agent,
     restart: async (signal = 'SIGKILL') => {
       await agent.stop(signal)
       agent = await startServe(configPath, url, dockerEnv, READY_TIMEOUT_MS)
     },
-    startDeploy: async (ref) => {
-      const path = `/v1/apps/${app}/envs/${env}/deploys`
+    startDeploy: async (ref, to = env) => {
+      const path = `/v1/apps/${app}/envs/${to}/deploys`
       const body = JSON.stringify({ ref })
       const headers = signRequest({ keyId: 'ci', key: ed25519Key(keys), audience: AUDIENCE, method: 'POST', path, body })
       const res = await fetch(`${url}${path}`, { method: 'POST', body, headers: { ...headers, 'content-type': 'application/json' } })
