@@ -120,14 +120,13 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     () => logger.info('start-up recovery done'),
     (err) => logger.error({ err }, 'start-up recovery failed; deploys may need attention'),
   )
-  // Keeps the live releases running across a dockerd restart; an engine that does not answer is tried again later.
+  // Keeps each env as its live release wants it (running after a dockerd restart, nothing else running beside it).
   let keeping = false
   const keeper = setInterval(() => {
     if (keeping) return
     keeping = true
     deployments
-      ?.reviveStoppedLive()
-      .catch((err) => logger.debug({ err }, 'could not check the live releases'))
+      ?.keep()
       .finally(() => (keeping = false))
   }, KEEP_LIVE_EVERY_MS)
   keeper.unref()

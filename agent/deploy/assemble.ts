@@ -57,7 +57,6 @@ export async function assembleDeploys(config: Config, store: DeployStore, logger
   const pipeline = new DeployPipeline({
     store,
     runtime,
-    images: docker,
     repo,
     tags,
     router,
@@ -66,6 +65,6 @@ export async function assembleDeploys(config: Config, store: DeployStore, logger
     onLive: (target, live) => coordinator?.setLive(target, live),
     onDeployEvent: options.onDeployEvent,
   })
-  coordinator = new DeployCoordinator({ config, store, pipeline, runtime, docker, router, logger, notify: options.notify, onDeployEvent: options.onDeployEvent })
+  coordinator = new DeployCoordinator({ config, store, pipeline, runtime, router, logger, notify: options.notify, onDeployEvent: options.onDeployEvent })
   return coordinator
 }

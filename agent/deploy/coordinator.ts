@@ -3,14 +3,17 @@
 // that require approval wait in AWAITING_APPROVAL outside the lane until approved.
 import type { Config } from '../config/schema.js'
 import { findTarget, type Target } from '../config/targets.js'
-import type { DockerEngine } from '../docker/engine.js'
 import { ConflictError, NotFoundError } from '../errors.js'
 import type { Notice } from '../notify/notifier.js'
 import type { Logger } from '../observability/logger.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 import type { Deploy, DeployStore, NewDeploy } from '../store/deploys.js'
-import type { DeployPipeline, LiveRelease } from './pipeline.js'
-import { envImages, envLabels, LABEL, type Runtime } from './runtime.js'
+import { executeSteps } from './execute.js'
+import { liveRelease, type LiveRelease } from './live.js'
+import { observeEnv } from './observe-env.js'
+import { describeSteps, planKeep, planStartup, planUnknownEnv, type Step } from './plan.js'
+import type { DeployPipeline } from './pipeline.js'
+import type { Runtime } from './runtime.js'
 import type { DeployState } from './states.js'
 import { moveDeploy, type DeployListener } from './transition.js'
 
@@ -37,7 +40,6 @@ export interface CoordinatorDeps {
   store: DeployStore
   pipeline: Pick<DeployPipeline, 'run' | 'recover'>
   runtime: Runtime
-  docker: DockerEngine
   router(target: Target): UpstreamSwitch
   logger: Logger
   notify?: (notice: Notice) => void
@@ -110,7 +112,7 @@ export class DeployCoordinator implements Deployments {
 
   /** Kept releases (images of the env), newest first, and which one is live. */
   async releases(target: Target): Promise<ReleaseInfo[]> {
-    const images = await envImages(this.deps.docker, target)
+    const images = await this.deps.runtime.releases(target)
     const live = this.liveRelease(target.app, target.env)
     const served = new Set(
       this.deps.store
@@ -155,25 +157,16 @@ export class DeployCoordinator implements Deployments {
 
   private async recoverNow(): Promise<void> {
     await this.observeLive()
-    // No deploy runs yet, so every migration container is a crash's leftover. They go first: a deploy recorded as
-    // FAILED must not leave one running behind it.
-    for (const [app, appConfig] of Object.entries(this.deps.config.apps)) {
-      for (const env of Object.keys(appConfig.envs)) {
-        for (const leftover of await this.deps.docker.listContainers({ ...envLabels({ app, env }), [LABEL.role]: 'migrate' })) {
-          await this.deps.docker.removeContainer(leftover.id)
-          this.deps.logger.warn({ app, env, container: leftover.id }, 'removed a leftover migration container')
-        }
-      }
-    }
+    // No deploy runs yet: what a crash left behind goes first (a deploy recorded as FAILED must not leave its
+    // migration container running behind it).
+    await this.forEachEnv(this.allEnvs(), async (target) => this.execute(target, planStartup({ oneOffs: await this.deps.runtime.oneOffs(target) })), 'could not clean up the env at start-up')
     for (const deploy of this.deps.store.unfinished()) {
-      const target = this.deps.config.apps[deploy.app]?.envs[deploy.env] ? findTarget(this.deps.config, deploy.app, deploy.env) : null
       const logger = this.deps.logger.child({ app: deploy.app, env: deploy.env, deployId: deploy.id })
       try {
+        const target = this.targetOf(deploy)
         if (!target) {
-          await this.move(deploy, deploy.state === 'AWAITING_APPROVAL' || deploy.state === 'QUEUED' ? 'CANCELLED' : 'FAILED', {
-            code: 'unknown_env',
-            message: `${deploy.app}/${deploy.env} is no longer in the config`,
-          })
+          const plan = planUnknownEnv(deploy)
+          for (const state of plan.path) await this.move(deploy, state, plan.error ?? undefined)
           continue
         }
         if (await this.deps.pipeline.recover(deploy, target)) await this.place(target, deploy)
@@ -183,37 +176,61 @@ export class DeployCoordinator implements Deployments {
     }
   }
 
+  /** The deploy's env as the config has it now, or null when the config no longer names it. */
+  private targetOf(deploy: Deploy): Target | null {
+    const app = Object.hasOwn(this.deps.config.apps, deploy.app) ? this.deps.config.apps[deploy.app] : undefined
+    return app && Object.hasOwn(app.envs, deploy.env) ? findTarget(this.deps.config, deploy.app, deploy.env) : null
+  }
+
   /** Looks at what really runs (nginx's port, the running instance there) to know each env's live release. */
   async observeLive(): Promise<void> {
-    for (const [app, appConfig] of Object.entries(this.deps.config.apps)) {
-      for (const env of Object.keys(appConfig.envs)) {
-        const target = findTarget(this.deps.config, app, env)
-        if (!target.envConfig.proxy) continue
-        const [instances, port] = await Promise.all([this.deps.runtime.instances(target), this.deps.router(target).currentPort()])
-        const live = instances.find((i) => i.port === port && i.running)
-        if (live) this.setLive(target, { release: live.release, commit: live.commit, port: live.port, deployId: live.deployId, since: live.created.toISOString() })
-      }
+    for (const target of this.proxiedEnvs()) {
+      const { live } = await observeEnv(this.deps.runtime, this.deps.router(target), target)
+      if (live) this.setLive(target, liveRelease(live, live.created))
     }
   }
 
   /**
-   * Starts an env's live release again when it is found stopped while no deploy runs there: a dockerd restarted
-   * without live-restore stops the containers that outlived it, and after a crash it does not always start them again
-   * whatever their restart policy. Only the release the agent knows is live (its deploy and port) is started.
+   * Every few seconds (serve's keeper): in each env where no deploy runs, the live release found stopped is
+   * started again, and a release still running out of nginx is stopped (plan.ts, planKeep).
    */
-  async reviveStoppedLive(): Promise<void> {
+  async keep(): Promise<void> {
     await this.recovered.catch(() => undefined)
-    for (const [app, appConfig] of Object.entries(this.deps.config.apps)) {
-      for (const env of Object.keys(appConfig.envs)) {
-        const target = findTarget(this.deps.config, app, env)
-        const live = this.liveRelease(app, env)
-        if (!target.envConfig.proxy || !live || this.lane(target).runningId) continue
-        const stopped = (await this.deps.runtime.instances(target)).find((i) => i.deployId === live.deployId && i.port === live.port && !i.running)
-        if (!stopped || (await this.deps.router(target).currentPort()) !== stopped.port || this.lane(target).runningId) continue
-        await this.deps.runtime.revive(stopped)
-        this.deps.logger.warn({ app, env, container: stopped.id, release: stopped.release }, 'the live release was found stopped (dockerd restarted?); started it again')
-      }
+    await this.forEachEnv(this.proxiedEnvs(), async (target) => {
+      if (this.lane(target).runningId) return
+      const view = await observeEnv(this.deps.runtime, this.deps.router(target), target)
+      // A deploy may have started while the env was looked at: it owns the env then.
+      if (!this.lane(target).runningId) await this.execute(target, planKeep(view, this.liveRelease(target.app, target.env)))
+      // An engine that does not answer (dockerd restarting) is tried again at the next look.
+    }, 'the keeper could not look after the env', 'debug')
+  }
+
+  private allEnvs(): Target[] {
+    return Object.entries(this.deps.config.apps).flatMap(([app, appConfig]) => Object.keys(appConfig.envs).map((env) => findTarget(this.deps.config, app, env)))
+  }
+
+  /** The envs nginx switches: the only ones with a live release. */
+  private proxiedEnvs(): Target[] {
+    return this.allEnvs().filter((target) => target.envConfig.proxy !== undefined)
+  }
+
+  /** Runs `fn` for each env in turn; one env's failure is logged (at `level`) and does not stop the others. */
+  private async forEachEnv(targets: Target[], fn: (target: Target) => Promise<void>, failure: string, level: 'error' | 'debug' = 'error'): Promise<void> {
+    for (const target of targets) {
+      await fn(target).catch((err: unknown) => this.deps.logger[level]({ err, app: target.app, env: target.env }, failure))
     }
+  }
+
+  /** Runs an env's plan, logging it and each step with its cause. */
+  private async execute(target: Target, steps: Step[]): Promise<void> {
+    if (steps.length === 0) return
+    this.deps.logger.warn({ app: target.app, env: target.env, plan: describeSteps(steps) }, 'putting the env right')
+    await executeSteps(steps, {
+      runtime: this.deps.runtime,
+      router: this.deps.router(target),
+      verify: async () => undefined,
+      done: (_step, text) => this.deps.logger.info({ app: target.app, env: target.env, step: text }, 'done'),
+    })
   }
 
   private lane(target: Target): Lane {

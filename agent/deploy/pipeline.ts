@@ -1,22 +1,31 @@
-// One deploy, start to end: resolve the ref, back up, build, migrate, start the candidate on the idle port,
-// verify it, switch nginx, observe, and roll back when it goes bad. Every state change is journalled before the
-// side effect it announces; a failure before the switch leaves the live release untouched.
+// One deploy, start to end, as named steps with one failure policy per phase (the kamal-proxy way: create the
+// target and wait until it is healthy, install it, drain the replaced one):
+//   prepare   RESOLVING, BACKING_UP, BUILDING, MIGRATING   nothing has changed: a failure is FAILED
+//   candidate STARTING, VERIFYING                          the candidate is removed: FAILED, the live release untouched
+//   switch    SWITCHING                                    nginx keeps the old upstream: ROLLED_BACK
+//   retire    (after the drain)                            a failure is logged; the keeper stops it later
+//   observe   OBSERVING                                    a failure rolls back to the replaced release
+// A manual rollback is the candidate, switch and retire phases with a kept release. Every state change is
+// journalled before the side effect it announces.
 import { readFile } from 'node:fs/promises'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Target } from '../config/targets.js'
 import { AgentError, asDiskFull, ConflictError, NotFoundError } from '../errors.js'
-import { observe, runSmoke, waitHealthy, joinUrl, type ObserveOutcome } from '../health/index.js'
+import { joinUrl, observe, runSmoke, systemClock, waitHealthy, type Clock, type ObserveOutcome } from '../health/index.js'
 import type { Logger } from '../observability/logger.js'
+import type { UpstreamSwitch } from '../proxy/nginx.js'
 import type { Deploy, DeployDetails, DeployStore } from '../store/deploys.js'
-import { readEnvFile } from './envfile.js'
-import type { ImageBuilder, SourceRepo, TagMemory } from './ports.js'
-import type { Instance, Runtime } from './runtime.js'
-import { envImages, imageTag, LABEL } from './runtime.js'
+import { readEnvFile } from '../config/envfile.js'
+import { executeSteps } from './execute.js'
+import { liveRelease, type LiveRelease } from './live.js'
+import { observeEnv, type EnvView } from './observe-env.js'
+import { describePlan, planRecovery } from './plan.js'
+import type { SourceRepo, TagMemory } from './ports.js'
 import { planPrune } from './prune.js'
-import { describePlan, planRecovery } from './recovery.js'
+import type { Instance, Runtime } from './runtime.js'
 import { isTerminal, type DeployState } from './states.js'
 import { announce, moveDeploy, type DeployListener } from './transition.js'
-import type { UpstreamSwitch } from '../proxy/nginx.js'
+
+export type { LiveRelease } from './live.js'
 
 export class DeployFailure extends AgentError {
   constructor(code: string, message: string) {
@@ -24,22 +33,15 @@ export class DeployFailure extends AgentError {
   }
 }
 
-export interface LiveRelease {
-  release: string
-  commit: string
-  port: number
-  deployId: string
-  since: string
-}
-
 export interface PipelineDeps {
   store: DeployStore
   runtime: Runtime
-  images: ImageBuilder
   repo(app: string): SourceRepo
   tags: TagMemory
   router(target: Target): UpstreamSwitch
   logger: Logger
+  /** Time for the drain and the health probes; the system clock by default. */
+  clock?: Clock
   /** Takes a verified pre-deploy backup pinned to the release and answers its id. */
   backup?: (target: Target, release: string) => Promise<string>
   onLive?: (target: Target, live: LiveRelease) => void
@@ -55,10 +57,16 @@ export function releaseName(kind: 'branch' | 'tag', ref: string, commit: string)
   return kind === 'tag' ? ref.replace(/[^A-Za-z0-9_.-]/g, '-') : commit.slice(0, 12)
 }
 
+interface Prepared {
+  image: string
+  release: string
+  commit: string
+}
+
+type Failure = { code: string; message: string }
+
 /** One running deploy: its record, its log, and the only way it changes state. */
 class DeployRun {
-  /** Set once nginx routes to the candidate: from then on, failing means rolling back, never discarding it. */
-  switched = false
   private noteFailed = false
 
   constructor(
@@ -67,7 +75,7 @@ class DeployRun {
     readonly logger: Logger,
   ) {}
 
-  async move(state: DeployState, patch: { error?: { code: string; message: string }; commit?: string; release?: string; details?: DeployDetails } = {}): Promise<void> {
+  async move(state: DeployState, patch: { error?: Failure; commit?: string; release?: string; details?: DeployDetails } = {}): Promise<void> {
     this.deploy = await moveDeploy(this.deps, this.deploy, state, patch)
   }
 
@@ -89,7 +97,7 @@ class DeployRun {
   }
 }
 
-function asFailure(err: unknown, fallbackCode: string): { code: string; message: string } {
+function asFailure(err: unknown, fallbackCode: string): Failure {
   const full = asDiskFull(err)
   if (full) return { code: full.code, message: full.message }
   if (err instanceof AgentError) return { code: err.code, message: err.message }
@@ -97,16 +105,21 @@ function asFailure(err: unknown, fallbackCode: string): { code: string; message:
 }
 
 export class DeployPipeline {
-  constructor(private readonly deps: PipelineDeps) {}
+  private readonly clock: Clock
+
+  constructor(private readonly deps: PipelineDeps) {
+    this.clock = deps.clock ?? systemClock
+  }
 
   /** Drives a QUEUED deploy (or rollback) to a terminal state; never throws for a deploy that fails. */
   async run(deploy: Deploy, target: Target): Promise<Deploy> {
-    const run = new DeployRun(this.deps, deploy, this.deps.logger.child({ app: target.app, env: target.env, deployId: deploy.id }))
+    const run = this.startRun(deploy, target)
     run.logger.info({ kind: deploy.kind, ref: deploy.ref }, 'deploy started')
     try {
       if (deploy.kind === 'rollback') await this.rollBackByHand(run, target)
       else await this.deployRelease(run, target)
     } catch (err) {
+      // Each phase settles its own failures: only a journal that cannot be written (or a bug) gets here.
       run.logger.error({ err }, 'deploy crashed')
       if (!isTerminal(run.deploy.state)) {
         // A journal that cannot be written (a full disk) keeps the last state it took; start-up recovery settles it.
@@ -117,35 +130,64 @@ export class DeployPipeline {
     return run.deploy
   }
 
+  private startRun(deploy: Deploy, target: Target): DeployRun {
+    return new DeployRun(this.deps, deploy, this.deps.logger.child({ app: target.app, env: target.env, deployId: deploy.id }))
+  }
+
   private async deployRelease(run: DeployRun, target: Target): Promise<void> {
+    const prepared = await this.settle(run, 'deploy_failed', () => this.prepare(run, target))
+    if (!prepared) return
     let candidate: Instance | null = null
-    try {
-      await run.move('RESOLVING')
-      const { commit, release } = await this.resolve(run, target)
-      if (target.envConfig.backupBeforeDeploy) {
-        await run.move('BACKING_UP')
-        await this.backUp(run, target, release)
-      }
-      await run.move('BUILDING', { commit, release })
-      const image = await this.build(run, target, commit, release)
-      if (target.appConfig.migrate) {
-        await run.move('MIGRATING')
-        await this.migrate(run, target, image)
-      }
-      const plan = await this.placement(target)
-      await run.move('STARTING', { details: { candidatePort: plan.idlePort, previousPort: plan.live?.port ?? null, previousRelease: plan.live?.release ?? null } })
-      candidate = await this.startOnIdlePort(run, target, plan, { image, release, commit })
+    const placed = await this.settle(run, 'deploy_failed', async () => {
+      const env = await observeEnv(this.deps.runtime, this.deps.router(target), target)
+      await run.move('STARTING', { details: { candidatePort: env.idlePort, previousPort: env.live?.port ?? null, previousRelease: env.live?.release ?? null } })
+      candidate = await this.startOnIdlePort(run, target, env, prepared)
       await run.move('VERIFYING', { details: { candidateContainer: candidate.id } })
       await this.verify(run, target, candidate)
-      await this.switchAndObserve(run, target, candidate, plan.live)
-    } catch (err) {
-      // After the switch the candidate serves: only a journal that cannot be written gets here, and recovery settles it.
-      if (isTerminal(run.deploy.state) || run.deploy.state === 'ROLLING_BACK' || run.switched) throw err
-      const failure = asFailure(err, 'deploy_failed')
-      run.logger.warn({ err }, 'deploy failed before the switch; the live release is untouched')
+      return { candidate, previous: env.live }
+    }, async () => {
       if (candidate) await this.discard(run, candidate)
-      await run.move('FAILED', { error: failure })
+    })
+    if (!placed) return
+    const { candidate: started, previous } = placed
+    if (!(await this.switchTo(run, target, started))) return
+    if (previous) await this.retireReplaced(run, target, previous)
+    await run.move('OBSERVING')
+    const outcome = await this.watch(run, target, started)
+    if (outcome.healthy) await this.finishLive(run, target, started)
+    else await this.rollBackAutomatically(run, target, started, previous, outcome.reason)
+  }
+
+  /**
+   * The failure policy of the phases before the switch: `body`'s failure is cleaned up by `undo`, recorded as
+   * FAILED, and answered with null. Nothing nginx routes to has changed.
+   */
+  private async settle<T>(run: DeployRun, fallbackCode: string, body: () => Promise<T>, undo?: () => Promise<void>): Promise<T | null> {
+    try {
+      return await body()
+    } catch (err) {
+      run.logger.warn({ err }, 'deploy failed before the switch; the live release is untouched')
+      await undo?.()
+      await run.move('FAILED', { error: asFailure(err, fallbackCode) })
+      return null
     }
+  }
+
+  /** RESOLVING → (BACKING_UP) → BUILDING → (MIGRATING): the release's image, ready to start. */
+  private async prepare(run: DeployRun, target: Target): Promise<Prepared> {
+    await run.move('RESOLVING')
+    const { commit, release } = await this.resolve(run, target)
+    if (target.envConfig.backupBeforeDeploy) {
+      await run.move('BACKING_UP')
+      await this.backUp(run, target, release)
+    }
+    await run.move('BUILDING', { commit, release })
+    const image = await this.build(run, target, commit, release)
+    if (target.appConfig.migrate) {
+      await run.move('MIGRATING')
+      await this.migrate(run, target, image)
+    }
+    return { image, release, commit }
   }
 
   private async resolve(run: DeployRun, target: Target): Promise<{ commit: string; release: string }> {
@@ -179,28 +221,29 @@ export class DeployPipeline {
   }
 
   private async build(run: DeployRun, target: Target, commit: string, release: string): Promise<string> {
-    const tag = imageTag(target.app, target.env, release)
-    const existing = await this.deps.images.inspectImage(tag)
-    if (existing && existing.labels[LABEL.commit] === commit) {
-      await run.log({ event: 'build', cached: true, image: tag })
-      return tag
+    const existing = await this.deps.runtime.releaseImage(target, release)
+    if (existing && existing.commit === commit) {
+      await run.log({ event: 'build', cached: true, image: existing.ref })
+      return existing.ref
     }
     const { build } = target.appConfig
-    const lines: string[] = []
-    await this.deps.images.buildImage({
+    let lines = 0
+    const image = await this.deps.runtime.buildRelease({
+      app: target.app,
+      env: target.env,
+      release,
+      commit,
       context: this.deps.repo(target.app).archive(commit, build.context),
       dockerfile: build.dockerfile,
-      tag,
       buildArgs: { ...build.args, VERSION: release },
-      labels: { [LABEL.commit]: commit },
       timeoutMs: build.timeoutSec * 1000,
       onLine: (line) => {
-        lines.push(line)
+        lines += 1
         run.note({ event: 'build', line })
       },
     })
-    await run.log({ event: 'build', image: tag, lines: lines.length })
-    return tag
+    await run.log({ event: 'build', image, lines })
+    return image
   }
 
   private async appEnvironment(target: Target): Promise<string[]> {
@@ -216,11 +259,13 @@ export class DeployPipeline {
 
   private async migrate(run: DeployRun, target: Target, image: string): Promise<void> {
     const migrate = target.appConfig.migrate as NonNullable<Target['appConfig']['migrate']>
-    const result = await this.deps.images.runOneOff({
+    const result = await this.deps.runtime.runMigration({
+      app: target.app,
+      env: target.env,
+      deployId: run.deploy.id,
       image,
-      cmd: migrate.command,
-      env: await this.appEnvironment(target),
-      labels: { [LABEL.app]: target.app, [LABEL.env]: target.env, [LABEL.deploy]: run.deploy.id, [LABEL.role]: 'migrate' },
+      command: migrate.command,
+      variables: await this.appEnvironment(target),
       timeoutMs: migrate.timeoutSec * 1000,
       onLine: (line) => run.note({ event: 'migrate', line }),
     })
@@ -229,18 +274,9 @@ export class DeployPipeline {
     await run.log({ event: 'migrate', exitCode: 0 })
   }
 
-  /** Where things run now: the live instance (nginx's port, running) and the idle port for the candidate. */
-  private async placement(target: Target): Promise<{ live: Instance | null; idlePort: number; instances: Instance[] }> {
-    const [instances, currentPort] = await Promise.all([this.deps.runtime.instances(target), this.deps.router(target).currentPort()])
-    const [blue, green] = target.envConfig.ports
-    const live = instances.find((i) => i.port === currentPort && i.running) ?? null
-    const idlePort = currentPort === blue ? green : blue
-    return { live, idlePort, instances }
-  }
-
   /** Clears the idle port (stopped older releases, orphans) and starts the candidate there. */
-  private async startOnIdlePort(run: DeployRun, target: Target, plan: { idlePort: number; instances: Instance[] }, release: { image: string; release: string; commit: string }): Promise<Instance> {
-    for (const old of plan.instances.filter((i) => i.port === plan.idlePort)) {
+  private async startOnIdlePort(run: DeployRun, target: Target, env: EnvView, release: Prepared): Promise<Instance> {
+    for (const old of env.instances.filter((i) => i.port === env.idlePort)) {
       await this.deps.runtime.remove(old)
       await run.log({ event: 'removed', container: old.id, release: old.release, reason: 'frees the idle port' })
     }
@@ -251,10 +287,10 @@ export class DeployPipeline {
       commit: release.commit,
       deployId: run.deploy.id,
       image: release.image,
-      port: plan.idlePort,
+      port: env.idlePort,
       variables: await this.appEnvironment(target),
     })
-    await run.log({ event: 'started', container: candidate.id, port: plan.idlePort, release: release.release })
+    await run.log({ event: 'started', container: candidate.id, port: env.idlePort, release: release.release })
     return candidate
   }
 
@@ -268,6 +304,7 @@ export class DeployPipeline {
         timeoutMs: health.timeoutMs,
         healthyAfter: health.healthyAfter,
         deadlineMs: health.deadlineSec * 1000,
+        clock: this.clock,
         dockerHealth: () => this.deps.runtime.engineHealth(instance),
         containerRunning: () => this.deps.runtime.isAlive(instance),
         onResult: (r) => {
@@ -286,33 +323,56 @@ export class DeployPipeline {
     }
   }
 
-  /** Switches nginx to `candidate`, retires the old release, watches the new one; rolls back on failure. */
-  private async switchAndObserve(run: DeployRun, target: Target, candidate: Instance, previous: Instance | null): Promise<void> {
+  /**
+   * SWITCHING. A switch that fails leaves nginx on the old upstream (the router restores it): the old release never
+   * stopped serving, so the candidate goes and the deploy is ROLLED_BACK. Answers whether nginx now routes to it.
+   */
+  private async switchTo(run: DeployRun, target: Target, candidate: Instance): Promise<boolean> {
     await run.move('SWITCHING')
     try {
       await this.deps.router(target).switchTo(candidate.port)
     } catch (err) {
-      // The router restored the old upstream; the old release never stopped serving.
       await run.move('ROLLING_BACK', { error: asFailure(err, 'switch_failed') })
       await this.discard(run, candidate)
       await run.move('ROLLED_BACK')
-      return
+      return false
     }
-    run.switched = true
-    // From here nginx routes to the candidate: whatever fails (Docker, the disk, a probe), it is never discarded as
-    // a failure before the switch would be; it is observed, and rolled back from like any release that went bad.
-    let outcome: ObserveOutcome
+    await run.log({ event: 'switched', port: candidate.port })
+    return true
+  }
+
+  /**
+   * Stops the replaced release once the proxy's old workers have finished the requests they still had for it. A
+   * failure here never reverts a healthy release: it is logged, and the keeper stops the instance later.
+   */
+  private async retireReplaced(run: DeployRun, target: Target, replaced: Instance): Promise<void> {
     try {
-      await run.log({ event: 'switched', port: candidate.port })
-      if (previous) await this.retireAfterDrain(run, target, previous)
-      await run.move('OBSERVING')
-      const { observe: window, health } = target.appConfig
-      outcome = await observe({
+      await this.retireAfterDrain(run, target, replaced)
+    } catch (err) {
+      run.logger.warn({ err, container: replaced.id }, 'could not stop the replaced release; the keeper retries')
+      await run.log({ event: 'retire-failed', container: replaced.id, release: replaced.release, error: asFailure(err, 'retire_failed').message })
+    }
+  }
+
+  private async retireAfterDrain(run: DeployRun, target: Target, replaced: Instance): Promise<void> {
+    const drainMs = target.envConfig.proxy?.drainMs ?? 1000
+    const started = this.clock.now()
+    const [, drained] = await Promise.all([this.clock.sleep(drainMs), this.deps.router(target).drained?.(DRAIN_LIMIT_MS) ?? Promise.resolve(false)])
+    await this.deps.runtime.retire(replaced)
+    await run.log({ event: 'retired', container: replaced.id, release: replaced.release, afterMs: Math.round(this.clock.now() - started), proxyDrained: drained })
+  }
+
+  /** OBSERVING: the window's probes decide; an error while watching is a failed watch, never a crash. */
+  private async watch(run: DeployRun, target: Target, candidate: Instance): Promise<ObserveOutcome> {
+    const { observe: window, health } = target.appConfig
+    try {
+      return await observe({
         url: joinUrl(`http://127.0.0.1:${candidate.port}`, health.path),
         seconds: window.seconds,
         intervalMs: window.intervalMs,
         timeoutMs: health.timeoutMs,
         maxFailures: window.maxFailures,
+        clock: this.clock,
         // An engine that does not answer (dockerd restarting) says nothing about the app: the probes decide.
         containerAlive: () => this.deps.runtime.isAlive(candidate).catch(() => true),
         onResult: (r) => {
@@ -323,22 +383,8 @@ export class DeployPipeline {
       })
     } catch (err) {
       run.logger.error({ err }, 'observing the new release failed')
-      outcome = { healthy: false, reason: `observing the new release failed: ${asFailure(err, 'observe_failed').message}` }
+      return { healthy: false, reason: `observing the new release failed: ${asFailure(err, 'observe_failed').message}` }
     }
-    if (outcome.healthy) {
-      await this.finishLive(run, target, candidate)
-      return
-    }
-    await this.rollBackAutomatically(run, target, candidate, previous, outcome.reason)
-  }
-
-  /** Stops the replaced release once the proxy's old workers have finished the requests they still had for it. */
-  private async retireAfterDrain(run: DeployRun, target: Target, previous: Instance): Promise<void> {
-    const drainMs = target.envConfig.proxy?.drainMs ?? 1000
-    const started = Date.now()
-    const [, drained] = await Promise.all([sleep(drainMs), this.deps.router(target).drained?.(DRAIN_LIMIT_MS) ?? Promise.resolve(false)])
-    await this.deps.runtime.retire(previous)
-    await run.log({ event: 'retired', container: previous.id, release: previous.release, afterMs: Date.now() - started, proxyDrained: drained })
   }
 
   private async rollBackAutomatically(run: DeployRun, target: Target, bad: Instance, previous: Instance | null, reason: string): Promise<void> {
@@ -353,25 +399,26 @@ export class DeployPipeline {
       await this.verify(run, target, previous)
       await this.deps.router(target).switchTo(previous.port)
       await run.log({ event: 'switched', port: previous.port, rollback: true })
-      await this.retireAfterDrain(run, target, bad)
-      this.deps.onLive?.(target, { release: previous.release, commit: previous.commit, port: previous.port, deployId: previous.deployId, since: new Date().toISOString() })
-      await run.move('ROLLED_BACK', { error })
     } catch (err) {
       const failure = asFailure(err, 'rollback_failed')
       run.logger.error({ err }, 'automatic rollback failed')
       await run.move('FAILED', { error: { code: 'rollback_failed', message: `${reason}; rolling back failed too: ${failure.message}` } })
+      return
     }
+    this.deps.onLive?.(target, liveRelease(previous))
+    await this.retireReplaced(run, target, bad)
+    await run.move('ROLLED_BACK', { error })
   }
 
   private async finishLive(run: DeployRun, target: Target, live: Instance): Promise<void> {
-    this.deps.onLive?.(target, { release: live.release, commit: live.commit, port: live.port, deployId: live.deployId, since: new Date().toISOString() })
+    this.deps.onLive?.(target, liveRelease(live))
     await this.prune(run, target, live).catch((err) => run.logger.warn({ err }, 'pruning old releases failed; they stay'))
     await run.move('SUCCEEDED')
   }
 
   /** Removes what `keepReleases` no longer keeps; the deploy has succeeded whatever happens here. */
   private async prune(run: DeployRun, target: Target, live: Instance): Promise<void> {
-    const [images, instances] = await Promise.all([envImages(this.deps.images, target), this.deps.runtime.instances(target)])
+    const [images, instances] = await Promise.all([this.deps.runtime.releases(target), this.deps.runtime.instances(target)])
     const plan = planPrune({ images, instances, livePort: live.port, keepReleases: target.appConfig.keepReleases })
     for (const c of plan.containers) {
       const instance = instances.find((i) => i.id === c.id)
@@ -379,77 +426,69 @@ export class DeployPipeline {
       await run.log({ event: 'pruned', container: c.id, release: c.release, reason: c.reason })
     }
     for (const img of plan.images) {
-      await this.deps.images.removeImage(img.ref)
+      await this.deps.runtime.removeImage(img.ref)
       await run.log({ event: 'pruned', image: img.ref, release: img.release, reason: img.reason })
     }
   }
 
-  /** A manual rollback: the kept image of `ref` (a release name) on the idle port, verified, switched in. */
+  /**
+   * A manual rollback: the kept image of `ref` (a release name) on the idle port — its stopped container when it
+   * is still there — verified and switched in. Until the switch a failure leaves it stopped, as a standby.
+   */
   private async rollBackByHand(run: DeployRun, target: Target): Promise<void> {
     const release = run.deploy.ref
-    const image = imageTag(target.app, target.env, release)
-    const details = await this.deps.images.inspectImage(image)
-    if (!details) throw new NotFoundError(`release ${release} has no kept image ${image}`)
-    const commit = details.labels[LABEL.commit] ?? ''
-    const plan = await this.placement(target)
-    await run.move('STARTING', { commit, release, details: { candidatePort: plan.idlePort, previousPort: plan.live?.port ?? null, previousRelease: plan.live?.release ?? null } })
-    let candidate: Instance | null = plan.instances.find((i) => i.port === plan.idlePort && i.release === release) ?? null
-    try {
+    const kept = await this.deps.runtime.releaseImage(target, release)
+    if (!kept) throw new NotFoundError(`release ${release} has no kept image`)
+    const env = await observeEnv(this.deps.runtime, this.deps.router(target), target)
+    await run.move('STARTING', { commit: kept.commit, release, details: { candidatePort: env.idlePort, previousPort: env.live?.port ?? null, previousRelease: env.live?.release ?? null } })
+    let candidate: Instance | null = env.instances.find((i) => i.port === env.idlePort && i.release === release) ?? null
+    const switched = await this.settle(run, 'rollback_failed', async () => {
       if (candidate) {
         // The stopped container of that release is still there: starting it is the fast path.
         if (!candidate.running) await this.deps.runtime.revive(candidate)
         await run.log({ event: 'revived', container: candidate.id, release })
       } else {
-        candidate = await this.startOnIdlePort(run, target, plan, { image, release, commit })
+        candidate = await this.startOnIdlePort(run, target, env, { image: kept.ref, release, commit: kept.commit })
       }
       await run.move('VERIFYING', { details: { candidateContainer: candidate.id } })
       await this.verify(run, target, candidate)
       await run.move('SWITCHING')
       await this.deps.router(target).switchTo(candidate.port)
-    } catch (err) {
+      return candidate
+    }, async () => {
       if (candidate) await this.deps.runtime.retire(candidate).catch(() => undefined)
-      await run.move('FAILED', { error: asFailure(err, 'rollback_failed') })
-      return
-    }
-    await run.log({ event: 'switched', port: candidate.port })
-    if (plan.live) await this.retireAfterDrain(run, target, plan.live)
-    await this.finishLive(run, target, candidate)
+    })
+    if (!switched) return
+    await run.log({ event: 'switched', port: switched.port })
+    if (env.live) await this.retireReplaced(run, target, env.live)
+    await this.finishLive(run, target, switched)
   }
 
   /**
-   * Drives a deploy the agent was running when it stopped to a safe end state, from what Docker and nginx show.
-   * Returns true when the deploy had not started yet and should simply be queued again.
+   * Drives a deploy the agent was running when it stopped to a safe end state, from what the engine and nginx
+   * show. Returns true when the deploy had not started yet and should simply be queued again.
    */
   async recover(deploy: Deploy, target: Target): Promise<boolean> {
-    const run = new DeployRun(this.deps, deploy, this.deps.logger.child({ app: target.app, env: target.env, deployId: deploy.id }))
-    const [instances, routedPort] = await Promise.all([this.deps.runtime.instances(target), this.deps.router(target).currentPort()])
+    const run = this.startRun(deploy, target)
+    const router = this.deps.router(target)
+    const env = await observeEnv(this.deps.runtime, router, target)
     const candidateId = deploy.details.candidateContainer
-    const candidates = instances.filter((i) => i.deployId === deploy.id || i.id === candidateId)
-    const previousPort = deploy.details.previousPort
-    const previous = instances.find((i) => i.port === previousPort && !candidates.includes(i)) ?? null
+    const candidates = env.instances.filter((i) => i.deployId === deploy.id || i.id === candidateId)
+    const previous = env.instances.find((i) => i.port === deploy.details.previousPort && !candidates.includes(i)) ?? null
     const candidate = candidates[0]
-    let candidateHealthy = false
-    if (candidate && candidate.port === routedPort) {
-      candidateHealthy = await this.verify(run, target, candidate).then(
-        () => true,
-        () => false,
-      )
-    }
-    const plan = planRecovery(deploy, { routedPort, candidates, previous, candidateHealthy })
+    const candidateHealthy =
+      candidate !== undefined && candidate.port === env.routedPort && (await this.verify(run, target, candidate).then(() => true, () => false))
+    const plan = planRecovery(deploy, { routedPort: env.routedPort, candidates, previous, candidateHealthy })
     run.logger.warn({ plan: describePlan(plan) }, 'recovering an interrupted deploy')
     await run.log({ event: 'recovery', plan: describePlan(plan) })
-    for (const step of plan.steps) {
-      if (step.do === 'remove') await this.deps.runtime.remove(step.instance)
-      else if (step.do === 'retire') await this.deps.runtime.retire(step.instance)
-      else if (step.do === 'switch') await this.deps.router(target).switchTo(step.instance.port)
-      else {
-        if (!(await this.deps.runtime.isAlive(step.instance))) await this.deps.runtime.revive(step.instance)
-        await this.verify(run, target, step.instance)
-      }
-      await run.log({ event: 'recovery-step', do: step.do, container: step.instance.id, release: step.instance.release, cause: step.cause })
-    }
+    await executeSteps(plan.steps, {
+      runtime: this.deps.runtime,
+      router,
+      verify: (instance) => this.verify(run, target, instance),
+      done: (step, text) => run.log({ event: 'recovery-step', do: step.do, step: text, cause: step.cause }),
+    })
     const live = plan.steps.findLast((s) => s.do === 'switch')?.instance
-    if (live) this.deps.onLive?.(target, { release: live.release, commit: live.commit, port: live.port, deployId: live.deployId, since: new Date().toISOString() })
+    if (live) this.deps.onLive?.(target, liveRelease(live))
     for (const [i, state] of plan.path.entries()) await run.move(state, i === plan.path.length - 1 && plan.error ? { error: plan.error } : {})
     return plan.requeue
   }

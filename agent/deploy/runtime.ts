@@ -1,8 +1,9 @@
-// The runtime the deploy state machine drives: start a candidate, check it, retire or revive it, remove it.
-// Containers today; a Swarm service runtime can implement the same interface later. Labels on the engine's
-// objects are the source of truth for which release runs where.
+// The runtime the deploy state machine drives: everything the engine does for a release — its image (built or
+// reused, listed, pruned), its one-off containers (migrations), and its instances (start a candidate, check it,
+// retire or revive it, remove it). Containers on this host today; a Swarm runtime implements the same interface.
+// Labels on the engine's objects are the source of truth for which release runs where.
 import type { DockerEngine } from '../docker/engine.js'
-import type { ContainerHealth, ImageSummary, Labels } from '../docker/types.js'
+import type { ContainerHealth, Labels, OneOffResult } from '../docker/types.js'
 
 export const LABEL = {
   app: 'deploy-agent.app',
@@ -40,7 +41,46 @@ export interface CandidateSpec extends EnvTarget {
   variables: string[]
 }
 
+export interface BuildSpec extends EnvTarget {
+  release: string
+  commit: string
+  /** A tar stream of the build context. */
+  context: NodeJS.ReadableStream
+  dockerfile: string
+  buildArgs: Record<string, string>
+  timeoutMs: number
+  onLine: (line: string) => void
+}
+
+export interface MigrationSpec extends EnvTarget {
+  deployId: string
+  image: string
+  command: string[]
+  variables: string[]
+  timeoutMs: number
+  onLine: (line: string) => void
+}
+
+/** A kept image of the env: tagged `<app>:<env>-<release>` and carrying the commit label. */
+export interface EnvImage {
+  release: string
+  commit: string
+  ref: string
+  created: Date
+}
+
 export interface Runtime {
+  /** The kept image of `release`, or null. */
+  releaseImage(target: EnvTarget, release: string): Promise<EnvImage | null>
+  /** Builds the release's image and answers its reference. */
+  buildRelease(spec: BuildSpec): Promise<string>
+  /** Every kept image of the env, newest first. */
+  releases(target: EnvTarget): Promise<EnvImage[]>
+  removeImage(ref: string): Promise<void>
+  runMigration(spec: MigrationSpec): Promise<OneOffResult>
+  /** Ids of the env's one-off (migration) containers, running or not. */
+  oneOffs(target: EnvTarget): Promise<string[]>
+  removeOneOff(id: string): Promise<void>
   /** Every web instance of the env, running or stopped, newest first. */
   instances(target: EnvTarget): Promise<Instance[]>
   startCandidate(spec: CandidateSpec): Promise<Instance>
@@ -62,31 +102,65 @@ export function imageTag(app: string, env: string, release: string): string {
   return `${app}:${env}-${release}`
 }
 
-/**
- * The env's images: tagged `<app>:<env>-<release>` and carrying the commit label. Images get that one label
- * only: the classic builder adds a layer per build label, and the tag already names app, env and release.
- */
-export interface EnvImage {
-  release: string
-  commit: string
-  ref: string
-  created: Date
-}
-
-export async function envImages(images: { listImages(labels: Labels, reference?: string): Promise<ImageSummary[]> }, target: EnvTarget): Promise<EnvImage[]> {
-  const prefix = imageTag(target.app, target.env, '')
-  const found = await images.listImages({ [LABEL.commit]: '' }, `${prefix}*`)
-  return found
-    .flatMap((img) =>
-      img.tags
-        .filter((tag) => tag.startsWith(prefix))
-        .map((ref) => ({ release: ref.slice(prefix.length), commit: img.labels[LABEL.commit] ?? '', ref, created: img.created })),
-    )
-    .sort((a, b) => b.created.getTime() - a.created.getTime())
-}
-
 export class ContainerRuntime implements Runtime {
   constructor(private readonly docker: DockerEngine) {}
+
+  async releaseImage(target: EnvTarget, release: string): Promise<EnvImage | null> {
+    const ref = imageTag(target.app, target.env, release)
+    const details = await this.docker.inspectImage(ref)
+    return details && { release, commit: details.labels[LABEL.commit] ?? '', ref, created: details.created }
+  }
+
+  async buildRelease(spec: BuildSpec): Promise<string> {
+    const tag = imageTag(spec.app, spec.env, spec.release)
+    // Images get the commit label only: the classic builder adds a layer per build label, and the tag already
+    // names app, env and release.
+    await this.docker.buildImage({
+      context: spec.context,
+      dockerfile: spec.dockerfile,
+      tag,
+      buildArgs: spec.buildArgs,
+      labels: { [LABEL.commit]: spec.commit },
+      timeoutMs: spec.timeoutMs,
+      onLine: spec.onLine,
+    })
+    return tag
+  }
+
+  async releases(target: EnvTarget): Promise<EnvImage[]> {
+    const prefix = imageTag(target.app, target.env, '')
+    const found = await this.docker.listImages({ [LABEL.commit]: '' }, `${prefix}*`)
+    return found
+      .flatMap((img) =>
+        img.tags
+          .filter((tag) => tag.startsWith(prefix))
+          .map((ref) => ({ release: ref.slice(prefix.length), commit: img.labels[LABEL.commit] ?? '', ref, created: img.created })),
+      )
+      .sort((a, b) => b.created.getTime() - a.created.getTime())
+  }
+
+  removeImage(ref: string): Promise<void> {
+    return this.docker.removeImage(ref)
+  }
+
+  runMigration(spec: MigrationSpec): Promise<OneOffResult> {
+    return this.docker.runOneOff({
+      image: spec.image,
+      cmd: spec.command,
+      env: spec.variables,
+      labels: { ...envLabels(spec), [LABEL.deploy]: spec.deployId, [LABEL.role]: 'migrate' },
+      timeoutMs: spec.timeoutMs,
+      onLine: spec.onLine,
+    })
+  }
+
+  async oneOffs(target: EnvTarget): Promise<string[]> {
+    return (await this.docker.listContainers({ ...envLabels(target), [LABEL.role]: 'migrate' })).map((c) => c.id)
+  }
+
+  removeOneOff(id: string): Promise<void> {
+    return this.docker.removeContainer(id)
+  }
 
   async instances(target: EnvTarget): Promise<Instance[]> {
     const containers = await this.docker.listContainers({ ...envLabels(target), [LABEL.role]: 'web' })

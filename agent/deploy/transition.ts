@@ -1,17 +1,12 @@
 // The one way a deploy record changes state: checked against the table, journalled, logged with
 // `{ deployId, state, was }`, written into the deploy's own log, and announced to the deploy listener (metrics,
 // error reporting), which therefore sees every change the pipeline and the coordinator make.
+import type { DeployEvent, DeployListener } from '../observability/deploy-feed.js'
 import type { Logger } from '../observability/logger.js'
 import type { Deploy, DeployStore, TransitionPatch } from '../store/deploys.js'
 import { isTerminal, nextState, type DeployState } from './states.js'
 
-/** What a deploy listener hears: every state change, and every failed health probe of a deploy. */
-export type DeployEvent =
-  | { type: 'state'; deploy: Deploy; was: string }
-  /** `phase` is the deploy's state when the probe failed (VERIFYING, OBSERVING, ROLLING_BACK …). */
-  | { type: 'probe_failed'; deploy: Deploy; phase: string }
-
-export type DeployListener = (event: DeployEvent) => void
+export type { DeployEvent, DeployListener } from '../observability/deploy-feed.js'
 
 export interface TransitionDeps {
   store: DeployStore
@@ -21,7 +16,7 @@ export interface TransitionDeps {
 
 export async function moveDeploy(deps: TransitionDeps, deploy: Deploy, state: DeployState, patch: Omit<TransitionPatch, 'terminal'> = {}): Promise<Deploy> {
   const was = deploy.state
-  nextState(was, state)
+  nextState(deploy.kind, was, state)
   const moved = await deps.store.transition(deploy.id, state, { ...patch, terminal: isTerminal(state) })
   const error = patch.error ? { error: patch.error } : {}
   deps.logger.info({ app: deploy.app, env: deploy.env, deployId: deploy.id, state, was, ...error }, 'deploy state')

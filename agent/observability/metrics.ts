@@ -1,8 +1,8 @@
 // prom-client metrics on a registry owned by the app (no global default registry), so tests and several
 // agents in one process do not share counters.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import { isTerminal } from '../deploy/states.js'
-import type { DeployEvent } from '../deploy/transition.js'
+import { isTerminal } from '../store/deploy-states.js'
+import type { DeployEvent } from './deploy-feed.js'
 import type { Deploy } from '../store/deploys.js'
 
 /** One env as the deploy side sees it at a scrape: deploys waiting in its lane and its live release. */

@@ -4,8 +4,8 @@
 // agent captures is sent, after the scrubber has removed secrets.
 import { readFile } from 'node:fs/promises'
 import type { Config } from '../config/schema.js'
-import { readEnvFile } from '../deploy/envfile.js'
-import type { DeployEvent } from '../deploy/transition.js'
+import { readEnvFile } from '../config/envfile.js'
+import type { DeployEvent } from './deploy-feed.js'
 import { AgentError } from '../errors.js'
 import type { Logger } from './logger.js'
 import { Scrubber } from './scrub.js'

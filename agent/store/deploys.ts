@@ -1,10 +1,11 @@
 // Deploy records and their logs in the state dir. `deploys.jsonl` holds events (created, state changed); the records
 // are rebuilt from it on open, and every change is fsynced before the method resolves.
 import { join } from 'node:path'
+import { isDeployState, type DeployKind, type DeployState } from './deploy-states.js'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.js'
 import { assertDeployId, isDeployId, newDeployId } from './deploy-id.js'
 import { DeployLogs } from './deploy-logs.js'
-import { ensureDir } from './files.js'
+import { ensureDir } from '../files.js'
 import { Journal, JOURNAL_FORMAT, type JournalRecord, type TornLine } from './journal.js'
 
 export interface DeployError {
@@ -13,14 +14,14 @@ export interface DeployError {
 }
 
 export interface DeployStateEntry {
-  state: string
+  state: DeployState
   at: string
 }
 
 /** Facts the pipeline records before a side effect, for recovery: ports, containers, the release it replaces. */
 export type DeployDetails = Record<string, string | number | null>
 
-export type DeployKind = 'deploy' | 'rollback'
+export type { DeployKind, DeployState }
 
 export interface Deploy {
   id: string
@@ -32,7 +33,7 @@ export interface Deploy {
   release: string | null
   reason: string | null
   keyId: string | null
-  state: string
+  state: DeployState
   states: DeployStateEntry[]
   error: DeployError | null
   createdAt: string
@@ -49,7 +50,7 @@ export interface NewDeploy {
   reason?: string | null
   keyId?: string | null
   /** Defaults to QUEUED. */
-  state?: string
+  state?: DeployState
 }
 
 /** Fields left out are kept; `terminal: true` marks the deploy finished (no transition after that). */
@@ -78,7 +79,7 @@ export interface DeployStoreOptions {
   onSkippedRecord?: (record: JournalRecord, reason: string) => void
 }
 
-export const INITIAL_STATE = 'QUEUED'
+export const INITIAL_STATE: DeployState = 'QUEUED'
 
 interface CreatedEvent {
   type: 'deploy.created'
@@ -88,7 +89,7 @@ interface CreatedEvent {
 interface StateEvent {
   type: 'deploy.state'
   id: string
-  state: string
+  state: DeployState
   at: string
   error?: DeployError | null
   commit?: string | null
@@ -100,11 +101,12 @@ interface StateEvent {
 type DeployEvent = CreatedEvent | StateEvent
 
 const isString = (value: unknown): value is string => typeof value === 'string'
+const isDeployStateString = (value: unknown): value is DeployState => isString(value) && isDeployState(value)
 const isNullableString = (value: unknown): value is string | null => value === null || isString(value)
 const isDeployError = (value: unknown): value is DeployError =>
   typeof value === 'object' && value !== null && isString((value as DeployError).code) && isString((value as DeployError).message)
 const isStateEntry = (value: unknown): value is DeployStateEntry =>
-  typeof value === 'object' && value !== null && isString((value as DeployStateEntry).state) && isString((value as DeployStateEntry).at)
+  typeof value === 'object' && value !== null && isDeployStateString((value as DeployStateEntry).state) && isString((value as DeployStateEntry).at)
 
 function copyDeploy(deploy: Deploy): Deploy {
   return {
@@ -126,7 +128,8 @@ function isDeploy(value: unknown): value is Deploy {
   const d = value as Record<keyof Deploy, unknown>
   return (
     isDeployId(d.id) &&
-    [d.app, d.env, d.ref, d.state, d.createdAt].every(isString) &&
+    [d.app, d.env, d.ref, d.createdAt].every(isString) &&
+    isDeployStateString(d.state) &&
     [d.commit, d.release, d.reason, d.keyId, d.finishedAt].every(isNullableString) &&
     Array.isArray(d.states) &&
     d.states.every(isStateEntry) &&
@@ -144,7 +147,7 @@ function rejectReason(deploys: ReadonlyMap<string, Deploy>, event: Record<string
     return deploys.has(event.deploy.id) ? `duplicate deploy ${event.deploy.id}` : undefined
   }
   if (event.type === 'deploy.state') {
-    const ok = isString(event.id) && isString(event.state) && isString(event.at) && [event.commit, event.release].every((v) => v === undefined || isNullableString(v))
+    const ok = isString(event.id) && isDeployStateString(event.state) && isString(event.at) && [event.commit, event.release].every((v) => v === undefined || isNullableString(v))
     if (!ok || (event.error !== undefined && event.error !== null && !isDeployError(event.error))) return 'malformed deploy.state'
     if (event.details !== undefined && !isDetails(event.details)) return 'malformed deploy.state'
     return deploys.has(event.id as string) ? undefined : `deploy.state for unknown deploy ${String(event.id)}`
@@ -231,8 +234,8 @@ export class DeployStore {
   }
 
   /** Moves a deploy to `state` (durably), merging `patch`. A finished deploy cannot move (ConflictError). */
-  async transition(id: string, state: string, patch: TransitionPatch = {}): Promise<Deploy> {
-    if (!isString(state) || state === '') throw new ValidationError('a deploy state must be a non-empty string')
+  async transition(id: string, state: DeployState, patch: TransitionPatch = {}): Promise<Deploy> {
+    if (!isDeployStateString(state)) throw new ValidationError(`unknown deploy state ${JSON.stringify(state)}`)
     const current = this.#deploys.get(id)
     if (!current) throw new NotFoundError(`no deploy ${id}`)
     if (current.finishedAt !== null) {

@@ -3,7 +3,6 @@ import t, { type Test } from 'tap'
 import { parseConfig } from '../../agent/config/load.js'
 import type { Target } from '../../agent/config/targets.js'
 import { DeployCoordinator } from '../../agent/deploy/coordinator.js'
-import type { DockerEngine } from '../../agent/docker/engine.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import type { Runtime } from '../../agent/deploy/runtime.js'
 import type { DeployEvent } from '../../agent/deploy/transition.js'
@@ -44,7 +43,7 @@ class ManualPipeline {
   }
 }
 
-async function setUp(t: Test, overrides: { docker?: DockerEngine; recover?: () => Promise<boolean> } = {}) {
+async function setUp(t: Test, overrides: { runtime?: Partial<Runtime>; recover?: () => Promise<boolean> } = {}) {
   const dir = await tempDir(t)
   const config = parseConfig(yaml, {}, 'a', dir)
   const store = await DeployStore.open(dir)
@@ -59,8 +58,7 @@ async function setUp(t: Test, overrides: { docker?: DockerEngine; recover?: () =
     config,
     store,
     pipeline,
-    runtime: {} as Runtime,
-    docker: overrides.docker ?? ({} as DockerEngine),
+    runtime: (overrides.runtime ?? {}) as Runtime,
     router: () => ({ currentPort: async () => null, switchTo: async () => ({ previousPort: null }) }),
     logger: createLogger({ level: 'silent' }),
   })
@@ -215,17 +213,17 @@ t.test('DeployCoordinator: concurrent requests under queue: reject start one and
 // were recovered, so a deploy already read FAILED while its migration container still ran.
 t.test('DeployCoordinator: recovery removes leftover migration containers before it settles any deploy', async (t) => {
   const order: string[] = []
-  const docker = {
-    listContainers: async (labels: Record<string, string>) => {
-      order.push(`list ${labels['deploy-agent.env']}`)
-      return labels['deploy-agent.env'] === 'staging' ? [{ id: 'migrate-1' }] : []
+  const runtime: Partial<Runtime> = {
+    oneOffs: async (target) => {
+      order.push(`list ${target.env}`)
+      return target.env === 'staging' ? ['migrate-1'] : []
     },
-    removeContainer: async (id: string) => {
+    removeOneOff: async (id) => {
       order.push(`remove ${id}`)
     },
-  } as unknown as DockerEngine
+  }
   const { store, coordinator } = await setUp(t, {
-    docker,
+    runtime,
     recover: async () => {
       order.push('recover deploy')
       return false

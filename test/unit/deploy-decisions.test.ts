@@ -1,20 +1,8 @@
-// Pure decisions of the deploy side: the transition table, release names and the prune plan.
+// Pure decisions of the deploy side: release names and the prune plan.
 import t from 'tap'
 import { releaseName } from '../../agent/deploy/pipeline.js'
 import { planPrune } from '../../agent/deploy/prune.js'
 import { imageTag, type Instance } from '../../agent/deploy/runtime.js'
-import { isTerminal, nextState } from '../../agent/deploy/states.js'
-
-t.test('States: the table allows the documented path and refuses jumps', async (t) => {
-  const path = ['QUEUED', 'RESOLVING', 'BACKING_UP', 'BUILDING', 'MIGRATING', 'STARTING', 'VERIFYING', 'SWITCHING', 'OBSERVING', 'SUCCEEDED'] as const
-  for (let i = 1; i < path.length; i++) t.equal(nextState(path[i - 1] as string, path[i] as (typeof path)[number]), path[i])
-  t.throws(() => nextState('QUEUED', 'SWITCHING'), { name: 'IllegalTransitionError' })
-  t.throws(() => nextState('SUCCEEDED', 'ROLLING_BACK'), { name: 'IllegalTransitionError' }, 'terminal states are final')
-  t.throws(() => nextState('BUILDING', 'ROLLING_BACK'), { name: 'IllegalTransitionError' }, 'before the switch a failure is FAILED, not a rollback')
-  t.throws(() => nextState('NOPE', 'FAILED'), { name: 'IllegalTransitionError' })
-  t.ok(isTerminal('ROLLED_BACK'))
-  t.notOk(isTerminal('OBSERVING'))
-})
 
 t.test('Release names and image tags', async (t) => {
   t.equal(releaseName('tag', 'v1.2.3', 'a'.repeat(40)), 'v1.2.3')

@@ -1,15 +1,16 @@
-// DeployCoordinator.reviveStoppedLive: the live release found stopped (a dockerd restart) is started again, and
-// nothing else is: not while a deploy runs in the env, not a release nginx does not route to.
+// DeployCoordinator.keep: the live release found stopped (a dockerd restart) is started again, a release still
+// running out of nginx (its retire failed) is stopped, and nothing else happens: not while a deploy runs in the
+// env, not to a release nginx does not route to.
 import t, { type Test } from 'tap'
 import { parseConfig } from '../../agent/config/load.js'
 import { DeployCoordinator } from '../../agent/deploy/coordinator.js'
-import type { Instance, Runtime } from '../../agent/deploy/runtime.js'
-import type { DockerEngine } from '../../agent/docker/engine.js'
+import type { Instance } from '../../agent/deploy/runtime.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import { DeployStore, type Deploy } from '../../agent/store/deploys.js'
+import { FakeRouter, FakeRuntime } from '../helpers/fake-runtime.js'
 import { tempDir } from '../helpers/tmp.js'
 
-async function setUp(t: Test, routedPort: number) {
+async function setUp(t: Test, routedPort: number, standbyRunning = false) {
   const dir = await tempDir(t)
   const config = parseConfig(`
 audience: a
@@ -22,13 +23,9 @@ apps:
   const store = await DeployStore.open(dir)
   t.teardown(() => store.close())
   const live: Instance = { id: 'live', release: 'v1', commit: 'c', deployId: 'd_live', port: 18011, image: 'i', running: false, created: new Date() }
-  const standby: Instance = { ...live, id: 'standby', release: 'v0', deployId: 'd_old', port: 18012 }
-  const revived: string[] = []
+  const standby: Instance = { ...live, id: 'standby', release: 'v0', deployId: 'd_old', port: 18012, running: standbyRunning }
+  const runtime = new FakeRuntime([live, standby])
   let release: () => void = () => undefined
-  const runtime = {
-    instances: async () => [live, standby],
-    revive: async (i: Instance) => { revived.push(i.id) },
-  } as unknown as Runtime
   const coordinator = new DeployCoordinator({
     config,
     store,
@@ -37,33 +34,43 @@ apps:
       recover: async () => false,
     },
     runtime,
-    docker: {} as DockerEngine,
-    router: () => ({ currentPort: async () => routedPort, switchTo: async () => ({ previousPort: null }) }),
+    router: () => new FakeRouter(routedPort),
     logger: createLogger({ level: 'silent' }),
   })
   coordinator.setLive({ app: 'web', env: 'production' }, { release: 'v1', commit: 'c', port: 18011, deployId: 'd_live', since: '' })
-  return { coordinator, revived, finish: () => release() }
+  return { coordinator, runtime, live, finish: () => release() }
 }
 
-t.test('reviveStoppedLive: the stopped live release is started again, the standby is not', async (t) => {
-  const { coordinator, revived } = await setUp(t, 18011)
-  await coordinator.reviveStoppedLive()
-  t.same(revived, ['live'])
+t.test('DeployCoordinator.keep: the stopped live release is started again, the standby is not', async (t) => {
+  const { coordinator, runtime } = await setUp(t, 18011)
+  await coordinator.keep()
+  t.same(runtime.revived, ['live'])
+  t.same(runtime.retired, [])
 })
 
-t.test('reviveStoppedLive: nothing is started while a deploy runs in the env', async (t) => {
-  const { coordinator, revived, finish } = await setUp(t, 18011)
+t.test('DeployCoordinator.keep: a release running out of nginx is stopped once the live one runs', async (t) => {
+  const { coordinator, runtime, live } = await setUp(t, 18011, true)
+  live.running = true
+  await coordinator.keep()
+  t.same(runtime.retired, ['standby'], 'the replaced release whose retire failed is stopped')
+  t.same(runtime.revived, [])
+})
+
+t.test('DeployCoordinator.keep: nothing is touched while a deploy runs in the env', async (t) => {
+  const { coordinator, runtime, finish } = await setUp(t, 18011, true)
   await coordinator.request({ app: 'web', env: 'production', ref: 'v2' })
-  await coordinator.reviveStoppedLive()
-  t.same(revived, [], 'the running deploy owns the env')
+  await coordinator.keep()
+  t.same(runtime.revived, [], 'the running deploy owns the env')
+  t.same(runtime.retired, [])
   finish()
   await coordinator.idle()
-  await coordinator.reviveStoppedLive()
-  t.same(revived, ['live'], 'once it is done, the live release is looked after again')
+  await coordinator.keep()
+  t.same(runtime.revived, ['live'], 'once it is done, the live release is looked after again')
 })
 
-t.test('reviveStoppedLive: a release nginx no longer routes to is left stopped', async (t) => {
-  const { coordinator, revived } = await setUp(t, 18012)
-  await coordinator.reviveStoppedLive()
-  t.same(revived, [])
+t.test('DeployCoordinator.keep: a release nginx no longer routes to is left as it is', async (t) => {
+  const { coordinator, runtime } = await setUp(t, 18012, true)
+  await coordinator.keep()
+  t.same(runtime.revived, [])
+  t.same(runtime.retired, [])
 })

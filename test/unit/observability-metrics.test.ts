@@ -3,12 +3,12 @@
 import t from 'tap'
 import type { DeployEvent } from '../../agent/deploy/transition.js'
 import { Metrics, recordDeploy, type EnvSnapshot } from '../../agent/observability/metrics.js'
-import type { Deploy } from '../../agent/store/deploys.js'
+import type { Deploy, DeployState } from '../../agent/store/deploys.js'
 
 /** A deploy whose trail is `states`, each entry `seconds` after the start. */
-function deploy(states: Array<[string, number]>, over: Partial<Deploy> = {}): Deploy {
+function deploy(states: Array<[DeployState, number]>, over: Partial<Deploy> = {}): Deploy {
   const at = (s: number) => new Date(Date.UTC(2026, 0, 1) + s * 1000).toISOString()
-  const last = states[states.length - 1] as [string, number]
+  const last = states[states.length - 1] as [DeployState, number]
   return {
     id: 'd_aaaaaaaaaaaa', kind: 'deploy', app: 'shop', env: 'production', ref: 'v1.0.0', commit: 'c'.repeat(40), release: 'v1.0.0',
     reason: null, keyId: null, state: last[0], states: states.map(([state, s]) => ({ state, at: at(s) })), error: null,
@@ -17,9 +17,9 @@ function deploy(states: Array<[string, number]>, over: Partial<Deploy> = {}): De
 }
 
 /** Replays a trail through the feed as moveDeploy would announce it. */
-function replay(metrics: Metrics, states: Array<[string, number]>, over: Partial<Deploy> = {}): void {
+function replay(metrics: Metrics, states: Array<[DeployState, number]>, over: Partial<Deploy> = {}): void {
   for (let i = 1; i < states.length; i++) {
-    recordDeploy(metrics, { type: 'state', deploy: deploy(states.slice(0, i + 1), over), was: (states[i - 1] as [string, number])[0] })
+    recordDeploy(metrics, { type: 'state', deploy: deploy(states.slice(0, i + 1), over), was: (states[i - 1] as [DeployState, number])[0] })
   }
 }
 
@@ -58,8 +58,8 @@ t.test('recordDeploy: a deploy that ends ROLLED_BACK is an automatic rollback; a
 
 t.test('recordDeploy: failed probes count by the phase they failed in', async (t) => {
   const metrics = new Metrics({ defaultMetrics: false })
-  const probe = (phase: string): DeployEvent => ({ type: 'probe_failed', deploy: deploy([['QUEUED', 0], [phase, 1]]), phase })
-  for (const phase of ['VERIFYING', 'OBSERVING', 'OBSERVING']) recordDeploy(metrics, probe(phase))
+  const probe = (phase: DeployState): DeployEvent => ({ type: 'probe_failed', deploy: deploy([['QUEUED', 0], [phase, 1]]), phase })
+  for (const phase of ['VERIFYING', 'OBSERVING', 'OBSERVING'] as const) recordDeploy(metrics, probe(phase))
   t.same((await values(metrics, 'deploy_agent_health_check_failures_total')).map((v) => [v.labels.phase, v.value]), [['VERIFYING', 1], ['OBSERVING', 2]])
   t.same(await values(metrics, 'deploy_agent_deploys_total'), [], 'a probe ends nothing')
 })

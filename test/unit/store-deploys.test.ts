@@ -1,6 +1,7 @@
 import { mkdir, readdir, readFile, rmdir, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
+import { DEPLOY_STATES, isTerminal, type DeployState } from '../../agent/deploy/states.js'
 import { DeployStore, type Deploy } from '../../agent/store/deploys.js'
 import { DEPLOY_ID } from '../../agent/store/deploy-id.js'
 import { StateStore } from '../../agent/store/index.js'
@@ -83,7 +84,8 @@ t.test('DeployStore: transitions are refused for unknown, finished or empty stat
   t.teardown(() => store.close())
   await t.rejects(store.transition('d_aaaaaaaaaaaa', 'BUILDING'), { code: 'not_found', statusCode: 404 })
   const { id } = await store.create(input)
-  await t.rejects(store.transition(id, ''), { code: 'invalid_request' })
+  await t.rejects(store.transition(id, '' as DeployState), { code: 'invalid_request' })
+  await t.rejects(store.transition(id, 'HACKED' as DeployState), { code: 'invalid_request' })
   await store.transition(id, 'CANCELLED', { terminal: true })
   await t.rejects(store.transition(id, 'BUILDING'), { code: 'deploy_finished', statusCode: 409 })
   t.equal(store.get(id)?.state, 'CANCELLED')
@@ -139,7 +141,8 @@ t.test('DeployStore: concurrent transitions apply in call order, in memory and a
   const dir = t.testdir()
   const store = await DeployStore.open(dir)
   const { id } = await store.create(input)
-  const states = Array.from({ length: 20 }, (_, i) => `S${i}`)
+  const open = DEPLOY_STATES.filter((state) => !isTerminal(state))
+  const states = Array.from({ length: 20 }, (_, i) => open[i % open.length] as DeployState)
   await Promise.all(states.map((state) => store.transition(id, state)))
   t.same(store.get(id)?.states.map((s) => s.state), ['QUEUED', ...states])
   await store.close()
@@ -152,8 +155,8 @@ t.test('DeployStore: returned deploys are copies', async (t) => {
   const store = await DeployStore.open(t.testdir())
   t.teardown(() => store.close())
   const created = await store.create(input)
-  created.states.push({ state: 'HACKED', at: 'now' })
-  created.state = 'HACKED'
+  created.states.push({ state: 'FAILED', at: 'now' })
+  created.state = 'FAILED'
   const listed = store.list()[0] as Deploy
   listed.app = 'other'
   t.equal(store.get(created.id)?.state, 'QUEUED')
