@@ -144,8 +144,9 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     close: async () => {
       clearInterval(keeper)
       process.off('SIGHUP', onHangup)
-      await proxySocket?.close()
+      const socketClosed = proxySocket?.close()
       await app.close()
+      await socketClosed
       await nightly.stop()
       await recovery
       // A running deploy is let finish so it ends in a safe state rather than being cut mid-switch.

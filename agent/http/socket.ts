@@ -9,6 +9,10 @@ import { ConfigError } from '../errors.js'
 import { markProxySocket } from './client.js'
 
 export interface ProxySocket {
+  /**
+   * Stops accepting at once (Node removes the socket file); resolves when the last connection is gone. Those
+   * connections belong to the HTTP server, so call it before `app.close()` and await it after.
+   */
   close(): Promise<void>
 }
 
@@ -53,7 +57,6 @@ export async function listenProxySocket(app: FastifyInstance, path: string): Pro
   // Created with the process umask (0077 under systemd: owner only); the proxy's user gets in through the group.
   await chmod(path, 0o660)
   return {
-    // Stops accepting; connections already handed over close with the HTTP server. Node removes the socket file.
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   }
 }

@@ -2,6 +2,7 @@
 // names the client (issue 9, item 5). Through it each named client has its own failure count; over TCP the header
 // is ignored, so a local process can neither blame another address nor escape its own limit by rotating it.
 import { lstat, readFile, writeFile } from 'node:fs/promises'
+import { Agent } from 'node:http'
 import { join } from 'node:path'
 import t from 'tap'
 import { stringify } from 'yaml'
@@ -44,7 +45,13 @@ t.test('listen.socket: X-Forwarded-For counts on the socket, never over TCP', as
   t.equal((await viaSocket(bad(), '198.51.100.2')).status, 401, 'the client it blamed is not')
   t.equal((await viaSocket(signedHeaders(keys, 'GET', '/v1/status'), '198.51.100.1')).status, 200, 'a valid signature passes even for a limited client')
 
-  await agent.stop('SIGTERM')
+  // An idle keep-alive connection on the socket (as nginx keeps) must not hold up a graceful stop.
+  const keepAlive = new Agent({ keepAlive: true })
+  t.equal((await httpRequest('http://agent/healthz', { socketPath: socket, agent: keepAlive })).status, 200)
+  const stopping = Date.now()
+  t.equal(await agent.stop('SIGTERM'), 0, 'SIGTERM stops the agent cleanly')
+  t.ok(Date.now() - stopping < 3000, `the stop took ${Date.now() - stopping} ms (idle connections are closed, not waited for)`)
+  keepAlive.destroy()
   await t.rejects(lstat(socket), { code: 'ENOENT' }, 'a clean stop removes the socket')
 })
 
