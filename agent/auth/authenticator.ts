@@ -93,9 +93,13 @@ export class Authenticator {
       verified = verifySignature(req, this.keyring, this.options.audience, this.nowSec())
     } catch (err) {
       if (!(err instanceof AuthError)) throw err
-      if (retryAfter === 0) this.fail(err.reason, client)
-      else this.options.onFailure?.(err.reason)
-      throw retryAfter === 0 ? err : new TooManyFailuresError(retryAfter)
+      if (retryAfter > 0) {
+        // Already blocked: counted in the metrics only, and the answer stays 429.
+        this.options.onFailure?.(err.reason)
+        throw new TooManyFailuresError(retryAfter)
+      }
+      this.fail(err.reason, client)
+      throw err
     }
     // Only a request with a valid signature may consume a nonce; otherwise anyone could burn nonces.
     if (!(await this.options.nonces.remember(verified.nonce))) {
