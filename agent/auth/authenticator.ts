@@ -1,10 +1,17 @@
 // The one place requests are authenticated: signed requests (signature, then nonce), the status token, the
 // per-key allow policy, and the failure limiter. The keyring can be swapped at run time (SIGHUP).
+//
+// The limiter counts failures per client (see http/client.ts: the socket peer, never a header it sends). Failures
+// counted against an address need not be its own — loopback is shared by every local process and container — so
+// a blocked client is not refused outright: a request that may be valid (known key, fresh timestamp) is still
+// verified and let in when its signature or token is right. What a blocked client can make the agent do is bounded
+// by a second, higher limit: `maxVerificationsWhenBlocked` verifications per window, after which that client alone
+// is refused before any signature work until the window ends.
 import { AgentError, ForbiddenError } from '../errors.js'
 import { matchesGlob } from '../config/glob.js'
 import type { Keyring, LoadedKey } from './keyring.js'
 import { FailureLimiter } from './limiter.js'
-import { AuthError, statusTokenMatches, verifySignature, type AuthFailureReason, type SignedRequest } from './verify.js'
+import { AuthError, checkSignedHeaders, statusTokenMatches, verifySignature, type AuthFailureReason, type SignedRequest } from './verify.js'
 
 export interface NonceMemory {
   /** false when the nonce was seen before (a replay) */
@@ -28,6 +35,8 @@ export interface AuthenticatorOptions {
   audience: string
   nonces: NonceMemory
   limiter?: FailureLimiter
+  /** Signature verifications a blocked client may still force per window (default 300 a minute). */
+  maxVerificationsWhenBlocked?: number
   nowSec?: () => number
   onFailure?: (reason: AuthFailureReason) => void
 }
@@ -35,11 +44,14 @@ export interface AuthenticatorOptions {
 export class Authenticator {
   private keyring: Keyring
   private readonly limiter: FailureLimiter
+  /** Verifications forced by blocked clients, per client, in the limiter's window. */
+  private readonly verifications: FailureLimiter
   private readonly nowSec: () => number
 
   constructor(private readonly options: AuthenticatorOptions) {
     this.keyring = options.keyring
     this.limiter = options.limiter ?? new FailureLimiter({ maxFailures: 20, windowMs: 60_000 })
+    this.verifications = new FailureLimiter({ maxFailures: options.maxVerificationsWhenBlocked ?? 300, windowMs: this.limiter.windowMs })
     this.nowSec = options.nowSec ?? (() => Math.floor(Date.now() / 1000))
   }
 
@@ -51,21 +63,42 @@ export class Authenticator {
     this.keyring = keyring
   }
 
-  /** Refuses an address that failed too often, before any work is done for it. */
-  checkNotBlocked(address: string): void {
-    const retryAfter = this.limiter.retryAfterSec(address)
-    if (retryAfter > 0) throw new TooManyFailuresError(retryAfter)
+  /**
+   * Before the body is read: a blocked client's signed request goes on only if it may be valid and the client has
+   * verifications left; anything else is refused here, without reading the body or computing a signature.
+   */
+  screenSigned(rawHeaders: readonly string[], client: string): void {
+    const retryAfter = this.limiter.retryAfterSec(client)
+    if (retryAfter === 0) return
+    if (this.verifications.retryAfterSec(client) > 0) throw new TooManyFailuresError(retryAfter)
+    try {
+      checkSignedHeaders(rawHeaders, this.keyring, this.nowSec())
+    } catch (err) {
+      if (!(err instanceof AuthError)) throw err
+      this.options.onFailure?.(err.reason)
+      throw new TooManyFailuresError(retryAfter)
+    }
   }
 
-  async verifySigned(req: SignedRequest, address: string): Promise<LoadedKey> {
-    // Checked again here, after the body was read: requests of a burst all passed the check on arrival, before
+  async verifySigned(req: SignedRequest, client: string): Promise<LoadedKey> {
+    // Checked again here, after the body was read: requests of a burst all passed the screen on arrival, before
     // any of them failed. The check, the verification and the count run without an await in between.
-    this.checkNotBlocked(address)
+    const retryAfter = this.limiter.retryAfterSec(client)
+    if (retryAfter > 0) {
+      if (this.verifications.retryAfterSec(client) > 0) throw new TooManyFailuresError(retryAfter)
+      this.verifications.recordFailure(client)
+    }
     let verified: { key: LoadedKey; nonce: string }
     try {
       verified = verifySignature(req, this.keyring, this.options.audience, this.nowSec())
     } catch (err) {
-      if (err instanceof AuthError) this.fail(err.reason, address)
+      if (!(err instanceof AuthError)) throw err
+      if (retryAfter > 0) {
+        // Already blocked: counted in the metrics only, and the answer stays 429.
+        this.options.onFailure?.(err.reason)
+        throw new TooManyFailuresError(retryAfter)
+      }
+      this.fail(err.reason, client)
       throw err
     }
     // Only a request with a valid signature may consume a nonce; otherwise anyone could burn nonces.
@@ -76,11 +109,16 @@ export class Authenticator {
     return verified.key
   }
 
-  verifyStatusToken(authorization: string | undefined, address: string): void {
-    if (!statusTokenMatches(authorization, this.keyring.statusToken)) {
-      this.fail('bad_token', address)
-      throw new AuthError('bad_token')
+  /** The token comparison is cheap, so a right token passes even for a blocked client. */
+  verifyStatusToken(authorization: string | undefined, client: string): void {
+    if (statusTokenMatches(authorization, this.keyring.statusToken)) return
+    const retryAfter = this.limiter.retryAfterSec(client)
+    if (retryAfter > 0) {
+      this.options.onFailure?.('bad_token')
+      throw new TooManyFailuresError(retryAfter)
     }
+    this.fail('bad_token', client)
+    throw new AuthError('bad_token')
   }
 
   /** Whether a request carries signature headers (so a read endpoint can accept either kind of auth). */
@@ -97,8 +135,8 @@ export class Authenticator {
     }
   }
 
-  private fail(reason: AuthFailureReason, address: string): void {
-    this.limiter.recordFailure(address)
+  private fail(reason: AuthFailureReason, client: string): void {
+    this.limiter.recordFailure(client)
     this.options.onFailure?.(reason)
   }
 }

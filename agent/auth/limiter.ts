@@ -1,5 +1,6 @@
-// Counts authentication failures per client address in a fixed window; an address past the limit is refused
-// (429) before any signature work until its window ends. Valid requests from other addresses are unaffected.
+// Counts events (authentication failures; verifications forced by a blocked client) per client in a fixed window;
+// a client past the limit is blocked until its window ends. Other clients are unaffected. What a blocked client
+// may still do is the Authenticator's policy.
 export interface FailureLimiterOptions {
   maxFailures: number
   windowMs: number
@@ -16,6 +17,10 @@ export class FailureLimiter {
   constructor(private readonly options: FailureLimiterOptions) {
     this.now = options.now ?? Date.now
     this.maxTracked = options.maxTracked ?? 10_000
+  }
+
+  get windowMs(): number {
+    return this.options.windowMs
   }
 
   /** How many addresses are tracked now (never more than `maxTracked`). */

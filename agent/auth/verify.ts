@@ -63,12 +63,12 @@ function signatureMatches(key: LoadedKey, canonical: string, signature: string):
   return verifyBytes(null, Buffer.from(canonical), key.material.publicKey, Buffer.from(b64, 'base64url'))
 }
 
-/** Returns the key that signed the request, or throws AuthError. Does not consume the nonce. */
-export function verifySignature(req: SignedRequest, keyring: Keyring, audience: string, nowSec: number): { key: LoadedKey; nonce: string } {
-  const keyId = singleHeader(req.rawHeaders, HEADER.keyId)
-  const timestamp = singleHeader(req.rawHeaders, HEADER.timestamp)
-  const nonce = singleHeader(req.rawHeaders, HEADER.nonce)
-  const signature = singleHeader(req.rawHeaders, HEADER.signature)
+/** The checks that need neither the body nor a signature computation: headers, clock window, key and its validity. */
+export function checkSignedHeaders(rawHeaders: readonly string[], keyring: Keyring, nowSec: number) {
+  const keyId = singleHeader(rawHeaders, HEADER.keyId)
+  const timestamp = singleHeader(rawHeaders, HEADER.timestamp)
+  const nonce = singleHeader(rawHeaders, HEADER.nonce)
+  const signature = singleHeader(rawHeaders, HEADER.signature)
   if (!TIMESTAMP_PATTERN.test(timestamp)) throw new AuthError('bad_timestamp')
   if (Math.abs(nowSec - Number(timestamp)) > CLOCK_SKEW_SEC) throw new AuthError('stale_timestamp')
   if (!NONCE_PATTERN.test(nonce)) throw new AuthError('bad_nonce')
@@ -77,6 +77,12 @@ export function verifySignature(req: SignedRequest, keyring: Keyring, audience: 
   const nowMs = nowSec * 1000
   if (key.notBefore && nowMs < key.notBefore.getTime()) throw new AuthError('key_not_yet_valid')
   if (key.notAfter && nowMs >= key.notAfter.getTime()) throw new AuthError('key_expired')
+  return { key, keyId, timestamp, nonce, signature }
+}
+
+/** Returns the key that signed the request, or throws AuthError. Does not consume the nonce. */
+export function verifySignature(req: SignedRequest, keyring: Keyring, audience: string, nowSec: number): { key: LoadedKey; nonce: string } {
+  const { key, keyId, timestamp, nonce, signature } = checkSignedHeaders(req.rawHeaders, keyring, nowSec)
   const canonical = canonicalString({ audience, method: req.method, path: req.path, timestamp, nonce, keyId, body: req.body })
   if (!signatureMatches(key, canonical, signature)) throw new AuthError('bad_signature')
   return { key, nonce }

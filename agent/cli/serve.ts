@@ -10,6 +10,7 @@ import { containerCpuShareWarning } from '../docker/cpu-share.js'
 import { DockerEngine } from '../docker/engine.js'
 import type { DeployCoordinator } from '../deploy/coordinator.js'
 import { buildApp } from '../http/app.js'
+import { listenProxySocket } from '../http/socket.js'
 import { loadTlsFiles } from '../http/tls.js'
 import { CronJob } from '../schedule/nightly.js'
 import { createLogger, type Logger } from '../observability/logger.js'
@@ -103,8 +104,14 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   const onHangup = () => void reloadKeyring()
   process.on('SIGHUP', onHangup)
 
-  const address = await app.listen({ host: config.listen.host, port: config.listen.port })
-  logger.info({ address, version: VERSION, stateDir: config.stateDir, apps: Object.keys(config.apps) }, 'agent listening')
+  // The proxy socket first, so that an agent answering on TCP (what supervisors and tests wait for) serves both.
+  await app.ready()
+  const proxySocket = config.listen.socket ? await listenProxySocket(app, config.listen.socket) : undefined
+  const address = await app.listen({ host: config.listen.host, port: config.listen.port }).catch(async (err: unknown) => {
+    await proxySocket?.close()
+    throw err
+  })
+  logger.info({ address, socket: config.listen.socket, version: VERSION, stateDir: config.stateDir, apps: Object.keys(config.apps) }, 'agent listening')
   if (backups.targets().length > 0) {
     nightly.start()
     void nightly.catchUp().catch((err) => logger.error({ err }, 'nightly catch-up failed'))
@@ -136,7 +143,9 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     close: async () => {
       clearInterval(keeper)
       process.off('SIGHUP', onHangup)
+      const socketClosed = proxySocket?.close()
       await app.close()
+      await socketClosed
       await nightly.stop()
       await recovery
       // A running deploy is let finish so it ends in a safe state rather than being cut mid-switch.

@@ -153,8 +153,14 @@ export const configSchema = z
         host: nonEmpty.default('127.0.0.1'),
         port: port.default(8787),
         tls: z.strictObject({ cert: filePath, key: filePath }).optional(),
-        /** Reverse proxies whose X-Forwarded-For is believed (for the auth-failure limiter and logs); unset: none. */
+        /** Proxies over TCP whose X-Forwarded-For is logged; never used by the limiter (any local process can send it). */
         trustProxy: z.array(addressOrRange, { error: 'must be a list of IP addresses or CIDR ranges' }).optional(),
+        /** A unix socket (mode 0660) for the local nginx, the one place X-Forwarded-For names the client. */
+        socket: z
+          .string({ error: 'must be a string' })
+          .regex(/^\/[^\0]*[^/]$/, { error: 'must be an absolute file path, e.g. /run/deploy-agent/agent.sock' })
+          .max(100, { error: 'must be at most 100 bytes (the limit of a unix socket path)' })
+          .optional(),
       })
       .default({ host: '127.0.0.1', port: 8787 }),
     stateDir: nonEmpty.default('./.deploy-agent'),

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto'
 import swagger from '@fastify/swagger'
 import type { Server as HttpsServer } from 'node:https'
-import Fastify, { LogController, type FastifyHttpsOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyHttpsOptions, type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import type { Authenticator } from '../auth/authenticator.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
@@ -12,6 +12,7 @@ import type { BackupService } from '../backup/service.js'
 import type { Deployments } from '../deploy/coordinator.js'
 import type { DeployStore } from '../store/deploys.js'
 import { registerAuth } from './auth.js'
+import { clientAddress, trustList } from './client.js'
 import { registerErrorHandling } from './errors.js'
 import { backupRoutes } from './routes/backups.js'
 import { deployRoutes } from './routes/deploys.js'
@@ -52,8 +53,8 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     routerOptions: { maxParamLength: 128 },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    // Only a listed proxy's X-Forwarded-For names the client; anyone else could forge it to dodge the limiter.
-    trustProxy: deps.config.listen.trustProxy?.length ? deps.config.listen.trustProxy : false,
+    // request.ip stays the socket peer; who the client is for the limiter and the log is request.client below.
+    trustProxy: false,
     genReqId: (req) => {
       const given = req.headers['x-request-id']
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
@@ -72,6 +73,11 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     parseJson(request, body as unknown as string, done)
   })
 
+  const trustProxy = trustList(deps.config.listen.trustProxy)
+  app.decorateRequest('client', undefined as unknown as FastifyRequest['client'])
+  app.addHook('onRequest', async (request) => {
+    request.client = clientAddress(request.raw, trustProxy)
+  })
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id)
   })
@@ -81,7 +87,8 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     // One line per request. Successful reads are what dashboards and monitors poll many times a second, so they
     // are logged at debug (free at the default info level); changes and refusals stay at info.
     const level = (request.method === 'GET' || request.method === 'HEAD') && reply.statusCode < 400 ? 'debug' : 'info'
-    request.log[level]({ method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request')
+    const { peer, forwardedFor } = request.client
+    request.log[level]({ method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime), peer, forwardedFor }, 'request')
   })
 
   registerErrorHandling(app)

@@ -1,9 +1,11 @@
-// Route-level authentication. Each route declares `config.auth`; two hooks enforce it: cheap checks (blocked
-// address, status token, query string) on request, the signature after the raw body has been read.
+// Route-level authentication. Each route declares `config.auth`; two hooks enforce it: cheap checks (status token,
+// query string, a blocked client's screen) on request, the signature after the raw body has been read. The limiter
+// counts per `request.client` (http/client.ts), set before these hooks run.
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Authenticator } from '../auth/authenticator.js'
 import type { LoadedKey } from '../auth/keyring.js'
 import { ValidationError } from '../errors.js'
+import type { ClientAddress } from './client.js'
 
 export type AuthMode = 'none' | 'token' | 'signed' | 'token-or-signed'
 
@@ -14,6 +16,7 @@ declare module 'fastify' {
   interface FastifyRequest {
     rawBody?: Buffer
     signedBy?: LoadedKey
+    client: ClientAddress
   }
 }
 
@@ -27,13 +30,13 @@ export function registerAuth(app: FastifyInstance, authenticator: Authenticator)
   app.addHook('onRequest', async (request) => {
     const mode = request.routeOptions.config.auth ?? 'none'
     if (mode === 'none') return
-    authenticator.checkNotBlocked(request.ip)
     if (usesSignature(request, mode)) {
+      authenticator.screenSigned(request.raw.rawHeaders, request.client.key)
       // The signed path is the whole request target; a query string would be unsigned input.
       if (request.url.includes('?')) throw new ValidationError('a signed request must not have a query string')
       return
     }
-    authenticator.verifyStatusToken(request.headers.authorization, request.ip)
+    authenticator.verifyStatusToken(request.headers.authorization, request.client.key)
   })
 
   app.addHook('preValidation', async (request) => {
@@ -41,7 +44,7 @@ export function registerAuth(app: FastifyInstance, authenticator: Authenticator)
     if (!usesSignature(request, mode)) return
     request.signedBy = await authenticator.verifySigned(
       { rawHeaders: request.raw.rawHeaders, method: request.method, path: request.url, body: request.rawBody ?? EMPTY },
-      request.ip,
+      request.client.key,
     )
   })
 }

@@ -1,7 +1,9 @@
-// Load fault (auth flood): 10k requests with bad signatures from 127.0.0.2 against a live agent, while CI's valid
-// signed requests from 127.0.0.1 keep succeeding. The flooding address is answered 401 exactly until the
-// limiter's threshold (20 failures a minute), then 429 with Retry-After; then bad requests from 10k distinct
-// loopback addresses must not grow the agent's memory without bound (the limiter's map is capped).
+// Load fault (auth flood): 10k requests with bad signatures from 127.0.0.2 against a live agent, each blaming CI
+// in X-Forwarded-For (loopback is a listed trustProxy), while CI's valid signed requests from 127.0.0.1 keep
+// succeeding: over TCP the header is never used by the limiter. The flooding address is answered 401 exactly until
+// the limiter's threshold (20 failures a minute), then 429 with Retry-After; it may force only a bounded number of
+// signature verifications while blocked, after which even its valid requests wait. Then bad requests from 10k
+// distinct loopback addresses must not grow the agent's memory without bound (the limiter's map is capped).
 import { generateKeyPairSync } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { Agent } from 'node:http'
@@ -21,6 +23,8 @@ const DISTINCT_ADDRESSES = 10_500
 /** The agent's limiter: failures per address per minute before 429 (agent/auth/authenticator.ts). */
 const MAX_FAILURES = 20
 const WINDOW_MS = 60_000
+/** Signature verifications a blocked address may still force per window (agent/auth/authenticator.ts). */
+const MAX_VERIFICATIONS = 300
 const PATH = '/v1/apps/web/envs/staging/deploys'
 const BODY = JSON.stringify({ ref: 'main' })
 
@@ -29,7 +33,7 @@ t.test('Load fault: 10k bad signatures from one address, valid requests from ano
   const keys = await writeTestKeys(dir)
   const [agentPort] = (await freePorts(1)) as [number]
   const configPath = join(dir, 'agent.yaml')
-  await writeFile(configPath, stringify({ ...testConfigDocument(dir), listen: { host: '127.0.0.1', port: agentPort } }))
+  await writeFile(configPath, stringify({ ...testConfigDocument(dir), listen: { host: '127.0.0.1', port: agentPort, trustProxy: ['127.0.0.0/8'] } }))
   const url = `http://127.0.0.1:${agentPort}`
   const agent = await startServe(configPath, url, { LOG_LEVEL: 'error' })
   t.teardown(() => agent.stop('SIGKILL'))
@@ -41,8 +45,8 @@ t.test('Load fault: 10k bad signatures from one address, valid requests from ano
     ...signRequest({ keyId: keys.ed25519.id, key: { alg: 'ed25519', privateKey: forged }, audience: AUDIENCE, method: 'POST', path: PATH, body: BODY }),
     'content-type': 'application/json',
   })
-  const badRequest = (agentFor: Agent, localAddress: string) =>
-    httpRequest(`${url}${PATH}`, { method: 'POST', headers: badHeaders(), body: BODY, agent: agentFor, localAddress }).catch(
+  const badRequest = (agentFor: Agent, localAddress: string, forwardedFor?: string) =>
+    httpRequest(`${url}${PATH}`, { method: 'POST', headers: { ...badHeaders(), ...(forwardedFor && { 'x-forwarded-for': forwardedFor }) }, body: BODY, agent: agentFor, localAddress }).catch(
       (err: Error): HttpAnswer => ({ status: 0, body: err.message, headers: {} }),
     )
 
@@ -61,7 +65,7 @@ t.test('Load fault: 10k bad signatures from one address, valid requests from ano
     const started = performance.now()
     const floodDone = Promise.all(
       Array.from({ length: 32 }, async () => {
-        while (sent++ < BAD_REQUESTS) answers.push(await badRequest(flooder, '127.0.0.2'))
+        while (sent++ < BAD_REQUESTS) answers.push(await badRequest(flooder, '127.0.0.2', '127.0.0.1'))
       }),
     )
     // CI meanwhile: valid signed requests (each a fresh nonce) from 127.0.0.1, one after another.
@@ -95,6 +99,12 @@ t.test('Load fault: 10k bad signatures from one address, valid requests from ano
     t.equal((JSON.parse(limited?.body ?? '{}') as { error?: { code: string } }).error?.code, 'too_many_failures')
     const stillBlocked = await badRequest(new Agent(), '127.0.0.2')
     t.equal(stillBlocked.status, 429, 'the flooding address is still blocked after the flood')
+    // A blocked address's valid signature is still verified, but only MAX_VERIFICATIONS times a window: the flood
+    // spent them, so the flooder alone now waits even with a valid signature.
+    if (windows === 1) {
+      const own = await httpRequest(`${url}/v1/status`, { headers: signedHeaders(keys, 'GET', '/v1/status'), localAddress: '127.0.0.2' })
+      t.equal(own.status, 429, `past ${MAX_VERIFICATIONS} forced verifications the flooder's valid requests wait too`)
+    }
   })
 
   await t.test('bad signatures from 10k distinct addresses do not grow memory without bound', async (t) => {

@@ -19,12 +19,14 @@ export interface HttpOptions {
   agent?: Agent
   /** the client socket's source address, e.g. 127.0.0.2 */
   localAddress?: string
+  /** a unix socket to connect to instead of the URL's host and port */
+  socketPath?: string
 }
 
 /** One HTTP request; rejects only on a transport error, never on a status. */
 export function httpRequest(url: string, o: HttpOptions = {}): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: o.method ?? 'GET', headers: o.headers, agent: o.agent, localAddress: o.localAddress }, (res) => {
+    const req = request(url, { method: o.method ?? 'GET', headers: o.headers, agent: o.agent, localAddress: o.localAddress, socketPath: o.socketPath }, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (chunk: string) => (body += chunk))

@@ -1,7 +1,8 @@
 // config/nginx-agent-site.conf, for real: a private nginx runs the shipped site (paths and ports swapped for temp
 // ones) with a self-signed certificate in front of a real agent. Signed requests pass through it over HTTPS, a body
-// altered after signing is refused (so nginx passes the body byte for byte), the CLI works through it, and with
-// listen.trustProxy the auth-failure limiter tells clients apart by the X-Forwarded-For nginx sets.
+// altered after signing is refused (so nginx passes the body byte for byte), the CLI works through it, and nginx
+// reaches the agent on listen.socket, where the auth-failure limiter tells clients apart by the X-Forwarded-For
+// nginx sets — while over TCP a local process's X-Forwarded-For is ignored.
 import { execFile } from 'node:child_process'
 import { request } from 'node:https'
 import { readFile, writeFile } from 'node:fs/promises'
@@ -55,7 +56,8 @@ t.test('nginx site: HTTPS in front of the agent keeps signatures valid', { skip:
   const tls = await selfSignedCert(dir)
   const [agentPort, httpsPort, nginxPort] = (await freePorts(3)) as [number, number, number]
   const configPath = join(dir, 'agent.yaml')
-  await writeFile(configPath, stringify({ ...testConfigDocument(dir), listen: { host: '127.0.0.1', port: agentPort, trustProxy: ['127.0.0.1'] } }))
+  const socket = join(dir, 'agent.sock')
+  await writeFile(configPath, stringify({ ...testConfigDocument(dir), listen: { host: '127.0.0.1', port: agentPort, socket } }))
   const agent = await startServe(configPath, `http://127.0.0.1:${agentPort}`)
   t.teardown(() => agent.stop('SIGKILL'))
 
@@ -64,7 +66,7 @@ t.test('nginx site: HTTPS in front of the agent keeps signatures valid', { skip:
   site = swap(site, 'listen [::]:443 ssl;', '')
   site = swap(site, '/etc/deploy-agent/tls/fullchain.pem', tls.certFile)
   site = swap(site, '/etc/deploy-agent/tls/privkey.pem', tls.keyFile)
-  site = swap(site, 'proxy_pass http://127.0.0.1:8787;', `proxy_pass http://127.0.0.1:${agentPort};`)
+  site = swap(site, 'proxy_pass http://unix:/run/deploy-agent/agent.sock:;', `proxy_pass http://unix:${socket}:;`)
   const sitePath = join(dir, 'agent-site.conf')
   await writeFile(sitePath, site)
   const nginx = await startNginx(join(dir, 'nginx'), { port: nginxPort, upstreamFile: join(dir, 'upstream.conf'), upstreamName: 'unused', includes: [sitePath] })
@@ -99,15 +101,21 @@ t.test('nginx site: HTTPS in front of the agent keeps signatures valid', { skip:
   t.equal((JSON.parse(cli.stdout) as { deploys: unknown[] }).deploys.length, 1, 'the CLI through nginx sees the deploy')
 
   // The limiter counts per client, not per proxy: 20 failures from 127.0.0.2 block 127.0.0.2 only.
-  const bad = { ...signed('GET', '/v1/status'), 'deploy-signature': 'v1=AAAA' }
+  const bad = () => ({ ...signed('GET', '/v1/status'), 'deploy-signature': 'v1=AAAA' })
   for (let i = 0; i < 20; i++) {
-    const refused = await send(httpsPort, tls.cert, { method: 'GET', path: '/v1/status', headers: bad, localAddress: '127.0.0.2' })
+    const refused = await send(httpsPort, tls.cert, { method: 'GET', path: '/v1/status', headers: bad(), localAddress: '127.0.0.2' })
     if (refused.status !== 401) t.fail(`failure ${i + 1} answered ${refused.status}`)
   }
-  const blocked = await send(httpsPort, tls.cert, { method: 'GET', path: '/v1/status', headers: signed('GET', '/v1/status'), localAddress: '127.0.0.2' })
-  t.equal(blocked.status, 429, 'the failing client is blocked, even with a good signature')
-  const other = await send(httpsPort, tls.cert, { method: 'GET', path: '/v1/status', headers: signed('GET', '/v1/status'), localAddress: '127.0.0.3' })
-  t.equal(other.status, 200, 'another client behind the same nginx is not')
-  const forged = await send(httpsPort, tls.cert, { method: 'GET', path: '/v1/status', headers: { ...signed('GET', '/v1/status'), 'x-forwarded-for': '127.0.0.3' }, localAddress: '127.0.0.2' })
-  t.equal(forged.status, 429, 'a client cannot escape by sending its own X-Forwarded-For')
+  const blocked = await send(httpsPort, tls.cert, { method: 'GET', path: '/v1/status', headers: bad(), localAddress: '127.0.0.2' })
+  t.equal(blocked.status, 429, 'the failing client is blocked')
+  const forged = await send(httpsPort, tls.cert, { method: 'GET', path: '/v1/status', headers: { ...bad(), 'x-forwarded-for': '127.0.0.3' }, localAddress: '127.0.0.2' })
+  t.equal(forged.status, 429, 'a client cannot escape by sending its own X-Forwarded-For (nginx replaces it)')
+  const good = await send(httpsPort, tls.cert, { method: 'GET', path: '/v1/status', headers: signed('GET', '/v1/status'), localAddress: '127.0.0.2' })
+  t.equal(good.status, 200, 'a valid signature from the blocked client is not refused')
+  // A local process on TCP names 127.0.0.3 in X-Forwarded-For: over TCP the header is ignored.
+  for (let i = 0; i < 25; i++) {
+    await fetch(`http://127.0.0.1:${agentPort}/v1/status`, { headers: { ...bad(), 'x-forwarded-for': '127.0.0.3' } })
+  }
+  const other = await send(httpsPort, tls.cert, { method: 'GET', path: '/v1/status', headers: bad(), localAddress: '127.0.0.3' })
+  t.equal(other.status, 401, 'another client behind nginx is not blocked, neither by 127.0.0.2 nor by a forged header over TCP')
 })
