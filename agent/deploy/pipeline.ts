@@ -3,7 +3,7 @@
 // side effect it announces; a failure before the switch leaves the live release untouched.
 import { readFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Target } from '../config/targets.js'
+import { containerSettings, type Target } from '../config/targets.js'
 import { AgentError, asDiskFull, ConflictError, NotFoundError } from '../errors.js'
 import { observe, runSmoke, waitHealthy, joinUrl, type ObserveOutcome } from '../health/index.js'
 import type { Logger } from '../observability/logger.js'
@@ -223,6 +223,7 @@ export class DeployPipeline {
       labels: { [LABEL.app]: target.app, [LABEL.env]: target.env, [LABEL.deploy]: run.deploy.id, [LABEL.role]: 'migrate' },
       timeoutMs: migrate.timeoutSec * 1000,
       onLine: (line) => run.note({ event: 'migrate', line }),
+      container: containerSettings(target),
     })
     if (result.timedOut) throw new DeployFailure('migration_timeout', `migration ran past ${migrate.timeoutSec} s and was killed; last lines:\n${result.logTail.join('\n')}`)
     if (result.exitCode !== 0) throw new DeployFailure('migration_failed', `migration exited with ${result.exitCode}; last lines:\n${result.logTail.join('\n')}`)
@@ -253,6 +254,7 @@ export class DeployPipeline {
       image: release.image,
       port: plan.idlePort,
       variables: await this.appEnvironment(target),
+      container: containerSettings(target),
     })
     await run.log({ event: 'started', container: candidate.id, port: plan.idlePort, release: release.release })
     return candidate

@@ -2,7 +2,7 @@
 // Containers today; a Swarm service runtime can implement the same interface later. Labels on the engine's
 // objects are the source of truth for which release runs where.
 import type { DockerEngine } from '../docker/engine.js'
-import type { ContainerHealth, ImageSummary, Labels } from '../docker/types.js'
+import type { ContainerHealth, ContainerSettings, ImageSummary, Labels } from '../docker/types.js'
 
 export const LABEL = {
   app: 'deploy-agent.app',
@@ -38,6 +38,7 @@ export interface CandidateSpec extends EnvTarget {
   port: number
   /** `KEY=VALUE` environment of the app (env file, database URL); PORT is added. */
   variables: string[]
+  container: ContainerSettings
 }
 
 export interface Runtime {
@@ -114,7 +115,14 @@ export class ContainerRuntime implements Runtime {
       [LABEL.commit]: spec.commit,
     }
     const name = `${spec.app}-${spec.env}-${spec.deployId}`
-    const id = await this.docker.startContainer({ name, image: spec.image, env: [...spec.variables, `PORT=${spec.port}`], labels, restartPolicy: 'unless-stopped' })
+    const id = await this.docker.startContainer({
+      name,
+      image: spec.image,
+      env: [...spec.variables, `PORT=${spec.port}`],
+      labels,
+      restartPolicy: 'unless-stopped',
+      container: spec.container,
+    })
     return { id, release: spec.release, commit: spec.commit, deployId: spec.deployId, port: spec.port, image: spec.image, running: true, created: new Date() }
   }
 
