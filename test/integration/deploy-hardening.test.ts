@@ -24,7 +24,7 @@ const env = 'production'
 t.test('Deploy: migration and web containers run with the configured hardening and limits', { skip: skipUnless(await dockerAvailable(), 'docker') }, async (t) => {
   await ensureBaseImage()
   const dir = await tempDir(t)
-  const repo = await makeGitRepo(join(dir, 'repo'), [{ files: sampleReleaseFiles({ extra: SETUID_SU, migrate: `${PROBE}\n` }), tag: 'v1.0.0' }])
+  const repo = await makeGitRepo(join(dir, 'repo'), [{ files: sampleReleaseFiles({ extra: SETUID_SU, migrate: `${PROBE}\nsleep 2\n` }), tag: 'v1.0.0' }])
   const production = await envBehindNginx(t, dir, env, { container: { pids: 100 } })
   const agent = await buildTestAgent(dir, {
     extra: { apps: { [app]: sampleAppConfig(repo.path, { [env]: production.env }, { container: { memory: '64m', pids: 50 } }) } },
@@ -39,6 +39,16 @@ t.test('Deploy: migration and web containers run with the configured hardening a
   const res = await signedInject(agent, { url: `/v1/apps/${app}/envs/${env}/deploys`, body: { ref: 'v1.0.0' } })
   t.equal(res.statusCode, 202, res.body)
   const id = (JSON.parse(res.body) as { id: string }).id
+  // The migration container is removed once it exits: inspected while its probe sleeps.
+  const docker = new Docker()
+  const migrateHost = (async () => {
+    for (const deadline = Date.now() + 90_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+      const [found] = await docker.listContainers({ filters: { label: [`deploy-agent.app=${app}`, 'deploy-agent.role=migrate'] } })
+      const info = found && (await docker.getContainer(found.Id).inspect().catch(() => undefined))
+      if (info) return info.HostConfig
+    }
+    return undefined
+  })()
   let deploy: Deploy
   for (const deadline = Date.now() + 90_000; ; await new Promise((r) => setTimeout(r, 100))) {
     deploy = JSON.parse((await agent.app.inject({ url: `/v1/deploys/${id}`, headers })).body) as Deploy
@@ -57,7 +67,7 @@ t.test('Deploy: migration and web containers run with the configured hardening a
   })
   t.same(probeResults(migrateLines), { 'raw-socket': 'refused', setuid: 'blocked', 'no-new-privs': '1' }, 'inside the migration container')
 
-  const docker = new Docker()
+  t.match(await migrateHost, { CapDrop: ['NET_RAW'], SecurityOpt: ['no-new-privileges'], Memory: 64 * 1024 ** 2, PidsLimit: 100 }, 'the migration container, inspected')
   const [web] = await docker.listContainers({ filters: { label: [`deploy-agent.app=${app}`, 'deploy-agent.role=web'] } })
   t.ok(web, 'the web container runs')
   const { HostConfig } = await docker.getContainer(web?.Id as string).inspect()
