@@ -63,7 +63,15 @@ export function splitCredentials(raw: string): { url: string; env: Record<string
     return { url: raw, env: {} }
   }
   if (url.username === '' && url.password === '') return { url: raw, env: {} }
-  const basic = Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')
+  // A stray `%` is taken as it is written (decoding it would throw), as git would have sent it.
+  const decode = (part: string): string => {
+    try {
+      return decodeURIComponent(part)
+    } catch {
+      return part
+    }
+  }
+  const basic = Buffer.from(`${decode(url.username)}:${decode(url.password)}`).toString('base64')
   url.username = ''
   url.password = ''
   return {

@@ -13,6 +13,9 @@ t.test('splitCredentials: http(s) user-info leaves the URL and becomes a header 
   const tokenOnly = splitCredentials('https://ghp_abc@github.com/org/app.git')
   t.equal(tokenOnly.url, 'https://github.com/org/app.git')
   t.equal(tokenOnly.env.GIT_CONFIG_VALUE_0, `Authorization: Basic ${Buffer.from('ghp_abc:').toString('base64')}`)
+  const stray = splitCredentials('https://ci:50%zz@git.example.com/app.git')
+  t.equal(stray.url, 'https://git.example.com/app.git', 'a malformed escape is no reason to throw')
+  t.equal(stray.env.GIT_CONFIG_VALUE_0, `Authorization: Basic ${Buffer.from('ci:50%zz').toString('base64')}`)
 })
 
 t.test('splitCredentials: URLs without http(s) user-info are given to git unchanged', async (t) => {
