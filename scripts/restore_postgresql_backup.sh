@@ -10,7 +10,7 @@
 #   --app/--env   name the pre-restore backup; read from the file name for agent dumps, required for legacy files
 #
 # Environment:
-#   DATABASE_URL    the live database (required). A password in it is moved to PGPASSWORD; it never reaches argv.
+#   DATABASE_URL    the live database (required). A password in it (user-info or ?password=) is moved to PGPASSWORD; it never reaches argv.
 #   PGPASSWORD      or ~/.pgpass (PGPASSFILE): the password, when the URL has none
 #   BACKUP_DIR      where the pre-restore backup is written (default: the directory of <file>)
 #   MAINTENANCE_DB  the database the rename runs from (default: postgres)
@@ -59,6 +59,18 @@ url_re='^(postgres(ql)?://)(([^:@/]+)(:([^@/]*))?@)?([^/?@]+)/([A-Za-z_][A-Za-z0
 [[ "$DATABASE_URL" =~ $url_re ]] || die "DATABASE_URL must be postgres://user@host[:port]/dbname"
 scheme="${BASH_REMATCH[1]}" user="${BASH_REMATCH[4]}" password="${BASH_REMATCH[6]}" hostport="${BASH_REMATCH[7]}"
 db="${BASH_REMATCH[8]}" query="${BASH_REMATCH[9]}"
+# libpq also reads ?password= from the query (over the user-info's): it goes to PGPASSWORD too, never into argv.
+if [ -n "$query" ]; then
+  kept=''
+  IFS='&' read -r -a params <<< "${query#\?}"
+  for param in "${params[@]}"; do
+    case "$param" in
+      password=*) password="${param#password=}" ;;
+      *) kept="${kept:+$kept&}$param" ;;
+    esac
+  done
+  query="${kept:+?$kept}"
+fi
 if [ -n "$password" ]; then
   PGPASSWORD="$(printf '%b' "${password//%/\\x}")"
   export PGPASSWORD

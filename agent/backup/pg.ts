@@ -41,8 +41,13 @@ export function connectionOf(target: DatabaseTarget): Connection {
   if (!/^postgres(ql)?:$/.test(url.protocol) || !IDENTIFIER.test(database)) {
     throw new ValidationError('database url must be a postgres://user@host[:port]/dbname URL')
   }
-  const fromUrl = url.password === '' ? undefined : decodeURIComponent(url.password)
+  // libpq also reads `?password=` from the query (and lets it override the user-info): both leave the URL, so
+  // neither reaches a tool's argv; the last copy wins as in libpq.
+  const fromQuery = url.searchParams.getAll('password').at(-1)
+  const fromUserinfo = url.password === '' ? undefined : decodeURIComponent(url.password)
   url.password = ''
+  if (fromQuery !== undefined) url.searchParams.delete('password')
+  const fromUrl = fromQuery ?? fromUserinfo
   return { url: url.toString(), password: target.password ?? fromUrl, database }
 }
 

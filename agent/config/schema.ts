@@ -3,6 +3,7 @@
 import { isIP } from 'node:net'
 import cron from 'node-cron'
 import { z } from 'zod'
+import { DEFAULT_CONTAINER_SETTINGS } from '../docker/types.js'
 
 export const NAME_PATTERN = /^[a-z][a-z0-9-]{0,31}$/
 const KEY_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
@@ -88,6 +89,55 @@ const databaseSchema = z.strictObject({
   envName: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, { error: 'must be an environment variable name' }).default('DATABASE_URL'),
 })
 
+/** The Linux capabilities Docker can add or drop, named as Docker names them (without CAP_). */
+export const CAPABILITIES: ReadonlySet<string> = new Set([
+  'AUDIT_CONTROL', 'AUDIT_READ', 'AUDIT_WRITE', 'BLOCK_SUSPEND', 'BPF', 'CHECKPOINT_RESTORE', 'CHOWN', 'DAC_OVERRIDE',
+  'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'IPC_LOCK', 'IPC_OWNER', 'KILL', 'LEASE', 'LINUX_IMMUTABLE', 'MAC_ADMIN',
+  'MAC_OVERRIDE', 'MKNOD', 'NET_ADMIN', 'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_RAW', 'PERFMON', 'SETFCAP', 'SETGID',
+  'SETPCAP', 'SETUID', 'SYS_ADMIN', 'SYS_BOOT', 'SYS_CHROOT', 'SYS_MODULE', 'SYS_NICE', 'SYS_PACCT', 'SYS_PTRACE',
+  'SYS_RAWIO', 'SYS_RESOURCE', 'SYS_TIME', 'SYS_TTY_CONFIG', 'SYSLOG', 'WAKE_ALARM',
+])
+const DOCKER_MIN_MEMORY = 6 * 1024 * 1024
+const SIZE_UNITS = { k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as const
+
+/** `512m`, `2g`: the same binary units as `docker run --memory`, answered in bytes. */
+const memorySize = z
+  .string({ error: 'must be a size such as "512m" or "2g" (k, m or g: binary units)' })
+  .regex(/^[1-9][0-9]{0,9}[kmg]$/i, { error: 'must be a size such as "512m" or "2g" (k, m or g: binary units)' })
+  .transform((v) => Number(v.slice(0, -1)) * SIZE_UNITS[v.slice(-1).toLowerCase() as keyof typeof SIZE_UNITS])
+  .refine((bytes) => bytes >= DOCKER_MIN_MEMORY, { error: "must be at least 6m (Docker's smallest memory limit)" })
+// ALL may be dropped, never added: adding every capability is a privileged container in all but name.
+const capDrop = z.array(
+  z.string().refine((c) => c === 'ALL' || CAPABILITIES.has(c), { error: 'must be a Linux capability name such as NET_RAW (or ALL), without CAP_' }),
+  { error: 'must be a list of capability names' },
+)
+const capAdd = z.array(
+  z.string().refine((c) => CAPABILITIES.has(c), { error: 'must be a Linux capability name such as NET_BIND_SERVICE (ALL only in capDrop)' }),
+  { error: 'must be a list of capability names' },
+)
+const noNewPrivileges = z.boolean({ error: 'must be true or false' })
+
+function noCapabilityTwice(c: { capDrop?: string[]; capAdd?: string[] }, ctx: z.RefinementCtx): void {
+  c.capAdd?.forEach((cap, i) => {
+    if (c.capDrop?.includes(cap)) ctx.addIssue({ code: 'custom', path: ['capAdd', i], message: `${cap} is also in capDrop` })
+  })
+}
+
+/** `apps.<app>.container`: what the app's containers (web and migration) may do. Shaped to fit a service later. */
+const containerSchema = z
+  .strictObject({
+    capDrop: capDrop.default(() => [...DEFAULT_CONTAINER_SETTINGS.capDrop]),
+    capAdd: capAdd.default(() => []),
+    noNewPrivileges: noNewPrivileges.default(true),
+    memory: memorySize.optional(),
+    pids: positiveInt.optional(),
+  })
+  .superRefine(noCapabilityTwice)
+/** `apps.<app>.envs.<env>.container`: single keys replacing the app's (a list replaces the whole list). */
+const containerOverride = z
+  .strictObject({ capDrop: capDrop.optional(), capAdd: capAdd.optional(), noNewPrivileges: noNewPrivileges.optional(), memory: memorySize.optional(), pids: positiveInt.optional() })
+  .superRefine(noCapabilityTwice)
+
 const envSchema = z.strictObject({
   ref: refRule,
   requireApproval: z.boolean({ error: 'must be true or false' }).default(false),
@@ -101,6 +151,7 @@ const envSchema = z.strictObject({
   database: databaseSchema.optional(),
   files: z.array(filePath).default([]),
   proxy: proxySchema.optional(),
+  container: containerOverride.optional(),
 })
 
 const appSchema = z.strictObject({
@@ -134,6 +185,7 @@ const appSchema = z.strictObject({
   observe: z
     .strictObject({ seconds: nonNegativeInt.default(30), intervalMs: positiveInt.default(1000), maxFailures: nonNegativeInt.default(3) })
     .default({ seconds: 30, intervalMs: 1000, maxFailures: 3 }),
+  container: containerSchema.default(() => ({ ...DEFAULT_CONTAINER_SETTINGS, capDrop: [...DEFAULT_CONTAINER_SETTINGS.capDrop], capAdd: [] })),
   keepReleases: positiveInt.max(100, { error: 'must be ≤ 100' }).default(5),
   envs: z.record(name, envSchema, { error: 'must be a map of env name → env' }),
 })

@@ -1,5 +1,6 @@
 // Looking up an app+env named in a request, and the env's own rule for which refs it accepts.
 import { ForbiddenError, NotFoundError } from '../errors.js'
+import type { ContainerSettings } from '../docker/types.js'
 import { matchesGlob } from './glob.js'
 import type { AppConfig, Config, EnvConfig, RefRule } from './schema.js'
 
@@ -23,4 +24,14 @@ export function checkRefAllowed(rule: RefRule, ref: string, where: string): void
   if (!matchesGlob(ref, rule.pattern)) {
     throw new ForbiddenError(`${where} deploys only ${rule.kind} refs matching "${rule.pattern}", not "${ref}"`)
   }
+}
+
+/** The env's container settings: the app's, with each key the env sets replacing the app's. */
+export function containerSettings(target: Target): ContainerSettings {
+  const merged: ContainerSettings = { ...target.appConfig.container }
+  for (const [key, value] of Object.entries(target.envConfig.container ?? {})) {
+    if (value !== undefined) Object.assign(merged, { [key]: value })
+  }
+  for (const key of ['memory', 'pids'] as const) if (merged[key] === undefined) delete merged[key]
+  return merged
 }

@@ -8,7 +8,7 @@
 // A manual rollback is the candidate, switch and retire phases with a kept release. Every state change is
 // journalled before the side effect it announces.
 import { readFile } from 'node:fs/promises'
-import type { Target } from '../config/targets.js'
+import { containerSettings, type Target } from '../config/targets.js'
 import { AgentError, asDiskFull, ConflictError, NotFoundError } from '../errors.js'
 import { joinUrl, observe, runSmoke, systemClock, waitHealthy, type Clock, type ObserveOutcome } from '../health/index.js'
 import type { Logger } from '../observability/logger.js'
@@ -268,6 +268,7 @@ export class DeployPipeline {
       variables: await this.appEnvironment(target),
       timeoutMs: migrate.timeoutSec * 1000,
       onLine: (line) => run.note({ event: 'migrate', line }),
+      container: containerSettings(target),
     })
     if (result.timedOut) throw new DeployFailure('migration_timeout', `migration ran past ${migrate.timeoutSec} s and was killed; last lines:\n${result.logTail.join('\n')}`)
     if (result.exitCode !== 0) throw new DeployFailure('migration_failed', `migration exited with ${result.exitCode}; last lines:\n${result.logTail.join('\n')}`)
@@ -289,6 +290,7 @@ export class DeployPipeline {
       image: release.image,
       port: env.idlePort,
       variables: await this.appEnvironment(target),
+      container: containerSettings(target),
     })
     await run.log({ event: 'started', container: candidate.id, port: env.idlePort, release: release.release })
     return candidate

@@ -3,7 +3,7 @@
 // retire or revive it, remove it). Containers on this host today; a Swarm runtime implements the same interface.
 // Labels on the engine's objects are the source of truth for which release runs where.
 import type { DockerEngine } from '../docker/engine.js'
-import type { ContainerHealth, Labels, OneOffResult } from '../docker/types.js'
+import type { ContainerHealth, ContainerSettings, Labels, OneOffResult } from '../docker/types.js'
 
 export const LABEL = {
   app: 'deploy-agent.app',
@@ -39,6 +39,7 @@ export interface CandidateSpec extends EnvTarget {
   port: number
   /** `KEY=VALUE` environment of the app (env file, database URL); PORT is added. */
   variables: string[]
+  container: ContainerSettings
 }
 
 export interface BuildSpec extends EnvTarget {
@@ -59,6 +60,7 @@ export interface MigrationSpec extends EnvTarget {
   variables: string[]
   timeoutMs: number
   onLine: (line: string) => void
+  container: ContainerSettings
 }
 
 /** A kept image of the env: tagged `<app>:<env>-<release>` and carrying the commit label. */
@@ -151,6 +153,7 @@ export class ContainerRuntime implements Runtime {
       labels: { ...envLabels(spec), [LABEL.deploy]: spec.deployId, [LABEL.role]: 'migrate' },
       timeoutMs: spec.timeoutMs,
       onLine: spec.onLine,
+      container: spec.container,
     })
   }
 
@@ -188,7 +191,14 @@ export class ContainerRuntime implements Runtime {
       [LABEL.commit]: spec.commit,
     }
     const name = `${spec.app}-${spec.env}-${spec.deployId}`
-    const id = await this.docker.startContainer({ name, image: spec.image, env: [...spec.variables, `PORT=${spec.port}`], labels, restartPolicy: 'unless-stopped' })
+    const id = await this.docker.startContainer({
+      name,
+      image: spec.image,
+      env: [...spec.variables, `PORT=${spec.port}`],
+      labels,
+      restartPolicy: 'unless-stopped',
+      container: spec.container,
+    })
     return { id, release: spec.release, commit: spec.commit, deployId: spec.deployId, port: spec.port, image: spec.image, running: true, created: new Date() }
   }
 

@@ -6,6 +6,8 @@ import { ContainerExistsError, DockerError, engineStatus, toDockerError } from '
 import { demuxLogBuffer, nonEmptyLines } from './lines.js'
 import { runOneOff } from './one-off.js'
 import {
+  DEFAULT_CONTAINER_SETTINGS,
+  hardeningOf,
   labelFilters,
   parseDockerTime,
   type ContainerDetails,
@@ -130,7 +132,12 @@ export class DockerEngine {
         Labels: opts.labels,
         // Init: a tiny init as PID 1 forwards SIGTERM, so an app that never installed a handler still stops
         // at once instead of after the stop timeout, and zombies are reaped.
-        HostConfig: { NetworkMode: 'host', Init: true, RestartPolicy: { Name: opts.restartPolicy ?? 'unless-stopped' } },
+        HostConfig: {
+          NetworkMode: 'host',
+          Init: true,
+          RestartPolicy: { Name: opts.restartPolicy ?? 'unless-stopped' },
+          ...hardeningOf(opts.container ?? DEFAULT_CONTAINER_SETTINGS),
+        },
       })
     } catch (err) {
       if (engineStatus(err) === 409) throw new ContainerExistsError(opts.name)

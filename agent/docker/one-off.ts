@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type Docker from 'dockerode'
 import { ContainerExistsError, DockerError, engineMessage, engineStatus, toDockerError } from './errors.js'
 import { LineSplitter, Tail } from './lines.js'
-import type { OneOffOptions, OneOffResult } from './types.js'
+import { DEFAULT_CONTAINER_SETTINGS, hardeningOf, type OneOffOptions, type OneOffResult } from './types.js'
 
 const LOG_TAIL = 50
 // After the exit, the log stream normally ends at once; do not hang on one that does not.
@@ -92,7 +92,7 @@ export async function runOneOff(docker: Docker, opts: OneOffOptions): Promise<On
       Env: opts.env,
       Labels: opts.labels,
       Tty: false,
-      HostConfig: { NetworkMode: 'host', Init: true },
+      HostConfig: { NetworkMode: 'host', Init: true, ...hardeningOf(opts.container ?? DEFAULT_CONTAINER_SETTINGS) },
     })
   } catch (err) {
     if (engineStatus(err) === 409 && opts.name !== undefined) throw new ContainerExistsError(opts.name)

@@ -44,6 +44,41 @@ export interface ContainerSummary {
   created: Date
 }
 
+/** What a container may do beyond running its process: the same for an app's web and migration containers. */
+export interface ContainerSettings {
+  /** Linux capabilities taken from Docker's default set (`ALL` for every one). */
+  capDrop: string[]
+  capAdd: string[]
+  /** Setuid binaries and file capabilities cannot raise a process's privileges. */
+  noNewPrivileges: boolean
+  /** Memory limit in bytes (swap included: none on top); unset: no limit. */
+  memory?: number
+  /** Most processes and threads at once; unset: no limit. */
+  pids?: number
+}
+
+/** NET_RAW would let a container on the host network sniff loopback traffic (other apps, the agent's tokens). */
+export const DEFAULT_CONTAINER_SETTINGS: Readonly<ContainerSettings> = Object.freeze({ capDrop: ['NET_RAW'], capAdd: [], noNewPrivileges: true })
+
+/** The HostConfig fields that apply `settings`. */
+export function hardeningOf(settings: ContainerSettings): {
+  CapDrop: string[]
+  CapAdd: string[]
+  SecurityOpt: string[]
+  Memory?: number
+  MemorySwap?: number
+  PidsLimit?: number
+} {
+  return {
+    CapDrop: [...settings.capDrop],
+    CapAdd: [...settings.capAdd],
+    SecurityOpt: settings.noNewPrivileges ? ['no-new-privileges'] : [],
+    // Docker's default lets swap double the limit; equal values mean the limit is what the config says.
+    ...(settings.memory !== undefined && { Memory: settings.memory, MemorySwap: settings.memory }),
+    ...(settings.pids !== undefined && { PidsLimit: settings.pids }),
+  }
+}
+
 export interface OneOffOptions {
   image: string
   cmd: string[]
@@ -52,6 +87,8 @@ export interface OneOffOptions {
   timeoutMs: number
   onLine: (line: string) => void
   name?: string
+  /** Default: DEFAULT_CONTAINER_SETTINGS. */
+  container?: ContainerSettings
 }
 
 export interface OneOffResult {
@@ -68,6 +105,8 @@ export interface StartContainerOptions {
   env: string[]
   labels: Labels
   restartPolicy?: 'unless-stopped' | 'no'
+  /** Default: DEFAULT_CONTAINER_SETTINGS. */
+  container?: ContainerSettings
 }
 
 /** Docker's label filter: every `key=value` pair must match; an empty value only asks for the key. */

@@ -48,6 +48,38 @@ export function gitEnv(parent: NodeJS.ProcessEnv = process.env): Record<string, 
   return env
 }
 
+/**
+ * An http(s) URL's user-info (`https://user:token@host/…`) taken out of the URL: git is given the clean URL, and
+ * the credentials as an `Authorization` header scoped to that origin, through GIT_CONFIG_* environment variables.
+ * The environment of a process is readable only by its user and root; its argv (`ps`) and the mirror's config file
+ * would show the token to others. Other URLs are answered unchanged.
+ */
+export function splitCredentials(raw: string): { url: string; env: Record<string, string> } {
+  if (!/^https?:\/\//i.test(raw)) return { url: raw, env: {} }
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    return { url: raw, env: {} }
+  }
+  if (url.username === '' && url.password === '') return { url: raw, env: {} }
+  // A stray `%` is taken as it is written (decoding it would throw), as git would have sent it.
+  const decode = (part: string): string => {
+    try {
+      return decodeURIComponent(part)
+    } catch {
+      return part
+    }
+  }
+  const basic = Buffer.from(`${decode(url.username)}:${decode(url.password)}`).toString('base64')
+  url.username = ''
+  url.password = ''
+  return {
+    url: url.toString(),
+    env: { GIT_CONFIG_COUNT: '1', GIT_CONFIG_KEY_0: `http.${url.origin}/.extraHeader`, GIT_CONFIG_VALUE_0: `Authorization: Basic ${basic}` },
+  }
+}
+
 export interface GitMirrorOptions {
   /** Any URL git understands over file, git, http(s) or ssh. */
   url: string
@@ -99,10 +131,15 @@ export const failureLine = (text: string) => {
 }
 
 export class GitMirror {
+  /** The repository URL as git is given it: without credentials (see splitCredentials). */
   readonly url: string
   readonly dir: string
   readonly timeoutMs: number
   readonly #env: Record<string, string>
+  /** The configured URL with its user-info as `***`: says credentials are in use without showing them. */
+  readonly #safeUrl: string
+  /** #env carries the credentials as GIT_CONFIG_* (which simple-git refuses unless told they are ours). */
+  readonly #configEnv: boolean
   /** The fetch in flight (or the last one): fetches are chained so two deploys never fetch at once. */
   #fetching: Promise<void> = Promise.resolve()
 
@@ -111,15 +148,18 @@ export class GitMirror {
     if (typeof opts.dir !== 'string' || opts.dir === '') throw new TypeError('GitMirror: dir must be a non-empty string')
     const timeoutMs = opts.timeoutMs ?? DEFAULT_GIT_TIMEOUT_MS
     if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new RangeError(`GitMirror: timeoutMs must be positive, got ${timeoutMs}`)
-    this.url = opts.url
+    const { url, env } = splitCredentials(opts.url)
+    this.url = url
+    this.#safeUrl = redactCredentials(opts.url)
     this.dir = resolve(opts.dir)
     this.timeoutMs = timeoutMs
-    this.#env = gitEnv()
+    this.#env = { ...gitEnv(), ...env }
+    this.#configEnv = Object.keys(env).length > 0
   }
 
   /** The URL as it may appear in logs and error messages. */
   get safeUrl(): string {
-    return redactCredentials(this.url)
+    return this.#safeUrl
   }
 
   /**
@@ -309,7 +349,7 @@ export class GitMirror {
       baseDir: cwd ?? this.dir,
       config: GIT_CONFIG,
       abort: signal,
-      unsafe: { allowUnsafeProtocolOverride: true },
+      unsafe: { allowUnsafeProtocolOverride: true, allowUnsafeConfigEnvCount: this.#configEnv },
       errors: (error, result) => {
         if (error instanceof GitPluginError || result.exitCode === 0) return error
         const text = (chunks: Buffer[]) => Buffer.concat(chunks).toString('utf8')

@@ -57,6 +57,24 @@ t.test('restore_postgresql_backup.sh: restores an agent dump, keeps the old data
   t.same((await readdir(r.dir)).filter((f) => f.startsWith('.') || f.endsWith('.partial')), [])
 })
 
+t.test('restore_postgresql_backup.sh: a ?password= in DATABASE_URL goes to PGPASSWORD, never into a pg tool\'s argv', { skip }, async (t) => {
+  const r = await rig(t)
+  // Every pg tool the script runs through PATH records its argv, then runs the real one.
+  const bin = await tempDir(t)
+  const log = join(bin, 'argv')
+  for (const tool of ['psql', 'pg_dump', 'pg_restore']) {
+    await writeFile(join(bin, tool), `#!/bin/sh\nprintf '%s\\n' "$0" "$@" >> '${log}'\nPATH='${process.env.PATH}' exec ${tool} "$@"\n`, { mode: 0o755 })
+  }
+  const url = `postgres://postgres@127.0.0.1:5432/${r.db}?sslmode=disable&password=postgres`
+  const out = await script([join(r.dir, r.backup.file), '--yes'], { ...r.env, DATABASE_URL: url, PATH: `${bin}:${process.env.PATH}` })
+  t.equal(out.code, 0, out.stderr)
+  t.same(await rows(r.db), [{ id: 1, label: 'one' }, { id: 2, label: 'two' }], 'restored with the password from the query')
+  const argv = await readFile(log, 'utf8')
+  t.match(argv, `/psql\n`, 'the wrappers ran')
+  t.match(argv, `/${r.db}?sslmode=disable\n`, 'other parameters stay in the URL')
+  t.notMatch(argv, /password=/, 'no password in any argv')
+})
+
 t.test('restore_postgresql_backup.sh: without --yes, a wrong answer changes nothing', { skip }, async (t) => {
   const r = await rig(t)
   const before = await rows(r.db)

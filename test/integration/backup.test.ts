@@ -85,6 +85,20 @@ t.test('takeBackup: the password reaches pg_dump in PGPASSWORD, never in its arg
   t.equal(await readFile(join(tools, 'password'), 'utf8'), 'postgres')
 })
 
+t.test('takeBackup: a ?password= in the database URL reaches pg_dump in PGPASSWORD, never in its arguments', { skip }, async (t) => {
+  const db = await seeded(t)
+  const tools = await tempDir(t)
+  const pgDump = join(tools, 'pg_dump')
+  await writeFile(pgDump, `#!/bin/sh\nprintf '%s\\n' "$@" >> ${tools}/argv\nprintf '%s' "$PGPASSWORD" > ${tools}/password\nexec pg_dump "$@"\n`, { mode: 0o755 })
+  const url = `postgres://postgres@127.0.0.1:5432/${db.name}?password=postgres`
+  const m = await takeBackup({ dir: await tempDir(t), app: 'shop', env: 'prod', kind: 'manual', database: { url }, locks: new BackupLocks(), tools: { pgDump } })
+  t.ok(m.bytes > 0, 'the real pg_dump authenticated with the password from PGPASSWORD')
+  const argv = await readFile(join(tools, 'argv'), 'utf8')
+  t.match(argv, `--dbname=postgres://postgres@127.0.0.1:5432/${db.name}\n`)
+  t.notMatch(argv, /password=|:postgres@/, 'no password in argv')
+  t.equal(await readFile(join(tools, 'password'), 'utf8'), 'postgres')
+})
+
 t.test('takeBackup: the files archive round-trips, hashed and listed in the manifest', { skip }, async (t) => {
   const db = await seeded(t)
   const root = await tempDir(t)

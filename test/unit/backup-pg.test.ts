@@ -16,6 +16,21 @@ t.test('connectionOf: the password leaves the URL; an explicit one wins', async 
   t.equal(connectionOf({ url: 'postgres://app@h/db' }).password, undefined)
 })
 
+t.test('connectionOf: a password in the query string (libpq reads it there too) leaves the URL as well', async (t) => {
+  t.same(connectionOf({ url: 'postgres://app@h:5433/lifeos?sslmode=require&password=s%40cret' }), {
+    url: 'postgres://app@h:5433/lifeos?sslmode=require',
+    password: 's@cret',
+    database: 'lifeos',
+  })
+  t.same(connectionOf({ url: 'postgres://app@h/lifeos?password=q' }), { url: 'postgres://app@h/lifeos', password: 'q', database: 'lifeos' })
+  // libpq lets the query override the user-info; an explicit password (passwordFile) still wins over both.
+  t.equal(connectionOf({ url: 'postgres://app:userinfo@h/db?password=query' }).password, 'query')
+  t.equal(connectionOf({ url: 'postgres://app@h/db?password=query', password: 'file' }).password, 'file')
+  const conn = connectionOf({ url: 'postgres://app@h/db?password=a&password=b' })
+  t.notMatch(conn.url, 'password', 'every copy of the parameter leaves the URL')
+  t.notMatch(onDatabase(conn, 'postgres').url, 'password')
+})
+
 t.test('connectionOf: anything but a postgres URL naming one database is refused', async (t) => {
   for (const url of ['not a url', 'mysql://a@h/db', 'postgres://a@h/', 'postgres://a@h/db;drop', 'postgres://a@h/a/b']) {
     t.throws(() => connectionOf({ url }), { code: 'invalid_request' }, url)

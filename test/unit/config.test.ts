@@ -24,6 +24,7 @@ t.test('Config: the full example is valid and keeps its values', async (t) => {
   t.same(production?.proxy?.test, ['nginx', '-t'], 'proxy commands default to nginx')
   t.equal(config.keys[0]?.notAfter?.toISOString(), '2027-06-01T00:00:00.000Z')
   t.equal(config.backups.retention.days, 30)
+  t.same(config.apps.lifeos?.container, { capDrop: ['NET_RAW'], capAdd: [], noNewPrivileges: true, memory: 512 * 1024 ** 2, pids: 256 })
 })
 
 t.test('Config: the embedded local config is valid; relative paths are relative to its file', async (t) => {
