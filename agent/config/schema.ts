@@ -82,9 +82,15 @@ const proxySchema = z.strictObject({
 })
 
 const databaseSchema = z.strictObject({
-  url: z.string({ error: 'must be a string' }).regex(/^postgres(ql)?:\/\/[^/]+\/[A-Za-z_][A-Za-z0-9_]{0,62}$/, {
-    error: 'must be a postgres://user@host[:port]/dbname URL',
-  }),
+  url: z
+    .string({ error: 'must be a string' })
+    .refine((url) => !/^postgres(ql)?\+/.test(url), { error: 'must be a plain postgres:// URL (pg tools use it); set appUrlScheme for the scheme the app gets' })
+    .regex(/^postgres(ql)?(\+[a-z0-9_]+)?:\/\/[^/]+\/[A-Za-z_][A-Za-z0-9_]{0,62}$/, { error: 'must be a postgres://user@host[:port]/dbname URL' }),
+  /** The scheme of the URL the containers get; the agent's pg tools always use the plain one. */
+  appUrlScheme: z
+    .string({ error: 'must be a string' })
+    .regex(/^postgres(ql)?(\+[a-z0-9_]+)?$/, { error: 'must be postgresql or postgres, optionally with a +driver (postgresql+asyncpg)' })
+    .default('postgresql'),
   passwordFile: filePath.optional(),
   envName: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, { error: 'must be an environment variable name' }).default('DATABASE_URL'),
 })

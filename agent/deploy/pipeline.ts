@@ -14,6 +14,7 @@ import { joinUrl, observe, runSmoke, systemClock, waitHealthy, type Clock, type 
 import type { Logger } from '../observability/logger.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 import type { Deploy, DeployDetails, DeployStore } from '../store/deploys.js'
+import { appDatabaseUrl } from '../config/database-url.js'
 import { readEnvFile } from '../config/envfile.js'
 import { executeSteps } from './execute.js'
 import { liveRelease, type LiveRelease } from './live.js'
@@ -250,9 +251,8 @@ export class DeployPipeline {
     const vars = await readEnvFile(target.envConfig.envFile)
     const db = target.envConfig.database
     if (db) {
-      const url = new URL(db.url)
-      if (db.passwordFile) url.password = encodeURIComponent((await readFile(db.passwordFile, 'utf8')).trim())
-      vars.push(`${db.envName}=${url.toString()}`)
+      const password = db.passwordFile ? (await readFile(db.passwordFile, 'utf8')).trim() : undefined
+      vars.push(`${db.envName}=${appDatabaseUrl(db, password)}`)
     }
     return vars
   }
