@@ -71,7 +71,7 @@ t.test('bin: a dist run never loads tsx; a source run turns its disk cache off',
   await utimes(join(root, 'dist', 'cli', 'main.js'), at(10), at(10))
   // As an operator runs it: tap puts a preloaded loader into every child's NODE_OPTIONS (the case checked last), so
   // `env` takes it out again.
-  const env = { ...process.env, TMPDIR: tmp }
+  const env: NodeJS.ProcessEnv = { ...process.env, TMPDIR: tmp }
   delete env.TSX_DISABLE_CACHE
   const ran = async (extra: NodeJS.ProcessEnv = {}) => {
     const unset = extra.NODE_OPTIONS ? [] : ['-u', 'NODE_OPTIONS']
