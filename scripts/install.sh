@@ -18,6 +18,7 @@
 #   DEPLOY_AGENT_PORT         the port the agent listens on, on 127.0.0.1 (default 8787), starter config only
 #   DEPLOY_AGENT_KEY_NAME     the CI key's id and file stem (default ci-main)
 #   DEPLOY_AGENT_SKIP_NPM=1   do not run `npm ci` (node_modules must already be in the app dir)
+#   DEPLOY_AGENT_DIST         install this build of this checkout (a dist/ from `npm run build`) instead of building
 #   DEPLOY_AGENT_SYSTEMCTL    the systemctl to run, even with DEPLOY_AGENT_ROOT (the tests use a stand-in)
 set -euo pipefail
 
@@ -58,8 +59,10 @@ fi
 command -v node >/dev/null 2>&1 || die "Node.js >= 20.19 is required (apt-get install nodejs, or NodeSource's packages)"
 [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ] || die "Node.js >= 20.19 is required (found $(node --version))"
 tsc=$src/node_modules/typescript/bin/tsc
+prebuilt=${DEPLOY_AGENT_DIST:-}
+[ -z "$prebuilt" ] || [ -f "$prebuilt/cli/main.js" ] || die "DEPLOY_AGENT_DIST=$prebuilt is not a build of the agent (no cli/main.js)"
 # Run from the installed copy itself, there is nothing to build or copy.
-[ "$src" = "$root$app_dir" ] || [ -f "$tsc" ] || die "building the agent needs this checkout's development dependencies: run \`npm ci\` in $src first"
+[ "$src" = "$root$app_dir" ] || [ -n "$prebuilt" ] || [ -f "$tsc" ] || die "building the agent needs this checkout's development dependencies: run \`npm ci\` in $src first"
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -162,8 +165,12 @@ echo "$me: app in $app_dir"
 if [ "$src" != "$root$app_dir" ]; then
   # Production runs compiled JavaScript only, never through a TypeScript loader (tsx caches compiled code in a
   # shared temp dir without checking its owner). A fresh build in the scratch dir: nothing stale from an old one.
-  echo "$me: build"
-  node "$tsc" -p "$src/tsconfig.build.json" --outDir "$scratch/dist" || die "the build (tsc -p tsconfig.build.json) failed"
+  if [ -n "$prebuilt" ]; then
+    ln -s "$(cd "$prebuilt" && pwd)" "$scratch/dist"
+  else
+    echo "$me: build"
+    node "$tsc" -p "$src/tsconfig.build.json" --outDir "$scratch/dist" || die "the build (tsc -p tsconfig.build.json) failed"
+  fi
   for item in "${app_items[@]}"; do install_tree "$src" "$item"; done
   install_tree "$scratch" dist
   # An older install ran the sources through tsx; with them gone the bin can only run dist/.

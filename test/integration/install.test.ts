@@ -2,7 +2,7 @@
 // install, keygen, check-config) into a temp root standing in for / — twice, and the second run must change nothing.
 import { execFile } from 'node:child_process'
 import { createHash, createPrivateKey, createPublicKey } from 'node:crypto'
-import { copyFile, lstat, mkdir, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises'
+import { copyFile, cp, lstat, mkdir, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
@@ -18,6 +18,8 @@ const UNITS = ['deploy-agent.service', 'deploy-agent-nginx-reload.path', 'deploy
 
 const haveAnalyze = await run('systemd-analyze', ['--version']).then(() => true, () => false)
 const isRoot = process.getuid?.() === 0
+// The first install builds dist/ (tsc, tens of seconds); the later runs install that same build (DEPLOY_AGENT_DIST).
+const sharedDist = join(await tempDir(t, 'deploy-agent-dist-'), 'dist')
 
 /** `systemd-analyze verify` on unit files: it exits 0 on many mistakes (an unknown key, a bad value), so any output fails too. */
 async function verifyUnits(files: string[]): Promise<{ ok: boolean; output: string }> {
@@ -89,11 +91,13 @@ t.test('install.sh: into a temp root, twice; the second run changes nothing', { 
   await mkdir(join(root, 'opt/deploy-agent'), { recursive: true })
   await symlink(join(repo, 'node_modules'), join(root, 'opt/deploy-agent/node_modules'))
   const env = { DEPLOY_AGENT_ROOT: root, DEPLOY_AGENT_SKIP_NPM: '1', DEPLOY_AGENT_AUDIENCE: 'web-1.example.com' }
-  const install = () => runBashScript(INSTALL, [], env, 300_000)
   const at = (path: string) => join(root, path)
+  const install = () => runBashScript(INSTALL, [], { ...env, DEPLOY_AGENT_DIST: sharedDist }, 300_000)
 
-  const first = await install()
+  const first = await runBashScript(INSTALL, [], env, 300_000)
   t.equal(first.code, 0, 'exit 0', { output: `${first.stdout}\n${first.stderr}` })
+  t.match(first.stdout, /install\.sh: build\n/, 'it built dist/')
+  await cp(at('opt/deploy-agent/dist'), sharedDist, { recursive: true })
   t.match(first.stdout, /systemd is not running this machine \(or DEPLOY_AGENT_ROOT is set\); to start the agent run:\n {2}systemctl daemon-reload && systemctl enable --now deploy-agent-nginx-reload\.path deploy-agent\.service/)
 
   const passwd = await readFile(at('etc/passwd'), 'utf8')
@@ -182,6 +186,9 @@ t.test('install.sh: into a temp root, twice; the second run changes nothing', { 
     const noPasswd = await runBashScript(INSTALL, [], { ...env, DEPLOY_AGENT_ROOT: at('opt') })
     t.equal(noPasswd.code, 1)
     t.match(noPasswd.stderr, /has no etc\/passwd and etc\/group/)
+    const notBuilt = await runBashScript(INSTALL, [], { ...env, DEPLOY_AGENT_DIST: at('opt') })
+    t.equal(notBuilt.code, 1)
+    t.match(notBuilt.stderr, /DEPLOY_AGENT_DIST=.* is not a build of the agent \(no cli\/main\.js\)/)
     for (const port of ['0', '65536', '80a', '']) {
       const bad = await runBashScript(INSTALL, [], { ...env, DEPLOY_AGENT_PORT: port })
       t.equal(bad.code, 1, `port "${port}"`)
@@ -219,7 +226,9 @@ t.test('install.sh: a fresh install starts the agent once; an unchanged rerun no
   const env = { DEPLOY_AGENT_ROOT: root, DEPLOY_AGENT_SKIP_NPM: '1', DEPLOY_AGENT_AUDIENCE: 'web-1.example.com', DEPLOY_AGENT_SYSTEMCTL: systemctl.path, DEPLOY_AGENT_PORT: '9797' }
   const install = async () => {
     const before = (await systemctl.calls()).length
-    const result = await runBashScript(INSTALL, [], env, 300_000)
+    // The build of the test above, when it ran; else a build of its own.
+    const dist = await lstat(sharedDist).then(() => ({ DEPLOY_AGENT_DIST: sharedDist }), () => ({}))
+    const result = await runBashScript(INSTALL, [], { ...env, ...dist }, 300_000)
     t.equal(result.code, 0, 'exit 0', { output: `${result.stdout}\n${result.stderr}` })
     return (await systemctl.calls()).slice(before)
   }
