@@ -9,12 +9,21 @@
 # without apt (the agent then lacks git and pg_dump unless the base has them). The test builds it that way.
 ARG BASE=node:20-bookworm-slim
 
-# Production dependencies only; tsx is a runtime dependency (the CLI runs the TypeScript through it).
+# Production dependencies only.
 FROM ${BASE} AS deps
 WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+
+# The compiled agent: the image runs dist/ only, never the TypeScript sources through a loader.
+FROM ${BASE} AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY agent ./agent
+RUN npm run build
 
 FROM ${BASE}
 # git: fetch + archive of app repos; postgresql-client: pg_dump/pg_restore (15, as in bookworm).
@@ -35,9 +44,9 @@ RUN echo 'deploy-agent:x:10001:10001:deploy-agent:/var/lib/deploy-agent:/usr/sbi
 WORKDIR /app
 ENV NODE_ENV=production HOME=/var/lib/deploy-agent
 COPY --from=deps /app/node_modules ./node_modules
-COPY package.json tsconfig.json ./
+COPY package.json ./
 COPY bin ./bin
-COPY agent ./agent
+COPY --from=build /app/dist ./dist
 COPY config ./config
 
 # Run with --init so the children the agent spawns are reaped.

@@ -8,9 +8,10 @@ export const BIN = fileURLToPath(new URL('../../bin/deploy-agent.js', import.met
 
 /** The child's environment. tap's coverage hooks are left out: the binary runs dist/ (when built and fresh) or the
  * sources through tsx, neither of which tap's coverage report can merge with its own, and a merged garbage report
- * would hide real gaps. */
+ * would hide real gaps. TSX_DISABLE_CACHE=1 from the start: tap's NODE_OPTIONS preloads a loader, whose hooks thread
+ * would not see the bin set it (the bin refuses the sources then). */
 function childEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return { ...process.env, ...extra, _TAPJS_PROCESSINFO_COVERAGE_: '0' }
+  return { ...process.env, TSX_DISABLE_CACHE: '1', ...extra, _TAPJS_PROCESSINFO_COVERAGE_: '0' }
 }
 
 export interface CliResult {

@@ -91,6 +91,12 @@ t.test('Dockerfile: builds from a local Node base and runs the agent as a non-ro
   const uids = await uidsFrom(info.State.Pid)
   t.ok(uids.length >= 2, 'docker-init and the agent')
   t.ok(uids.every((uid) => uid === 10001), `every process is uid 10001 (${uids.join(', ')})`)
+  // Compiled JavaScript only: no sources for a TypeScript loader, and no loader cache in the temp dir.
+  const listing = await docker(['exec', name, 'node', '-e', "const { readdirSync } = require('node:fs'); console.log(JSON.stringify({ app: readdirSync('/app'), tmp: readdirSync(require('node:os').tmpdir()) }))"])
+  const { app, tmp } = JSON.parse(listing.stdout) as { app: string[]; tmp: string[] }
+  t.ok(app.includes('dist'), `the image has dist/ (${app.join(' ')})`)
+  t.notOk(app.includes('agent') || app.includes('tsconfig.json'), 'and not the TypeScript sources')
+  t.same(tmp.filter((f) => f.startsWith('tsx')), [], 'no tsx cache')
   const status = await until('a healthy container', async () => {
     const s = (await inspect(name)).State.Health?.Status
     return s === 'healthy' || s === 'unhealthy' ? s : undefined

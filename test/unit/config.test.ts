@@ -21,10 +21,24 @@ t.test('Config: the full example is valid and keeps its values', async (t) => {
   t.same(production?.ref, { kind: 'tag', pattern: 'v*.*.*' })
   t.same(production?.ports, [18011, 18012])
   t.equal(production?.database?.envName, 'DATABASE_URL')
-  t.same(production?.proxy?.test, ['nginx', '-t'], 'proxy commands default to nginx')
   t.equal(config.keys[0]?.notAfter?.toISOString(), '2027-06-01T00:00:00.000Z')
   t.equal(config.backups.retention.days, 30)
   t.same(config.apps.lifeos?.container, { capDrop: ['NET_RAW'], capAdd: [], noNewPrivileges: true, memory: 512 * 1024 ** 2, pids: 256 })
+})
+
+t.test('Config: the example\'s proxies use what works under the sandboxed systemd unit (the reload helper)', async (t) => {
+  const config = await loadConfig(new URL('../../config/agent.example.yaml', import.meta.url).pathname)
+  const path = await readFile(new URL('../../systemd/deploy-agent-nginx-reload.path', import.meta.url), 'utf8')
+  const trigger = /^PathChanged=(.+)$/m.exec(path)?.[1]
+  t.ok(trigger, 'the .path unit names its trigger file')
+  const envs = Object.entries(config.apps).flatMap(([app, a]) => Object.entries(a.envs).map(([env, e]) => [`${app}.${env}`, e] as const))
+  t.ok(envs.some(([, e]) => e.proxy), 'the example has proxies')
+  for (const [name, env] of envs) {
+    if (!env.proxy) continue
+    t.same(env.proxy.reload, ['touch', trigger], `${name}: reload touches the helper's trigger`)
+    t.same(env.proxy.test, ['true'], `${name}: the helper runs nginx -t (as root), not the agent`)
+    t.ok(env.proxy.pidFile, `${name}: the reload is confirmed through nginx's pid file`)
+  }
 })
 
 t.test('Config: the embedded local config is valid; relative paths are relative to its file', async (t) => {
@@ -44,6 +58,9 @@ t.test('Config: defaults', async (t) => {
   t.equal(config.backups.schedule, '0 3 * * *')
   t.same(config.backups.retention, { days: 30, minKeep: 7, weekly: 8, monthly: 6 })
   t.equal(config.backups.verify, 'full')
+  const withProxy = parseConfig(`${minimal}apps: { a: { repo: /srv/a.git, envs: { e: { ref: "branch:main", ports: [18001, 18002], proxy: { upstreamFile: /etc/nginx/a.conf } } } } }\n`, {}, 'agent.yaml', '/srv/agent')
+  const proxy = withProxy.apps.a?.envs.e?.proxy
+  t.same([proxy?.test, proxy?.reload], [['nginx', '-t'], ['nginx', '-s', 'reload']], 'proxy commands default to nginx')
 })
 
 t.test('Config: every problem is reported with its key path', async (t) => {
