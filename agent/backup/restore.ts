@@ -12,10 +12,11 @@
 // passes to the agent's role and the role is dropped. A legacy SQL script also reaches psql only after a
 // `\restrict <random key>`, so psql refuses every backslash command in it (`\!`, `\connect`, ...).
 //
-// The agent's role needs CREATEDB and CREATEROLE (checked up front) and must own the live database (to rename it). Before each swap attempt it ends
-// the sessions it may end — its own role's client backends on the live database — and never those of superusers,
-// other roles or autovacuum; while such sessions remain (55006 object_in_use) it retries briefly, then gives up with
-// database_busy. Database-level settings (ALTER DATABASE … SET, GRANT CONNECT) are not carried over by the dump.
+// The agent's role needs CREATEDB and CREATEROLE (checked before anything happens) and must own the live database
+// (to rename it). Before each swap attempt it ends the sessions it may end — its own role's client backends on the
+// live database — and never those of superusers, other roles or autovacuum; while such sessions remain (55006
+// object_in_use) it retries briefly, then gives up with database_busy. Database-level settings (ALTER DATABASE …
+// SET, GRANT CONNECT) are not carried over by the dump.
 import { randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { open } from 'node:fs/promises'
