@@ -21,15 +21,19 @@
 #   2. confirm (unless --yes);
 #   3. take a pre-restore backup of the live database into BACKUP_DIR (custom format + manifest, kind prerestore,
 #      so the agent lists it) under the app+env backup lock;
-#   4. restore into a new database <db>_restore_<id> (from template0, same encoding and collation); plain SQL goes
-#      through psql with ON_ERROR_STOP=1, and lines starting with a psql backslash command other than \restrict /
-#      \unrestrict (outside COPY data) are refused, so a `\connect` can never reach the live database;
+#   4. restore into a new database <db>_restore_<id> (from template0, same encoding and collation), logged in as a
+#      new role of the same name that owns that database and nothing else (no superuser, no CREATEDB/CREATEROLE,
+#      member of nothing), so the backup's SQL can reach no other database, role or file; plain SQL goes through
+#      psql with ON_ERROR_STOP=1 after a `\restrict <random key>`, so psql refuses every backslash command in it
+#      (`\!`, `\connect`, ...); the dump's own \restrict / \unrestrict and ALTER … OWNER TO lines are left out.
+#      Then what the role created passes to this script's role, and the role is dropped;
 #   5. swap names in one transaction: <db> → <db>_old_<id>, <db>_restore_<id> → <db>, after ending this role's own
 #      client sessions on <db> (never other roles', superusers' or autovacuum); retried 10 × 200 ms while busy.
 #   The old database is kept as <db>_old_<id> (<id> = the pre-restore backup's id); drop it when satisfied:
 #      psql -d postgres -c 'DROP DATABASE "<db>_old_<id>"'
 #
-# Needs: bash, psql, pg_dump, pg_restore, gzip, sha256sum, GNU coreutils; the role needs CREATEDB and must own <db>.
+# Needs: bash, psql, pg_dump, pg_restore, gzip, sha256sum, GNU coreutils; for legacy SQL a psql with \restrict
+# (13.22, 14.19, 15.14, 16.10, 17.6, 18 or later). The role needs CREATEDB and CREATEROLE and must own <db>.
 # Run it as the agent's user, so that the pre-restore backup belongs to the agent like its other backups.
 # Exit status: 0 restored; 1 failed (live database unchanged); 2 usage; 3 not confirmed.
 set -euo pipefail
@@ -105,11 +109,38 @@ case "$magic" in
   1f8b*) format=sql.gz ;;
   *) die "$name is neither a pg_dump custom-format dump nor gzip'd SQL" ;;
 esac
+# The name says what the file must be: a custom-format dump under another name would skip the manifest check.
+if [ -n "${manifest:-}" ]; then
+  [ "$format" = custom ] || die "$name is not a pg_dump custom-format dump, as its name says"
+else
+  [ "$format" = sql.gz ] || die "$name is not gzip'd SQL; only agent dumps (with a manifest) are restored with pg_restore"
+fi
 echo "restore: verifying $name ($format)"
 if [ "$format" = custom ]; then
   pg_restore -f /dev/null "$file" || die "$name failed the full read (pg_restore); not restoring"
 else
   gzip -t "$file" || die "$name is not a sound gzip file; not restoring"
+  sql_head() { gzip -dc "$file" 2>/dev/null | head -c 65536 || true; }
+  [ "$(sql_head | head -c 5)" != PGDMP ] || die "$name is not gzip'd SQL: it holds a pg_dump custom-format dump"
+  [ "$(sql_head | wc -c)" = "$(sql_head | tr -d '\000' | wc -c)" ] || die "$name is not gzip'd SQL: it holds binary data"
+  # psql obeys backslash commands anywhere in a script; only one with \restrict can be told to refuse them all.
+  psql_version="$(psql --version)"
+  [[ "$psql_version" =~ \(PostgreSQL\)\ ([0-9]+)(\.([0-9]+))? ]] || die "cannot tell the version of psql from: $psql_version"
+  major="${BASH_REMATCH[1]}" minor="${BASH_REMATCH[3]:-0}"
+  case "$major" in 13) since=22 ;; 14) since=19 ;; 15) since=14 ;; 16) since=10 ;; 17) since=6 ;; *) since='' ;; esac
+  if ! { [ "$major" -ge 18 ] || { [ -n "$since" ] && [ "$minor" -ge "$since" ]; }; }; then
+    die "psql $major.$minor has no \\restrict, which a legacy SQL restore needs; install psql 13.22, 14.19, 15.14, 16.10, 17.6 or 18 and later"
+  fi
+fi
+
+# The backup is loaded as a role made for it: this role must be able to create it (and the scratch database).
+privileges="$(psql_on "$live_url" -tA <<'SQL'
+SELECT rolname || '|' || CASE WHEN rolsuper THEN '' ELSE concat_ws(' ', CASE WHEN NOT rolcreatedb THEN 'CREATEDB' END, CASE WHEN NOT rolcreaterole THEN 'CREATEROLE' END) END
+  FROM pg_roles WHERE rolname = current_user
+SQL
+)" || die "database $db is unreachable"
+if [ -n "${privileges#*|}" ]; then
+  die "the database role ${privileges%%|*} needs ${privileges#*|} to restore (a restore runs as a new role that owns only the scratch database); grant it with ALTER ROLE \"${privileges%%|*}\" ${privileges#*|}"
 fi
 
 # --- 2. confirm ---------------------------------------------------------------------------------------------------
@@ -133,10 +164,11 @@ take_lock() {
   fi
   die "a backup of $app/$env is running (lock $lock, pid ${owner:-?})"
 }
-restore_db='' partial=''
+restore_db='' restore_role='' partial=''
 cleanup() {
   [ -z "$partial" ] || rm -f "$partial"
   if [ -n "$restore_db" ]; then psql_on "$live_url" -c "DROP DATABASE IF EXISTS \"$restore_db\"" >/dev/null 2>&1 || true; fi
+  if [ -n "$restore_role" ]; then psql_on "$live_url" -c "DROP ROLE IF EXISTS \"$restore_role\"" >/dev/null 2>&1 || true; fi
   if [ "$(cat "$lock" 2>/dev/null || true)" = "$$" ]; then rm -f "$lock"; fi
 }
 trap cleanup EXIT
@@ -192,21 +224,41 @@ SELECT format('TEMPLATE template0 ENCODING %L LC_COLLATE %L LC_CTYPE %L', pg_enc
 SQL
 )" || die "cannot read the settings of $db"
 echo "restore: restoring into $restore_db"
-psql_on "$live_url" -c "CREATE DATABASE \"$restore_db\" $create_sql" >/dev/null || { restore_db=''; die "cannot create the scratch database"; }
-restore_url="$(url_for "$restore_db")"
-# Passes plain SQL through, refusing psql backslash commands (but \restrict / \unrestrict) outside COPY data.
-guard='BEGIN { copy = 0 }
+# The role is named like the database it alone owns; its password is random and never in argv.
+restore_role="$restore_db"
+restore_pw="$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+psql_on "$live_url" >/dev/null <<SQL || die "cannot create the restore role and the scratch database"
+CREATE ROLE "$restore_role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '$restore_pw';
+GRANT "$restore_role" TO CURRENT_USER;
+CREATE DATABASE "$restore_db" $create_sql OWNER "$restore_role";
+SQL
+restore_url="$(printf '%s%s@%s/%s%s' "$scheme" "$restore_role" "$hostport" "$restore_db" "$query")"
+# Fidelity only, not safety: drops the dump's own \restrict / \unrestrict lines (psql refuses a second \restrict)
+# and ALTER … OWNER TO lines (the restore role may not give objects away; pg_restore's --no-owner), outside COPY data.
+filter='BEGIN { copy = 0 }
   copy { if ($0 == "\\." || $0 == "\\.\r") copy = 0; print; next }
-  /^[ \t\r]*\\/ && !/^[ \t]*\\(restrict|unrestrict)([ \t\r]|$)/ { print "restore: refused psql command: " substr($0, 1, 40) > "/dev/stderr"; exit 3 }
+  /^\\(un)?restrict([ \t\r]|$)/ { next }
+  /^ALTER [A-Z ]+ .* OWNER TO [^;]+;[ \t\r]*$/ { next }
   /^COPY / && /FROM stdin;\r?$/ { copy = 1 }
   { print }'
 if [ "$format" = custom ]; then
-  pg_restore --no-owner --exit-on-error --no-password --dbname="$restore_url" "$file" \
+  PGPASSWORD="$restore_pw" pg_restore --no-owner --exit-on-error --no-password --dbname="$restore_url" "$file" \
     || die "pg_restore failed; $db is unchanged ($restore_db dropped)"
 else
-  gzip -dc "$file" | awk "$guard" | psql_on "$restore_url" >/dev/null \
+  key="$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+  { printf '\\restrict %s\n' "$key"; gzip -dc "$file" | awk "$filter"; } | PGPASSWORD="$restore_pw" psql_on "$restore_url" >/dev/null \
     || die "the SQL restore failed; $db is unchanged ($restore_db dropped)"
 fi
+# What the restore role created, the database included, passes to this role; the restore role is dropped.
+psql_on "$(url_for "$restore_db")" >/dev/null <<SQL || die "cannot take the restored database back from $restore_role; $db is unchanged"
+ALTER ROLE "$restore_role" NOLOGIN;
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '$restore_role';
+REASSIGN OWNED BY "$restore_role" TO CURRENT_USER;
+DROP OWNED BY "$restore_role";
+ALTER DATABASE "$restore_db" RESET ALL;
+SQL
+psql_on "$live_url" -c "DROP ROLE \"$restore_role\"" >/dev/null || die "cannot drop the restore role $restore_role; $db is unchanged"
+restore_role=''
 
 # --- 5. swap names ------------------------------------------------------------------------------------------------
 echo "restore: swapping $db → $old_db, $restore_db → $db"

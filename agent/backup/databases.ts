@@ -1,13 +1,15 @@
 // Scratch databases beside the live one (`<db>_verify_<id>`, `<db>_restore_<id>`): create one like the live
-// database, count its rows, drop it. Every statement runs from a session on the live database's server.
+// database, count its rows, drop it; and the restore role that owns only `<db>_restore_<id>` while a backup is
+// loaded into it. Every statement runs from a session on the live database's server.
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto'
 import { Writable } from 'node:stream'
 import { onDatabase, quoteIdent, sqlState, withClient, type Connection } from './pg.js'
 
 /**
  * Creates `name` from template0 with the encoding and locale of `conn`'s database, owned by the agent's role
- * (which needs CREATEDB). Dumps restore into a database like the one they came from.
+ * (which needs CREATEDB) or by `owner`. Dumps restore into a database like the one they came from.
  */
-export async function createDatabaseLike(conn: Connection, name: string): Promise<void> {
+export async function createDatabaseLike(conn: Connection, name: string, owner?: string): Promise<void> {
   await withClient(conn, async (client) => {
     const { rows } = await client.query<{ d: Record<string, unknown> }>('SELECT to_jsonb(d) AS d FROM pg_database d WHERE datname = current_database()')
     const db = rows[0]?.d ?? {}
@@ -21,8 +23,71 @@ export async function createDatabaseLike(conn: Connection, name: string): Promis
     if (typeof db.datctype === 'string') options.push(`LC_CTYPE ${literal(db.datctype)}`)
     const icuLocale = db.daticulocale ?? db.datlocale
     if (db.datlocprovider === 'i' && typeof icuLocale === 'string') options.push(`LOCALE_PROVIDER icu ICU_LOCALE ${literal(icuLocale)}`)
+    if (owner !== undefined) options.push(`OWNER ${quoteIdent(owner)}`)
     await client.query(`CREATE DATABASE ${quoteIdent(name)} ${options.join(' ')}`)
   })
+}
+
+/**
+ * Why the agent's role cannot restore, or null. A restore loads the backup as a new role that owns only the scratch
+ * database, so the agent's role must create databases and roles (or be a superuser, which it should not be).
+ */
+export async function restorePrivilegeProblem(conn: Connection): Promise<string | null> {
+  const { rows } = await withClient(conn, (client) =>
+    client.query<{ name: string; super: boolean; createdb: boolean; createrole: boolean }>(
+      'SELECT rolname AS name, rolsuper AS super, rolcreatedb AS createdb, rolcreaterole AS createrole FROM pg_roles WHERE rolname = current_user',
+    ),
+  )
+  const me = rows[0]
+  if (me === undefined || me.super) return null
+  const missing = [me.createdb ? null : 'CREATEDB', me.createrole ? null : 'CREATEROLE'].filter((p) => p !== null)
+  if (missing.length === 0) return null
+  return `the database role ${me.name} needs ${missing.join(' and ')} to restore (a restore runs as a new role that owns only the scratch database); grant it with ALTER ROLE ${quoteIdent(me.name)} ${missing.join(' ')}`
+}
+
+/**
+ * Creates the login role a backup is loaded as: no superuser, no CREATEDB/CREATEROLE, member of nothing, so the
+ * script can reach no database but the one it will own. (It inherits: the only role it is in is the implicit
+ * pg_database_owner of that database, which gives it the public schema.) The agent's role is made a member of it, which lets it
+ * create that database for it and take its objects back. The password goes to the server as a SCRAM verifier,
+ * so it appears in no server log.
+ */
+export async function createRestoreRole(conn: Connection, role: string, password: string): Promise<void> {
+  await withClient(conn, async (client) => {
+    await client.query(
+      `CREATE ROLE ${quoteIdent(role)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD ${client.escapeLiteral(scramVerifier(password))}`,
+    )
+    await client.query(`GRANT ${quoteIdent(role)} TO CURRENT_USER`)
+  })
+}
+
+/**
+ * After a load: the restore role can no longer log in, its sessions are ended, and what it created in `conn`'s
+ * database (the scratch one), the database itself included, now belongs to the agent's role. Database-level
+ * settings it may have made are reset. The role is then empty and can be dropped.
+ */
+export async function takeBackFromRole(conn: Connection, role: string): Promise<void> {
+  await withClient(conn, async (client) => {
+    await client.query(`ALTER ROLE ${quoteIdent(role)} NOLOGIN`)
+    await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [role])
+    await client.query(`REASSIGN OWNED BY ${quoteIdent(role)} TO CURRENT_USER`)
+    await client.query(`DROP OWNED BY ${quoteIdent(role)}`)
+    await client.query(`ALTER DATABASE ${quoteIdent(conn.database)} RESET ALL`)
+  })
+}
+
+export async function dropRole(conn: Connection, role: string): Promise<void> {
+  await withClient(conn, (client) => client.query(`DROP ROLE IF EXISTS ${quoteIdent(role)}`))
+}
+
+/** PostgreSQL's SCRAM-SHA-256 verifier of `password` (RFC 5802/7677, as `CREATE ROLE … PASSWORD` stores it). */
+function scramVerifier(password: string): string {
+  const salt = randomBytes(16)
+  const iterations = 4096
+  const salted = pbkdf2Sync(password, salt, iterations, 32, 'sha256')
+  const storedKey = createHash('sha256').update(createHmac('sha256', salted).update('Client Key').digest()).digest()
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest()
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`
 }
 
 /** Drops `name` if it exists; if sessions linger (our own, closing), retries with FORCE. */

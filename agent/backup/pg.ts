@@ -58,6 +58,31 @@ export function onDatabase(conn: Connection, database: string): Connection {
   return { ...conn, url: url.toString(), database }
 }
 
+/** The same server and database, as another role (the restore role). */
+export function asRole(conn: Connection, user: string, password: string): Connection {
+  const url = new URL(conn.url)
+  url.username = encodeURIComponent(user)
+  return { ...conn, url: url.toString(), password }
+}
+
+/** The first release of each major version whose psql has `\restrict` (CVE-2025-8714); 18 and later all have it. */
+const RESTRICT_SINCE: Readonly<Record<number, number>> = { 13: 22, 14: 19, 15: 14, 16: 10, 17: 6 }
+
+/**
+ * Why the psql of `psql --version` cannot be trusted with a legacy SQL backup (it has no `\restrict`, so nothing
+ * stops a backslash command in the script), or null when it can.
+ */
+export function psqlRestrictProblem(versionOutput: string): string | null {
+  const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(versionOutput)
+  const needed = 'psql 13.22, 14.19, 15.14, 16.10, 17.6 or 18 and later (they have \\restrict)'
+  if (match === null) return `cannot tell the version of psql from "${versionOutput.slice(0, 80)}"; a legacy SQL restore needs ${needed}`
+  const major = Number(match[1])
+  const minor = Number(match[2] ?? 0)
+  const since = RESTRICT_SINCE[major]
+  if (major >= 18 || (since !== undefined && minor >= since)) return null
+  return `psql ${match[1]}${match[2] === undefined ? '' : `.${match[2]}`} has no \\restrict, which a legacy SQL restore needs to keep the script from running psql commands; install ${needed}`
+}
+
 /** The environment of a pg tool: the agent's own, plus the password and a connect timeout. */
 export function toolEnv(conn: Connection): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, PGCONNECT_TIMEOUT: process.env.PGCONNECT_TIMEOUT ?? '10' }

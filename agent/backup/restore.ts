@@ -6,20 +6,33 @@
 // The old database is kept (not dropped) and reported: it is the quickest way back, and dropping it is an
 // operator's decision. A restore that fails before the swap drops `<db>_restore_<rid>`; the live database is as it was.
 //
-// The agent's role needs CREATEDB and must own the live database (to rename it). Before each swap attempt it ends
-// the sessions it may end — its own role's client backends on the live database — and never those of superusers,
-// other roles or autovacuum; while such sessions remain (55006 object_in_use) it retries briefly, then gives up with
-// database_busy. Database-level settings (ALTER DATABASE … SET, GRANT CONNECT) are not carried over by the dump.
+// The backup is loaded as a role of its own, `<db>_restore_<rid>`, created for the restore: no superuser, no
+// CREATEDB/CREATEROLE, member of nothing, owner of `<db>_restore_<rid>` only, logged in with a random password. SQL
+// in the backup can therefore reach no other database, role or file, whoever wrote it. Once loaded, what it created
+// passes to the agent's role and the role is dropped. A legacy SQL script also reaches psql only after a
+// `\restrict <random key>`, so psql refuses every backslash command in it (`\!`, `\connect`, ...).
+//
+// The agent's role needs CREATEDB and CREATEROLE (checked before anything happens) and must own the live database
+// (to rename it). Before each swap attempt it ends the sessions it may end — its own role's client backends on the
+// live database — and never those of superusers, other roles or autovacuum; while such sessions remain (55006
+// object_in_use) it retries briefly, then gives up with database_busy. Database-level settings (ALTER DATABASE …
+// SET, GRANT CONNECT) are not carried over by the dump.
+import { randomBytes } from 'node:crypto'
+import { createReadStream } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createDatabaseLike, dropDatabase } from './databases.js'
+import { createGunzip } from 'node:zlib'
+import { createDatabaseLike, createRestoreRole, dropDatabase, dropRole, restorePrivilegeProblem, takeBackFromRole } from './databases.js'
 import { BackupError, describe } from './errors.js'
 import { readManifest, type Manifest } from './manifest.js'
 import { resolveBackupPath, type ResolvedBackup } from './names.js'
-import { connectionOf, derivedName, DEFAULT_TOOLS, onDatabase, quoteIdent, sqlState, toolEnv, withClient, type Connection, type DatabaseTarget, type PgTools } from './pg.js'
-import { exitProblem, runPiped, runTool, ToolError } from './proc.js'
-import { SqlScriptGuard } from './sql-guard.js'
+import {
+  asRole, connectionOf, derivedName, DEFAULT_TOOLS, onDatabase, psqlRestrictProblem, quoteIdent, sqlState, toolEnv, withClient,
+  type Connection, type DatabaseTarget, type PgTools,
+} from './pg.js'
+import { exitProblem, runPiped, runTool, toolOutput, ToolError } from './proc.js'
+import { RestrictedSqlScript } from './sql-guard.js'
 import { verifyBackup } from './verify.js'
 
 export type DumpFormat = 'custom' | 'sql.gz'
@@ -54,20 +67,29 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
   const conn = connectionOf(options.database)
   const resolved = await resolveBackupPath(options.dir, options.idOrName)
   const { id, format } = await checkBackup(options.dir, resolved, tools)
+  const privileges = await restorePrivilegeProblem(conn).catch((err: unknown) => `cannot check the privileges of the database role: ${describe(err)}`)
+  if (privileges !== null) throw new BackupError('restore_failed', `cannot restore ${id}; ${conn.database} is unchanged`, privileges)
 
   const prerestore = await options.takePrerestore()
   const restoreDb = derivedName(conn.database, 'restore', prerestore.id)
   const oldDb = derivedName(conn.database, 'old', prerestore.id)
+  // The role is named like the database it alone owns; roles and databases have separate names.
+  const role = restoreDb
+  const password = randomBytes(24).toString('hex')
   try {
-    await createDatabaseLike(conn, restoreDb)
-  } catch (err) {
-    throw new BackupError('restore_failed', `cannot create ${restoreDb}`, describe(err), { cause: err })
-  }
-  try {
-    await load(tools, conn, restoreDb, resolved.path, format)
+    try {
+      await createRestoreRole(conn, role, password)
+      await createDatabaseLike(conn, restoreDb, role)
+    } catch (err) {
+      throw new BackupError('restore_failed', `cannot create ${restoreDb}`, describe(err), { cause: err })
+    }
+    await load(tools, asRole(onDatabase(conn, restoreDb), role, password), resolved.path, format)
+    await takeBackFromRole(onDatabase(conn, restoreDb), role)
+    await dropRole(conn, role)
     await swap(onDatabase(conn, options.maintenanceDatabase ?? 'postgres'), conn.database, restoreDb, oldDb, options.retry ?? { attempts: 10, delayMs: 200 })
   } catch (err) {
     await dropDatabase(conn, restoreDb).catch(() => {})
+    await dropRole(conn, role).catch(() => {})
     if (err instanceof BackupError) throw err
     throw new BackupError('restore_failed', `restoring ${id} into ${restoreDb} failed; ${conn.database} is unchanged`, describe(err), { cause: err })
   }
@@ -85,6 +107,9 @@ async function checkBackup(dir: string, resolved: ResolvedBackup, tools: PgTools
   const id = resolved.format === 'agent' ? resolved.name.id : resolved.name.file
   const format = await sniffFormat(resolved.path)
   if (format === null) throw new BackupError('backup_invalid', `backup ${id} is neither a pg_dump custom-format dump nor gzip'd SQL`)
+  // The name says what the file must be: a custom-format dump under a .sql.gz name would skip the manifest check.
+  if (resolved.format === 'legacy' && format !== 'sql.gz') throw new BackupError('backup_invalid', `backup ${id} is not gzip'd SQL, as its name says`)
+  if (resolved.format === 'agent' && format !== 'custom') throw new BackupError('backup_invalid', `backup ${id} is not a pg_dump custom-format dump, as its name says`)
   if (resolved.format === 'agent') {
     const manifest = await readManifest(dir, basename(resolved.manifestPath))
     const result = await verifyBackup(dir, manifest, 'full', { tools })
@@ -94,8 +119,37 @@ async function checkBackup(dir: string, resolved: ResolvedBackup, tools: PgTools
     const exit = await runTool([tools.gzip, '-t', resolved.path], process.env)
     const problem = exitProblem(exit)
     if (problem !== null) throw new BackupError('backup_invalid', `backup ${id} is not a sound gzip file`, `gzip ${problem}: ${exit.stderr}`)
+    const content = await sniffGzippedText(resolved.path)
+    if (content !== null) throw new BackupError('backup_invalid', `backup ${id} is not gzip'd SQL`, content)
+    const version = await toolOutput([tools.psql, '--version'], process.env).catch((err: unknown) => describe(err))
+    const restrict = psqlRestrictProblem(version)
+    if (restrict !== null) throw new BackupError('restore_failed', `cannot restore ${id}`, restrict)
   }
   return { id, format }
+}
+
+const SNIFF = 64 * 1024
+
+/** What is wrong with the start of a gzip'd file as SQL text (a binary dump inside, a NUL byte), or null. */
+async function sniffGzippedText(path: string): Promise<string | null> {
+  const head: Buffer[] = []
+  let bytes = 0
+  const file = createReadStream(path)
+  const stream = file.pipe(createGunzip())
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      head.push(chunk)
+      bytes += chunk.length
+      if (bytes >= SNIFF) break
+    }
+  } finally {
+    stream.destroy()
+    file.destroy()
+  }
+  const text = Buffer.concat(head).subarray(0, SNIFF)
+  if (text.subarray(0, 5).toString('latin1') === 'PGDMP') return 'it holds a pg_dump custom-format dump; restore that with pg_restore, not as SQL'
+  if (text.includes(0)) return 'it holds binary data (a NUL byte)'
+  return null
 }
 
 export async function sniffFormat(path: string): Promise<DumpFormat | null> {
@@ -111,9 +165,9 @@ export async function sniffFormat(path: string): Promise<DumpFormat | null> {
   }
 }
 
-async function load(tools: PgTools, conn: Connection, restoreDb: string, path: string, format: DumpFormat): Promise<void> {
-  const target = onDatabase(conn, restoreDb)
-  const env = toolEnv(conn)
+/** Loads the backup into `target`, the scratch database, connected as the restore role. */
+async function load(tools: PgTools, target: Connection, path: string, format: DumpFormat): Promise<void> {
+  const env = toolEnv(target)
   if (format === 'custom') {
     const exit = await runTool([tools.pgRestore, '--no-owner', '--exit-on-error', '--no-password', `--dbname=${target.url}`, path], env)
     const problem = exitProblem(exit)
@@ -122,7 +176,7 @@ async function load(tools: PgTools, conn: Connection, restoreDb: string, path: s
   }
   await runPiped(
     [tools.gzip, '-dc', path],
-    new SqlScriptGuard(),
+    new RestrictedSqlScript(),
     [tools.psql, '-X', '-q', '--no-password', '-v', 'ON_ERROR_STOP=1', `--dbname=${target.url}`],
     env,
   )

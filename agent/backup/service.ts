@@ -193,27 +193,30 @@ export class BackupService {
   }
 
   /**
-   * Restores a backup into its env's database: verify, a pinned pre-restore backup, restore beside, swap.
-   * A legacy file names no env: `target` picks it, and when exactly one env has a database that one is the default.
+   * The env a restore of `idOrName` goes into: an agent backup's own (the request may only repeat it); for a legacy
+   * file, which names none, `target`'s, or when it names none and exactly one env has a database, that one. The
+   * caller authorises this env, not what the request named.
    */
-  async restore(idOrName: string, target: { app?: string; env?: string } = {}): Promise<RestoreResult> {
+  async restoreTarget(idOrName: string, target: { app?: string; env?: string } = {}): Promise<Target> {
+    const { app, env } = target
+    if ((app === undefined) !== (env === undefined)) throw new ValidationError('name both app and env of the restore, or neither')
     const resolved = await resolveBackupPath(this.dir, idOrName)
-    let app = target.app
-    let env = target.env
     if (resolved.format === 'agent') {
       const manifest = await readManifest(this.dir, basename(resolved.manifestPath))
       if ((app && app !== manifest.app) || (env && env !== manifest.env)) {
-        throw new ValidationError(`backup ${manifest.id} belongs to ${manifest.app}/${manifest.env}, not ${app ?? manifest.app}/${env ?? manifest.env}`)
+        throw new ValidationError(`backup ${manifest.id} belongs to ${manifest.app}/${manifest.env}, not ${app}/${env}`)
       }
-      app = manifest.app
-      env = manifest.env
-    } else if (!app || !env) {
-      const all = this.targets()
-      if (all.length !== 1) throw new ValidationError(`${idOrName} is a legacy backup that names no app or env; say which with { app, env }`)
-      app = all[0]?.app
-      env = all[0]?.env
+      return this.targetOf(manifest.app, manifest.env)
     }
-    const env_ = this.targetOf(app as string, env as string)
+    if (app !== undefined && env !== undefined) return this.targetOf(app, env)
+    const all = this.targets()
+    if (all.length !== 1 || all[0] === undefined) throw new ValidationError(`${idOrName} is a legacy backup that names no app or env; say which with { app, env }`)
+    return all[0]
+  }
+
+  /** Restores a backup into `target` (from restoreTarget): verify, a pinned pre-restore backup, restore beside, swap. */
+  async restore(idOrName: string, target: { app?: string; env?: string } = {}): Promise<RestoreResult> {
+    const env_ = await this.restoreTarget(idOrName, target)
     const logger = this.o.logger.child({ app: env_.app, env: env_.env, backupId: idOrName })
     logger.warn('restore started')
     const result = await restoreBackup({

@@ -1,92 +1,91 @@
-// Legacy backups are plain SQL for psql, and psql obeys backslash commands in its input: a `\connect` (which
-// `pg_dump --create` and pg_dumpall write) would carry the rest of the script into another database — the live
-// one — and `\!` runs a shell. The guard passes the script through unchanged but refuses, before psql sees the
-// line, any line that starts with a backslash command other than pg_dump's own `\restrict` / `\unrestrict`.
-// Lines inside `COPY … FROM stdin;` data are rows, not commands, and pass as they are. A backslash command in the
-// middle of a line is not looked for: pg_dump never writes one there.
+// Legacy backups are plain SQL for psql, and psql obeys backslash commands anywhere in its input: `\!` runs a
+// shell, `\connect` carries the rest of the script into another database. No filter can find them all (they may
+// sit mid-line, after a fake `COPY … FROM stdin;` in a string or a comment), so psql itself is told to refuse them:
+// the script it is fed starts with `\restrict <random key>`, after which psql (15.14, 16.10, 17.6 and later) refuses
+// every backslash command but `\unrestrict <that key>`, which the dump cannot know.
+//
+// The filter only edits for fidelity, never for safety: it drops the dump's own `\restrict` / `\unrestrict` lines
+// (pg_dump writes them; psql would refuse a second `\restrict`) and its `ALTER … OWNER TO …;` lines (the restore
+// role may not give objects away; this is pg_restore's --no-owner), outside COPY data. Whatever slips past it
+// reaches a restricted psql running as a role that owns nothing but the scratch database. It refuses a NUL byte,
+// which no SQL text holds (a binary dump under a .sql.gz name).
+import { randomBytes } from 'node:crypto'
 import { Transform, type TransformCallback } from 'node:stream'
 
-const ALLOWED = new Set(['restrict', 'unrestrict'])
-const HEAD = 64
+/** Longer lines are passed on as they come; none of the lines dropped is this long. */
+const HELD = 4096
 const TAIL = 32
 const NL = 0x0a
-const BACKSLASH = 0x5c
+const DROPPED = [/^\\(un)?restrict(\s.*)?$/s, /^ALTER [A-Z ]+ .* OWNER TO [^;]+;\s*$/s]
 
-export class SqlScriptGuard extends Transform {
+export class RestrictedSqlScript extends Transform {
+  /** The key of this run's `\restrict`; it never leaves this process but in psql's stdin. */
+  readonly key = randomBytes(24).toString('hex')
+  private started = false
   private inCopy = false
-  /** Whether the current line's start has been judged (outside COPY); until then its bytes are held back. */
-  private decided = false
-  private held: Buffer[] = []
-  private head = Buffer.alloc(0)
+  private line: Buffer[] = []
+  private lineBytes = 0
+  /** The current line outgrew HELD and is being passed on as it comes. */
+  private passing = false
+  private head = ''
   private tail = Buffer.alloc(0)
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    try {
-      for (let start = 0; start < chunk.length; ) {
-        const nl = chunk.indexOf(NL, start)
-        const end = nl === -1 ? chunk.length : nl + 1
-        this.feed(chunk.subarray(start, end), nl !== -1)
-        start = end
-      }
-      callback()
-    } catch (err) {
-      callback(err as Error)
+    if (!this.started) {
+      this.started = true
+      this.push(`\\restrict ${this.key}\n`)
     }
+    if (chunk.includes(0)) {
+      callback(new Error("the backup is not gzip'd SQL: it holds a NUL byte"))
+      return
+    }
+    for (let start = 0; start < chunk.length; ) {
+      const nl = chunk.indexOf(NL, start)
+      const end = nl === -1 ? chunk.length : nl + 1
+      this.feed(chunk.subarray(start, end), nl !== -1)
+      start = end
+    }
+    callback()
   }
 
   override _flush(callback: TransformCallback): void {
-    try {
-      if (!this.decided && this.held.length > 0) this.judge(true)
-      callback()
-    } catch (err) {
-      callback(err as Error)
-    }
+    if (!this.started) this.push(`\\restrict ${this.key}\n`)
+    if (this.lineBytes > 0) this.endLine()
+    callback()
   }
 
   private feed(piece: Buffer, endsLine: boolean): void {
-    if (this.head.length < HEAD) this.head = Buffer.concat([this.head, piece.subarray(0, HEAD - this.head.length)])
     this.tail = Buffer.concat([this.tail, piece]).subarray(-TAIL)
-    if (this.inCopy) {
-      this.push(piece)
-      if (endsLine) {
-        if (/^\\\.\r?\n$/.test(this.head.toString('latin1'))) this.inCopy = false
-        this.reset()
-      }
-      return
-    }
-    if (this.decided) this.push(piece)
+    if (this.passing) this.push(piece)
     else {
-      this.held.push(piece)
-      this.judge(endsLine)
-    }
-    if (endsLine) {
-      const text = this.head.toString('latin1')
-      if (/^COPY /.test(text) && /FROM stdin;\r?\n$/.test(this.tail.toString('latin1'))) this.inCopy = true
-      this.reset()
-    }
-  }
-
-  /** Decides the current line from its start once enough of it is known (or it ended), then releases it. */
-  private judge(complete: boolean): void {
-    const first = this.head.findIndex((b) => b !== 0x20 && b !== 0x09 && b !== 0x0d && b !== NL)
-    if (first === -1 && !complete) return
-    if (first !== -1 && this.head[first] === BACKSLASH) {
-      const text = this.head.toString('latin1').slice(first)
-      const command = /^\\([^\s\\]*)/.exec(text)?.[1] ?? ''
-      const terminated = text.length > command.length + 1
-      if (!terminated && !complete && this.head.length < HEAD) return
-      if (!ALLOWED.has(command)) {
-        throw new Error(`the SQL script runs the psql command \\${command.slice(0, 32)}, which a restore does not allow`)
+      this.line.push(piece)
+      this.lineBytes += piece.length
+      if (this.lineBytes > HELD) {
+        this.head = Buffer.concat(this.line).subarray(0, 8).toString('latin1')
+        for (const part of this.line) this.push(part)
+        this.line = []
+        this.passing = true
       }
     }
-    this.decided = true
-    for (const part of this.held) this.push(part)
-    this.held = []
+    if (endsLine) this.endLine()
   }
 
-  private reset(): void {
-    this.decided = false
-    this.head = Buffer.alloc(0)
+  private endLine(): void {
+    const whole = this.passing ? null : Buffer.concat(this.line)
+    const text = whole?.toString('latin1') ?? this.head
+    let drop = false
+    if (this.inCopy) {
+      if (/^\\\.\r?\n?$/.test(text)) this.inCopy = false
+    } else if (whole !== null && DROPPED.some((re) => re.test(text))) {
+      drop = true
+    } else if (/^COPY /.test(text) && /FROM stdin;\r?\n$/.test(this.tail.toString('latin1'))) {
+      this.inCopy = true
+    }
+    if (whole !== null && !drop) this.push(whole)
+    this.line = []
+    this.lineBytes = 0
+    this.passing = false
+    this.head = ''
     this.tail = Buffer.alloc(0)
   }
 }

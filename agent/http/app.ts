@@ -36,7 +36,7 @@ export interface AppDeps {
 }
 
 /** What the HTTP surface asks of the backup side. */
-export type Backups = Pick<BackupService, 'newId' | 'take' | 'list' | 'recentFailures' | 'verify' | 'prune' | 'restore' | 'ownerOf' | 'targets' | 'lastBackup'>
+export type Backups = Pick<BackupService, 'newId' | 'take' | 'list' | 'recentFailures' | 'verify' | 'prune' | 'restore' | 'restoreTarget' | 'ownerOf' | 'targets' | 'lastBackup'>
 
 export interface AppOptions {
   https?: { cert: Buffer; key: Buffer }

@@ -63,11 +63,11 @@ export function backupRoutes(app: FastifyInstance, deps: AppDeps): void {
     async (request) => {
       const { id } = request.params
       if (request.body.confirm !== id) throw new ValidationError(`body.confirm must repeat the backup id "${id}"`)
-      const owner = (await deps.backups.ownerOf(id)) ?? (request.body.env ? { env: request.body.env } : null)
-      // A legacy file without { app, env } restores into the only env with a database; the key must be allowed there.
-      const env = owner?.env ?? deps.backups.targets()[0]?.env
-      if (env) deps.authenticator.authorize(signer(request), { env })
-      return deps.backups.restore(id, { app: request.body.app, env: request.body.env })
+      // The key must be allowed for the env the restore really goes into (a legacy file without { app, env } goes
+      // into the only env with a database), never merely for the env the body names.
+      const target = await deps.backups.restoreTarget(id, { app: request.body.app, env: request.body.env })
+      deps.authenticator.authorize(signer(request), { env: target.env })
+      return deps.backups.restore(id, { app: target.app, env: target.env })
     },
   )
 }
