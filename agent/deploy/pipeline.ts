@@ -45,6 +45,8 @@ export interface PipelineDeps {
   onLive?: (target: Target, live: LiveRelease) => void
   /** Hears every state change and failed health probe (metrics, error reporting). */
   onDeployEvent?: DeployListener
+  /** Hears the secret values read at deploy time (env file values, database password) so they are scrubbed. */
+  learnSecrets?: (values: string[]) => void
 }
 
 /** The longest the old release waits for the proxy's old workers (long requests, websockets) before it stops. */
@@ -205,12 +207,16 @@ export class DeployPipeline {
 
   private async appEnvironment(target: Target): Promise<string[]> {
     const vars = await readEnvFile(target.envConfig.envFile)
+    // The values just read may be newer than the scrubber's (an env file edited since the start or the last reload).
+    const secrets = vars.map((v) => v.slice(v.indexOf('=') + 1))
     const db = target.envConfig.database
     if (db) {
       const url = new URL(db.url)
       if (db.passwordFile) url.password = encodeURIComponent((await readFile(db.passwordFile, 'utf8')).trim())
+      secrets.push(decodeURIComponent(url.password))
       vars.push(`${db.envName}=${url.toString()}`)
     }
+    this.deps.learnSecrets?.(secrets)
     return vars
   }
 

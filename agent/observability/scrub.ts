@@ -28,12 +28,23 @@ const TEXT_RULES: Array<[RegExp, string]> = [
 /** Secrets shorter than this are not searched for in text: a 2-character value would blank out half a message. */
 const MIN_KNOWN_SECRET = 6
 
+/**
+ * One instance is shared by everything that sends text out (deploy records and logs, notifications, Sentry), so
+ * what it learns (a config reload, env files re-read at deploy time) is scrubbed everywhere from then on.
+ */
 export class Scrubber {
-  private readonly known: string[]
+  private known: string[] = []
 
   constructor(knownSecrets: Iterable<string> = []) {
+    this.learn(knownSecrets)
+  }
+
+  /** Adds secrets; the ones known before stay (a rotated secret still shows up in output of the old release). */
+  learn(secrets: Iterable<string>): void {
     // Longest first, so a secret containing another is removed whole.
-    this.known = [...new Set([...knownSecrets].filter((s) => s.length >= MIN_KNOWN_SECRET))].sort((a, b) => b.length - a.length)
+    const fresh = [...secrets].filter((s) => s.length >= MIN_KNOWN_SECRET)
+    if (fresh.every((s) => this.known.includes(s))) return
+    this.known = [...new Set([...this.known, ...fresh])].sort((a, b) => b.length - a.length)
   }
 
   text(value: string): string {

@@ -107,8 +107,8 @@ interface SentryHandle {
   capture(err: unknown, tags: ErrorTags): void
 }
 
-async function startSentry(config: Config, sentry: NonNullable<Config['sentry']>, release: string): Promise<SentryHandle> {
-  const scrubber = new Scrubber(await knownSecrets(config))
+async function startSentry(config: Config, sentry: NonNullable<Config['sentry']>, release: string, shared?: Scrubber): Promise<SentryHandle> {
+  const scrubber = shared ?? new Scrubber(await knownSecrets(config))
   const Sentry = await import('@sentry/node')
   const client = new Sentry.NodeClient({
     dsn: sentry.dsn,
@@ -136,10 +136,11 @@ async function startSentry(config: Config, sentry: NonNullable<Config['sentry']>
 }
 
 /** A reporter for the config: the no-op one without `sentry.dsn`; else one that loads the SDK in the background. */
-export function createErrorReporter(config: Config, logger: Logger, release: string): ErrorReporter {
+/** `scrubber`: the agent's shared one (it learns on reloads and deploys); without it, one made from the config. */
+export function createErrorReporter(config: Config, logger: Logger, release: string, scrubber?: Scrubber): ErrorReporter {
   const sentry = config.sentry
   if (!sentry) return noErrorReporter
-  const handle = startSentry(config, sentry, release).catch((err: unknown) => {
+  const handle = startSentry(config, sentry, release, scrubber).catch((err: unknown) => {
     logger.error({ err }, 'Sentry could not start; errors are only logged')
     return null
   })
