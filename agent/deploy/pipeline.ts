@@ -77,13 +77,16 @@ class DeployRun {
     announce(this.deps, { type: 'probe_failed', deploy: this.deploy, phase: this.deploy.state })
   }
 
-  async log(line: Record<string, unknown>): Promise<void> {
-    await this.deps.store.appendLog(this.deploy.id, { at: new Date().toISOString(), ...line })
+  async log(line: Record<string, unknown>, opts: { output?: boolean } = {}): Promise<void> {
+    await this.deps.store.appendLog(this.deploy.id, { at: new Date().toISOString(), ...line }, opts)
   }
 
-  /** A log line nobody waits for (build output, probes): a write that fails (a full disk) is reported once, never thrown. */
+  /**
+   * A log line nobody waits for (build output, probes): the first dropped when the log reaches its cap; a write
+   * that fails (a full disk) is reported once, never thrown.
+   */
   note(line: Record<string, unknown>): void {
-    this.log(line).catch((err: unknown) => {
+    this.log(line, { output: true }).catch((err: unknown) => {
       if (this.noteFailed) return
       this.noteFailed = true
       this.logger.warn({ err }, 'could not write the deploy log; its lines are dropped')

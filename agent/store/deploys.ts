@@ -281,10 +281,13 @@ export class DeployStore {
     return [...this.#unfinished].map((id) => copyDeploy(this.#deploys.get(id) as Deploy))
   }
 
-  /** Appends one NDJSON line to the deploy's log (not fsynced per line; flushed when the deploy finishes, or at once after, or on close). */
-  async appendLog(id: string, line: object): Promise<void> {
+  /**
+   * Appends one NDJSON line to the deploy's log (not fsynced per line; flushed when the deploy finishes, or at once
+   * after, or on close). `output` lines (build, migration, probes) are dropped first when the log reaches its cap.
+   */
+  async appendLog(id: string, line: object, opts: { output?: boolean } = {}): Promise<void> {
     this.#known(id)
-    await this.#logs.append(id, this.#scrub?.value(line) ?? line)
+    await this.#logs.append(id, this.#scrub?.value(line) ?? line, opts)
     // A line after the end (the final state's own line, late cleanup) reopened a log the terminal transition had
     // closed; nothing else would close it again, so flush and close it now (as that transition does).
     if (this.#deploys.get(id)?.finishedAt != null) await this.#logs.closeLog(id).catch(() => undefined)
@@ -294,6 +297,18 @@ export class DeployStore {
   async readLog(id: string): Promise<string> {
     this.#known(id)
     return this.#logs.read(id)
+  }
+
+  /** Up to `max` bytes of the deploy's log from byte `offset`; empty at its end. */
+  async readLogChunk(id: string, offset: number, max: number): Promise<Buffer> {
+    this.#known(id)
+    return this.#logs.readChunk(id, offset, max)
+  }
+
+  /** Resolves once the lines appended so far are in the file (a reader then sees them all). */
+  async logSettled(id: string): Promise<void> {
+    this.#known(id)
+    await this.#logs.settled(id)
   }
 
   /** Flushes the logs and closes the journal, after every write already started. */
