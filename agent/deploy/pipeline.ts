@@ -191,7 +191,7 @@ export class DeployPipeline {
       return tag
     }
     const { build } = target.appConfig
-    const lines: string[] = []
+    let lines = 0 // only counted: a long build's output is in its log, not held here
     await this.deps.images.buildImage({
       context: this.deps.repo(target.app).archive(commit, build.context),
       dockerfile: build.dockerfile,
@@ -200,11 +200,11 @@ export class DeployPipeline {
       labels: { [LABEL.commit]: commit },
       timeoutMs: build.timeoutSec * 1000,
       onLine: (line) => {
-        lines.push(line)
+        lines++
         run.note({ event: 'build', line })
       },
     })
-    await run.log({ event: 'build', image: tag, lines: lines.length })
+    await run.log({ event: 'build', image: tag, lines })
     return tag
   }
 

@@ -7,6 +7,9 @@ import { parseEnvFile } from '../../agent/deploy/envfile.js'
 import { Notifier } from '../../agent/notify/notifier.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import { Scrubber } from '../../agent/observability/scrub.js'
+import { createErrorReporter } from '../../agent/observability/sentry.js'
+import { parseConfig } from '../../agent/config/load.js'
+import { sentryServer } from '../helpers/sentry-server.js'
 import { DeployStore } from '../../agent/store/deploys.js'
 
 // A line of a private key's base64 pasted into the env file: no `=`, not a name.
@@ -81,4 +84,15 @@ t.test('Scrubber: a long line of output is scrubbed in linear time (every build 
   // Quadratic rules took about 20 s for one such line; linear ones take milliseconds. The bound is loose on purpose.
   t.ok(performance.now() - started < 2000, `${Math.round(performance.now() - started)} ms`)
   t.equal(scrub.text(`${'x'.repeat(10_000)} API_TOKEN=abc x`), `${'x'.repeat(10_000)} API_TOKEN=[redacted] x`)
+})
+
+t.test('createErrorReporter: with the shared scrubber, a secret it learned after the start never reaches Sentry', async (t) => {
+  const ingest = await sentryServer(t)
+  const scrub = new Scrubber()
+  const reporter = createErrorReporter(parseConfig(`audience: a\nsentry: { dsn: "${ingest.dsn}" }\n`, {}), createLogger({ level: 'silent' }), '9.9.9', scrub)
+  scrub.learn(['rotated-value-after-reload'])
+  reporter.capture(new Error('migration printed rotated-value-after-reload'), { app: 'shop', env: 'production' })
+  await reporter.close()
+  t.equal(ingest.events().length, 1)
+  t.notMatch(ingest.bodies.join('\n'), 'rotated-value-after-reload')
 })
