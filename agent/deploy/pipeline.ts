@@ -8,6 +8,7 @@ import { AgentError, asDiskFull, ConflictError, NotFoundError } from '../errors.
 import { observe, runSmoke, waitHealthy, joinUrl, type ObserveOutcome } from '../health/index.js'
 import type { Logger } from '../observability/logger.js'
 import type { Deploy, DeployDetails, DeployStore } from '../store/deploys.js'
+import { envSecretValues } from '../observability/scrub.js'
 import { readEnvFile } from './envfile.js'
 import type { ImageBuilder, SourceRepo, TagMemory } from './ports.js'
 import type { Instance, Runtime } from './runtime.js'
@@ -211,7 +212,7 @@ export class DeployPipeline {
   private async appEnvironment(target: Target): Promise<string[]> {
     const vars = await readEnvFile(target.envConfig.envFile)
     // The values just read may be newer than the scrubber's (an env file edited since the start or the last reload).
-    const secrets = vars.map((v) => v.slice(v.indexOf('=') + 1))
+    const secrets = envSecretValues(vars)
     const db = target.envConfig.database
     if (db) {
       const url = new URL(db.url)

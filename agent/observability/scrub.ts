@@ -30,6 +30,23 @@ const TEXT_RULES: Array<[RegExp, string | ((...groups: string[]) => string)]> = 
 /** Secrets shorter than this are not searched for in text: a 2-character value would blank out half a message. */
 const MIN_KNOWN_SECRET = 6
 
+const SECRET_NAME = /key|pass|secret|token|auth|credential|private|dsn|salt|pepper|cookie|signature/i
+
+/**
+ * The values of `KEY=VALUE` env lines to scrub: every value under a secret-sounding name, and every other value
+ * that looks random (16+ characters mixing letters with digits or cases). Plain words are left alone:
+ * `NODE_ENV=production` must not blank out the env's name in every message.
+ */
+export function envSecretValues(vars: readonly string[]): string[] {
+  return vars.flatMap((v) => {
+    const eq = v.indexOf('=')
+    const [name, value] = [v.slice(0, eq), v.slice(eq + 1)]
+    if (SECRET_NAME.test(name)) return [value]
+    const kinds = [/[a-z]/, /[A-Z]/, /[0-9]/].filter((re) => re.test(value)).length
+    return value.length >= 16 && kinds >= 2 ? [value] : []
+  })
+}
+
 /**
  * One instance is shared by everything that sends text out (deploy records and logs, notifications, Sentry), so
  * what it learns (a config reload, env files re-read at deploy time) is scrubbed everywhere from then on.

@@ -8,7 +8,7 @@ import { readEnvFile } from '../deploy/envfile.js'
 import type { DeployEvent } from '../deploy/transition.js'
 import { AgentError } from '../errors.js'
 import type { Logger } from './logger.js'
-import { Scrubber } from './scrub.js'
+import { envSecretValues, Scrubber } from './scrub.js'
 
 /**
  * What an event is searchable by in Sentry. The app's release is `appRelease`: Sentry keeps the `release` tag for
@@ -91,7 +91,7 @@ export async function knownSecrets(config: Config): Promise<string[]> {
   ]
   for (const app of Object.values(config.apps)) {
     for (const env of Object.values(app.envs)) {
-      found.push(readEnvFile(env.envFile).then((vars) => vars.map((v) => v.slice(v.indexOf('=') + 1)), () => []))
+      found.push(readEnvFile(env.envFile).then(envSecretValues, () => []))
       const db = env.database
       if (db) {
         const password = URL.canParse(db.url) ? decodeURIComponent(new URL(db.url).password) : ''

@@ -6,7 +6,7 @@ import t from 'tap'
 import { parseEnvFile } from '../../agent/deploy/envfile.js'
 import { Notifier } from '../../agent/notify/notifier.js'
 import { createLogger } from '../../agent/observability/logger.js'
-import { Scrubber } from '../../agent/observability/scrub.js'
+import { envSecretValues, Scrubber } from '../../agent/observability/scrub.js'
 import { createErrorReporter } from '../../agent/observability/sentry.js'
 import { parseConfig } from '../../agent/config/load.js'
 import { sentryServer } from '../helpers/sentry-server.js'
@@ -95,4 +95,21 @@ t.test('createErrorReporter: with the shared scrubber, a secret it learned after
   await reporter.close()
   t.equal(ingest.events().length, 1)
   t.notMatch(ingest.bodies.join('\n'), 'rotated-value-after-reload')
+})
+
+t.test('envSecretValues: named or random-looking values are secrets; plain settings are not', async (t) => {
+  const vars = [
+    'NODE_ENV=production',
+    'PORT=3000',
+    'APP_URL=https://shop.example.com',
+    'STRIPE_KEY=abc',
+    'DB_PASSWORD=correcthorsebatterystaple',
+    'SESSION_BLOB=9f2c4e1a7b3d8e6f0a1b2c3d',
+    'OPAQUE=AbCdEfGhIjKlMnOpQr',
+    'LONG_WORDS=just-a-long-setting-name',
+  ]
+  t.same(envSecretValues(vars), ['abc', 'correcthorsebatterystaple', '9f2c4e1a7b3d8e6f0a1b2c3d', 'AbCdEfGhIjKlMnOpQr'])
+  // `production` in a notification stays readable, the named password does not.
+  const scrub = new Scrubber(envSecretValues(vars))
+  t.equal(scrub.text('shop/production: pw correcthorsebatterystaple'), 'shop/production: pw [redacted]')
 })
