@@ -47,6 +47,8 @@ export interface BackupServiceOptions extends BackupEvents {
   logger: Logger
   /** Releases the deploy side still keeps for an env: their pre-deploy backups are pinned. */
   keptReleases?: (target: Target) => Promise<Set<string>>
+  /** Removes secrets from a failure's message (pg tool stderr) before it is kept for the status API. */
+  scrub?: (text: string) => string
 }
 
 const PRERESTORE_PIN = 'restore:'
@@ -143,6 +145,7 @@ export class BackupService {
     } catch (err) {
       logger.error({ err }, 'backup failed')
       const error = err instanceof AgentError ? { code: err.code, message: err.message } : { code: 'backup_failed', message: String(err) }
+      error.message = this.o.scrub?.(error.message) ?? error.message
       this.failed.unshift({ id: opts.id ?? null, app: target.app, env: target.env, kind, at: new Date().toISOString(), error })
       this.failed.length = Math.min(this.failed.length, RECENT_FAILURES)
       this.o.onBackup?.({ target, kind, error: err, durationMs: Date.now() - started, id: opts.id })

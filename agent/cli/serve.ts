@@ -1,5 +1,5 @@
 // The agent process: load and check everything first (exit non-zero without listening on any problem), then
-// listen; SIGHUP reloads the keyring, SIGTERM/SIGINT close gracefully.
+// listen; SIGHUP reloads the keyring (and teaches the scrubber its secrets), SIGTERM/SIGINT close gracefully.
 import type { FastifyInstance } from 'fastify'
 import { Authenticator } from '../auth/authenticator.js'
 import { loadKeyring } from '../auth/keyring.js'
@@ -16,7 +16,8 @@ import { CronJob } from '../schedule/nightly.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { Notifier } from '../notify/notifier.js'
 import { Metrics, recordBackup, recordDeploy } from '../observability/metrics.js'
-import { backupReport, createErrorReporter, deployReport, type ErrorReport } from '../observability/sentry.js'
+import { Scrubber } from '../observability/scrub.js'
+import { backupReport, createErrorReporter, deployReport, knownSecrets, type ErrorReport } from '../observability/sentry.js'
 import { ensureDir } from '../files.js'
 import { StateStore } from '../store/index.js'
 import { VERSION } from '../version.js'
@@ -40,19 +41,25 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   const keyring = await loadKeyring(config)
   const https = await loadTlsFiles(config.listen)
   await ensureDir(config.stateDir)
+  // One scrubber for everything that leaves: deploy records and logs, notifications, backup failures, Sentry.
+  const scrubber = new Scrubber(await knownSecrets(config))
   const store = await StateStore.open(config.stateDir, {
-    deploys: { onTornLine: (info) => logger.warn({ line: info.line, tail: info.tail }, 'journal had a torn line (power cut?); it was skipped') },
+    deploys: {
+      onTornLine: (info) => logger.warn({ line: info.line, tail: info.tail }, 'journal had a torn line (power cut?); it was skipped'),
+      scrub: scrubber,
+    },
   })
   let deployments: DeployCoordinator | undefined
   const metrics = new Metrics()
-  const notifier = new Notifier(config.notify, logger)
-  const reporter = createErrorReporter(config, logger, VERSION)
+  const notifier = new Notifier(config.notify, logger, scrubber)
+  const reporter = createErrorReporter(config, logger, VERSION, scrubber)
   const report = (found: ErrorReport | null) => {
     if (found) reporter.capture(found.err, found.tags)
   }
   const backups = new BackupService({
     config,
     logger,
+    scrub: (text) => scrubber.text(text),
     onBackup: (event) => {
       recordBackup(metrics, event)
       report(backupReport(event, deployments?.liveRelease(event.target.app, event.target.env)?.release ?? null))
@@ -72,6 +79,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
       recordDeploy(metrics, event)
       report(deployReport(event))
     },
+    learnSecrets: (values) => scrubber.learn(values),
   })
   metrics.watchEnvs(() => deployments?.envSnapshot() ?? [])
   const nightly = new CronJob({
@@ -96,6 +104,8 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     try {
       const fresh = await loadConfig(configPath)
       authenticator.reload(await loadKeyring(fresh))
+      // Secrets rotated with the reload (HMAC secrets, the status token, env files) are scrubbed from now on.
+      scrubber.learn(await knownSecrets(fresh))
       logger.info({ keys: authenticator.keyCount }, 'keyring reloaded')
     } catch (err) {
       logger.error({ err }, 'keyring reload failed; the previous keyring stays in use')

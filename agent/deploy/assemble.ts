@@ -22,6 +22,8 @@ export interface AssembleOptions {
   backups?: Pick<BackupService, 'take'>
   notify?: (notice: Notice) => void
   onDeployEvent?: DeployListener
+  /** Hears the secret values read at deploy time (env file values, database password) so they are scrubbed. */
+  learnSecrets?: (values: string[]) => void
 }
 
 export async function assembleDeploys(config: Config, store: DeployStore, logger: Logger, options: AssembleOptions = {}): Promise<DeployCoordinator> {
@@ -64,6 +66,7 @@ export async function assembleDeploys(config: Config, store: DeployStore, logger
     backup: backups && (async (target, release) => (await backups.take(target, 'predeploy', { pinnedBy: release })).id),
     onLive: (target, live) => coordinator?.setLive(target, live),
     onDeployEvent: options.onDeployEvent,
+    learnSecrets: options.learnSecrets,
   })
   coordinator = new DeployCoordinator({ config, store, pipeline, runtime, router, logger, notify: options.notify, onDeployEvent: options.onDeployEvent })
   return coordinator

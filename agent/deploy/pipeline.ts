@@ -15,6 +15,7 @@ import type { Logger } from '../observability/logger.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 import type { Deploy, DeployDetails, DeployStore } from '../store/deploys.js'
 import { appDatabaseUrl } from '../config/database-url.js'
+import { envSecretValues } from '../observability/scrub.js'
 import { readEnvFile } from '../config/envfile.js'
 import { executeSteps } from './execute.js'
 import { liveRelease, type LiveRelease } from './live.js'
@@ -48,6 +49,8 @@ export interface PipelineDeps {
   onLive?: (target: Target, live: LiveRelease) => void
   /** Hears every state change and failed health probe (metrics, error reporting). */
   onDeployEvent?: DeployListener
+  /** Hears the secret values read at deploy time (env file values, database password) so they are scrubbed. */
+  learnSecrets?: (values: string[]) => void
 }
 
 /** The longest the old release waits for the proxy's old workers (long requests, websockets) before it stops. */
@@ -84,13 +87,16 @@ class DeployRun {
     announce(this.deps, { type: 'probe_failed', deploy: this.deploy, phase: this.deploy.state })
   }
 
-  async log(line: Record<string, unknown>): Promise<void> {
-    await this.deps.store.appendLog(this.deploy.id, { at: new Date().toISOString(), ...line })
+  async log(line: Record<string, unknown>, opts: { output?: boolean } = {}): Promise<void> {
+    await this.deps.store.appendLog(this.deploy.id, { at: new Date().toISOString(), ...line }, opts)
   }
 
-  /** A log line nobody waits for (build output, probes): a write that fails (a full disk) is reported once, never thrown. */
+  /**
+   * A log line nobody waits for (build output, probes): the first dropped when the log reaches its cap; a write
+   * that fails (a full disk) is reported once, never thrown.
+   */
   note(line: Record<string, unknown>): void {
-    this.log(line).catch((err: unknown) => {
+    this.log(line, { output: true }).catch((err: unknown) => {
       if (this.noteFailed) return
       this.noteFailed = true
       this.logger.warn({ err }, 'could not write the deploy log; its lines are dropped')
@@ -228,7 +234,7 @@ export class DeployPipeline {
       return existing.ref
     }
     const { build } = target.appConfig
-    let lines = 0
+    let lines = 0 // only counted: a long build's output is in its log, not held here
     const image = await this.deps.runtime.buildRelease({
       app: target.app,
       env: target.env,
@@ -249,11 +255,15 @@ export class DeployPipeline {
 
   private async appEnvironment(target: Target): Promise<string[]> {
     const vars = await readEnvFile(target.envConfig.envFile)
+    // The values just read may be newer than the scrubber's (an env file edited since the start or the last reload).
+    const secrets = envSecretValues(vars)
     const db = target.envConfig.database
     if (db) {
       const password = db.passwordFile ? (await readFile(db.passwordFile, 'utf8')).trim() : undefined
+      secrets.push(password ?? decodeURIComponent(new URL(db.url).password))
       vars.push(`${db.envName}=${appDatabaseUrl(db, password)}`)
     }
+    this.deps.learnSecrets?.(secrets)
     return vars
   }
 

@@ -2,7 +2,7 @@
 // outcome is read from the stream's events, never from how the stream ends.
 import type Docker from 'dockerode'
 import { BuildError, engineMessage } from './errors.js'
-import { LineSplitter, Tail } from './lines.js'
+import { capLine, LineSplitter, MAX_LINE_CHARS, Tail } from './lines.js'
 
 export interface BuildImageOptions {
   /** A tar stream of the build context (e.g. `git archive` output); consumed, and destroyed on failure. */
@@ -17,6 +17,8 @@ export interface BuildImageOptions {
 }
 
 const TAIL_LINES = 20
+/** The engine's JSON events are small; a longer one is broken, and is cut rather than held. */
+const MAX_EVENT_CHARS = 1024 * 1024
 
 interface BuildEvent {
   stream?: unknown
@@ -37,8 +39,8 @@ function errorOf(event: BuildEvent): string | null {
  */
 export function followBuild(stream: NodeJS.ReadableStream, emit: (line: string) => void): Promise<string | null> {
   return new Promise((resolve, reject) => {
-    const json = new LineSplitter()
-    const text = new LineSplitter()
+    const json = new LineSplitter(MAX_EVENT_CHARS)
+    const text = new LineSplitter(MAX_LINE_CHARS)
     let settled = false
     let ended = false
     const settle = (fn: () => void): void => {
@@ -55,11 +57,11 @@ export function followBuild(stream: NodeJS.ReadableStream, emit: (line: string) 
       try {
         event = JSON.parse(raw) as BuildEvent
       } catch {
-        emitText([raw]) // not JSON: still worth showing
+        emitText([capLine(raw)]) // not JSON: still worth showing
         return
       }
       if (typeof event.stream === 'string') emitText(text.push(event.stream))
-      else if (typeof event.status === 'string') emitText([event.status])
+      else if (typeof event.status === 'string') emitText([capLine(event.status)])
       const error = errorOf(event)
       if (error !== null) {
         emitText(text.flush())

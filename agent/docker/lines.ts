@@ -1,19 +1,54 @@
 // Turning byte streams from the engine into whole lines: build JSON, container logs.
 
-/** Splits chunks into lines, holding a partial last line until the next chunk or `flush`. */
+/** The longest output line kept whole (build, migration, container logs): the rest is dropped, and the line says so. */
+export const MAX_LINE_CHARS = 8 * 1024
+
+const cut = (head: string, dropped: number): string => (dropped > 0 ? `${head} […${dropped} more characters of this line dropped]` : head)
+
+/** `line`, or its first `max` characters and how many more were dropped. */
+export function capLine(line: string, max = MAX_LINE_CHARS): string {
+  return line.length <= max ? line : cut(line.slice(0, max), line.length - max)
+}
+
+/**
+ * Splits chunks into lines, holding a partial last line until the next chunk or `flush`. A line longer than
+ * `maxLine` is cut: only its head is held (a stream without newlines cannot grow the agent's memory), and the
+ * rest is only counted.
+ */
 export class LineSplitter {
   private pending = ''
+  /** Characters of the pending line already dropped. */
+  private dropped = 0
+
+  constructor(private readonly maxLine = Infinity) {}
 
   push(chunk: string): string[] {
     const parts = (this.pending + chunk).split('\n')
-    this.pending = parts.pop() ?? ''
-    return parts.map((line) => line.replace(/\r$/, ''))
+    const last = parts.pop() ?? ''
+    const lines = parts.map((line, i) => this.finish(line, i === 0 ? this.dropped : 0))
+    if (parts.length > 0) this.dropped = 0
+    this.pending = this.hold(last)
+    return lines
   }
 
   flush(): string[] {
     const rest = this.pending.replace(/\r$/, '')
+    const dropped = this.dropped
     this.pending = ''
-    return rest === '' ? [] : [rest]
+    this.dropped = 0
+    return rest === '' && dropped === 0 ? [] : [this.finish(rest, dropped)]
+  }
+
+  private hold(partial: string): string {
+    if (partial.length <= this.maxLine) return partial
+    this.dropped += partial.length - this.maxLine
+    return partial.slice(0, this.maxLine)
+  }
+
+  private finish(line: string, dropped: number): string {
+    const text = line.replace(/\r$/, '')
+    if (text.length <= this.maxLine) return cut(text, dropped)
+    return cut(text.slice(0, this.maxLine), dropped + text.length - this.maxLine)
   }
 }
 
@@ -53,7 +88,7 @@ export function demuxLogBuffer(buf: Buffer): string {
   return Buffer.concat(chunks).toString('utf8')
 }
 
-/** Lines of log text with trailing whitespace trimmed and blank lines dropped. */
+/** Lines of log text with trailing whitespace trimmed, blank lines dropped and long ones cut. */
 export function nonEmptyLines(text: string): string[] {
-  return text.split('\n').map((line) => line.trimEnd()).filter((line) => line !== '')
+  return text.split('\n').map((line) => capLine(line.trimEnd())).filter((line) => line !== '')
 }

@@ -5,7 +5,7 @@ import { Writable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type Docker from 'dockerode'
 import { ContainerExistsError, DockerError, engineMessage, engineStatus, toDockerError } from './errors.js'
-import { LineSplitter, Tail } from './lines.js'
+import { LineSplitter, MAX_LINE_CHARS, Tail } from './lines.js'
 import { DEFAULT_CONTAINER_SETTINGS, hardeningOf, type OneOffOptions, type OneOffResult } from './types.js'
 
 const LOG_TAIL = 50
@@ -15,7 +15,7 @@ const LOG_DRAIN_MS = 2_000
 /** A writable that decodes UTF-8 across chunk borders and calls `emit` once per whole line. */
 function lineSink(emit: (line: string) => void): { sink: Writable; flush: () => void } {
   const decoder = new StringDecoder('utf8')
-  const lines = new LineSplitter()
+  const lines = new LineSplitter(MAX_LINE_CHARS)
   const out = (batch: string[]): void => {
     for (const line of batch) if (line.trim() !== '') emit(line.trimEnd())
   }

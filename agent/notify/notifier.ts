@@ -5,6 +5,7 @@ import { readFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
+import { Scrubber } from '../observability/scrub.js'
 
 export interface Notice {
   event: 'deploy.started' | 'deploy.succeeded' | 'deploy.failed' | 'deploy.rolled_back' | 'backup.failed'
@@ -45,6 +46,8 @@ export class Notifier {
   constructor(
     private readonly targets: readonly Target[],
     private readonly logger: Logger,
+    /** Every notice leaves through it: reasons carry migration output and pg tool stderr. */
+    private readonly scrubber: Pick<Scrubber, 'value'> = new Scrubber(),
   ) {}
 
   /** Queues the notice to every target and returns at once. */
@@ -61,7 +64,7 @@ export class Notifier {
   }
 
   private async deliver(target: Target, notice: Notice): Promise<void> {
-    const body = notificationBody(target, notice)
+    const body = notificationBody(target, this.scrubber.value(notice))
     const headers: Record<string, string> = { 'content-type': 'application/json' }
     if (target.kind === 'webhook' && target.secretFile) {
       // The receiver checks the body against the shared secret, as CI's requests are checked here.

@@ -8,7 +8,7 @@ import { readEnvFile } from '../config/envfile.js'
 import type { DeployEvent } from './deploy-feed.js'
 import { AgentError } from '../errors.js'
 import type { Logger } from './logger.js'
-import { Scrubber } from './scrub.js'
+import { envSecretValues, Scrubber } from './scrub.js'
 
 /**
  * What an event is searchable by in Sentry. The app's release is `appRelease`: Sentry keeps the `release` tag for
@@ -91,7 +91,7 @@ export async function knownSecrets(config: Config): Promise<string[]> {
   ]
   for (const app of Object.values(config.apps)) {
     for (const env of Object.values(app.envs)) {
-      found.push(readEnvFile(env.envFile).then((vars) => vars.map((v) => v.slice(v.indexOf('=') + 1)), () => []))
+      found.push(readEnvFile(env.envFile).then(envSecretValues, () => []))
       const db = env.database
       if (db) {
         const password = URL.canParse(db.url) ? decodeURIComponent(new URL(db.url).password) : ''
@@ -107,8 +107,8 @@ interface SentryHandle {
   capture(err: unknown, tags: ErrorTags): void
 }
 
-async function startSentry(config: Config, sentry: NonNullable<Config['sentry']>, release: string): Promise<SentryHandle> {
-  const scrubber = new Scrubber(await knownSecrets(config))
+async function startSentry(config: Config, sentry: NonNullable<Config['sentry']>, release: string, shared?: Scrubber): Promise<SentryHandle> {
+  const scrubber = shared ?? new Scrubber(await knownSecrets(config))
   const Sentry = await import('@sentry/node')
   const client = new Sentry.NodeClient({
     dsn: sentry.dsn,
@@ -136,10 +136,11 @@ async function startSentry(config: Config, sentry: NonNullable<Config['sentry']>
 }
 
 /** A reporter for the config: the no-op one without `sentry.dsn`; else one that loads the SDK in the background. */
-export function createErrorReporter(config: Config, logger: Logger, release: string): ErrorReporter {
+/** `scrubber`: the agent's shared one (it learns on reloads and deploys); without it, one made from the config. */
+export function createErrorReporter(config: Config, logger: Logger, release: string, scrubber?: Scrubber): ErrorReporter {
   const sentry = config.sentry
   if (!sentry) return noErrorReporter
-  const handle = startSentry(config, sentry, release).catch((err: unknown) => {
+  const handle = startSentry(config, sentry, release, scrubber).catch((err: unknown) => {
     logger.error({ err }, 'Sentry could not start; errors are only logged')
     return null
   })

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { isDeployState, type DeployKind, type DeployState } from './deploy-states.js'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.js'
 import { assertDeployId, isDeployId, newDeployId } from './deploy-id.js'
+import type { Scrubber } from '../observability/scrub.js'
 import { DeployLogs } from './deploy-logs.js'
 import { ensureDir } from '../files.js'
 import { Journal, JOURNAL_FORMAT, type JournalRecord, type TornLine } from './journal.js'
@@ -77,6 +78,8 @@ export interface DeployStoreOptions {
   onTornLine?: (info: TornLine) => void
   /** A journal record that parsed but cannot be applied (unknown type or deploy, bad shape, newer format). */
   onSkippedRecord?: (record: JournalRecord, reason: string) => void
+  /** Removes secrets from log lines and error messages before they are stored (both are served with the status token). */
+  scrub?: Pick<Scrubber, 'text' | 'value'>
 }
 
 export const INITIAL_STATE: DeployState = 'QUEUED'
@@ -182,6 +185,7 @@ export class DeployStore {
   readonly #unfinished = new Set<string>()
   readonly #now: () => number
   readonly #newId: () => string
+  readonly #scrub: Pick<Scrubber, 'text' | 'value'> | undefined
 
   private constructor(journal: Journal, logs: DeployLogs, deploys: Map<string, Deploy>, opts: DeployStoreOptions) {
     this.#journal = journal
@@ -190,6 +194,7 @@ export class DeployStore {
     for (const deploy of deploys.values()) if (deploy.finishedAt === null) this.#unfinished.add(deploy.id)
     this.#now = opts.now ?? Date.now
     this.#newId = opts.newId ?? newDeployId
+    this.#scrub = opts.scrub
   }
 
   /** Opens `<stateDir>/deploys.jsonl` (creating the state dir and `logs/`) and rebuilds the records from it. */
@@ -244,7 +249,7 @@ export class DeployStore {
     const event: StateEvent = { type: 'deploy.state', id, state, at: this.#timestamp() }
     if (patch.commit !== undefined) event.commit = patch.commit
     if (patch.release !== undefined) event.release = patch.release
-    if (patch.error !== undefined) event.error = patch.error && { code: patch.error.code, message: patch.error.message }
+    if (patch.error !== undefined) event.error = patch.error && { code: patch.error.code, message: this.#scrub?.text(patch.error.message) ?? patch.error.message }
     if (patch.terminal) event.terminal = true
     if (patch.details) event.details = { ...patch.details }
     const deploy = await this.#write(event)
@@ -279,10 +284,13 @@ export class DeployStore {
     return [...this.#unfinished].map((id) => copyDeploy(this.#deploys.get(id) as Deploy))
   }
 
-  /** Appends one NDJSON line to the deploy's log (not fsynced per line; flushed when the deploy finishes, or at once after, or on close). */
-  async appendLog(id: string, line: object): Promise<void> {
+  /**
+   * Appends one NDJSON line to the deploy's log (not fsynced per line; flushed when the deploy finishes, or at once
+   * after, or on close). `output` lines (build, migration, probes) are dropped first when the log reaches its cap.
+   */
+  async appendLog(id: string, line: object, opts: { output?: boolean } = {}): Promise<void> {
     this.#known(id)
-    await this.#logs.append(id, line)
+    await this.#logs.append(id, this.#scrub?.value(line) ?? line, opts)
     // A line after the end (the final state's own line, late cleanup) reopened a log the terminal transition had
     // closed; nothing else would close it again, so flush and close it now (as that transition does).
     if (this.#deploys.get(id)?.finishedAt != null) await this.#logs.closeLog(id).catch(() => undefined)
@@ -292,6 +300,18 @@ export class DeployStore {
   async readLog(id: string): Promise<string> {
     this.#known(id)
     return this.#logs.read(id)
+  }
+
+  /** Up to `max` bytes of the deploy's log from byte `offset`; empty at its end. */
+  async readLogChunk(id: string, offset: number, max: number): Promise<Buffer> {
+    this.#known(id)
+    return this.#logs.readChunk(id, offset, max)
+  }
+
+  /** Resolves once the lines appended so far are in the file (a reader then sees them all). */
+  async logSettled(id: string): Promise<void> {
+    this.#known(id)
+    await this.#logs.settled(id)
   }
 
   /** Flushes the logs and closes the journal, after every write already started. */

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import { checkRefAllowed, findTarget } from '../../config/targets.js'
 import { NotFoundError } from '../../errors.js'
 import type { AppDeps } from '../app.js'
-import { followLog } from '../follow.js'
+import { Followers, followLog, streamLog, TooManyFollowersError } from '../follow.js'
 import { signer } from '../auth.js'
 import { appEnvParams, COMMIT, deployIdParams, emptyBody, errorResponse, NAME, REF, RELEASE, type AppEnvParams, type IdParams } from '../schemas.js'
 
@@ -33,6 +33,7 @@ const logQuery = { type: 'object', additionalProperties: false, properties: { fo
 const errors = { '4xx': errorResponse, '5xx': errorResponse }
 
 export function deployRoutes(app: FastifyInstance, deps: AppDeps): void {
+  const followers = new Followers()
   app.post<{ Params: AppEnvParams; Body: DeployBody }>(
     '/v1/apps/:app/envs/:env/deploys',
     {
@@ -110,9 +111,20 @@ export function deployRoutes(app: FastifyInstance, deps: AppDeps): void {
     async (request, reply) => {
       const deploy = deps.deploys.get(request.params.id)
       if (!deploy) throw new NotFoundError(`no deploy ${request.params.id}`)
-      reply.type('application/x-ndjson')
-      if (request.query.follow === '1' && deploy.finishedAt === null) return followLog(deps.deploys, deploy.id, request.raw)
-      return deps.deploys.readLog(deploy.id)
+      if (request.query.follow === '1' && deploy.finishedAt === null) {
+        let leave: () => void
+        try {
+          leave = followers.enter(deploy.id)
+        } catch (err) {
+          if (err instanceof TooManyFollowersError) reply.header('retry-after', String(err.retryAfterSec))
+          throw err
+        }
+        const stream = followLog(deps.deploys, deploy.id, request.raw)
+        stream.once('close', leave)
+        request.raw.once('close', leave)
+        return reply.type('application/x-ndjson').send(stream)
+      }
+      return reply.type('application/x-ndjson').send(streamLog(deps.deploys, deploy.id))
     },
   )
 }
