@@ -23,6 +23,13 @@ export class TooManyFailuresError extends AgentError {
   }
 }
 
+/** A key may not approve this deploy: `approve_not_allowed` (no `allow.approve`, or not for the env) or `self_approval`. */
+export class ApprovalForbiddenError extends AgentError {
+  constructor(code: 'approve_not_allowed' | 'self_approval', message: string) {
+    super(code, 403, message)
+  }
+}
+
 export interface AuthenticatorOptions {
   keyring: Keyring
   audience: string
@@ -90,15 +97,31 @@ export class Authenticator {
 
   /** The key's `allow` policy: envs and ref globs it may deploy. */
   authorize(key: LoadedKey, target: { env: string; ref?: string }): void {
-    const { envs, refs } = key.allow
-    if (envs && !envs.includes(target.env)) throw new ForbiddenError(`key "${key.id}" may not deploy to env "${target.env}"`)
-    if (refs && target.ref !== undefined && !refs.some((pattern) => matchesGlob(target.ref as string, pattern))) {
-      throw new ForbiddenError(`key "${key.id}" may not deploy ref "${target.ref}"`)
-    }
+    const denied = deniedBy(key, target)
+    if (denied) throw new ForbiddenError(`key "${key.id}" may not deploy ${denied}`)
+  }
+
+  /**
+   * Approval is a second pair of eyes, so a permission of its own: the key needs `allow.approve`, must not be the key
+   * that requested the deploy, and must be allowed for the deploy's env and ref like a deploying key.
+   */
+  authorizeApproval(key: LoadedKey, deploy: { env: string; ref: string; keyId: string | null }): void {
+    if (!key.allow.approve) throw new ApprovalForbiddenError('approve_not_allowed', `key "${key.id}" may not approve deploys (its allow.approve is not set)`)
+    if (deploy.keyId === key.id) throw new ApprovalForbiddenError('self_approval', `key "${key.id}" requested this deploy; another key must approve it`)
+    const denied = deniedBy(key, deploy)
+    if (denied) throw new ApprovalForbiddenError('approve_not_allowed', `key "${key.id}" may not approve a deploy ${denied}`)
   }
 
   private fail(reason: AuthFailureReason, address: string): void {
     this.limiter.recordFailure(address)
     this.options.onFailure?.(reason)
   }
+}
+
+/** What of `target` the key's `allow` policy refuses ("to env …" / "of ref …"), or null when it allows it. */
+function deniedBy(key: LoadedKey, target: { env: string; ref?: string }): string | null {
+  const { envs, refs } = key.allow
+  if (envs && !envs.includes(target.env)) return `to env "${target.env}"`
+  if (refs && target.ref !== undefined && !refs.some((pattern) => matchesGlob(target.ref as string, pattern))) return `ref "${target.ref}"`
+  return null
 }

@@ -50,7 +50,8 @@ const laneKey = (t: { app: string; env: string }) => `${t.app}/${t.env}`
 /** What the HTTP and CLI surface may ask of the deploy side. */
 export interface Deployments {
   request(input: NewDeploy): Promise<Deploy>
-  approve(id: string): Promise<Deploy>
+  /** `approvedBy`: the approving key's id, recorded on the deploy and in its log. */
+  approve(id: string, approvedBy: string): Promise<Deploy>
   rollback(input: { app: string; env: string; to?: string; keyId: string | null; reason?: string | null }): Promise<Deploy>
   releases(target: Target): Promise<ReleaseInfo[]>
   liveRelease(app: string, env: string): LiveRelease | null
@@ -86,12 +87,12 @@ export class DeployCoordinator implements Deployments {
     return this.move(deploy, 'AWAITING_APPROVAL')
   }
 
-  async approve(id: string): Promise<Deploy> {
+  async approve(id: string, approvedBy: string): Promise<Deploy> {
     const deploy = this.deps.store.get(id)
     if (!deploy) throw new NotFoundError(`no deploy ${id}`)
     if (deploy.state !== 'AWAITING_APPROVAL') throw new ConflictError('not_awaiting_approval', `deploy ${id} is ${deploy.state}, not AWAITING_APPROVAL`)
     const target = findTarget(this.deps.config, deploy.app, deploy.env)
-    return this.withLane(target, async () => this.enqueue(target, await this.move(deploy, 'QUEUED')))
+    return this.withLane(target, async () => this.enqueue(target, await moveDeploy(this.deps, deploy, 'QUEUED', { approvedBy })))
   }
 
   /** Rolls back to `to` (a kept release) or to the newest kept release that is not live. */

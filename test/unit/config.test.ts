@@ -127,3 +127,11 @@ t.test('Config: an unreadable file is a config error naming the file', async (t)
   t.same((err as ConfigError).problems, ['/nonexistent/agent.yaml: cannot read the config file (ENOENT)'])
   t.ok(await readFile(new URL('../../config/agent.example.yaml', import.meta.url), 'utf8'))
 })
+
+t.test('Config: keys[].allow.approve is a separate permission, off unless set', async (t) => {
+  const yaml = (allow: string) => `audience: web-1\nkeys:\n  - { id: ci, alg: hmac-sha256, secretEnv: CI_SECRET${allow} }\n`
+  t.same(parseConfig(yaml(''), {}, 'agent.yaml', '/srv').keys[0]?.allow, { approve: false }, 'no allow: may not approve')
+  t.same(parseConfig(yaml(', allow: { envs: [staging] }'), {}, 'agent.yaml', '/srv').keys[0]?.allow, { envs: ['staging'], approve: false })
+  t.equal(parseConfig(yaml(', allow: { approve: true }'), {}, 'agent.yaml', '/srv').keys[0]?.allow.approve, true)
+  t.same(problems(yaml(', allow: { approve: "yes" }')), ['keys[0].allow.approve: must be true or false'])
+})
