@@ -4,11 +4,11 @@ import { AgentError, ForbiddenError } from '../errors.js'
 import { matchesGlob } from '../config/glob.js'
 import type { Keyring, LoadedKey } from './keyring.js'
 import { FailureLimiter } from './limiter.js'
-import { AuthError, statusTokenMatches, verifySignature, type AuthFailureReason, type SignedRequest } from './verify.js'
+import { AuthError, CLOCK_SKEW_SEC, statusTokenMatches, verifySignature, type AuthFailureReason, type SignedRequest } from './verify.js'
 
 export interface NonceMemory {
-  /** false when the nonce was seen before (a replay) */
-  remember(nonce: string): Promise<boolean>
+  /** false when the nonce was seen before (a replay); remembered for its TTL, and at least until `untilMs` */
+  remember(nonce: string, untilMs?: number): Promise<boolean>
 }
 
 export class ReplayError extends AgentError {
@@ -68,15 +68,17 @@ export class Authenticator {
     // Checked again here, after the body was read: requests of a burst all passed the check on arrival, before
     // any of them failed. The check, the verification and the count run without an await in between.
     this.checkNotBlocked(address)
-    let verified: { key: LoadedKey; nonce: string }
+    let verified: { key: LoadedKey; nonce: string; timestamp: number }
     try {
       verified = verifySignature(req, this.keyring, this.options.audience, this.nowSec())
     } catch (err) {
       if (err instanceof AuthError) this.fail(err.reason, address)
       throw err
     }
-    // Only a request with a valid signature may consume a nonce; otherwise anyone could burn nonces.
-    if (!(await this.options.nonces.remember(verified.nonce))) {
+    // Only a request with a valid signature may consume a nonce; otherwise anyone could burn nonces. The nonce must
+    // outlive every second in which its timestamp still passes the clock check, wherever in the window it came.
+    const passesUntilMs = (verified.timestamp + CLOCK_SKEW_SEC + 1) * 1000
+    if (!(await this.options.nonces.remember(verified.nonce, passesUntilMs))) {
       this.options.onFailure?.('replayed_nonce')
       throw new ReplayError()
     }

@@ -63,8 +63,8 @@ function signatureMatches(key: LoadedKey, canonical: string, signature: string):
   return verifyBytes(null, Buffer.from(canonical), key.material.publicKey, Buffer.from(b64, 'base64url'))
 }
 
-/** Returns the key that signed the request, or throws AuthError. Does not consume the nonce. */
-export function verifySignature(req: SignedRequest, keyring: Keyring, audience: string, nowSec: number): { key: LoadedKey; nonce: string } {
+/** Returns the key that signed the request (with its nonce and timestamp), or throws AuthError. Does not consume the nonce. */
+export function verifySignature(req: SignedRequest, keyring: Keyring, audience: string, nowSec: number): { key: LoadedKey; nonce: string; timestamp: number } {
   const keyId = singleHeader(req.rawHeaders, HEADER.keyId)
   const timestamp = singleHeader(req.rawHeaders, HEADER.timestamp)
   const nonce = singleHeader(req.rawHeaders, HEADER.nonce)
@@ -79,7 +79,7 @@ export function verifySignature(req: SignedRequest, keyring: Keyring, audience: 
   if (key.notAfter && nowMs >= key.notAfter.getTime()) throw new AuthError('key_expired')
   const canonical = canonicalString({ audience, method: req.method, path: req.path, timestamp, nonce, keyId, body: req.body })
   if (!signatureMatches(key, canonical, signature)) throw new AuthError('bad_signature')
-  return { key, nonce }
+  return { key, nonce, timestamp: Number(timestamp) }
 }
 
 const digest = (b: Buffer | string) => createHash('sha256').update(b).digest()
