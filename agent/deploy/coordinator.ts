@@ -2,7 +2,7 @@
 // which ends CANCELLED), or, with `queue: reject`, a request while one runs is refused with 409. Deploys of envs
 // that require approval wait in AWAITING_APPROVAL outside the lane until approved.
 import type { Config } from '../config/schema.js'
-import { findTarget, type Target } from '../config/targets.js'
+import { findTarget, hasTarget, type Target } from '../config/targets.js'
 import type { DockerEngine } from '../docker/engine.js'
 import { ConflictError, NotFoundError } from '../errors.js'
 import type { Notice } from '../notify/notifier.js'
@@ -167,7 +167,7 @@ export class DeployCoordinator implements Deployments {
       }
     }
     for (const deploy of this.deps.store.unfinished()) {
-      const target = this.deps.config.apps[deploy.app]?.envs[deploy.env] ? findTarget(this.deps.config, deploy.app, deploy.env) : null
+      const target = hasTarget(this.deps.config, deploy.app, deploy.env) ? findTarget(this.deps.config, deploy.app, deploy.env) : null
       const logger = this.deps.logger.child({ app: deploy.app, env: deploy.env, deployId: deploy.id })
       try {
         if (!target) {

@@ -241,3 +241,11 @@ t.test('DeployCoordinator: recovery removes leftover migration containers before
   t.ok(order.indexOf('remove migrate-1') >= 0, 'the leftover is removed')
   t.ok(order.indexOf('remove migrate-1') < order.indexOf('recover deploy'), `removed before the deploy is settled: ${order.join(', ')}`)
 })
+
+t.test('DeployCoordinator: an app or env named after an Object.prototype property is unknown, and nothing is recorded', async (t) => {
+  const { store, coordinator } = await setUp(t)
+  await t.rejects(coordinator.request({ app: 'web', env: 'constructor', ref: 'main' }), { code: 'not_found' })
+  await t.rejects(coordinator.request({ app: 'constructor', env: 'staging', ref: 'main' }), { code: 'not_found' })
+  await t.rejects(coordinator.rollback({ app: 'web', env: 'constructor', keyId: null }), { code: 'not_found' })
+  t.same(store.list(), [], 'no deploy was recorded')
+})
