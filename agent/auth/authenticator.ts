@@ -114,6 +114,18 @@ export class Authenticator {
     if (denied) throw new ApprovalForbiddenError('approve_not_allowed', `key "${key.id}" may not approve a deploy ${denied}`)
   }
 
+  /**
+   * A rollback puts a kept release live again, so the key must be one that may deploy the ref it was built from.
+   * With `allow.refs` set, a release no deploy record ties to a ref is refused: it cannot be shown to be allowed.
+   */
+  authorizeRollback(key: LoadedKey, target: { env: string; release: string; ref: string | null }): void {
+    this.authorize(key, { env: target.env })
+    if (!key.allow.refs) return
+    if (target.ref === null) throw new ForbiddenError(`key "${key.id}" may not roll back to release "${target.release}": no deploy record says which ref it was built from`)
+    const denied = deniedBy(key, { env: target.env, ref: target.ref })
+    if (denied) throw new ForbiddenError(`key "${key.id}" may not roll back to release "${target.release}": it may not deploy ${denied}`)
+  }
+
   private fail(reason: AuthFailureReason, address: string): void {
     this.limiter.recordFailure(address)
     this.options.onFailure?.(reason)

@@ -2,6 +2,8 @@
 import t, { type Test } from 'tap'
 import { parseConfig } from '../../agent/config/load.js'
 import type { Target } from '../../agent/config/targets.js'
+import { Authenticator } from '../../agent/auth/authenticator.js'
+import type { LoadedKey } from '../../agent/auth/keyring.js'
 import { DeployCoordinator } from '../../agent/deploy/coordinator.js'
 import type { DockerEngine } from '../../agent/docker/engine.js'
 import { createLogger } from '../../agent/observability/logger.js'
@@ -248,4 +250,32 @@ t.test('DeployCoordinator: an app or env named after an Object.prototype propert
   await t.rejects(coordinator.request({ app: 'constructor', env: 'staging', ref: 'main' }), { code: 'not_found' })
   await t.rejects(coordinator.rollback({ app: 'web', env: 'constructor', keyId: null }), { code: 'not_found' })
   t.same(store.list(), [], 'no deploy was recorded')
+})
+
+t.test('DeployCoordinator: a rollback goes only to a release that served and whose ref the key may deploy', async (t) => {
+  const image = (release: string, minutes: number) => ({ id: release, tags: [`web:production-${release}`], labels: { 'deploy-agent.commit': 'c'.repeat(40) }, created: new Date(Date.UTC(2026, 0, 1, 0, minutes)) })
+  const docker = { listImages: async () => [image('v3.0.0', 4), image('v2.0.0', 3), image('v1.5.0', 2), image('v1.0.0', 1)] } as unknown as DockerEngine
+  const { store, pipeline, coordinator } = await setUp(t, { docker })
+  const history = async (ref: string, state: string) => {
+    const d = await store.create({ app: 'web', env: 'production', ref, keyId: 'ci' })
+    await store.transition(d.id, state, { release: ref, terminal: true })
+  }
+  await history('v1.0.0', 'SUCCEEDED')
+  await history('v1.5.0', 'FAILED') // built, never served
+  await history('v2.0.0', 'SUCCEEDED')
+  await history('v3.0.0', 'SUCCEEDED')
+  coordinator.setLive({ app: 'web', env: 'production' }, { release: 'v3.0.0', commit: 'c'.repeat(40), port: 18011, deployId: 'd_x', since: '' })
+  const auth = new Authenticator({ keyring: { keys: new Map(), statusToken: null }, audience: 'a', nonces: { remember: async () => true } })
+  const key: LoadedKey = { id: 'ci-v1', material: { alg: 'hmac-sha256', secret: Buffer.alloc(32) }, allow: { refs: ['v1.*', 'v3.*'], approve: false } }
+  const asKey = (to?: string) => coordinator.rollback({ app: 'web', env: 'production', to, keyId: key.id, checkRelease: (r) => auth.authorizeRollback(key, { env: 'production', ...r }) })
+  const before = store.list().length
+
+  await t.rejects(asKey(), { code: 'forbidden', statusCode: 403 }, 'the default target (v2.0.0) is a ref the key may not deploy')
+  await t.rejects(asKey('v2.0.0'), { code: 'forbidden', statusCode: 403, message: /v2\.0\.0/ }, 'named: refused too')
+  await t.rejects(asKey('v1.5.0'), { code: 'never_live', statusCode: 409 }, 'a release that never served is no rollback target')
+  t.equal(store.list().length, before, 'nothing was recorded')
+  const back = await asKey('v1.0.0')
+  t.match(back, { kind: 'rollback', ref: 'v1.0.0', keyId: 'ci-v1' }, 'a served release of an allowed ref')
+  pipeline.finish(back.id)
+  await coordinator.idle()
 })

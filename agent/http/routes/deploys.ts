@@ -72,7 +72,13 @@ export function deployRoutes(app: FastifyInstance, deps: AppDeps): void {
       findTarget(deps.config, appName, env)
       const key = signer(request)
       deps.authenticator.authorize(key, { env })
-      const deploy = await deps.deployments.rollback({ app: appName, env, to: request.body?.to, keyId: key.id })
+      const deploy = await deps.deployments.rollback({
+        app: appName,
+        env,
+        to: request.body?.to,
+        keyId: key.id,
+        checkRelease: (release) => deps.authenticator.authorizeRollback(key, { env, ...release }),
+      })
       return reply.code(202).send({ id: deploy.id, state: deploy.state, release: deploy.ref })
     },
   )
