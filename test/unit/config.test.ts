@@ -23,6 +23,7 @@ t.test('Config: the full example is valid and keeps its values', async (t) => {
   t.equal(production?.database?.envName, 'DATABASE_URL')
   t.same(production?.proxy?.test, ['nginx', '-t'], 'proxy commands default to nginx')
   t.equal(config.keys[0]?.notAfter?.toISOString(), '2027-06-01T00:00:00.000Z')
+  t.same(config.keys.map((k) => [k.id, k.allow.approve]), [['ci-main', false], ['release-manager', true], ['ci-legacy', false]], 'CI\'s keys do not approve')
   t.equal(config.backups.retention.days, 30)
 })
 
