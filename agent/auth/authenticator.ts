@@ -132,7 +132,7 @@ export class Authenticator {
   }
 }
 
-/** What of `target` the key's `allow` policy refuses ("to env …" / "of ref …"), or null when it allows it. */
+/** What of `target` the key's `allow` policy refuses (`to env "…"` or `ref "…"`), or null when it allows it. */
 function deniedBy(key: LoadedKey, target: { env: string; ref?: string }): string | null {
   const { envs, refs } = key.allow
   if (envs && !envs.includes(target.env)) return `to env "${target.env}"`

@@ -104,7 +104,8 @@ export function formatEvent(event: JsonRecord, paint: Paint): string[] {
   if (event.event === 'state') {
     const error = event.error as { code?: unknown; message?: unknown } | undefined
     const state = str(event.state)
-    return [`${time}  ${paint.state(state)}${error ? `  ${str(error.code)}: ${str(error.message)}` : ''}`]
+    const approved = event.approvedBy !== undefined ? `  approved by ${str(event.approvedBy)}` : ''
+    return [`${time}  ${paint.state(state)}${approved}${error ? `  ${str(error.code)}: ${str(error.message)}` : ''}`]
   }
   const label = str(event.event).padEnd(9)
   return detail(event).map((text) => `${time}    ${label}  ${text}`.trimEnd())

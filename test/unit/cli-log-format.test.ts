@@ -32,6 +32,7 @@ t.test('formatEvent: no control character from a log event reaches the terminal'
     for (const line of lines) t.notMatch(line, CONTROL, `${String(event.event).slice(0, 9)}: ${JSON.stringify(line)}`)
   }
   t.match(formatEvent({ event: 'build', line: 'Step 1/3\r\n' }, painter(false))[0], /build +Step 1\/3$/, 'a line\'s trailing \\r is dropped, not shown')
+  t.match(formatEvent({ event: 'state', state: 'QUEUED', was: 'AWAITING_APPROVAL', approvedBy: 'release-manager' }, painter(false))[0], /QUEUED {2}approved by release-manager$/, 'who approved is shown')
   const coloured = formatEvent({ event: 'state', state: 'SUCCEEDED' }, painter(true))[0] ?? ''
   t.match(coloured, '\x1b[32mSUCCEEDED\x1b[0m', 'the CLI\'s own colour is kept')
 })
