@@ -17,8 +17,8 @@ export function benchSignatures(): Row[] {
   const secret = randomBytes(32)
   const keyring: Keyring = {
     keys: new Map([
-      ['ed', { id: 'ed', material: { alg: 'ed25519', publicKey }, allow: {} }],
-      ['hm', { id: 'hm', material: { alg: 'hmac-sha256', secret }, allow: {} }],
+      ['ed', { id: 'ed', material: { alg: 'ed25519', publicKey }, allow: { approve: false } }],
+      ['hm', { id: 'hm', material: { alg: 'hmac-sha256', secret }, allow: { approve: false } }],
     ]),
     statusToken: null,
   }

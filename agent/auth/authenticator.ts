@@ -11,11 +11,11 @@ import { AgentError, ForbiddenError } from '../errors.js'
 import { matchesGlob } from '../config/glob.js'
 import type { Keyring, LoadedKey } from './keyring.js'
 import { FailureLimiter } from './limiter.js'
-import { AuthError, checkSignedHeaders, statusTokenMatches, verifySignature, type AuthFailureReason, type SignedRequest } from './verify.js'
+import { AuthError, checkSignedHeaders, CLOCK_SKEW_SEC, statusTokenMatches, verifySignature, type AuthFailureReason, type SignedRequest } from './verify.js'
 
 export interface NonceMemory {
-  /** false when the nonce was seen before (a replay) */
-  remember(nonce: string): Promise<boolean>
+  /** false when the nonce was seen before (a replay); remembered for its TTL, and at least until `untilMs` */
+  remember(nonce: string, untilMs?: number): Promise<boolean>
 }
 
 export class ReplayError extends AgentError {
@@ -27,6 +27,13 @@ export class ReplayError extends AgentError {
 export class TooManyFailuresError extends AgentError {
   constructor(readonly retryAfterSec: number) {
     super('too_many_failures', 429, `too many failed authentications from this address; retry in ${retryAfterSec} s`)
+  }
+}
+
+/** A key may not approve this deploy: `approve_not_allowed` (no `allow.approve`, or not for the env) or `self_approval`. */
+export class ApprovalForbiddenError extends AgentError {
+  constructor(code: 'approve_not_allowed' | 'self_approval', message: string) {
+    super(code, 403, message)
   }
 }
 
@@ -88,7 +95,7 @@ export class Authenticator {
       if (this.verifications.retryAfterSec(client) > 0) throw new TooManyFailuresError(retryAfter)
       this.verifications.recordFailure(client)
     }
-    let verified: { key: LoadedKey; nonce: string }
+    let verified: { key: LoadedKey; nonce: string; timestamp: number }
     try {
       verified = verifySignature(req, this.keyring, this.options.audience, this.nowSec())
     } catch (err) {
@@ -101,8 +108,10 @@ export class Authenticator {
       this.fail(err.reason, client)
       throw err
     }
-    // Only a request with a valid signature may consume a nonce; otherwise anyone could burn nonces.
-    if (!(await this.options.nonces.remember(verified.nonce))) {
+    // Only a request with a valid signature may consume a nonce; otherwise anyone could burn nonces. The nonce must
+    // outlive every second in which its timestamp still passes the clock check, wherever in the window it came.
+    const passesUntilMs = (verified.timestamp + CLOCK_SKEW_SEC + 1) * 1000
+    if (!(await this.options.nonces.remember(verified.nonce, passesUntilMs))) {
       this.options.onFailure?.('replayed_nonce')
       throw new ReplayError()
     }
@@ -128,15 +137,43 @@ export class Authenticator {
 
   /** The key's `allow` policy: envs and ref globs it may deploy. */
   authorize(key: LoadedKey, target: { env: string; ref?: string }): void {
-    const { envs, refs } = key.allow
-    if (envs && !envs.includes(target.env)) throw new ForbiddenError(`key "${key.id}" may not deploy to env "${target.env}"`)
-    if (refs && target.ref !== undefined && !refs.some((pattern) => matchesGlob(target.ref as string, pattern))) {
-      throw new ForbiddenError(`key "${key.id}" may not deploy ref "${target.ref}"`)
-    }
+    const denied = deniedBy(key, target)
+    if (denied) throw new ForbiddenError(`key "${key.id}" may not deploy ${denied}`)
+  }
+
+  /**
+   * Approval is a second pair of eyes, so a permission of its own: the key needs `allow.approve`, must not be the key
+   * that requested the deploy, and must be allowed for the deploy's env and ref like a deploying key.
+   */
+  authorizeApproval(key: LoadedKey, deploy: { env: string; ref: string; keyId: string | null }): void {
+    if (!key.allow.approve) throw new ApprovalForbiddenError('approve_not_allowed', `key "${key.id}" may not approve deploys (its allow.approve is not set)`)
+    if (deploy.keyId === key.id) throw new ApprovalForbiddenError('self_approval', `key "${key.id}" requested this deploy; another key must approve it`)
+    const denied = deniedBy(key, deploy)
+    if (denied) throw new ApprovalForbiddenError('approve_not_allowed', `key "${key.id}" may not approve a deploy ${denied}`)
+  }
+
+  /**
+   * A rollback puts a kept release live again, so the key must be one that may deploy the ref it was built from.
+   * With `allow.refs` set, a release no deploy record ties to a ref is refused: it cannot be shown to be allowed.
+   */
+  authorizeRollback(key: LoadedKey, target: { env: string; release: string; ref: string | null }): void {
+    this.authorize(key, { env: target.env })
+    if (!key.allow.refs) return
+    if (target.ref === null) throw new ForbiddenError(`key "${key.id}" may not roll back to release "${target.release}": no deploy record says which ref it was built from`)
+    const denied = deniedBy(key, { env: target.env, ref: target.ref })
+    if (denied) throw new ForbiddenError(`key "${key.id}" may not roll back to release "${target.release}": it may not deploy ${denied}`)
   }
 
   private fail(reason: AuthFailureReason, client: string): void {
     this.limiter.recordFailure(client)
     this.options.onFailure?.(reason)
   }
+}
+
+/** What of `target` the key's `allow` policy refuses (`to env "…"` or `ref "…"`), or null when it allows it. */
+function deniedBy(key: LoadedKey, target: { env: string; ref?: string }): string | null {
+  const { envs, refs } = key.allow
+  if (envs && !envs.includes(target.env)) return `to env "${target.env}"`
+  if (refs && target.ref !== undefined && !refs.some((pattern) => matchesGlob(target.ref as string, pattern))) return `ref "${target.ref}"`
+  return null
 }

@@ -88,7 +88,7 @@ export function addDeployCommands(program: Command): void {
   withClientOptions(
     program
       .command('approve')
-      .description('let a deploy held in AWAITING_APPROVAL proceed')
+      .description('let a deploy held in AWAITING_APPROVAL proceed (signed with a key that has allow.approve, not the requesting one)')
       .argument('<id>', 'deploy id')
       .option('--json', 'print JSON'),
   )

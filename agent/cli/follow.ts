@@ -2,7 +2,7 @@
 // the deploy's final state. Only SUCCEEDED counts as success, so a CI job running the command fails with the deploy.
 import { setTimeout as sleep } from 'node:timers/promises'
 import { AgentRequestError, type AgentClient, type JsonRecord } from './client.js'
-import { formatEvent, painter, TERMINAL_STATES, type Paint } from './log-format.js'
+import { formatEvent, painter, printable, TERMINAL_STATES, type Paint } from './log-format.js'
 
 /** The fields of a deploy (GET /v1/deploys/:id) the CLI reads. */
 export interface DeployView {
@@ -52,7 +52,7 @@ export async function followDeploy(client: AgentClient, id: string, options: Fol
 
   let deploy = await client.get<DeployView>(deployPath(id))
   if (!options.json) {
-    out(`following ${deploy.id}: ${deploy.app}/${deploy.env} ${deploy.ref} (Ctrl-C stops following, not the deploy)`)
+    out(printable(`following ${deploy.id}: ${deploy.app}/${deploy.env} ${deploy.ref} (Ctrl-C stops following, not the deploy)`))
     if (deploy.state === 'AWAITING_APPROVAL') out(awaitingApprovalLine(deploy.id))
   }
 
@@ -89,7 +89,8 @@ export async function followDeploy(client: AgentClient, id: string, options: Fol
   if (options.json) out(JSON.stringify(deploy))
   else out(summary(deploy, paint))
   if (deploy.state !== 'SUCCEEDED') {
-    err(`error: ${deploy.error ? `${deploy.error.code}: ${deploy.error.message}` : `deploy ended ${deploy.state}`}`)
+    // The error can quote build or migration output: printed like the log, control characters escaped.
+    err(printable(`error: ${deploy.error ? `${deploy.error.code}: ${deploy.error.message}` : `deploy ended ${deploy.state}`}`))
     if (tail.length > 0) {
       err(`last ${tail.length} log lines:`)
       for (const line of tail) err(`  ${line}`)
@@ -105,5 +106,5 @@ function isAwaiting(event: JsonRecord): boolean {
 function summary(deploy: DeployView, paint: Paint): string {
   const took = deploy.finishedAt ? ` in ${Math.round((Date.parse(deploy.finishedAt) - Date.parse(deploy.createdAt)) / 100) / 10} s` : ''
   const release = deploy.release && deploy.release !== deploy.ref ? ` (release ${deploy.release})` : ''
-  return `${deploy.id} ${paint.state(deploy.state)}: ${deploy.app}/${deploy.env} ${deploy.ref}${release}${took}`
+  return `${printable(deploy.id)} ${paint.state(printable(deploy.state))}: ${printable(`${deploy.app}/${deploy.env} ${deploy.ref}${release}`)}${took}`
 }

@@ -39,12 +39,30 @@ export function clock(at: unknown): string {
   return date.toTimeString().slice(0, 8)
 }
 
-const str = (value: unknown): string => (typeof value === 'string' ? value : value === undefined || value === null ? '' : JSON.stringify(value))
+/** C0 controls but tab and newline, DEL, C1 controls (0x9b is a one-byte CSI), and the bidi overrides. */
+const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g
+
+/**
+ * Text from the agent (build output, error messages) made safe for a terminal: control characters are shown as
+ * `\x1b`, `\r`, `\u202e` instead of being obeyed (clearing the screen, retitling the window, overwriting a line).
+ */
+export function printable(text: string): string {
+  return text.replace(CONTROL, (c) => {
+    if (c === '\r') return '\\r'
+    const code = c.charCodeAt(0)
+    return code > 0xff ? `\\u${code.toString(16)}` : `\\x${code.toString(16).padStart(2, '0')}`
+  })
+}
+
+const raw = (value: unknown): string => (typeof value === 'string' ? value : value === undefined || value === null ? '' : JSON.stringify(value))
+const str = (value: unknown): string => printable(raw(value))
+/** A line of output: its trailing \r or spaces dropped before the rest is escaped. */
+const line = (value: unknown): string => printable(raw(value).trimEnd())
 
 function fields(event: JsonRecord, skip: readonly string[]): string {
   return Object.entries(event)
     .filter(([key, value]) => !skip.includes(key) && value !== undefined && value !== null)
-    .map(([key, value]) => `${key}=${key === 'container' ? str(value).slice(0, 12) : str(value)}`)
+    .map(([key, value]) => `${printable(key)}=${key === 'container' ? str(value).slice(0, 12) : str(value)}`)
     .join(' ')
 }
 
@@ -53,11 +71,11 @@ function detail(event: JsonRecord): string[] {
   const e = event
   switch (e.event) {
     case 'build':
-      if (e.line !== undefined) return [str(e.line).trimEnd()]
+      if (e.line !== undefined) return [line(e.line)]
       if (e.cached) return [`cached ${str(e.image)}`]
       return [`built ${str(e.image)}${typeof e.lines === 'number' ? ` (${e.lines} lines)` : ''}`]
     case 'migrate':
-      return [e.line !== undefined ? str(e.line).trimEnd() : `exit ${str(e.exitCode)}`]
+      return [e.line !== undefined ? line(e.line) : `exit ${str(e.exitCode)}`]
     case 'health': {
       const where = e.port !== undefined ? `:${str(e.port)} ` : ''
       if (e.ok) return [`${where}ok${e.status !== undefined ? ` ${str(e.status)}` : ''}${e.streak !== undefined ? ` (${str(e.streak)} in a row)` : ''}`]
@@ -73,7 +91,7 @@ function detail(event: JsonRecord): string[] {
       }
       break
     case 'container-log':
-      if (Array.isArray(e.lines)) return e.lines.length > 0 ? e.lines.map((line) => str(line).trimEnd()) : ['(no output)']
+      if (Array.isArray(e.lines)) return e.lines.length > 0 ? e.lines.map(line) : ['(no output)']
       break
   }
   return [fields(e, ['at', 'event'])]
@@ -86,7 +104,8 @@ export function formatEvent(event: JsonRecord, paint: Paint): string[] {
   if (event.event === 'state') {
     const error = event.error as { code?: unknown; message?: unknown } | undefined
     const state = str(event.state)
-    return [`${time}  ${paint.state(state)}${error ? `  ${str(error.code)}: ${str(error.message)}` : ''}`]
+    const approved = event.approvedBy !== undefined ? `  approved by ${str(event.approvedBy)}` : ''
+    return [`${time}  ${paint.state(state)}${approved}${error ? `  ${str(error.code)}: ${str(error.message)}` : ''}`]
   }
   const label = str(event.event).padEnd(9)
   return detail(event).map((text) => `${time}    ${label}  ${text}`.trimEnd())

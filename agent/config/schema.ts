@@ -52,8 +52,13 @@ const keySchema = z
     secretFile: filePath.optional(),
     secretEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, { error: 'must be an environment variable name' }).optional(),
     allow: z
-      .strictObject({ envs: z.array(name).optional(), refs: z.array(glob).optional() })
-      .default({}),
+      .strictObject({
+        envs: z.array(name).optional(),
+        refs: z.array(glob).optional(),
+        /** May approve deploys held in AWAITING_APPROVAL (of its envs, never its own): a separate permission. */
+        approve: z.boolean({ error: 'must be true or false' }).default(false),
+      })
+      .prefault({}),
     notBefore: timestamp.optional(),
     notAfter: timestamp.optional(),
   })

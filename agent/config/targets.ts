@@ -11,10 +11,11 @@ export interface Target {
   envConfig: EnvConfig
 }
 
+/** The app+env a request names. Only the config's own keys count: `constructor` is an unknown app, not Object's. */
 export function findTarget(config: Config, app: string, env: string): Target {
-  const appConfig = config.apps[app]
+  const appConfig = Object.hasOwn(config.apps, app) ? config.apps[app] : undefined
   if (!appConfig) throw new NotFoundError(`unknown app "${app}"`)
-  const envConfig = appConfig.envs[env]
+  const envConfig = Object.hasOwn(appConfig.envs, env) ? appConfig.envs[env] : undefined
   if (!envConfig) throw new NotFoundError(`app "${app}" has no env "${env}"`)
   return { app, env, appConfig, envConfig }
 }
@@ -34,4 +35,9 @@ export function containerSettings(target: Target): ContainerSettings {
   }
   for (const key of ['memory', 'pids'] as const) if (merged[key] === undefined) delete merged[key]
   return merged
+}
+
+/** Whether the config has this app+env (own keys only, as findTarget). */
+export function hasTarget(config: Config, app: string, env: string): boolean {
+  return Object.hasOwn(config.apps, app) && Object.hasOwn((config.apps[app] as AppConfig).envs, env)
 }

@@ -2,7 +2,7 @@
 // which ends CANCELLED), or, with `queue: reject`, a request while one runs is refused with 409. Deploys of envs
 // that require approval wait in AWAITING_APPROVAL outside the lane until approved.
 import type { Config } from '../config/schema.js'
-import { findTarget, type Target } from '../config/targets.js'
+import { findTarget, hasTarget, type Target } from '../config/targets.js'
 import { ConflictError, NotFoundError } from '../errors.js'
 import type { Notice } from '../notify/notifier.js'
 import type { Logger } from '../observability/logger.js'
@@ -49,11 +49,26 @@ export interface CoordinatorDeps {
 
 const laneKey = (t: { app: string; env: string }) => `${t.app}/${t.env}`
 
+export interface RollbackInput {
+  app: string
+  env: string
+  /** a kept release; default: the newest one that served and is not live */
+  to?: string
+  keyId: string | null
+  reason?: string | null
+  /**
+   * The requesting key's policy, asked before anything is recorded: may it put this release live again? `ref` is the
+   * ref the release was deployed from (null when no deploy record says so). Throws to refuse.
+   */
+  checkRelease?: (release: { release: string; ref: string | null }) => void
+}
+
 /** What the HTTP and CLI surface may ask of the deploy side. */
 export interface Deployments {
   request(input: NewDeploy): Promise<Deploy>
-  approve(id: string): Promise<Deploy>
-  rollback(input: { app: string; env: string; to?: string; keyId: string | null; reason?: string | null }): Promise<Deploy>
+  /** `approvedBy`: the approving key's id, recorded on the deploy and in its log. */
+  approve(id: string, approvedBy: string): Promise<Deploy>
+  rollback(input: RollbackInput): Promise<Deploy>
   releases(target: Target): Promise<ReleaseInfo[]>
   liveRelease(app: string, env: string): LiveRelease | null
 }
@@ -88,23 +103,27 @@ export class DeployCoordinator implements Deployments {
     return this.move(deploy, 'AWAITING_APPROVAL')
   }
 
-  async approve(id: string): Promise<Deploy> {
+  async approve(id: string, approvedBy: string): Promise<Deploy> {
     const deploy = this.deps.store.get(id)
     if (!deploy) throw new NotFoundError(`no deploy ${id}`)
     if (deploy.state !== 'AWAITING_APPROVAL') throw new ConflictError('not_awaiting_approval', `deploy ${id} is ${deploy.state}, not AWAITING_APPROVAL`)
     const target = findTarget(this.deps.config, deploy.app, deploy.env)
-    return this.withLane(target, async () => this.enqueue(target, await this.move(deploy, 'QUEUED')))
+    return this.withLane(target, async () => this.enqueue(target, await moveDeploy(this.deps, deploy, 'QUEUED', { approvedBy })))
   }
 
   /** Rolls back to `to` (a kept release) or to the newest kept release that is not live. */
-  async rollback(input: { app: string; env: string; to?: string; keyId: string | null; reason?: string | null }): Promise<Deploy> {
+  async rollback(input: RollbackInput): Promise<Deploy> {
     const target = findTarget(this.deps.config, input.app, input.env)
     const releases = await this.releases(target)
     // By default the newest release that once served; a release whose deploy failed is no rollback target.
     const release = input.to ?? releases.find((r) => !r.live && r.wasLive)?.release
     if (!release) throw new NotFoundError(`${target.app}/${target.env} has no earlier live release to roll back to`)
-    if (!releases.some((r) => r.release === release)) throw new NotFoundError(`${target.app}/${target.env} keeps no release "${release}"`)
-    if (releases.find((r) => r.live)?.release === release) throw new ConflictError('already_live', `release ${release} is already live`)
+    const kept = releases.find((r) => r.release === release)
+    if (!kept) throw new NotFoundError(`${target.app}/${target.env} keeps no release "${release}"`)
+    if (kept.live) throw new ConflictError('already_live', `release ${release} is already live`)
+    // A rollback skips the build and the migrations: only a release known to have served is a safe way back.
+    if (!kept.wasLive) throw new ConflictError('never_live', `release ${release} never served in ${target.app}/${target.env}; deploy its ref instead`)
+    input.checkRelease?.({ release, ref: this.refOf(target, release) })
     return this.withLane(target, async () =>
       this.enqueue(target, await this.deps.store.create({ kind: 'rollback', app: target.app, env: target.env, ref: release, keyId: input.keyId, reason: input.reason ?? null })),
     )
@@ -128,6 +147,11 @@ export class DeployCoordinator implements Deployments {
       live: live?.release === img.release,
       wasLive: live?.release === img.release || served.has(img.release),
     }))
+  }
+
+  /** The ref the newest deploy of `release` in this env was made from; null when no record says. */
+  private refOf(target: Target, release: string): string | null {
+    return this.deps.store.list({ app: target.app, env: target.env }).find((d) => d.kind === 'deploy' && d.release === release)?.ref ?? null
   }
 
   /** Each configured env's waiting deploys and live release, read by the metrics at every scrape. */
@@ -178,8 +202,7 @@ export class DeployCoordinator implements Deployments {
 
   /** The deploy's env as the config has it now, or null when the config no longer names it. */
   private targetOf(deploy: Deploy): Target | null {
-    const app = Object.hasOwn(this.deps.config.apps, deploy.app) ? this.deps.config.apps[deploy.app] : undefined
-    return app && Object.hasOwn(app.envs, deploy.env) ? findTarget(this.deps.config, deploy.app, deploy.env) : null
+    return hasTarget(this.deps.config, deploy.app, deploy.env) ? findTarget(this.deps.config, deploy.app, deploy.env) : null
   }
 
   /** Looks at what really runs (nginx's port, the running instance there) to know each env's live release. */

@@ -19,8 +19,10 @@ export async function moveDeploy(deps: TransitionDeps, deploy: Deploy, state: De
   nextState(deploy.kind, was, state)
   const moved = await deps.store.transition(deploy.id, state, { ...patch, terminal: isTerminal(state) })
   const error = patch.error ? { error: patch.error } : {}
-  deps.logger.info({ app: deploy.app, env: deploy.env, deployId: deploy.id, state, was, ...error }, 'deploy state')
-  await deps.store.appendLog(deploy.id, { at: new Date().toISOString(), event: 'state', state, was, ...error })
+  // Who let a held deploy go is part of its story: in the agent's log and the deploy's own.
+  const approval = patch.approvedBy !== undefined ? { approvedBy: patch.approvedBy } : {}
+  deps.logger.info({ app: deploy.app, env: deploy.env, deployId: deploy.id, state, was, ...approval, ...error }, 'deploy state')
+  await deps.store.appendLog(deploy.id, { at: new Date().toISOString(), event: 'state', state, was, ...approval, ...error })
   announce(deps, { type: 'state', deploy: moved, was })
   return moved
 }

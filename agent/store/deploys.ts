@@ -33,7 +33,10 @@ export interface Deploy {
   commit: string | null
   release: string | null
   reason: string | null
+  /** The key that requested the deploy (null: the agent itself, e.g. recovery). */
   keyId: string | null
+  /** The key that approved it, for envs with requireApproval; null otherwise (the store always sets it). */
+  approvedBy?: string | null
   state: DeployState
   states: DeployStateEntry[]
   error: DeployError | null
@@ -59,6 +62,8 @@ export interface TransitionPatch {
   error?: DeployError | null
   commit?: string | null
   release?: string | null
+  /** set once, on the move out of AWAITING_APPROVAL */
+  approvedBy?: string
   terminal?: boolean
   /** merged into the record's details */
   details?: DeployDetails
@@ -97,6 +102,7 @@ interface StateEvent {
   error?: DeployError | null
   commit?: string | null
   release?: string | null
+  approvedBy?: string
   terminal?: true
   details?: DeployDetails
 }
@@ -134,6 +140,8 @@ function isDeploy(value: unknown): value is Deploy {
     [d.app, d.env, d.ref, d.createdAt].every(isString) &&
     isDeployStateString(d.state) &&
     [d.commit, d.release, d.reason, d.keyId, d.finishedAt].every(isNullableString) &&
+    // Records written before approvals were attributed have no approvedBy (read as null): the format stays 1.
+    (d.approvedBy === undefined || isNullableString(d.approvedBy)) &&
     Array.isArray(d.states) &&
     d.states.every(isStateEntry) &&
     (d.error === null || isDeployError(d.error)) &&
@@ -153,6 +161,7 @@ function rejectReason(deploys: ReadonlyMap<string, Deploy>, event: Record<string
     const ok = isString(event.id) && isDeployStateString(event.state) && isString(event.at) && [event.commit, event.release].every((v) => v === undefined || isNullableString(v))
     if (!ok || (event.error !== undefined && event.error !== null && !isDeployError(event.error))) return 'malformed deploy.state'
     if (event.details !== undefined && !isDetails(event.details)) return 'malformed deploy.state'
+    if (event.approvedBy !== undefined && !isString(event.approvedBy)) return 'malformed deploy.state'
     return deploys.has(event.id as string) ? undefined : `deploy.state for unknown deploy ${String(event.id)}`
   }
   return `unknown record type ${JSON.stringify(event.type)}`
@@ -161,7 +170,7 @@ function rejectReason(deploys: ReadonlyMap<string, Deploy>, event: Record<string
 /** The one place a deploy record changes: replaying the journal and live writes both go through it. */
 function applyEvent(deploys: Map<string, Deploy>, event: DeployEvent): void {
   if (event.type === 'deploy.created') {
-    deploys.set(event.deploy.id, copyDeploy(event.deploy))
+    deploys.set(event.deploy.id, copyDeploy({ ...event.deploy, approvedBy: event.deploy.approvedBy ?? null }))
     return
   }
   const current = deploys.get(event.id) as Deploy
@@ -171,6 +180,7 @@ function applyEvent(deploys: Map<string, Deploy>, event: DeployEvent): void {
     states: [...current.states, { state: event.state, at: event.at }],
     ...(event.commit !== undefined && { commit: event.commit }),
     ...(event.release !== undefined && { release: event.release }),
+    ...(event.approvedBy !== undefined && { approvedBy: event.approvedBy }),
     ...(event.error !== undefined && { error: event.error && { code: event.error.code, message: event.error.message } }),
     ...(event.terminal && { finishedAt: event.at }),
     ...(event.details && { details: { ...current.details, ...event.details } }),
@@ -228,6 +238,7 @@ export class DeployStore {
       release: null,
       reason: input.reason ?? null,
       keyId: input.keyId ?? null,
+      approvedBy: null,
       state,
       states: [{ state, at: createdAt }],
       error: null,
@@ -249,6 +260,7 @@ export class DeployStore {
     const event: StateEvent = { type: 'deploy.state', id, state, at: this.#timestamp() }
     if (patch.commit !== undefined) event.commit = patch.commit
     if (patch.release !== undefined) event.release = patch.release
+    if (patch.approvedBy !== undefined) event.approvedBy = patch.approvedBy
     if (patch.error !== undefined) event.error = patch.error && { code: patch.error.code, message: this.#scrub?.text(patch.error.message) ?? patch.error.message }
     if (patch.terminal) event.terminal = true
     if (patch.details) event.details = { ...patch.details }

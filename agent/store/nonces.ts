@@ -65,11 +65,12 @@ export class NonceStore {
   }
 
   /**
-   * Remembers `nonce` for the TTL and resolves true once that is on disk; false when it is already known and
+   * Remembers `nonce` for the TTL (and at least until `untilMs`: a request's timestamp may stay acceptable longer
+   * than the TTL after its first use) and resolves true once that is on disk; false when it is already known and
    * unexpired (a replay). The check and the claim happen before any await, so of two concurrent calls with one
    * nonce only one can win. If the write fails the nonce stays claimed in memory (a retry is a replay) and this rejects.
    */
-  async remember(nonce: string): Promise<boolean> {
+  async remember(nonce: string, untilMs = 0): Promise<boolean> {
     if (typeof nonce !== 'string' || nonce === '' || nonce.length > NONCE_MAX_LENGTH) {
       throw new ValidationError(`a nonce must be a string of 1 to ${NONCE_MAX_LENGTH} characters`)
     }
@@ -77,7 +78,8 @@ export class NonceStore {
     this.#prune(now)
     const known = this.#expiries.get(nonce)
     if (known !== undefined && known > now) return false
-    const exp = now + this.#ttlMs
+    // Still within about a second of the TTL (a timestamp is at most 300 s ahead), so the map stays in expiry order.
+    const exp = Math.max(now + this.#ttlMs, Number.isFinite(untilMs) ? untilMs : 0)
     this.#expiries.delete(nonce) // re-inserted at the end, keeping the map in expiry order
     this.#expiries.set(nonce, exp)
     await this.#journal.append({ n: nonce, exp })

@@ -24,11 +24,13 @@ export const AUDIENCE = 'agent.test'
 export interface TestKeys {
   dir: string
   ed25519: { id: string; privateKey: KeyObject; publicPem: string; privatePem: string }
+  /** A second person's key (`approver`, allow.approve): approving needs a key other than the requesting one. */
+  approver: { id: string; privateKey: KeyObject }
   hmac: { id: string; secret: Buffer }
   statusToken: string
 }
 
-/** Writes an Ed25519 pair, an HMAC secret and a status token into `dir/keys`. */
+/** Writes two Ed25519 pairs (ci, approver), an HMAC secret and a status token into `dir/keys`. */
 export async function writeTestKeys(dir: string): Promise<TestKeys> {
   const keysDir = join(dir, 'keys')
   await mkdir(keysDir, { recursive: true })
@@ -39,12 +41,15 @@ export async function writeTestKeys(dir: string): Promise<TestKeys> {
   const statusToken = randomBytes(24).toString('base64url')
   await writeFile(join(keysDir, 'ci.pub'), publicPem)
   await writeFile(join(keysDir, 'ci.key'), privatePem, { mode: 0o600 })
+  const approver = generateKeyPairSync('ed25519')
+  await writeFile(join(keysDir, 'approver.pub'), approver.publicKey.export({ type: 'spki', format: 'pem' }))
+  await writeFile(join(keysDir, 'approver.key'), approver.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 })
   await writeFile(join(keysDir, 'legacy.secret'), `${secret}\n`, { mode: 0o600 })
   await writeFile(join(keysDir, 'status.token'), `${statusToken}\n`, { mode: 0o600 })
-  return { dir: keysDir, ed25519: { id: 'ci', privateKey, publicPem, privatePem }, hmac: { id: 'legacy', secret: Buffer.from(secret) }, statusToken }
+  return { dir: keysDir, ed25519: { id: 'ci', privateKey, publicPem, privatePem }, approver: { id: 'approver', privateKey: approver.privateKey }, hmac: { id: 'legacy', secret: Buffer.from(secret) }, statusToken }
 }
 
-/** A config with one app `web` (envs staging: branch:main, production: tag:v*.*.*) and the two test keys. */
+/** A config with one app `web` (envs staging: branch:main, production: tag:v*.*.*) and the test keys. */
 export function testConfigDocument(dir: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     listen: { host: '127.0.0.1', port: 8787 },
@@ -52,6 +57,7 @@ export function testConfigDocument(dir: string, extra: Record<string, unknown> =
     audience: AUDIENCE,
     keys: [
       { id: 'ci', alg: 'ed25519', publicKeyFile: 'keys/ci.pub', allow: { envs: ['staging', 'production'], refs: ['v*', 'main'] } },
+      { id: 'approver', alg: 'ed25519', publicKeyFile: 'keys/approver.pub', allow: { envs: ['staging', 'production'], approve: true } },
       { id: 'legacy', alg: 'hmac-sha256', secretFile: 'keys/legacy.secret', allow: { envs: ['staging'] } },
       { id: 'expired', alg: 'ed25519', publicKeyFile: 'keys/ci.pub', notAfter: '2020-01-01T00:00:00Z' },
       { id: 'future', alg: 'ed25519', publicKeyFile: 'keys/ci.pub', notBefore: '2100-01-01T00:00:00Z' },
@@ -79,12 +85,12 @@ export class RecordingDeployments implements Deployments {
     const now = new Date().toISOString()
     return Promise.resolve({
       id: 'd_000000000000', kind: op === 'rollback' ? 'rollback' : 'deploy', app: 'web', env: 'staging', ref: 'main', commit: null, release: null, reason: null,
-      keyId: null, state: 'QUEUED', states: [{ state: 'QUEUED', at: now }], error: null, createdAt: now, finishedAt: null, details: {},
+      keyId: null, approvedBy: null, state: 'QUEUED', states: [{ state: 'QUEUED', at: now }], error: null, createdAt: now, finishedAt: null, details: {},
     })
   }
 
   request(input: unknown) { return this.answer('request', input) }
-  approve(id: string) { return this.answer('approve', id) }
+  approve(id: string, approvedBy: string) { return this.answer('approve', { id, approvedBy }) }
   rollback(input: unknown) { return this.answer('rollback', input) }
   async releases() { return [] }
   liveRelease() { return null }

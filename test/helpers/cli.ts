@@ -32,6 +32,11 @@ export function cliEnvFor(url: string, keysDir: string): NodeJS.ProcessEnv {
   }
 }
 
+/** The environment of a person who approves held deploys: `cliEnvFor` with the `approver` key instead of CI's. */
+export function approverEnvFor(url: string, keysDir: string): NodeJS.ProcessEnv {
+  return { ...cliEnvFor(url, keysDir), DEPLOY_AGENT_KEY_ID: 'approver', DEPLOY_AGENT_KEY_FILE: join(keysDir, 'approver.key') }
+}
+
 /** Runs one CLI command to completion; never throws on a non-zero exit. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return new Promise((resolve) => {

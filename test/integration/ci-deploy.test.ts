@@ -132,7 +132,8 @@ t.test('ci-deploy.sh against a real agent, Docker and nginx', { skip: skipUnless
       else await new Promise((r) => setTimeout(r, 100))
     }
     if (!id) throw new Error('the deploy never reached AWAITING_APPROVAL')
-    const approved = await runCli(['approve', id], { ...f.ciEnv, DEPLOY_AGENT_KEY_FILE: join(f.keysDir, 'ci.key') })
+    // A person approves with their own key: CI's key may not approve (it has no allow.approve, and requested the deploy).
+    const approved = await runCli(['approve', id], { ...f.ciEnv, DEPLOY_AGENT_KEY_ID: 'approver', DEPLOY_AGENT_KEY_FILE: join(f.keysDir, 'approver.key') })
     t.equal(approved.code, 0, 'approved', { output: both(approved) })
     const result = await following
     t.equal(result.code, 0, 'exit 0 once approved and live', { output: both(result) })

@@ -2,7 +2,7 @@
 // the Docker engine, two real nginx instances (production, and a staging env that requires approval).
 import { randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
-import { cliEnvFor, runCli, type CliResult } from '../helpers/cli.js'
+import { approverEnvFor, cliEnvFor, runCli, type CliResult } from '../helpers/cli.js'
 import { dockerAvailable, ensureBaseImage } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
 import type { NginxInstance } from '../helpers/nginx.js'
@@ -14,6 +14,7 @@ const app = `clishop-${randomBytes(3).toString('hex')}`
 interface Fixture {
   url: string
   cliEnv: NodeJS.ProcessEnv
+  approverEnv: NodeJS.ProcessEnv
   statusToken: string
   production: NginxInstance
   staging: NginxInstance
@@ -26,6 +27,7 @@ async function setUp(t: Test): Promise<Fixture> {
     url,
     statusToken: keys.statusToken,
     cliEnv: cliEnvFor(url, keys.dir),
+    approverEnv: approverEnvFor(url, keys.dir),
     production,
     staging,
   }
@@ -45,6 +47,7 @@ const both = (r: CliResult) => `${r.stdout}\n${r.stderr}`
 t.test('CLI deploy commands against a real agent, Docker and nginx', { skip: skipUnless(await dockerAvailable(), 'docker') }, async (t) => {
   const f = await setUp(t)
   const cli = (...args: string[]) => runCli(args, f.cliEnv)
+  const approve = (id: string) => runCli(['approve', id], f.approverEnv)
 
   for (const command of ['deploy', 'rollback', 'approve', 'logs', 'deploys', 'releases']) {
     const help = await cli(command, '--help')
@@ -131,14 +134,19 @@ t.test('CLI deploy commands against a real agent, Docker and nginx', { skip: ski
     const id = idOf(held)
     const pending = await cli('logs', id)
     t.match(pending.stdout, /awaiting approval/)
-    const approved = await cli('approve', id)
+    const self = await cli('approve', id)
+    t.equal(self.code, 1, 'the requesting key cannot approve', { output: both(self) })
+    t.match(self.stderr, /approve_not_allowed/, 'CI\'s key has no allow.approve')
+    const approved = await approve(id)
     t.equal(approved.code, 0, `exit code 0`, { output: both(approved) })
     t.match(approved.stdout, new RegExp(`^${id} {2}QUEUED {2}approved$`, 'm'))
+    const record = (await (await fetch(`${f.url}/v1/deploys/${id}`, { headers: { authorization: `Bearer ${f.statusToken}` } })).json()) as { keyId: string; approvedBy: string }
+    t.match(record, { keyId: 'ci', approvedBy: 'approver' }, 'the record names who requested and who approved')
     const followed = await cli('logs', id, '-f')
     t.equal(followed.code, 0, `exit code 0`, { output: both(followed) })
     t.match(followed.stdout, /RESOLVING[\s\S]*SUCCEEDED/)
     t.equal(await served(f.staging), SAMPLE_TAGS.good)
-    const twice = await cli('approve', id)
+    const twice = await approve(id)
     t.equal(twice.code, 1, 'a deploy is approved once')
     t.match(twice.stderr, /not_awaiting_approval/)
   })
@@ -154,7 +162,7 @@ t.test('CLI deploy commands against a real agent, Docker and nginx', { skip: ski
     }
     if (!id) throw new Error('the deploy never reached AWAITING_APPROVAL')
     await new Promise((r) => setTimeout(r, 500))
-    const approved = await cli('approve', id)
+    const approved = await approve(id)
     t.equal(approved.code, 0, `exit code 0`, { output: both(approved) })
     const result = await following
     t.equal(result.code, 0, `exit code 0`, { output: both(result) })

@@ -118,7 +118,8 @@ t.test('CLI surface: --json, exit codes and colour against a real agent', { skip
     t.match(started, { id: /^d_/, state: 'QUEUED' })
     const held = json<{ id: string }>(t, 'deploy (approval)', await run('deploy', 'web', 'production', 'v1.0.0', '--json'))
     for (let i = 0; i < 200 && (await deployState(held.id)) !== 'AWAITING_APPROVAL'; i++) await new Promise((r) => setTimeout(r, 50))
-    t.match(json(t, 'approve', await run('approve', held.id, '--json')), { id: held.id, state: String })
+    const approver = { ...env, DEPLOY_AGENT_KEY_ID: 'approver', DEPLOY_AGENT_KEY_FILE: join(keys.dir, 'approver.key') }
+    t.match(json(t, 'approve', await inProcess(['approve', held.id, '--json'], approver)), { id: held.id, state: String, approvedBy: 'approver' })
 
     const listed = json<{ deploys: Array<{ id: string }> }>(t, 'deploys', await run('deploys', '--json', '--app', 'web'))
     t.ok(listed.deploys.some((d) => d.id === started.id), 'deploys lists the deploy')
@@ -139,7 +140,7 @@ t.test('CLI surface: --json, exit codes and colour against a real agent', { skip
     t.match(json(t, 'restore', await run('restore', backup.id, '--yes', '--json')), { database: db.name, oldDatabase: new RegExp(`^${db.name}_old_`), prerestore: { id: String } })
     t.match(json(t, 'backup --no-wait', await run('backup', 'shop', 'production', '--no-wait', '--json')), { id: /^[0-9a-f]{8}$/ })
 
-    t.match(json(t, 'check-config', await run('check-config', '--config', configPath, '--json')), { ok: true, apps: 2, envs: 3, keys: 4 })
+    t.match(json(t, 'check-config', await run('check-config', '--config', configPath, '--json')), { ok: true, apps: 2, envs: 3, keys: 5 })
     const keygen = json<{ written: string[]; kept: string[] }>(t, 'keygen', await run('keygen', '--name', 'k', '--out-dir', join(dir, 'new-keys'), '--json'))
     t.same(keygen, { written: [join(dir, 'new-keys', 'k.key'), join(dir, 'new-keys', 'k.pub')], kept: [] })
     t.same(json(t, 'keygen again', await run('keygen', '--name', 'k', '--out-dir', join(dir, 'new-keys'), '--json')), { written: [], kept: keygen.written })

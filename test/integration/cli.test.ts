@@ -135,7 +135,7 @@ t.test('CLI: a bad config exits 2 without listening, naming every problem', asyn
   const good = await writeConfig(dir, port)
   const ok = await runCli(['check-config', '--config', good])
   t.equal(ok.code, 0, ok.stderr)
-  t.match(ok.stdout, /OK \(1 apps, 2 envs, 4 keys\)/)
+  t.match(ok.stdout, /OK \(1 apps, 2 envs, 5 keys\)/)
 })
 
 t.test('CLI: keygen writes keys with private modes and never overwrites', async (t) => {

@@ -10,7 +10,7 @@ import { FailureLimiter } from '../../agent/auth/limiter.js'
 import { AuthError } from '../../agent/auth/verify.js'
 
 const { privateKey, publicKey } = generateKeyPairSync('ed25519')
-const keyring: Keyring = { keys: new Map([['ci', { id: 'ci', material: { alg: 'ed25519', publicKey }, allow: {} }]]), statusToken: Buffer.from('s'.repeat(20)) }
+const keyring: Keyring = { keys: new Map([['ci', { id: 'ci', material: { alg: 'ed25519', publicKey }, allow: { approve: false } }]]), statusToken: Buffer.from('s'.repeat(20)) }
 const forged = generateKeyPairSync('ed25519').privateKey
 
 function request(o: { keyId?: string; key?: typeof privateKey } = {}) {

@@ -22,6 +22,7 @@ t.test('Config: the full example is valid and keeps its values', async (t) => {
   t.same(production?.ports, [18011, 18012])
   t.equal(production?.database?.envName, 'DATABASE_URL')
   t.equal(config.keys[0]?.notAfter?.toISOString(), '2027-06-01T00:00:00.000Z')
+  t.same(config.keys.map((k) => [k.id, k.allow.approve]), [['ci-main', false], ['release-manager', true], ['ci-legacy', false]], 'CI\'s keys do not approve')
   t.equal(config.backups.retention.days, 30)
   t.same(config.apps.lifeos?.container, { capDrop: ['NET_RAW'], capAdd: [], noNewPrivileges: true, memory: 512 * 1024 ** 2, pids: 256 })
 })
@@ -144,4 +145,12 @@ t.test('Config: an unreadable file is a config error naming the file', async (t)
   const err = await loadConfig('/nonexistent/agent.yaml').catch((e: unknown) => e)
   t.same((err as ConfigError).problems, ['/nonexistent/agent.yaml: cannot read the config file (ENOENT)'])
   t.ok(await readFile(new URL('../../config/agent.example.yaml', import.meta.url), 'utf8'))
+})
+
+t.test('Config: keys[].allow.approve is a separate permission, off unless set', async (t) => {
+  const yaml = (allow: string) => `audience: web-1\nkeys:\n  - { id: ci, alg: hmac-sha256, secretEnv: CI_SECRET${allow} }\n`
+  t.same(parseConfig(yaml(''), {}, 'agent.yaml', '/srv').keys[0]?.allow, { approve: false }, 'no allow: may not approve')
+  t.same(parseConfig(yaml(', allow: { envs: [staging] }'), {}, 'agent.yaml', '/srv').keys[0]?.allow, { envs: ['staging'], approve: false })
+  t.equal(parseConfig(yaml(', allow: { approve: true }'), {}, 'agent.yaml', '/srv').keys[0]?.allow.approve, true)
+  t.same(problems(yaml(', allow: { approve: "yes" }')), ['keys[0].allow.approve: must be true or false'])
 })

@@ -2,12 +2,14 @@
 import t, { type Test } from 'tap'
 import { parseConfig } from '../../agent/config/load.js'
 import type { Target } from '../../agent/config/targets.js'
+import { Authenticator } from '../../agent/auth/authenticator.js'
+import type { LoadedKey } from '../../agent/auth/keyring.js'
 import { DeployCoordinator } from '../../agent/deploy/coordinator.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import type { Runtime } from '../../agent/deploy/runtime.js'
 import type { DeployEvent } from '../../agent/deploy/transition.js'
 import type { Notice } from '../../agent/notify/notifier.js'
-import { DeployStore, type Deploy } from '../../agent/store/deploys.js'
+import { DeployStore, type Deploy, type DeployState } from '../../agent/store/deploys.js'
 import { tempDir } from '../helpers/tmp.js'
 
 const yaml = `
@@ -110,19 +112,24 @@ t.test('DeployCoordinator: queue: reject answers 409 while a deploy runs', async
 
 t.test('DeployCoordinator: approval holds a deploy; a newer one supersedes it; approve starts it once', async (t) => {
   const { store, pipeline, coordinator } = await setUp(t)
-  const older = await coordinator.request({ app: 'web', env: 'production', ref: 'v1.0.0' })
+  const older = await coordinator.request({ app: 'web', env: 'production', ref: 'v1.0.0', keyId: 'ci' })
   t.equal(older.state, 'AWAITING_APPROVAL')
-  const newer = await coordinator.request({ app: 'web', env: 'production', ref: 'v1.0.1' })
+  const newer = await coordinator.request({ app: 'web', env: 'production', ref: 'v1.0.1', keyId: 'ci' })
   t.equal(store.get(older.id)?.state, 'CANCELLED', 'the older held deploy is superseded')
   await tick()
   t.same(pipeline.started, [], 'nothing runs before approval')
-  const approved = await coordinator.approve(newer.id)
+  t.equal(store.get(newer.id)?.approvedBy, null, 'not approved yet')
+  const approved = await coordinator.approve(newer.id, 'release-manager')
   t.equal(approved.state, 'QUEUED')
-  await t.rejects(coordinator.approve(newer.id), { code: 'not_awaiting_approval' })
-  await t.rejects(coordinator.approve('d_zzzzzzzzzzzz'), { code: 'not_found' })
+  t.equal(approved.approvedBy, 'release-manager', 'the record names the approving key')
+  t.equal(approved.keyId, 'ci', 'and still the requesting one')
+  await t.rejects(coordinator.approve(newer.id, 'release-manager'), { code: 'not_awaiting_approval' })
+  await t.rejects(coordinator.approve('d_zzzzzzzzzzzz', 'release-manager'), { code: 'not_found' })
   await until(() => store.get(newer.id)?.state === 'RESOLVING', 'the approved deploy runs')
   t.same(pipeline.started, [newer.id])
   t.same(store.get(newer.id)?.states.map((s) => s.state), ['QUEUED', 'AWAITING_APPROVAL', 'QUEUED', 'RESOLVING'])
+  const log = (await store.readLog(newer.id)).split('\n').filter(Boolean).map((line) => JSON.parse(line))
+  t.match(log, [{ event: 'state', state: 'AWAITING_APPROVAL' }, { event: 'state', state: 'QUEUED', was: 'AWAITING_APPROVAL', approvedBy: 'release-manager' }], 'the deploy log names the approver')
   pipeline.finish(newer.id)
   await coordinator.idle()
 })
@@ -233,4 +240,40 @@ t.test('DeployCoordinator: recovery removes leftover migration containers before
   await coordinator.recover()
   t.ok(order.indexOf('remove migrate-1') >= 0, 'the leftover is removed')
   t.ok(order.indexOf('remove migrate-1') < order.indexOf('recover deploy'), `removed before the deploy is settled: ${order.join(', ')}`)
+})
+
+t.test('DeployCoordinator: an app or env named after an Object.prototype property is unknown, and nothing is recorded', async (t) => {
+  const { store, coordinator } = await setUp(t)
+  await t.rejects(coordinator.request({ app: 'web', env: 'constructor', ref: 'main' }), { code: 'not_found' })
+  await t.rejects(coordinator.request({ app: 'constructor', env: 'staging', ref: 'main' }), { code: 'not_found' })
+  await t.rejects(coordinator.rollback({ app: 'web', env: 'constructor', keyId: null }), { code: 'not_found' })
+  t.same(store.list(), [], 'no deploy was recorded')
+})
+
+t.test('DeployCoordinator: a rollback goes only to a release that served and whose ref the key may deploy', async (t) => {
+  const image = (release: string, minutes: number) => ({ release, commit: 'c'.repeat(40), ref: `web:production-${release}`, created: new Date(Date.UTC(2026, 0, 1, 0, minutes)) })
+  const runtime: Partial<Runtime> = { releases: async () => [image('v3.0.0', 4), image('v2.0.0', 3), image('v1.5.0', 2), image('v1.0.0', 1)] }
+  const { store, pipeline, coordinator } = await setUp(t, { runtime })
+  const history = async (ref: string, state: DeployState) => {
+    const d = await store.create({ app: 'web', env: 'production', ref, keyId: 'ci' })
+    await store.transition(d.id, state, { release: ref, terminal: true })
+  }
+  await history('v1.0.0', 'SUCCEEDED')
+  await history('v1.5.0', 'FAILED') // built, never served
+  await history('v2.0.0', 'SUCCEEDED')
+  await history('v3.0.0', 'SUCCEEDED')
+  coordinator.setLive({ app: 'web', env: 'production' }, { release: 'v3.0.0', commit: 'c'.repeat(40), port: 18011, deployId: 'd_x', since: '' })
+  const auth = new Authenticator({ keyring: { keys: new Map(), statusToken: null }, audience: 'a', nonces: { remember: async () => true } })
+  const key: LoadedKey = { id: 'ci-v1', material: { alg: 'hmac-sha256', secret: Buffer.alloc(32) }, allow: { refs: ['v1.*', 'v3.*'], approve: false } }
+  const asKey = (to?: string) => coordinator.rollback({ app: 'web', env: 'production', to, keyId: key.id, checkRelease: (r) => auth.authorizeRollback(key, { env: 'production', ...r }) })
+  const before = store.list().length
+
+  await t.rejects(asKey(), { code: 'forbidden', statusCode: 403 }, 'the default target (v2.0.0) is a ref the key may not deploy')
+  await t.rejects(asKey('v2.0.0'), { code: 'forbidden', statusCode: 403, message: /v2\.0\.0/ }, 'named: refused too')
+  await t.rejects(asKey('v1.5.0'), { code: 'never_live', statusCode: 409 }, 'a release that never served is no rollback target')
+  t.equal(store.list().length, before, 'nothing was recorded')
+  const back = await asKey('v1.0.0')
+  t.match(back, { kind: 'rollback', ref: 'v1.0.0', keyId: 'ci-v1' }, 'a served release of an allowed ref')
+  pipeline.finish(back.id)
+  await coordinator.idle()
 })

@@ -155,7 +155,7 @@ t.test('Deploy edges: the coordinator (approval, queue, an env gone from the con
   t.equal(held.state, 'AWAITING_APPROVAL')
   const newer = await r.coordinator.request({ app: 'web', env: 'held', ref: 'v3' })
   t.equal(r.store.get(held.id)?.state, 'CANCELLED', 'a newer request supersedes the held one')
-  await r.coordinator.approve(newer.id)
+  await r.coordinator.approve(newer.id, 'release-manager')
   await r.coordinator.idle()
   t.equal(r.store.get(newer.id)?.state, 'SUCCEEDED')
   // One runs, one waits, a third replaces the waiting one.

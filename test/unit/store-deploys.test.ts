@@ -30,6 +30,7 @@ t.test('DeployStore: create records a QUEUED deploy with a fresh id', async (t) 
     release: null,
     reason: 'ship it',
     keyId: 'ci-main',
+    approvedBy: null,
     state: 'QUEUED',
     states: [{ state: 'QUEUED', at: iso(0) }],
     error: null,

@@ -47,6 +47,20 @@ t.test('NonceStore: a nonce expires after the TTL (injected clock)', async (t) =
   t.equal(await store.remember(nonce(1)), false)
 })
 
+t.test('NonceStore: a nonce lives until untilMs when that is later than the TTL, across a reopen', async (t) => {
+  const time = clock()
+  const dir = t.testdir()
+  const store = await openStore(t, dir, { now: time.now, ttlMs: 1000 })
+  const until = time.now() + 5000
+  t.equal(await store.remember(nonce(1), until), true)
+  t.equal(await store.remember(nonce(2), time.now() + 10), true, 'an earlier untilMs leaves the TTL')
+  time.advance(4999)
+  t.equal(await store.remember(nonce(1), until), false, 'still live 1 ms before untilMs')
+  t.equal(await store.remember(nonce(2)), true, 'the other expired with its TTL')
+  const reopened = await openStore(t, dir, { now: time.now, ttlMs: 1000 })
+  t.equal(await reopened.remember(nonce(1)), false, 'the file keeps the later expiry')
+})
+
 t.test('NonceStore: the default TTL is 10 minutes', async (t) => {
   const time = clock()
   const store = await openStore(t, t.testdir(), { now: time.now })

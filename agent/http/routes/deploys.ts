@@ -58,9 +58,10 @@ export function deployRoutes(app: FastifyInstance, deps: AppDeps): void {
     async (request, reply) => {
       const deploy = deps.deploys.get(request.params.id)
       if (!deploy) throw new NotFoundError(`no deploy ${request.params.id}`)
-      deps.authenticator.authorize(signer(request), { env: deploy.env, ref: deploy.ref })
-      const approved = await deps.deployments.approve(deploy.id)
-      return reply.code(202).send({ id: approved.id, state: approved.state })
+      const key = signer(request)
+      deps.authenticator.authorizeApproval(key, deploy)
+      const approved = await deps.deployments.approve(deploy.id, key.id)
+      return reply.code(202).send({ id: approved.id, state: approved.state, approvedBy: approved.approvedBy })
     },
   )
 
@@ -72,7 +73,13 @@ export function deployRoutes(app: FastifyInstance, deps: AppDeps): void {
       findTarget(deps.config, appName, env)
       const key = signer(request)
       deps.authenticator.authorize(key, { env })
-      const deploy = await deps.deployments.rollback({ app: appName, env, to: request.body?.to, keyId: key.id })
+      const deploy = await deps.deployments.rollback({
+        app: appName,
+        env,
+        to: request.body?.to,
+        keyId: key.id,
+        checkRelease: (release) => deps.authenticator.authorizeRollback(key, { env, ...release }),
+      })
       return reply.code(202).send({ id: deploy.id, state: deploy.state, release: deploy.ref })
     },
   )
