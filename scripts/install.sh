@@ -181,6 +181,9 @@ if [ "$src" != "$root$app_dir" ]; then
     fi
   done
   if put_file "$src/README.md" "$root$doc_dir/README.md" 0644; then app_files=$((app_files + 1)); fi
+  for page in "$src"/docs/*.md; do
+    if put_file "$page" "$root$doc_dir/docs/${page##*/}" 0644; then app_files=$((app_files + 1)); fi
+  done
   [ "$app_files" = 0 ] || note "installed $app_files new or changed files from $src"
 fi
 if [ "${DEPLOY_AGENT_SKIP_NPM:-}" = 1 ]; then
@@ -304,6 +307,6 @@ fi
 
 echo "$me: done, $changes change(s)"
 if [ "$changes" -gt 0 ] && [ -e "$keys/$key_name.key" ]; then
-  echo "next: give CI the key id $key_name, $etc_dir/keys/$key_name.key and $etc_dir/keys/status.token (see README, CI setup),"
+  echo "next: give CI the key id $key_name, $etc_dir/keys/$key_name.key and $etc_dir/keys/status.token (see docs/cli.md, CI setup),"
   echo "      then delete $etc_dir/keys/$key_name.key from this server; add your apps to $etc_dir/agent.yaml."
 fi

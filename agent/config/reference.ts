@@ -1,4 +1,4 @@
-// The config reference in README.md, derived from the zod schema so it cannot drift: every key path with its type
+// The config reference in docs/configuration.md, derived from the zod schema so it cannot drift: every key path with its type
 // and default comes from here; only the "Meaning" column is written by hand (and kept across regenerations).
 import { z } from 'zod'
 import { configSchema } from './schema.js'
@@ -105,11 +105,11 @@ export function renderReference(rows: ReferenceRow[], meanings: ReadonlyMap<stri
   return lines.join('\n')
 }
 
-/** The table between the markers, or throws when the README has no such section. */
+/** The table between the markers, or throws when the page has no such section. */
 export function referenceSection(readme: string): { before: string; table: string; after: string } {
   const start = readme.indexOf(REFERENCE_START)
   const end = readme.indexOf(REFERENCE_END)
-  if (start < 0 || end < start) throw new Error(`README.md has no config reference between ${REFERENCE_START} and ${REFERENCE_END}`)
+  if (start < 0 || end < start) throw new Error(`docs/configuration.md has no config reference between ${REFERENCE_START} and ${REFERENCE_END}`)
   const from = start + REFERENCE_START.length
   return { before: readme.slice(0, from), table: readme.slice(from, end).trim(), after: readme.slice(end) }
 }
@@ -125,7 +125,7 @@ export function meaningsOf(table: string): Map<string, string> {
   return meanings
 }
 
-/** The README with its reference table regenerated, keeping the meanings already written. */
+/** The page with its reference table regenerated, keeping the meanings already written. */
 export function regenerate(readme: string): string {
   const { before, table, after } = referenceSection(readme)
   return `${before}\n${renderReference(referenceRows(), meaningsOf(table))}\n${after}`

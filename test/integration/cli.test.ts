@@ -1,5 +1,5 @@
 // The real binary end to end: serve on a real port, the CLI's signed and token requests, `sign --curl`, the
-// README's openssl recipe, config errors, keygen, SIGHUP key reload and graceful SIGTERM.
+// the openssl recipe of docs/api.md, config errors, keygen, SIGHUP key reload and graceful SIGTERM.
 import { execFile } from 'node:child_process'
 import { appendFile, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -20,11 +20,11 @@ async function writeConfig(dir: string, port: number, extra: Record<string, unkn
   return path
 }
 
-/** The fenced block of README.md that starts with `# sign-with-openssl`. */
+/** The fenced block of docs/api.md that starts with `# sign-with-openssl`. */
 async function readmeRecipe(): Promise<string> {
-  const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8')
+  const readme = await readFile(new URL('../../docs/api.md', import.meta.url), 'utf8')
   const block = /```bash\n(# sign-with-openssl\n[\s\S]*?)```/.exec(readme)?.[1]
-  if (!block) throw new Error('README.md has no sign-with-openssl block')
+  if (!block) throw new Error('docs/api.md has no sign-with-openssl block')
   return block
 }
 

@@ -122,6 +122,7 @@ t.test('install.sh: into a temp root, twice; the second run changes nothing', { 
     ['/opt/deploy-agent/bin/deploy-agent.js', { kind: 'file', mode: 0o755, uid: 0, gid: 0 }],
     ['/opt/deploy-agent/dist/cli/main.js', { kind: 'file', mode: 0o644, uid: 0, gid: 0 }],
     ['/usr/share/doc/deploy-agent/README.md', { kind: 'file', mode: 0o644, uid: 0, gid: 0 }],
+    ['/usr/share/doc/deploy-agent/docs/operations.md', { kind: 'file', mode: 0o644, uid: 0, gid: 0 }],
     ...UNITS.map((u): [string, Partial<Entry>] => [`/etc/systemd/system/${u}`, { kind: 'file', mode: 0o644, uid: 0, gid: 0 }]),
   ]
   for (const [path, want] of expect) t.match(files[path], want, path)

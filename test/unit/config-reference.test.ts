@@ -1,4 +1,4 @@
-// README.md's config reference against agent/config/schema.ts: the table is exactly what the schema generates
+// docs/configuration.md's config reference against agent/config/schema.ts: the table is exactly what the schema generates
 // (every key, type and default; `npm run docs:config` rewrites it), every key has a meaning, and every default in
 // it is the value a config that leaves the key out really gets.
 import { readFile } from 'node:fs/promises'
@@ -6,9 +6,9 @@ import t from 'tap'
 import { meaningsOf, referenceRows, referenceSection, regenerate, UNDESCRIBED } from '../../agent/config/reference.js'
 import { configSchema } from '../../agent/config/schema.js'
 
-const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8')
+const readme = await readFile(new URL('../../docs/configuration.md', import.meta.url), 'utf8')
 
-t.test('config reference: the README table is the one the schema generates', async (t) => {
+t.test('config reference: the docs table is the one the schema generates', async (t) => {
   t.equal(regenerate(readme), readme, 'up to date (run `npm run docs:config` after changing agent/config/schema.ts)')
   const { table } = referenceSection(readme)
   t.notOk(table.includes(UNDESCRIBED), 'every key has a meaning')
@@ -55,7 +55,7 @@ function without(steps: string[]): unknown {
   return copy
 }
 
-t.test('config reference: every default in the README is what a config without the key gets', async (t) => {
+t.test('config reference: every default in the docs is what a config without the key gets', async (t) => {
   const rows = referenceRows()
   let checked = 0
   for (const row of rows) {
