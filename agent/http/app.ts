@@ -4,14 +4,8 @@ import { randomUUID } from 'node:crypto'
 import swagger from '@fastify/swagger'
 import type { Server as HttpsServer } from 'node:https'
 import Fastify, { LogController, type FastifyHttpsOptions, type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
-import type { Authenticator } from '../auth/authenticator.js'
-import type { Config } from '../config/schema.js'
-import type { Logger } from '../observability/logger.js'
-import type { Metrics } from '../observability/metrics.js'
-import type { BackupService } from '../backup/service.js'
-import type { Deployments } from '../deploy/coordinator.js'
-import type { DeployStore } from '../store/deploys.js'
 import { registerAuth } from './auth.js'
+import type { AppDeps } from './deps.js'
 import { clientAddress, trustList } from './client.js'
 import { registerErrorHandling } from './errors.js'
 import { backupRoutes } from './routes/backups.js'
@@ -23,20 +17,7 @@ import { statusRoutes } from './routes/status.js'
 export const BODY_LIMIT_BYTES = 64 * 1024
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
 
-export interface AppDeps {
-  config: Config
-  authenticator: Authenticator
-  deploys: DeployStore
-  deployments: Deployments
-  backups: Backups
-  metrics: Metrics
-  logger: Logger
-  version: string
-  startedAt: Date
-}
-
-/** What the HTTP surface asks of the backup side. */
-export type Backups = Pick<BackupService, 'newId' | 'take' | 'list' | 'recentFailures' | 'verify' | 'prune' | 'restore' | 'restoreTarget' | 'ownerOf' | 'targets' | 'lastBackup'>
+export type { AppDeps, Backups } from './deps.js'
 
 export interface AppOptions {
   https?: { cert: Buffer; key: Buffer }
@@ -105,11 +86,13 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     },
   })
 
+  // The routes read what they need from the `deps` decorator, so they import nothing from this file.
+  app.decorate('deps', deps)
   healthRoutes(app)
-  statusRoutes(app, deps)
-  deployRoutes(app, deps)
-  backupRoutes(app, deps)
-  metricsRoutes(app, deps)
+  statusRoutes(app)
+  deployRoutes(app)
+  backupRoutes(app)
+  metricsRoutes(app)
   app.get('/v1/openapi.json', { config: { auth: 'none' }, schema: { hide: true } }, async () => app.swagger())
   return app
 }

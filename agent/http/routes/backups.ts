@@ -2,7 +2,6 @@
 import type { FastifyInstance } from 'fastify'
 import { findTarget } from '../../config/targets.js'
 import { NotFoundError, ValidationError } from '../../errors.js'
-import type { AppDeps } from '../app.js'
 import { signer } from '../auth.js'
 import { appEnvParams, backupIdParams, BACKUP_ID, errorResponse, NAME, type AppEnvParams, type IdParams } from '../schemas.js'
 
@@ -17,7 +16,8 @@ const restoreBody = {
 } as const
 const pruneBody = { type: 'object', additionalProperties: false, properties: { dryRun: { type: 'boolean' } } } as const
 
-export function backupRoutes(app: FastifyInstance, deps: AppDeps): void {
+export function backupRoutes(app: FastifyInstance): void {
+  const { deps } = app
   app.post<{ Body: { app: string; env: string } }>(
     '/v1/backups',
     { config: { auth: 'signed' }, schema: { summary: 'Take a manual backup (runs in the background)', body: backupBody, response: errors } },

@@ -2,7 +2,6 @@
 import type { FastifyInstance } from 'fastify'
 import { checkRefAllowed, findTarget } from '../../config/targets.js'
 import { NotFoundError } from '../../errors.js'
-import type { AppDeps } from '../app.js'
 import { Followers, followLog, streamLog, TooManyFollowersError } from '../follow.js'
 import { signer } from '../auth.js'
 import { appEnvParams, COMMIT, deployIdParams, emptyBody, errorResponse, NAME, REF, RELEASE, type AppEnvParams, type IdParams } from '../schemas.js'
@@ -32,7 +31,8 @@ const logQuery = { type: 'object', additionalProperties: false, properties: { fo
 
 const errors = { '4xx': errorResponse, '5xx': errorResponse }
 
-export function deployRoutes(app: FastifyInstance, deps: AppDeps): void {
+export function deployRoutes(app: FastifyInstance): void {
+  const { deps } = app
   const followers = new Followers()
   app.post<{ Params: AppEnvParams; Body: DeployBody }>(
     '/v1/apps/:app/envs/:env/deploys',

@@ -1,5 +1,4 @@
 import type { FastifyInstance } from 'fastify'
-import type { AppDeps } from '../app.js'
 import { errorResponse } from '../schemas.js'
 
 const nullable = (schema: object) => ({ anyOf: [{ type: 'null' }, schema] })
@@ -43,7 +42,8 @@ const statusResponse = {
   },
 } as const
 
-export function statusRoutes(app: FastifyInstance, deps: AppDeps): void {
+export function statusRoutes(app: FastifyInstance): void {
+  const { deps } = app
   app.get(
     '/v1/status',
     {
