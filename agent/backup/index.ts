@@ -7,7 +7,7 @@ export {
   BACKUP_ID_PATTERN, BACKUP_KINDS, backupBaseName, backupFileName, formatStamp, newBackupId, parseBackupName, parseLegacyName, resolveBackupPath,
   type BackupKind, type BackupName, type LegacyBackupName, type ParsedBackupName, type ResolvedBackup,
 } from './names.js'
-export { DEFAULT_TOOLS, type DatabaseTarget, type PgTools } from './pg.js'
+export { DEFAULT_TOOLS, type DatabaseTarget, type PgTools } from '../pg/connection.js'
 export { restoreBackup, type DumpFormat, type RestoreOptions, type RestoreResult } from './restore.js'
 export { formatPlan, isoWeek, planRetention, type RetentionCandidate, type RetentionDecision, type RetentionPolicy } from './retention.js'
 export { cleanPartials, takeBackup, type TakeBackupOptions } from './take.js'

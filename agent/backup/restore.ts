@@ -23,14 +23,14 @@ import { open } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createGunzip } from 'node:zlib'
-import { createDatabaseLike, createRestoreRole, dropDatabase, dropRole, restorePrivilegeProblem, takeBackFromRole } from './databases.js'
+import { createDatabaseLike, createRestoreRole, dropDatabase, dropRole, restorePrivilegeProblem, takeBackFromRole } from '../pg/admin.js'
 import { BackupError, describe } from './errors.js'
 import { readManifest, type Manifest } from './manifest.js'
 import { resolveBackupPath, type ResolvedBackup } from './names.js'
 import {
   asRole, connectionOf, derivedName, DEFAULT_TOOLS, onDatabase, psqlRestrictProblem, quoteIdent, sqlState, toolEnv, withClient,
   type Connection, type DatabaseTarget, type PgTools,
-} from './pg.js'
+} from '../pg/connection.js'
 import { exitProblem, runPiped, runTool, toolOutput, ToolError } from './proc.js'
 import { RestrictedSqlScript } from './sql-guard.js'
 import { verifyBackup } from './verify.js'

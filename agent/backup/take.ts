@@ -9,7 +9,7 @@ import { BackupError, describe } from './errors.js'
 import { BackupLocks } from './lock.js'
 import { writeManifest, type ArchiveRecord, type Manifest } from './manifest.js'
 import { backupBaseName, backupFileName, newBackupId, parseBackupName, type BackupKind } from './names.js'
-import { connectionOf, DEFAULT_TOOLS, toolEnv, withClient, type Connection, type DatabaseTarget, type PgTools } from './pg.js'
+import { connectionOf, DEFAULT_TOOLS, toolEnv, withClient, type Connection, type DatabaseTarget, type PgTools } from '../pg/connection.js'
 import { captureToFile, toolOutput, type Written } from './proc.js'
 
 export interface TakeBackupOptions {

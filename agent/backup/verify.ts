@@ -4,10 +4,10 @@
 // must equal the rows the dump itself holds (counted in its COPY blocks); the scratch database is then dropped.
 import { join } from 'node:path'
 import { ValidationError } from '../errors.js'
-import { countRows, createDatabaseLike, CopyRowCounter, dropDatabase } from './databases.js'
+import { countRows, createDatabaseLike, CopyRowCounter, dropDatabase } from '../pg/admin.js'
 import { BackupError, describe } from './errors.js'
 import { writeManifest, type Manifest, type Verification, type VerifyMethod } from './manifest.js'
-import { connectionOf, derivedName, DEFAULT_TOOLS, onDatabase, toolEnv, type Connection, type DatabaseTarget, type PgTools } from './pg.js'
+import { connectionOf, derivedName, DEFAULT_TOOLS, onDatabase, toolEnv, type Connection, type DatabaseTarget, type PgTools } from '../pg/connection.js'
 import { exitProblem, hashFile, runTool, type Written } from './proc.js'
 
 export interface VerifyResult {

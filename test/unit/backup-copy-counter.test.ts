@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import t from 'tap'
-import { CopyRowCounter, qualifiedName } from '../../agent/backup/databases.js'
+import { CopyRowCounter, qualifiedName } from '../../agent/pg/admin.js'
 
 t.test('CopyRowCounter: counts the rows of each COPY block, however the script is chunked', async (t) => {
   const script = [

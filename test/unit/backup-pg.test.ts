@@ -1,5 +1,5 @@
 import t from 'tap'
-import { connectionOf, derivedName, onDatabase, quoteIdent, sqlState, toolEnv } from '../../agent/backup/pg.js'
+import { connectionOf, derivedName, onDatabase, quoteIdent, sqlState, toolEnv } from '../../agent/pg/connection.js'
 
 t.test('connectionOf: the password leaves the URL; an explicit one wins', async (t) => {
   t.same(connectionOf({ url: 'postgres://app:s%40cret@db.internal:5433/lifeos?sslmode=require' }), {

@@ -1,7 +1,7 @@
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import t from 'tap'
-import { psqlRestrictProblem } from '../../agent/backup/pg.js'
+import { psqlRestrictProblem } from '../../agent/pg/connection.js'
 import { RestrictedSqlScript } from '../../agent/backup/sql-guard.js'
 
 /** Runs `script` through the filter in chunks of `size` bytes; returns what came out, its key, and the error if refused. */

@@ -3,7 +3,7 @@
 // loaded into it. Every statement runs from a session on the live database's server.
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto'
 import { Writable } from 'node:stream'
-import { onDatabase, quoteIdent, sqlState, withClient, type Connection } from './pg.js'
+import { onDatabase, quoteIdent, sqlState, withClient, type Connection } from './connection.js'
 
 /**
  * Creates `name` from template0 with the encoding and locale of `conn`'s database, owned by the agent's role

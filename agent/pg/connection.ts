@@ -1,5 +1,6 @@
-// PostgreSQL access for the backup engine: connection targets, the environment pg tools run with (the password
-// travels in PGPASSWORD, never in argv), short-lived pg clients, and names derived from a database's name.
+// The PostgreSQL facade (as git/ and proxy/ are for git and nginx): connection targets, the environment pg tools
+// run with (the password travels in PGPASSWORD, never in argv), short-lived pg clients, and names derived from a
+// database's name. Statements on databases and roles are in admin.ts; the backup engine uses both.
 import type pg from 'pg'
 import { ValidationError } from '../errors.js'
 
