@@ -20,7 +20,10 @@ await new Promise<void>((resolve) => {
 })
 
 // "5" resets VmHWM to the current RSS, so VmHWM afterwards is the peak of the backup alone.
-const hwmReset = await writeFile('/proc/self/clear_refs', '5').then(() => true, () => false)
+const hwmReset = await writeFile('/proc/self/clear_refs', '5').then(
+  () => true,
+  () => false,
+)
 const manifest = await takeBackup({ dir, app: 'bench', env: 'rss', kind: 'manual', database: { url }, locks: new BackupLocks() })
 const status = await readFile('/proc/self/status', 'utf8')
 const hwmKb = hwmReset ? Number(/VmHWM:\s+(\d+)/.exec(status)?.[1]) : null

@@ -51,7 +51,10 @@ async function databaseSize(): Promise<number> {
 
 /** Creates (or completes) the pgbench database when it is missing or not the right size; says what it did. */
 async function ensureDatabase(): Promise<string> {
-  const exists = await withClient('postgres', async (c) => (await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [DB])).rowCount === 1)
+  const exists = await withClient(
+    'postgres',
+    async (c) => (await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [DB])).rowCount === 1,
+  )
   if (exists) {
     const ready = await withClient(DB, async (c) => {
       const { rows } = await c.query<{ pkey: boolean }>("SELECT to_regclass('pgbench_accounts_pkey') IS NOT NULL AS pkey")
@@ -67,7 +70,9 @@ async function ensureDatabase(): Promise<string> {
   // pgbench -i drops and recreates its own pgbench_* tables in DB, and nothing else.
   const url = new URL(pgUrl(DB))
   const env = { ...process.env, PGPASSWORD: decodeURIComponent(url.password) }
-  await run('pgbench', ['-i', '-q', '-s', String(SCALE), '-h', url.hostname, '-p', url.port || '5432', '-U', url.username, DB], { env }).catch((err) => {
+  await run('pgbench', ['-i', '-q', '-s', String(SCALE), '-h', url.hostname, '-p', url.port || '5432', '-U', url.username, DB], {
+    env,
+  }).catch((err) => {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('pgbench not found: apt-get install -y postgresql-contrib')
     throw err
   })
@@ -135,7 +140,9 @@ async function plainDump(file: string, connUrl: string, env: NodeJS.ProcessEnv, 
 }
 
 /** One takeBackup in a child Node process, its VmRSS sampled every SAMPLE_MS. */
-async function childBackup(dir: string): Promise<{ beforeKb: number; peakKb: number; hwmKb: number | null; samples: number; ms: number; bytes: number }> {
+async function childBackup(
+  dir: string,
+): Promise<{ beforeKb: number; peakKb: number; hwmKb: number | null; samples: number; ms: number; bytes: number }> {
   const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dir], {
     cwd: ROOT,
     env: { ...process.env, BENCH_BACKUP_URL: pgUrl(DB) },
@@ -267,10 +274,38 @@ export async function benchBackup(): Promise<Row[]> {
       `Backup machine: ${cpus().length} CPUs; load average (1 / 5 / 15 min) before ${load.map((x) => fmt(x, 1)).join(' / ')}, after ${after.map((x) => fmt(x, 1)).join(' / ')}.`,
     )
     return [
-      { figure: `backup wall time, ${fmt(sizeMb)} MB database (median of ${RUNS})`, value: `${fmt(agent)} ms`, baseline: `${fmt(synced)} ms (pg_dump -Fc -f, then fsync)`, ratio: `${fmt(pairedOverSynced, 2)}×`, target: '≤ 1.05×', met: pairedOverSynced <= 1.05 },
-      { figure: 'backup wall time against pg_dump without fsync', value: `${fmt(agent)} ms`, baseline: `${fmt(plain)} ms (plain pg_dump -Fc -f)`, ratio: `${fmt(pairedOverPlain, 2)}×`, target: '—', met: null },
-      { figure: 'peak RSS growth of the backing-up Node process', value: `${fmt(growthMb, 1)} MB`, baseline: `pg_dump's own peak: ${fmt(mb(Math.max(...dumpPeakKb)), 1)} MB`, ratio: '—', target: '< 50 MB', met: growthMb < 50 },
-      { figure: `backup verification 'full' (median of ${VERIFY_RUNS})`, value: `${fmt(verify)} ms`, baseline: `${fmt(bareVerify)} ms (sha256sum + pg_restore -f /dev/null)`, ratio: `${fmt(verify / bareVerify, 2)}×`, target: '—', met: null },
+      {
+        figure: `backup wall time, ${fmt(sizeMb)} MB database (median of ${RUNS})`,
+        value: `${fmt(agent)} ms`,
+        baseline: `${fmt(synced)} ms (pg_dump -Fc -f, then fsync)`,
+        ratio: `${fmt(pairedOverSynced, 2)}×`,
+        target: '≤ 1.05×',
+        met: pairedOverSynced <= 1.05,
+      },
+      {
+        figure: 'backup wall time against pg_dump without fsync',
+        value: `${fmt(agent)} ms`,
+        baseline: `${fmt(plain)} ms (plain pg_dump -Fc -f)`,
+        ratio: `${fmt(pairedOverPlain, 2)}×`,
+        target: '—',
+        met: null,
+      },
+      {
+        figure: 'peak RSS growth of the backing-up Node process',
+        value: `${fmt(growthMb, 1)} MB`,
+        baseline: `pg_dump's own peak: ${fmt(mb(Math.max(...dumpPeakKb)), 1)} MB`,
+        ratio: '—',
+        target: '< 50 MB',
+        met: growthMb < 50,
+      },
+      {
+        figure: `backup verification 'full' (median of ${VERIFY_RUNS})`,
+        value: `${fmt(verify)} ms`,
+        baseline: `${fmt(bareVerify)} ms (sha256sum + pg_restore -f /dev/null)`,
+        ratio: `${fmt(verify / bareVerify, 2)}×`,
+        target: '—',
+        met: null,
+      },
     ]
   } finally {
     await rm(tmp, { recursive: true, force: true })

@@ -93,7 +93,8 @@ class ServedWatch {
     for (;;) {
       const at = this.firstAt(version, after)
       if (at !== null) return at
-      if (Date.now() > deadline) throw new Error(`nginx did not serve ${version} within ${timeoutMs} ms (seen: ${this.changes.map((c) => c.version).join(' → ')})`)
+      if (Date.now() > deadline)
+        throw new Error(`nginx did not serve ${version} within ${timeoutMs} ms (seen: ${this.changes.map((c) => c.version).join(' → ')})`)
       await sleep(5)
     }
   }
@@ -118,7 +119,10 @@ class AgentSide {
   }
 
   async get(id: string): Promise<Deploy> {
-    const res = await this.agent.app.inject({ url: `/v1/deploys/${id}`, headers: { authorization: `Bearer ${this.agent.keys.statusToken}` } })
+    const res = await this.agent.app.inject({
+      url: `/v1/deploys/${id}`,
+      headers: { authorization: `Bearer ${this.agent.keys.statusToken}` },
+    })
     return JSON.parse(res.body) as Deploy
   }
 
@@ -133,15 +137,22 @@ class AgentSide {
   }
 
   async log(id: string): Promise<Array<Record<string, unknown>>> {
-    const res = await this.agent.app.inject({ url: `/v1/deploys/${id}/log`, headers: { authorization: `Bearer ${this.agent.keys.statusToken}` } })
-    return res.body.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+    const res = await this.agent.app.inject({
+      url: `/v1/deploys/${id}/log`,
+      headers: { authorization: `Bearer ${this.agent.keys.statusToken}` },
+    })
+    return res.body
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
   }
 
   /** Deploys `ref` and waits for the end; `ms` is request → finishedAt (the record's own timestamp, no poll lag). */
   async deploy(app: string, ref: string, expect: Deploy['state'] = 'SUCCEEDED'): Promise<{ deploy: Deploy; ms: number; t0: number }> {
     const t0 = Date.now()
     const deploy = await this.wait(await this.post(`/v1/apps/${app}/envs/${ENV}/deploys`, { ref }))
-    if (deploy.state !== expect) throw new Error(`deploy of ${ref} ended ${deploy.state}, expected ${expect}: ${JSON.stringify(deploy.error)}`)
+    if (deploy.state !== expect)
+      throw new Error(`deploy of ${ref} ended ${deploy.state}, expected ${expect}: ${JSON.stringify(deploy.error)}`)
     await this.coordinator().idle() // the prune after a success runs in the lane; keep it out of the next timing
     return { deploy, ms: Date.parse(deploy.finishedAt as string) - t0, t0 }
   }
@@ -162,7 +173,14 @@ class ScriptSide {
   readonly version = new Map<number, string>()
 
   constructor(
-    private readonly o: { repo: string; runId: string; ports: [number, number]; nginxDir: string; upstreamFile: string; upstreamName: string },
+    private readonly o: {
+      repo: string
+      runId: string
+      ports: [number, number]
+      nginxDir: string
+      upstreamFile: string
+      upstreamName: string
+    },
   ) {}
 
   name(port: number): string {
@@ -275,7 +293,19 @@ class ComposeSide {
 }
 
 function sumLoads(results: RateLoadResult[]): RateLoadResult {
-  const total: RateLoadResult = { sent: 0, ok: 0, non2xx: 0, statuses: {}, socketErrors: 0, errors: {}, retried: 0, served: {}, durationMs: 0, maxLatencyMs: 0, failures: [] }
+  const total: RateLoadResult = {
+    sent: 0,
+    ok: 0,
+    non2xx: 0,
+    statuses: {},
+    socketErrors: 0,
+    errors: {},
+    retried: 0,
+    served: {},
+    durationMs: 0,
+    maxLatencyMs: 0,
+    failures: [],
+  }
   const merge = (into: Record<string, number>, from: Record<string, number>) => {
     for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v
   }
@@ -298,7 +328,12 @@ function sumLoads(results: RateLoadResult[]): RateLoadResult {
 const loadValue = (r: RateLoadResult) => `${r.non2xx} non-2xx, ${r.socketErrors} socket errors (${r.retried} retried, ${fmt(r.sent)} sent)`
 
 function describeLoad(r: RateLoadResult): string {
-  const detail = (m: Record<string, number>) => (Object.keys(m).length === 0 ? '' : ` (${Object.entries(m).map(([k, v]) => `${k}: ${v}`).join(', ')})`)
+  const detail = (m: Record<string, number>) =>
+    Object.keys(m).length === 0
+      ? ''
+      : ` (${Object.entries(m)
+          .map(([k, v]) => `${k}: ${v}`)
+          .join(', ')})`
   return `${r.non2xx} non-2xx${detail(r.statuses)}, ${r.socketErrors} socket errors${detail(r.errors)} of ${fmt(r.sent)} requests, ${r.retried} retried, max latency ${fmt(r.maxLatencyMs)} ms`
 }
 
@@ -315,7 +350,11 @@ function failuresByState(failures: RateLoadResult['failures'], deploys: Deploy[]
     const key = `${fired === ended ? fired : `fired in ${fired}, ended in ${ended}`}: ${f.what}`
     counts[key] = (counts[key] ?? 0) + 1
   }
-  return Object.keys(counts).length === 0 ? 'none' : Object.entries(counts).map(([k, v]) => `${k} × ${v}`).join('; ')
+  return Object.keys(counts).length === 0
+    ? 'none'
+    : Object.entries(counts)
+        .map(([k, v]) => `${k} × ${v}`)
+        .join('; ')
 }
 
 /** Runs `action` inside a window of steady load through `url`: 500 ms before, 500 ms after. */
@@ -336,14 +375,24 @@ async function underLoad<T>(url: string, action: () => Promise<T>): Promise<{ va
 async function upstreamErrors(errorLog: string, from: number): Promise<string> {
   const text = (await readFile(errorLog)).subarray(from).toString('utf8')
   const counts: Record<string, number> = {}
-  for (const m of text.matchAll(/\[error\] [^:]+: \*\d+ (.+?) while (connecting to|reading response header from) upstream.*?upstream: "http:\/\/[\d.]+:(\d+)/g)) {
+  for (const m of text.matchAll(
+    /\[error\] [^:]+: \*\d+ (.+?) while (connecting to|reading response header from) upstream.*?upstream: "http:\/\/[\d.]+:(\d+)/g,
+  )) {
     const key = `${m[1] as string} (port ${m[3] as string})`
     counts[key] = (counts[key] ?? 0) + 1
   }
-  return Object.keys(counts).length === 0 ? 'no upstream errors' : Object.entries(counts).map(([k, v]) => `${k} × ${v}`).join('; ')
+  return Object.keys(counts).length === 0
+    ? 'no upstream errors'
+    : Object.entries(counts)
+        .map(([k, v]) => `${k} × ${v}`)
+        .join('; ')
 }
 
-const logSize = (file: string) => stat(file).then((s) => s.size, () => 0)
+const logSize = (file: string) =>
+  stat(file).then(
+    (s) => s.size,
+    () => 0,
+  )
 
 /** Median duration of each state of the agent's deploys (time from entering it to entering the next). */
 function phaseMedians(deploys: Deploy[]): string {
@@ -359,7 +408,13 @@ function phaseMedians(deploys: Deploy[]): string {
 }
 
 function scriptMedians(marks: Array<Record<string, number>>): string {
-  const steps = [['build', 'start', 'built'], ['run', 'built', 'started'], ['health', 'started', 'healthy'], ['switch', 'healthy', 'switched'], ['drain+stop', 'switched', 'done']] as const
+  const steps = [
+    ['build', 'start', 'built'],
+    ['run', 'built', 'started'],
+    ['health', 'started', 'healthy'],
+    ['switch', 'healthy', 'switched'],
+    ['drain+stop', 'switched', 'done'],
+  ] as const
   return steps.map(([name, a, b]) => `${name} ${fmt(median(marks.map((m) => (m[b] ?? NaN) - (m[a] ?? NaN))))}`).join(', ')
 }
 
@@ -431,7 +486,10 @@ async function deployWallTime(b: Bench): Promise<void> {
   let cached = 0
   let steps = 0
   for (const d of agentDeploys) {
-    const lines = (await b.agent.log(d.id)).filter((l) => l.event === 'build' && typeof l.line === 'string') as Array<{ line: string; at: string }>
+    const lines = (await b.agent.log(d.id)).filter((l) => l.event === 'build' && typeof l.line === 'string') as Array<{
+      line: string
+      at: string
+    }>
     steps = lines.filter((l) => /^Step \d+\/\d+ : /.test(l.line)).length
     cached = lines.filter((l) => /Using cache/.test(l.line)).length
     const firstLabel = lines.find((l) => /^Step \d+\/\d+ : LABEL /.test(l.line))
@@ -457,7 +515,9 @@ async function deployWallTime(b: Bench): Promise<void> {
       `Layer cache: every release has the same files and a new VERSION build arg; in the agent's build log ${cached} of ${steps} steps say "Using cache" (ARG and both COPYs after FROM); RUN echo $VERSION, CMD and the label steps after it are built. Classic builder both sides (DOCKER_BUILDKIT=0 for the script). ` +
       `Both pass one build label (the agent: the commit); Docker 20.10's classic builder makes a LABEL step per label: median ${ms(median(labelMs))} of the agent's BUILDING.`,
   )
-  deployNotes.push(`Deploy phases, median ms — agent: ${phaseMedians(agentDeploys)}; script: ${scriptMedians(scriptMarks)}. All runs — agent: ${agentMs.map((x) => fmt(x)).join(', ')} ms; script: ${scriptMs.map((x) => fmt(x)).join(', ')} ms.`)
+  deployNotes.push(
+    `Deploy phases, median ms — agent: ${phaseMedians(agentDeploys)}; script: ${scriptMedians(scriptMarks)}. All runs — agent: ${agentMs.map((x) => fmt(x)).join(', ')} ms; script: ${scriptMs.map((x) => fmt(x)).join(', ')} ms.`,
+  )
 }
 
 /** Starts the script's previous release again beside the live one (untimed); resolves with [live port, other port]. */
@@ -465,7 +525,14 @@ async function bothScriptReleasesRunning(b: Bench): Promise<[number, number]> {
   const live = b.script.livePort as number
   const other = b.script.idlePort() // where the previous release's stopped container is
   await run('docker', ['start', b.script.name(other)])
-  for (let i = 0; !(await fetch(`http://127.0.0.1:${other}/healthz`).then((r) => r.ok, () => false)); i++) {
+  for (
+    let i = 0;
+    !(await fetch(`http://127.0.0.1:${other}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    ));
+    i++
+  ) {
     if (i > 200) throw new Error("the script's previous release did not answer after docker start")
     await sleep(50)
   }
@@ -517,8 +584,22 @@ async function rollbackTime(b: Bench): Promise<void> {
   b.bareMs = median(bare)
   const baseline = `${ms(b.bareMs)} (bare rewrite + nginx -s reload)`
   b.rows.push(
-    { figure: `manual rollback: request → traffic on old release (median of ${RUNS})`, value: ms(trafficMed), baseline, ratio: `${fmt(trafficMed / b.bareMs, 1)}×`, target: '< 2 s', met: trafficMed < 2000 },
-    { figure: `manual rollback: request → SUCCEEDED (median of ${RUNS})`, value: ms(doneMed), baseline, ratio: `${fmt(doneMed / b.bareMs, 1)}×`, target: '< 2 s', met: doneMed < 2000 },
+    {
+      figure: `manual rollback: request → traffic on old release (median of ${RUNS})`,
+      value: ms(trafficMed),
+      baseline,
+      ratio: `${fmt(trafficMed / b.bareMs, 1)}×`,
+      target: '< 2 s',
+      met: trafficMed < 2000,
+    },
+    {
+      figure: `manual rollback: request → SUCCEEDED (median of ${RUNS})`,
+      value: ms(doneMed),
+      baseline,
+      ratio: `${fmt(doneMed / b.bareMs, 1)}×`,
+      target: '< 2 s',
+      met: doneMed < 2000,
+    },
   )
   deployNotes.push(
     `Manual rollback: ${RUNS} signed POST …/rollback {} in a row, each to the other of the two newest releases, whose stopped container waits on the idle port (the agent's fast path: docker start, ${HEALTH.healthyAfter} health probes ${HEALTH.intervalMs} ms apart, nginx -t + reload + confirmation; SUCCEEDED also waits the ${DRAIN_MS} ms drain and docker stop of the release rolled away from). ` +
@@ -605,10 +686,38 @@ async function failedRequests(b: Bench): Promise<void> {
   }
   const baseline = composeLoad ? `compose: ${loadValue(composeLoad)}` : 'compose not run'
   b.rows.push(
-    { figure: `failed requests at ${RATE} req/s during ${LOAD_RUNS} agent deploys`, value: loadValue(dl), baseline, ratio: '—', target: '0 and 0', met: dl.non2xx === 0 && dl.socketErrors === 0 },
-    { figure: `failed requests at ${RATE} req/s during ${LOAD_RUNS} agent rollbacks`, value: loadValue(rl), baseline, ratio: '—', target: '0 and 0', met: rl.non2xx === 0 && rl.socketErrors === 0 },
-    { figure: `reference: ${RATE} req/s for ${fmt(controlMs / 1000, 1)} s, nothing deployed`, value: loadValue(control), baseline: '—', ratio: '—', target: '—', met: null },
-    { figure: `reference: ${RATE} req/s during ${LOAD_RUNS} bare nginx reloads between two running releases`, value: loadValue(reloads), baseline: '—', ratio: '—', target: '—', met: null },
+    {
+      figure: `failed requests at ${RATE} req/s during ${LOAD_RUNS} agent deploys`,
+      value: loadValue(dl),
+      baseline,
+      ratio: '—',
+      target: '0 and 0',
+      met: dl.non2xx === 0 && dl.socketErrors === 0,
+    },
+    {
+      figure: `failed requests at ${RATE} req/s during ${LOAD_RUNS} agent rollbacks`,
+      value: loadValue(rl),
+      baseline,
+      ratio: '—',
+      target: '0 and 0',
+      met: rl.non2xx === 0 && rl.socketErrors === 0,
+    },
+    {
+      figure: `reference: ${RATE} req/s for ${fmt(controlMs / 1000, 1)} s, nothing deployed`,
+      value: loadValue(control),
+      baseline: '—',
+      ratio: '—',
+      target: '—',
+      met: null,
+    },
+    {
+      figure: `reference: ${RATE} req/s during ${LOAD_RUNS} bare nginx reloads between two running releases`,
+      value: loadValue(reloads),
+      baseline: '—',
+      ratio: '—',
+      target: '—',
+      met: null,
+    },
   )
   deployNotes.push(
     `Load: bench/load.ts, an open-loop client firing GET /version through nginx at a fixed ${RATE} req/s (keep-alive agent, ≤ 32 sockets, 5 s timeout) from 500 ms before the request until 500 ms after its end (compose: after the new release answers through nginx). ` +
@@ -653,8 +762,22 @@ async function badRelease(b: Bench): Promise<void> {
   const baseline = Number.isFinite(b.bareMs) ? `${ms(b.bareMs)} (bare switch)` : '—'
   const ratio = (x: number) => (Number.isFinite(b.bareMs) ? `${fmt(x / b.bareMs, 1)}×` : '—')
   b.rows.push(
-    { figure: `bad release: first failed observe probe → old release served (median of ${BAD_RUNS})`, value: ms(firstMed), baseline, ratio: ratio(firstMed), target: '—', met: null },
-    { figure: `bad release: observe threshold → old release served (median of ${BAD_RUNS})`, value: ms(thrMed), baseline, ratio: ratio(thrMed), target: '< 5 s', met: thrMed < 5000 },
+    {
+      figure: `bad release: first failed observe probe → old release served (median of ${BAD_RUNS})`,
+      value: ms(firstMed),
+      baseline,
+      ratio: ratio(firstMed),
+      target: '—',
+      met: null,
+    },
+    {
+      figure: `bad release: observe threshold → old release served (median of ${BAD_RUNS})`,
+      value: ms(thrMed),
+      baseline,
+      ratio: ratio(thrMed),
+      target: '< 5 s',
+      met: thrMed < 5000,
+    },
   )
   deployNotes.push(
     `Bad release: ${BAD_RUNS} deploys of ${SAMPLE_TAGS.failsAfterSwitch} (stops answering /healthz ${FAILS_AFTER_SEC} s after start) over ${SAMPLE_TAGS.good}, on a second app with observe { seconds: ${OBSERVE_BAD.seconds}, intervalMs: ${OBSERVE_BAD.intervalMs}, maxFailures: ${OBSERVE_BAD.maxFailures} } (same health and drain settings); each ended ROLLED_BACK / observe_failed. ` +
@@ -676,7 +799,10 @@ export async function benchDeploy(): Promise<Row[]> {
   const nginxes: NginxInstance[] = []
   let agent: TestAgent | undefined
   let bench: Bench | undefined
-  const load = (when: string) => `${when} ${loadavg().map((x) => x.toFixed(1)).join(' / ')}`
+  const load = (when: string) =>
+    `${when} ${loadavg()
+      .map((x) => x.toFixed(1))
+      .join(' / ')}`
   const loadBefore = load('before')
   try {
     const repo = await makeSampleRepo(join(dir, 'repo'))
@@ -700,18 +826,45 @@ export async function benchDeploy(): Promise<Row[]> {
       await mkdir(d, { recursive: true })
       const nginx = await startNginx(d, { port: listen, upstreamFile, upstreamName })
       nginxes.push(nginx)
-      return { nginx, dir: d, upstreamFile, upstreamName, pidFile: join(d, 'nginx.pid'), errorLog: join(d, 'error.log'), url: `http://127.0.0.1:${listen}/version` }
+      return {
+        nginx,
+        dir: d,
+        upstreamFile,
+        upstreamName,
+        pidFile: join(d, 'nginx.pid'),
+        errorLog: join(d, 'error.log'),
+        url: `http://127.0.0.1:${listen}/version`,
+      }
     }
     const ngA = await nginxFor('agent', port(0))
     const ngB = await nginxFor('bad', port(3))
     const ngS = await nginxFor('script', port(6))
-    const proxy = (n: Proxied) => ({ upstreamFile: n.upstreamFile, upstreamName: n.upstreamName, test: n.nginx.testCommand, reload: n.nginx.reloadCommand, pidFile: n.pidFile, drainMs: DRAIN_MS })
+    const proxy = (n: Proxied) => ({
+      upstreamFile: n.upstreamFile,
+      upstreamName: n.upstreamName,
+      test: n.nginx.testCommand,
+      reload: n.nginx.reloadCommand,
+      pidFile: n.pidFile,
+      drainMs: DRAIN_MS,
+    })
     let coordinator: DeployCoordinator | undefined
     agent = await buildTestAgent(join(dir, 'agent'), {
       extra: {
         apps: {
-          [app]: { repo: repo.path, health: HEALTH, observe: OBSERVE_OFF, keepReleases: 3, envs: { [ENV]: { ref: 'tag:v*', ports: [port(1), port(2)], proxy: proxy(ngA) } } },
-          [appBad]: { repo: repo.path, health: HEALTH, observe: OBSERVE_BAD, keepReleases: 3, envs: { [ENV]: { ref: 'tag:v*', ports: [port(4), port(5)], proxy: proxy(ngB) } } },
+          [app]: {
+            repo: repo.path,
+            health: HEALTH,
+            observe: OBSERVE_OFF,
+            keepReleases: 3,
+            envs: { [ENV]: { ref: 'tag:v*', ports: [port(1), port(2)], proxy: proxy(ngA) } },
+          },
+          [appBad]: {
+            repo: repo.path,
+            health: HEALTH,
+            observe: OBSERVE_BAD,
+            keepReleases: 3,
+            envs: { [ENV]: { ref: 'tag:v*', ports: [port(4), port(5)], proxy: proxy(ngB) } },
+          },
         },
       },
       deployments: async (config, deploys) => (coordinator = await assembleDeploys(config, deploys, createLogger({ level: 'silent' }))),
@@ -725,7 +878,14 @@ export async function benchDeploy(): Promise<Row[]> {
       agentTags,
       scriptTags,
       agent: new AgentSide(agent, () => coordinator as DeployCoordinator),
-      script: new ScriptSide({ repo: repo.path, runId, ports: [port(7), port(8)], nginxDir: ngS.dir, upstreamFile: ngS.upstreamFile, upstreamName: ngS.upstreamName }),
+      script: new ScriptSide({
+        repo: repo.path,
+        runId,
+        ports: [port(7), port(8)],
+        nginxDir: ngS.dir,
+        upstreamFile: ngS.upstreamFile,
+        upstreamName: ngS.upstreamName,
+      }),
       ngA,
       ngB,
       ngS,
@@ -739,7 +899,9 @@ export async function benchDeploy(): Promise<Row[]> {
     if (want('2')) await rollbackTime(bench)
     if (want('3')) await failedRequests(bench)
     if (want('4')) await badRelease(bench)
-    deployNotes.push(`Machine: ${cpus().length} CPUs; load average (1 / 5 / 15 min) ${loadBefore}, ${load('after')} — other work on the machine shares the CPUs with the builds, the app and the load.`)
+    deployNotes.push(
+      `Machine: ${cpus().length} CPUs; load average (1 / 5 / 15 min) ${loadBefore}, ${load('after')} — other work on the machine shares the CPUs with the builds, the app and the load.`,
+    )
     return bench.rows
   } finally {
     await agent?.close().catch(() => undefined)

@@ -31,7 +31,9 @@ export interface Row {
 
 export function formatRows(rows: Row[]): string {
   const header = '| figure | value | baseline (same run) | ratio | target | met |\n|---|---|---|---|---|---|'
-  const lines = rows.map((r) => `| ${r.figure} | ${r.value} | ${r.baseline} | ${r.ratio} | ${r.target} | ${r.met === null ? '—' : r.met ? 'yes' : 'NO'} |`)
+  const lines = rows.map(
+    (r) => `| ${r.figure} | ${r.value} | ${r.baseline} | ${r.ratio} | ${r.target} | ${r.met === null ? '—' : r.met ? 'yes' : 'NO'} |`,
+  )
   return [header, ...lines].join('\n')
 }
 

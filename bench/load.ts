@@ -67,7 +67,19 @@ export function rateLoad(url: string, options: RateLoadOptions = {}) {
   // A retry goes out on a new connection, as the comment at the top says: after a reload several pooled idle
   // connections are closed at once, and another pooled one is likely closed too.
   const fresh = new Agent({ keepAlive: false })
-  const result: RateLoadResult = { sent: 0, ok: 0, non2xx: 0, statuses: {}, socketErrors: 0, errors: {}, retried: 0, served: {}, durationMs: 0, maxLatencyMs: 0, failures: [] }
+  const result: RateLoadResult = {
+    sent: 0,
+    ok: 0,
+    non2xx: 0,
+    statuses: {},
+    socketErrors: 0,
+    errors: {},
+    retried: 0,
+    served: {},
+    durationMs: 0,
+    maxLatencyMs: 0,
+    failures: [],
+  }
   const fail = (firedAt: number, what: string) => {
     if (result.failures.length < 2000) result.failures.push({ firedAt, at: Date.now(), what })
   }

@@ -36,7 +36,15 @@ export function benchSignatures(): Row[] {
     const now = Number(headers['deploy-timestamp'])
     const agent = opsPerSecond(() => verifySignature({ rawHeaders, method: 'POST', path, body }, keyring, 'web-1', now))
 
-    const canonical = canonicalString({ audience: 'web-1', method: 'POST', path, body, timestamp: headers['deploy-timestamp'] as string, nonce: headers['deploy-nonce'] as string, keyId })
+    const canonical = canonicalString({
+      audience: 'web-1',
+      method: 'POST',
+      path,
+      body,
+      timestamp: headers['deploy-timestamp'] as string,
+      nonce: headers['deploy-nonce'] as string,
+      keyId,
+    })
     const signature = (headers['deploy-signature'] as string).slice(3)
     const raw =
       key.alg === 'hmac-sha256'

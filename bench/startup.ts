@@ -28,7 +28,10 @@ async function coldStart(args: string[], url: string, env: NodeJS.ProcessEnv = p
   const child = spawn(process.execPath, args, { stdio: 'ignore', env })
   try {
     for (;;) {
-      const ok = await fetch(url).then((r) => r.ok, () => false)
+      const ok = await fetch(url).then(
+        (r) => r.ok,
+        () => false,
+      )
       if (ok) break
       if (child.exitCode !== null) throw new Error(`${args.join(' ')} exited with ${child.exitCode}`)
       if (performance.now() - start > 20_000) throw new Error(`${args.join(' ')} did not answer in 20 s`)
@@ -50,7 +53,11 @@ export async function benchStartup(): Promise<Row[]> {
   startupNotes.length = 0
   // The build is what the compiled figures measure: made fresh from the tree, untimed.
   const built = performance.now()
-  await promisify(execFile)(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { cwd: ROOT })
+  await promisify(execFile)(
+    process.execPath,
+    [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')],
+    { cwd: ROOT },
+  )
   const buildMs = performance.now() - built
   const nodeOptions = await installedNodeOptions()
   const dir = await mkdtemp(join(tmpdir(), 'deploy-agent-bench-'))
@@ -67,7 +74,11 @@ export async function benchStartup(): Promise<Row[]> {
         } else {
           const config = join(dir, `agent-${mode}-${i}.yaml`)
           await writeFile(config, `listen: { port: ${port} }\nstateDir: state-${mode}-${i}\naudience: bench\napps: {}\n`)
-          const env = { ...process.env, DEPLOY_AGENT_FROM_SOURCE: mode === 'tsx' ? '1' : '0', NODE_OPTIONS: mode === 'unit' ? nodeOptions : '' }
+          const env = {
+            ...process.env,
+            DEPLOY_AGENT_FROM_SOURCE: mode === 'tsx' ? '1' : '0',
+            NODE_OPTIONS: mode === 'unit' ? nodeOptions : '',
+          }
           result = await coldStart([BIN, 'serve', '--config', config], `http://127.0.0.1:${port}/healthz`, env)
         }
         if (i >= 0) runs[mode].push(result)
@@ -82,8 +93,22 @@ export async function benchStartup(): Promise<Row[]> {
       `Cold start: \`node bin/deploy-agent.js serve\` on a config with no apps, ${RUNS} runs per mode after one untimed run each, modes interleaved; time from spawn to the first 200 of /healthz (polled every 5 ms); RSS = VmRSS ${fmt(IDLE_MS / 1000)} s later. Compiled: dist/ from \`npm run build\` (made fresh by the bench, ${fmt(buildMs / 1000, 1)} s, untimed); "as installed": the same with the NODE_OPTIONS of systemd/deploy-agent.service and the Dockerfile (\`${nodeOptions}\`), the way operators run it. tsx: DEPLOY_AGENT_FROM_SOURCE=1 (the sources through tsx's loader, compiled in memory: the bin turns tsx's disk cache off). Bare: \`node -e\` with an http server answering "ok". All runs — as installed: ${all('unit', 'ms')} ms, ${all('unit', 'rss')} MB; compiled: ${all('compiled', 'ms')} ms, ${all('compiled', 'rss')} MB; tsx: ${all('tsx', 'ms')} ms, ${all('tsx', 'rss')} MB; bare: ${all('bare', 'ms')} ms, ${all('bare', 'rss')} MB.`,
     )
     const row = (mode: Exclude<Mode, 'bare'>, label: string, target: boolean): Row[] => [
-      { figure: `cold start to /healthz, ${label} (median of ${RUNS})`, value: `${fmt(ms(mode))} ms`, baseline: `${fmt(bareMs)} ms (bare node http)`, ratio: `${fmt(ms(mode) / bareMs, 1)}×`, target: target ? '< 1.5 s' : '—', met: target ? ms(mode) < 1500 : null },
-      { figure: `idle RSS after ${fmt(IDLE_MS / 1000)} s, ${label}`, value: `${fmt(rss(mode), 1)} MB`, baseline: `${fmt(bareRss, 1)} MB (bare node http)`, ratio: `${fmt(rss(mode) / bareRss, 1)}×`, target: target ? '< 90 MB' : '—', met: target ? rss(mode) < 90 : null },
+      {
+        figure: `cold start to /healthz, ${label} (median of ${RUNS})`,
+        value: `${fmt(ms(mode))} ms`,
+        baseline: `${fmt(bareMs)} ms (bare node http)`,
+        ratio: `${fmt(ms(mode) / bareMs, 1)}×`,
+        target: target ? '< 1.5 s' : '—',
+        met: target ? ms(mode) < 1500 : null,
+      },
+      {
+        figure: `idle RSS after ${fmt(IDLE_MS / 1000)} s, ${label}`,
+        value: `${fmt(rss(mode), 1)} MB`,
+        baseline: `${fmt(bareRss, 1)} MB (bare node http)`,
+        ratio: `${fmt(rss(mode) / bareRss, 1)}×`,
+        target: target ? '< 90 MB' : '—',
+        met: target ? rss(mode) < 90 : null,
+      },
     ]
     return [
       ...row('unit', `compiled dist/ as installed (NODE_OPTIONS=${nodeOptions})`, true),

@@ -53,7 +53,12 @@ async function serveAgent(configPath: string, url: string, logFile: string): Pro
     await log.close()
   }
   const deadline = Date.now() + 30_000
-  while (!(await fetch(`${url}/healthz`).then((r) => r.ok, () => false))) {
+  while (
+    !(await fetch(`${url}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    ))
+  ) {
     if (child.exitCode !== null || Date.now() > deadline) {
       await stop()
       throw new Error(`deploy-agent serve did not answer /healthz: ${(await readFile(logFile, 'utf8')).slice(-2000)}`)
@@ -83,9 +88,10 @@ interface Measured extends Result {
 async function cannon(url: string, headers: Record<string, string>, serverPid: number, duration = SECONDS): Promise<Measured> {
   const cpuBefore = await cpuSeconds(serverPid)
   const result = await autocannon({ url, headers, duration, ...LOAD })
-  const cpuUsPerRequest = ((await cpuSeconds(serverPid)) - cpuBefore) * 1e6 / result.requests.total
+  const cpuUsPerRequest = (((await cpuSeconds(serverPid)) - cpuBefore) * 1e6) / result.requests.total
   // A stray socket error is reported in the notes; more than a handful means the figure measures something broken.
-  if (result.non2xx > 0 || result.errors > 10) throw new Error(`${url}: ${result.non2xx} non-2xx answers, ${result.errors} errors under load`)
+  if (result.non2xx > 0 || result.errors > 10)
+    throw new Error(`${url}: ${result.non2xx} non-2xx answers, ${result.errors} errors under load`)
   return { ...result, cpuUsPerRequest }
 }
 
@@ -101,7 +107,14 @@ function deployLoop(url: string, keys: TestKeys, app: string, env: string) {
     for (let i = 0; !stopped; i++) {
       const path = `/v1/apps/${app}/envs/${env}/deploys`
       const body = JSON.stringify({ ref: tags[i % 2] })
-      const headers = signRequest({ keyId: keys.ed25519.id, key: { alg: 'ed25519', privateKey: keys.ed25519.privateKey }, audience: AUDIENCE, method: 'POST', path, body })
+      const headers = signRequest({
+        keyId: keys.ed25519.id,
+        key: { alg: 'ed25519', privateKey: keys.ed25519.privateKey },
+        audience: AUDIENCE,
+        method: 'POST',
+        path,
+        body,
+      })
       const res = await fetch(`${url}${path}`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body })
       if (res.status !== 202) throw new Error(`deploy POST: ${res.status} ${await res.text()}`)
       const { id } = (await res.json()) as { id: string }
@@ -134,7 +147,8 @@ function deployLoop(url: string, keys: TestKeys, app: string, env: string) {
 }
 
 const rps = (r: Measured) => r.requests.total / r.duration
-const describe = (r: Measured) => `${fmt(rps(r))} req/s, p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, max ${r.latency.max} ms, ${r.errors} socket errors, ${fmt(r.cpuUsPerRequest)} µs CPU per request`
+const describe = (r: Measured) =>
+  `${fmt(rps(r))} req/s, p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, max ${r.latency.max} ms, ${r.errors} socket errors, ${fmt(r.cpuUsPerRequest)} µs CPU per request`
 
 export async function benchStatus(): Promise<Row[]> {
   statusNotes.length = 0
@@ -159,7 +173,20 @@ export async function benchStatus(): Promise<Row[]> {
         health: { path: '/healthz', intervalMs: 100, timeoutMs: 1000, healthyAfter: 2, deadlineSec: 10 },
         observe: { seconds: 1, intervalMs: 200, maxFailures: 2 },
         keepReleases: 3,
-        envs: { production: { ref: 'tag:v*', ports: [blue, green], proxy: { upstreamFile, upstreamName: 'bench_status_app', test: nginx.testCommand, reload: nginx.reloadCommand, pidFile: join(nginxDir, 'nginx.pid'), drainMs: 300 } } },
+        envs: {
+          production: {
+            ref: 'tag:v*',
+            ports: [blue, green],
+            proxy: {
+              upstreamFile,
+              upstreamName: 'bench_status_app',
+              test: nginx.testCommand,
+              reload: nginx.reloadCommand,
+              pidFile: join(nginxDir, 'nginx.pid'),
+              drainMs: 300,
+            },
+          },
+        },
       }
     }
     const configPath = join(dir, 'agent.yaml')
@@ -175,7 +202,14 @@ export async function benchStatus(): Promise<Row[]> {
     const body = await (await fetch(statusUrl, { headers: token })).text()
     await writeFile(join(staticDir, 'status.json'), body)
     const sNginxDir = join(dir, 'nginx-static')
-    nginxes.push(await startNginx(sNginxDir, { port: staticPort, upstreamFile: join(sNginxDir, 'upstream.conf'), upstreamName: 'bench_status_none', staticDir }))
+    nginxes.push(
+      await startNginx(sNginxDir, {
+        port: staticPort,
+        upstreamFile: join(sNginxDir, 'upstream.conf'),
+        upstreamName: 'bench_status_none',
+        staticDir,
+      }),
+    )
     const staticUrl = `http://127.0.0.1:${staticPort}/static/status.json`
     if ((await (await fetch(staticUrl)).text()) !== body) throw new Error('nginx does not serve the status bytes')
 
@@ -204,12 +238,34 @@ export async function benchStatus(): Promise<Row[]> {
     const loadAfter = loadavg()
 
     const row = (figure: string, agentR: Measured, nginxR: Measured): Row[] => [
-      { figure: `GET /v1/status req/s, ${figure}`, value: fmt(rps(agentR)), baseline: `${fmt(rps(nginxR))} (nginx static file)`, ratio: `${fmt(rps(agentR) / rps(nginxR), 2)}×`, target: `≥ ${fmt(TARGET_RPS)}/s`, met: rps(agentR) >= TARGET_RPS },
-      { figure: `GET /v1/status p99 latency, ${figure}`, value: `${agentR.latency.p99} ms`, baseline: `${nginxR.latency.p99} ms (nginx static file)`, ratio: '—', target: `< ${TARGET_P99_MS} ms`, met: agentR.latency.p99 < TARGET_P99_MS },
+      {
+        figure: `GET /v1/status req/s, ${figure}`,
+        value: fmt(rps(agentR)),
+        baseline: `${fmt(rps(nginxR))} (nginx static file)`,
+        ratio: `${fmt(rps(agentR) / rps(nginxR), 2)}×`,
+        target: `≥ ${fmt(TARGET_RPS)}/s`,
+        met: rps(agentR) >= TARGET_RPS,
+      },
+      {
+        figure: `GET /v1/status p99 latency, ${figure}`,
+        value: `${agentR.latency.p99} ms`,
+        baseline: `${nginxR.latency.p99} ms (nginx static file)`,
+        ratio: '—',
+        target: `< ${TARGET_P99_MS} ms`,
+        met: agentR.latency.p99 < TARGET_P99_MS,
+      },
     ]
     const rows = [...row('idle', idleAgent, idleNginx)]
     if (busyAgent && busyNginx && loop) rows.push(...row('during a deploy loop', busyAgent, busyNginx))
-    else rows.push({ figure: 'GET /v1/status during a deploy', value: 'skipped (no Docker)', baseline: '—', ratio: '—', target: '—', met: null })
+    else
+      rows.push({
+        figure: 'GET /v1/status during a deploy',
+        value: 'skipped (no Docker)',
+        baseline: '—',
+        ratio: '—',
+        target: '—',
+        met: null,
+      })
 
     statusNotes.push(
       `Status: autocannon in the bench process, ${LOAD.connections} keep-alive connections, pipelining ${LOAD.pipelining}, ${SECONDS} s per measurement after a ${WARM_UP_SECONDS} s untimed warm-up per side; agent then nginx (during the loop too: the two windows see different deploy phases). CPU per request = the server's user + system CPU time (/proc, with its children) over the window ÷ requests answered. Agent: \`node bin/deploy-agent.js serve\` (a child process with the systemd unit's NODE_OPTIONS; its pino log, info level, to a file), \`GET /v1/status\` with \`Authorization: Bearer <status token>\`, ${withDocker ? 'one app with one env' : 'no apps (no Docker)'}, ${fmt(Buffer.byteLength(body))}-byte answer. Baseline: a private nginx (test/helpers/nginx.ts: 1 worker, access log on) serving those bytes as a static file. ` +

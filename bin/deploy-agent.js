@@ -38,7 +38,9 @@ if (process.env.DEPLOY_AGENT_FROM_SOURCE !== '1' && buildIsFresh()) {
   // environment at start and would not see the variable set here: then it must come from outside.
   const preloaded = /--(?:import|loader|experimental-loader)\b/.test(`${process.env.NODE_OPTIONS ?? ''} ${process.execArgv.join(' ')}`)
   if (preloaded && !process.env.TSX_DISABLE_CACHE) {
-    console.error('deploy-agent: running the TypeScript sources beside a preloaded loader (--import/--loader) needs TSX_DISABLE_CACHE=1 in the environment (tsx would otherwise use a disk cache in the shared temp dir); or run `npm run build` first')
+    console.error(
+      'deploy-agent: running the TypeScript sources beside a preloaded loader (--import/--loader) needs TSX_DISABLE_CACHE=1 in the environment (tsx would otherwise use a disk cache in the shared temp dir); or run `npm run build` first',
+    )
     process.exit(2)
   }
   process.env.TSX_DISABLE_CACHE = '1'

@@ -11,7 +11,15 @@ import { AgentError, ForbiddenError } from '../errors.js'
 import { matchesGlob } from '../config/glob.js'
 import type { Keyring, LoadedKey } from './keyring.js'
 import { FailureLimiter } from './limiter.js'
-import { AuthError, checkSignedHeaders, CLOCK_SKEW_SEC, statusTokenMatches, verifySignature, type AuthFailureReason, type SignedRequest } from './verify.js'
+import {
+  AuthError,
+  checkSignedHeaders,
+  CLOCK_SKEW_SEC,
+  statusTokenMatches,
+  verifySignature,
+  type AuthFailureReason,
+  type SignedRequest,
+} from './verify.js'
 
 export interface NonceMemory {
   /** false when the nonce was seen before (a replay); remembered for its TTL, and at least until `untilMs` */
@@ -146,8 +154,10 @@ export class Authenticator {
    * that requested the deploy, and must be allowed for the deploy's env and ref like a deploying key.
    */
   authorizeApproval(key: LoadedKey, deploy: { env: string; ref: string; keyId: string | null }): void {
-    if (!key.allow.approve) throw new ApprovalForbiddenError('approve_not_allowed', `key "${key.id}" may not approve deploys (its allow.approve is not set)`)
-    if (deploy.keyId === key.id) throw new ApprovalForbiddenError('self_approval', `key "${key.id}" requested this deploy; another key must approve it`)
+    if (!key.allow.approve)
+      throw new ApprovalForbiddenError('approve_not_allowed', `key "${key.id}" may not approve deploys (its allow.approve is not set)`)
+    if (deploy.keyId === key.id)
+      throw new ApprovalForbiddenError('self_approval', `key "${key.id}" requested this deploy; another key must approve it`)
     const denied = deniedBy(key, deploy)
     if (denied) throw new ApprovalForbiddenError('approve_not_allowed', `key "${key.id}" may not approve a deploy ${denied}`)
   }
@@ -159,7 +169,10 @@ export class Authenticator {
   authorizeRollback(key: LoadedKey, target: { env: string; release: string; ref: string | null }): void {
     this.authorize(key, { env: target.env })
     if (!key.allow.refs) return
-    if (target.ref === null) throw new ForbiddenError(`key "${key.id}" may not roll back to release "${target.release}": no deploy record says which ref it was built from`)
+    if (target.ref === null)
+      throw new ForbiddenError(
+        `key "${key.id}" may not roll back to release "${target.release}": no deploy record says which ref it was built from`,
+      )
     const denied = deniedBy(key, { env: target.env, ref: target.ref })
     if (denied) throw new ForbiddenError(`key "${key.id}" may not roll back to release "${target.release}": it may not deploy ${denied}`)
   }

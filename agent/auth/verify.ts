@@ -81,7 +81,12 @@ export function checkSignedHeaders(rawHeaders: readonly string[], keyring: Keyri
 }
 
 /** Returns the key that signed the request (with its nonce and timestamp), or throws AuthError. Does not consume the nonce. */
-export function verifySignature(req: SignedRequest, keyring: Keyring, audience: string, nowSec: number): { key: LoadedKey; nonce: string; timestamp: number } {
+export function verifySignature(
+  req: SignedRequest,
+  keyring: Keyring,
+  audience: string,
+  nowSec: number,
+): { key: LoadedKey; nonce: string; timestamp: number } {
   const { key, keyId, timestamp, nonce, signature } = checkSignedHeaders(req.rawHeaders, keyring, nowSec)
   const canonical = canonicalString({ audience, method: req.method, path: req.path, timestamp, nonce, keyId, body: req.body })
   if (!signatureMatches(key, canonical, signature)) throw new AuthError('bad_signature')

@@ -47,7 +47,10 @@ export function newBackupId(): string {
 
 /** `YYYYMMDDTHHMMSSZ` in UTC; milliseconds are dropped. */
 export function formatStamp(date: Date): string {
-  return date.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/[-:]/g, '')
+  return date
+    .toISOString()
+    .replace(/\.\d{3}Z$/, 'Z')
+    .replace(/[-:]/g, '')
 }
 
 function parseStamp(date: string, time: string): Date | null {

@@ -149,7 +149,12 @@ export async function toolOutput(argv: readonly string[], env: NodeJS.ProcessEnv
  * `producer | filter | consumer` without a shell (e.g. `gunzip -c f | guard | psql`). Any failure kills both
  * children; the first meaningful cause wins: the filter's refusal, then the consumer's exit, then the producer's.
  */
-export async function runPiped(producer: readonly string[], filter: Transform, consumer: readonly string[], env: NodeJS.ProcessEnv): Promise<void> {
+export async function runPiped(
+  producer: readonly string[],
+  filter: Transform,
+  consumer: readonly string[],
+  env: NodeJS.ProcessEnv,
+): Promise<void> {
   const from = start(producer, env, ['ignore', 'pipe', 'pipe'])
   const to = start(consumer, env, ['pipe', 'ignore', 'pipe'])
   let filterError: unknown

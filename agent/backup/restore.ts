@@ -28,8 +28,19 @@ import { BackupError, describe } from './errors.js'
 import { readManifest, type Manifest } from './manifest.js'
 import { resolveBackupPath, type ResolvedBackup } from './names.js'
 import {
-  asRole, connectionOf, derivedName, DEFAULT_TOOLS, onDatabase, psqlRestrictProblem, quoteIdent, sqlState, toolEnv, withClient,
-  type Connection, type DatabaseTarget, type PgTools,
+  asRole,
+  connectionOf,
+  derivedName,
+  DEFAULT_TOOLS,
+  onDatabase,
+  psqlRestrictProblem,
+  quoteIdent,
+  sqlState,
+  toolEnv,
+  withClient,
+  type Connection,
+  type DatabaseTarget,
+  type PgTools,
 } from '../pg/connection.js'
 import { exitProblem, runPiped, runTool, toolOutput, ToolError } from './proc.js'
 import { RestrictedSqlScript } from './sql-guard.js'
@@ -67,7 +78,9 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
   const conn = connectionOf(options.database)
   const resolved = await resolveBackupPath(options.dir, options.idOrName)
   const { id, format } = await checkBackup(options.dir, resolved, tools)
-  const privileges = await restorePrivilegeProblem(conn).catch((err: unknown) => `cannot check the privileges of the database role: ${describe(err)}`)
+  const privileges = await restorePrivilegeProblem(conn).catch(
+    (err: unknown) => `cannot check the privileges of the database role: ${describe(err)}`,
+  )
   if (privileges !== null) throw new BackupError('restore_failed', `cannot restore ${id}; ${conn.database} is unchanged`, privileges)
 
   const prerestore = await options.takePrerestore()
@@ -86,12 +99,20 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     await load(tools, asRole(onDatabase(conn, restoreDb), role, password), resolved.path, format)
     await takeBackFromRole(onDatabase(conn, restoreDb), role)
     await dropRole(conn, role)
-    await swap(onDatabase(conn, options.maintenanceDatabase ?? 'postgres'), conn.database, restoreDb, oldDb, options.retry ?? { attempts: 10, delayMs: 200 })
+    await swap(
+      onDatabase(conn, options.maintenanceDatabase ?? 'postgres'),
+      conn.database,
+      restoreDb,
+      oldDb,
+      options.retry ?? { attempts: 10, delayMs: 200 },
+    )
   } catch (err) {
     await dropDatabase(conn, restoreDb).catch(() => {})
     await dropRole(conn, role).catch(() => {})
     if (err instanceof BackupError) throw err
-    throw new BackupError('restore_failed', `restoring ${id} into ${restoreDb} failed; ${conn.database} is unchanged`, describe(err), { cause: err })
+    throw new BackupError('restore_failed', `restoring ${id} into ${restoreDb} failed; ${conn.database} is unchanged`, describe(err), {
+      cause: err,
+    })
   }
   return {
     backup: { id, file: basename(resolved.path), format },
@@ -108,8 +129,10 @@ async function checkBackup(dir: string, resolved: ResolvedBackup, tools: PgTools
   const format = await sniffFormat(resolved.path)
   if (format === null) throw new BackupError('backup_invalid', `backup ${id} is neither a pg_dump custom-format dump nor gzip'd SQL`)
   // The name says what the file must be: a custom-format dump under a .sql.gz name would skip the manifest check.
-  if (resolved.format === 'legacy' && format !== 'sql.gz') throw new BackupError('backup_invalid', `backup ${id} is not gzip'd SQL, as its name says`)
-  if (resolved.format === 'agent' && format !== 'custom') throw new BackupError('backup_invalid', `backup ${id} is not a pg_dump custom-format dump, as its name says`)
+  if (resolved.format === 'legacy' && format !== 'sql.gz')
+    throw new BackupError('backup_invalid', `backup ${id} is not gzip'd SQL, as its name says`)
+  if (resolved.format === 'agent' && format !== 'custom')
+    throw new BackupError('backup_invalid', `backup ${id} is not a pg_dump custom-format dump, as its name says`)
   if (resolved.format === 'agent') {
     const manifest = await readManifest(dir, basename(resolved.manifestPath))
     const result = await verifyBackup(dir, manifest, 'full', { tools })
@@ -118,7 +141,8 @@ async function checkBackup(dir: string, resolved: ResolvedBackup, tools: PgTools
   if (format === 'sql.gz') {
     const exit = await runTool([tools.gzip, '-t', resolved.path], process.env)
     const problem = exitProblem(exit)
-    if (problem !== null) throw new BackupError('backup_invalid', `backup ${id} is not a sound gzip file`, `gzip ${problem}: ${exit.stderr}`)
+    if (problem !== null)
+      throw new BackupError('backup_invalid', `backup ${id} is not a sound gzip file`, `gzip ${problem}: ${exit.stderr}`)
     const content = await sniffGzippedText(resolved.path)
     if (content !== null) throw new BackupError('backup_invalid', `backup ${id} is not gzip'd SQL`, content)
     const version = await toolOutput([tools.psql, '--version'], process.env).catch((err: unknown) => describe(err))
@@ -147,7 +171,8 @@ async function sniffGzippedText(path: string): Promise<string | null> {
     file.destroy()
   }
   const text = Buffer.concat(head).subarray(0, SNIFF)
-  if (text.subarray(0, 5).toString('latin1') === 'PGDMP') return 'it holds a pg_dump custom-format dump; restore that with pg_restore, not as SQL'
+  if (text.subarray(0, 5).toString('latin1') === 'PGDMP')
+    return 'it holds a pg_dump custom-format dump; restore that with pg_restore, not as SQL'
   if (text.includes(0)) return 'it holds binary data (a NUL byte)'
   return null
 }
@@ -188,7 +213,13 @@ async function load(tools: PgTools, target: Connection, path: string, format: Du
  * without trying the rename: PostgreSQL itself waits up to 5 s inside a rename of a database in use, which is
  * worth it only for the sessions just ended (and autovacuum, which it ends itself).
  */
-async function swap(admin: Connection, live: string, restored: string, old: string, retry: { attempts: number; delayMs: number }): Promise<void> {
+async function swap(
+  admin: Connection,
+  live: string,
+  restored: string,
+  old: string,
+  retry: { attempts: number; delayMs: number },
+): Promise<void> {
   await withClient(admin, async (client) => {
     for (let attempt = 1; ; attempt++) {
       await client.query(

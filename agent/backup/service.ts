@@ -135,7 +135,8 @@ export class BackupService {
       if (method !== 'none') {
         const result = await verifyBackup(this.dir, manifest, method, { database })
         manifest = await readManifest(this.dir, manifestFileName(manifest))
-        if (!result.ok) throw new BackupError('verify_failed', `backup ${manifest.id} failed verification: ${result.reason ?? 'unknown reason'}`)
+        if (!result.ok)
+          throw new BackupError('verify_failed', `backup ${manifest.id} failed verification: ${result.reason ?? 'unknown reason'}`)
       }
       this.last.set(`${target.app}/${target.env}`, lastOf(manifest))
       logger.info({ backupId: manifest.id, bytes: manifest.bytes, verified: manifest.verified?.ok ?? null }, 'backup finished')
@@ -171,7 +172,10 @@ export class BackupService {
         await rm(join(this.dir, manifestFileName(entry)), { force: true })
         await rm(join(this.dir, entry.file), { force: true })
         if (entry.files) await rm(join(this.dir, entry.files.file), { force: true })
-        this.o.logger.info({ app: target.app, env: target.env, backupId: entry.id, reasons: decision.reasons }, 'backup removed by retention')
+        this.o.logger.info(
+          { app: target.app, env: target.env, backupId: entry.id, reasons: decision.reasons },
+          'backup removed by retention',
+        )
       }
     }
     return { plan, text: formatPlan(plan) }
@@ -213,7 +217,8 @@ export class BackupService {
     }
     if (app !== undefined && env !== undefined) return this.targetOf(app, env)
     const all = this.targets()
-    if (all.length !== 1 || all[0] === undefined) throw new ValidationError(`${idOrName} is a legacy backup that names no app or env; say which with { app, env }`)
+    if (all.length !== 1 || all[0] === undefined)
+      throw new ValidationError(`${idOrName} is a legacy backup that names no app or env; say which with { app, env }`)
     return all[0]
   }
 

@@ -39,7 +39,7 @@ export class RestrictedSqlScript extends Transform {
       callback(new Error("the backup is not gzip'd SQL: it holds a NUL byte"))
       return
     }
-    for (let start = 0; start < chunk.length; ) {
+    for (let start = 0; start < chunk.length;) {
       const nl = chunk.indexOf(NL, start)
       const end = nl === -1 ? chunk.length : nl + 1
       this.feed(chunk.subarray(start, end), nl !== -1)

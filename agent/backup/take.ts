@@ -67,7 +67,12 @@ export async function takeBackup(options: TakeBackupOptions): Promise<Manifest> 
       signal: options.signal,
     }).catch(async (err: unknown) => {
       // An unreachable server or a broken pg_dump is said more clearly by the lookups than by pg_dump's exit.
-      throw (await versions.then(() => null, (lookupError: unknown) => lookupError)) ?? err
+      throw (
+        (await versions.then(
+          () => null,
+          (lookupError: unknown) => lookupError,
+        )) ?? err
+      )
     })
     placed.push(join(dir, dumpFile))
     const [pgServerVersion, pgDumpVersion] = await versions
@@ -184,7 +189,10 @@ function leftoverOwner(entry: string, present: ReadonlySet<string>): { app: stri
     return name !== null && name.part !== 'manifest' && entry.startsWith(backupFileName(name.base, name.part)) ? name : null
   }
   const name = parseBackupName(entry)
-  const orphan = name !== null && name.part !== 'manifest' && entry === backupFileName(name.base, name.part) &&
+  const orphan =
+    name !== null &&
+    name.part !== 'manifest' &&
+    entry === backupFileName(name.base, name.part) &&
     !present.has(backupFileName(name.base, 'manifest'))
   return orphan ? name : null
 }

@@ -7,7 +7,16 @@ import { ValidationError } from '../errors.js'
 import { countRows, createDatabaseLike, CopyRowCounter, dropDatabase } from '../pg/admin.js'
 import { BackupError, describe } from './errors.js'
 import { writeManifest, type Manifest, type Verification, type VerifyMethod } from './manifest.js'
-import { connectionOf, derivedName, DEFAULT_TOOLS, onDatabase, toolEnv, type Connection, type DatabaseTarget, type PgTools } from '../pg/connection.js'
+import {
+  connectionOf,
+  derivedName,
+  DEFAULT_TOOLS,
+  onDatabase,
+  toolEnv,
+  type Connection,
+  type DatabaseTarget,
+  type PgTools,
+} from '../pg/connection.js'
 import { exitProblem, hashFile, runTool, type Written } from './proc.js'
 
 export interface VerifyResult {
@@ -32,8 +41,14 @@ export interface VerifyOptions {
  * verify_failed) means verification could not be done — e.g. the scratch database could not be created — and
  * nothing is recorded.
  */
-export async function verifyBackup(dir: string, manifest: Manifest, method: VerifyMethod, options: VerifyOptions = {}): Promise<VerifyResult> {
-  if (method === 'restore' && options.database === undefined) throw new ValidationError("verify method 'restore' needs the database to restore beside")
+export async function verifyBackup(
+  dir: string,
+  manifest: Manifest,
+  method: VerifyMethod,
+  options: VerifyOptions = {},
+): Promise<VerifyResult> {
+  if (method === 'restore' && options.database === undefined)
+    throw new ValidationError("verify method 'restore' needs the database to restore beside")
   const result = await check(dir, manifest, method, options)
   if (options.record !== false) {
     const verified: Verification = { at: (options.now?.() ?? new Date()).toISOString(), method, ok: result.ok }
@@ -96,7 +111,10 @@ async function restoreCheck(tools: PgTools, path: string, conn: Connection, id: 
   }
   try {
     const target = onDatabase(conn, scratch)
-    const restored = await runTool([tools.pgRestore, '--no-owner', '--exit-on-error', '--no-password', `--dbname=${target.url}`, path], toolEnv(conn))
+    const restored = await runTool(
+      [tools.pgRestore, '--no-owner', '--exit-on-error', '--no-password', `--dbname=${target.url}`, path],
+      toolEnv(conn),
+    )
     const problem = exitProblem(restored)
     if (problem !== null) return { ok: false, reason: `restore into ${scratch}: pg_restore ${problem}: ${restored.stderr}` }
     const tables = await countRows(conn, scratch)

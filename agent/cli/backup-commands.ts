@@ -53,7 +53,6 @@ const DEFAULT_TIMEOUT_SEC = 600
 /** What the agent accepts as a backup name: its id, one of its file names, or a legacy file name — never a path. */
 const BACKUP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/
 
-
 /** `2024-05-01T12:00:01.123Z` → `2024-05-01 12:00:01Z`. */
 const shortTime = (iso: string) => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z')
 
@@ -82,19 +81,27 @@ export function verifiedCell(verified: BackupView['verified']): string {
 
 function checkBackupName(id: string): string {
   if (!BACKUP_NAME.test(id) || id.includes('..')) {
-    throw new UsageError(`"${id}" is not a backup name: give a backup id (see \`deploy-agent backups\`) or a plain file name in the backup directory, never a path`)
+    throw new UsageError(
+      `"${id}" is not a backup name: give a backup id (see \`deploy-agent backups\`) or a plain file name in the backup directory, never a path`,
+    )
   }
   return id
 }
 
 function parseTimeout(value: string): number {
-  if (!/^[0-9]{1,6}(\.[0-9]+)?$/.test(value) || Number(value) <= 0) throw new UsageError(`--timeout must be a number of seconds above 0, not "${value}"`)
+  if (!/^[0-9]{1,6}(\.[0-9]+)?$/.test(value) || Number(value) <= 0)
+    throw new UsageError(`--timeout must be a number of seconds above 0, not "${value}"`)
   return Number(value)
 }
 
 /** One line per backup for the human output of `backup`. */
 function describeBackup(b: BackupView): string {
-  const verified = b.verified === null ? 'not verified' : b.verified.ok ? `verified (${b.verified.method})` : `verification FAILED: ${b.verified.reason ?? 'no reason given'}`
+  const verified =
+    b.verified === null
+      ? 'not verified'
+      : b.verified.ok
+        ? `verified (${b.verified.method})`
+        : `verification FAILED: ${b.verified.reason ?? 'no reason given'}`
   return `${b.id}  ${b.app ?? '-'}/${b.env ?? '-'}  ${humanSize(b.bytes)}  ${verified}`
 }
 
@@ -112,7 +119,10 @@ async function waitForBackup(
   const deadline = Date.now() + timeoutMs
   let seen: BackupView | null = null
   for (;;) {
-    const { backups, failures = [] } = await client.get<{ backups: BackupView[]; failures?: Array<{ id: string | null; error: { code: string; message: string } }> }>('/v1/backups')
+    const { backups, failures = [] } = await client.get<{
+      backups: BackupView[]
+      failures?: Array<{ id: string | null; error: { code: string; message: string } }>
+    }>('/v1/backups')
     const failure = failures.find((f) => f.id === id)
     if (failure) return { backup: null, settled: true, error: failure.error }
     seen = backups.find((b) => !b.legacy && b.id === id) ?? null
@@ -144,7 +154,7 @@ export function addBackupCommands(program: Command): void {
   withClientOptions(
     program
       .command('backup')
-      .description('take a manual backup of an app env\'s database; waits until it is stored (and verified, when the agent verifies)')
+      .description("take a manual backup of an app env's database; waits until it is stored (and verified, when the agent verifies)")
       .argument('<app>', 'app name from the agent config')
       .argument('<env>', 'env of that app (one with a database)')
       .option('--no-wait', 'return once the agent has accepted the backup (202), printing its id')
@@ -170,7 +180,9 @@ export function addBackupCommands(program: Command): void {
       }
       if (backup === null) {
         if (opts.json) console.log(JSON.stringify({ id, ok: false, error: 'not_listed' }))
-        console.error(`error: backup ${id} of ${app}/${env} did not appear within ${timeoutSec} s: it failed or is still running (the agent's log says which)`)
+        console.error(
+          `error: backup ${id} of ${app}/${env} did not appear within ${timeoutSec} s: it failed or is still running (the agent's log says which)`,
+        )
         process.exitCode = 1
         return
       }
@@ -195,17 +207,35 @@ export function addBackupCommands(program: Command): void {
   )
     // Options after `verify`/`prune` belong to them, not to the list.
     .enablePositionalOptions()
-    .addHelpText('after', example('deploy-agent backups --app shop --env production', 'deploy-agent backups verify 1a2b3c4d', 'deploy-agent backups prune shop production --dry-run'))
+    .addHelpText(
+      'after',
+      example(
+        'deploy-agent backups --app shop --env production',
+        'deploy-agent backups verify 1a2b3c4d',
+        'deploy-agent backups prune shop production --dry-run',
+      ),
+    )
     .action(async (opts: ClientFlags & { app?: string; env?: string }) => {
       const body = await (await clientFrom(opts)).get<{ backups: BackupView[] }>('/v1/backups')
-      const list = body.backups.filter((b) => (opts.app === undefined || b.app === opts.app) && (opts.env === undefined || b.env === opts.env))
+      const list = body.backups.filter(
+        (b) => (opts.app === undefined || b.app === opts.app) && (opts.env === undefined || b.env === opts.env),
+      )
       if (opts.json) {
         console.log(JSON.stringify({ backups: list }, null, 2))
         return
       }
       const rows = [['ID', 'APP', 'ENV', 'KIND', 'CREATED', 'SIZE', 'VERIFIED', 'PINNED']]
       for (const b of list) {
-        rows.push([b.id, b.app ?? '-', b.env ?? '-', b.kind ?? (b.legacy ? 'legacy' : '-'), shortTime(b.createdAt), humanSize(b.bytes), verifiedCell(b.verified), b.pinnedBy ?? '-'])
+        rows.push([
+          b.id,
+          b.app ?? '-',
+          b.env ?? '-',
+          b.kind ?? (b.legacy ? 'legacy' : '-'),
+          shortTime(b.createdAt),
+          humanSize(b.bytes),
+          verifiedCell(b.verified),
+          b.pinnedBy ?? '-',
+        ])
       }
       console.log(formatTable(rows))
     })
@@ -233,7 +263,7 @@ export function addBackupCommands(program: Command): void {
   withClientOptions(
     backups
       .command('prune')
-      .description('apply the retention policy to an app env\'s backups; --dry-run only prints the plan')
+      .description("apply the retention policy to an app env's backups; --dry-run only prints the plan")
       .argument('<app>', 'app name from the agent config')
       .argument('<env>', 'env of that app')
       .option('--dry-run', 'print what would be kept and deleted; delete nothing')
@@ -254,14 +284,19 @@ export function addBackupCommands(program: Command): void {
   withClientOptions(
     program
       .command('restore')
-      .description('restore a backup into its env\'s database: the agent verifies it, backs up the live database, restores beside it and swaps names')
+      .description(
+        "restore a backup into its env's database: the agent verifies it, backs up the live database, restores beside it and swaps names",
+      )
       .argument('<id>', 'backup id, one of its file names, or a legacy file name')
       .option('--app <app>', 'for a legacy file: the app to restore into')
       .option('--env <env>', 'for a legacy file: the env to restore into')
       .option('-y, --yes', 'do not ask; required when stdin is not a terminal')
       .option('--json', 'print JSON'),
   )
-    .addHelpText('after', example('deploy-agent restore 1a2b3c4d', 'deploy-agent restore backup_20240501_030000.sql.gz --app shop --env production --yes'))
+    .addHelpText(
+      'after',
+      example('deploy-agent restore 1a2b3c4d', 'deploy-agent restore backup_20240501_030000.sql.gz --app shop --env production --yes'),
+    )
     .action(async (id: string, opts: ClientFlags & { app?: string; env?: string; yes?: boolean }) => {
       checkBackupName(id)
       if ((opts.app === undefined) !== (opts.env === undefined)) throw new UsageError('--app and --env go together')

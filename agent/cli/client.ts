@@ -27,7 +27,10 @@ export class AgentUnreachableError extends Error {}
 function unreachable(url: URL, err: unknown): AgentUnreachableError {
   const cause = (err as { cause?: { code?: string; message?: string } }).cause
   const why = cause?.code ?? cause?.message ?? (err instanceof Error ? err.message : String(err))
-  const hint = url.protocol === 'https:' && /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/.test(why) ? ' (a private CA? trust it with NODE_EXTRA_CA_CERTS=/path/ca.pem)' : ''
+  const hint =
+    url.protocol === 'https:' && /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/.test(why)
+      ? ' (a private CA? trust it with NODE_EXTRA_CA_CERTS=/path/ca.pem)'
+      : ''
   return new AgentUnreachableError(`cannot reach the agent at ${url.origin}: ${why}${hint}`)
 }
 
@@ -87,9 +90,11 @@ export class AgentClient {
     if (body !== undefined) headers['content-type'] = 'application/json'
     if (method !== 'GET' || this.options.token === undefined) {
       const { keyId, key } = this.options
-      if (!keyId || !key) throw new UsageError('this command needs a signing key: --key-id and --key-file (or DEPLOY_AGENT_KEY_ID / DEPLOY_AGENT_KEY_FILE)')
+      if (!keyId || !key)
+        throw new UsageError('this command needs a signing key: --key-id and --key-file (or DEPLOY_AGENT_KEY_ID / DEPLOY_AGENT_KEY_FILE)')
       // Exit 1 like the agent's own 401 for a signed read it does not allow, so both ways of missing the token agree.
-      if (path.includes('?')) throw new Error('this command needs the status token: --token-file (or DEPLOY_AGENT_STATUS_TOKEN_FILE / DEPLOY_AGENT_STATUS_TOKEN)')
+      if (path.includes('?'))
+        throw new Error('this command needs the status token: --token-file (or DEPLOY_AGENT_STATUS_TOKEN_FILE / DEPLOY_AGENT_STATUS_TOKEN)')
       Object.assign(headers, signRequest({ keyId, key, audience: this.options.audience, method, path, body }))
     } else {
       headers.authorization = `Bearer ${this.options.token}`
@@ -119,6 +124,7 @@ function requestError(response: Response, text: string, signedRead = false): Age
     parsed = undefined
   }
   let message = parsed?.error?.message ?? `HTTP ${response.status}`
-  if (signedRead && response.status === 401) message += ' (reads other than status need the status token: --token-file or DEPLOY_AGENT_STATUS_TOKEN)'
+  if (signedRead && response.status === 401)
+    message += ' (reads other than status need the status token: --token-file or DEPLOY_AGENT_STATUS_TOKEN)'
   return new AgentRequestError(response.status, parsed?.error?.code ?? 'http_error', message)
 }

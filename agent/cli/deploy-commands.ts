@@ -23,7 +23,6 @@ const envPath = (app: string, env: string) => `/v1/apps/${encodeURIComponent(app
 /** `2024-05-01T12:00:01.123Z` → `2024-05-01 12:00:01Z`: one column width, still UTC and unambiguous. */
 const shortTime = (iso: string) => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z')
 
-
 /** Prints what a signed POST started, then either returns or follows it; a deploy that did not succeed exits 1. */
 async function startedThen(client: AgentClient, started: Started, opts: { json?: boolean; follow?: boolean }, what: string): Promise<void> {
   if (!opts.follow) {
@@ -54,7 +53,7 @@ export function addDeployCommands(program: Command): void {
       .description('deploy a ref (a tag or branch) to an app env; with --follow, wait for the end and exit 0 only on SUCCEEDED')
       .argument('<app>', 'app name from the agent config')
       .argument('<env>', 'env of that app')
-      .argument('<ref>', 'tag or branch name, as the env\'s ref rule allows')
+      .argument('<ref>', "tag or branch name, as the env's ref rule allows")
       .option('--commit <sha>', 'pin the commit (40 hex) the ref must resolve to')
       .option('--reason <text>', 'recorded with the deploy')
       .option('-f, --follow', 'stream the deploy log until the deploy ends')
@@ -63,7 +62,11 @@ export function addDeployCommands(program: Command): void {
     .addHelpText('after', example('deploy-agent deploy shop production v1.4.2 --reason "release 1.4.2" --follow'))
     .action(async (app: string, env: string, ref: string, opts: ClientFlags & { commit?: string; reason?: string; follow?: boolean }) => {
       const client = await clientFrom(opts)
-      const body = { ref, ...(opts.commit !== undefined && { commit: opts.commit }), ...(opts.reason !== undefined && { reason: opts.reason }) }
+      const body = {
+        ref,
+        ...(opts.commit !== undefined && { commit: opts.commit }),
+        ...(opts.reason !== undefined && { reason: opts.reason }),
+      }
       const started = await client.post<Started>(`${envPath(app, env)}/deploys`, body)
       await startedThen(client, started, opts, `deploy ${app}/${env} ${ref}`)
     })
@@ -102,7 +105,7 @@ export function addDeployCommands(program: Command): void {
   withClientOptions(
     program
       .command('logs')
-      .description('print a deploy\'s log; with -f, follow it to the end and exit 0 only on SUCCEEDED')
+      .description("print a deploy's log; with -f, follow it to the end and exit 0 only on SUCCEEDED")
       .argument('<id>', 'deploy id')
       .option('-f, --follow', 'stream new lines until the deploy ends')
       .option('--json', 'print the raw NDJSON log'),

@@ -54,7 +54,8 @@ export function printable(text: string): string {
   })
 }
 
-const raw = (value: unknown): string => (typeof value === 'string' ? value : value === undefined || value === null ? '' : JSON.stringify(value))
+const raw = (value: unknown): string =>
+  typeof value === 'string' ? value : value === undefined || value === null ? '' : JSON.stringify(value)
 const str = (value: unknown): string => printable(raw(value))
 /** A line of output: its trailing \r or spaces dropped before the rest is escaped. */
 const line = (value: unknown): string => printable(raw(value).trimEnd())
@@ -78,11 +79,16 @@ function detail(event: JsonRecord): string[] {
       return [e.line !== undefined ? line(e.line) : `exit ${str(e.exitCode)}`]
     case 'health': {
       const where = e.port !== undefined ? `:${str(e.port)} ` : ''
-      if (e.ok) return [`${where}ok${e.status !== undefined ? ` ${str(e.status)}` : ''}${e.streak !== undefined ? ` (${str(e.streak)} in a row)` : ''}`]
+      if (e.ok)
+        return [
+          `${where}ok${e.status !== undefined ? ` ${str(e.status)}` : ''}${e.streak !== undefined ? ` (${str(e.streak)} in a row)` : ''}`,
+        ]
       return [`${where}failing: ${e.error !== undefined ? str(e.error) : `HTTP ${str(e.status)}`}`]
     }
     case 'observe':
-      return [`${e.ok === false ? 'failing' : 'ok'}: ${e.error !== undefined ? str(e.error) : `HTTP ${str(e.status)}`}${e.failures !== undefined ? ` (${str(e.failures)} failures)` : ''}`]
+      return [
+        `${e.ok === false ? 'failing' : 'ok'}: ${e.error !== undefined ? str(e.error) : `HTTP ${str(e.status)}`}${e.failures !== undefined ? ` (${str(e.failures)} failures)` : ''}`,
+      ]
     case 'resolved':
       return [`${str(e.ref)} → ${str(e.commit).slice(0, 12)} (release ${str(e.release)})`]
     case 'smoke':

@@ -36,7 +36,16 @@ function shellQuote(word: string): string {
 interface StatusBody {
   apps: Record<
     string,
-    { envs: Record<string, { live: { release: string; port: number } | null; deploying: { id: string; state: string } | null; lastBackup: { id: string; createdAt: string } | null }> }
+    {
+      envs: Record<
+        string,
+        {
+          live: { release: string; port: number } | null
+          deploying: { id: string; state: string } | null
+          lastBackup: { id: string; createdAt: string } | null
+        }
+      >
+    }
   >
 }
 
@@ -56,7 +65,8 @@ export function buildProgram(): Command {
         'deploy-agent check-config --config /etc/deploy-agent/agent.yaml',
         'deploy-agent deploy shop production v1.4.2 --follow',
         'deploy-agent status --json',
-      ) + '\n\nExit codes: 0 ok, 1 refused or failed, 2 bad usage or config, 3 agent unreachable. `deploy-agent <command> --help` for more.',
+      ) +
+        '\n\nExit codes: 0 ok, 1 refused or failed, 2 bad usage or config, 3 agent unreachable. `deploy-agent <command> --help` for more.',
     )
 
   program
@@ -99,12 +109,19 @@ export function buildProgram(): Command {
     .option('--out-dir <dir>', 'write files here (0600 for secrets; existing files are kept); default: print them')
     .option('--status-token', 'also create status.token')
     .option('--json', 'print JSON: { written, kept } with --out-dir, else { files: [{ name, mode, content }] }')
-    .addHelpText('after', example('deploy-agent keygen --alg ed25519 --name ci-main --out-dir /etc/deploy-agent/keys', 'deploy-agent keygen --alg hmac-sha256 --name ci-legacy --json'))
+    .addHelpText(
+      'after',
+      example(
+        'deploy-agent keygen --alg ed25519 --name ci-main --out-dir /etc/deploy-agent/keys',
+        'deploy-agent keygen --alg hmac-sha256 --name ci-legacy --json',
+      ),
+    )
     .action(async (opts: { alg: KeyAlg; name: string; outDir?: string; statusToken?: boolean; json?: boolean }) => {
       const files = generateKeyFiles(opts.alg, opts.name)
       if (opts.statusToken) files.push(generateStatusToken())
       if (!opts.outDir) {
-        if (opts.json) console.log(JSON.stringify({ files: files.map((f) => ({ name: f.name, mode: octal(f.mode), content: f.content })) }, null, 2))
+        if (opts.json)
+          console.log(JSON.stringify({ files: files.map((f) => ({ name: f.name, mode: octal(f.mode), content: f.content })) }, null, 2))
         else for (const f of files) process.stdout.write(`# ${f.name}\n${f.content}`)
         return
       }
@@ -125,7 +142,12 @@ export function buildProgram(): Command {
       .option('--curl', 'print a full curl command instead of headers')
       .option('--json', 'print JSON: { method, url, headers, body }'),
   )
-    .addHelpText('after', example(`deploy-agent sign --key-id ci-main --key-file ci-main.key --audience web-1 \\\n    --path /v1/apps/web/envs/production/deploys --body '{"ref":"v1.2.3"}' --curl`))
+    .addHelpText(
+      'after',
+      example(
+        `deploy-agent sign --key-id ci-main --key-file ci-main.key --audience web-1 \\\n    --path /v1/apps/web/envs/production/deploys --body '{"ref":"v1.2.3"}' --curl`,
+      ),
+    )
     .action(async (opts: ClientFlags & { method: string; path: string; body?: string; bodyFile?: string; curl?: boolean }) => {
       if (!opts.keyId || !opts.keyFile) throw new UsageError('sign needs --key-id and --key-file')
       const body = opts.bodyFile ? await readFile(opts.bodyFile, 'utf8') : (opts.body ?? '')
@@ -155,8 +177,16 @@ export function buildProgram(): Command {
       console.log(parts.join(' '))
     })
 
-  withClientOptions(program.command('status').description('apps, envs, live releases, running deploys, last backups').option('--json', 'print JSON'))
-    .addHelpText('after', example('DEPLOY_AGENT_STATUS_TOKEN_FILE=/etc/deploy-agent/status.token deploy-agent status', 'deploy-agent status --json --key-id ci-main --key-file ci-main.key'))
+  withClientOptions(
+    program.command('status').description('apps, envs, live releases, running deploys, last backups').option('--json', 'print JSON'),
+  )
+    .addHelpText(
+      'after',
+      example(
+        'DEPLOY_AGENT_STATUS_TOKEN_FILE=/etc/deploy-agent/status.token deploy-agent status',
+        'deploy-agent status --json --key-id ci-main --key-file ci-main.key',
+      ),
+    )
     .action(async (opts: ClientFlags) => {
       const status = await (await clientFrom(opts)).get<StatusBody>('/v1/status')
       if (opts.json) {
@@ -184,4 +214,3 @@ export function buildProgram(): Command {
   addBackupCommands(program)
   return program
 }
-

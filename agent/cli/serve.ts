@@ -63,7 +63,8 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     onBackup: (event) => {
       recordBackup(metrics, event)
       report(backupReport(event, deployments?.liveRelease(event.target.app, event.target.env)?.release ?? null))
-      if (event.error) notifier.send({ event: 'backup.failed', app: event.target.app, env: event.target.env, reason: describeError(event.error) })
+      if (event.error)
+        notifier.send({ event: 'backup.failed', app: event.target.app, env: event.target.env, reason: describeError(event.error) })
     },
     // No catch: when the kept releases cannot be read (Docker down), retention fails rather than guess the pins.
     keptReleases: async (target) => new Set(((await deployments?.releases(target)) ?? []).map((r) => r.release)),
@@ -98,7 +99,10 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     nonces: store.nonces,
     onFailure: (reason) => metrics.authFailures.inc({ reason }),
   })
-  const app = await buildApp({ config, authenticator, deploys: store.deploys, deployments, backups, metrics, logger, version: VERSION, startedAt }, { https })
+  const app = await buildApp(
+    { config, authenticator, deploys: store.deploys, deployments, backups, metrics, logger, version: VERSION, startedAt },
+    { https },
+  )
 
   const reloadKeyring = async () => {
     try {
@@ -121,7 +125,10 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     await proxySocket?.close()
     throw err
   })
-  logger.info({ address, socket: config.listen.socket, version: VERSION, stateDir: config.stateDir, apps: Object.keys(config.apps) }, 'agent listening')
+  logger.info(
+    { address, socket: config.listen.socket, version: VERSION, stateDir: config.stateDir, apps: Object.keys(config.apps) },
+    'agent listening',
+  )
   if (backups.targets().length > 0) {
     nightly.start()
     void nightly.catchUp().catch((err) => logger.error({ err }, 'nightly catch-up failed'))
@@ -142,9 +149,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   const keeper = setInterval(() => {
     if (keeping) return
     keeping = true
-    deployments
-      ?.keep()
-      .finally(() => (keeping = false))
+    deployments?.keep().finally(() => (keeping = false))
   }, KEEP_LIVE_EVERY_MS)
   keeper.unref()
   return {

@@ -13,7 +13,8 @@ export function parseEnvFile(text: string, source: string): string[] {
     const eq = trimmed.indexOf('=')
     const key = eq === -1 ? trimmed.trimEnd() : trimmed.slice(0, eq)
     // Only the line number: a bad line is often a value pasted on its own (a key's base64), never to be echoed.
-    if (!KEY.test(key)) throw new ValidationError(`${source}:${index + 1}: not a KEY=VALUE line (a name is letters, digits and _, not starting with a digit)`)
+    if (!KEY.test(key))
+      throw new ValidationError(`${source}:${index + 1}: not a KEY=VALUE line (a name is letters, digits and _, not starting with a digit)`)
     if (eq === -1) return // docker would take it from its own environment; the agent's is not the app's
     out.push(`${key}=${trimmed.slice(eq + 1)}`)
   })

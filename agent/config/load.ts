@@ -16,7 +16,10 @@ export const ENV_OVERRIDES: Record<string, (raw: Record<string, unknown>, value:
 
 /** `apps.lifeos.envs.production.ports[1]` from zod's path array. */
 export function formatKeyPath(path: readonly PropertyKey[]): string {
-  return path.reduce<string>((out, part) => (typeof part === 'number' ? `${out}[${part}]` : out ? `${out}.${String(part)}` : String(part)), '')
+  return path.reduce<string>(
+    (out, part) => (typeof part === 'number' ? `${out}[${part}]` : out ? `${out}.${String(part)}` : String(part)),
+    '',
+  )
 }
 
 function describeIssue(issue: z.core.$ZodIssue): string[] {

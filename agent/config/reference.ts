@@ -6,7 +6,7 @@ import { configSchema } from './schema.js'
 export const REFERENCE_START = '<!-- config-reference:start (npm run docs:config rewrites this table; edit only the Meaning column) -->'
 export const REFERENCE_END = '<!-- config-reference:end -->'
 export const UNDESCRIBED = 'TODO: describe'
-const SECTION_DEFAULT = 'its keys\' defaults'
+const SECTION_DEFAULT = "its keys' defaults"
 
 export interface ReferenceRow {
   /** `listen.port`, `keys[].alg`, `apps.<app>.envs.<env>.ports` */
@@ -47,7 +47,8 @@ type ZodNode = z.ZodType
 /** The schema under optional/default/pipe wrappers: the object, record or array whose children we walk. */
 function unwrap(node: ZodNode): ZodNode {
   const def = node._zod.def as { type: string; innerType?: ZodNode; in?: ZodNode }
-  if ((def.type === 'optional' || def.type === 'default' || def.type === 'prefault' || def.type === 'nullable') && def.innerType) return unwrap(def.innerType)
+  if ((def.type === 'optional' || def.type === 'default' || def.type === 'prefault' || def.type === 'nullable') && def.innerType)
+    return unwrap(def.innerType)
   if (def.type === 'pipe' && def.in) return unwrap(def.in)
   return node
 }
@@ -80,7 +81,12 @@ function walk(s: JsonSchema, node: ZodNode, prefix: string, rows: ReferenceRow[]
     rows.push({ path, type: typeOf(child), default: shown })
     const inner = zodDef(zodChild)
     if (child.properties) walk(child, zodChild, path, rows)
-    else if (child.type === 'object' && typeof child.additionalProperties === 'object' && child.additionalProperties.properties && inner.valueType) {
+    else if (
+      child.type === 'object' &&
+      typeof child.additionalProperties === 'object' &&
+      child.additionalProperties.properties &&
+      inner.valueType
+    ) {
       walk(child.additionalProperties, inner.valueType, `${path}.${placeholder(key)}`, rows)
     } else if (child.type === 'array' && child.items?.properties && inner.element) walk(child.items, inner.element, `${path}[]`, rows)
   }
@@ -109,7 +115,8 @@ export function renderReference(rows: ReferenceRow[], meanings: ReadonlyMap<stri
 export function referenceSection(readme: string): { before: string; table: string; after: string } {
   const start = readme.indexOf(REFERENCE_START)
   const end = readme.indexOf(REFERENCE_END)
-  if (start < 0 || end < start) throw new Error(`docs/configuration.md has no config reference between ${REFERENCE_START} and ${REFERENCE_END}`)
+  if (start < 0 || end < start)
+    throw new Error(`docs/configuration.md has no config reference between ${REFERENCE_START} and ${REFERENCE_END}`)
   const from = start + REFERENCE_START.length
   return { before: readme.slice(0, from), table: readme.slice(from, end).trim(), after: readme.slice(end) }
 }

@@ -20,8 +20,11 @@ const port = z
   .max(65535, { error: 'must be a port number' })
 const positiveInt = z.number({ error: 'must be a number' }).int({ error: 'must be a whole number' }).positive({ error: 'must be > 0' })
 const nonNegativeInt = z.number({ error: 'must be a number' }).int({ error: 'must be a whole number' }).min(0, { error: 'must be ≥ 0' })
-const command = z.array(nonEmpty, { error: 'must be a list of strings (an argument array, not a shell string)' }).min(1, { error: 'must not be empty' })
-const timestamp = z.union([z.date(), z.iso.datetime({ offset: true })], { error: 'must be an ISO 8601 time with a zone, e.g. 2027-06-01T00:00:00Z' })
+const command = z
+  .array(nonEmpty, { error: 'must be a list of strings (an argument array, not a shell string)' })
+  .min(1, { error: 'must not be empty' })
+const timestamp = z
+  .union([z.date(), z.iso.datetime({ offset: true })], { error: 'must be an ISO 8601 time with a zone, e.g. 2027-06-01T00:00:00Z' })
   .transform((v) => (v instanceof Date ? v : new Date(v)))
 /** `127.0.0.1`, `::1` or a CIDR range such as `10.0.0.0/8`. */
 const addressOrRange = z.string({ error: 'must be a string' }).refine(
@@ -33,7 +36,9 @@ const addressOrRange = z.string({ error: 'must be a string' }).refine(
   },
   { error: 'must be an IP address or a CIDR range, e.g. 127.0.0.1 or 10.0.0.0/8' },
 )
-const glob = z.string({ error: 'must be a string' }).regex(/^[A-Za-z0-9._/*?-]{1,128}$/, { error: 'must be a glob of letters, digits, . _ / - * ?' })
+const glob = z
+  .string({ error: 'must be a string' })
+  .regex(/^[A-Za-z0-9._/*?-]{1,128}$/, { error: 'must be a glob of letters, digits, . _ / - * ?' })
 
 /** `branch:main` or `tag:v*.*.*`: which refs a request may deploy to an env. */
 const refRule = z
@@ -50,7 +55,10 @@ const keySchema = z
     alg: z.enum(['ed25519', 'hmac-sha256'], { error: 'must be "ed25519" or "hmac-sha256"' }),
     publicKeyFile: filePath.optional(),
     secretFile: filePath.optional(),
-    secretEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, { error: 'must be an environment variable name' }).optional(),
+    secretEnv: z
+      .string()
+      .regex(/^[A-Z_][A-Z0-9_]*$/, { error: 'must be an environment variable name' })
+      .optional(),
     allow: z
       .strictObject({
         envs: z.array(name).optional(),
@@ -77,7 +85,10 @@ const keySchema = z
 
 const proxySchema = z.strictObject({
   upstreamFile: filePath,
-  upstreamName: z.string().regex(UPSTREAM_NAME_PATTERN, { error: `must match ${UPSTREAM_NAME_PATTERN}` }).optional(),
+  upstreamName: z
+    .string()
+    .regex(UPSTREAM_NAME_PATTERN, { error: `must match ${UPSTREAM_NAME_PATTERN}` })
+    .optional(),
   test: command.default(['nginx', '-t']),
   reload: command.default(['nginx', '-s', 'reload']),
   /** nginx master's pid file: when set, each reload is confirmed by seeing new worker processes. */
@@ -89,24 +100,67 @@ const proxySchema = z.strictObject({
 const databaseSchema = z.strictObject({
   url: z
     .string({ error: 'must be a string' })
-    .refine((url) => !/^postgres(ql)?\+/.test(url), { error: 'must be a plain postgres:// URL (pg tools use it); set appUrlScheme for the scheme the app gets' })
-    .regex(/^postgres(ql)?(\+[a-z0-9_]+)?:\/\/[^/]+\/[A-Za-z_][A-Za-z0-9_]{0,62}$/, { error: 'must be a postgres://user@host[:port]/dbname URL' }),
+    .refine((url) => !/^postgres(ql)?\+/.test(url), {
+      error: 'must be a plain postgres:// URL (pg tools use it); set appUrlScheme for the scheme the app gets',
+    })
+    .regex(/^postgres(ql)?(\+[a-z0-9_]+)?:\/\/[^/]+\/[A-Za-z_][A-Za-z0-9_]{0,62}$/, {
+      error: 'must be a postgres://user@host[:port]/dbname URL',
+    }),
   /** The scheme of the URL the containers get; the agent's pg tools always use the plain one. */
   appUrlScheme: z
     .string({ error: 'must be a string' })
     .regex(/^postgres(ql)?(\+[a-z0-9_]+)?$/, { error: 'must be postgresql or postgres, optionally with a +driver (postgresql+asyncpg)' })
     .default('postgresql'),
   passwordFile: filePath.optional(),
-  envName: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, { error: 'must be an environment variable name' }).default('DATABASE_URL'),
+  envName: z
+    .string()
+    .regex(/^[A-Z_][A-Z0-9_]*$/, { error: 'must be an environment variable name' })
+    .default('DATABASE_URL'),
 })
 
 /** The Linux capabilities Docker can add or drop, named as Docker names them (without CAP_). */
 export const CAPABILITIES: ReadonlySet<string> = new Set([
-  'AUDIT_CONTROL', 'AUDIT_READ', 'AUDIT_WRITE', 'BLOCK_SUSPEND', 'BPF', 'CHECKPOINT_RESTORE', 'CHOWN', 'DAC_OVERRIDE',
-  'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'IPC_LOCK', 'IPC_OWNER', 'KILL', 'LEASE', 'LINUX_IMMUTABLE', 'MAC_ADMIN',
-  'MAC_OVERRIDE', 'MKNOD', 'NET_ADMIN', 'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_RAW', 'PERFMON', 'SETFCAP', 'SETGID',
-  'SETPCAP', 'SETUID', 'SYS_ADMIN', 'SYS_BOOT', 'SYS_CHROOT', 'SYS_MODULE', 'SYS_NICE', 'SYS_PACCT', 'SYS_PTRACE',
-  'SYS_RAWIO', 'SYS_RESOURCE', 'SYS_TIME', 'SYS_TTY_CONFIG', 'SYSLOG', 'WAKE_ALARM',
+  'AUDIT_CONTROL',
+  'AUDIT_READ',
+  'AUDIT_WRITE',
+  'BLOCK_SUSPEND',
+  'BPF',
+  'CHECKPOINT_RESTORE',
+  'CHOWN',
+  'DAC_OVERRIDE',
+  'DAC_READ_SEARCH',
+  'FOWNER',
+  'FSETID',
+  'IPC_LOCK',
+  'IPC_OWNER',
+  'KILL',
+  'LEASE',
+  'LINUX_IMMUTABLE',
+  'MAC_ADMIN',
+  'MAC_OVERRIDE',
+  'MKNOD',
+  'NET_ADMIN',
+  'NET_BIND_SERVICE',
+  'NET_BROADCAST',
+  'NET_RAW',
+  'PERFMON',
+  'SETFCAP',
+  'SETGID',
+  'SETPCAP',
+  'SETUID',
+  'SYS_ADMIN',
+  'SYS_BOOT',
+  'SYS_CHROOT',
+  'SYS_MODULE',
+  'SYS_NICE',
+  'SYS_PACCT',
+  'SYS_PTRACE',
+  'SYS_RAWIO',
+  'SYS_RESOURCE',
+  'SYS_TIME',
+  'SYS_TTY_CONFIG',
+  'SYSLOG',
+  'WAKE_ALARM',
 ])
 const DOCKER_MIN_MEMORY = 6 * 1024 * 1024
 const SIZE_UNITS = { k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as const
@@ -119,11 +173,15 @@ const memorySize = z
   .refine((bytes) => bytes >= DOCKER_MIN_MEMORY, { error: "must be at least 6m (Docker's smallest memory limit)" })
 // ALL may be dropped, never added: adding every capability is a privileged container in all but name.
 const capDrop = z.array(
-  z.string().refine((c) => c === 'ALL' || CAPABILITIES.has(c), { error: 'must be a Linux capability name such as NET_RAW (or ALL), without CAP_' }),
+  z
+    .string()
+    .refine((c) => c === 'ALL' || CAPABILITIES.has(c), { error: 'must be a Linux capability name such as NET_RAW (or ALL), without CAP_' }),
   { error: 'must be a list of capability names' },
 )
 const capAdd = z.array(
-  z.string().refine((c) => CAPABILITIES.has(c), { error: 'must be a Linux capability name such as NET_BIND_SERVICE (ALL only in capDrop)' }),
+  z
+    .string()
+    .refine((c) => CAPABILITIES.has(c), { error: 'must be a Linux capability name such as NET_BIND_SERVICE (ALL only in capDrop)' }),
   { error: 'must be a list of capability names' },
 )
 const noNewPrivileges = z.boolean({ error: 'must be true or false' })
@@ -146,7 +204,13 @@ const containerSchema = z
   .superRefine(noCapabilityTwice)
 /** `apps.<app>.envs.<env>.container`: single keys replacing the app's (a list replaces the whole list). */
 const containerOverride = z
-  .strictObject({ capDrop: capDrop.optional(), capAdd: capAdd.optional(), noNewPrivileges: noNewPrivileges.optional(), memory: memorySize.optional(), pids: positiveInt.optional() })
+  .strictObject({
+    capDrop: capDrop.optional(),
+    capAdd: capAdd.optional(),
+    noNewPrivileges: noNewPrivileges.optional(),
+    memory: memorySize.optional(),
+    pids: positiveInt.optional(),
+  })
   .superRefine(noCapabilityTwice)
 
 const envSchema = z.strictObject({
@@ -166,10 +230,14 @@ const envSchema = z.strictObject({
 })
 
 const appSchema = z.strictObject({
-  repo: nonEmpty.refine((r) => !/^(ext|fd)::/.test(r) && !r.startsWith('-'), { error: 'must be a git URL or path (no ext:: or fd:: transports)' }),
+  repo: nonEmpty.refine((r) => !/^(ext|fd)::/.test(r) && !r.startsWith('-'), {
+    error: 'must be a git URL or path (no ext:: or fd:: transports)',
+  }),
   build: z
     .strictObject({
-      context: nonEmpty.refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), { error: 'must be a path inside the repository' }).default('.'),
+      context: nonEmpty
+        .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), { error: 'must be a path inside the repository' })
+        .default('.'),
       dockerfile: nonEmpty.default('Dockerfile'),
       args: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string({ error: 'must be a string' })).default({}),
       timeoutSec: positiveInt.default(900),
@@ -178,7 +246,10 @@ const appSchema = z.strictObject({
   migrate: z.strictObject({ command, timeoutSec: positiveInt.default(300) }).optional(),
   health: z
     .strictObject({
-      path: z.string().regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' }).default('/healthz'),
+      path: z
+        .string()
+        .regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' })
+        .default('/healthz'),
       intervalMs: positiveInt.default(500),
       timeoutMs: positiveInt.default(2000),
       healthyAfter: positiveInt.default(2),
@@ -196,7 +267,11 @@ const appSchema = z.strictObject({
   observe: z
     .strictObject({ seconds: nonNegativeInt.default(30), intervalMs: positiveInt.default(1000), maxFailures: nonNegativeInt.default(3) })
     .default({ seconds: 30, intervalMs: 1000, maxFailures: 3 }),
-  container: containerSchema.default(() => ({ ...DEFAULT_CONTAINER_SETTINGS, capDrop: [...DEFAULT_CONTAINER_SETTINGS.capDrop], capAdd: [] })),
+  container: containerSchema.default(() => ({
+    ...DEFAULT_CONTAINER_SETTINGS,
+    capDrop: [...DEFAULT_CONTAINER_SETTINGS.capDrop],
+    capAdd: [],
+  })),
   keepReleases: positiveInt.max(100, { error: 'must be ≤ 100' }).default(5),
   envs: z.record(name, envSchema, { error: 'must be a map of env name → env' }),
 })
@@ -232,14 +307,22 @@ export const configSchema = z
     }),
     keys: z.array(keySchema, { error: 'must be a list of keys' }).default([]),
     statusToken: z
-      .strictObject({ file: filePath.optional(), env: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).optional() })
+      .strictObject({
+        file: filePath.optional(),
+        env: z
+          .string()
+          .regex(/^[A-Z_][A-Z0-9_]*$/)
+          .optional(),
+      })
       .refine((t) => (t.file === undefined) !== (t.env === undefined), { error: 'needs exactly one of file or env' })
       .optional(),
     apps: z.record(name, appSchema, { error: 'must be a map of app name → app' }).default({}),
     backups: z
       .strictObject({
         dir: nonEmpty.optional(),
-        schedule: nonEmpty.refine((expr) => cron.validate(expr), { error: 'must be a cron expression (minute hour day month weekday), e.g. "0 3 * * *"' }).default('0 3 * * *'),
+        schedule: nonEmpty
+          .refine((expr) => cron.validate(expr), { error: 'must be a cron expression (minute hour day month weekday), e.g. "0 3 * * *"' })
+          .default('0 3 * * *'),
         retention: z
           .strictObject({
             days: positiveInt.default(30),
@@ -272,7 +355,11 @@ export const configSchema = z
           owners.set(p, `${appName}/${envName}`)
         })
         if (env.backupBeforeDeploy && !env.database) {
-          ctx.addIssue({ code: 'custom', path: ['apps', appName, 'envs', envName, 'backupBeforeDeploy'], message: 'needs a database to back up' })
+          ctx.addIssue({
+            code: 'custom',
+            path: ['apps', appName, 'envs', envName, 'backupBeforeDeploy'],
+            message: 'needs a database to back up',
+          })
         }
       }
     }

@@ -26,14 +26,23 @@ export interface AssembleOptions {
   learnSecrets?: (values: string[]) => void
 }
 
-export async function assembleDeploys(config: Config, store: DeployStore, logger: Logger, options: AssembleOptions = {}): Promise<DeployCoordinator> {
+export async function assembleDeploys(
+  config: Config,
+  store: DeployStore,
+  logger: Logger,
+  options: AssembleOptions = {},
+): Promise<DeployCoordinator> {
   const docker = options.docker ?? new DockerEngine()
   const backups = options.backups
   const tags = await TagLedger.open(join(config.stateDir, 'tags.json'))
   const mirrors = new Map<string, GitMirror>()
   const repo = (app: string): GitMirror => {
     let mirror = mirrors.get(app)
-    if (!mirror) mirrors.set(app, (mirror = new GitMirror({ url: config.apps[app]?.repo as string, dir: join(config.stateDir, 'repos', `${app}.git`) })))
+    if (!mirror)
+      mirrors.set(
+        app,
+        (mirror = new GitMirror({ url: config.apps[app]?.repo as string, dir: join(config.stateDir, 'repos', `${app}.git`) })),
+      )
     return mirror
   }
   const routers = new Map<string, NginxUpstream>()
@@ -68,6 +77,15 @@ export async function assembleDeploys(config: Config, store: DeployStore, logger
     onDeployEvent: options.onDeployEvent,
     learnSecrets: options.learnSecrets,
   })
-  coordinator = new DeployCoordinator({ config, store, pipeline, runtime, router, logger, notify: options.notify, onDeployEvent: options.onDeployEvent })
+  coordinator = new DeployCoordinator({
+    config,
+    store,
+    pipeline,
+    runtime,
+    router,
+    logger,
+    notify: options.notify,
+    onDeployEvent: options.onDeployEvent,
+  })
   return coordinator
 }

@@ -92,7 +92,8 @@ export class DeployCoordinator implements Deployments {
 
   async request(input: NewDeploy): Promise<Deploy> {
     const target = findTarget(this.deps.config, input.app, input.env)
-    if (!target.envConfig.requireApproval) return this.withLane(target, async () => this.enqueue(target, await this.deps.store.create({ ...input, kind: 'deploy' })))
+    if (!target.envConfig.requireApproval)
+      return this.withLane(target, async () => this.enqueue(target, await this.deps.store.create({ ...input, kind: 'deploy' })))
     this.refuseIfBusy(target)
     const deploy = await this.deps.store.create({ ...input, kind: 'deploy' })
     for (const older of this.deps.store.unfinished()) {
@@ -106,7 +107,8 @@ export class DeployCoordinator implements Deployments {
   async approve(id: string, approvedBy: string): Promise<Deploy> {
     const deploy = this.deps.store.get(id)
     if (!deploy) throw new NotFoundError(`no deploy ${id}`)
-    if (deploy.state !== 'AWAITING_APPROVAL') throw new ConflictError('not_awaiting_approval', `deploy ${id} is ${deploy.state}, not AWAITING_APPROVAL`)
+    if (deploy.state !== 'AWAITING_APPROVAL')
+      throw new ConflictError('not_awaiting_approval', `deploy ${id} is ${deploy.state}, not AWAITING_APPROVAL`)
     const target = findTarget(this.deps.config, deploy.app, deploy.env)
     return this.withLane(target, async () => this.enqueue(target, await moveDeploy(this.deps, deploy, 'QUEUED', { approvedBy })))
   }
@@ -122,10 +124,21 @@ export class DeployCoordinator implements Deployments {
     if (!kept) throw new NotFoundError(`${target.app}/${target.env} keeps no release "${release}"`)
     if (kept.live) throw new ConflictError('already_live', `release ${release} is already live`)
     // A rollback skips the build and the migrations: only a release known to have served is a safe way back.
-    if (!kept.wasLive) throw new ConflictError('never_live', `release ${release} never served in ${target.app}/${target.env}; deploy its ref instead`)
+    if (!kept.wasLive)
+      throw new ConflictError('never_live', `release ${release} never served in ${target.app}/${target.env}; deploy its ref instead`)
     input.checkRelease?.({ release, ref: this.refOf(target, release) })
     return this.withLane(target, async () =>
-      this.enqueue(target, await this.deps.store.create({ kind: 'rollback', app: target.app, env: target.env, ref: release, keyId: input.keyId, reason: input.reason ?? null })),
+      this.enqueue(
+        target,
+        await this.deps.store.create({
+          kind: 'rollback',
+          app: target.app,
+          env: target.env,
+          ref: release,
+          keyId: input.keyId,
+          reason: input.reason ?? null,
+        }),
+      ),
     )
   }
 
@@ -157,7 +170,12 @@ export class DeployCoordinator implements Deployments {
   /** Each configured env's waiting deploys and live release, read by the metrics at every scrape. */
   envSnapshot(): Array<{ app: string; env: string; queued: number; live: LiveRelease | null }> {
     return Object.entries(this.deps.config.apps).flatMap(([app, appConfig]) =>
-      Object.keys(appConfig.envs).map((env) => ({ app, env, queued: this.lanes.get(laneKey({ app, env }))?.waiting ? 1 : 0, live: this.liveRelease(app, env) })),
+      Object.keys(appConfig.envs).map((env) => ({
+        app,
+        env,
+        queued: this.lanes.get(laneKey({ app, env }))?.waiting ? 1 : 0,
+        live: this.liveRelease(app, env),
+      })),
     )
   }
 
@@ -183,7 +201,11 @@ export class DeployCoordinator implements Deployments {
     await this.observeLive()
     // No deploy runs yet: what a crash left behind goes first (a deploy recorded as FAILED must not leave its
     // migration container running behind it).
-    await this.forEachEnv(this.allEnvs(), async (target) => this.execute(target, planStartup({ oneOffs: await this.deps.runtime.oneOffs(target) })), 'could not clean up the env at start-up')
+    await this.forEachEnv(
+      this.allEnvs(),
+      async (target) => this.execute(target, planStartup({ oneOffs: await this.deps.runtime.oneOffs(target) })),
+      'could not clean up the env at start-up',
+    )
     for (const deploy of this.deps.store.unfinished()) {
       const logger = this.deps.logger.child({ app: deploy.app, env: deploy.env, deployId: deploy.id })
       try {
@@ -219,17 +241,24 @@ export class DeployCoordinator implements Deployments {
    */
   async keep(): Promise<void> {
     await this.recovered.catch(() => undefined)
-    await this.forEachEnv(this.proxiedEnvs(), async (target) => {
-      if (this.lane(target).runningId) return
-      const view = await observeEnv(this.deps.runtime, this.deps.router(target), target)
-      // A deploy may have started while the env was looked at: it owns the env then.
-      if (!this.lane(target).runningId) await this.execute(target, planKeep(view, this.liveRelease(target.app, target.env)))
-      // An engine that does not answer (dockerd restarting) is tried again at the next look.
-    }, 'the keeper could not look after the env', 'debug')
+    await this.forEachEnv(
+      this.proxiedEnvs(),
+      async (target) => {
+        if (this.lane(target).runningId) return
+        const view = await observeEnv(this.deps.runtime, this.deps.router(target), target)
+        // A deploy may have started while the env was looked at: it owns the env then.
+        if (!this.lane(target).runningId) await this.execute(target, planKeep(view, this.liveRelease(target.app, target.env)))
+        // An engine that does not answer (dockerd restarting) is tried again at the next look.
+      },
+      'the keeper could not look after the env',
+      'debug',
+    )
   }
 
   private allEnvs(): Target[] {
-    return Object.entries(this.deps.config.apps).flatMap(([app, appConfig]) => Object.keys(appConfig.envs).map((env) => findTarget(this.deps.config, app, env)))
+    return Object.entries(this.deps.config.apps).flatMap(([app, appConfig]) =>
+      Object.keys(appConfig.envs).map((env) => findTarget(this.deps.config, app, env)),
+    )
   }
 
   /** The envs nginx switches: the only ones with a live release. */
@@ -238,7 +267,12 @@ export class DeployCoordinator implements Deployments {
   }
 
   /** Runs `fn` for each env in turn; one env's failure is logged (at `level`) and does not stop the others. */
-  private async forEachEnv(targets: Target[], fn: (target: Target) => Promise<void>, failure: string, level: 'error' | 'debug' = 'error'): Promise<void> {
+  private async forEachEnv(
+    targets: Target[],
+    fn: (target: Target) => Promise<void>,
+    failure: string,
+    level: 'error' | 'debug' = 'error',
+  ): Promise<void> {
     for (const target of targets) {
       await fn(target).catch((err: unknown) => this.deps.logger[level]({ err, app: target.app, env: target.env }, failure))
     }
@@ -266,8 +300,16 @@ export class DeployCoordinator implements Deployments {
   private refuseIfBusy(target: Target): void {
     const lane = this.lane(target)
     if (target.envConfig.queue !== 'reject') return
-    if (lane.runningId) throw new ConflictError('deploy_in_progress', `${target.app}/${target.env} is deploying ${lane.runningId}; this env's queue policy is reject`)
-    if (lane.claimed) throw new ConflictError('deploy_in_progress', `${target.app}/${target.env} is starting another deploy; this env's queue policy is reject`)
+    if (lane.runningId)
+      throw new ConflictError(
+        'deploy_in_progress',
+        `${target.app}/${target.env} is deploying ${lane.runningId}; this env's queue policy is reject`,
+      )
+    if (lane.claimed)
+      throw new ConflictError(
+        'deploy_in_progress',
+        `${target.app}/${target.env} is starting another deploy; this env's queue policy is reject`,
+      )
   }
 
   /**
@@ -310,7 +352,14 @@ export class DeployCoordinator implements Deployments {
 
   private start(target: Target, lane: Lane, deploy: Deploy): void {
     lane.runningId = deploy.id
-    this.deps.notify?.({ event: 'deploy.started', app: deploy.app, env: deploy.env, release: deploy.release, commit: deploy.commit, id: deploy.id })
+    this.deps.notify?.({
+      event: 'deploy.started',
+      app: deploy.app,
+      env: deploy.env,
+      release: deploy.release,
+      commit: deploy.commit,
+      id: deploy.id,
+    })
     lane.running = this.deps.pipeline
       .run(deploy, target)
       .then((done) => this.notifyFinished(done))
@@ -325,10 +374,21 @@ export class DeployCoordinator implements Deployments {
   }
 
   private notifyFinished(done: Deploy): void {
-    const event = ({ SUCCEEDED: 'deploy.succeeded', FAILED: 'deploy.failed', ROLLED_BACK: 'deploy.rolled_back' } as const)[done.state as 'SUCCEEDED']
+    const event = ({ SUCCEEDED: 'deploy.succeeded', FAILED: 'deploy.failed', ROLLED_BACK: 'deploy.rolled_back' } as const)[
+      done.state as 'SUCCEEDED'
+    ]
     if (!event) return
     const durationMs = done.finishedAt ? Date.parse(done.finishedAt) - Date.parse(done.createdAt) : undefined
-    this.deps.notify?.({ event, app: done.app, env: done.env, release: done.release, commit: done.commit, durationMs, reason: done.error?.message ?? null, id: done.id })
+    this.deps.notify?.({
+      event,
+      app: done.app,
+      env: done.env,
+      release: done.release,
+      commit: done.commit,
+      durationMs,
+      reason: done.error?.message ?? null,
+      id: done.id,
+    })
   }
 
   private move(deploy: Deploy, state: DeployState, error?: { code: string; message: string }): Promise<Deploy> {

@@ -10,5 +10,11 @@ export interface LiveRelease {
 }
 
 export function liveRelease(instance: Instance, since: Date = new Date()): LiveRelease {
-  return { release: instance.release, commit: instance.commit, port: instance.port, deployId: instance.deployId, since: since.toISOString() }
+  return {
+    release: instance.release,
+    commit: instance.commit,
+    port: instance.port,
+    deployId: instance.deployId,
+    since: since.toISOString(),
+  }
 }

@@ -79,7 +79,10 @@ class DeployRun {
     readonly logger: Logger,
   ) {}
 
-  async move(state: DeployState, patch: { error?: Failure; commit?: string; release?: string; details?: DeployDetails } = {}): Promise<void> {
+  async move(
+    state: DeployState,
+    patch: { error?: Failure; commit?: string; release?: string; details?: DeployDetails } = {},
+  ): Promise<void> {
     this.deploy = await moveDeploy(this.deps, this.deploy, state, patch)
   }
 
@@ -130,7 +133,9 @@ export class DeployPipeline {
       run.logger.error({ err }, 'deploy crashed')
       if (!isTerminal(run.deploy.state)) {
         // A journal that cannot be written (a full disk) keeps the last state it took; start-up recovery settles it.
-        await run.move('FAILED', { error: asFailure(err, 'internal') }).catch((moveErr: unknown) => run.logger.error({ err: moveErr }, 'could not record the deploy as FAILED'))
+        await run
+          .move('FAILED', { error: asFailure(err, 'internal') })
+          .catch((moveErr: unknown) => run.logger.error({ err: moveErr }, 'could not record the deploy as FAILED'))
       }
     }
     run.logger.info({ state: run.deploy.state }, 'deploy finished')
@@ -145,16 +150,23 @@ export class DeployPipeline {
     const prepared = await this.settle(run, 'deploy_failed', () => this.prepare(run, target))
     if (!prepared) return
     let candidate: Instance | null = null
-    const placed = await this.settle(run, 'deploy_failed', async () => {
-      const env = await observeEnv(this.deps.runtime, this.deps.router(target), target)
-      await run.move('STARTING', { details: { candidatePort: env.idlePort, previousPort: env.live?.port ?? null, previousRelease: env.live?.release ?? null } })
-      candidate = await this.startOnIdlePort(run, target, env, prepared)
-      await run.move('VERIFYING', { details: { candidateContainer: candidate.id } })
-      await this.verify(run, target, candidate)
-      return { candidate, previous: env.live }
-    }, async () => {
-      if (candidate) await this.discard(run, candidate)
-    })
+    const placed = await this.settle(
+      run,
+      'deploy_failed',
+      async () => {
+        const env = await observeEnv(this.deps.runtime, this.deps.router(target), target)
+        await run.move('STARTING', {
+          details: { candidatePort: env.idlePort, previousPort: env.live?.port ?? null, previousRelease: env.live?.release ?? null },
+        })
+        candidate = await this.startOnIdlePort(run, target, env, prepared)
+        await run.move('VERIFYING', { details: { candidateContainer: candidate.id } })
+        await this.verify(run, target, candidate)
+        return { candidate, previous: env.live }
+      },
+      async () => {
+        if (candidate) await this.discard(run, candidate)
+      },
+    )
     if (!placed) return
     const { candidate: started, previous } = placed
     if (!(await this.switchTo(run, target, started))) return
@@ -280,8 +292,13 @@ export class DeployPipeline {
       onLine: (line) => run.note({ event: 'migrate', line }),
       container: containerSettings(target),
     })
-    if (result.timedOut) throw new DeployFailure('migration_timeout', `migration ran past ${migrate.timeoutSec} s and was killed; last lines:\n${result.logTail.join('\n')}`)
-    if (result.exitCode !== 0) throw new DeployFailure('migration_failed', `migration exited with ${result.exitCode}; last lines:\n${result.logTail.join('\n')}`)
+    if (result.timedOut)
+      throw new DeployFailure(
+        'migration_timeout',
+        `migration ran past ${migrate.timeoutSec} s and was killed; last lines:\n${result.logTail.join('\n')}`,
+      )
+    if (result.exitCode !== 0)
+      throw new DeployFailure('migration_failed', `migration exited with ${result.exitCode}; last lines:\n${result.logTail.join('\n')}`)
     await run.log({ event: 'migrate', exitCode: 0 })
   }
 
@@ -362,16 +379,30 @@ export class DeployPipeline {
       await this.retireAfterDrain(run, target, replaced)
     } catch (err) {
       run.logger.warn({ err, container: replaced.id }, 'could not stop the replaced release; the keeper retries')
-      await run.log({ event: 'retire-failed', container: replaced.id, release: replaced.release, error: asFailure(err, 'retire_failed').message })
+      await run.log({
+        event: 'retire-failed',
+        container: replaced.id,
+        release: replaced.release,
+        error: asFailure(err, 'retire_failed').message,
+      })
     }
   }
 
   private async retireAfterDrain(run: DeployRun, target: Target, replaced: Instance): Promise<void> {
     const drainMs = target.envConfig.proxy?.drainMs ?? 1000
     const started = this.clock.now()
-    const [, drained] = await Promise.all([this.clock.sleep(drainMs), this.deps.router(target).drained?.(DRAIN_LIMIT_MS) ?? Promise.resolve(false)])
+    const [, drained] = await Promise.all([
+      this.clock.sleep(drainMs),
+      this.deps.router(target).drained?.(DRAIN_LIMIT_MS) ?? Promise.resolve(false),
+    ])
     await this.deps.runtime.retire(replaced)
-    await run.log({ event: 'retired', container: replaced.id, release: replaced.release, afterMs: Math.round(this.clock.now() - started), proxyDrained: drained })
+    await run.log({
+      event: 'retired',
+      container: replaced.id,
+      release: replaced.release,
+      afterMs: Math.round(this.clock.now() - started),
+      proxyDrained: drained,
+    })
   }
 
   /** OBSERVING: the window's probes decide; an error while watching is a failed watch, never a crash. */
@@ -399,11 +430,19 @@ export class DeployPipeline {
     }
   }
 
-  private async rollBackAutomatically(run: DeployRun, target: Target, bad: Instance, previous: Instance | null, reason: string): Promise<void> {
+  private async rollBackAutomatically(
+    run: DeployRun,
+    target: Target,
+    bad: Instance,
+    previous: Instance | null,
+    reason: string,
+  ): Promise<void> {
     const error = { code: 'observe_failed', message: reason }
     await run.move('ROLLING_BACK', { error })
     if (!previous) {
-      await run.move('FAILED', { error: { code: 'observe_failed', message: `${reason}; there is no previous release to roll back to, so it stays live` } })
+      await run.move('FAILED', {
+        error: { code: 'observe_failed', message: `${reason}; there is no previous release to roll back to, so it stays live` },
+      })
       return
     }
     try {
@@ -452,24 +491,33 @@ export class DeployPipeline {
     const kept = await this.deps.runtime.releaseImage(target, release)
     if (!kept) throw new NotFoundError(`release ${release} has no kept image`)
     const env = await observeEnv(this.deps.runtime, this.deps.router(target), target)
-    await run.move('STARTING', { commit: kept.commit, release, details: { candidatePort: env.idlePort, previousPort: env.live?.port ?? null, previousRelease: env.live?.release ?? null } })
-    let candidate: Instance | null = env.instances.find((i) => i.port === env.idlePort && i.release === release) ?? null
-    const switched = await this.settle(run, 'rollback_failed', async () => {
-      if (candidate) {
-        // The stopped container of that release is still there: starting it is the fast path.
-        if (!candidate.running) await this.deps.runtime.revive(candidate)
-        await run.log({ event: 'revived', container: candidate.id, release })
-      } else {
-        candidate = await this.startOnIdlePort(run, target, env, { image: kept.ref, release, commit: kept.commit })
-      }
-      await run.move('VERIFYING', { details: { candidateContainer: candidate.id } })
-      await this.verify(run, target, candidate)
-      await run.move('SWITCHING')
-      await this.deps.router(target).switchTo(candidate.port)
-      return candidate
-    }, async () => {
-      if (candidate) await this.deps.runtime.retire(candidate).catch(() => undefined)
+    await run.move('STARTING', {
+      commit: kept.commit,
+      release,
+      details: { candidatePort: env.idlePort, previousPort: env.live?.port ?? null, previousRelease: env.live?.release ?? null },
     })
+    let candidate: Instance | null = env.instances.find((i) => i.port === env.idlePort && i.release === release) ?? null
+    const switched = await this.settle(
+      run,
+      'rollback_failed',
+      async () => {
+        if (candidate) {
+          // The stopped container of that release is still there: starting it is the fast path.
+          if (!candidate.running) await this.deps.runtime.revive(candidate)
+          await run.log({ event: 'revived', container: candidate.id, release })
+        } else {
+          candidate = await this.startOnIdlePort(run, target, env, { image: kept.ref, release, commit: kept.commit })
+        }
+        await run.move('VERIFYING', { details: { candidateContainer: candidate.id } })
+        await this.verify(run, target, candidate)
+        await run.move('SWITCHING')
+        await this.deps.router(target).switchTo(candidate.port)
+        return candidate
+      },
+      async () => {
+        if (candidate) await this.deps.runtime.retire(candidate).catch(() => undefined)
+      },
+    )
     if (!switched) return
     await run.log({ event: 'switched', port: switched.port })
     if (env.live) await this.retireReplaced(run, target, env.live)
@@ -489,7 +537,12 @@ export class DeployPipeline {
     const previous = env.instances.find((i) => i.port === deploy.details.previousPort && !candidates.includes(i)) ?? null
     const candidate = candidates[0]
     const candidateHealthy =
-      candidate !== undefined && candidate.port === env.routedPort && (await this.verify(run, target, candidate).then(() => true, () => false))
+      candidate !== undefined &&
+      candidate.port === env.routedPort &&
+      (await this.verify(run, target, candidate).then(
+        () => true,
+        () => false,
+      ))
     const plan = planRecovery(deploy, { routedPort: env.routedPort, candidates, previous, candidateHealthy })
     run.logger.warn({ plan: describePlan(plan) }, 'recovering an interrupted deploy')
     await run.log({ event: 'recovery', plan: describePlan(plan) })
@@ -501,7 +554,8 @@ export class DeployPipeline {
     })
     const live = plan.steps.findLast((s) => s.do === 'switch')?.instance
     if (live) this.deps.onLive?.(target, liveRelease(live))
-    for (const [i, state] of plan.path.entries()) await run.move(state, i === plan.path.length - 1 && plan.error ? { error: plan.error } : {})
+    for (const [i, state] of plan.path.entries())
+      await run.move(state, i === plan.path.length - 1 && plan.error ? { error: plan.error } : {})
     return plan.requeue
   }
 

@@ -50,10 +50,16 @@ export function planRecovery(deploy: Deploy, o: Observed): RecoveryPlan {
   if (deploy.kind === 'rollback' && !routedToCandidate) {
     // A manual rollback that never got its switch: the kept release it started goes back to standby, stopped —
     // never removed, as the normal path does when a rollback fails.
-    const steps = o.candidates.filter((c) => c.running).map((instance) => ({ do: 'retire' as const, instance, cause: 'the rollback did not switch to it' }))
+    const steps = o.candidates
+      .filter((c) => c.running)
+      .map((instance) => ({ do: 'retire' as const, instance, cause: 'the rollback did not switch to it' }))
     return { steps, path: ['FAILED'], error: interrupted, requeue: false }
   }
-  const removeCandidates = o.candidates.map((instance) => ({ do: 'remove' as const, instance, cause: 'candidate of an interrupted deploy' }))
+  const removeCandidates = o.candidates.map((instance) => ({
+    do: 'remove' as const,
+    instance,
+    cause: 'candidate of an interrupted deploy',
+  }))
   if (BEFORE_SWITCH.has(deploy.state)) {
     // Nothing was switched: the old release still serves; only the candidate has to go.
     return { steps: removeCandidates, path: ['FAILED'], error: interrupted, requeue: false }
@@ -103,12 +109,21 @@ export function planRecovery(deploy: Deploy, o: Observed): RecoveryPlan {
 /** An unfinished deploy whose app or env left the config: nothing of it can be looked at, so it just ends. */
 export function planUnknownEnv(deploy: Deploy): RecoveryPlan {
   const waiting = deploy.state === 'QUEUED' || deploy.state === 'AWAITING_APPROVAL'
-  return { steps: [], path: [waiting ? 'CANCELLED' : 'FAILED'], error: { code: 'unknown_env', message: `${deploy.app}/${deploy.env} is no longer in the config` }, requeue: false }
+  return {
+    steps: [],
+    path: [waiting ? 'CANCELLED' : 'FAILED'],
+    error: { code: 'unknown_env', message: `${deploy.app}/${deploy.env} is no longer in the config` },
+    requeue: false,
+  }
 }
 
 /** Start-up, before any deploy runs: every one-off (migration) container is a crash's leftover. */
 export function planStartup(view: Pick<EnvView, 'oneOffs'>): Step[] {
-  return view.oneOffs.map((id) => ({ do: 'remove-one-off' as const, id, cause: 'leftover migration container (no deploy runs at start-up)' }))
+  return view.oneOffs.map((id) => ({
+    do: 'remove-one-off' as const,
+    id,
+    cause: 'leftover migration container (no deploy runs at start-up)',
+  }))
 }
 
 /**
@@ -120,7 +135,8 @@ export function planKeep(view: EnvView, live: LiveRelease | null): Step[] {
   if (!live || view.routedPort !== live.port) return []
   const liveInstance = view.instances.find((i) => i.deployId === live.deployId && i.port === live.port)
   if (!liveInstance) return []
-  if (!liveInstance.running) return [{ do: 'revive', instance: liveInstance, cause: 'the live release was found stopped (dockerd restarted?)' }]
+  if (!liveInstance.running)
+    return [{ do: 'revive', instance: liveInstance, cause: 'the live release was found stopped (dockerd restarted?)' }]
   return view.instances
     .filter((i) => i.running && i !== liveInstance)
     .map((instance) => ({ do: 'retire' as const, instance, cause: 'runs out of nginx (its retire after the switch failed)' }))
@@ -128,7 +144,9 @@ export function planKeep(view: EnvView, live: LiveRelease | null): Step[] {
 
 /** Steps as text, one line a step, for the log and for tests. */
 export function describeSteps(steps: Step[]): string[] {
-  return steps.map((s) => (s.do === 'remove-one-off' ? `remove-one-off ${s.id}: ${s.cause}` : `${s.do} ${s.instance.release}@${s.instance.port}: ${s.cause}`))
+  return steps.map((s) =>
+    s.do === 'remove-one-off' ? `remove-one-off ${s.id}: ${s.cause}` : `${s.do} ${s.instance.release}@${s.instance.port}: ${s.cause}`,
+  )
 }
 
 /** A plan as text, one line a step, for the log and for tests. */

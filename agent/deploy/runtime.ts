@@ -199,7 +199,16 @@ export class ContainerRuntime implements Runtime {
       restartPolicy: 'unless-stopped',
       container: spec.container,
     })
-    return { id, release: spec.release, commit: spec.commit, deployId: spec.deployId, port: spec.port, image: spec.image, running: true, created: new Date() }
+    return {
+      id,
+      release: spec.release,
+      commit: spec.commit,
+      deployId: spec.deployId,
+      port: spec.port,
+      image: spec.image,
+      running: true,
+      created: new Date(),
+    }
   }
 
   async isAlive(instance: Instance): Promise<boolean> {

@@ -14,7 +14,12 @@ export interface TransitionDeps {
   onDeployEvent?: DeployListener
 }
 
-export async function moveDeploy(deps: TransitionDeps, deploy: Deploy, state: DeployState, patch: Omit<TransitionPatch, 'terminal'> = {}): Promise<Deploy> {
+export async function moveDeploy(
+  deps: TransitionDeps,
+  deploy: Deploy,
+  state: DeployState,
+  patch: Omit<TransitionPatch, 'terminal'> = {},
+): Promise<Deploy> {
   const was = deploy.state
   nextState(deploy.kind, was, state)
   const moved = await deps.store.transition(deploy.id, state, { ...patch, terminal: isTerminal(state) })

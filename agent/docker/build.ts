@@ -144,6 +144,10 @@ export async function buildImage(docker: Docker, opts: BuildImageOptions): Promi
     const image = await docker.getImage(opts.tag).inspect()
     return { imageId: image.Id }
   } catch (err) {
-    throw new BuildError('build_failed', `build of ${opts.tag} reported success but the image is missing: ${engineMessage(err)}`, tail.lines())
+    throw new BuildError(
+      'build_failed',
+      `build of ${opts.tag} reported success but the image is missing: ${engineMessage(err)}`,
+      tail.lines(),
+    )
   }
 }

@@ -10,7 +10,10 @@ export const DOCKER_CPU_SHARES_FILE = '/sys/fs/cgroup/cpu/docker/cpu.shares'
 const ONE_PROCESS = 1024
 
 /** The warning for an engine whose containers all share one process's CPU weight, else null (also when unknown). */
-export async function containerCpuShareWarning(engine: Pick<DockerEngine, 'cgroupLayout'>, sharesFile = DOCKER_CPU_SHARES_FILE): Promise<string | null> {
+export async function containerCpuShareWarning(
+  engine: Pick<DockerEngine, 'cgroupLayout'>,
+  sharesFile = DOCKER_CPU_SHARES_FILE,
+): Promise<string | null> {
   const { driver, version } = await engine.cgroupLayout()
   if (driver !== 'cgroupfs' || version !== '1') return null
   const shares = Number.parseInt(await readFile(sharesFile, 'utf8').catch(() => ''), 10)

@@ -78,7 +78,10 @@ export class DockerEngine {
   }
 
   async inspectImage(ref: string): Promise<ImageDetails | null> {
-    const info = await this.call(`inspect image ${ref}`, async () => (await this.client()).getImage(ref).inspect(), { statuses: [404], value: null })
+    const info = await this.call(`inspect image ${ref}`, async () => (await this.client()).getImage(ref).inspect(), {
+      statuses: [404],
+      value: null,
+    })
     if (info === null) return null
     const test = info.Config.Healthcheck?.Test ?? []
     return {
@@ -125,7 +128,9 @@ export class DockerEngine {
   async startContainer(opts: StartContainerOptions): Promise<string> {
     let container: Docker.Container
     try {
-      container = await (await this.client()).createContainer({
+      container = await (
+        await this.client()
+      ).createContainer({
         name: opts.name,
         Image: opts.image,
         Env: opts.env,
@@ -194,7 +199,10 @@ export class DockerEngine {
 
   /** Starts a stopped container again (a running one is left as it is). */
   async startExisting(id: string): Promise<void> {
-    await this.call(`start container ${id}`, async () => (await this.client()).getContainer(id).start(), { statuses: [304], value: undefined })
+    await this.call(`start container ${id}`, async () => (await this.client()).getContainer(id).start(), {
+      statuses: [304],
+      value: undefined,
+    })
   }
 
   /** SIGTERM, then SIGKILL after `timeoutSec`; an already stopped container is fine. */

@@ -21,12 +21,7 @@ export class ContainerExistsError extends ConflictError {
   }
 }
 
-export type DockerErrorCode =
-  | 'docker_error'
-  | 'docker_not_found'
-  | 'docker_conflict'
-  | 'image_in_use'
-  | 'container_start_failed'
+export type DockerErrorCode = 'docker_error' | 'docker_not_found' | 'docker_conflict' | 'image_in_use' | 'container_start_failed'
 
 /** Any other failure of the engine, keeping dockerode's error as `cause`. */
 export class DockerError extends AgentError {

@@ -90,5 +90,8 @@ export function demuxLogBuffer(buf: Buffer): string {
 
 /** Lines of log text with trailing whitespace trimmed, blank lines dropped and long ones cut. */
 export function nonEmptyLines(text: string): string[] {
-  return text.split('\n').map((line) => capLine(line.trimEnd())).filter((line) => line !== '')
+  return text
+    .split('\n')
+    .map((line) => capLine(line.trimEnd()))
+    .filter((line) => line !== '')
 }

@@ -102,7 +102,9 @@ export async function runOneOff(docker: Docker, opts: OneOffOptions): Promise<On
     try {
       await container.start()
     } catch (err) {
-      throw new DockerError('container_start_failed', 500, `start ${opts.cmd.join(' ')} in ${opts.image}: ${engineMessage(err)}`, { cause: err })
+      throw new DockerError('container_start_failed', 500, `start ${opts.cmd.join(' ')} in ${opts.image}: ${engineMessage(err)}`, {
+        cause: err,
+      })
     }
     // Following from the start returns everything written so far, so no output is lost to the race with start.
     const logs = await container.logs({ follow: true, stdout: true, stderr: true })

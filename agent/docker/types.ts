@@ -58,7 +58,11 @@ export interface ContainerSettings {
 }
 
 /** NET_RAW would let a container on the host network sniff loopback traffic (other apps, the agent's tokens). */
-export const DEFAULT_CONTAINER_SETTINGS: Readonly<ContainerSettings> = Object.freeze({ capDrop: ['NET_RAW'], capAdd: [], noNewPrivileges: true })
+export const DEFAULT_CONTAINER_SETTINGS: Readonly<ContainerSettings> = Object.freeze({
+  capDrop: ['NET_RAW'],
+  capAdd: [],
+  noNewPrivileges: true,
+})
 
 /** The HostConfig fields that apply `settings`. */
 export function hardeningOf(settings: ContainerSettings): {

@@ -80,10 +80,12 @@ export class TagLedger {
     const entry = { commit, firstSeen: this.#now().toISOString() }
     tags.set(tag, entry)
     const data = this.#serialize()
-    const write = this.#writing.catch(() => undefined).then(async () => {
-      await ensureDir(dirname(this.path))
-      await writeFileAtomic(this.path, data)
-    })
+    const write = this.#writing
+      .catch(() => undefined)
+      .then(async () => {
+        await ensureDir(dirname(this.path))
+        await writeFileAtomic(this.path, data)
+      })
     this.#writing = write
     try {
       await write
@@ -129,5 +131,4 @@ function parseLedger(path: string, text: string): Map<string, Map<string, TagLed
   return apps
 }
 
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value)
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)

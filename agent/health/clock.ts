@@ -11,7 +11,7 @@ export interface Clock {
 
 export const systemClock: Clock = {
   now: () => performance.now(),
-  async sleep (ms, signal) {
+  async sleep(ms, signal) {
     try {
       await delay(ms, undefined, signal === undefined ? undefined : { signal })
     } catch (err) {

@@ -18,9 +18,9 @@ export interface ObserveOptions {
   probe?: ProbeFn
 }
 
-export type ObserveOutcome = { healthy: true } | { healthy: false, reason: string }
+export type ObserveOutcome = { healthy: true } | { healthy: false; reason: string }
 
-export async function observe (options: ObserveOptions): Promise<ObserveOutcome> {
+export async function observe(options: ObserveOptions): Promise<ObserveOutcome> {
   const { url, seconds, intervalMs, timeoutMs, maxFailures, containerAlive, signal, onResult } = options
   const clock = options.clock ?? systemClock
   const probe = options.probe ?? probeHttp

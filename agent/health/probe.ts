@@ -15,7 +15,7 @@ export type ProbeFn = (url: string, timeoutMs: number, signal?: AbortSignal) => 
 /** The callback health loops report to: each probe's result, as it lands. */
 export type ProbeListener<Extra> = (result: ProbeResult & Extra) => void
 
-function describe (err: unknown, timeoutMs: number): string {
+function describe(err: unknown, timeoutMs: number): string {
   if (err instanceof Error && err.name === 'TimeoutError') return `timed out after ${timeoutMs} ms`
   if (err instanceof Error) {
     const cause = (err as { cause?: unknown }).cause
@@ -26,7 +26,7 @@ function describe (err: unknown, timeoutMs: number): string {
 }
 
 /** GETs `url`; ok iff the status is 2xx or 3xx (redirects are not followed). */
-export async function probeHttp (url: string, timeoutMs: number, signal?: AbortSignal): Promise<ProbeResult> {
+export async function probeHttp(url: string, timeoutMs: number, signal?: AbortSignal): Promise<ProbeResult> {
   throwIfAborted(signal)
   const started = performance.now()
   const elapsed = (): number => Math.round(performance.now() - started)

@@ -15,11 +15,11 @@ export interface SmokeResult extends SmokeCheck {
   ms: number
 }
 
-export function joinUrl (baseUrl: string, path: string): string {
+export function joinUrl(baseUrl: string, path: string): string {
   return baseUrl.replace(/\/+$/, '') + (path.startsWith('/') ? path : `/${path}`)
 }
 
-export async function runSmoke (
+export async function runSmoke(
   baseUrl: string,
   checks: readonly SmokeCheck[],
   timeoutMs: number,

@@ -25,7 +25,7 @@ export interface WaitHealthyOptions {
   probe?: ProbeFn
 }
 
-export async function waitHealthy (options: WaitHealthyOptions): Promise<void> {
+export async function waitHealthy(options: WaitHealthyOptions): Promise<void> {
   const { url, intervalMs, timeoutMs, healthyAfter, deadlineMs, dockerHealth, containerRunning, signal, onResult } = options
   const clock = options.clock ?? systemClock
   const probe = options.probe ?? probeHttp
@@ -64,8 +64,12 @@ export async function waitHealthy (options: WaitHealthyOptions): Promise<void> {
 }
 
 // One probe, cancelled when the deadline comes (null then); a cancellation by the caller rejects with an AbortError.
-async function probeUntil (
-  probe: ProbeFn, url: string, timeoutMs: number, remainingMs: number, signal?: AbortSignal,
+async function probeUntil(
+  probe: ProbeFn,
+  url: string,
+  timeoutMs: number,
+  remainingMs: number,
+  signal?: AbortSignal,
 ): Promise<ProbeResult | null> {
   const cut = new AbortController()
   const timer = setTimeout(() => cut.abort(), Math.max(0, remainingMs))

@@ -3,7 +3,13 @@
 import { randomUUID } from 'node:crypto'
 import swagger from '@fastify/swagger'
 import type { Server as HttpsServer } from 'node:https'
-import Fastify, { LogController, type FastifyHttpsOptions, type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import Fastify, {
+  LogController,
+  type FastifyHttpsOptions,
+  type FastifyInstance,
+  type FastifyRequest,
+  type FastifyServerOptions,
+} from 'fastify'
 import { registerAuth } from './auth.js'
 import type { AppDeps } from './deps.js'
 import { clientAddress, trustList } from './client.js'
@@ -69,7 +75,10 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     // are logged at debug (free at the default info level); changes and refusals stay at info.
     const level = (request.method === 'GET' || request.method === 'HEAD') && reply.statusCode < 400 ? 'debug' : 'info'
     const { peer, forwardedFor } = request.client
-    request.log[level]({ method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime), peer, forwardedFor }, 'request')
+    request.log[level](
+      { method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime), peer, forwardedFor },
+      'request',
+    )
   })
 
   registerErrorHandling(app)

@@ -21,7 +21,10 @@ export interface AppDeps {
 }
 
 /** What the HTTP surface asks of the backup side. */
-export type Backups = Pick<BackupService, 'newId' | 'take' | 'list' | 'recentFailures' | 'verify' | 'prune' | 'restore' | 'restoreTarget' | 'ownerOf' | 'targets' | 'lastBackup'>
+export type Backups = Pick<
+  BackupService,
+  'newId' | 'take' | 'list' | 'recentFailures' | 'verify' | 'prune' | 'restore' | 'restoreTarget' | 'ownerOf' | 'targets' | 'lastBackup'
+>
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -25,7 +25,8 @@ function dotted(context: string, instancePath: string, extra?: unknown): string 
 export function describeValidation(context: string, issues: readonly AjvIssue[]): string {
   return issues
     .map((issue) => {
-      if (issue.keyword === 'additionalProperties') return `${dotted(context, issue.instancePath, issue.params.additionalProperty)}: unknown field`
+      if (issue.keyword === 'additionalProperties')
+        return `${dotted(context, issue.instancePath, issue.params.additionalProperty)}: unknown field`
       if (issue.keyword === 'required') return `${dotted(context, issue.instancePath, issue.params.missingProperty)}: is required`
       return `${dotted(context, issue.instancePath)}: ${issue.message ?? issue.keyword}`
     })
@@ -33,9 +34,17 @@ export function describeValidation(context: string, issues: readonly AjvIssue[])
 }
 
 const FASTIFY_CODES: Record<string, { status: number; code: string; message: string }> = {
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: { status: 415, code: 'unsupported_media_type', message: 'the body must be JSON (Content-Type: application/json)' },
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: {
+    status: 415,
+    code: 'unsupported_media_type',
+    message: 'the body must be JSON (Content-Type: application/json)',
+  },
   FST_ERR_CTP_BODY_TOO_LARGE: { status: 413, code: 'body_too_large', message: 'the body is larger than 64 KiB' },
-  FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: 'invalid_json', message: 'the body is not valid JSON, or has __proto__/constructor keys' },
+  FST_ERR_CTP_INVALID_JSON_BODY: {
+    status: 400,
+    code: 'invalid_json',
+    message: 'the body is not valid JSON, or has __proto__/constructor keys',
+  },
   FST_ERR_CTP_EMPTY_JSON_BODY: { status: 400, code: 'invalid_json', message: 'the body is empty but Content-Type says JSON' },
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: { status: 400, code: 'invalid_request', message: 'Content-Length does not match the body' },
 }
@@ -62,6 +71,8 @@ export function registerErrorHandling(app: FastifyInstance): void {
     return reply.code(500).send({ error: { code: 'internal', message: 'internal error; see the agent log' } } satisfies ErrorBody)
   })
   app.setNotFoundHandler((request, reply) =>
-    reply.code(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } } satisfies ErrorBody),
+    reply
+      .code(404)
+      .send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } } satisfies ErrorBody),
   )
 }

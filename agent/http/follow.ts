@@ -42,8 +42,10 @@ export class Followers {
   enter(id: string): () => void {
     const here = this.#byDeploy.get(id) ?? 0
     const hint = 'try again when one leaves, or read the log without follow=1'
-    if (here >= this.perDeploy) throw new TooManyFollowersError(`${here} clients already follow the log of ${id} (the most allowed); ${hint}`)
-    if (this.#total >= this.total) throw new TooManyFollowersError(`${this.#total} deploy logs are already being followed (the most allowed); ${hint}`)
+    if (here >= this.perDeploy)
+      throw new TooManyFollowersError(`${here} clients already follow the log of ${id} (the most allowed); ${hint}`)
+    if (this.#total >= this.total)
+      throw new TooManyFollowersError(`${this.#total} deploy logs are already being followed (the most allowed); ${hint}`)
     this.#byDeploy.set(id, here + 1)
     this.#total++
     let left = false
@@ -62,7 +64,7 @@ export class Followers {
 export function streamLog(store: LogReader, id: string): Readable {
   async function* chunks(): AsyncGenerator<Buffer> {
     await store.logSettled(id)
-    for (let offset = 0; ; ) {
+    for (let offset = 0; ;) {
       const chunk = await store.readLogChunk(id, offset, CHUNK_BYTES)
       if (chunk.length === 0) return
       offset += chunk.length

@@ -25,7 +25,13 @@ const ATTEMPTS = 3
 
 /** One line a person reads in a chat channel. */
 export function describeNotice(n: Notice): string {
-  const what = { 'deploy.started': 'deploy started', 'deploy.succeeded': 'deploy succeeded', 'deploy.failed': 'deploy FAILED', 'deploy.rolled_back': 'deploy ROLLED BACK', 'backup.failed': 'backup FAILED' }[n.event]
+  const what = {
+    'deploy.started': 'deploy started',
+    'deploy.succeeded': 'deploy succeeded',
+    'deploy.failed': 'deploy FAILED',
+    'deploy.rolled_back': 'deploy ROLLED BACK',
+    'backup.failed': 'backup FAILED',
+  }[n.event]
   const parts = [`${n.app}/${n.env}: ${what}`]
   if (n.release) parts.push(`release ${n.release}${n.commit ? ` (${n.commit.slice(0, 12)})` : ''}`)
   if (n.durationMs !== undefined) parts.push(`${Math.round(n.durationMs / 1000)} s`)

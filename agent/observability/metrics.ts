@@ -81,7 +81,7 @@ export class Metrics {
   })
   readonly deployQueueLength = new Gauge({
     name: 'deploy_agent_deploy_queue_length',
-    help: 'Deploys waiting in the env\'s lane behind the running one',
+    help: "Deploys waiting in the env's lane behind the running one",
     labelNames: ['app', 'env'] as const,
     registers: [this.registry],
     collect: () => {
@@ -96,7 +96,8 @@ export class Metrics {
     registers: [this.registry],
     collect: () => {
       this.releaseInfo.reset()
-      for (const { app, env, live } of this.envs()) if (live) this.releaseInfo.set({ app, env, release: live.release, commit: live.commit }, 1)
+      for (const { app, env, live } of this.envs())
+        if (live) this.releaseInfo.set({ app, env, release: live.release, commit: live.commit }, 1)
     },
   })
 
@@ -122,7 +123,16 @@ export class Metrics {
 }
 
 /** Feeds the backup metrics from the backup service's events. */
-export function recordBackup(metrics: Metrics, e: { target: { app: string; env: string }; kind: string; manifest?: { bytes: number; verified: { ok: boolean } | null }; error?: unknown; durationMs: number }): void {
+export function recordBackup(
+  metrics: Metrics,
+  e: {
+    target: { app: string; env: string }
+    kind: string
+    manifest?: { bytes: number; verified: { ok: boolean } | null }
+    error?: unknown
+    durationMs: number
+  },
+): void {
   const { app, env } = e.target
   const result = e.error ? 'failed' : e.manifest?.verified?.ok ? 'ok' : 'unverified'
   metrics.backups.inc({ app, env, kind: e.kind, result })

@@ -8,7 +8,17 @@ export const SCRUBBED = '[redacted]'
 const normalize = (key: string) => key.toLowerCase().replace(/[^a-z0-9]/g, '')
 
 /** Key names (normalized) whose values are never sent: the logger's list plus the usual names of credentials. */
-const SENSITIVE_KEY_PARTS = [...SENSITIVE_HEADERS, ...SENSITIVE_FIELDS, 'signature', 'passwd', 'apikey', 'cookie', 'credential', 'privatekey', 'dsn'].map(normalize)
+const SENSITIVE_KEY_PARTS = [
+  ...SENSITIVE_HEADERS,
+  ...SENSITIVE_FIELDS,
+  'signature',
+  'passwd',
+  'apikey',
+  'cookie',
+  'credential',
+  'privatekey',
+  'dsn',
+].map(normalize)
 
 export function isSensitiveKey(key: string): boolean {
   const k = normalize(key)
@@ -24,7 +34,10 @@ const TEXT_RULES: Array<[RegExp, string | ((...groups: string[]) => string)]> = 
   [/\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+/gi, `$1 ${SCRUBBED}`],
   [/\bv1=[A-Za-z0-9_-]{16,}/g, `v1=${SCRUBBED}`],
   // token=…, "password": "…", X_SECRET: … (the key stays readable, the value goes)
-  [/(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]+["']?\s*[=:]\s*["']?)([^\s"',;&}]+)/g, (match, key) => (WORDS.test(key as string) ? `${key}${SCRUBBED}` : match)],
+  [
+    /(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]+["']?\s*[=:]\s*["']?)([^\s"',;&}]+)/g,
+    (match, key) => (WORDS.test(key as string) ? `${key}${SCRUBBED}` : match),
+  ],
 ]
 
 /** Secrets shorter than this are not searched for in text: a 2-character value would blank out half a message. */
@@ -69,7 +82,8 @@ export class Scrubber {
   text(value: string): string {
     let out = value
     for (const secret of this.known) out = out.split(secret).join(SCRUBBED)
-    for (const [pattern, replacement] of TEXT_RULES) out = out.replace(pattern, replacement as (substring: string, ...args: string[]) => string)
+    for (const [pattern, replacement] of TEXT_RULES)
+      out = out.replace(pattern, replacement as (substring: string, ...args: string[]) => string)
     return out
   }
 
@@ -83,7 +97,8 @@ export class Scrubber {
     if (typeof value !== 'object' || value === null || depth > 32) return value
     if (Array.isArray(value)) return value.map((v) => this.walk(v, depth + 1))
     const out: Record<string, unknown> = {}
-    for (const [key, v] of Object.entries(value)) out[key] = isSensitiveKey(key) && v !== null && v !== undefined ? SCRUBBED : this.walk(v, depth + 1)
+    for (const [key, v] of Object.entries(value))
+      out[key] = isSensitiveKey(key) && v !== null && v !== undefined ? SCRUBBED : this.walk(v, depth + 1)
     return out
   }
 }

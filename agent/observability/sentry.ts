@@ -61,12 +61,19 @@ export function deployReport(event: DeployEvent): ErrorReport | null {
   const d = event.deploy
   if (event.type !== 'state' || (d.state !== 'FAILED' && d.state !== 'ROLLED_BACK')) return null
   const code = d.error?.code ?? 'unknown'
-  const err = new DeployEndedBadly(d.state, code, `${d.app}/${d.env} ${d.kind} ${d.id} ${d.state} (${code}): ${d.error?.message ?? 'no reason recorded'}`)
+  const err = new DeployEndedBadly(
+    d.state,
+    code,
+    `${d.app}/${d.env} ${d.kind} ${d.id} ${d.state} (${code}): ${d.error?.message ?? 'no reason recorded'}`,
+  )
   return { err, tags: { app: d.app, env: d.env, appRelease: d.release, deployId: d.id, kind: d.kind, state: d.state, code } }
 }
 
 /** The report a failed backup calls for; `appRelease` is the env's live release, if any. */
-export function backupReport(e: { target: { app: string; env: string }; kind: string; error?: unknown; id?: string }, appRelease: string | null): ErrorReport | null {
+export function backupReport(
+  e: { target: { app: string; env: string }; kind: string; error?: unknown; id?: string },
+  appRelease: string | null,
+): ErrorReport | null {
   if (!e.error) return null
   const code = e.error instanceof AgentError ? e.error.code : 'backup_failed'
   return { err: e.error, tags: { app: e.target.app, env: e.target.env, appRelease, backupId: e.id ?? null, kind: e.kind, code } }
@@ -107,7 +114,12 @@ interface SentryHandle {
   capture(err: unknown, tags: ErrorTags): void
 }
 
-async function startSentry(config: Config, sentry: NonNullable<Config['sentry']>, release: string, shared?: Scrubber): Promise<SentryHandle> {
+async function startSentry(
+  config: Config,
+  sentry: NonNullable<Config['sentry']>,
+  release: string,
+  shared?: Scrubber,
+): Promise<SentryHandle> {
   const scrubber = shared ?? new Scrubber(await knownSecrets(config))
   const Sentry = await import('@sentry/node')
   const client = new Sentry.NodeClient({

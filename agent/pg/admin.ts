@@ -11,7 +11,9 @@ import { onDatabase, quoteIdent, sqlState, withClient, type Connection } from '.
  */
 export async function createDatabaseLike(conn: Connection, name: string, owner?: string): Promise<void> {
   await withClient(conn, async (client) => {
-    const { rows } = await client.query<{ d: Record<string, unknown> }>('SELECT to_jsonb(d) AS d FROM pg_database d WHERE datname = current_database()')
+    const { rows } = await client.query<{ d: Record<string, unknown> }>(
+      'SELECT to_jsonb(d) AS d FROM pg_database d WHERE datname = current_database()',
+    )
     const db = rows[0]?.d ?? {}
     const literal = (v: unknown): string => client.escapeLiteral(String(v))
     const options = ['TEMPLATE template0']

@@ -10,7 +10,7 @@ export type ProxyErrorCode =
   | 'proxy_reload_unconfirmed'
 
 export class ProxyError extends AgentError {
-  constructor (
+  constructor(
     override readonly code: ProxyErrorCode,
     message: string,
     /** What the command printed on stderr, when a command failed. */

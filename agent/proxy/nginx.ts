@@ -41,17 +41,20 @@ export interface UpstreamSwitch {
   drained?(timeoutMs: number): Promise<boolean>
 }
 
-interface Saved { content: Buffer, mode: number }
+interface Saved {
+  content: Buffer
+  mode: number
+}
 
 const NAME = /^[A-Za-z0-9_.-]{1,128}$/
 
-function assertPort (port: number): void {
+function assertPort(port: number): void {
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new ProxyError('proxy_invalid_port', `not a TCP port: ${String(port)}`, undefined, 400)
   }
 }
 
-function show (argv: readonly string[]): string {
+function show(argv: readonly string[]): string {
   return argv.join(' ')
 }
 
@@ -68,11 +71,14 @@ export class NginxUpstream implements UpstreamSwitch {
   /** The workers that served before the last confirmed switch: requests in flight there still reach the old port. */
   private retiring = new Set<number>()
 
-  constructor (options: NginxUpstreamOptions) {
+  constructor(options: NginxUpstreamOptions) {
     if (!NAME.test(options.upstreamName)) {
       throw new ProxyError('proxy_invalid_config', `invalid upstream name: ${JSON.stringify(options.upstreamName)}`, undefined, 500)
     }
-    for (const [key, argv] of [['testCommand', options.testCommand], ['reloadCommand', options.reloadCommand]] as const) {
+    for (const [key, argv] of [
+      ['testCommand', options.testCommand],
+      ['reloadCommand', options.reloadCommand],
+    ] as const) {
       if (argv.length === 0) throw new ProxyError('proxy_invalid_config', `${key} is empty`, undefined, 500)
     }
     this.upstreamFile = options.upstreamFile
@@ -84,14 +90,17 @@ export class NginxUpstream implements UpstreamSwitch {
     this.confirmTimeoutMs = options.confirmTimeoutMs ?? 5_000
   }
 
-  render (port: number): string {
+  render(port: number): string {
     assertPort(port)
     return `${MANAGED_HEADER}\nupstream ${this.upstreamName} { server 127.0.0.1:${port}; }\n`
   }
 
   /** Parses a file in the format `render` writes (comment lines ignored); null when it is another upstream's or not ours. */
-  parse (text: string): number | null {
-    const body = text.split('\n').filter((line) => !line.trimStart().startsWith('#')).join('\n')
+  parse(text: string): number | null {
+    const body = text
+      .split('\n')
+      .filter((line) => !line.trimStart().startsWith('#'))
+      .join('\n')
     const match = /^\s*upstream\s+(\S+)\s*\{\s*server\s+127\.0\.0\.1:(\d{1,5})\s*;\s*\}\s*$/.exec(body)
     if (match === null || match[1] !== this.upstreamName) return null
     const port = Number(match[2])
@@ -99,7 +108,7 @@ export class NginxUpstream implements UpstreamSwitch {
   }
 
   /** The port the upstream file points at; null when the file is missing or not in our format. */
-  async currentPort (): Promise<number | null> {
+  async currentPort(): Promise<number | null> {
     const text = await readFile(this.upstreamFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return null
       throw err
@@ -111,13 +120,13 @@ export class NginxUpstream implements UpstreamSwitch {
    * Points the upstream at 127.0.0.1:<port>: write the file, `nginx -t`, reload, confirm. On any failure the old
    * file is put back (and nginx reloaded with it when a reload had been attempted) before the error is thrown.
    */
-  switchTo (port: number): Promise<{ previousPort: number | null }> {
+  switchTo(port: number): Promise<{ previousPort: number | null }> {
     const run = this.tail.then(() => this.switchNow(port))
     this.tail = run.catch(() => undefined)
     return run
   }
 
-  private async switchNow (port: number): Promise<{ previousPort: number | null }> {
+  private async switchNow(port: number): Promise<{ previousPort: number | null }> {
     const next = this.render(port)
     const saved = await this.save()
     const previousPort = saved === null ? null : this.parse(saved.content.toString('utf8'))
@@ -128,8 +137,11 @@ export class NginxUpstream implements UpstreamSwitch {
     const test = await this.run(this.testCommand)
     if (!test.ok) {
       await this.restore(saved)
-      throw new ProxyError('proxy_test_failed',
-        `nginx config test (${show(this.testCommand)}) failed for port ${port}: ${test.failure}`, test.stderr)
+      throw new ProxyError(
+        'proxy_test_failed',
+        `nginx config test (${show(this.testCommand)}) failed for port ${port}: ${test.failure}`,
+        test.stderr,
+      )
     }
 
     let before: Set<number> | undefined
@@ -145,8 +157,11 @@ export class NginxUpstream implements UpstreamSwitch {
     const reload = await this.run(this.reloadCommand)
     if (!reload.ok) {
       await this.rollBack(saved)
-      throw new ProxyError('proxy_reload_failed',
-        `nginx reload (${show(this.reloadCommand)}) failed for port ${port}: ${reload.failure}`, reload.stderr)
+      throw new ProxyError(
+        'proxy_reload_failed',
+        `nginx reload (${show(this.reloadCommand)}) failed for port ${port}: ${reload.failure}`,
+        reload.stderr,
+      )
     }
 
     if (this.pidFile !== undefined && before !== undefined) {
@@ -161,7 +176,7 @@ export class NginxUpstream implements UpstreamSwitch {
     return { previousPort }
   }
 
-  async drained (timeoutMs: number): Promise<boolean> {
+  async drained(timeoutMs: number): Promise<boolean> {
     if (this.pidFile === undefined) return false
     const deadline = Date.now() + timeoutMs
     for (;;) {
@@ -172,11 +187,11 @@ export class NginxUpstream implements UpstreamSwitch {
     }
   }
 
-  private run (argv: readonly string[]): Promise<CommandResult> {
+  private run(argv: readonly string[]): Promise<CommandResult> {
     return runCommand(argv, this.commandTimeoutMs)
   }
 
-  private async save (): Promise<Saved | null> {
+  private async save(): Promise<Saved | null> {
     try {
       const [content, info] = await Promise.all([readFile(this.upstreamFile), stat(this.upstreamFile)])
       return { content, mode: info.mode & 0o777 }
@@ -186,7 +201,7 @@ export class NginxUpstream implements UpstreamSwitch {
     }
   }
 
-  private async restore (saved: Saved | null): Promise<void> {
+  private async restore(saved: Saved | null): Promise<void> {
     if (saved === null) {
       await rm(this.upstreamFile, { force: true })
       await fsyncDir(dirname(this.upstreamFile))
@@ -197,7 +212,7 @@ export class NginxUpstream implements UpstreamSwitch {
 
   // After a reload was attempted: the old file back, and one more reload so nginx runs it whatever the first did.
   // Best effort: the caller is already failing with the first error.
-  private async rollBack (saved: Saved | null): Promise<void> {
+  private async rollBack(saved: Saved | null): Promise<void> {
     await this.restore(saved)
     await this.run(this.reloadCommand)
   }

@@ -10,7 +10,7 @@ export interface ThroughResult {
 const MAX_BODY = 64 * 1024
 
 /** GETs `url` on a new connection; resolves with any status, rejects on a network error or after `timeoutMs`. */
-export function probeThrough (url: string, timeoutMs: number): Promise<ThroughResult> {
+export function probeThrough(url: string, timeoutMs: number): Promise<ThroughResult> {
   return new Promise((resolve, reject) => {
     const req = get(url, { agent: false }, (res) => {
       let body = ''
@@ -25,7 +25,7 @@ export function probeThrough (url: string, timeoutMs: number): Promise<ThroughRe
       res.on('error', fail)
     })
     const timer = setTimeout(() => req.destroy(new Error(`GET ${url} timed out after ${timeoutMs} ms`)), timeoutMs)
-    function fail (err: Error): void {
+    function fail(err: Error): void {
       clearTimeout(timer)
       reject(err)
     }

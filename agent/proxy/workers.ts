@@ -8,7 +8,7 @@ import { ProxyError } from './errors.js'
 
 const PROC = '/proc'
 
-async function masterPid (pidFile: string): Promise<number> {
+async function masterPid(pidFile: string): Promise<number> {
   let text: string
   try {
     text = await readFile(pidFile, 'utf8')
@@ -22,10 +22,14 @@ async function masterPid (pidFile: string): Promise<number> {
   return pid
 }
 
-interface ProcStat { pid: number, ppid: number, state: string }
+interface ProcStat {
+  pid: number
+  ppid: number
+  state: string
+}
 
 // `/proc/<pid>/stat` is `pid (comm) state ppid …`; comm may hold spaces and parentheses, so split after the last ')'.
-function parseStat (text: string): ProcStat | null {
+function parseStat(text: string): ProcStat | null {
   const close = text.lastIndexOf(')')
   if (close < 0) return null
   const [state, ppid] = text.slice(close + 2).split(' ')
@@ -34,13 +38,13 @@ function parseStat (text: string): ProcStat | null {
   return { pid, ppid: Number(ppid), state }
 }
 
-async function readStat (pid: number): Promise<ProcStat | null> {
+async function readStat(pid: number): Promise<ProcStat | null> {
   const text = await readFile(`${PROC}/${pid}/stat`, 'utf8').catch(() => null)
   return text === null ? null : parseStat(text)
 }
 
 // The kernel's children lists (CONFIG_PROC_CHILDREN) when present, else a scan of every process's parent.
-async function childrenOf (pid: number): Promise<number[]> {
+async function childrenOf(pid: number): Promise<number[]> {
   const tasks = await readdir(`${PROC}/${pid}/task`).catch(() => null)
   if (tasks === null) throw new ProxyError('proxy_not_running', `the nginx master (pid ${pid}) is not running`)
   const fromKernel: number[] = []
@@ -52,14 +56,14 @@ async function childrenOf (pid: number): Promise<number[]> {
   return fromKernel
 }
 
-async function scanChildren (pid: number): Promise<number[]> {
+async function scanChildren(pid: number): Promise<number[]> {
   const entries = await readdir(PROC)
   const stats = await Promise.all(entries.filter((e) => /^\d+$/.test(e)).map((e) => readStat(Number(e))))
   return stats.filter((s): s is ProcStat => s !== null && s.ppid === pid).map((s) => s.pid)
 }
 
 /** The live (non-zombie) child processes of the nginx master named by `pidFile`: its workers and helpers. */
-export async function workerPids (pidFile: string): Promise<Set<number>> {
+export async function workerPids(pidFile: string): Promise<Set<number>> {
   const master = await masterPid(pidFile)
   const children = await childrenOf(master)
   const live = new Set<number>()
@@ -70,14 +74,14 @@ export async function workerPids (pidFile: string): Promise<Set<number>> {
   return live
 }
 
-async function title (pid: number): Promise<string | null> {
+async function title(pid: number): Promise<string | null> {
   const raw = await readFile(`${PROC}/${pid}/cmdline`, 'utf8').catch(() => null)
   return raw === null ? null : raw.replace(/\0+$/, '').replace(/\0/g, ' ')
 }
 
 // An old worker still takes new connections until it has been told to quit: right after starting the new workers
 // the master sleeps ~100 ms before signalling the old ones.
-async function stillAccepting (pid: number, current: Set<number>): Promise<boolean> {
+async function stillAccepting(pid: number, current: Set<number>): Promise<boolean> {
   if (!current.has(pid)) return false
   const name = await title(pid)
   return name !== null && name.includes('worker process') && !name.includes('shutting down')
@@ -93,7 +97,7 @@ export interface WaitForWorkersOptions {
  * in `before` and none of the workers in `before` still accepts connections. Throws ProxyError
  * `proxy_reload_unconfirmed` after `timeoutMs`, or `proxy_not_running` when the master is gone.
  */
-export async function waitForNewWorkers (
+export async function waitForNewWorkers(
   pidFile: string,
   before: Set<number>,
   timeoutMs: number,
@@ -112,8 +116,7 @@ export async function waitForNewWorkers (
     if (Date.now() >= deadline) break
     await sleep(Math.min(intervalMs, Math.max(1, deadline - Date.now())))
   }
-  const why = seen.length === 0
-    ? 'no new worker process appeared'
-    : `new workers ${seen.join(', ')} started but the old ones were not told to quit`
+  const why =
+    seen.length === 0 ? 'no new worker process appeared' : `new workers ${seen.join(', ')} started but the old ones were not told to quit`
   throw new ProxyError('proxy_reload_unconfirmed', `nginx reload not confirmed within ${timeoutMs} ms: ${why}`)
 }

@@ -115,7 +115,10 @@ const isNullableString = (value: unknown): value is string | null => value === n
 const isDeployError = (value: unknown): value is DeployError =>
   typeof value === 'object' && value !== null && isString((value as DeployError).code) && isString((value as DeployError).message)
 const isStateEntry = (value: unknown): value is DeployStateEntry =>
-  typeof value === 'object' && value !== null && isDeployStateString((value as DeployStateEntry).state) && isString((value as DeployStateEntry).at)
+  typeof value === 'object' &&
+  value !== null &&
+  isDeployStateString((value as DeployStateEntry).state) &&
+  isString((value as DeployStateEntry).at)
 
 function copyDeploy(deploy: Deploy): Deploy {
   return {
@@ -158,7 +161,11 @@ function rejectReason(deploys: ReadonlyMap<string, Deploy>, event: Record<string
     return deploys.has(event.deploy.id) ? `duplicate deploy ${event.deploy.id}` : undefined
   }
   if (event.type === 'deploy.state') {
-    const ok = isString(event.id) && isDeployStateString(event.state) && isString(event.at) && [event.commit, event.release].every((v) => v === undefined || isNullableString(v))
+    const ok =
+      isString(event.id) &&
+      isDeployStateString(event.state) &&
+      isString(event.at) &&
+      [event.commit, event.release].every((v) => v === undefined || isNullableString(v))
     if (!ok || (event.error !== undefined && event.error !== null && !isDeployError(event.error))) return 'malformed deploy.state'
     if (event.details !== undefined && !isDetails(event.details)) return 'malformed deploy.state'
     if (event.approvedBy !== undefined && !isString(event.approvedBy)) return 'malformed deploy.state'
@@ -261,7 +268,8 @@ export class DeployStore {
     if (patch.commit !== undefined) event.commit = patch.commit
     if (patch.release !== undefined) event.release = patch.release
     if (patch.approvedBy !== undefined) event.approvedBy = patch.approvedBy
-    if (patch.error !== undefined) event.error = patch.error && { code: patch.error.code, message: this.#scrub?.text(patch.error.message) ?? patch.error.message }
+    if (patch.error !== undefined)
+      event.error = patch.error && { code: patch.error.code, message: this.#scrub?.text(patch.error.message) ?? patch.error.message }
     if (patch.terminal) event.terminal = true
     if (patch.details) event.details = { ...patch.details }
     const deploy = await this.#write(event)

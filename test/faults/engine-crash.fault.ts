@@ -13,18 +13,22 @@ const ROUNDS = 3
 // Eighteen kills and restarts take longer than the suite's default ten minutes on a loaded box.
 t.setTimeout(30 * 60_000)
 
-t.test('Engine fault: SIGKILL of the agent in each deploy state, three times each', { skip: skipUnless(await dockerAvailable(), 'docker') }, async (t) => {
-  await ensureBaseImage()
-  const rig = await startAgentRig(t, CRASH_RIG_OPTIONS)
-  const first = await rig.waitFinished(await rig.startDeploy(SAMPLE_TAGS.good))
-  t.equal(first.state, 'SUCCEEDED', JSON.stringify(first.error))
+t.test(
+  'Engine fault: SIGKILL of the agent in each deploy state, three times each',
+  { skip: skipUnless(await dockerAvailable(), 'docker') },
+  async (t) => {
+    await ensureBaseImage()
+    const rig = await startAgentRig(t, CRASH_RIG_OPTIONS)
+    const first = await rig.waitFinished(await rig.startDeploy(SAMPLE_TAGS.good))
+    t.equal(first.state, 'SUCCEEDED', JSON.stringify(first.error))
 
-  const cases: CrashCase[] = [
-    ...DEPLOY_STATE_CASES,
-    // The release breaks after the switch; the kill lands while the agent is switching back to the old one.
-    { state: 'ROLLING_BACK', ref: SAMPLE_TAGS.failsAfterSwitch, expect: 'ROLLED_BACK', serves: 'old' },
-  ]
-  for (let round = 1; round <= ROUNDS; round++) {
-    for (const c of cases) await t.test(`round ${round}: SIGKILL during ${c.state}`, (t) => killDuring(t, rig, c))
-  }
-})
+    const cases: CrashCase[] = [
+      ...DEPLOY_STATE_CASES,
+      // The release breaks after the switch; the kill lands while the agent is switching back to the old one.
+      { state: 'ROLLING_BACK', ref: SAMPLE_TAGS.failsAfterSwitch, expect: 'ROLLED_BACK', serves: 'old' },
+    ]
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const c of cases) await t.test(`round ${round}: SIGKILL during ${c.state}`, (t) => killDuring(t, rig, c))
+    }
+  },
+)

@@ -102,7 +102,11 @@ t.test('Engine fault: the state dir fills up during deploys', { skip: mountSkip 
       t.equal(done.error?.code, 'disk_full', done.error?.message ?? 'no error')
       t.equal(await rig.served(), before, 'the old release serves')
       const list = await rig.containers()
-      t.same(list.filter((l) => l.endsWith(` ${id}`)), [], `no container of the failed deploy: ${list.join('; ')}`)
+      t.same(
+        list.filter((l) => l.endsWith(` ${id}`)),
+        [],
+        `no container of the failed deploy: ${list.join('; ')}`,
+      )
     }
     t.equal(rig.agent().child.exitCode, null, 'the agent is still running')
     await stillAnswers('after the build on a full disk')
@@ -129,7 +133,12 @@ t.test('Engine fault: the backup dir fills up while pg_dump streams', { skip: pg
   const url = `postgres://postgres@127.0.0.1:5432/${db.name}`
   const agent = await buildTestAgent(dir, {
     extra: {
-      apps: { shop: { repo: '/srv/none.git', envs: { production: { ref: 'tag:v*', ports: [18101, 18102], database: { url, passwordFile: 'db.password' } } } } },
+      apps: {
+        shop: {
+          repo: '/srv/none.git',
+          envs: { production: { ref: 'tag:v*', ports: [18101, 18102], database: { url, passwordFile: 'db.password' } } },
+        },
+      },
       // Retention that removes anything older than 30 days beyond the newest one, once it runs.
       backups: { dir: backupsDir, verify: 'full', retention: { days: 30, minKeep: 1, weekly: 0, monthly: 0 } },
     },
@@ -139,21 +148,41 @@ t.test('Engine fault: the backup dir fills up while pg_dump streams', { skip: pg
   const good = await agent.backups.take(target, 'manual')
   // A verified backup from 100 days ago: the next successful backup's retention run removes it.
   const old = await takeBackup({
-    dir: backupsDir, app: 'shop', env: 'production', kind: 'nightly', database: { url, password: 'postgres' }, locks: agent.backups.locks,
+    dir: backupsDir,
+    app: 'shop',
+    env: 'production',
+    kind: 'nightly',
+    database: { url, password: 'postgres' },
+    locks: agent.backups.locks,
     now: () => new Date(Date.now() - 100 * 86_400_000),
   })
   t.same(await verifyBackup(backupsDir, old, 'full'), { ok: true })
   // ~8 MB of random hex: several times what is left on the 2 MB file system, even compressed.
-  await query(db.name, 'CREATE TABLE big AS SELECT g AS id, md5(random()::text) || md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, 100000) g')
+  await query(
+    db.name,
+    'CREATE TABLE big AS SELECT g AS id, md5(random()::text) || md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, 100000) g',
+  )
 
-  await t.rejects(agent.backups.take(target, 'manual'), { code: 'backup_failed', message: /ENOSPC|No space left/ }, 'the backup fails on the full disk')
+  await t.rejects(
+    agent.backups.take(target, 'manual'),
+    { code: 'backup_failed', message: /ENOSPC|No space left/ },
+    'the backup fails on the full disk',
+  )
   const listed = (await agent.backups.list()).map((b) => (b.legacy ? b.file : b.id))
   t.ok(listed.includes(good.id) && listed.includes(old.id), 'both earlier backups are still listed')
   t.equal(listed.length, 2, `no other backup appeared: ${listed.join(', ')}`)
   for (const id of [good.id, old.id]) t.match(await agent.backups.verify(id), { ok: true }, `backup ${id} still verifies`)
   const files = await readdir(backupsDir)
-  t.same(files.filter((f) => f.endsWith('.partial') || f.endsWith('.tmp') || f.startsWith('.lock-')), [], `no partial, temp or lock file: ${files.join(', ')}`)
-  t.match(agent.backups.recentFailures()[0], { app: 'shop', env: 'production', kind: 'manual', error: { code: 'backup_failed' } }, 'the failure is listed')
+  t.same(
+    files.filter((f) => f.endsWith('.partial') || f.endsWith('.tmp') || f.startsWith('.lock-')),
+    [],
+    `no partial, temp or lock file: ${files.join(', ')}`,
+  )
+  t.match(
+    agent.backups.recentFailures()[0],
+    { app: 'shop', env: 'production', kind: 'manual', error: { code: 'backup_failed' } },
+    'the failure is listed',
+  )
   const token = { authorization: `Bearer ${agent.keys.statusToken}` }
   const metrics = (await agent.app.inject({ url: '/metrics', headers: token })).body
   t.match(metrics, /deploy_agent_backups_total\{app="shop",env="production",kind="manual",result="failed"\} 1/, 'the failure is counted')

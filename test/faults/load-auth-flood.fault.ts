@@ -33,7 +33,10 @@ t.test('Load fault: 10k bad signatures from one address, valid requests from ano
   const keys = await writeTestKeys(dir)
   const [agentPort] = (await freePorts(1)) as [number]
   const configPath = join(dir, 'agent.yaml')
-  await writeFile(configPath, stringify({ ...testConfigDocument(dir), listen: { host: '127.0.0.1', port: agentPort, trustProxy: ['127.0.0.0/8'] } }))
+  await writeFile(
+    configPath,
+    stringify({ ...testConfigDocument(dir), listen: { host: '127.0.0.1', port: agentPort, trustProxy: ['127.0.0.0/8'] } }),
+  )
   const url = `http://127.0.0.1:${agentPort}`
   const agent = await startServe(configPath, url, { LOG_LEVEL: 'error' })
   t.teardown(() => agent.stop('SIGKILL'))
@@ -42,13 +45,24 @@ t.test('Load fault: 10k bad signatures from one address, valid requests from ano
   // A key of the right id and algorithm that the agent does not know: every signature fails.
   const forged = generateKeyPairSync('ed25519').privateKey
   const badHeaders = () => ({
-    ...signRequest({ keyId: keys.ed25519.id, key: { alg: 'ed25519', privateKey: forged }, audience: AUDIENCE, method: 'POST', path: PATH, body: BODY }),
+    ...signRequest({
+      keyId: keys.ed25519.id,
+      key: { alg: 'ed25519', privateKey: forged },
+      audience: AUDIENCE,
+      method: 'POST',
+      path: PATH,
+      body: BODY,
+    }),
     'content-type': 'application/json',
   })
   const badRequest = (agentFor: Agent, localAddress: string, forwardedFor?: string) =>
-    httpRequest(`${url}${PATH}`, { method: 'POST', headers: { ...badHeaders(), ...(forwardedFor && { 'x-forwarded-for': forwardedFor }) }, body: BODY, agent: agentFor, localAddress }).catch(
-      (err: Error): HttpAnswer => ({ status: 0, body: err.message, headers: {} }),
-    )
+    httpRequest(`${url}${PATH}`, {
+      method: 'POST',
+      headers: { ...badHeaders(), ...(forwardedFor && { 'x-forwarded-for': forwardedFor }) },
+      body: BODY,
+      agent: agentFor,
+      localAddress,
+    }).catch((err: Error): HttpAnswer => ({ status: 0, body: err.message, headers: {} }))
 
   const validStatus = async () => {
     const res = await httpRequest(`${url}/v1/status`, { headers: signedHeaders(keys, 'GET', '/v1/status'), localAddress: '127.0.0.1' })
@@ -74,9 +88,10 @@ t.test('Load fault: 10k bad signatures from one address, valid requests from ano
     void floodDone.then(() => (flooding = false))
     while (flooding || valid.length < 20) {
       const t0 = performance.now()
-      const res = await httpRequest(`${url}/v1/status`, { headers: signedHeaders(keys, 'GET', '/v1/status'), localAddress: '127.0.0.1' }).catch(
-        (err: Error): HttpAnswer => ({ status: 0, body: err.message, headers: {} }),
-      )
+      const res = await httpRequest(`${url}/v1/status`, {
+        headers: signedHeaders(keys, 'GET', '/v1/status'),
+        localAddress: '127.0.0.1',
+      }).catch((err: Error): HttpAnswer => ({ status: 0, body: err.message, headers: {} }))
       valid.push({ status: res.status, ms: performance.now() - t0 })
     }
     await floodDone
@@ -85,14 +100,29 @@ t.test('Load fault: 10k bad signatures from one address, valid requests from ano
 
     const byStatus = countBy(answers, (a) => a.status)
     const refusals = byStatus[429] ?? 0
-    t.comment(`flood from 127.0.0.2: ${BAD_REQUESTS} bad signatures in ${Math.round(floodMs)} ms: ${JSON.stringify(byStatus)}; ${Math.round(refusals / (floodMs / 1000))} refusals/s`)
-    t.comment(`valid signed requests from 127.0.0.1 meanwhile: ${valid.length}, p50 ${percentile(valid.map((v) => v.ms), 0.5).toFixed(1)} ms, p99 ${percentile(valid.map((v) => v.ms), 0.99).toFixed(1)} ms`)
-    t.same(countBy(valid, (v) => v.status), { 200: valid.length }, 'every valid signed request from the other address answered 200')
+    t.comment(
+      `flood from 127.0.0.2: ${BAD_REQUESTS} bad signatures in ${Math.round(floodMs)} ms: ${JSON.stringify(byStatus)}; ${Math.round(refusals / (floodMs / 1000))} refusals/s`,
+    )
+    t.comment(
+      `valid signed requests from 127.0.0.1 meanwhile: ${valid.length}, p50 ${percentile(
+        valid.map((v) => v.ms),
+        0.5,
+      ).toFixed(1)} ms, p99 ${percentile(
+        valid.map((v) => v.ms),
+        0.99,
+      ).toFixed(1)} ms`,
+    )
+    t.same(
+      countBy(valid, (v) => v.status),
+      { 200: valid.length },
+      'every valid signed request from the other address answered 200',
+    )
     t.equal(answers.length, BAD_REQUESTS)
     t.same(Object.keys(byStatus).sort(), ['401', '429'], 'the flooding address only ever gets 401 or 429')
     // Each window of the limiter lets exactly MAX_FAILURES failures through.
     const windows = Math.floor(floodMs / WINDOW_MS) + 1
-    if (windows === 1) t.equal(byStatus[401], MAX_FAILURES, `exactly ${MAX_FAILURES} failures are answered 401 before the address is blocked`)
+    if (windows === 1)
+      t.equal(byStatus[401], MAX_FAILURES, `exactly ${MAX_FAILURES} failures are answered 401 before the address is blocked`)
     else t.ok((byStatus[401] ?? 0) <= MAX_FAILURES * windows, `at most ${MAX_FAILURES} 401s per minute of flood`)
     const limited = answers.find((a) => a.status === 429)
     t.match(limited?.headers['retry-after'], /^[1-9][0-9]*$/, '429 carries Retry-After')
@@ -115,7 +145,10 @@ t.test('Load fault: 10k bad signatures from one address, valid requests from ano
     const blockedAt = Date.now()
     t.equal((await badRequest(new Agent(), '127.0.0.3')).status, 429, '127.0.0.3 is blocked')
     // Each 127.x.y.z source (host parts 1..254) is its own address to the limiter; a fresh connection per request.
-    const unique = Array.from({ length: DISTINCT_ADDRESSES }, (_, i) => `127.${10 + Math.floor(i / (254 * 256))}.${Math.floor(i / 254) % 256}.${(i % 254) + 1}`)
+    const unique = Array.from(
+      { length: DISTINCT_ADDRESSES },
+      (_, i) => `127.${10 + Math.floor(i / (254 * 256))}.${Math.floor(i / 254) % 256}.${(i % 254) + 1}`,
+    )
     let next = 0
     const statuses: number[] = []
     const started = performance.now()
@@ -127,15 +160,28 @@ t.test('Load fault: 10k bad signatures from one address, valid requests from ano
         }
       }),
     )
-    t.comment(`${unique.length} distinct addresses in ${Math.round(performance.now() - started)} ms: ${JSON.stringify(countBy(statuses, (s) => s))}`)
-    t.same(countBy(statuses, (s) => s), { 401: unique.length }, 'each new address gets its own 401, none is blocked for another')
+    t.comment(
+      `${unique.length} distinct addresses in ${Math.round(performance.now() - started)} ms: ${JSON.stringify(countBy(statuses, (s) => s))}`,
+    )
+    t.same(
+      countBy(statuses, (s) => s),
+      { 401: unique.length },
+      'each new address gets its own 401, none is blocked for another',
+    )
     await validStatus()
     // The limiter tracks at most 10k addresses: 10.5k more overflow it, and what it forgets must not be the blocked
     // one — while its window runs (on a machine too slow for that, the limiter's unit test proves it all the same).
-    if (Date.now() < blockedAt + WINDOW_MS - 2000) t.equal((await badRequest(new Agent(), '127.0.0.3')).status, 429, 'the blocked address is still blocked after 10.5k other addresses failed')
-    else t.comment('127.0.0.3\'s window ended during this phase; the eviction order is proven by test/unit/auth-keyring.test.ts')
+    if (Date.now() < blockedAt + WINDOW_MS - 2000)
+      t.equal(
+        (await badRequest(new Agent(), '127.0.0.3')).status,
+        429,
+        'the blocked address is still blocked after 10.5k other addresses failed',
+      )
+    else t.comment("127.0.0.3's window ended during this phase; the eviction order is proven by test/unit/auth-keyring.test.ts")
     const afterRss = await rssMb(pid)
-    t.comment(`agent RSS: ${idleRss.toFixed(1)} MB before the floods, ${afterRss.toFixed(1)} MB after (growth ${(afterRss - idleRss).toFixed(1)} MB)`)
+    t.comment(
+      `agent RSS: ${idleRss.toFixed(1)} MB before the floods, ${afterRss.toFixed(1)} MB after (growth ${(afterRss - idleRss).toFixed(1)} MB)`,
+    )
     t.ok(afterRss - idleRss < 60, `RSS grew by less than 60 MB (${(afterRss - idleRss).toFixed(1)} MB)`)
   })
 })

@@ -47,7 +47,13 @@ t.test('Load fault: 1000 concurrent signed deploys for one env', { skip: skipUnl
       const deploys = await envDeploys(env)
       const open = deploys.filter((d) => d.finishedAt === null)
       if (open.length === 0) return deploys
-      if (Date.now() > deadline) throw new Error(`${open.length} deploys of ${env} never finished: ${open.slice(0, 5).map((d) => `${d.id} ${d.state}`).join(', ')}`)
+      if (Date.now() > deadline)
+        throw new Error(
+          `${open.length} deploys of ${env} never finished: ${open
+            .slice(0, 5)
+            .map((d) => `${d.id} ${d.state}`)
+            .join(', ')}`,
+        )
       await new Promise((r) => setTimeout(r, 250))
     }
   }
@@ -79,7 +85,9 @@ t.test('Load fault: 1000 concurrent signed deploys for one env', { skip: skipUnl
     const floodAgent = new Agent({ keepAlive: false, maxSockets: FLOOD })
     const started = performance.now()
     const answers = await Promise.all(
-      Array.from({ length: FLOOD }, () => deployOnce(env, ref, floodAgent).catch((err: Error) => ({ status: 0, body: err.message, headers: {} }))),
+      Array.from({ length: FLOOD }, () =>
+        deployOnce(env, ref, floodAgent).catch((err: Error) => ({ status: 0, body: err.message, headers: {} })),
+      ),
     )
     const floodMs = performance.now() - started
     flooding = false
@@ -87,9 +95,15 @@ t.test('Load fault: 1000 concurrent signed deploys for one env', { skip: skipUnl
     floodAgent.destroy()
     const byStatus = countBy(answers, (a) => a.status)
     t.comment(`${env}: ${FLOOD} deploy requests answered in ${Math.round(floodMs)} ms: ${JSON.stringify(byStatus)}`)
-    t.comment(`${env}: GET /v1/status during the flood: ${statusMs.length} requests, p50 ${percentile(statusMs, 0.5).toFixed(1)} ms, p99 ${percentile(statusMs, 0.99).toFixed(1)} ms, max ${Math.max(...statusMs).toFixed(1)} ms`)
+    t.comment(
+      `${env}: GET /v1/status during the flood: ${statusMs.length} requests, p50 ${percentile(statusMs, 0.5).toFixed(1)} ms, p99 ${percentile(statusMs, 0.99).toFixed(1)} ms, max ${Math.max(...statusMs).toFixed(1)} ms`,
+    )
     t.ok(statusAnswers.length > 0, 'status was polled while the flood was in flight')
-    t.same(countBy(statusAnswers, (s) => s), { 200: statusAnswers.length }, 'GET /v1/status answered 200 throughout the flood')
+    t.same(
+      countBy(statusAnswers, (s) => s),
+      { 200: statusAnswers.length },
+      'GET /v1/status answered 200 throughout the flood',
+    )
     return answers
   }
 
@@ -97,10 +111,18 @@ t.test('Load fault: 1000 concurrent signed deploys for one env', { skip: skipUnl
   const assertOneAtATime = (deploys: Deploy[]) => {
     const runs = deploys
       .filter((d) => d.states.some((s) => s.state === 'RESOLVING'))
-      .map((d) => ({ id: d.id, start: Date.parse(d.states.find((s) => s.state === 'RESOLVING')?.at as string), end: Date.parse(d.finishedAt as string) }))
+      .map((d) => ({
+        id: d.id,
+        start: Date.parse(d.states.find((s) => s.state === 'RESOLVING')?.at as string),
+        end: Date.parse(d.finishedAt as string),
+      }))
       .sort((a, b) => a.start - b.start)
     const overlaps = runs.slice(1).filter((run, i) => run.start < (runs[i] as { end: number }).end)
-    t.same(overlaps.map((o) => o.id), [], `the ${runs.length} deploys that ran never overlapped`)
+    t.same(
+      overlaps.map((o) => o.id),
+      [],
+      `the ${runs.length} deploys that ran never overlapped`,
+    )
     return runs
   }
 
@@ -109,7 +131,11 @@ t.test('Load fault: 1000 concurrent signed deploys for one env', { skip: skipUnl
 
   await t.test('queue: replace — all accepted, one runs, one waits, the rest are superseded', async (t) => {
     const answers = await flood(replaceEnv, SAMPLE_TAGS.good)
-    t.same(countBy(answers, (a) => a.status), { 202: FLOOD }, 'every request is accepted with 202')
+    t.same(
+      countBy(answers, (a) => a.status),
+      { 202: FLOOD },
+      'every request is accepted with 202',
+    )
     const ids = new Set(answers.map((a) => (JSON.parse(a.body) as { id: string }).id))
     t.equal(ids.size, FLOOD, 'each request got its own deploy')
     const deploys = (await waitAllFinished(replaceEnv)).filter((d) => ids.has(d.id))
@@ -117,9 +143,20 @@ t.test('Load fault: 1000 concurrent signed deploys for one env', { skip: skipUnl
     const runs = assertOneAtATime(deploys)
     const ran = new Set(runs.map((r) => r.id))
     const notRun = deploys.filter((d) => !ran.has(d.id))
-    t.same(countBy(notRun, (d) => `${d.state} ${d.error?.code}`), { 'CANCELLED superseded': notRun.length }, 'every deploy that never ran ended CANCELLED (superseded)')
+    t.same(
+      countBy(notRun, (d) => `${d.state} ${d.error?.code}`),
+      { 'CANCELLED superseded': notRun.length },
+      'every deploy that never ran ended CANCELLED (superseded)',
+    )
     t.ok(runs.length >= 2, `the first ran, and the last one waiting ran after it (${runs.length} ran)`)
-    t.same(countBy(deploys.filter((d) => ran.has(d.id)), (d) => d.state), { SUCCEEDED: runs.length }, 'every deploy that ran succeeded')
+    t.same(
+      countBy(
+        deploys.filter((d) => ran.has(d.id)),
+        (d) => d.state,
+      ),
+      { SUCCEEDED: runs.length },
+      'every deploy that ran succeeded',
+    )
     t.equal(await servedVersion(replacing.nginx), SAMPLE_TAGS.good, 'nginx serves the release')
   })
 
@@ -130,14 +167,28 @@ t.test('Load fault: 1000 concurrent signed deploys for one env', { skip: skipUnl
     const holderId = (JSON.parse(holder.body) as { id: string }).id
     const answers = await flood(rejectEnv, SAMPLE_TAGS.good)
     const byStatus = countBy(answers, (a) => a.status)
-    t.same(Object.keys(byStatus).sort(), Object.keys(byStatus).filter((s) => s === '202' || s === '409').sort(), 'every answer is 202 or 409')
+    t.same(
+      Object.keys(byStatus).sort(),
+      Object.keys(byStatus)
+        .filter((s) => s === '202' || s === '409')
+        .sort(),
+      'every answer is 202 or 409',
+    )
     const refused = answers.filter((a) => a.status === 409)
-    t.same(countBy(refused, (a) => (JSON.parse(a.body) as { error: { code: string } }).error.code), refused.length ? { deploy_in_progress: refused.length } : {}, '409s say deploy_in_progress')
+    t.same(
+      countBy(refused, (a) => (JSON.parse(a.body) as { error: { code: string } }).error.code),
+      refused.length ? { deploy_in_progress: refused.length } : {},
+      '409s say deploy_in_progress',
+    )
     const accepted = new Set(answers.filter((a) => a.status === 202).map((a) => (JSON.parse(a.body) as { id: string }).id))
     const deploys = await waitAllFinished(rejectEnv)
     const flooded = deploys.filter((d) => accepted.has(d.id))
     t.equal(flooded.length, accepted.size, 'every accepted request has its deploy')
-    t.same(deploys.filter((d) => d.state === 'CANCELLED').map((d) => d.id), [], 'reject never queues, so nothing is superseded')
+    t.same(
+      deploys.filter((d) => d.state === 'CANCELLED').map((d) => d.id),
+      [],
+      'reject never queues, so nothing is superseded',
+    )
     const runs = assertOneAtATime(deploys)
     t.equal(runs.length, accepted.size + 1, 'every accepted deploy ran (the holder and each 202), one at a time')
     t.equal(deploys.find((d) => d.id === holderId)?.state, 'SUCCEEDED')
@@ -147,7 +198,9 @@ t.test('Load fault: 1000 concurrent signed deploys for one env', { skip: skipUnl
   // The agent may keep freed heap as its own; a leak of 1000 deploys' worth of handles or records would not come back.
   await new Promise((r) => setTimeout(r, 2000))
   const afterRss = await rssMb(pid)
-  t.comment(`agent RSS: ${idleRss.toFixed(1)} MB idle before, ${afterRss.toFixed(1)} MB after both floods (growth ${(afterRss - idleRss).toFixed(1)} MB)`)
+  t.comment(
+    `agent RSS: ${idleRss.toFixed(1)} MB idle before, ${afterRss.toFixed(1)} MB after both floods (growth ${(afterRss - idleRss).toFixed(1)} MB)`,
+  )
   t.ok(afterRss - idleRss < 100, `RSS grew by less than 100 MB (${(afterRss - idleRss).toFixed(1)} MB)`)
   // Every one of the ~2000 deploys has a log file; a handle left open per finished deploy would show here.
   const afterFds = await openFds(pid)

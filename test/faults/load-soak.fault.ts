@@ -57,7 +57,14 @@ t.test('Load fault: 50 deploys and rollbacks in a row under load', { skip: skipU
   const deploy = async (ref: string) => finished(await post(`/v1/apps/${app}/envs/${env}/deploys`, { ref }))
   const rollback = async () => finished(await post(`/v1/apps/${app}/envs/${env}/rollback`, {}))
   const containers = async () => {
-    const { stdout } = await run('docker', ['ps', '--all', '--filter', `label=deploy-agent.app=${app}`, '--format', '{{.State}} {{.Label "deploy-agent.release"}}'])
+    const { stdout } = await run('docker', [
+      'ps',
+      '--all',
+      '--filter',
+      `label=deploy-agent.app=${app}`,
+      '--format',
+      '{{.State}} {{.Label "deploy-agent.release"}}',
+    ])
     return stdout.split('\n').filter(Boolean)
   }
   const images = async () => {
@@ -107,9 +114,15 @@ t.test('Load fault: 50 deploys and rollbacks in a row under load', { skip: skipU
   await new Promise((r) => setTimeout(r, 500))
   const after = { rss: await rssMb(pid), fds: await openFds(pid) }
 
-  t.comment(`${OPERATIONS} operations in ${seconds.toFixed(0)} s: ${JSON.stringify(countBy(outcomes, (o) => `${o.op.split(' ')[0]} ${o.state}`))}`)
-  t.comment(`request loop through nginx: ${ok} answered 200, ${retried} resent after nginx closed an idle connection, ${failures.length} failed`)
-  t.comment(`agent open fds: ${before.fds} before, ${after.fds} after; RSS: ${before.rss.toFixed(1)} MB before, ${after.rss.toFixed(1)} MB after`)
+  t.comment(
+    `${OPERATIONS} operations in ${seconds.toFixed(0)} s: ${JSON.stringify(countBy(outcomes, (o) => `${o.op.split(' ')[0]} ${o.state}`))}`,
+  )
+  t.comment(
+    `request loop through nginx: ${ok} answered 200, ${retried} resent after nginx closed an idle connection, ${failures.length} failed`,
+  )
+  t.comment(
+    `agent open fds: ${before.fds} before, ${after.fds} after; RSS: ${before.rss.toFixed(1)} MB before, ${after.rss.toFixed(1)} MB after`,
+  )
   t.comment(`most containers of the app at once: ${worst.containers}; most images: ${worst.images} (keepReleases ${KEEP_RELEASES})`)
   t.same(problems, [], 'every deploy and rollback succeeded, nginx served its release, and exactly one container ran after each')
   t.ok(ok > OPERATIONS, `the loop made ${ok} requests`)

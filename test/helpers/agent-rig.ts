@@ -26,7 +26,7 @@ export interface AgentRigOptions {
   env?: Record<string, unknown>
   /** Several envs, each behind its own nginx, by name → keys of its config (default: `production` with `env`). */
   envs?: Record<string, Record<string, unknown>>
-  /** Keys of the proxy config (drainMs…) of every env. */  proxy?: Record<string, unknown>
+  /** Keys of the proxy config (drainMs…) of every env. */ proxy?: Record<string, unknown>
   /** Top-level config keys (stateDir, backups, notify…). */
   config?: (dir: string) => Record<string, unknown>
   /** `unix:///…` of a private Docker engine: the agent and the rig's docker CLI calls use it. */
@@ -98,7 +98,9 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
       ...testConfigDocument(dir),
       listen: { host: '127.0.0.1', port: agentPort },
       ...options.config?.(dir),
-      apps: { [app]: sampleAppConfig(repoPath, Object.fromEntries(Object.entries(envs).map(([name, e]) => [name, e.env])), options.app ?? {}) },
+      apps: {
+        [app]: sampleAppConfig(repoPath, Object.fromEntries(Object.entries(envs).map(([name, e]) => [name, e.env])), options.app ?? {}),
+      },
     }),
   )
   const url = `http://127.0.0.1:${agentPort}`
@@ -153,7 +155,8 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
     served: () => servedVersion(production.nginx),
     upstream: () => readFile(production.env.proxy.upstreamFile, 'utf8'),
     containers: async () => {
-      const format = '{{.State}} {{.Label "deploy-agent.role"}} {{.Label "deploy-agent.release"}} {{.Label "deploy-agent.port"}} {{.Label "deploy-agent.deploy"}}'
+      const format =
+        '{{.State}} {{.Label "deploy-agent.role"}} {{.Label "deploy-agent.release"}} {{.Label "deploy-agent.port"}} {{.Label "deploy-agent.deploy"}}'
       return (await docker(['ps', '--all', '--filter', `label=deploy-agent.app=${app}`, '--format', format])).split('\n').filter(Boolean)
     },
     statusLive: async () => {
@@ -187,7 +190,11 @@ export async function startTwoEnvAgent(t: Test, app: string, observeSeconds: num
   const doc = testConfigDocument(dir, {
     listen: { host: '127.0.0.1', port: agentPort },
     apps: {
-      [app]: sampleAppConfig(repo.path, { production: production.env, staging: staging.env }, { observe: { seconds: observeSeconds, intervalMs: 200, maxFailures: 2 } }),
+      [app]: sampleAppConfig(
+        repo.path,
+        { production: production.env, staging: staging.env },
+        { observe: { seconds: observeSeconds, intervalMs: 200, maxFailures: 2 } },
+      ),
     },
   })
   const configPath = join(dir, 'agent.yaml')

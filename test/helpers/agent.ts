@@ -46,7 +46,13 @@ export async function writeTestKeys(dir: string): Promise<TestKeys> {
   await writeFile(join(keysDir, 'approver.key'), approver.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 })
   await writeFile(join(keysDir, 'legacy.secret'), `${secret}\n`, { mode: 0o600 })
   await writeFile(join(keysDir, 'status.token'), `${statusToken}\n`, { mode: 0o600 })
-  return { dir: keysDir, ed25519: { id: 'ci', privateKey, publicPem, privatePem }, approver: { id: 'approver', privateKey: approver.privateKey }, hmac: { id: 'legacy', secret: Buffer.from(secret) }, statusToken }
+  return {
+    dir: keysDir,
+    ed25519: { id: 'ci', privateKey, publicPem, privatePem },
+    approver: { id: 'approver', privateKey: approver.privateKey },
+    hmac: { id: 'legacy', secret: Buffer.from(secret) },
+    statusToken,
+  }
 }
 
 /** A config with one app `web` (envs staging: branch:main, production: tag:v*.*.*) and the test keys. */
@@ -84,16 +90,40 @@ export class RecordingDeployments implements Deployments {
     this.calls.push({ op, input })
     const now = new Date().toISOString()
     return Promise.resolve({
-      id: 'd_000000000000', kind: op === 'rollback' ? 'rollback' : 'deploy', app: 'web', env: 'staging', ref: 'main', commit: null, release: null, reason: null,
-      keyId: null, approvedBy: null, state: 'QUEUED', states: [{ state: 'QUEUED', at: now }], error: null, createdAt: now, finishedAt: null, details: {},
+      id: 'd_000000000000',
+      kind: op === 'rollback' ? 'rollback' : 'deploy',
+      app: 'web',
+      env: 'staging',
+      ref: 'main',
+      commit: null,
+      release: null,
+      reason: null,
+      keyId: null,
+      approvedBy: null,
+      state: 'QUEUED',
+      states: [{ state: 'QUEUED', at: now }],
+      error: null,
+      createdAt: now,
+      finishedAt: null,
+      details: {},
     })
   }
 
-  request(input: unknown) { return this.answer('request', input) }
-  approve(id: string, approvedBy: string) { return this.answer('approve', { id, approvedBy }) }
-  rollback(input: unknown) { return this.answer('rollback', input) }
-  async releases() { return [] }
-  liveRelease() { return null }
+  request(input: unknown) {
+    return this.answer('request', input)
+  }
+  approve(id: string, approvedBy: string) {
+    return this.answer('approve', { id, approvedBy })
+  }
+  rollback(input: unknown) {
+    return this.answer('rollback', input)
+  }
+  async releases() {
+    return []
+  }
+  liveRelease() {
+    return null
+  }
 }
 
 export interface TestAgent {
@@ -137,7 +167,17 @@ export async function buildTestAgent(
   const backups = new BackupService({ config, logger, onBackup: (event) => recordBackup(metrics, event) })
   await backups.open()
   const deployments = options.deployments ? await options.deployments(config, store.deploys, backups) : new RecordingDeployments()
-  const app = await buildApp({ config, authenticator, deploys: store.deploys, deployments, backups, metrics, logger, version: '0.0.0-test', startedAt: new Date() })
+  const app = await buildApp({
+    config,
+    authenticator,
+    deploys: store.deploys,
+    deployments,
+    backups,
+    metrics,
+    logger,
+    version: '0.0.0-test',
+    startedAt: new Date(),
+  })
   return {
     app,
     config,

@@ -72,7 +72,12 @@ export interface ServeProcess {
 }
 
 /** Starts `deploy-agent serve` and waits until /healthz answers at `url` (20 s unless `readyTimeoutMs` says). */
-export async function startServe(configPath: string, url: string, env: NodeJS.ProcessEnv = {}, readyTimeoutMs = 20_000): Promise<ServeProcess> {
+export async function startServe(
+  configPath: string,
+  url: string,
+  env: NodeJS.ProcessEnv = {},
+  readyTimeoutMs = 20_000,
+): Promise<ServeProcess> {
   const child = spawn(process.execPath, [BIN, 'serve', '--config', configPath], { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout?.on('data', (d) => (output += d))

@@ -53,10 +53,17 @@ export async function killDuring(t: Test, rig: AgentRig, c: CrashCase): Promise<
   const list = await rig.containers()
   const running = list.filter((l) => l.startsWith('running'))
   t.equal(running.length, 1, `exactly one container runs: ${list.join('; ')}`)
-  t.notOk(list.some((l) => l.includes(' migrate ')), 'no migration container is left')
+  t.notOk(
+    list.some((l) => l.includes(' migrate ')),
+    'no migration container is left',
+  )
   const ofDeploy = list.filter((l) => l.endsWith(` ${id}`))
   if (c.expect === 'FAILED') t.same(ofDeploy, [], 'the interrupted candidate is removed')
-  if (c.expect === 'ROLLED_BACK') t.notOk(ofDeploy.some((l) => l.startsWith('running')), 'the rolled-back release does not run')
-  if (c.expect === 'SUCCEEDED') t.ok(running[0]?.endsWith(` ${id}`), 'the deploy\'s own container is the one running')
+  if (c.expect === 'ROLLED_BACK')
+    t.notOk(
+      ofDeploy.some((l) => l.startsWith('running')),
+      'the rolled-back release does not run',
+    )
+  if (c.expect === 'SUCCEEDED') t.ok(running[0]?.endsWith(` ${id}`), "the deploy's own container is the one running")
   t.equal(await rig.statusLive(), await rig.served(), 'status reports what nginx serves')
 }

@@ -12,7 +12,7 @@ const LOCK_DIR = join(tmpdir(), 'deploy-agent-test-base.lock')
 const STALE_LOCK_MS = 5 * 60_000
 
 /** True when the docker CLI can reach a daemon. */
-export async function dockerAvailable (): Promise<boolean> {
+export async function dockerAvailable(): Promise<boolean> {
   try {
     await run('docker', ['info', '--format', '{{.ServerVersion}}'], { timeout: 15_000 })
     return true
@@ -22,21 +22,21 @@ export async function dockerAvailable (): Promise<boolean> {
 }
 
 /** Force-removes every container (running or not) that carries `label` (`key` or `key=value`). */
-export async function removeContainersByLabel (label: string): Promise<void> {
+export async function removeContainersByLabel(label: string): Promise<void> {
   const { stdout } = await run('docker', ['ps', '--all', '--quiet', '--filter', `label=${label}`])
   const ids = stdout.split('\n').filter((id) => id !== '')
   if (ids.length > 0) await run('docker', ['rm', '--force', '--volumes', ...ids])
 }
 
 /** Removes every container and image the agent made for `app` (test teardown). */
-export async function removeAppFromDocker (app: string): Promise<void> {
+export async function removeAppFromDocker(app: string): Promise<void> {
   await removeContainersByLabel(`deploy-agent.app=${app}`)
   const { stdout } = await run('docker', ['images', '--quiet', '--filter', `reference=${app}:*`])
   const ids = [...new Set(stdout.split('\n').filter((id) => id !== ''))]
   if (ids.length > 0) await run('docker', ['rmi', '--force', ...ids]).catch(() => undefined)
 }
 
-async function imageExists (ref: string): Promise<boolean> {
+async function imageExists(ref: string): Promise<boolean> {
   try {
     await run('docker', ['image', 'inspect', '--format', '{{.Id}}', ref])
     return true
@@ -47,14 +47,17 @@ async function imageExists (ref: string): Promise<boolean> {
 
 // mkdir is atomic, so it serialises the tap processes that run test files in parallel. A lock left by a
 // killed process is taken over once it is older than any build could take.
-async function withLock<T> (fn: () => Promise<T>): Promise<T> {
+async function withLock<T>(fn: () => Promise<T>): Promise<T> {
   for (;;) {
     try {
       await mkdir(LOCK_DIR)
       break
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      const age = await stat(LOCK_DIR).then((s) => Date.now() - s.mtimeMs, () => 0)
+      const age = await stat(LOCK_DIR).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => 0,
+      )
       if (age > STALE_LOCK_MS) await rm(LOCK_DIR, { recursive: true, force: true })
       else await sleep(200)
     }
@@ -66,7 +69,7 @@ async function withLock<T> (fn: () => Promise<T>): Promise<T> {
   }
 }
 
-function waitForExit (child: ReturnType<typeof spawn>, name: string, stderr: () => string): Promise<void> {
+function waitForExit(child: ReturnType<typeof spawn>, name: string, stderr: () => string): Promise<void> {
   return new Promise((resolve, reject) => {
     child.once('error', reject)
     child.once('close', (code) => {
@@ -77,7 +80,7 @@ function waitForExit (child: ReturnType<typeof spawn>, name: string, stderr: () 
 }
 
 // A root filesystem holding only the host's static busybox, one symlink per applet and a minimal /etc.
-async function makeRootfs (dir: string): Promise<void> {
+async function makeRootfs(dir: string): Promise<void> {
   await chmod(dir, 0o755) // mkdtemp makes it 0700, and it becomes the image's /
   for (const sub of ['bin', 'etc', 'root', 'proc', 'sys', 'dev', 'usr']) await mkdir(join(dir, sub))
   await mkdir(join(dir, 'tmp'))
@@ -94,24 +97,36 @@ async function makeRootfs (dir: string): Promise<void> {
   await writeFile(join(dir, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n')
 }
 
-async function importRootfs (dir: string, image = BASE_IMAGE, label = 'base', env: string[] = []): Promise<void> {
+async function importRootfs(dir: string, image = BASE_IMAGE, label = 'base', env: string[] = []): Promise<void> {
   const tar = spawn('tar', ['-C', dir, '--numeric-owner', '--owner=0', '--group=0', '-c', '.'], {
-    stdio: ['ignore', 'pipe', 'pipe']
+    stdio: ['ignore', 'pipe', 'pipe'],
   })
-  const importer = spawn('docker', [
-    'import', '--change', 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin', '--change', 'CMD ["sh"]',
-    ...env.flatMap((e) => ['--change', `ENV ${e}`]),
-    '--change', `LABEL deploy-agent.test=${label}`, '-', image
-  ], { stdio: ['pipe', 'ignore', 'pipe'] })
+  const importer = spawn(
+    'docker',
+    [
+      'import',
+      '--change',
+      'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin',
+      '--change',
+      'CMD ["sh"]',
+      ...env.flatMap((e) => ['--change', `ENV ${e}`]),
+      '--change',
+      `LABEL deploy-agent.test=${label}`,
+      '-',
+      image,
+    ],
+    { stdio: ['pipe', 'ignore', 'pipe'] },
+  )
   let tarErr = ''
   let importErr = ''
-  tar.stderr.on('data', (chunk: Buffer) => { tarErr += chunk.toString() })
-  importer.stderr.on('data', (chunk: Buffer) => { importErr += chunk.toString() })
+  tar.stderr.on('data', (chunk: Buffer) => {
+    tarErr += chunk.toString()
+  })
+  importer.stderr.on('data', (chunk: Buffer) => {
+    importErr += chunk.toString()
+  })
   tar.stdout.pipe(importer.stdin)
-  await Promise.all([
-    waitForExit(tar, 'tar', () => tarErr),
-    waitForExit(importer, 'docker import', () => importErr)
-  ])
+  await Promise.all([waitForExit(tar, 'tar', () => tarErr), waitForExit(importer, 'docker import', () => importErr)])
 }
 
 /** The Node base image for building deploy-agent's own Dockerfile without a registry: one per host Node version. */
@@ -121,7 +136,7 @@ const CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt'
 
 // The host's node binary at its own path with the shared libraries `ldd` names, the npm that came with it, and the
 // host's CA bundle (npm in the image must trust what the host trusts, e.g. a proxy's CA).
-async function addHostNode (dir: string): Promise<void> {
+async function addHostNode(dir: string): Promise<void> {
   const node = await realpath(process.execPath)
   const { stdout } = await run('ldd', [node])
   const libraries = [...stdout.matchAll(/(?:=>\s*)?(\/\S+)\s+\(0x/g)].map((m) => m[1] as string)
@@ -140,7 +155,7 @@ async function addHostNode (dir: string): Promise<void> {
 }
 
 /** Builds NODE_BASE_IMAGE (busybox + the host's Node and npm) unless it exists; returns the image name. */
-export async function ensureNodeBaseImage (): Promise<string> {
+export async function ensureNodeBaseImage(): Promise<string> {
   if (await imageExists(NODE_BASE_IMAGE)) return NODE_BASE_IMAGE
   return await withLock(async () => {
     if (await imageExists(NODE_BASE_IMAGE)) return NODE_BASE_IMAGE
@@ -157,7 +172,7 @@ export async function ensureNodeBaseImage (): Promise<string> {
 }
 
 /** Builds `deploy-agent-test-base:1` from the host's /bin/busybox unless it exists; returns the image name. */
-export async function ensureBaseImage (): Promise<string> {
+export async function ensureBaseImage(): Promise<string> {
   if (await imageExists(BASE_IMAGE)) return BASE_IMAGE
   return await withLock(async () => {
     if (await imageExists(BASE_IMAGE)) return BASE_IMAGE

@@ -29,22 +29,43 @@ export class FakeRuntime implements Runtime {
     this.images.set(release, { release, commit, ref: `web:production-${release}`, created: new Date() })
   }
 
-  async releaseImage(_target: EnvTarget, release: string) { return this.images.get(release) ?? null }
+  async releaseImage(_target: EnvTarget, release: string) {
+    return this.images.get(release) ?? null
+  }
   async buildRelease(spec: BuildSpec) {
     if (this.faults.build?.()) throw new Error('build failed: RUN false')
     this.keep(spec.release, spec.commit)
     return `web:production-${spec.release}`
   }
-  async releases() { return [...this.images.values()] }
+  async releases() {
+    return [...this.images.values()]
+  }
   async removeImage(ref: string) {
     for (const [release, image] of this.images) if (image.ref === ref) this.images.delete(release)
   }
-  async runMigration(_spec: MigrationSpec) { return this.migration }
-  async oneOffs() { return this.oneOffIds }
-  async removeOneOff(id: string) { this.oneOffIds = this.oneOffIds.filter((o) => o !== id) }
-  async instances() { return [...this.list] }
+  async runMigration(_spec: MigrationSpec) {
+    return this.migration
+  }
+  async oneOffs() {
+    return this.oneOffIds
+  }
+  async removeOneOff(id: string) {
+    this.oneOffIds = this.oneOffIds.filter((o) => o !== id)
+  }
+  async instances() {
+    return [...this.list]
+  }
   async startCandidate(spec: CandidateSpec): Promise<Instance> {
-    const instance = { id: `c-${spec.deployId}`, release: spec.release, commit: spec.commit, deployId: spec.deployId, port: spec.port, image: spec.image, running: true, created: new Date() }
+    const instance = {
+      id: `c-${spec.deployId}`,
+      release: spec.release,
+      commit: spec.commit,
+      deployId: spec.deployId,
+      port: spec.port,
+      image: spec.image,
+      running: true,
+      created: new Date(),
+    }
     this.list.unshift(instance)
     return instance
   }
@@ -52,7 +73,9 @@ export class FakeRuntime implements Runtime {
     if (this.faults.isAlive?.(i)) throw engineDown()
     return i.running
   }
-  async engineHealth() { return null }
+  async engineHealth() {
+    return null
+  }
   async retire(i: Instance) {
     if (this.faults.retire?.(i)) throw engineDown()
     i.running = false
@@ -66,14 +89,18 @@ export class FakeRuntime implements Runtime {
     this.removed.push(i.id)
     this.list.splice(this.list.indexOf(i), 1)
   }
-  async logTail() { return [] }
+  async logTail() {
+    return []
+  }
 }
 
 /** nginx as a variable: the routed port, switched at once; `failSwitch` makes the next switches throw. */
 export class FakeRouter implements UpstreamSwitch {
   failSwitch = 0
   constructor(public routed: number | null) {}
-  async currentPort() { return this.routed }
+  async currentPort() {
+    return this.routed
+  }
   async switchTo(port: number) {
     if (this.failSwitch > 0) {
       this.failSwitch -= 1

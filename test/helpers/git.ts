@@ -25,16 +25,16 @@ const gitEnv = {
   ...process.env,
   GIT_CONFIG_NOSYSTEM: '1',
   GIT_CONFIG_GLOBAL: '/dev/null',
-  GIT_TERMINAL_PROMPT: '0'
+  GIT_TERMINAL_PROMPT: '0',
 }
 
-async function git (cwd: string, args: string[]): Promise<string> {
+async function git(cwd: string, args: string[]): Promise<string> {
   const { stdout } = await run('git', args, { cwd, env: gitEnv })
   return stdout.trim()
 }
 
 /** Creates a real git repository at `dir` (branch main), one commit per step, tagging where asked. */
-export async function makeGitRepo (dir: string, steps: CommitStep[]): Promise<GitRepo> {
+export async function makeGitRepo(dir: string, steps: CommitStep[]): Promise<GitRepo> {
   await mkdir(dir, { recursive: true })
   await git(dir, ['init', '--quiet', '--initial-branch=main'])
   await git(dir, ['config', 'user.name', 'deploy-agent tests'])

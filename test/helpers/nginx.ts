@@ -27,11 +27,11 @@ export interface NginxInstance {
 }
 
 /** Writes `upstream <name> { server 127.0.0.1:<port>; }`, the file format the agent maintains. */
-export async function writeUpstreamFile (file: string, name: string, port: number): Promise<void> {
+export async function writeUpstreamFile(file: string, name: string, port: number): Promise<void> {
   await writeFile(file, `upstream ${name} { server 127.0.0.1:${port}; }\n`)
 }
 
-function renderConfig (dir: string, opts: NginxOptions): string {
+function renderConfig(dir: string, opts: NginxOptions): string {
   const q = (path: string): string => JSON.stringify(path)
   return [
     // As root the workers would otherwise switch to nobody, who cannot read a 0700 temp dir.
@@ -42,47 +42,56 @@ function renderConfig (dir: string, opts: NginxOptions): string {
     'events { worker_connections 128; }',
     'http {',
     `  access_log ${q(join(dir, 'access.log'))};`,
-    ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((kind) =>
-      `  ${kind}_temp_path ${q(join(dir, 'temp', kind))};`),
+    ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((kind) => `  ${kind}_temp_path ${q(join(dir, 'temp', kind))};`),
     `  include ${q(opts.upstreamFile)};`,
     ...(opts.includes ?? []).map((file) => `  include ${q(file)};`),
     '  server {',
     `    listen 127.0.0.1:${opts.port};`,
-    ...(opts.staticDir === undefined ? [] : [`    location /static/ { alias ${q(join(opts.staticDir, '/'))}; keepalive_requests 1000000; }`]),
+    ...(opts.staticDir === undefined
+      ? []
+      : [`    location /static/ { alias ${q(join(opts.staticDir, '/'))}; keepalive_requests 1000000; }`]),
     '    location / {',
     `      proxy_pass http://${opts.upstreamName};`,
     '      proxy_connect_timeout 2s;',
     '    }',
     '  }',
     '}',
-    ''
+    '',
   ].join('\n')
 }
 
-function canConnect (port: number): Promise<boolean> {
+function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ host: '127.0.0.1', port })
-    socket.once('connect', () => { socket.destroy(); resolve(true) })
+    socket.once('connect', () => {
+      socket.destroy()
+      resolve(true)
+    })
     socket.once('error', () => resolve(false))
   })
 }
 
 // nginx writes its pid file only after it has bound its sockets: our pid there means the port is ours.
-async function ready (dir: string, child: ChildProcess, port: number): Promise<boolean> {
+async function ready(dir: string, child: ChildProcess, port: number): Promise<boolean> {
   const pid = await readFile(join(dir, 'nginx.pid'), 'utf8').catch(() => '')
-  return pid.trim() === String(child.pid) && await canConnect(port)
+  return pid.trim() === String(child.pid) && (await canConnect(port))
 }
 
-function exited (child: ChildProcess): boolean {
+function exited(child: ChildProcess): boolean {
   return child.exitCode !== null || child.signalCode !== null
 }
 
 /** Starts a private nginx master under `dir` on 127.0.0.1:<port>, proxying `/` to the upstream; resolves once it accepts connections. */
-export async function startNginx (dir: string, opts: NginxOptions): Promise<NginxInstance> {
+export async function startNginx(dir: string, opts: NginxOptions): Promise<NginxInstance> {
   await mkdir(join(dir, 'temp'), { recursive: true })
   const configPath = join(dir, 'nginx.conf')
   await writeFile(configPath, renderConfig(dir, opts))
-  if (!(await access(opts.upstreamFile).then(() => true, () => false))) {
+  if (
+    !(await access(opts.upstreamFile).then(
+      () => true,
+      () => false,
+    ))
+  ) {
     await writeUpstreamFile(opts.upstreamFile, opts.upstreamName, await freePort())
   }
 
@@ -90,12 +99,18 @@ export async function startNginx (dir: string, opts: NginxOptions): Promise<Ngin
   const [cmd, ...args] = base as [string, ...string[]]
   const child = spawn(cmd, [...args, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
-  child.stderr?.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString()
+  })
   let spawnError: Error | undefined
-  child.once('error', (err) => { spawnError = err })
+  child.once('error', (err) => {
+    spawnError = err
+  })
   const exitPromise = new Promise<void>((resolve) => child.once('close', () => resolve()))
   // A test process that dies without calling stop() must not leave a master holding the port.
-  const killOnExit = (): void => { if (!exited(child)) child.kill('SIGKILL') }
+  const killOnExit = (): void => {
+    if (!exited(child)) child.kill('SIGKILL')
+  }
   process.once('exit', killOnExit)
 
   const stop = async (): Promise<void> => {
@@ -122,6 +137,6 @@ export async function startNginx (dir: string, opts: NginxOptions): Promise<Ngin
     configPath,
     testCommand: [...base, '-t'],
     reloadCommand: [...base, '-s', 'reload'],
-    stop
+    stop,
   }
 }

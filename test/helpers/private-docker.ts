@@ -31,7 +31,10 @@ async function answers(host: string): Promise<boolean> {
 /** Whether this process may run a second dockerd (root, with the binary installed). */
 export async function canRunPrivateDockerd(): Promise<boolean> {
   if (process.getuid?.() !== 0) return false
-  return run('dockerd', ['--version']).then(() => true, () => false)
+  return run('dockerd', ['--version']).then(
+    () => true,
+    () => false,
+  )
 }
 
 /** Starts a private dockerd with the test base image loaded; stopped and removed in `t`'s teardown. */
@@ -40,14 +43,24 @@ export async function startPrivateDockerd(t: { teardown: (fn: () => unknown) => 
   const root = await mkdtemp('/tmp/dad-')
   const host = `unix://${join(root, 'docker.sock')}`
   const argv = [
-    '--host', host, '--data-root', join(root, 'data'), '--exec-root', join(root, 'exec'), '--pidfile', join(root, 'docker.pid'),
-    '--bridge=none', '--iptables=false',
+    '--host',
+    host,
+    '--data-root',
+    join(root, 'data'),
+    '--exec-root',
+    join(root, 'exec'),
+    '--pidfile',
+    join(root, 'docker.pid'),
+    '--bridge=none',
+    '--iptables=false',
   ]
   let daemon: ChildProcess | undefined
   let log = ''
   const start = async (): Promise<void> => {
     const child = spawn('dockerd', argv, { stdio: ['ignore', 'ignore', 'pipe'] })
-    child.stderr?.on('data', (chunk: Buffer) => { log = (log + chunk.toString()).slice(-8192) })
+    child.stderr?.on('data', (chunk: Buffer) => {
+      log = (log + chunk.toString()).slice(-8192)
+    })
     daemon = child
     const deadline = Date.now() + 60_000
     while (!(await answers(host))) {

@@ -48,7 +48,10 @@ export async function startPrivatePostgres(t: { teardown: (fn: () => unknown) =>
   const root = await mkdtemp('/tmp/dapg-')
   await chown(root, user.uid, user.gid)
   const data = join(root, 'data')
-  await run(join(bin, 'initdb'), ['--pgdata', data, '--username', 'postgres', '--auth', 'trust', '--no-sync'], { ...user, env: { ...process.env, HOME: root } })
+  await run(join(bin, 'initdb'), ['--pgdata', data, '--username', 'postgres', '--auth', 'trust', '--no-sync'], {
+    ...user,
+    env: { ...process.env, HOME: root },
+  })
   const port = await freePort()
   let server: ChildProcess | undefined
   let log = ''
@@ -66,11 +69,17 @@ export async function startPrivatePostgres(t: { teardown: (fn: () => unknown) =>
     }
   }
   const start = async () => {
-    const child = spawn(join(bin, 'postgres'), ['-D', data, '-p', String(port), '-k', root, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off'], {
-      ...user,
-      stdio: ['ignore', 'ignore', 'pipe'],
+    const child = spawn(
+      join(bin, 'postgres'),
+      ['-D', data, '-p', String(port), '-k', root, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off'],
+      {
+        ...user,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    )
+    child.stderr?.on('data', (chunk: Buffer) => {
+      log = (log + chunk.toString()).slice(-8192)
     })
-    child.stderr?.on('data', (chunk: Buffer) => { log = (log + chunk.toString()).slice(-8192) })
     server = child
     const deadline = Date.now() + 30_000
     while (!(await answers())) {

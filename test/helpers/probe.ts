@@ -26,13 +26,17 @@ export interface HttpOptions {
 /** One HTTP request; rejects only on a transport error, never on a status. */
 export function httpRequest(url: string, o: HttpOptions = {}): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: o.method ?? 'GET', headers: o.headers, agent: o.agent, localAddress: o.localAddress, socketPath: o.socketPath }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => (body += chunk))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }))
-      res.on('error', reject)
-    })
+    const req = request(
+      url,
+      { method: o.method ?? 'GET', headers: o.headers, agent: o.agent, localAddress: o.localAddress, socketPath: o.socketPath },
+      (res) => {
+        let body = ''
+        res.setEncoding('utf8')
+        res.on('data', (chunk: string) => (body += chunk))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }))
+        res.on('error', reject)
+      },
+    )
     req.on('error', reject)
     req.end(o.body)
   })

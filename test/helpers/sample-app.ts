@@ -82,7 +82,14 @@ export async function envBehindNginx(t: Test, dir: string, name: string, extra: 
   const env = {
     ref: 'tag:v*',
     ports: [blue, green],
-    proxy: { upstreamFile, upstreamName, test: nginx.testCommand, reload: nginx.reloadCommand, pidFile: join(nginxDir, 'nginx.pid'), drainMs: 300 },
+    proxy: {
+      upstreamFile,
+      upstreamName,
+      test: nginx.testCommand,
+      reload: nginx.reloadCommand,
+      pidFile: join(nginxDir, 'nginx.pid'),
+      drainMs: 300,
+    },
     ...extra,
   }
   return { nginx, env }

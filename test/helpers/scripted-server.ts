@@ -6,7 +6,11 @@ export interface Scripted {
 }
 
 /** A loopback server answering its n-th request with script[n] (the last entry repeats); 'hang' never answers. */
-export async function scripted (t: { teardown: (fn: () => unknown) => void }, script: Array<number | 'hang'>, path = '/'): Promise<Scripted> {
+export async function scripted(
+  t: { teardown: (fn: () => unknown) => void },
+  script: Array<number | 'hang'>,
+  path = '/',
+): Promise<Scripted> {
   let n = 0
   const server = createServer((_req, res) => {
     const step = script[Math.min(n++, script.length - 1)]
@@ -15,7 +19,10 @@ export async function scripted (t: { teardown: (fn: () => unknown) => void }, sc
     res.end()
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.closeAllConnections(); server.close() })
+  t.teardown(() => {
+    server.closeAllConnections()
+    server.close()
+  })
   const address = server.address()
   if (address === null || typeof address === 'string') throw new Error('no TCP address')
   return { url: `http://127.0.0.1:${address.port}${path}`, hits: () => n }

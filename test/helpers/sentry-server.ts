@@ -26,7 +26,8 @@ export function envelopeEvents(body: string): SentryEvent[] {
   const lines = body.split('\n').filter((l) => l !== '')
   const events: SentryEvent[] = []
   for (let i = 1; i + 1 < lines.length; i += 2) {
-    if ((JSON.parse(lines[i] as string) as { type: string }).type === 'event') events.push(JSON.parse(lines[i + 1] as string) as SentryEvent)
+    if ((JSON.parse(lines[i] as string) as { type: string }).type === 'event')
+      events.push(JSON.parse(lines[i + 1] as string) as SentryEvent)
   }
   return events
 }

@@ -24,7 +24,11 @@ t.test('Backups over HTTP on a real PostgreSQL', { skip: skipUnless(await pgAvai
         shop: {
           repo: '/srv/none.git',
           envs: {
-            production: { ref: 'tag:v*', ports: [18101, 18102], database: { url: `postgres://postgres@127.0.0.1:5432/${db.name}`, passwordFile: 'db.password' } },
+            production: {
+              ref: 'tag:v*',
+              ports: [18101, 18102],
+              database: { url: `postgres://postgres@127.0.0.1:5432/${db.name}`, passwordFile: 'db.password' },
+            },
             staging: { ref: 'branch:main', ports: [18103, 18104] },
           },
         },
@@ -34,13 +38,15 @@ t.test('Backups over HTTP on a real PostgreSQL', { skip: skipUnless(await pgAvai
   })
   t.teardown(() => agent.close())
   const token = { authorization: `Bearer ${agent.keys.statusToken}` }
-  const list = async () => JSON.parse((await agent.app.inject({ url: '/v1/backups', headers: token })).body).backups as Array<Record<string, unknown>>
+  const list = async () =>
+    JSON.parse((await agent.app.inject({ url: '/v1/backups', headers: token })).body).backups as Array<Record<string, unknown>>
 
   const started = await signedInject(agent, { url: '/v1/backups', body: { app: 'shop', env: 'production' } })
   t.equal(started.statusCode, 202, started.body)
   const { id } = JSON.parse(started.body) as { id: string }
   // Done when the status reports it as the env's last backup (verified, metrics counted); it is listed earlier.
-  const lastBackup = async () => JSON.parse((await agent.app.inject({ url: '/v1/status', headers: token })).body).apps.shop.envs.production.lastBackup
+  const lastBackup = async () =>
+    JSON.parse((await agent.app.inject({ url: '/v1/status', headers: token })).body).apps.shop.envs.production.lastBackup
   for (let i = 0; i < 300 && (await lastBackup())?.id !== id; i++) await new Promise((r) => setTimeout(r, 100))
   const backup = (await list()).find((b) => b.id === id)
   t.ok(backup, 'the manual backup is listed once complete')
@@ -82,35 +88,60 @@ t.test('Backups over HTTP on a real PostgreSQL', { skip: skipUnless(await pgAvai
   t.equal(result.prerestore.kind, 'prerestore')
   t.equal(result.prerestore.pinnedBy, `restore:${id}`)
   const rows = await query(db.name, 'SELECT id, body FROM notes ORDER BY id')
-  t.same(rows, [{ id: 1, body: 'first' }, { id: 2, body: 'second' }], 'the rows of the backup are back')
+  t.same(
+    rows,
+    [
+      { id: 1, body: 'first' },
+      { id: 2, body: 'second' },
+    ],
+    'the rows of the backup are back',
+  )
   const old = await query<{ n: number }>(result.oldDatabase, 'SELECT count(*)::int AS n FROM notes')
   t.equal(old[0]?.n, 2, 'the replaced database is kept under its old name')
-  t.ok((await list()).some((b) => b.kind === 'prerestore'), 'the pre-restore backup is listed')
+  t.ok(
+    (await list()).some((b) => b.kind === 'prerestore'),
+    'the pre-restore backup is listed',
+  )
 })
 
-t.test('A pre-deploy backup waits behind a running backup of its env; a manual one is refused at once', { skip: skipUnless(await pgAvailable(), 'postgresql') }, async (t) => {
-  const dir = await tempDir(t)
-  const db = await createTempDatabase(t)
-  await query(db.name, 'CREATE TABLE notes (id int primary key)')
-  const agent = await buildTestAgent(dir, {
-    extra: {
-      apps: { shop: { repo: '/srv/none.git', envs: { production: { ref: 'tag:v*', ports: [18101, 18102], database: { url: `postgres://postgres:postgres@127.0.0.1:5432/${db.name}` } } } } },
-      backups: { dir: 'backups', verify: 'full' },
-    },
-  })
-  t.teardown(() => agent.close())
-  const target = findTarget(agent.config, 'shop', 'production')
-  // What the nightly run holds while pg_dump streams.
-  await mkdir(agent.backups.dir, { recursive: true })
-  const releaseNightly = await agent.backups.locks.acquire(agent.backups.dir, 'shop', 'production')
+t.test(
+  'A pre-deploy backup waits behind a running backup of its env; a manual one is refused at once',
+  { skip: skipUnless(await pgAvailable(), 'postgresql') },
+  async (t) => {
+    const dir = await tempDir(t)
+    const db = await createTempDatabase(t)
+    await query(db.name, 'CREATE TABLE notes (id int primary key)')
+    const agent = await buildTestAgent(dir, {
+      extra: {
+        apps: {
+          shop: {
+            repo: '/srv/none.git',
+            envs: {
+              production: {
+                ref: 'tag:v*',
+                ports: [18101, 18102],
+                database: { url: `postgres://postgres:postgres@127.0.0.1:5432/${db.name}` },
+              },
+            },
+          },
+        },
+        backups: { dir: 'backups', verify: 'full' },
+      },
+    })
+    t.teardown(() => agent.close())
+    const target = findTarget(agent.config, 'shop', 'production')
+    // What the nightly run holds while pg_dump streams.
+    await mkdir(agent.backups.dir, { recursive: true })
+    const releaseNightly = await agent.backups.locks.acquire(agent.backups.dir, 'shop', 'production')
 
-  const predeploy = agent.backups.take(target, 'predeploy', { pinnedBy: 'v2' })
-  await t.rejects(agent.backups.take(target, 'manual'), { code: 'backup_busy', statusCode: 409 }, 'an operator is told at once')
-  await new Promise((r) => setTimeout(r, 1200))
-  t.same(await agent.backups.list(), [], 'the pre-deploy backup has not started')
-  const releasedAt = Math.floor(Date.now() / 1000) * 1000
-  await releaseNightly()
-  const taken = await predeploy
-  t.match(taken, { kind: 'predeploy', pinnedBy: 'v2', verified: { ok: true } })
-  t.ok(Date.parse(taken.createdAt) >= releasedAt, 'named when it really started, after the wait')
-})
+    const predeploy = agent.backups.take(target, 'predeploy', { pinnedBy: 'v2' })
+    await t.rejects(agent.backups.take(target, 'manual'), { code: 'backup_busy', statusCode: 409 }, 'an operator is told at once')
+    await new Promise((r) => setTimeout(r, 1200))
+    t.same(await agent.backups.list(), [], 'the pre-deploy backup has not started')
+    const releasedAt = Math.floor(Date.now() / 1000) * 1000
+    await releaseNightly()
+    const taken = await predeploy
+    t.match(taken, { kind: 'predeploy', pinnedBy: 'v2', verified: { ok: true } })
+    t.ok(Date.parse(taken.createdAt) >= releasedAt, 'named when it really started, after the wait')
+  },
+)

@@ -8,7 +8,15 @@ import { gzipSync } from 'node:zlib'
 import pg from 'pg'
 import t, { type Test } from 'tap'
 import {
-  BackupLocks, listBackups, lockFileName, restoreBackup, takeBackup, verifyBackup, type DatabaseTarget, type Manifest, type RestoreOptions
+  BackupLocks,
+  listBackups,
+  lockFileName,
+  restoreBackup,
+  takeBackup,
+  verifyBackup,
+  type DatabaseTarget,
+  type Manifest,
+  type RestoreOptions,
 } from '../../agent/backup/index.js'
 import { matchesRecord } from '../../agent/backup/verify.js'
 import { canMountTmpfs } from '../helpers/disk.js'
@@ -23,16 +31,21 @@ const run = promisify(execFile)
 
 const mountSkip = skip !== false ? skip : (await canMountTmpfs()) ? false : 'mounting a tmpfs is not permitted here'
 
-
 const target = (db: string): DatabaseTarget => ({ url: `postgres://postgres@127.0.0.1:5432/${db}`, password: 'postgres' })
 
 /** A database with a few tables, and one backup of it already taken into a fresh directory. */
-async function rig(t: Teardown, dirIn?: string): Promise<{ db: string; dir: string; locks: BackupLocks; earlier: Manifest; take: (extra?: object) => Promise<Manifest> }> {
+async function rig(
+  t: Teardown,
+  dirIn?: string,
+): Promise<{ db: string; dir: string; locks: BackupLocks; earlier: Manifest; take: (extra?: object) => Promise<Manifest> }> {
   const { name: db } = await createTempDatabase(t)
-  await query(db, `
+  await query(
+    db,
+    `
     CREATE TABLE items (id int PRIMARY KEY, label text);
     INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 2000) g;
-    CREATE TABLE notes (body text); INSERT INTO notes VALUES ('keep me');`)
+    CREATE TABLE notes (body text); INSERT INTO notes VALUES ('keep me');`,
+  )
   const dir = dirIn ?? (await tempDir(t))
   const locks = new BackupLocks()
   const take = (extra: object = {}): Promise<Manifest> =>
@@ -44,15 +57,26 @@ async function rig(t: Teardown, dirIn?: string): Promise<{ db: string; dir: stri
 async function assertIntact(t: Test, dir: string, earlier: Manifest[]): Promise<void> {
   const listed = await listBackups(dir)
   for (const m of earlier) {
-    t.ok(listed.some((b) => b.id === m.id), `backup ${m.id} is still listed`)
+    t.ok(
+      listed.some((b) => b.id === m.id),
+      `backup ${m.id} is still listed`,
+    )
     t.equal(await matchesRecord(join(dir, m.file), m.bytes, m.sha256), null, `backup ${m.id} is intact`)
   }
   const files = await readdir(dir)
-  t.same(files.filter((f) => f.endsWith('.partial') || f.endsWith('.tmp')), [], 'no partial or temp file remains')
+  t.same(
+    files.filter((f) => f.endsWith('.partial') || f.endsWith('.tmp')),
+    [],
+    'no partial or temp file remains',
+  )
   const dumps = files.filter((f) => f.endsWith('.dump') || f.endsWith('.files.tar.gz'))
   const orphans = dumps.filter((f) => !files.includes(f.replace(/\.(dump|files\.tar\.gz)$/, '.manifest.json')))
   t.same(orphans, [], 'no dump without its manifest remains')
-  t.same(files.filter((f) => f.startsWith('.lock-')), [], 'no lock file remains')
+  t.same(
+    files.filter((f) => f.startsWith('.lock-')),
+    [],
+    'no lock file remains',
+  )
 }
 
 /** What the live database holds, to show a failed restore left it as it was. */
@@ -62,7 +86,9 @@ const fingerprint = async (db: string): Promise<unknown> => ({
   notes: await query(db, 'SELECT body FROM notes'),
 })
 const leftovers = async (db: string): Promise<string[]> =>
-  (await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db}\\_%' ORDER BY 1`)).map((r) => r.datname)
+  (await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db}\\_%' ORDER BY 1`)).map(
+    (r) => r.datname,
+  )
 
 async function script(t: Teardown, name: string, body: string): Promise<string> {
   const path = join(await tempDir(t), name)
@@ -71,7 +97,11 @@ async function script(t: Teardown, name: string, body: string): Promise<string> 
   return path
 }
 
-function restoreOptions(rig: { db: string; dir: string; locks: BackupLocks }, idOrName: string, calls: { prerestore: number }): RestoreOptions {
+function restoreOptions(
+  rig: { db: string; dir: string; locks: BackupLocks },
+  idOrName: string,
+  calls: { prerestore: number },
+): RestoreOptions {
   return {
     dir: rig.dir,
     idOrName,
@@ -85,13 +115,17 @@ function restoreOptions(rig: { db: string; dir: string; locks: BackupLocks }, id
 
 t.test('takeBackup: pg_dump killed mid-stream fails the backup and leaves nothing of it', { skip }, async (t) => {
   const r = await rig(t)
-  const pgDump = await script(t, 'pg_dump', [
-    '[ "$1" = "--version" ] && exec pg_dump --version',
-    'pg_dump "$@" | head -c 1000',
-    'echo "about to die" >&2',
-    'kill -KILL $$',
-  ].join('\n'))
-  const err = await r.take({ tools: { pgDump } }).then(() => null, (e: unknown) => e)
+  const pgDump = await script(
+    t,
+    'pg_dump',
+    ['[ "$1" = "--version" ] && exec pg_dump --version', 'pg_dump "$@" | head -c 1000', 'echo "about to die" >&2', 'kill -KILL $$'].join(
+      '\n',
+    ),
+  )
+  const err = await r.take({ tools: { pgDump } }).then(
+    () => null,
+    (e: unknown) => e,
+  )
   t.match(err, { code: 'backup_failed', statusCode: 500, message: /pg_dump was killed by SIGKILL.*about to die/s })
   await assertIntact(t, r.dir, [r.earlier])
   t.equal((await listBackups(r.dir)).length, 1)
@@ -99,7 +133,11 @@ t.test('takeBackup: pg_dump killed mid-stream fails the backup and leaves nothin
 
 t.test('takeBackup: pg_dump exiting non-zero after writing fails the backup with its stderr', { skip }, async (t) => {
   const r = await rig(t)
-  const pgDump = await script(t, 'pg_dump', '[ "$1" = "--version" ] && exec pg_dump --version\nprintf PGDMP-half\necho "pg_dump: error: query failed" >&2\nexit 1')
+  const pgDump = await script(
+    t,
+    'pg_dump',
+    '[ "$1" = "--version" ] && exec pg_dump --version\nprintf PGDMP-half\necho "pg_dump: error: query failed" >&2\nexit 1',
+  )
   await t.rejects(r.take({ tools: { pgDump } }), { code: 'backup_failed', message: /exited with status 1: pg_dump: error: query failed/ })
   await assertIntact(t, r.dir, [r.earlier])
 })
@@ -134,7 +172,10 @@ t.test('takeBackup: a full disk fails the backup and removes its partial', { ski
   })
   const r = await rig(t, mountPoint) // the small earlier backup fits
   // ~8 MB of random hex: several times what is left on the 1 MB file system even compressed.
-  await query(r.db, "CREATE TABLE big AS SELECT g AS id, md5(random()::text) || md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, 100000) g")
+  await query(
+    r.db,
+    'CREATE TABLE big AS SELECT g AS id, md5(random()::text) || md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, 100000) g',
+  )
   await t.rejects(r.take(), { code: 'backup_failed', message: /No space left on device|ENOSPC/ })
   await assertIntact(t, r.dir, [r.earlier])
   t.same(await verifyBackup(r.dir, r.earlier, 'full'), { ok: true }, 'the earlier backup still verifies')
@@ -184,7 +225,10 @@ t.test('takeBackup: two backups of one app+env at once: one runs, the other is r
   const results = await Promise.allSettled([r.take(), r.take()])
   const done = results.flatMap((x) => (x.status === 'fulfilled' ? [x.value] : []))
   t.equal(done.length, 1)
-  t.match(results.find((x) => x.status === 'rejected'), { reason: { code: 'backup_busy', statusCode: 409 } })
+  t.match(
+    results.find((x) => x.status === 'rejected'),
+    { reason: { code: 'backup_busy', statusCode: 409 } },
+  )
   await assertIntact(t, r.dir, [r.earlier, ...done])
   // Another app+env is not held up.
   t.ok(await takeBackup({ dir: r.dir, app: 'shop', env: 'staging', kind: 'manual', database: target(r.db), locks: r.locks }))
@@ -225,14 +269,19 @@ t.test('restoreBackup: names outside the backup directory or of no backup are re
 t.test('restoreBackup: SQL failing half way leaves the live database untouched and drops the scratch one', { skip }, async (t) => {
   const r = await rig(t)
   const name = 'backup_20240301_020000.sql.gz'
-  await writeFile(join(r.dir, name), gzipSync([
-    'CREATE TABLE items (id int PRIMARY KEY, label text);',
-    "INSERT INTO items VALUES (1, 'from legacy');",
-    'CREATE TABLE legacy_only (x int);',
-    'SELECT * FROM no_such_table;',
-    "INSERT INTO items VALUES (2, 'never reached');",
-    '',
-  ].join('\n')))
+  await writeFile(
+    join(r.dir, name),
+    gzipSync(
+      [
+        'CREATE TABLE items (id int PRIMARY KEY, label text);',
+        "INSERT INTO items VALUES (1, 'from legacy');",
+        'CREATE TABLE legacy_only (x int);',
+        'SELECT * FROM no_such_table;',
+        "INSERT INTO items VALUES (2, 'never reached');",
+        '',
+      ].join('\n'),
+    ),
+  )
   const before = await fingerprint(r.db)
   const calls = { prerestore: 0 }
   await t.rejects(restoreBackup(restoreOptions(r, name, calls)), {
@@ -248,13 +297,20 @@ t.test('restoreBackup: SQL failing half way leaves the live database untouched a
 t.test('restoreBackup: pg_restore failing half way changes nothing', { skip }, async (t) => {
   const r = await rig(t)
   // The real pg_restore creates the tables, then the "restore" fails before any data.
-  const pgRestore = await script(t, 'pg_restore', [
-    'case "$*" in *--dbname=*) pg_restore --section=pre-data "$@" && echo "pg_restore: error: could not execute query: boom" >&2; exit 1;; esac',
-    'exec pg_restore "$@"',
-  ].join('\n'))
+  const pgRestore = await script(
+    t,
+    'pg_restore',
+    [
+      'case "$*" in *--dbname=*) pg_restore --section=pre-data "$@" && echo "pg_restore: error: could not execute query: boom" >&2; exit 1;; esac',
+      'exec pg_restore "$@"',
+    ].join('\n'),
+  )
   const before = await fingerprint(r.db)
   const calls = { prerestore: 0 }
-  await t.rejects(restoreBackup({ ...restoreOptions(r, r.earlier.id, calls), tools: { pgRestore } }), { code: 'restore_failed', message: /boom/ })
+  await t.rejects(restoreBackup({ ...restoreOptions(r, r.earlier.id, calls), tools: { pgRestore } }), {
+    code: 'restore_failed',
+    message: /boom/,
+  })
   t.same(await fingerprint(r.db), before)
   t.same(await leftovers(r.db), [])
 })
@@ -264,7 +320,10 @@ t.test('restoreBackup: a legacy script that would \\connect elsewhere is refused
   const name = 'backup_20240301_030000.sql.gz'
   await writeFile(join(r.dir, name), gzipSync(`CREATE TABLE x (id int);\n\\connect ${r.db}\nDROP TABLE items;\n`))
   const before = await fingerprint(r.db)
-  await t.rejects(restoreBackup(restoreOptions(r, name, { prerestore: 0 })), { code: 'restore_failed', message: /backslash commands are restricted/ })
+  await t.rejects(restoreBackup(restoreOptions(r, name, { prerestore: 0 })), {
+    code: 'restore_failed',
+    message: /backslash commands are restricted/,
+  })
   t.same(await fingerprint(r.db), before)
   t.same(await leftovers(r.db), [])
 })
@@ -281,7 +340,10 @@ t.test('restoreBackup: sessions of another role keep the database busy: nothing 
     await query('postgres', `DROP ROLE IF EXISTS ${role}`)
   })
   const before = await fingerprint(r.db)
-  const err = await restoreBackup({ ...restoreOptions(r, r.earlier.id, { prerestore: 0 }), retry: { attempts: 3, delayMs: 50 } }).then(() => null, (e: unknown) => e)
+  const err = await restoreBackup({ ...restoreOptions(r, r.earlier.id, { prerestore: 0 }), retry: { attempts: 3, delayMs: 50 } }).then(
+    () => null,
+    (e: unknown) => e,
+  )
   t.match(err, { code: 'database_busy', statusCode: 409, message: new RegExp(`after 3 attempts.*${role}`, 's') })
   t.same((await other.query('SELECT 1 AS one')).rows, [{ one: 1 }], "the other role's session was not ended")
   t.same(await fingerprint(r.db), before)

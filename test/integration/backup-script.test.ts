@@ -11,7 +11,6 @@ import { tempDir } from '../helpers/tmp.js'
 const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
 const SCRIPT = resolve(import.meta.dirname, '../../scripts/restore_postgresql_backup.sh')
 
-
 /** Runs the script with `args`, `input` on stdin; never rejects. */
 function script(args: string[], env: Record<string, string>, input = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((done) => {
@@ -27,7 +26,9 @@ function script(args: string[], env: Record<string, string>, input = ''): Promis
 
 const rows = async (db: string): Promise<unknown[]> => query(db, 'SELECT id, label FROM items ORDER BY id')
 const leftovers = async (db: string): Promise<string[]> =>
-  (await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db}\\_%' ORDER BY 1`)).map((r) => r.datname)
+  (await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db}\\_%' ORDER BY 1`)).map(
+    (r) => r.datname,
+  )
 
 async function rig(t: Test): Promise<{ db: string; dir: string; env: Record<string, string>; backup: Manifest }> {
   const { name: db } = await createTempDatabase(t)
@@ -36,44 +37,85 @@ async function rig(t: Test): Promise<{ db: string; dir: string; env: Record<stri
   })
   await query(db, "CREATE TABLE items (id int PRIMARY KEY, label text); INSERT INTO items VALUES (1, 'one'), (2, 'two')")
   const dir = await tempDir(t)
-  const backup = await takeBackup({ dir, app: 'shop', env: 'prod', kind: 'nightly', database: { url: pgUrl(db) }, locks: new BackupLocks() })
+  const backup = await takeBackup({
+    dir,
+    app: 'shop',
+    env: 'prod',
+    kind: 'nightly',
+    database: { url: pgUrl(db) },
+    locks: new BackupLocks(),
+  })
   await query(db, "UPDATE items SET label = 'changed'; INSERT INTO items VALUES (3, 'three')")
   // The password is in the URL on purpose: the script moves it to PGPASSWORD.
   return { db, dir, backup, env: { DATABASE_URL: pgUrl(db), PGPASSWORD: '' } }
 }
 
-t.test('restore_postgresql_backup.sh: restores an agent dump, keeps the old database, leaves a listed pre-restore backup', { skip }, async (t) => {
-  const r = await rig(t)
-  const out = await script([join(r.dir, r.backup.file), '--yes'], r.env)
-  t.equal(out.code, 0, out.stderr)
-  t.same(await rows(r.db), [{ id: 1, label: 'one' }, { id: 2, label: 'two' }])
-  const old = /kept as (\S+);/.exec(out.stdout)?.[1] ?? ''
-  t.match(old, new RegExp(`^${r.db}_old_[0-9a-f]{8}$`))
-  t.same(await rows(old), [{ id: 1, label: 'changed' }, { id: 2, label: 'changed' }, { id: 3, label: 'three' }])
-  t.same(await leftovers(r.db), [old])
-  const listed = await listBackups(r.dir)
-  t.match(listed.map((b) => [b.kind, b.pinnedBy]), [['prerestore', `restore:${r.backup.id}`], ['nightly', null]], 'the manifest it wrote is valid')
-  t.equal(old, `${r.db}_old_${listed[0]?.id}`)
-  t.same((await readdir(r.dir)).filter((f) => f.startsWith('.') || f.endsWith('.partial')), [])
-})
+t.test(
+  'restore_postgresql_backup.sh: restores an agent dump, keeps the old database, leaves a listed pre-restore backup',
+  { skip },
+  async (t) => {
+    const r = await rig(t)
+    const out = await script([join(r.dir, r.backup.file), '--yes'], r.env)
+    t.equal(out.code, 0, out.stderr)
+    t.same(await rows(r.db), [
+      { id: 1, label: 'one' },
+      { id: 2, label: 'two' },
+    ])
+    const old = /kept as (\S+);/.exec(out.stdout)?.[1] ?? ''
+    t.match(old, new RegExp(`^${r.db}_old_[0-9a-f]{8}$`))
+    t.same(await rows(old), [
+      { id: 1, label: 'changed' },
+      { id: 2, label: 'changed' },
+      { id: 3, label: 'three' },
+    ])
+    t.same(await leftovers(r.db), [old])
+    const listed = await listBackups(r.dir)
+    t.match(
+      listed.map((b) => [b.kind, b.pinnedBy]),
+      [
+        ['prerestore', `restore:${r.backup.id}`],
+        ['nightly', null],
+      ],
+      'the manifest it wrote is valid',
+    )
+    t.equal(old, `${r.db}_old_${listed[0]?.id}`)
+    t.same(
+      (await readdir(r.dir)).filter((f) => f.startsWith('.') || f.endsWith('.partial')),
+      [],
+    )
+  },
+)
 
-t.test('restore_postgresql_backup.sh: a ?password= in DATABASE_URL goes to PGPASSWORD, never into a pg tool\'s argv', { skip }, async (t) => {
-  const r = await rig(t)
-  // Every pg tool the script runs through PATH records its argv, then runs the real one.
-  const bin = await tempDir(t)
-  const log = join(bin, 'argv')
-  for (const tool of ['psql', 'pg_dump', 'pg_restore']) {
-    await writeFile(join(bin, tool), `#!/bin/sh\nprintf '%s\\n' "$0" "$@" >> '${log}'\nPATH='${process.env.PATH}' exec ${tool} "$@"\n`, { mode: 0o755 })
-  }
-  const url = `postgres://postgres@127.0.0.1:5432/${r.db}?sslmode=disable&password=postgres`
-  const out = await script([join(r.dir, r.backup.file), '--yes'], { ...r.env, DATABASE_URL: url, PATH: `${bin}:${process.env.PATH}` })
-  t.equal(out.code, 0, out.stderr)
-  t.same(await rows(r.db), [{ id: 1, label: 'one' }, { id: 2, label: 'two' }], 'restored with the password from the query')
-  const argv = await readFile(log, 'utf8')
-  t.match(argv, `/psql\n`, 'the wrappers ran')
-  t.match(argv, `/${r.db}?sslmode=disable\n`, 'other parameters stay in the URL')
-  t.notMatch(argv, /password=/, 'no password in any argv')
-})
+t.test(
+  "restore_postgresql_backup.sh: a ?password= in DATABASE_URL goes to PGPASSWORD, never into a pg tool's argv",
+  { skip },
+  async (t) => {
+    const r = await rig(t)
+    // Every pg tool the script runs through PATH records its argv, then runs the real one.
+    const bin = await tempDir(t)
+    const log = join(bin, 'argv')
+    for (const tool of ['psql', 'pg_dump', 'pg_restore']) {
+      await writeFile(join(bin, tool), `#!/bin/sh\nprintf '%s\\n' "$0" "$@" >> '${log}'\nPATH='${process.env.PATH}' exec ${tool} "$@"\n`, {
+        mode: 0o755,
+      })
+    }
+    const url = `postgres://postgres@127.0.0.1:5432/${r.db}?sslmode=disable&password=postgres`
+    const out = await script([join(r.dir, r.backup.file), '--yes'], { ...r.env, DATABASE_URL: url, PATH: `${bin}:${process.env.PATH}` })
+    t.equal(out.code, 0, out.stderr)
+    t.same(
+      await rows(r.db),
+      [
+        { id: 1, label: 'one' },
+        { id: 2, label: 'two' },
+      ],
+      'restored with the password from the query',
+    )
+    const argv = await readFile(log, 'utf8')
+    t.match(argv, `/psql\n`, 'the wrappers ran')
+    t.match(argv, `/${r.db}?sslmode=disable\n`, 'other parameters stay in the URL')
+    t.notMatch(argv, /password=/, 'no password in any argv')
+  },
+)
 
 t.test('restore_postgresql_backup.sh: without --yes, a wrong answer changes nothing', { skip }, async (t) => {
   const r = await rig(t)
@@ -99,23 +141,33 @@ t.test('restore_postgresql_backup.sh: a corrupt dump is refused before anything 
   t.equal((await listBackups(r.dir)).length, 1)
 })
 
-t.test('restore_postgresql_backup.sh: legacy SQL failing half way, or a \\connect, leaves the live database as it was', { skip }, async (t) => {
-  const r = await rig(t)
-  const before = await rows(r.db)
-  const failing = join(r.dir, 'backup_20240301_020000.sql.gz')
-  await writeFile(failing, gzipSync("CREATE TABLE items (id int, label text);\nINSERT INTO items VALUES (9, 'legacy');\nSELECT * FROM no_such_table;\n"))
-  const out = await script([failing, '--yes'], r.env)
-  t.equal(out.code, 1, 'legacy without --app/--env is refused')
-  t.match(out.stderr, /--app and --env/)
-  const failed = await script([failing, '--yes', '--app', 'shop', '--env', 'prod'], r.env)
-  t.equal(failed.code, 1)
-  t.match(failed.stderr, /no_such_table[\s\S]*the SQL restore failed/)
-  const connecting = join(r.dir, 'backup_20240301_030000.sql.gz')
-  await writeFile(connecting, gzipSync(`CREATE TABLE x (id int);\n\\connect ${r.db}\nDROP TABLE items;\n`))
-  const refused = await script([connecting, '--yes', '--app', 'shop', '--env', 'prod'], r.env)
-  t.equal(refused.code, 1)
-  t.match(refused.stderr, /backslash commands are restricted/)
-  t.same(await rows(r.db), before)
-  t.same(await leftovers(r.db), [])
-  t.same((await readdir(r.dir)).filter((f) => f.startsWith('.') || f.endsWith('.partial')), [])
-})
+t.test(
+  'restore_postgresql_backup.sh: legacy SQL failing half way, or a \\connect, leaves the live database as it was',
+  { skip },
+  async (t) => {
+    const r = await rig(t)
+    const before = await rows(r.db)
+    const failing = join(r.dir, 'backup_20240301_020000.sql.gz')
+    await writeFile(
+      failing,
+      gzipSync("CREATE TABLE items (id int, label text);\nINSERT INTO items VALUES (9, 'legacy');\nSELECT * FROM no_such_table;\n"),
+    )
+    const out = await script([failing, '--yes'], r.env)
+    t.equal(out.code, 1, 'legacy without --app/--env is refused')
+    t.match(out.stderr, /--app and --env/)
+    const failed = await script([failing, '--yes', '--app', 'shop', '--env', 'prod'], r.env)
+    t.equal(failed.code, 1)
+    t.match(failed.stderr, /no_such_table[\s\S]*the SQL restore failed/)
+    const connecting = join(r.dir, 'backup_20240301_030000.sql.gz')
+    await writeFile(connecting, gzipSync(`CREATE TABLE x (id int);\n\\connect ${r.db}\nDROP TABLE items;\n`))
+    const refused = await script([connecting, '--yes', '--app', 'shop', '--env', 'prod'], r.env)
+    t.equal(refused.code, 1)
+    t.match(refused.stderr, /backslash commands are restricted/)
+    t.same(await rows(r.db), before)
+    t.same(await leftovers(r.db), [])
+    t.same(
+      (await readdir(r.dir)).filter((f) => f.startsWith('.') || f.endsWith('.partial')),
+      [],
+    )
+  },
+)

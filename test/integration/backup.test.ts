@@ -8,7 +8,15 @@ import { createWriteStream } from 'node:fs'
 import pg from 'pg'
 import t from 'tap'
 import {
-  BackupLocks, cleanPartials, listBackups, readManifest, restoreBackup, takeBackup, verifyBackup, type DatabaseTarget, type Manifest
+  BackupLocks,
+  cleanPartials,
+  listBackups,
+  readManifest,
+  restoreBackup,
+  takeBackup,
+  verifyBackup,
+  type DatabaseTarget,
+  type Manifest,
 } from '../../agent/backup/index.js'
 import { matchesRecord } from '../../agent/backup/verify.js'
 import { skipUnless } from '../helpers/engines.js'
@@ -29,7 +37,6 @@ const SEED = `
   CREATE TABLE empty_table (x int);
 `
 
-
 /** The URL without its password, the password apart: the way the agent passes them. */
 const target = (db: string): DatabaseTarget => ({ url: `postgres://postgres@127.0.0.1:5432/${db}`, password: 'postgres' })
 
@@ -41,16 +48,38 @@ async function seeded(t: Teardown): Promise<{ name: string }> {
 
 const dropLater = (t: Teardown, name: string): void => t.teardown(() => query('postgres', `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`))
 const databasesLike = async (prefix: string): Promise<string[]> =>
-  (await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${prefix}%' ORDER BY 1`)).map((r) => r.datname)
+  (await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${prefix}%' ORDER BY 1`)).map(
+    (r) => r.datname,
+  )
 const customers = async (db: string): Promise<string[]> =>
-  (await query<{ row: string }>(db, "SELECT id || ':' || name || ':' || coalesce(note, 'NULL') AS row FROM customers ORDER BY id")).map((r) => r.row)
+  (await query<{ row: string }>(db, "SELECT id || ':' || name || ':' || coalesce(note, 'NULL') AS row FROM customers ORDER BY id")).map(
+    (r) => r.row,
+  )
 
 t.test('takeBackup: a dump and its manifest, listed, verified by a full read and by a scratch restore', { skip }, async (t) => {
   const db = await seeded(t)
   const dir = join(await tempDir(t), 'backups')
-  const m = await takeBackup({ dir, app: 'shop', env: 'prod', kind: 'manual', database: target(db.name), locks: new BackupLocks(), now: () => new Date('2027-02-03T04:05:06.789Z') })
+  const m = await takeBackup({
+    dir,
+    app: 'shop',
+    env: 'prod',
+    kind: 'manual',
+    database: target(db.name),
+    locks: new BackupLocks(),
+    now: () => new Date('2027-02-03T04:05:06.789Z'),
+  })
 
-  t.match(m, { v: 1, app: 'shop', env: 'prod', kind: 'manual', createdAt: '2027-02-03T04:05:06Z', verified: null, pinnedBy: null, pgServerVersion: /^\d+/, pgDumpVersion: /pg_dump/ })
+  t.match(m, {
+    v: 1,
+    app: 'shop',
+    env: 'prod',
+    kind: 'manual',
+    createdAt: '2027-02-03T04:05:06Z',
+    verified: null,
+    pinnedBy: null,
+    pgServerVersion: /^\d+/,
+    pgDumpVersion: /pg_dump/,
+  })
   t.equal(m.file, `shop_prod_20270203T040506Z_manual_${m.id}.dump`)
   t.notOk('files' in m)
   t.same((await readdir(dir)).sort(), [m.file, m.file.replace('.dump', '.manifest.json')])
@@ -76,8 +105,20 @@ t.test('takeBackup: the password reaches pg_dump in PGPASSWORD, never in its arg
   const db = await seeded(t)
   const tools = await tempDir(t)
   const pgDump = join(tools, 'pg_dump')
-  await writeFile(pgDump, `#!/bin/sh\nprintf '%s\\n' "$@" >> ${tools}/argv\nprintf '%s' "$PGPASSWORD" > ${tools}/password\nexec pg_dump "$@"\n`, { mode: 0o755 })
-  const m = await takeBackup({ dir: await tempDir(t), app: 'shop', env: 'prod', kind: 'manual', database: { url: pgUrl(db.name) }, locks: new BackupLocks(), tools: { pgDump } })
+  await writeFile(
+    pgDump,
+    `#!/bin/sh\nprintf '%s\\n' "$@" >> ${tools}/argv\nprintf '%s' "$PGPASSWORD" > ${tools}/password\nexec pg_dump "$@"\n`,
+    { mode: 0o755 },
+  )
+  const m = await takeBackup({
+    dir: await tempDir(t),
+    app: 'shop',
+    env: 'prod',
+    kind: 'manual',
+    database: { url: pgUrl(db.name) },
+    locks: new BackupLocks(),
+    tools: { pgDump },
+  })
   t.ok(m.bytes > 0)
   const argv = await readFile(join(tools, 'argv'), 'utf8')
   t.match(argv, `--dbname=postgres://postgres@127.0.0.1:5432/${db.name}`)
@@ -89,9 +130,21 @@ t.test('takeBackup: a ?password= in the database URL reaches pg_dump in PGPASSWO
   const db = await seeded(t)
   const tools = await tempDir(t)
   const pgDump = join(tools, 'pg_dump')
-  await writeFile(pgDump, `#!/bin/sh\nprintf '%s\\n' "$@" >> ${tools}/argv\nprintf '%s' "$PGPASSWORD" > ${tools}/password\nexec pg_dump "$@"\n`, { mode: 0o755 })
+  await writeFile(
+    pgDump,
+    `#!/bin/sh\nprintf '%s\\n' "$@" >> ${tools}/argv\nprintf '%s' "$PGPASSWORD" > ${tools}/password\nexec pg_dump "$@"\n`,
+    { mode: 0o755 },
+  )
   const url = `postgres://postgres@127.0.0.1:5432/${db.name}?password=postgres`
-  const m = await takeBackup({ dir: await tempDir(t), app: 'shop', env: 'prod', kind: 'manual', database: { url }, locks: new BackupLocks(), tools: { pgDump } })
+  const m = await takeBackup({
+    dir: await tempDir(t),
+    app: 'shop',
+    env: 'prod',
+    kind: 'manual',
+    database: { url },
+    locks: new BackupLocks(),
+    tools: { pgDump },
+  })
   t.ok(m.bytes > 0, 'the real pg_dump authenticated with the password from PGPASSWORD')
   const argv = await readFile(join(tools, 'argv'), 'utf8')
   t.match(argv, `--dbname=postgres://postgres@127.0.0.1:5432/${db.name}\n`)
@@ -110,7 +163,16 @@ t.test('takeBackup: the files archive round-trips, hashed and listed in the mani
   await writeFile(join(uploads, '-rf'), 'a name like an option')
   const dir = join(root, 'backups')
 
-  const m = await takeBackup({ dir, app: 'shop', env: 'prod', kind: 'predeploy', database: target(db.name), files: [`${uploads}/`], locks: new BackupLocks(), pinnedBy: 'v1.2.3' })
+  const m = await takeBackup({
+    dir,
+    app: 'shop',
+    env: 'prod',
+    kind: 'predeploy',
+    database: target(db.name),
+    files: [`${uploads}/`],
+    locks: new BackupLocks(),
+    pinnedBy: 'v1.2.3',
+  })
   t.match(m, { pinnedBy: 'v1.2.3', files: { file: m.file.replace('.dump', '.files.tar.gz'), paths: [uploads] } })
   const archive = join(dir, m.files?.file ?? '')
   t.equal(await matchesRecord(archive, m.files?.bytes ?? -1, m.files?.sha256 ?? ''), null)
@@ -133,11 +195,14 @@ t.test('restoreBackup: data changed after the backup comes back, the old databas
   const m = await takeBackup({ dir, app: 'shop', env: 'prod', kind: 'nightly', database: target(db.name), locks })
   const before = await customers(db.name)
 
-  await query(db.name, `
+  await query(
+    db.name,
+    `
     UPDATE customers SET name = 'changed' WHERE id = 1;
     DELETE FROM billing."Invoices" WHERE id = 2;
     INSERT INTO customers (name) VALUES ('newcomer');
-    CREATE TABLE added_later (x int);`)
+    CREATE TABLE added_later (x int);`,
+  )
   t.not((await customers(db.name)).join(), before.join())
 
   // A session of the agent's own role on the live database: it is ended so that the swap can happen.
@@ -153,22 +218,47 @@ t.test('restoreBackup: data changed after the backup comes back, the old databas
     database: target(db.name),
     takePrerestore: () => {
       prerestoreCalls++
-      return takeBackup({ dir, app: 'shop', env: 'prod', kind: 'prerestore', pinnedBy: `restore:${m.id}`, database: target(db.name), locks })
+      return takeBackup({
+        dir,
+        app: 'shop',
+        env: 'prod',
+        kind: 'prerestore',
+        pinnedBy: `restore:${m.id}`,
+        database: target(db.name),
+        locks,
+      })
     },
   })
   dropLater(t, result.oldDatabase)
 
   t.equal(prerestoreCalls, 1)
-  t.match(result, { backup: { id: m.id, file: m.file, format: 'custom' }, database: db.name, oldDatabase: `${db.name}_old_${result.prerestore.id}` })
+  t.match(result, {
+    backup: { id: m.id, file: m.file, format: 'custom' },
+    database: db.name,
+    oldDatabase: `${db.name}_old_${result.prerestore.id}`,
+  })
   t.same(await customers(db.name), before, 'the backed-up rows are back')
-  t.same(await query(db.name, 'SELECT id, customer, cents::int FROM billing."Invoices" ORDER BY id'), [{ id: 1, customer: 1, cents: 1999 }, { id: 2, customer: 2, cents: 4500 }])
+  t.same(await query(db.name, 'SELECT id, customer, cents::int FROM billing."Invoices" ORDER BY id'), [
+    { id: 1, customer: 1, cents: 1999 },
+    { id: 2, customer: 2, cents: 4500 },
+  ])
   t.same(await query(db.name, "SELECT 1 FROM pg_tables WHERE tablename = 'added_later'"), [])
-  t.match(await customers(result.oldDatabase), ['1:changed:tab\there', /^2:grace/, '3:linus:NULL', '4:newcomer:NULL'], 'the old database holds what was live')
+  t.match(
+    await customers(result.oldDatabase),
+    ['1:changed:tab\there', /^2:grace/, '3:linus:NULL', '4:newcomer:NULL'],
+    'the old database holds what was live',
+  )
   t.same(await databasesLike(`${db.name}_restore_`), [])
   await t.rejects(session.query('SELECT 1'), "the agent role's session on the old database was ended")
 
   const listed = await listBackups(dir)
-  t.same(listed.map((b) => [b.id, b.kind, b.pinnedBy]), [[result.prerestore.id, 'prerestore', `restore:${m.id}`], [m.id, 'nightly', null]])
+  t.same(
+    listed.map((b) => [b.id, b.kind, b.pinnedBy]),
+    [
+      [result.prerestore.id, 'prerestore', `restore:${m.id}`],
+      [m.id, 'nightly', null],
+    ],
+  )
   t.match(listed[1], { verified: { method: 'full', ok: true } }, 'restoring verified the backup first')
 })
 

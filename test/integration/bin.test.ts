@@ -30,7 +30,10 @@ t.test('bin: dist when fresh, sources when a source is newer or when asked, dist
   await utimes(join(root, 'dist', 'cli', 'main.js'), at(10), at(10))
 
   // TSX_DISABLE_CACHE as the test helpers pass it: tap's NODE_OPTIONS preloads a loader (see the next test).
-  const ran = async (env: NodeJS.ProcessEnv = {}) => (await run(process.execPath, [join(root, 'bin', 'deploy-agent.js')], { env: { ...process.env, TSX_DISABLE_CACHE: '1', ...env } })).stdout.trim()
+  const ran = async (env: NodeJS.ProcessEnv = {}) =>
+    (
+      await run(process.execPath, [join(root, 'bin', 'deploy-agent.js')], { env: { ...process.env, TSX_DISABLE_CACHE: '1', ...env } })
+    ).stdout.trim()
   t.equal(await ran(), 'dist', 'a build newer than every source runs')
   t.equal(await ran({ DEPLOY_AGENT_FROM_SOURCE: '1' }), 'sources', 'DEPLOY_AGENT_FROM_SOURCE=1 runs the sources')
 
@@ -58,12 +61,18 @@ t.test('bin: a dist run never loads tsx; a source run turns its disk cache off',
   await mkdir(tmp)
   await copyFile(BIN, join(root, 'bin', 'deploy-agent.js'))
   await writeFile(join(root, 'package.json'), '{ "type": "module" }\n')
-  await writeFile(join(root, 'node_modules', 'tsx', 'package.json'), JSON.stringify({ name: 'tsx', type: 'module', exports: { './esm/api': './esm/api.mjs' } }))
-  await writeFile(join(root, 'node_modules', 'tsx', 'esm', 'api.mjs'), [
-    "import { writeFileSync } from 'node:fs'",
-    `writeFileSync(${JSON.stringify(marker)}, String(process.env.TSX_DISABLE_CACHE))`,
-    `export * from ${JSON.stringify(join(NODE_MODULES, 'tsx', 'dist', 'esm', 'api', 'index.mjs'))}`,
-  ].join('\n'))
+  await writeFile(
+    join(root, 'node_modules', 'tsx', 'package.json'),
+    JSON.stringify({ name: 'tsx', type: 'module', exports: { './esm/api': './esm/api.mjs' } }),
+  )
+  await writeFile(
+    join(root, 'node_modules', 'tsx', 'esm', 'api.mjs'),
+    [
+      "import { writeFileSync } from 'node:fs'",
+      `writeFileSync(${JSON.stringify(marker)}, String(process.env.TSX_DISABLE_CACHE))`,
+      `export * from ${JSON.stringify(join(NODE_MODULES, 'tsx', 'dist', 'esm', 'api', 'index.mjs'))}`,
+    ].join('\n'),
+  )
   await writeFile(join(root, 'agent', 'cli', 'main.ts'), "const ran: string = 'sources'\nconsole.log(ran)\n")
   await writeFile(join(root, 'dist', 'cli', 'main.js'), "console.log('dist')\n")
   const at = (sec: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, sec))
@@ -75,7 +84,9 @@ t.test('bin: a dist run never loads tsx; a source run turns its disk cache off',
   delete env.TSX_DISABLE_CACHE
   const ran = async (extra: NodeJS.ProcessEnv = {}) => {
     const unset = extra.NODE_OPTIONS ? [] : ['-u', 'NODE_OPTIONS']
-    return (await run('env', [...unset, process.execPath, join(root, 'bin', 'deploy-agent.js')], { env: { ...env, ...extra } })).stdout.trim()
+    return (
+      await run('env', [...unset, process.execPath, join(root, 'bin', 'deploy-agent.js')], { env: { ...env, ...extra } })
+    ).stdout.trim()
   }
 
   t.equal(await ran(), 'dist')
@@ -83,11 +94,19 @@ t.test('bin: a dist run never loads tsx; a source run turns its disk cache off',
 
   t.equal(await ran({ DEPLOY_AGENT_FROM_SOURCE: '1' }), 'sources')
   t.equal(await readFile(marker, 'utf8'), '1', 'tsx was loaded with TSX_DISABLE_CACHE=1')
-  t.same((await readdir(tmp)).filter((name) => name.startsWith('tsx')), [], 'no tsx cache directory in the temp dir')
+  t.same(
+    (await readdir(tmp)).filter((name) => name.startsWith('tsx')),
+    [],
+    'no tsx cache directory in the temp dir',
+  )
 
   // A preloaded loader's hooks thread took its environment before the bin could set the variable.
   const preload = { NODE_OPTIONS: `--import=${join(root, 'dist', 'cli', 'main.js')}`, DEPLOY_AGENT_FROM_SOURCE: '1' }
   await t.rejects(ran(preload), { code: 2, stderr: /needs TSX_DISABLE_CACHE=1 in the environment/ }, 'refused beside a preloaded loader')
   t.equal(await ran({ ...preload, TSX_DISABLE_CACHE: '1' }), 'dist\nsources', 'runs when the variable comes from outside')
-  t.same((await readdir(tmp)).filter((name) => name.startsWith('tsx')), [], 'still no tsx cache directory')
+  t.same(
+    (await readdir(tmp)).filter((name) => name.startsWith('tsx')),
+    [],
+    'still no tsx cache directory',
+  )
 })

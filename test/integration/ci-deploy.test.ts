@@ -61,8 +61,15 @@ async function setUp(t: Test): Promise<Fixture> {
 
 t.test('ci-deploy.sh: a missing variable is named and nothing is sent', async (t) => {
   const cleared = {
-    DEPLOY_AGENT_URL: '', DEPLOY_AGENT_KEY_ID: '', DEPLOY_AGENT_KEY: '', DEPLOY_AGENT_KEY_FILE: '',
-    DEPLOY_AGENT_STATUS_TOKEN: '', DEPLOY_AGENT_STATUS_TOKEN_FILE: '', DEPLOY_APP: '', DEPLOY_ENV: '', DEPLOY_REF: '',
+    DEPLOY_AGENT_URL: '',
+    DEPLOY_AGENT_KEY_ID: '',
+    DEPLOY_AGENT_KEY: '',
+    DEPLOY_AGENT_KEY_FILE: '',
+    DEPLOY_AGENT_STATUS_TOKEN: '',
+    DEPLOY_AGENT_STATUS_TOKEN_FILE: '',
+    DEPLOY_APP: '',
+    DEPLOY_ENV: '',
+    DEPLOY_REF: '',
   }
   const none = await runBashScript(SCRIPT, [], cleared)
   t.equal(none.code, 2, 'exit 2', { output: both(none) })
@@ -70,15 +77,22 @@ t.test('ci-deploy.sh: a missing variable is named and nothing is sent', async (t
     t.match(none.stderr, new RegExp(`^ {2}${name}[ :]`, 'm'), `${name} is named`)
   }
   const onlyUrl = await runBashScript(SCRIPT, ['shop', 'production', 'v1.0.0'], {
-    ...cleared, DEPLOY_AGENT_KEY_ID: 'ci', DEPLOY_AGENT_KEY: 'secret', DEPLOY_AGENT_STATUS_TOKEN: 'token',
+    ...cleared,
+    DEPLOY_AGENT_KEY_ID: 'ci',
+    DEPLOY_AGENT_KEY: 'secret',
+    DEPLOY_AGENT_STATUS_TOKEN: 'token',
   })
   t.equal(onlyUrl.code, 2, 'exit 2', { output: both(onlyUrl) })
   t.match(onlyUrl.stderr, /^ci-deploy: missing:\n {2}DEPLOY_AGENT_URL: the agent's URL/)
   t.equal(onlyUrl.stderr.match(/^ {2}\S/gm)?.length, 1, 'only the missing one is named')
   t.equal(onlyUrl.stdout, '', 'nothing was deployed')
   const noCli = await runBashScript(SCRIPT, ['shop', 'production', 'v1.0.0'], {
-    ...cleared, DEPLOY_AGENT_URL: 'http://127.0.0.1:9', DEPLOY_AGENT_KEY_ID: 'ci', DEPLOY_AGENT_KEY: 'secret',
-    DEPLOY_AGENT_STATUS_TOKEN: 'token', DEPLOY_AGENT_CLI: 'no-such-deploy-agent',
+    ...cleared,
+    DEPLOY_AGENT_URL: 'http://127.0.0.1:9',
+    DEPLOY_AGENT_KEY_ID: 'ci',
+    DEPLOY_AGENT_KEY: 'secret',
+    DEPLOY_AGENT_STATUS_TOKEN: 'token',
+    DEPLOY_AGENT_CLI: 'no-such-deploy-agent',
   })
   t.equal(noCli.code, 2, 'exit 2', { output: both(noCli) })
   t.match(noCli.stderr, /the deploy-agent CLI \(no-such-deploy-agent\) was not found/)
@@ -110,7 +124,7 @@ t.test('ci-deploy.sh against a real agent, Docker and nginx', { skip: skipUnless
     t.equal(await servedVersion(f.production), SAMPLE_TAGS.good)
   })
 
-  await t.test('a pinned commit that is not the tag\'s is refused', async (t) => {
+  await t.test("a pinned commit that is not the tag's is refused", async (t) => {
     const pinned = await ci([app, 'production', SAMPLE_TAGS.good2], { DEPLOY_COMMIT: '0'.repeat(40) })
     t.not(pinned.code, 0, 'non-zero exit', { output: both(pinned) })
     t.match(both(pinned), /commit_mismatch/)
@@ -120,20 +134,30 @@ t.test('ci-deploy.sh against a real agent, Docker and nginx', { skip: skipUnless
   await t.test('an env with approval: the script follows the held deploy until `deploy-agent approve`', async (t) => {
     // Key and token given as files this time, as other CI systems store secrets.
     const following = ci([], {
-      DEPLOY_APP: app, DEPLOY_ENV: 'staging', DEPLOY_REF: SAMPLE_TAGS.good2,
-      DEPLOY_AGENT_KEY: '', DEPLOY_AGENT_KEY_FILE: join(f.keysDir, 'ci.key'),
-      DEPLOY_AGENT_STATUS_TOKEN: '', DEPLOY_AGENT_STATUS_TOKEN_FILE: join(f.keysDir, 'status.token'),
+      DEPLOY_APP: app,
+      DEPLOY_ENV: 'staging',
+      DEPLOY_REF: SAMPLE_TAGS.good2,
+      DEPLOY_AGENT_KEY: '',
+      DEPLOY_AGENT_KEY_FILE: join(f.keysDir, 'ci.key'),
+      DEPLOY_AGENT_STATUS_TOKEN: '',
+      DEPLOY_AGENT_STATUS_TOKEN_FILE: join(f.keysDir, 'status.token'),
     })
     let id: string | undefined
     for (let i = 0; i < 300 && !id; i++) {
-      const res = await fetch(`${f.url}/v1/deploys?app=${app}&env=staging&limit=1`, { headers: { authorization: `Bearer ${f.statusToken}` } })
+      const res = await fetch(`${f.url}/v1/deploys?app=${app}&env=staging&limit=1`, {
+        headers: { authorization: `Bearer ${f.statusToken}` },
+      })
       const { deploys } = (await res.json()) as { deploys: Array<{ id: string; state: string }> }
       if (deploys[0]?.state === 'AWAITING_APPROVAL') id = deploys[0].id
       else await new Promise((r) => setTimeout(r, 100))
     }
     if (!id) throw new Error('the deploy never reached AWAITING_APPROVAL')
     // A person approves with their own key: CI's key may not approve (it has no allow.approve, and requested the deploy).
-    const approved = await runCli(['approve', id], { ...f.ciEnv, DEPLOY_AGENT_KEY_ID: 'approver', DEPLOY_AGENT_KEY_FILE: join(f.keysDir, 'approver.key') })
+    const approved = await runCli(['approve', id], {
+      ...f.ciEnv,
+      DEPLOY_AGENT_KEY_ID: 'approver',
+      DEPLOY_AGENT_KEY_FILE: join(f.keysDir, 'approver.key'),
+    })
     t.equal(approved.code, 0, 'approved', { output: both(approved) })
     const result = await following
     t.equal(result.code, 0, 'exit 0 once approved and live', { output: both(result) })

@@ -14,10 +14,12 @@ import { tempDir } from '../helpers/tmp.js'
 
 const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
 
-
-const rows = async (db: string): Promise<string[]> => (await query<{ row: string }>(db, "SELECT id || ':' || name AS row FROM items ORDER BY id")).map((r) => r.row)
+const rows = async (db: string): Promise<string[]> =>
+  (await query<{ row: string }>(db, "SELECT id || ':' || name AS row FROM items ORDER BY id")).map((r) => r.row)
 const databasesLike = async (prefix: string): Promise<string[]> =>
-  (await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${prefix}%' ORDER BY 1`)).map((r) => r.datname)
+  (await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${prefix}%' ORDER BY 1`)).map(
+    (r) => r.datname,
+  )
 
 t.test('CLI backups: backup, list, status, restore, verify, prune against a real agent and PostgreSQL', { skip }, async (t) => {
   const dir = await tempDir(t)
@@ -29,7 +31,10 @@ t.test('CLI backups: backup, list, status, restore, verify, prune against a real
       await query('postgres', `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`)
     }
   })
-  await query(db.name, "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL); INSERT INTO items VALUES (1, 'apple'), (2, 'pear'), (3, 'plum')")
+  await query(
+    db.name,
+    "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL); INSERT INTO items VALUES (1, 'apple'), (2, 'pear'), (3, 'plum')",
+  )
   const original = await rows(db.name)
 
   const [port, p1, p2, p3, p4] = (await freePorts(5)) as [number, number, number, number, number]
@@ -76,10 +81,18 @@ t.test('CLI backups: backup, list, status, restore, verify, prune against a real
   const listed = await cli('backups')
   t.equal(listed.code, 0, listed.stderr)
   t.match(listed.stdout, /^ID\s+APP\s+ENV\s+KIND\s+CREATED\s+SIZE\s+VERIFIED\s+PINNED\n/)
-  t.match(listed.stdout, new RegExp(`^${id}\\s+shop\\s+production\\s+manual\\s+\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ\\s+\\d+(\\.\\d)? k?B\\s+yes\\s+-$`, 'm'))
+  t.match(
+    listed.stdout,
+    new RegExp(
+      `^${id}\\s+shop\\s+production\\s+manual\\s+\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ\\s+\\d+(\\.\\d)? k?B\\s+yes\\s+-$`,
+      'm',
+    ),
+  )
   const listedJson = await cli('backups', '--json', '--app', 'shop', '--env', 'production')
   t.equal(listedJson.code, 0, listedJson.stderr)
-  const entry = (JSON.parse(listedJson.stdout) as { backups: Array<{ id: string; file: string; verified: { ok: boolean } | null }> }).backups.find((b) => b.id === id)
+  const entry = (
+    JSON.parse(listedJson.stdout) as { backups: Array<{ id: string; file: string; verified: { ok: boolean } | null }> }
+  ).backups.find((b) => b.id === id)
   t.match(entry, { id, verified: { ok: true } })
   const filtered = await cli('backups', '--app', 'other')
   t.equal(filtered.stdout.trim().split('\n').length, 1, 'the filter is applied: only the header is left')
@@ -99,8 +112,16 @@ t.test('CLI backups: backup, list, status, restore, verify, prune against a real
   const prerestore = /pre-restore backup: ([0-9a-f]{8})/.exec(restored.stdout)?.[1]
   t.ok(oldDb?.startsWith(`${db.name}_old_`), `old database named: ${oldDb}`)
   t.same(await databasesLike(oldDb ?? '?'), [oldDb], 'the old database exists')
-  t.equal((await query<{ n: number }>(oldDb as string, 'SELECT count(*)::int AS n FROM items WHERE name = $$changed$$'))[0]?.n, 2, 'and holds the data of before')
-  t.match((await cli('backups')).stdout, new RegExp(`^${prerestore}\\s+shop\\s+production\\s+prerestore\\s.*\\byes\\s+restore:${id}$`, 'm'), 'the pre-restore backup is listed, pinned')
+  t.equal(
+    (await query<{ n: number }>(oldDb as string, 'SELECT count(*)::int AS n FROM items WHERE name = $$changed$$'))[0]?.n,
+    2,
+    'and holds the data of before',
+  )
+  t.match(
+    (await cli('backups')).stdout,
+    new RegExp(`^${prerestore}\\s+shop\\s+production\\s+prerestore\\s.*\\byes\\s+restore:${id}$`, 'm'),
+    'the pre-restore backup is listed, pinned',
+  )
 
   // restore without --yes and no terminal: usage error, nothing touched.
   await query(db.name, "INSERT INTO items VALUES (10, 'after')")
@@ -108,7 +129,11 @@ t.test('CLI backups: backup, list, status, restore, verify, prune against a real
   const refused = await cli('restore', id)
   t.equal(refused.code, 2, 'refused as bad usage')
   t.match(refused.stderr, /--yes/)
-  t.same({ rows: await rows(db.name), dbs: await databasesLike(`${db.name}_`), files: (await readdir(backupsDir)).sort() }, before, 'nothing changed')
+  t.same(
+    { rows: await rows(db.name), dbs: await databasesLike(`${db.name}_`), files: (await readdir(backupsDir)).sort() },
+    before,
+    'nothing changed',
+  )
 
   // backups verify: sound, then a flipped byte in the dump is caught.
   const verified = await cli('backups', 'verify', id)
@@ -141,7 +166,11 @@ t.test('CLI backups: backup, list, status, restore, verify, prune against a real
   t.equal(unreachable.code, 1, 'the backup fails')
   t.match(unreachable.stderr, /failed: backup_failed: /)
   t.ok(Date.now() - started < 60_000, 'the failure is reported as soon as the agent knows it, not at the timeout')
-  t.same((await readdir(backupsDir)).filter((f) => f.startsWith('shop_staging_')), [], 'no file of it is left')
+  t.same(
+    (await readdir(backupsDir)).filter((f) => f.startsWith('shop_staging_')),
+    [],
+    'no file of it is left',
+  )
   t.equal((await fetch(`${url}/healthz`)).status, 200, 'the agent still serves')
-  t.equal((await cli('backups', 'verify', prerestore ?? '?')).code, 0, 'and the other env\'s backups are fine')
+  t.equal((await cli('backups', 'verify', prerestore ?? '?')).code, 0, "and the other env's backups are fine")
 })

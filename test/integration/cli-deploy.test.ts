@@ -71,7 +71,10 @@ t.test('CLI deploy commands against a real agent, Docker and nginx', { skip: ski
     t.match(table.stdout, /^v1\.0\.0\s+[0-9a-f]{12}\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\s+\*$/m)
     const json = await cli('releases', app, 'production', '--json')
     const body = JSON.parse(json.stdout) as { releases: Array<{ release: string; live: boolean }>; keepReleases: number }
-    t.same(body.releases.filter((r) => r.live).map((r) => r.release), [SAMPLE_TAGS.good])
+    t.same(
+      body.releases.filter((r) => r.live).map((r) => r.release),
+      [SAMPLE_TAGS.good],
+    )
     t.equal(body.keepReleases, 3)
   })
 
@@ -103,7 +106,10 @@ t.test('CLI deploy commands against a real agent, Docker and nginx', { skip: ski
     t.equal(logs.code, 0, logs.stderr)
     t.match(logs.stdout, /RESOLVING[\s\S]*BUILDING[\s\S]*SUCCEEDED/)
     const raw = await cli('logs', firstId, '--json')
-    const events = raw.stdout.trim().split('\n').map((line) => JSON.parse(line) as { event: string; state?: string })
+    const events = raw.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { event: string; state?: string })
     t.same(events.filter((e) => e.event === 'state').at(-1)?.state, 'SUCCEEDED')
     const followed = await cli('logs', '-f', firstId)
     t.equal(followed.code, 0, 'following a finished deploy ends at once')
@@ -136,11 +142,14 @@ t.test('CLI deploy commands against a real agent, Docker and nginx', { skip: ski
     t.match(pending.stdout, /awaiting approval/)
     const self = await cli('approve', id)
     t.equal(self.code, 1, 'the requesting key cannot approve', { output: both(self) })
-    t.match(self.stderr, /approve_not_allowed/, 'CI\'s key has no allow.approve')
+    t.match(self.stderr, /approve_not_allowed/, "CI's key has no allow.approve")
     const approved = await approve(id)
     t.equal(approved.code, 0, `exit code 0`, { output: both(approved) })
     t.match(approved.stdout, new RegExp(`^${id} {2}QUEUED {2}approved$`, 'm'))
-    const record = (await (await fetch(`${f.url}/v1/deploys/${id}`, { headers: { authorization: `Bearer ${f.statusToken}` } })).json()) as { keyId: string; approvedBy: string }
+    const record = (await (await fetch(`${f.url}/v1/deploys/${id}`, { headers: { authorization: `Bearer ${f.statusToken}` } })).json()) as {
+      keyId: string
+      approvedBy: string
+    }
     t.match(record, { keyId: 'ci', approvedBy: 'approver' }, 'the record names who requested and who approved')
     const followed = await cli('logs', id, '-f')
     t.equal(followed.code, 0, `exit code 0`, { output: both(followed) })
@@ -155,7 +164,9 @@ t.test('CLI deploy commands against a real agent, Docker and nginx', { skip: ski
     const following = cli('deploy', app, 'staging', SAMPLE_TAGS.good2, '--follow')
     let id: string | undefined
     for (let i = 0; i < 200 && !id; i++) {
-      const res = await fetch(`${f.url}/v1/deploys?app=${app}&env=staging&limit=1`, { headers: { authorization: `Bearer ${f.statusToken}` } })
+      const res = await fetch(`${f.url}/v1/deploys?app=${app}&env=staging&limit=1`, {
+        headers: { authorization: `Bearer ${f.statusToken}` },
+      })
       const { deploys } = (await res.json()) as { deploys: Array<{ id: string; state: string }> }
       if (deploys[0]?.state === 'AWAITING_APPROVAL') id = deploys[0].id
       else await new Promise((r) => setTimeout(r, 100))

@@ -73,7 +73,7 @@ t.test('CLI surface: --json, exit codes and colour against a real agent', { skip
     const left = await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db.name}_%'`)
     for (const { datname } of left) await query('postgres', `DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
   })
-  await query(db.name, "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (1), (2)")
+  await query(db.name, 'CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (1), (2)')
   await writeFile(join(dir, 'db.password'), 'postgres\n', { mode: 0o600 })
 
   const [port, closedPort, ...ports] = (await freePorts(8)) as number[]
@@ -94,7 +94,13 @@ t.test('CLI surface: --json, exit codes and colour against a real agent', { skip
         },
         shop: {
           repo: join(dir, 'no-such-repo.git'),
-          envs: { production: { ref: 'tag:v*', ports: [ports[4], ports[5]], database: { url: `postgres://postgres@127.0.0.1:5432/${db.name}`, passwordFile: 'db.password' } } },
+          envs: {
+            production: {
+              ref: 'tag:v*',
+              ports: [ports[4], ports[5]],
+              database: { url: `postgres://postgres@127.0.0.1:5432/${db.name}`, passwordFile: 'db.password' },
+            },
+          },
         },
       },
       backups: { dir: join(dir, 'backups'), verify: 'full' },
@@ -109,42 +115,87 @@ t.test('CLI surface: --json, exit codes and colour against a real agent', { skip
   const cli = (...args: string[]) => runCli(args, env)
   const run = (...args: string[]) => inProcess(args, env)
   const deployState = async (id: string) =>
-    ((await (await fetch(`${url}/v1/deploys/${id}`, { headers: { authorization: `Bearer ${keys.statusToken}` } })).json()) as { state: string }).state
+    (
+      (await (await fetch(`${url}/v1/deploys/${id}`, { headers: { authorization: `Bearer ${keys.statusToken}` } })).json()) as {
+        state: string
+      }
+    ).state
 
   await t.test('--json parses for every data command', async (t) => {
-    t.match(json(t, 'status', await run('status', '--json')), { agent: { version: String }, apps: { web: { envs: { staging: { live: null } } } } })
+    t.match(json(t, 'status', await run('status', '--json')), {
+      agent: { version: String },
+      apps: { web: { envs: { staging: { live: null } } } },
+    })
 
-    const started = json<{ id: string; state: string }>(t, 'deploy', await run('deploy', 'web', 'staging', 'main', '--json', '--reason', 'json'))
+    const started = json<{ id: string; state: string }>(
+      t,
+      'deploy',
+      await run('deploy', 'web', 'staging', 'main', '--json', '--reason', 'json'),
+    )
     t.match(started, { id: /^d_/, state: 'QUEUED' })
     const held = json<{ id: string }>(t, 'deploy (approval)', await run('deploy', 'web', 'production', 'v1.0.0', '--json'))
     for (let i = 0; i < 200 && (await deployState(held.id)) !== 'AWAITING_APPROVAL'; i++) await new Promise((r) => setTimeout(r, 50))
     const approver = { ...env, DEPLOY_AGENT_KEY_ID: 'approver', DEPLOY_AGENT_KEY_FILE: join(keys.dir, 'approver.key') }
-    t.match(json(t, 'approve', await inProcess(['approve', held.id, '--json'], approver)), { id: held.id, state: String, approvedBy: 'approver' })
+    t.match(json(t, 'approve', await inProcess(['approve', held.id, '--json'], approver)), {
+      id: held.id,
+      state: String,
+      approvedBy: 'approver',
+    })
 
     const listed = json<{ deploys: Array<{ id: string }> }>(t, 'deploys', await run('deploys', '--json', '--app', 'web'))
-    t.ok(listed.deploys.some((d) => d.id === started.id), 'deploys lists the deploy')
+    t.ok(
+      listed.deploys.some((d) => d.id === started.id),
+      'deploys lists the deploy',
+    )
     const log = await run('logs', started.id, '--json')
     t.equal(log.code, 0, log.stderr)
-    const events = log.stdout.trim().split('\n').map((line) => JSON.parse(line) as { event: string })
+    const events = log.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { event: string })
     t.ok(events.length > 0 && events.every((e) => typeof e.event === 'string'), 'logs --json: one JSON event per line')
     if (docker) t.match(json(t, 'releases', await run('releases', 'web', 'staging', '--json')), { releases: [], keepReleases: 5 })
 
     const backup = json<{ id: string; verified: { ok: boolean } }>(t, 'backup', await run('backup', 'shop', 'production', '--json'))
     t.match(backup, { id: /^[0-9a-f]{8}$/, app: 'shop', env: 'production', verified: { ok: true } })
     // (The list also holds the backup the start-up catch-up took.)
-    t.ok(json<{ backups: Array<{ id: string }> }>(t, 'backups', await run('backups', '--json')).backups.some((b) => b.id === backup.id), 'backups lists the backup')
+    t.ok(
+      json<{ backups: Array<{ id: string }> }>(t, 'backups', await run('backups', '--json')).backups.some((b) => b.id === backup.id),
+      'backups lists the backup',
+    )
     t.match(json(t, 'backups verify', await run('backups', 'verify', backup.id, '--json')), { ok: true })
-    const pruned = json<{ plan: Array<{ id: string; keep: boolean }> }>(t, 'backups prune', await run('backups', 'prune', 'shop', 'production', '--dry-run', '--json'))
+    const pruned = json<{ plan: Array<{ id: string; keep: boolean }> }>(
+      t,
+      'backups prune',
+      await run('backups', 'prune', 'shop', 'production', '--dry-run', '--json'),
+    )
     t.match(pruned, { plan: Array, text: String })
-    t.match(pruned.plan.find((d) => d.id === backup.id), { keep: true }, 'the dry run keeps the backup')
-    t.match(json(t, 'restore', await run('restore', backup.id, '--yes', '--json')), { database: db.name, oldDatabase: new RegExp(`^${db.name}_old_`), prerestore: { id: String } })
+    t.match(
+      pruned.plan.find((d) => d.id === backup.id),
+      { keep: true },
+      'the dry run keeps the backup',
+    )
+    t.match(json(t, 'restore', await run('restore', backup.id, '--yes', '--json')), {
+      database: db.name,
+      oldDatabase: new RegExp(`^${db.name}_old_`),
+      prerestore: { id: String },
+    })
     t.match(json(t, 'backup --no-wait', await run('backup', 'shop', 'production', '--no-wait', '--json')), { id: /^[0-9a-f]{8}$/ })
 
     t.match(json(t, 'check-config', await run('check-config', '--config', configPath, '--json')), { ok: true, apps: 2, envs: 3, keys: 5 })
-    const keygen = json<{ written: string[]; kept: string[] }>(t, 'keygen', await run('keygen', '--name', 'k', '--out-dir', join(dir, 'new-keys'), '--json'))
+    const keygen = json<{ written: string[]; kept: string[] }>(
+      t,
+      'keygen',
+      await run('keygen', '--name', 'k', '--out-dir', join(dir, 'new-keys'), '--json'),
+    )
     t.same(keygen, { written: [join(dir, 'new-keys', 'k.key'), join(dir, 'new-keys', 'k.pub')], kept: [] })
-    t.same(json(t, 'keygen again', await run('keygen', '--name', 'k', '--out-dir', join(dir, 'new-keys'), '--json')), { written: [], kept: keygen.written })
-    t.match(json(t, 'keygen to stdout', await run('keygen', '--alg', 'hmac-sha256', '--json')), { files: [{ name: 'ci.secret', mode: '0600', content: /^[A-Za-z0-9_-]{43}\n$/ }] })
+    t.same(json(t, 'keygen again', await run('keygen', '--name', 'k', '--out-dir', join(dir, 'new-keys'), '--json')), {
+      written: [],
+      kept: keygen.written,
+    })
+    t.match(json(t, 'keygen to stdout', await run('keygen', '--alg', 'hmac-sha256', '--json')), {
+      files: [{ name: 'ci.secret', mode: '0600', content: /^[A-Za-z0-9_-]{43}\n$/ }],
+    })
     t.match(json(t, 'sign', await run('sign', '--path', '/v1/status', '-X', 'GET', '--json')), {
       method: 'GET',
       url: `${url}/v1/status`,
@@ -156,19 +207,20 @@ t.test('CLI surface: --json, exit codes and colour against a real agent', { skip
   await t.test('exit codes: 0 ok, 1 refused or failed, 2 bad usage or config, 3 unreachable', async (t) => {
     await writeFile(join(dir, 'bad.yaml'), 'listen: { port: 0 }\n')
     // Independent runs of the binary, two at a time: each exit code comes from main.ts as an operator sees it.
-    const { ok, unknownApp, refusedSignature, noRollback, badConfig, unknownOption, missingArgument, noKey, missingKeyFile, badUrl, down } = await twoAtATime({
-      ok: () => cli('status'),
-      unknownApp: () => cli('deploy', 'nope', 'staging', 'main'),
-      refusedSignature: () => runCli(['status'], { ...env, DEPLOY_AGENT_STATUS_TOKEN_FILE: '', DEPLOY_AGENT_AUDIENCE: 'other.host' }),
-      noRollback: () => cli('rollback', 'web', 'staging', '--json'),
-      badConfig: () => cli('check-config', '--config', join(dir, 'bad.yaml'), '--json'),
-      unknownOption: () => cli('status', '--bogus'),
-      missingArgument: () => cli('deploy', 'web'),
-      noKey: () => runCli(['deploy', 'web', 'staging', 'main'], { ...env, DEPLOY_AGENT_KEY_ID: '' }),
-      missingKeyFile: () => runCli(['status', '--key-file', join(dir, 'missing.key')], { ...env, DEPLOY_AGENT_STATUS_TOKEN_FILE: '' }),
-      badUrl: () => runCli(['status'], { ...env, DEPLOY_AGENT_URL: 'ftp://127.0.0.1' }),
-      down: () => runCli(['status'], { ...env, DEPLOY_AGENT_URL: `http://127.0.0.1:${closedPort}` }),
-    })
+    const { ok, unknownApp, refusedSignature, noRollback, badConfig, unknownOption, missingArgument, noKey, missingKeyFile, badUrl, down } =
+      await twoAtATime({
+        ok: () => cli('status'),
+        unknownApp: () => cli('deploy', 'nope', 'staging', 'main'),
+        refusedSignature: () => runCli(['status'], { ...env, DEPLOY_AGENT_STATUS_TOKEN_FILE: '', DEPLOY_AGENT_AUDIENCE: 'other.host' }),
+        noRollback: () => cli('rollback', 'web', 'staging', '--json'),
+        badConfig: () => cli('check-config', '--config', join(dir, 'bad.yaml'), '--json'),
+        unknownOption: () => cli('status', '--bogus'),
+        missingArgument: () => cli('deploy', 'web'),
+        noKey: () => runCli(['deploy', 'web', 'staging', 'main'], { ...env, DEPLOY_AGENT_KEY_ID: '' }),
+        missingKeyFile: () => runCli(['status', '--key-file', join(dir, 'missing.key')], { ...env, DEPLOY_AGENT_STATUS_TOKEN_FILE: '' }),
+        badUrl: () => runCli(['status'], { ...env, DEPLOY_AGENT_URL: 'ftp://127.0.0.1' }),
+        down: () => runCli(['status'], { ...env, DEPLOY_AGENT_URL: `http://127.0.0.1:${closedPort}` }),
+      })
     t.equal(ok.code, 0, '0: ok', { stderr: ok.stderr })
 
     t.equal(unknownApp.code, 1, '1: the agent refused (unknown app)')

@@ -43,16 +43,35 @@ t.test('CLI: serve, status, sign, openssl recipe, SIGHUP and SIGTERM', async (t)
   t.match(byToken.stdout, /^APP\s+ENV\s+LIVE\s+PORT\s+DEPLOYING\s+LAST BACKUP\n/)
   t.match(byToken.stdout, /web\s+staging\s+-/)
 
-  const signed = await runCli(['status', '--json'], { ...client, DEPLOY_AGENT_KEY_ID: 'ci', DEPLOY_AGENT_KEY_FILE: join(keys.dir, 'ci.key') })
+  const signed = await runCli(['status', '--json'], {
+    ...client,
+    DEPLOY_AGENT_KEY_ID: 'ci',
+    DEPLOY_AGENT_KEY_FILE: join(keys.dir, 'ci.key'),
+  })
   t.equal(signed.code, 0, signed.stderr)
   t.same(Object.keys(JSON.parse(signed.stdout).apps.web.envs).sort(), ['production', 'staging'])
 
-  const wrongAudience = await runCli(['status'], { DEPLOY_AGENT_URL: url, DEPLOY_AGENT_KEY_ID: 'ci', DEPLOY_AGENT_KEY_FILE: join(keys.dir, 'ci.key') })
+  const wrongAudience = await runCli(['status'], {
+    DEPLOY_AGENT_URL: url,
+    DEPLOY_AGENT_KEY_ID: 'ci',
+    DEPLOY_AGENT_KEY_FILE: join(keys.dir, 'ci.key'),
+  })
   t.equal(wrongAudience.code, 1, 'signed for 127.0.0.1 instead of the configured audience')
   t.match(wrongAudience.stderr, /unauthorized/)
 
   const curl = await runCli(
-    ['sign', '--key-id', 'legacy', '--key-file', join(keys.dir, 'legacy.secret'), '--path', '/v1/apps/web/envs/staging/deploys', '--body', '{"ref":"main"}', '--curl'],
+    [
+      'sign',
+      '--key-id',
+      'legacy',
+      '--key-file',
+      join(keys.dir, 'legacy.secret'),
+      '--path',
+      '/v1/apps/web/envs/staging/deploys',
+      '--body',
+      '{"ref":"main"}',
+      '--curl',
+    ],
     client,
   )
   t.equal(curl.code, 0, curl.stderr)
@@ -60,8 +79,14 @@ t.test('CLI: serve, status, sign, openssl recipe, SIGHUP and SIGTERM', async (t)
   const curlRun = await run('bash', ['-c', `${curl.stdout.trim()} -w '\\n%{http_code}'`])
   t.match(curlRun.stdout, /"state":"QUEUED"[\s\S]*\n202$/, 'the printed curl command is accepted')
 
-  const headers = await runCli(['sign', '-X', 'GET', '--key-id', 'ci', '--key-file', join(keys.dir, 'ci.key'), '--path', '/v1/status'], client)
-  t.match(headers.stdout, /^Deploy-Key-Id: ci\nDeploy-Timestamp: \d+\nDeploy-Nonce: [A-Za-z0-9_-]{24}\nDeploy-Signature: v1=[A-Za-z0-9_-]{86}\n$/)
+  const headers = await runCli(
+    ['sign', '-X', 'GET', '--key-id', 'ci', '--key-file', join(keys.dir, 'ci.key'), '--path', '/v1/status'],
+    client,
+  )
+  t.match(
+    headers.stdout,
+    /^Deploy-Key-Id: ci\nDeploy-Timestamp: \d+\nDeploy-Nonce: [A-Za-z0-9_-]{24}\nDeploy-Signature: v1=[A-Za-z0-9_-]{86}\n$/,
+  )
 
   const recipe = await readmeRecipe()
   for (const [alg, keyId, keyFile, method, path, body, expected] of [
@@ -69,7 +94,17 @@ t.test('CLI: serve, status, sign, openssl recipe, SIGHUP and SIGTERM', async (t)
     ['ed25519', 'ci', 'ci.key', 'POST', '/v1/apps/web/envs/staging/deploys', '{"ref":"main"}', '202'],
     ['hmac-sha256', 'legacy', 'legacy.secret', 'POST', '/v1/apps/web/envs/staging/deploys', '{"ref":"main"}', '202'],
   ] as const) {
-    const env = { ...process.env, ALG: alg, KEY_ID: keyId, KEY_FILE: join(keys.dir, keyFile), AUDIENCE, URL: url, METHOD: method, REQ_PATH: path, BODY: body }
+    const env = {
+      ...process.env,
+      ALG: alg,
+      KEY_ID: keyId,
+      KEY_FILE: join(keys.dir, keyFile),
+      AUDIENCE,
+      URL: url,
+      METHOD: method,
+      REQ_PATH: path,
+      BODY: body,
+    }
     // The recipe runs unchanged; curl is wrapped only to print the status code after the body.
     const script = `set -euo pipefail\ncurl() { command curl -w '\\n%{http_code}' "$@"; }\ncd "$(mktemp -d)"\n${recipe}`
     const result = await run('bash', ['-c', script], { env })
@@ -119,7 +154,12 @@ t.test('CLI: a bad config exits 2 without listening, naming every problem', asyn
   t.equal(check.code, 2)
   t.match(check.stderr, /apps\.web\.envs\.production\.ports\[1\]: must be a port number/)
 
-  await writeConfig(dir, port, { keys: [{ id: 'ci', alg: 'ed25519', publicKeyFile: 'keys/missing.pub' }, { id: 'h', alg: 'hmac-sha256', secretFile: 'keys/ci.pub' }] })
+  await writeConfig(dir, port, {
+    keys: [
+      { id: 'ci', alg: 'ed25519', publicKeyFile: 'keys/missing.pub' },
+      { id: 'h', alg: 'hmac-sha256', secretFile: 'keys/ci.pub' },
+    ],
+  })
   const keyProblems = await runCli(['check-config', '--config', configPath])
   t.equal(keyProblems.code, 2)
   t.match(keyProblems.stderr, /keys\[0\]\.publicKeyFile: cannot read .*missing\.pub \(ENOENT\)/)

@@ -11,13 +11,7 @@ import { skipUnless } from '../helpers/engines.js'
 import { makeGitRepo } from '../helpers/git.js'
 import { sampleReleaseFiles } from '../helpers/sample-app.js'
 
-const FLOOD = [
-  `head -c 1048576 /dev/zero | tr '\\0' x`,
-  'echo',
-  `yes "$(printf '%0900d' 0)" | head -n 7000`,
-  'exit 1',
-  '',
-].join('\n')
+const FLOOD = [`head -c 1048576 /dev/zero | tr '\\0' x`, 'echo', `yes "$(printf '%0900d' 0)" | head -n 7000`, 'exit 1', ''].join('\n')
 
 t.test('Deploy log caps: a flooding migration on real Docker', { skip: skipUnless(await dockerAvailable(), 'docker') }, async (t) => {
   await ensureBaseImage()
@@ -29,15 +23,27 @@ t.test('Deploy log caps: a flooding migration on real Docker', { skip: skipUnles
   // The record is finished just before its final state line is appended: read until that line is there.
   let text = ''
   for (let i = 0; i < 100 && !text.includes('"state":"FAILED"'); i++, await new Promise((r) => setTimeout(r, 50))) {
-    text = await (await fetch(`${rig.url}/v1/deploys/${deploy.id}/log`, { headers: { authorization: `Bearer ${rig.keys.statusToken}` } })).text()
+    text = await (
+      await fetch(`${rig.url}/v1/deploys/${deploy.id}/log`, { headers: { authorization: `Bearer ${rig.keys.statusToken}` } })
+    ).text()
   }
   const bytes = Buffer.byteLength(text)
   t.ok(bytes <= MAX_LOG_BYTES + 256 * 1024, `the log is ${bytes} bytes`)
-  const events = text.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
+  const events = text
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
   const long = events.find((e) => e.event === 'migrate' && String(e.line).startsWith('xxxx'))
-  t.match(long?.line, new RegExp(`^x{${MAX_LINE_CHARS}} \\[…${1048576 - MAX_LINE_CHARS} more characters of this line dropped\\]$`), 'the 1 MiB line is cut')
+  t.match(
+    long?.line,
+    new RegExp(`^x{${MAX_LINE_CHARS}} \\[…${1048576 - MAX_LINE_CHARS} more characters of this line dropped\\]$`),
+    'the 1 MiB line is cut',
+  )
   const capped = events.filter((e) => e.event === 'log-capped')
   t.equal(capped.length, 1, 'one line says what the cap dropped')
   t.ok(Number(capped[0]?.droppedLines) > 0, `${capped[0]?.droppedLines} lines dropped`)
-  t.ok(events.some((e) => e.event === 'state' && e.state === 'FAILED'), 'the final state is still in the log')
+  t.ok(
+    events.some((e) => e.event === 'state' && e.state === 'FAILED'),
+    'the final state is still in the log',
+  )
 })

@@ -80,7 +80,10 @@ t.test('Deploy pipeline on real Docker, git and nginx', { skip: skipUnless(await
   const first = await deploy(f, SAMPLE_TAGS.good)
   t.equal(first.state, 'SUCCEEDED', JSON.stringify(first.error))
   t.equal(await served(f), SAMPLE_TAGS.good, 'the first release is served through nginx')
-  t.same(first.states.map((s) => s.state), ['QUEUED', 'RESOLVING', 'BACKING_UP', 'BUILDING', 'MIGRATING', 'STARTING', 'VERIFYING', 'SWITCHING', 'OBSERVING', 'SUCCEEDED'])
+  t.same(
+    first.states.map((s) => s.state),
+    ['QUEUED', 'RESOLVING', 'BACKING_UP', 'BUILDING', 'MIGRATING', 'STARTING', 'VERIFYING', 'SWITCHING', 'OBSERVING', 'SUCCEEDED'],
+  )
   t.match(await log(f, first.id), /migrated to v1\.0\.0/, 'migration output is in the deploy log')
   const backups = (await f.agent.backups.list()).filter((b) => b.kind === 'predeploy')
   t.match(backups, [{ pinnedBy: SAMPLE_TAGS.good, verified: { ok: true } }], 'a verified pre-deploy backup pinned to the release')
@@ -101,7 +104,9 @@ t.test('Deploy pipeline on real Docker, git and nginx', { skip: skipUnless(await
     t.comment(`manual rollback took ${Date.now() - started} ms (request to SUCCEEDED, including the drain)`)
     const { ok, retried, retriedFresh, failures } = await load.stop()
     t.ok(ok > 50, `the loop made ${ok} requests`)
-    t.comment(`${ok} requests answered 200; ${retried} sent again after nginx closed the connection before answering (${retriedFresh} of them fresh connections)`)
+    t.comment(
+      `${ok} requests answered 200; ${retried} sent again after nginx closed the connection before answering (${retriedFresh} of them fresh connections)`,
+    )
     t.same(failures, [], 'zero failed requests through nginx during deploy and rollback')
   })
 
@@ -114,7 +119,11 @@ t.test('Deploy pipeline on real Docker, git and nginx', { skip: skipUnless(await
     t.equal(stdout.trim(), '', 'the candidate container was removed')
     const res = await f.agent.app.inject({ url: `/v1/apps/${app}/envs/${env}/releases`, headers: token(f) })
     const releases = (JSON.parse(res.body) as { releases: Array<{ release: string; wasLive: boolean }> }).releases
-    t.equal(releases.find((r) => r.release === SAMPLE_TAGS.neverHealthy)?.wasLive, false, 'a release that never served is no default rollback target')
+    t.equal(
+      releases.find((r) => r.release === SAMPLE_TAGS.neverHealthy)?.wasLive,
+      false,
+      'a release that never served is no default rollback target',
+    )
     t.equal(releases.find((r) => r.release === SAMPLE_TAGS.good2)?.wasLive, true)
   })
 
@@ -158,14 +167,26 @@ t.test('Deploy pipeline on real Docker, git and nginx', { skip: skipUnless(await
     // follow=1 streams the log until the deploy ends, so the answer holds the whole run.
     const followed = await f.agent.app.inject({ url: `/v1/deploys/${id}/log?follow=1`, headers: token(f) })
     t.equal(followed.headers['content-type'], 'application/x-ndjson')
-    const events = followed.body.trim().split('\n').map((line) => JSON.parse(line) as { event: string; state?: string })
-    t.same(events.filter((e) => e.event === 'state').map((e) => e.state), ['RESOLVING', 'BACKING_UP', 'BUILDING', 'MIGRATING', 'STARTING', 'VERIFYING', 'SWITCHING', 'OBSERVING', 'SUCCEEDED'])
+    const events = followed.body
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { event: string; state?: string })
+    t.same(
+      events.filter((e) => e.event === 'state').map((e) => e.state),
+      ['RESOLVING', 'BACKING_UP', 'BUILDING', 'MIGRATING', 'STARTING', 'VERIFYING', 'SWITCHING', 'OBSERVING', 'SUCCEEDED'],
+    )
     const next = await getDeploy(f, id)
     t.equal(next.state, 'SUCCEEDED', JSON.stringify(next.error))
     const res = await f.agent.app.inject({ url: `/v1/apps/${app}/envs/${env}/releases`, headers: token(f) })
     const { releases } = JSON.parse(res.body) as { releases: Array<{ release: string; live: boolean }> }
     t.equal(releases.length, 3, 'keepReleases images are kept, no more')
-    t.same(releases.filter((r) => r.live).map((r) => r.release), [SAMPLE_TAGS.good3])
-    t.ok(releases.some((r) => r.release === SAMPLE_TAGS.good), 'the previous release stays for rollback')
+    t.same(
+      releases.filter((r) => r.live).map((r) => r.release),
+      [SAMPLE_TAGS.good3],
+    )
+    t.ok(
+      releases.some((r) => r.release === SAMPLE_TAGS.good),
+      'the previous release stays for rollback',
+    )
   })
 })

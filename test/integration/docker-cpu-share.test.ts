@@ -21,7 +21,11 @@ t.test('containerCpuShareWarning on the real engine', { skip: skipUnless(await d
   const shares = Number.parseInt(await readFile(DOCKER_CPU_SHARES_FILE, 'utf8').catch(() => ''), 10)
   const expected = driver === 'cgroupfs' && version === '1' && shares <= 1024
   const warning = await containerCpuShareWarning(new DockerEngine())
-  t.equal(warning !== null, expected, `${driver} on cgroup v${version}, /docker cpu.shares ${Number.isNaN(shares) ? 'absent' : shares}: ${warning ?? 'no warning'}`)
+  t.equal(
+    warning !== null,
+    expected,
+    `${driver} on cgroup v${version}, /docker cpu.shares ${Number.isNaN(shares) ? 'absent' : shares}: ${warning ?? 'no warning'}`,
+  )
 
   // `serve` with apps says it once at start-up.
   const dir = await tempDir(t)
@@ -32,7 +36,8 @@ t.test('containerCpuShareWarning on the real engine', { skip: skipUnless(await d
   const agent = await startServe(configPath, `http://127.0.0.1:${port}`)
   t.teardown(() => agent.stop('SIGKILL'))
   if (warning !== null) {
-    for (let i = 0; i < 100 && !agent.output().includes('all containers share one CPU weight'); i++) await new Promise((r) => setTimeout(r, 50))
+    for (let i = 0; i < 100 && !agent.output().includes('all containers share one CPU weight'); i++)
+      await new Promise((r) => setTimeout(r, 50))
   } else {
     await new Promise((r) => setTimeout(r, 1000))
   }

@@ -30,7 +30,15 @@ if (skip === false) {
   const dir = await tempDir(t)
   await writeFile(join(dir, 'Dockerfile'), `FROM ${BASE_IMAGE}\n${SETUID_SU}\n`)
   const context = spawn('tar', ['-C', dir, '-c', '.'], { stdio: ['ignore', 'pipe', 'inherit'] }).stdout
-  await engine.buildImage({ context, dockerfile: 'Dockerfile', tag: IMAGE, buildArgs: {}, labels: labels('image'), timeoutMs: 120_000, onLine: () => {} })
+  await engine.buildImage({
+    context,
+    dockerfile: 'Dockerfile',
+    tag: IMAGE,
+    buildArgs: {},
+    labels: labels('image'),
+    timeoutMs: 120_000,
+    onLine: () => {},
+  })
 }
 
 /** Runs the probe as a one-off (a migration's kind of container), inspecting the container while it runs. */
@@ -47,8 +55,18 @@ async function probeOneOff(testCase: string, container?: Parameters<DockerEngine
   })
   let hostConfig: Docker.HostConfig | undefined
   for (let i = 0; i < 100 && hostConfig === undefined; i++) {
-    const [found] = await docker.listContainers({ all: true, filters: { label: [`deploy-agent.test-case=${testCase}`, `${RUN_LABEL}=${RUN_ID}`] } })
-    if (found) hostConfig = await docker.getContainer(found.Id).inspect().then((info) => info.HostConfig, () => undefined)
+    const [found] = await docker.listContainers({
+      all: true,
+      filters: { label: [`deploy-agent.test-case=${testCase}`, `${RUN_LABEL}=${RUN_ID}`] },
+    })
+    if (found)
+      hostConfig = await docker
+        .getContainer(found.Id)
+        .inspect()
+        .then(
+          (info) => info.HostConfig,
+          () => undefined,
+        )
     if (hostConfig === undefined) await sleep(50)
   }
   const result = await running
@@ -73,7 +91,13 @@ t.test('DockerEngine: the probes are meaningful: without the hardening a raw soc
 t.test('DockerEngine: a one-off container gets the configured memory and pids limits', { skip }, async (t) => {
   const container = { capDrop: ['NET_RAW', 'MKNOD'], capAdd: [], noNewPrivileges: true, memory: 64 * 1024 ** 2, pids: 50 }
   const { hostConfig, probe, lines } = await probeOneOff('one-off-limits', container)
-  t.match(hostConfig, { CapDrop: ['NET_RAW', 'MKNOD'], SecurityOpt: ['no-new-privileges'], Memory: 64 * 1024 ** 2, MemorySwap: 64 * 1024 ** 2, PidsLimit: 50 })
+  t.match(hostConfig, {
+    CapDrop: ['NET_RAW', 'MKNOD'],
+    SecurityOpt: ['no-new-privileges'],
+    Memory: 64 * 1024 ** 2,
+    MemorySwap: 64 * 1024 ** 2,
+    PidsLimit: 50,
+  })
   t.same(probe, { 'raw-socket': 'refused', setuid: 'blocked', 'no-new-privs': '1' }, lines.join('\n'))
 })
 
@@ -89,8 +113,20 @@ t.test('DockerEngine: a long-running container is hardened and limited as config
   })
   // The image's CMD is `sh`, which exits at once without a tty; the engine answers with what it was asked for.
   const { HostConfig } = await docker.getContainer(id).inspect()
-  t.match(HostConfig, { CapDrop: ['NET_RAW'], SecurityOpt: ['no-new-privileges'], Memory: 32 * 1024 ** 2, MemorySwap: 32 * 1024 ** 2, PidsLimit: 20 })
-  const defaults = await engine.startContainer({ name: `${name}-defaults`, image: IMAGE, env: [], labels: labels('web'), restartPolicy: 'no' })
+  t.match(HostConfig, {
+    CapDrop: ['NET_RAW'],
+    SecurityOpt: ['no-new-privileges'],
+    Memory: 32 * 1024 ** 2,
+    MemorySwap: 32 * 1024 ** 2,
+    PidsLimit: 20,
+  })
+  const defaults = await engine.startContainer({
+    name: `${name}-defaults`,
+    image: IMAGE,
+    env: [],
+    labels: labels('web'),
+    restartPolicy: 'no',
+  })
   const { HostConfig: plain } = await docker.getContainer(defaults).inspect()
   t.match(plain, { CapDrop: ['NET_RAW'], SecurityOpt: ['no-new-privileges'], Memory: 0, PidsLimit: null }, 'defaults: hardened, no limits')
 })

@@ -43,7 +43,12 @@ async function tarContext(t: Teardown, files: Record<string, string>): Promise<N
   return tar.stdout
 }
 
-async function build(t: Teardown, testCase: string, files: Record<string, string>, extra: { timeoutMs?: number; signal?: AbortSignal } = {}) {
+async function build(
+  t: Teardown,
+  testCase: string,
+  files: Record<string, string>,
+  extra: { timeoutMs?: number; signal?: AbortSignal } = {},
+) {
   const lines: string[] = []
   const result = engine.buildImage({
     context: await tarContext(t, files),
@@ -63,7 +68,9 @@ function fetchText(port: number, path: string): Promise<{ status: number; body: 
     get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
       let body = ''
       res.setEncoding('utf8')
-      res.on('data', (chunk: string) => { body += chunk })
+      res.on('data', (chunk: string) => {
+        body += chunk
+      })
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
     }).once('error', reject)
   })
@@ -86,8 +93,8 @@ async function eventually<T>(what: string, fn: () => Promise<T | undefined>, tim
 
 const WEB_FILES = {
   'index.html': 'hello from the test app\n',
-  'healthz': 'ok\n',
-  'Dockerfile': [
+  healthz: 'ok\n',
+  Dockerfile: [
     `FROM ${BASE_IMAGE}`,
     'ARG VERSION=unset',
     'COPY index.html /www/index.html',
@@ -108,8 +115,14 @@ t.test('DockerEngine: builds from a tar stream, runs with host networking, stops
   const { result, lines } = await build(t, 'web', WEB_FILES)
   const { imageId } = await result
   t.match(imageId, /^sha256:[0-9a-f]{64}$/)
-  t.ok(lines.some((line) => /^Step 1\/\d+ : FROM /.test(line)), 'build steps are streamed')
-  t.ok(lines.every((line) => line === line.trim() && line !== ''), 'lines are trimmed and not empty')
+  t.ok(
+    lines.some((line) => /^Step 1\/\d+ : FROM /.test(line)),
+    'build steps are streamed',
+  )
+  t.ok(
+    lines.every((line) => line === line.trim() && line !== ''),
+    'lines are trimmed and not empty',
+  )
 
   const image = await engine.inspectImage(tagFor('web'))
   t.ok(image)
@@ -122,7 +135,10 @@ t.test('DockerEngine: builds from a tar stream, runs with host networking, stops
   t.equal(await engine.imageExists(`deploy-agent-test-missing:${RUN_ID}`), false)
   t.equal(await engine.inspectImage(`deploy-agent-test-missing:${RUN_ID}`), null)
   const listed = await engine.listImages(labels('web'))
-  t.same(listed.map((i) => i.id), [imageId])
+  t.same(
+    listed.map((i) => i.id),
+    [imageId],
+  )
   t.same(listed[0]?.tags, [tagFor('web')])
 
   const port = await freePort()
@@ -140,7 +156,10 @@ t.test('DockerEngine: builds from a tar stream, runs with host networking, stops
   t.match(containers, [{ id, name, image: tagFor('web'), state: 'running' }])
   t.ok(containers[0]?.created instanceof Date)
 
-  await t.rejects(engine.startContainer({ name, image: tagFor('web'), env: [], labels: labels('web') }), { code: 'container_exists', statusCode: 409 })
+  await t.rejects(engine.startContainer({ name, image: tagFor('web'), env: [], labels: labels('web') }), {
+    code: 'container_exists',
+    statusCode: 409,
+  })
 
   await engine.stopContainer(id, 1)
   const stopped = await engine.inspectContainer(id)
@@ -176,23 +195,27 @@ t.test('DockerEngine: builds from a tar stream, runs with host networking, stops
   await engine.removeImage(tagFor('web')) // already gone: no error
 })
 
-t.test('DockerEngine: a command that cannot run exits 127 under the init process; a missing image is docker_not_found', { skip }, async (t) => {
-  const { result } = await build(t, 'bad-cmd', { 'Dockerfile': `FROM ${BASE_IMAGE}\nCMD ["/no/such/binary"]\n` })
-  await result
-  const name = nameFor('bad-cmd')
-  // The init (docker-init) starts fine and then fails to exec the command: the container exits, which the
-  // deploy's health check reports as container_exited.
-  const id = await engine.startContainer({ name, image: tagFor('bad-cmd'), env: [], labels: labels('bad-cmd'), restartPolicy: 'no' })
-  let details = await engine.inspectContainer(id)
-  for (let i = 0; i < 50 && details?.running; i++) details = (await new Promise((r) => setTimeout(r, 100)), await engine.inspectContainer(id))
-  t.equal(details?.running, false)
-  t.equal(details?.exitCode, 127)
-  await engine.removeContainer(id)
-  await t.rejects(
-    engine.startContainer({ name, image: `deploy-agent-test-missing:${RUN_ID}`, env: [], labels: labels('bad-cmd') }),
-    { code: 'docker_not_found' },
-  )
-})
+t.test(
+  'DockerEngine: a command that cannot run exits 127 under the init process; a missing image is docker_not_found',
+  { skip },
+  async (t) => {
+    const { result } = await build(t, 'bad-cmd', { Dockerfile: `FROM ${BASE_IMAGE}\nCMD ["/no/such/binary"]\n` })
+    await result
+    const name = nameFor('bad-cmd')
+    // The init (docker-init) starts fine and then fails to exec the command: the container exits, which the
+    // deploy's health check reports as container_exited.
+    const id = await engine.startContainer({ name, image: tagFor('bad-cmd'), env: [], labels: labels('bad-cmd'), restartPolicy: 'no' })
+    let details = await engine.inspectContainer(id)
+    for (let i = 0; i < 50 && details?.running; i++)
+      details = (await new Promise((r) => setTimeout(r, 100)), await engine.inspectContainer(id))
+    t.equal(details?.running, false)
+    t.equal(details?.exitCode, 127)
+    await engine.removeContainer(id)
+    await t.rejects(engine.startContainer({ name, image: `deploy-agent-test-missing:${RUN_ID}`, env: [], labels: labels('bad-cmd') }), {
+      code: 'docker_not_found',
+    })
+  },
+)
 
 t.test('DockerEngine: a container that keeps exiting shows its restarts', { skip }, async (t) => {
   // The base image's command is a shell without stdin: it exits at once, and unless-stopped brings it back.
@@ -208,9 +231,12 @@ t.test('DockerEngine: a container that keeps exiting shows its restarts', { skip
 
 t.test('DockerEngine: a failing RUN is reported from the build stream', { skip }, async (t) => {
   const { result } = await build(t, 'fail-run', {
-    'Dockerfile': `FROM ${BASE_IMAGE}\nRUN echo about to fail && false\n`,
+    Dockerfile: `FROM ${BASE_IMAGE}\nRUN echo about to fail && false\n`,
   })
-  const err = await result.then(() => null, (e: unknown) => e)
+  const err = await result.then(
+    () => null,
+    (e: unknown) => e,
+  )
   t.ok(err instanceof BuildError)
   const buildErr = err as BuildError
   t.equal(buildErr.code, 'build_failed')
@@ -221,14 +247,14 @@ t.test('DockerEngine: a failing RUN is reported from the build stream', { skip }
 })
 
 t.test('DockerEngine: COPY of a file missing from the context fails the build', { skip }, async (t) => {
-  const { result } = await build(t, 'fail-copy', { 'Dockerfile': `FROM ${BASE_IMAGE}\nCOPY missing-file /x\n` })
+  const { result } = await build(t, 'fail-copy', { Dockerfile: `FROM ${BASE_IMAGE}\nCOPY missing-file /x\n` })
   await t.rejects(result, { code: 'build_failed', message: /missing-file/ })
   t.equal(await engine.imageExists(tagFor('fail-copy')), false)
 })
 
 t.test('DockerEngine: a build past its timeout is aborted as build_timeout', { skip }, async (t) => {
   const started = Date.now()
-  const { result } = await build(t, 'slow', { 'Dockerfile': `FROM ${BASE_IMAGE}\nRUN echo sleeping && sleep 30\n` }, { timeoutMs: 1_500 })
+  const { result } = await build(t, 'slow', { Dockerfile: `FROM ${BASE_IMAGE}\nRUN echo sleeping && sleep 30\n` }, { timeoutMs: 1_500 })
   await t.rejects(result, { code: 'build_timeout', statusCode: 504 })
   t.ok(Date.now() - started < 10_000, 'the caller is not kept waiting for the build')
   t.equal(await engine.imageExists(tagFor('slow')), false)
@@ -236,7 +262,12 @@ t.test('DockerEngine: a build past its timeout is aborted as build_timeout', { s
 
 t.test('DockerEngine: an aborted signal cancels the build as build_cancelled', { skip }, async (t) => {
   const controller = new AbortController()
-  const { result, lines } = await build(t, 'cancel', { 'Dockerfile': `FROM ${BASE_IMAGE}\nRUN echo sleeping && sleep 30\n` }, { signal: controller.signal })
+  const { result, lines } = await build(
+    t,
+    'cancel',
+    { Dockerfile: `FROM ${BASE_IMAGE}\nRUN echo sleeping && sleep 30\n` },
+    { signal: controller.signal },
+  )
   await eventually('the build to start', async () => (lines.includes('sleeping') ? true : undefined))
   controller.abort()
   await t.rejects(result, { code: 'build_cancelled' })
@@ -266,7 +297,14 @@ t.test('DockerEngine: runOneOff reports the exit code and output, and removes it
   t.same([...seen].sort(), ['PORT=1234', 'hello', 'to stderr'])
   t.equal(await engine.inspectContainer(name), null)
 
-  const ok = await engine.runOneOff({ image: BASE_IMAGE, cmd: ['true'], env: [], labels: labels('one-off'), timeoutMs: 20_000, onLine: () => {} })
+  const ok = await engine.runOneOff({
+    image: BASE_IMAGE,
+    cmd: ['true'],
+    env: [],
+    labels: labels('one-off'),
+    timeoutMs: 20_000,
+    onLine: () => {},
+  })
   t.same(ok, { exitCode: 0, timedOut: false, logTail: [] })
   t.same(await engine.listContainers(labels('one-off')), [])
 })
@@ -275,7 +313,13 @@ t.test('DockerEngine: runOneOff kills a command past its timeout', { skip }, asy
   const name = nameFor('one-off-slow')
   const started = Date.now()
   const result = await engine.runOneOff({
-    image: BASE_IMAGE, cmd: ['sleep', '30'], env: [], labels: labels('one-off-slow'), timeoutMs: 500, onLine: () => {}, name,
+    image: BASE_IMAGE,
+    cmd: ['sleep', '30'],
+    env: [],
+    labels: labels('one-off-slow'),
+    timeoutMs: 500,
+    onLine: () => {},
+    name,
   })
   t.same(result, { exitCode: null, timedOut: true, logTail: [] })
   t.ok(Date.now() - started < 10_000)
@@ -284,12 +328,27 @@ t.test('DockerEngine: runOneOff kills a command past its timeout', { skip }, asy
 
 t.test('DockerEngine: runOneOff of a missing executable exits 127 and leaves no container', { skip }, async (t) => {
   const name = nameFor('one-off-missing')
-  const result = await engine.runOneOff({ image: BASE_IMAGE, cmd: ['/no/such/binary'], env: [], labels: labels('one-off-missing'), timeoutMs: 5_000, onLine: () => {}, name })
+  const result = await engine.runOneOff({
+    image: BASE_IMAGE,
+    cmd: ['/no/such/binary'],
+    env: [],
+    labels: labels('one-off-missing'),
+    timeoutMs: 5_000,
+    onLine: () => {},
+    name,
+  })
   t.equal(result.exitCode, 127)
   t.match(result.logTail.join('\n'), /no\/such\/binary/, 'the reason is in the output')
   t.equal(await engine.inspectContainer(name), null)
   await t.rejects(
-    engine.runOneOff({ image: `deploy-agent-test-missing:${RUN_ID}`, cmd: ['true'], env: [], labels: labels('one-off-missing'), timeoutMs: 5_000, onLine: () => {} }),
+    engine.runOneOff({
+      image: `deploy-agent-test-missing:${RUN_ID}`,
+      cmd: ['true'],
+      env: [],
+      labels: labels('one-off-missing'),
+      timeoutMs: 5_000,
+      onLine: () => {},
+    }),
     { code: 'docker_not_found' },
   )
 })
@@ -299,13 +358,17 @@ t.test('DockerEngine: a HEALTHCHECK reports starting, then healthy', { skip }, a
     /^CMD /m,
     'HEALTHCHECK --interval=1s --timeout=2s CMD wget -q -O /dev/null http://127.0.0.1:$PORT/healthz || exit 1\nCMD ',
   )
-  const { result } = await build(t, 'health', { ...WEB_FILES, 'Dockerfile': dockerfile })
+  const { result } = await build(t, 'health', { ...WEB_FILES, Dockerfile: dockerfile })
   await result
   t.equal((await engine.inspectImage(tagFor('health')))?.healthcheck, true)
 
   const port = await freePort()
   const id = await engine.startContainer({
-    name: nameFor('health'), image: tagFor('health'), env: [`PORT=${port}`], labels: labels('health'), restartPolicy: 'no',
+    name: nameFor('health'),
+    image: tagFor('health'),
+    env: [`PORT=${port}`],
+    labels: labels('health'),
+    restartPolicy: 'no',
   })
   t.equal((await engine.inspectContainer(id))?.health, 'starting')
   const healthy = await eventually('the container to be healthy', async () => {

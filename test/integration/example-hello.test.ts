@@ -21,12 +21,17 @@ t.test('README: the first-deploy command is the demo script', async (t) => {
 t.test('examples/hello: deploys, rolls a bad tag back by itself, rolls back by hand', { skip: skipUnless(docker, 'docker') }, async (t) => {
   const dir = await tempDir(t)
   const [nginx, agent, blue, green] = (await freePorts(4)) as [number, number, number, number]
-  const result = await runBashScript(join(repo, DEMO), [], {
-    DEMO_DIR: dir,
-    DEMO_NGINX_PORT: String(nginx),
-    DEMO_AGENT_PORT: String(agent),
-    DEMO_PORTS: `${blue} ${green}`,
-  }, 240_000)
+  const result = await runBashScript(
+    join(repo, DEMO),
+    [],
+    {
+      DEMO_DIR: dir,
+      DEMO_NGINX_PORT: String(nginx),
+      DEMO_AGENT_PORT: String(agent),
+      DEMO_PORTS: `${blue} ${green}`,
+    },
+    240_000,
+  )
   const out = result.stdout
   t.equal(result.code, 0, 'the demo exits 0', { stderr: result.stderr.slice(-2000), stdout: out.slice(-3000) })
   const served = [...out.matchAll(/^nginx serves version (v[0-9.]+)/gm)].map((m) => m[1])

@@ -60,7 +60,10 @@ function httpBackend(root: string, req: IncomingMessage, res: ServerResponse, us
 }
 
 /** A smart-HTTP git server for the bare repositories under `root`, wanting basic auth USER:TOKEN. */
-async function gitServer(t: Parameters<typeof tempDir>[0] & { teardown: (fn: () => unknown) => void }, root: string): Promise<{ port: number; denied: () => number }> {
+async function gitServer(
+  t: Parameters<typeof tempDir>[0] & { teardown: (fn: () => unknown) => void },
+  root: string,
+): Promise<{ port: number; denied: () => number }> {
   let denied = 0
   const expected = `Basic ${Buffer.from(`${USER}:${TOKEN}`).toString('base64')}`
   const server = createServer((req, res) => {
@@ -92,7 +95,11 @@ async function recordingGit(dir: string): Promise<{ path: string; log: string }>
 async function watchArgv(needle: string, until: Promise<unknown>): Promise<string[]> {
   const seen = new Set<string>()
   let done = false
-  void until.finally(() => { done = true }).catch(() => undefined)
+  void until
+    .finally(() => {
+      done = true
+    })
+    .catch(() => undefined)
   while (!done) {
     for (const pid of await readdir('/proc').catch(() => [] as string[])) {
       if (!/^\d+$/.test(pid)) continue
@@ -106,14 +113,16 @@ async function watchArgv(needle: string, until: Promise<unknown>): Promise<strin
 
 async function setup(t: Parameters<typeof tempDir>[0] & { teardown: (fn: () => unknown) => void }) {
   const dir = await tempDir(t)
-  const upstream = await makeGitRepo(join(dir, 'work'), [{ files: { 'Dockerfile': 'FROM scratch\n' }, tag: 'v1.0.0' }])
+  const upstream = await makeGitRepo(join(dir, 'work'), [{ files: { Dockerfile: 'FROM scratch\n' }, tag: 'v1.0.0' }])
   await run('git', ['clone', '--quiet', '--bare', upstream.path, join(dir, 'served', 'app.git')])
   const server = await gitServer(t, join(dir, 'served'))
   const wrapper = await recordingGit(join(dir, 'bin'))
   // GitMirror reads PATH when it is made: its git children then find the recording wrapper first.
   const path = process.env.PATH
   process.env.PATH = `${wrapper.path}:${path}`
-  t.teardown(() => { process.env.PATH = path })
+  t.teardown(() => {
+    process.env.PATH = path
+  })
   return { dir, upstream, server, wrapper }
 }
 
@@ -154,7 +163,11 @@ t.test('GitMirror: a mirror cloned with a token in its origin url loses it on th
 t.test('GitMirror: a wrong token fails the fetch without showing the token', async (t) => {
   const { dir, server, wrapper } = await setup(t)
   const wrong = 'wr0ng-t0ken-77'
-  const mirror = new GitMirror({ url: `http://${USER}:${wrong}@127.0.0.1:${server.port}/app.git`, dir: join(dir, 'state', 'app.git'), timeoutMs: 30_000 })
+  const mirror = new GitMirror({
+    url: `http://${USER}:${wrong}@127.0.0.1:${server.port}/app.git`,
+    dir: join(dir, 'state', 'app.git'),
+    timeoutMs: 30_000,
+  })
   const err = await t.rejects(mirror.fetch(), { code: 'git_fetch_failed' })
   t.ok(server.denied() > 0, 'the server was asked and said no')
   t.notMatch(JSON.stringify({ message: (err as Error).message, stderr: (err as { stderr?: string }).stderr }), wrong)

@@ -15,26 +15,30 @@ const run = promisify(execFile)
 
 // The same isolation as test/helpers/git.ts, for changes made to an upstream after makeGitRepo.
 const upstreamEnv = { ...process.env, GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null', GIT_TERMINAL_PROMPT: '0' }
-async function git (cwd: string, args: string[]): Promise<string> {
+async function git(cwd: string, args: string[]): Promise<string> {
   const { stdout } = await run('git', args, { cwd, env: upstreamEnv })
   return stdout.trim()
 }
 
 /** Commits `files` on the upstream's current branch and returns the new commit. */
-async function commit (repo: GitRepo, files: Record<string, string>, message = 'more'): Promise<string> {
+async function commit(repo: GitRepo, files: Record<string, string>, message = 'more'): Promise<string> {
   for (const [name, content] of Object.entries(files)) await writeFile(join(repo.path, name), content)
   await git(repo.path, ['add', '--all'])
   await git(repo.path, ['commit', '--quiet', '-m', message])
   return await git(repo.path, ['rev-parse', 'HEAD'])
 }
 
-const exists = async (path: string) => await access(path).then(() => true, () => false)
+const exists = async (path: string) =>
+  await access(path).then(
+    () => true,
+    () => false,
+  )
 
 /** An upstream with v1.0.0 (lightweight) on the first commit and v1.1.0 (annotated) on the second, and its mirror. */
-async function setup (t: Parameters<typeof tempDir>[0]) {
+async function setup(t: Parameters<typeof tempDir>[0]) {
   const dir = await tempDir(t)
   const upstream = await makeGitRepo(join(dir, 'upstream'), [
-    { files: { 'Dockerfile': 'FROM scratch\n', 'app/main.txt': 'one\n' }, tag: 'v1.0.0' },
+    { files: { Dockerfile: 'FROM scratch\n', 'app/main.txt': 'one\n' }, tag: 'v1.0.0' },
     { files: { 'app/main.txt': 'two\n', 'app/lib/util.txt': 'util\n' }, tag: 'v1.1.0', annotated: true },
   ])
   const mirror = new GitMirror({ url: upstream.path, dir: join(dir, 'state', 'repos', 'app.git'), timeoutMs: 30_000 })
@@ -42,7 +46,7 @@ async function setup (t: Parameters<typeof tempDir>[0]) {
 }
 
 /** The member names of the tar `stream` yields, as `tar -t` lists them. */
-async function tarList (dir: string, stream: NodeJS.ReadableStream): Promise<string[]> {
+async function tarList(dir: string, stream: NodeJS.ReadableStream): Promise<string[]> {
   const file = join(dir, `archive-${Math.random().toString(16).slice(2)}.tar`)
   await pipeline(stream, createWriteStream(file))
   const { stdout } = await run('tar', ['-tf', file])
@@ -120,7 +124,10 @@ t.test('GitMirror: a tag deleted upstream disappears after fetch', async (t) => 
   await git(upstream.path, ['tag', '-d', 'v1.0.0'])
   await mirror.fetch()
   await t.rejects(mirror.resolveTag('v1.0.0'), { code: 'ref_not_found' })
-  t.same((await mirror.listTags()).map((tag) => tag.name), ['v1.1.0'])
+  t.same(
+    (await mirror.listTags()).map((tag) => tag.name),
+    ['v1.1.0'],
+  )
 })
 
 t.test('GitMirror: a tag force-moved upstream is fetched, and TagLedger refuses it', async (t) => {
@@ -157,7 +164,7 @@ t.test('GitMirror: archive of a commit is a tar of its tree; a subdir archive ro
   const file = join(dir, 'main.tar')
   await pipeline(mirror.archive(second, 'app'), createWriteStream(file))
   await run('tar', ['-xf', file, 'main.txt'], { cwd: dir })
-  t.equal(await readFile(join(dir, 'main.txt'), 'utf8'), 'two\n', 'file contents are the commit\'s')
+  t.equal(await readFile(join(dir, 'main.txt'), 'utf8'), 'two\n', "file contents are the commit's")
 })
 
 t.test('GitMirror: archive of a missing commit or subdir emits an error on the stream', async (t) => {
@@ -167,16 +174,23 @@ t.test('GitMirror: archive of a missing commit or subdir emits an error on the s
     code: 'git_archive_failed',
     stderr: /\S/,
   })
-  await t.rejects(pipeline(mirror.archive(upstream.commits[0] ?? '', 'nope'), createWriteStream(join(dir, 'b.tar'))), { code: 'git_archive_failed' })
+  await t.rejects(pipeline(mirror.archive(upstream.commits[0] ?? '', 'nope'), createWriteStream(join(dir, 'b.tar'))), {
+    code: 'git_archive_failed',
+  })
   const chunks: Buffer[] = []
   const stream = mirror.archive(upstream.commits[0] ?? '', 'Dockerfile') // a file, not a tree
-  await t.rejects((async () => { for await (const chunk of stream) chunks.push(chunk as Buffer) })(), { code: 'git_archive_failed' })
+  await t.rejects(
+    (async () => {
+      for await (const chunk of stream) chunks.push(chunk as Buffer)
+    })(),
+    { code: 'git_archive_failed' },
+  )
 })
 
 t.test('GitMirror: destroying an archive stream early is quiet and stops git', async (t) => {
   const { upstream, mirror } = await setup(t)
   await mirror.fetch()
-  const stream = mirror.archive(upstream.commits[1] ?? '') as NodeJS.ReadableStream & { destroy: () => void, destroyed: boolean }
+  const stream = mirror.archive(upstream.commits[1] ?? '') as NodeJS.ReadableStream & { destroy: () => void; destroyed: boolean }
   const errors: unknown[] = []
   stream.on('error', (err) => errors.push(err))
   stream.destroy()
@@ -250,7 +264,7 @@ t.test('GitMirror: a changed repo url is followed on the next fetch', async (t) 
   const moved = new GitMirror({ url: other.path, dir: mirror.dir })
   await moved.fetch()
   t.equal((await moved.resolveTag('v7.0.0')).commit, other.tags['v7.0.0'])
-  await t.rejects(moved.resolveTag('v1.0.0'), { code: 'ref_not_found' }, 'the old repo\'s tags are pruned')
+  await t.rejects(moved.resolveTag('v1.0.0'), { code: 'ref_not_found' }, "the old repo's tags are pruned")
   t.not(await moved.resolveBranch('main'), upstream.commits[1])
 })
 

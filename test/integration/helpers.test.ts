@@ -16,12 +16,15 @@ import { tempDir } from '../helpers/tmp.js'
 
 const run = promisify(execFile)
 
-async function commandExists (cmd: string, args: string[]): Promise<boolean> {
-  return await run(cmd, args).then(() => true, () => false)
+async function commandExists(cmd: string, args: string[]): Promise<boolean> {
+  return await run(cmd, args).then(
+    () => true,
+    () => false,
+  )
 }
 
 // A loopback HTTP server answering every request with `body`.
-async function serve (body: string): Promise<{ server: Server, port: number }> {
+async function serve(body: string): Promise<{ server: Server; port: number }> {
   const server = createServer((_req, res) => res.end(body))
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const address = server.address()
@@ -30,12 +33,14 @@ async function serve (body: string): Promise<{ server: Server, port: number }> {
 }
 
 // One request on a fresh connection, so nginx workers retired by a reload are never reused.
-function fetchText (port: number): Promise<{ status: number, body: string }> {
+function fetchText(port: number): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
       let body = ''
       res.setEncoding('utf8')
-      res.on('data', (chunk: string) => { body += chunk })
+      res.on('data', (chunk: string) => {
+        body += chunk
+      })
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
     }).once('error', reject)
   })
@@ -45,7 +50,7 @@ const [hasGit, hasDocker, hasNginx, hasPg] = await Promise.all([
   commandExists('git', ['--version']),
   dockerAvailable(),
   commandExists('nginx', ['-v']),
-  pgAvailable()
+  pgAvailable(),
 ])
 
 t.test('ports: freePorts returns distinct loopback ports that can be bound', async (t) => {
@@ -60,15 +65,14 @@ t.test('ports: freePorts returns distinct loopback ports that can be bound', asy
 
 t.test('git: makeGitRepo tags resolve to the commits of their steps', { skip: skipUnless(hasGit, 'git') }, async (t) => {
   const repo = await makeGitRepo(join(await tempDir(t), 'app'), [
-    { files: { 'Dockerfile': 'FROM scratch\n', 'src/app.txt': 'one' }, tag: 'v1.0.0', annotated: true },
+    { files: { Dockerfile: 'FROM scratch\n', 'src/app.txt': 'one' }, tag: 'v1.0.0', annotated: true },
     { files: { 'src/app.txt': 'two' }, tag: 'v1.1.0', message: 'second' },
-    { files: { 'README.md': 'three' } }
+    { files: { 'README.md': 'three' } },
   ])
   t.equal(repo.commits.length, 3)
   t.equal(new Set(repo.commits).size, 3)
   t.same(repo.tags, { 'v1.0.0': repo.commits[0], 'v1.1.0': repo.commits[1] })
-  const git = async (...args: string[]): Promise<string> =>
-    (await run('git', args, { cwd: repo.path })).stdout.trim()
+  const git = async (...args: string[]): Promise<string> => (await run('git', args, { cwd: repo.path })).stdout.trim()
   t.equal(await git('rev-parse', 'v1.0.0^{commit}'), repo.commits[0])
   t.equal(await git('rev-parse', 'v1.1.0^{commit}'), repo.commits[1])
   t.equal(await git('cat-file', '-t', 'v1.0.0'), 'tag', 'annotated tag is a tag object')
@@ -92,9 +96,23 @@ t.test('docker: base image is built once and runs busybox on the host network', 
   t.equal(stdout, 'hi\n')
 
   const { server, port } = await serve('from the host')
-  t.teardown(() => { server.close() })
-  const fetched = await run('docker', ['run', '--rm', '--network', 'host', '--label', label, a,
-    'wget', '-q', '-O', '-', `http://127.0.0.1:${port}/`])
+  t.teardown(() => {
+    server.close()
+  })
+  const fetched = await run('docker', [
+    'run',
+    '--rm',
+    '--network',
+    'host',
+    '--label',
+    label,
+    a,
+    'wget',
+    '-q',
+    '-O',
+    '-',
+    `http://127.0.0.1:${port}/`,
+  ])
   t.equal(fetched.stdout, 'from the host', 'a container reaches a loopback server')
 
   await run('docker', ['run', '--detach', '--network', 'host', '--label', label, a, 'sleep', '300'])
@@ -107,7 +125,10 @@ t.test('nginx: proxies to the upstream file and a reload switches the target', {
   const dir = await tempDir(t)
   const blue = await serve('blue')
   const green = await serve('green')
-  t.teardown(() => { blue.server.close(); green.server.close() })
+  t.teardown(() => {
+    blue.server.close()
+    green.server.close()
+  })
 
   const upstreamFile = join(dir, 'upstream.conf')
   await writeUpstreamFile(upstreamFile, 'app_test', blue.port)
@@ -138,15 +159,18 @@ t.test('nginx: proxies to the upstream file and a reload switches the target', {
 
 t.test('nginx: startNginx writes a placeholder upstream and reports a failed start', { skip: skipUnless(hasNginx, 'nginx') }, async (t) => {
   const dir = await tempDir(t)
-  const [port] = await freePorts(1) as [number]
+  const [port] = (await freePorts(1)) as [number]
   const upstreamFile = join(dir, 'missing-upstream.conf')
   const nginx = await startNginx(dir, { port, upstreamFile, upstreamName: 'placeholder' })
   t.teardown(() => nginx.stop())
   t.equal((await fetchText(port)).status, 502, 'placeholder upstream has nothing behind it')
 
   const second = join(dir, 'second')
-  await t.rejects(startNginx(second, { port, upstreamFile, upstreamName: 'placeholder' }),
-    /nginx did not start/, 'a port already in use is reported with the error log')
+  await t.rejects(
+    startNginx(second, { port, upstreamFile, upstreamName: 'placeholder' }),
+    /nginx did not start/,
+    'a port already in use is reported with the error log',
+  )
 })
 
 t.test('pg: createTempDatabase gives a usable database and drops it in teardown', { skip: skipUnless(hasPg, 'PostgreSQL') }, async (t) => {

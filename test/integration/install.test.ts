@@ -16,7 +16,10 @@ const repo = resolve(import.meta.dirname, '../..')
 const INSTALL = join(repo, 'scripts/install.sh')
 const UNITS = ['deploy-agent.service', 'deploy-agent-nginx-reload.path', 'deploy-agent-nginx-reload.service']
 
-const haveAnalyze = await run('systemd-analyze', ['--version']).then(() => true, () => false)
+const haveAnalyze = await run('systemd-analyze', ['--version']).then(
+  () => true,
+  () => false,
+)
 const isRoot = process.getuid?.() === 0
 // The first install builds dist/ (tsc, tens of seconds); the later runs install that same build (DEPLOY_AGENT_DIST).
 const sharedDist = join(await tempDir(t, 'deploy-agent-dist-'), 'dist')
@@ -33,26 +36,30 @@ async function verifyUnits(files: string[]): Promise<{ ok: boolean; output: stri
   }
 }
 
-t.test('systemd units: systemd-analyze verify finds nothing; a broken copy is caught', { skip: skipUnless(haveAnalyze, 'systemd-analyze') }, async (t) => {
-  const dir = await tempDir(t)
-  // Together, so the path unit finds the service it starts.
-  for (const unit of UNITS) await copyFile(join(repo, 'systemd', unit), join(dir, unit))
-  const clean = await verifyUnits(UNITS.map((u) => join(dir, u)))
-  t.ok(clean.ok, 'the repository units verify cleanly', { output: clean.output })
+t.test(
+  'systemd units: systemd-analyze verify finds nothing; a broken copy is caught',
+  { skip: skipUnless(haveAnalyze, 'systemd-analyze') },
+  async (t) => {
+    const dir = await tempDir(t)
+    // Together, so the path unit finds the service it starts.
+    for (const unit of UNITS) await copyFile(join(repo, 'systemd', unit), join(dir, unit))
+    const clean = await verifyUnits(UNITS.map((u) => join(dir, u)))
+    t.ok(clean.ok, 'the repository units verify cleanly', { output: clean.output })
 
-  const text = await readFile(join(dir, 'deploy-agent.service'), 'utf8')
-  const broken: Array<[string, string]> = [
-    ['a bad value', text.replace('Restart=on-failure', 'Restart=sometimes')],
-    ['an unknown key', text.replace('[Service]\n', '[Service]\nRestartt=on-failure\n')],
-    ['a broken section header', text.replace('[Service]', '[Service')],
-  ]
-  for (const [what, content] of broken) {
-    t.not(content, text, `${what} was put in`)
-    await writeFile(join(dir, 'deploy-agent.service'), content)
-    const result = await verifyUnits([join(dir, 'deploy-agent.service')])
-    t.notOk(result.ok, `${what} fails the check`, { output: result.output })
-  }
-})
+    const text = await readFile(join(dir, 'deploy-agent.service'), 'utf8')
+    const broken: Array<[string, string]> = [
+      ['a bad value', text.replace('Restart=on-failure', 'Restart=sometimes')],
+      ['an unknown key', text.replace('[Service]\n', '[Service]\nRestartt=on-failure\n')],
+      ['a broken section header', text.replace('[Service]', '[Service')],
+    ]
+    for (const [what, content] of broken) {
+      t.not(content, text, `${what} was put in`)
+      await writeFile(join(dir, 'deploy-agent.service'), content)
+      const result = await verifyUnits([join(dir, 'deploy-agent.service')])
+      t.notOk(result.ok, `${what} fails the check`, { output: result.output })
+    }
+  },
+)
 
 interface Entry {
   kind: 'file' | 'dir' | 'link'
@@ -75,7 +82,15 @@ async function snapshot(dir: string, base = dir, out: Record<string, Entry> = {}
     else if (st.isDirectory()) {
       out[key] = { kind: 'dir', ...common }
       await snapshot(path, base, out)
-    } else out[key] = { kind: 'file', ...common, mtimeMs: st.mtimeMs, sha256: createHash('sha256').update(await readFile(path)).digest('hex') }
+    } else
+      out[key] = {
+        kind: 'file',
+        ...common,
+        mtimeMs: st.mtimeMs,
+        sha256: createHash('sha256')
+          .update(await readFile(path))
+          .digest('hex'),
+      }
   }
   return out
 }
@@ -98,7 +113,10 @@ t.test('install.sh: into a temp root, twice; the second run changes nothing', { 
   t.equal(first.code, 0, 'exit 0', { output: `${first.stdout}\n${first.stderr}` })
   t.match(first.stdout, /install\.sh: build\n/, 'it built dist/')
   await cp(at('opt/deploy-agent/dist'), sharedDist, { recursive: true })
-  t.match(first.stdout, /systemd is not running this machine \(or DEPLOY_AGENT_ROOT is set\); to start the agent run:\n {2}systemctl daemon-reload && systemctl enable --now deploy-agent-nginx-reload\.path deploy-agent\.service/)
+  t.match(
+    first.stdout,
+    /systemd is not running this machine \(or DEPLOY_AGENT_ROOT is set\); to start the agent run:\n {2}systemctl daemon-reload && systemctl enable --now deploy-agent-nginx-reload\.path deploy-agent\.service/,
+  )
 
   const passwd = await readFile(at('etc/passwd'), 'utf8')
   const user = /^deploy-agent:x:(\d+):(\d+):[^:]*:\/var\/lib\/deploy-agent:\/usr\/sbin\/nologin$/m.exec(passwd)
@@ -126,18 +144,37 @@ t.test('install.sh: into a temp root, twice; the second run changes nothing', { 
     ...UNITS.map((u): [string, Partial<Entry>] => [`/etc/systemd/system/${u}`, { kind: 'file', mode: 0o644, uid: 0, gid: 0 }]),
   ]
   for (const [path, want] of expect) t.match(files[path], want, path)
-  t.notOk(Object.keys(files).some((p) => p.startsWith('/opt/deploy-agent/test/')), 'tests are not installed')
+  t.notOk(
+    Object.keys(files).some((p) => p.startsWith('/opt/deploy-agent/test/')),
+    'tests are not installed',
+  )
   // The installed copy runs compiled JavaScript only: without agent/ the bin has nothing to hand to a TS loader.
-  t.notOk(Object.keys(files).some((p) => p.startsWith('/opt/deploy-agent/agent/') || p === '/opt/deploy-agent/tsconfig.json'), 'the TypeScript sources are not installed')
+  t.notOk(
+    Object.keys(files).some((p) => p.startsWith('/opt/deploy-agent/agent/') || p === '/opt/deploy-agent/tsconfig.json'),
+    'the TypeScript sources are not installed',
+  )
   t.match(await readFile(at('opt/deploy-agent/dist/cli/main.js'), 'utf8'), /^import /m, 'dist/ holds the compiled agent')
-  const installedRun = await run('env', ['-u', 'NODE_OPTIONS', process.execPath, at('opt/deploy-agent/bin/deploy-agent.js'), '--version'], { env: { ...process.env, TSX_DISABLE_CACHE: '' } })
+  const installedRun = await run('env', ['-u', 'NODE_OPTIONS', process.execPath, at('opt/deploy-agent/bin/deploy-agent.js'), '--version'], {
+    env: { ...process.env, TSX_DISABLE_CACHE: '' },
+  })
   t.equal(installedRun.stdout.trim(), JSON.parse(await readFile(join(repo, 'package.json'), 'utf8')).version, 'the installed bin runs')
 
   const priv = createPrivateKey(await readFile(at('etc/deploy-agent/keys/ci-main.key')))
-  t.equal(createPublicKey(priv).export({ type: 'spki', format: 'pem' }).toString(), await readFile(at('etc/deploy-agent/keys/ci-main.pub'), 'utf8'), 'the key pair matches')
+  t.equal(
+    createPublicKey(priv).export({ type: 'spki', format: 'pem' }).toString(),
+    await readFile(at('etc/deploy-agent/keys/ci-main.pub'), 'utf8'),
+    'the key pair matches',
+  )
 
   const config = parse(await readFile(at('etc/deploy-agent/agent.yaml'), 'utf8')) as Record<string, unknown>
-  t.match(config, { listen: { host: '127.0.0.1', port: 8787 }, audience: 'web-1.example.com', stateDir: '/var/lib/deploy-agent', keys: [{ id: 'ci-main', alg: 'ed25519', publicKeyFile: 'keys/ci-main.pub' }], statusToken: { file: 'keys/status.token' }, apps: {} })
+  t.match(config, {
+    listen: { host: '127.0.0.1', port: 8787 },
+    audience: 'web-1.example.com',
+    stateDir: '/var/lib/deploy-agent',
+    keys: [{ id: 'ci-main', alg: 'ed25519', publicKeyFile: 'keys/ci-main.pub' }],
+    statusToken: { file: 'keys/status.token' },
+    apps: {},
+  })
   const check = await runCli(['check-config', '--config', at('etc/deploy-agent/agent.yaml')])
   t.equal(check.code, 0, 'the created config passes check-config', { output: check.stderr })
   t.match(check.stdout, /: OK \(0 apps, 0 envs, 1 keys\)/)
@@ -165,11 +202,15 @@ t.test('install.sh: into a temp root, twice; the second run changes nothing', { 
     t.equal(await readFile(configPath, 'utf8'), edited, 'the config is untouched')
     t.equal(await readFile(at('etc/deploy-agent/keys/ci-main.pub'), 'utf8'), pub, 'the public key is untouched')
     t.notOk(await lstat(at('etc/deploy-agent/keys/ci-main.key')).catch(() => null), 'no new private key beside the old public one')
-    t.match(await snapshot(at('etc/deploy-agent/keys')), { '/status.token': { kind: 'file', mode: 0o640, uid: 0, gid } }, 'a new status token')
+    t.match(
+      await snapshot(at('etc/deploy-agent/keys')),
+      { '/status.token': { kind: 'file', mode: 0o640, uid: 0, gid } },
+      'a new status token',
+    )
     t.match(third.stdout, /generated \/etc\/deploy-agent\/keys\/status\.token/)
   })
 
-  await t.test('an older install\'s TypeScript sources are removed', async (t) => {
+  await t.test("an older install's TypeScript sources are removed", async (t) => {
     await mkdir(at('opt/deploy-agent/agent/cli'), { recursive: true })
     await writeFile(at('opt/deploy-agent/agent/cli/main.ts'), 'export {}\n')
     await writeFile(at('opt/deploy-agent/tsconfig.json'), '{}\n')
@@ -202,50 +243,73 @@ t.test('install.sh: into a temp root, twice; the second run changes nothing', { 
 async function fakeSystemctl(dir: string): Promise<{ path: string; calls(): Promise<string[]> }> {
   const path = join(dir, 'systemctl')
   const log = join(dir, 'systemctl.log')
-  await writeFile(path, [
-    '#!/bin/sh',
-    `echo "$*" >> '${log}'`,
-    'case "$1" in',
-    `  is-active) [ -e '${dir}/active' ]; exit $? ;;`,
-    `  enable) case " $* " in *" --now "*) touch '${dir}/active' ;; esac ;;`,
-    `  start | restart | try-restart) touch '${dir}/active' ;;`,
-    'esac',
-  ].join('\n') + '\n', { mode: 0o755 })
+  await writeFile(
+    path,
+    [
+      '#!/bin/sh',
+      `echo "$*" >> '${log}'`,
+      'case "$1" in',
+      `  is-active) [ -e '${dir}/active' ]; exit $? ;;`,
+      `  enable) case " $* " in *" --now "*) touch '${dir}/active' ;; esac ;;`,
+      `  start | restart | try-restart) touch '${dir}/active' ;;`,
+      'esac',
+    ].join('\n') + '\n',
+    { mode: 0o755 },
+  )
   return { path, calls: async () => (await readFile(log, 'utf8').catch(() => '')).split('\n').filter(Boolean) }
 }
 
-t.test('install.sh: a fresh install starts the agent once; an unchanged rerun not at all; an upgrade restarts it once', { skip: skipUnless(isRoot, 'root') }, async (t) => {
-  const root = await tempDir(t, 'deploy-agent-root-')
-  await mkdir(join(root, 'etc'))
-  await writeFile(join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/bash\n')
-  await writeFile(join(root, 'etc/group'), 'root:x:0:\n')
-  await writeFile(join(root, 'etc/shadow'), 'root:*:19000:0:99999:7:::\n', { mode: 0o640 })
-  await writeFile(join(root, 'etc/gshadow'), 'root:*::\n', { mode: 0o640 })
-  await mkdir(join(root, 'opt/deploy-agent'), { recursive: true })
-  await symlink(join(repo, 'node_modules'), join(root, 'opt/deploy-agent/node_modules'))
-  const systemctl = await fakeSystemctl(await tempDir(t))
-  const env = { DEPLOY_AGENT_ROOT: root, DEPLOY_AGENT_SKIP_NPM: '1', DEPLOY_AGENT_AUDIENCE: 'web-1.example.com', DEPLOY_AGENT_SYSTEMCTL: systemctl.path, DEPLOY_AGENT_PORT: '9797' }
-  const install = async () => {
-    const before = (await systemctl.calls()).length
-    // The build of the test above, when it ran; else a build of its own.
-    const dist = await lstat(sharedDist).then(() => ({ DEPLOY_AGENT_DIST: sharedDist }), () => ({}))
-    const result = await runBashScript(INSTALL, [], { ...env, ...dist }, 300_000)
-    t.equal(result.code, 0, 'exit 0', { output: `${result.stdout}\n${result.stderr}` })
-    return (await systemctl.calls()).slice(before)
-  }
-  const starts = (calls: string[]) => calls.filter((c) => /^(start|restart|try-restart|reload-or-restart)\b.*deploy-agent\.service|^enable --now .*deploy-agent\.service/.test(c))
+t.test(
+  'install.sh: a fresh install starts the agent once; an unchanged rerun not at all; an upgrade restarts it once',
+  { skip: skipUnless(isRoot, 'root') },
+  async (t) => {
+    const root = await tempDir(t, 'deploy-agent-root-')
+    await mkdir(join(root, 'etc'))
+    await writeFile(join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/bash\n')
+    await writeFile(join(root, 'etc/group'), 'root:x:0:\n')
+    await writeFile(join(root, 'etc/shadow'), 'root:*:19000:0:99999:7:::\n', { mode: 0o640 })
+    await writeFile(join(root, 'etc/gshadow'), 'root:*::\n', { mode: 0o640 })
+    await mkdir(join(root, 'opt/deploy-agent'), { recursive: true })
+    await symlink(join(repo, 'node_modules'), join(root, 'opt/deploy-agent/node_modules'))
+    const systemctl = await fakeSystemctl(await tempDir(t))
+    const env = {
+      DEPLOY_AGENT_ROOT: root,
+      DEPLOY_AGENT_SKIP_NPM: '1',
+      DEPLOY_AGENT_AUDIENCE: 'web-1.example.com',
+      DEPLOY_AGENT_SYSTEMCTL: systemctl.path,
+      DEPLOY_AGENT_PORT: '9797',
+    }
+    const install = async () => {
+      const before = (await systemctl.calls()).length
+      // The build of the test above, when it ran; else a build of its own.
+      const dist = await lstat(sharedDist).then(
+        () => ({ DEPLOY_AGENT_DIST: sharedDist }),
+        () => ({}),
+      )
+      const result = await runBashScript(INSTALL, [], { ...env, ...dist }, 300_000)
+      t.equal(result.code, 0, 'exit 0', { output: `${result.stdout}\n${result.stderr}` })
+      return (await systemctl.calls()).slice(before)
+    }
+    const starts = (calls: string[]) =>
+      calls.filter((c) =>
+        /^(start|restart|try-restart|reload-or-restart)\b.*deploy-agent\.service|^enable --now .*deploy-agent\.service/.test(c),
+      )
 
-  const fresh = await install()
-  t.same(starts(fresh), ['enable --now deploy-agent-nginx-reload.path deploy-agent.service'], 'one start', { calls: fresh })
-  t.ok(fresh.indexOf('daemon-reload') >= 0 && fresh.indexOf('daemon-reload') < fresh.findIndex((c) => c.startsWith('enable')), 'daemon-reload first')
-  const config = parse(await readFile(join(root, 'etc/deploy-agent/agent.yaml'), 'utf8')) as Record<string, unknown>
-  t.match(config, { listen: { host: '127.0.0.1', port: 9797 } }, 'DEPLOY_AGENT_PORT chose the starter config\'s port')
+    const fresh = await install()
+    t.same(starts(fresh), ['enable --now deploy-agent-nginx-reload.path deploy-agent.service'], 'one start', { calls: fresh })
+    t.ok(
+      fresh.indexOf('daemon-reload') >= 0 && fresh.indexOf('daemon-reload') < fresh.findIndex((c) => c.startsWith('enable')),
+      'daemon-reload first',
+    )
+    const config = parse(await readFile(join(root, 'etc/deploy-agent/agent.yaml'), 'utf8')) as Record<string, unknown>
+    t.match(config, { listen: { host: '127.0.0.1', port: 9797 } }, "DEPLOY_AGENT_PORT chose the starter config's port")
 
-  const again = await install()
-  t.same(starts(again), [], 'an unchanged rerun starts nothing', { calls: again })
-  t.notOk(again.includes('daemon-reload'), 'no daemon-reload either')
+    const again = await install()
+    t.same(starts(again), [], 'an unchanged rerun starts nothing', { calls: again })
+    t.notOk(again.includes('daemon-reload'), 'no daemon-reload either')
 
-  await writeFile(join(root, 'opt/deploy-agent/config/agent.local.yaml'), '# changed\n')
-  const upgrade = await install()
-  t.same(starts(upgrade), ['restart deploy-agent.service'], 'an upgrade of a running agent restarts it once', { calls: upgrade })
-})
+    await writeFile(join(root, 'opt/deploy-agent/config/agent.local.yaml'), '# changed\n')
+    const upgrade = await install()
+    t.same(starts(upgrade), ['restart deploy-agent.service'], 'an upgrade of a running agent restarts it once', { calls: upgrade })
+  },
+)

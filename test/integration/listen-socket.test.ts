@@ -18,7 +18,10 @@ t.test('listen.socket: X-Forwarded-For counts on the socket, never over TCP', as
   const [port] = (await freePorts(1)) as [number]
   const socket = join(dir, 'run', 'agent.sock')
   const configPath = join(dir, 'agent.yaml')
-  await writeFile(configPath, stringify({ ...testConfigDocument(dir), listen: { host: '127.0.0.1', port, socket, trustProxy: ['127.0.0.1'] } }))
+  await writeFile(
+    configPath,
+    stringify({ ...testConfigDocument(dir), listen: { host: '127.0.0.1', port, socket, trustProxy: ['127.0.0.1'] } }),
+  )
   const url = `http://127.0.0.1:${port}`
   const agent = await startServe(configPath, url)
   t.teardown(() => agent.stop('SIGKILL'))
@@ -43,7 +46,11 @@ t.test('listen.socket: X-Forwarded-For counts on the socket, never over TCP', as
   for (let i = 0; i < 21; i++) tcp.push((await viaTcp(bad(), i % 2 ? '198.51.100.2' : `203.0.113.${i}`)).status)
   t.same(tcp, [...Array(20).fill(401), 429], 'the TCP peer is limited whatever it claims')
   t.equal((await viaSocket(bad(), '198.51.100.2')).status, 401, 'the client it blamed is not')
-  t.equal((await viaSocket(signedHeaders(keys, 'GET', '/v1/status'), '198.51.100.1')).status, 200, 'a valid signature passes even for a limited client')
+  t.equal(
+    (await viaSocket(signedHeaders(keys, 'GET', '/v1/status'), '198.51.100.1')).status,
+    200,
+    'a valid signature passes even for a limited client',
+  )
 
   // An idle keep-alive connection on the socket (as nginx keeps) must not hold up a graceful stop.
   const keepAlive = new Agent({ keepAlive: true })

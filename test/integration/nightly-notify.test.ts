@@ -32,7 +32,12 @@ t.test('Nightly backups: a failed catch-up run is notified and the agent keeps s
     stringify({
       ...testConfigDocument(dir),
       listen: { host: '127.0.0.1', port },
-      apps: { shop: { repo: '/srv/none.git', envs: { production: { ref: 'tag:v*', ports: [blue, green], database: { url: `postgres://postgres@127.0.0.1:${deadDb}/shop` } } } } },
+      apps: {
+        shop: {
+          repo: '/srv/none.git',
+          envs: { production: { ref: 'tag:v*', ports: [blue, green], database: { url: `postgres://postgres@127.0.0.1:${deadDb}/shop` } } },
+        },
+      },
       backups: { dir: 'backups', schedule: '0 3 * * *' },
       notify: [{ kind: 'webhook', url: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook` }],
     }),

@@ -5,7 +5,13 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
 import {
-  MANAGED_HEADER, NginxUpstream, ProxyError, probeThrough, waitForNewWorkers, workerPids, type NginxUpstreamOptions
+  MANAGED_HEADER,
+  NginxUpstream,
+  ProxyError,
+  probeThrough,
+  waitForNewWorkers,
+  workerPids,
+  type NginxUpstreamOptions,
 } from '../../agent/proxy/nginx.js'
 import { skipUnless } from '../helpers/engines.js'
 import { startNginx, writeUpstreamFile, type NginxInstance } from '../helpers/nginx.js'
@@ -14,15 +20,21 @@ import { tempDir } from '../helpers/tmp.js'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
 
-const hasNginx = await promisify(execFile)('nginx', ['-v']).then(() => true, () => false)
+const hasNginx = await promisify(execFile)('nginx', ['-v']).then(
+  () => true,
+  () => false,
+)
 const NAME = 'app_test'
 const node = (script: string): string[] => [process.execPath, '-e', script]
 
 // A loopback backend answering every request with its color.
-async function backend (t: Teardown, color: string): Promise<number> {
+async function backend(t: Teardown, color: string): Promise<number> {
   const server = createServer((_req, res) => res.end(color))
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.closeAllConnections(); server.close() })
+  t.teardown(() => {
+    server.closeAllConnections()
+    server.close()
+  })
   const address = server.address()
   if (address === null || typeof address === 'string') throw new Error('no TCP address')
   return address.port
@@ -40,7 +52,7 @@ interface Rig {
 }
 
 // nginx on a free port proxying to blue, and two backends.
-async function rig (t: Teardown): Promise<Rig> {
+async function rig(t: Teardown): Promise<Rig> {
   const dir = await tempDir(t)
   const file = join(dir, 'upstream.conf')
   const [blue, green] = [await backend(t, 'blue'), await backend(t, 'green')]
@@ -48,10 +60,16 @@ async function rig (t: Teardown): Promise<Rig> {
   const nginx = await startNginx(dir, { port: await freePort(), upstreamFile: file, upstreamName: NAME })
   t.teardown(() => nginx.stop())
   const pidFile = join(dir, 'nginx.pid')
-  const upstream = (extra: Partial<NginxUpstreamOptions> = {}): NginxUpstream => new NginxUpstream({
-    upstreamFile: file, upstreamName: NAME, testCommand: nginx.testCommand, reloadCommand: nginx.reloadCommand,
-    pidFile, commandTimeoutMs: 10_000, ...extra
-  })
+  const upstream = (extra: Partial<NginxUpstreamOptions> = {}): NginxUpstream =>
+    new NginxUpstream({
+      upstreamFile: file,
+      upstreamName: NAME,
+      testCommand: nginx.testCommand,
+      reloadCommand: nginx.reloadCommand,
+      pidFile,
+      commandTimeoutMs: 10_000,
+      ...extra,
+    })
   const through = async (): Promise<string> => {
     const res = await probeThrough(`http://127.0.0.1:${nginx.port}/`, 5000)
     if (res.status !== 200) throw new Error(`HTTP ${res.status} through nginx: ${res.body}`)
@@ -75,18 +93,31 @@ t.test('NginxUpstream: renders the managed format and parses it back', async (t)
   t.equal(up.parse('upstream app_test { server 127.0.0.1:1; server 127.0.0.1:2; }\n'), null, 'two servers')
   t.equal(up.parse('garbage'), null)
   t.equal(await up.currentPort(), null, 'empty file')
-  const helper = new NginxUpstream({ upstreamFile: join(dir, 'helper.conf'), upstreamName: NAME, testCommand: ['true'], reloadCommand: ['true'] })
+  const helper = new NginxUpstream({
+    upstreamFile: join(dir, 'helper.conf'),
+    upstreamName: NAME,
+    testCommand: ['true'],
+    reloadCommand: ['true'],
+  })
   t.equal(await helper.currentPort(), 18002)
-  const missing = new NginxUpstream({ upstreamFile: join(dir, 'missing.conf'), upstreamName: NAME, testCommand: ['true'], reloadCommand: ['true'] })
+  const missing = new NginxUpstream({
+    upstreamFile: join(dir, 'missing.conf'),
+    upstreamName: NAME,
+    testCommand: ['true'],
+    reloadCommand: ['true'],
+  })
   t.equal(await missing.currentPort(), null)
   const unreadable = new NginxUpstream({ upstreamFile: dir, upstreamName: NAME, testCommand: ['true'], reloadCommand: ['true'] })
   await t.rejects(unreadable.currentPort(), { code: 'EISDIR' })
 
   for (const port of [0, 65536, 1.5, Number.NaN]) t.throws(() => up.render(port), { code: 'proxy_invalid_port', statusCode: 400 })
-  t.throws(() => new NginxUpstream({ upstreamFile: 'x', upstreamName: 'a b;', testCommand: ['true'], reloadCommand: ['true'] }),
-    { code: 'proxy_invalid_config' })
-  t.throws(() => new NginxUpstream({ upstreamFile: 'x', upstreamName: NAME, testCommand: [], reloadCommand: ['true'] }),
-    { code: 'proxy_invalid_config', message: 'testCommand is empty' })
+  t.throws(() => new NginxUpstream({ upstreamFile: 'x', upstreamName: 'a b;', testCommand: ['true'], reloadCommand: ['true'] }), {
+    code: 'proxy_invalid_config',
+  })
+  t.throws(() => new NginxUpstream({ upstreamFile: 'x', upstreamName: NAME, testCommand: [], reloadCommand: ['true'] }), {
+    code: 'proxy_invalid_config',
+    message: 'testCommand is empty',
+  })
 })
 
 t.test('NginxUpstream: switchTo writes the file 0644 (creating its directory), tests, reloads', async (t) => {
@@ -109,7 +140,10 @@ t.test('NginxUpstream: concurrent switches run one after the other', async (t) =
   const dir = t.testdir()
   const up = new NginxUpstream({ upstreamFile: join(dir, 'up.conf'), upstreamName: NAME, testCommand: ['true'], reloadCommand: ['true'] })
   const results = await Promise.all([up.switchTo(1001), up.switchTo(1002), up.switchTo(1003)])
-  t.same(results.map((r) => r.previousPort), [null, 1001, 1002])
+  t.same(
+    results.map((r) => r.previousPort),
+    [null, 1001, 1002],
+  )
   t.equal(await up.currentPort(), 1003)
 })
 
@@ -119,12 +153,19 @@ t.test('NginxUpstream: a failed test restores the old file byte for byte, with i
   const file = join(dir, 'up.conf')
   await chmod(file, 0o640)
   const up = new NginxUpstream({
-    upstreamFile: file, upstreamName: NAME, reloadCommand: ['false'],
-    testCommand: node('process.stderr.write("nginx: [emerg] broken"); process.exit(1)')
+    upstreamFile: file,
+    upstreamName: NAME,
+    reloadCommand: ['false'],
+    testCommand: node('process.stderr.write("nginx: [emerg] broken"); process.exit(1)'),
   })
   const err = await up.switchTo(18002).catch((e: unknown) => e)
   t.ok(err instanceof ProxyError)
-  t.match(err, { code: 'proxy_test_failed', statusCode: 502, stderr: 'nginx: [emerg] broken', message: /exited with status 1: nginx: \[emerg\] broken/ })
+  t.match(err, {
+    code: 'proxy_test_failed',
+    statusCode: 502,
+    stderr: 'nginx: [emerg] broken',
+    message: /exited with status 1: nginx: \[emerg\] broken/,
+  })
   t.equal(await readFile(file, 'utf8'), old)
   t.equal(await modeOf(file), 0o640)
 
@@ -138,10 +179,19 @@ t.test('NginxUpstream: a failed test restores the old file byte for byte, with i
 t.test('NginxUpstream: a missing or hanging command fails the switch', async (t) => {
   const dir = t.testdir({ 'up.conf': 'upstream app_test { server 127.0.0.1:18001; }\n' })
   const file = join(dir, 'up.conf')
-  const missing = new NginxUpstream({ upstreamFile: file, upstreamName: NAME, testCommand: [join(dir, 'no-such-nginx'), '-t'], reloadCommand: ['true'] })
+  const missing = new NginxUpstream({
+    upstreamFile: file,
+    upstreamName: NAME,
+    testCommand: [join(dir, 'no-such-nginx'), '-t'],
+    reloadCommand: ['true'],
+  })
   await t.rejects(missing.switchTo(18002), { code: 'proxy_test_failed', message: /ENOENT/ })
   const slow = new NginxUpstream({
-    upstreamFile: file, upstreamName: NAME, testCommand: ['sleep', '5'], reloadCommand: ['true'], commandTimeoutMs: 100
+    upstreamFile: file,
+    upstreamName: NAME,
+    testCommand: ['sleep', '5'],
+    reloadCommand: ['true'],
+    commandTimeoutMs: 100,
   })
   const started = Date.now()
   await t.rejects(slow.switchTo(18002), { code: 'proxy_test_failed', message: /timed out after 100 ms/ })
@@ -155,50 +205,66 @@ t.test('NginxUpstream: a failed reload restores the old file and reloads again',
   const file = join(dir, 'up.conf')
   const log = join(dir, 'reloads')
   const up = new NginxUpstream({
-    upstreamFile: file, upstreamName: NAME, testCommand: ['true'],
-    reloadCommand: node(`const fs = require('fs'); fs.appendFileSync(${JSON.stringify(log)}, fs.readFileSync(${JSON.stringify(file)}, 'utf8')); process.stderr.write('signal failed'); process.exit(2)`)
+    upstreamFile: file,
+    upstreamName: NAME,
+    testCommand: ['true'],
+    reloadCommand: node(
+      `const fs = require('fs'); fs.appendFileSync(${JSON.stringify(log)}, fs.readFileSync(${JSON.stringify(file)}, 'utf8')); process.stderr.write('signal failed'); process.exit(2)`,
+    ),
   })
   await t.rejects(up.switchTo(18002), { code: 'proxy_reload_failed', stderr: 'signal failed', message: /status 2: signal failed/ })
   t.equal(await readFile(file, 'utf8'), old)
   t.equal(await readFile(log, 'utf8'), up.render(18002) + old, 'reloaded with the new file, then again with the old one')
 })
 
-t.test('NginxUpstream: switchTo moves traffic from blue to green, confirmed by new workers', { skip: skipUnless(hasNginx, 'nginx') }, async (t) => {
-  const r = await rig(t)
-  const up = r.upstream()
-  t.equal(await up.currentPort(), r.blue)
-  t.equal(await r.through(), 'blue')
+t.test(
+  'NginxUpstream: switchTo moves traffic from blue to green, confirmed by new workers',
+  { skip: skipUnless(hasNginx, 'nginx') },
+  async (t) => {
+    const r = await rig(t)
+    const up = r.upstream()
+    t.equal(await up.currentPort(), r.blue)
+    t.equal(await r.through(), 'blue')
 
-  const before = await workerPids(r.pidFile)
-  t.ok(before.size >= 1, 'the master has workers')
-  t.same(await up.switchTo(r.green), { previousPort: r.blue })
-  t.equal(await readFile(r.file, 'utf8'), up.render(r.green))
-  const fresh = await waitForNewWorkers(r.pidFile, before, 5000)
-  t.ok(fresh.length >= 1 && fresh.every((pid) => !before.has(pid)), `new workers ${fresh.join(', ')}`)
-  for (let i = 0; i < 5; i++) t.equal(await r.through(), 'green', 'every new connection reaches green')
+    const before = await workerPids(r.pidFile)
+    t.ok(before.size >= 1, 'the master has workers')
+    t.same(await up.switchTo(r.green), { previousPort: r.blue })
+    t.equal(await readFile(r.file, 'utf8'), up.render(r.green))
+    const fresh = await waitForNewWorkers(r.pidFile, before, 5000)
+    t.ok(fresh.length >= 1 && fresh.every((pid) => !before.has(pid)), `new workers ${fresh.join(', ')}`)
+    for (let i = 0; i < 5; i++) t.equal(await r.through(), 'green', 'every new connection reaches green')
 
-  t.same(await up.switchTo(r.blue), { previousPort: r.green })
-  t.equal(await r.through(), 'blue')
-})
+    t.same(await up.switchTo(r.blue), { previousPort: r.green })
+    t.equal(await r.through(), 'blue')
+  },
+)
 
-t.test('NginxUpstream: nginx -t refusing the new file keeps the old file and the traffic', { skip: skipUnless(hasNginx, 'nginx') }, async (t) => {
-  const r = await rig(t)
-  const old = await readFile(r.file)
-  // An upstream of another name leaves nginx's proxy_pass pointing at a host that does not exist: `nginx -t` fails.
-  const wrong = new NginxUpstream({
-    upstreamFile: r.file, upstreamName: 'not_the_one', testCommand: r.nginx.testCommand, reloadCommand: r.nginx.reloadCommand, pidFile: r.pidFile
-  })
-  const workers = await workerPids(r.pidFile)
-  const err = await wrong.switchTo(r.green).catch((e: unknown) => e)
-  t.match(err, { code: 'proxy_test_failed', stderr: /host not found in upstream/ })
-  t.same(await readFile(r.file), old, 'the old file, byte for byte')
-  t.same(await workerPids(r.pidFile), workers, 'nginx was not reloaded')
-  t.equal(await r.through(), 'blue')
+t.test(
+  'NginxUpstream: nginx -t refusing the new file keeps the old file and the traffic',
+  { skip: skipUnless(hasNginx, 'nginx') },
+  async (t) => {
+    const r = await rig(t)
+    const old = await readFile(r.file)
+    // An upstream of another name leaves nginx's proxy_pass pointing at a host that does not exist: `nginx -t` fails.
+    const wrong = new NginxUpstream({
+      upstreamFile: r.file,
+      upstreamName: 'not_the_one',
+      testCommand: r.nginx.testCommand,
+      reloadCommand: r.nginx.reloadCommand,
+      pidFile: r.pidFile,
+    })
+    const workers = await workerPids(r.pidFile)
+    const err = await wrong.switchTo(r.green).catch((e: unknown) => e)
+    t.match(err, { code: 'proxy_test_failed', stderr: /host not found in upstream/ })
+    t.same(await readFile(r.file), old, 'the old file, byte for byte')
+    t.same(await workerPids(r.pidFile), workers, 'nginx was not reloaded')
+    t.equal(await r.through(), 'blue')
 
-  await t.rejects(r.upstream({ testCommand: ['false'] }).switchTo(r.green), { code: 'proxy_test_failed' })
-  t.same(await readFile(r.file), old)
-  t.equal(await r.through(), 'blue')
-})
+    await t.rejects(r.upstream({ testCommand: ['false'] }).switchTo(r.green), { code: 'proxy_test_failed' })
+    t.same(await readFile(r.file), old)
+    t.equal(await r.through(), 'blue')
+  },
+)
 
 t.test('NginxUpstream: a reload that never takes is unconfirmed and rolled back', { skip: skipUnless(hasNginx, 'nginx') }, async (t) => {
   const r = await rig(t)

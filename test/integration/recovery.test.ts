@@ -9,11 +9,15 @@ import { dockerAvailable, ensureBaseImage } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
 import { SAMPLE_TAGS } from '../helpers/sample-app.js'
 
-t.test('Recovery: SIGKILL in each deploy state converges after restart', { skip: skipUnless(await dockerAvailable(), 'docker') }, async (t) => {
-  await ensureBaseImage()
-  const rig = await startAgentRig(t, CRASH_RIG_OPTIONS)
-  const first = await rig.waitFinished(await rig.startDeploy(SAMPLE_TAGS.good))
-  t.equal(first.state, 'SUCCEEDED', JSON.stringify(first.error))
+t.test(
+  'Recovery: SIGKILL in each deploy state converges after restart',
+  { skip: skipUnless(await dockerAvailable(), 'docker') },
+  async (t) => {
+    await ensureBaseImage()
+    const rig = await startAgentRig(t, CRASH_RIG_OPTIONS)
+    const first = await rig.waitFinished(await rig.startDeploy(SAMPLE_TAGS.good))
+    t.equal(first.state, 'SUCCEEDED', JSON.stringify(first.error))
 
-  for (const c of DEPLOY_STATE_CASES) await t.test(`SIGKILL during ${c.state}`, (t) => killDuring(t, rig, c))
-})
+    for (const c of DEPLOY_STATE_CASES) await t.test(`SIGKILL during ${c.state}`, (t) => killDuring(t, rig, c))
+  },
+)

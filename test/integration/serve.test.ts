@@ -24,7 +24,10 @@ t.test('serve: starts on a state dir with a torn journal line, answers, reloads 
   const sink = new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) })
   const agent = await startAgent(configPath, createLogger({ level: 'info' }, sink))
   t.teardown(() => agent.close())
-  t.ok(lines.some((l) => l.includes('torn line')), 'the torn line is reported')
+  t.ok(
+    lines.some((l) => l.includes('torn line')),
+    'the torn line is reported',
+  )
 
   const health = await fetch(`http://127.0.0.1:${port}/healthz`)
   t.equal(health.status, 200)
@@ -35,9 +38,15 @@ t.test('serve: starts on a state dir with a torn journal line, answers, reloads 
   process.emit('SIGHUP')
   for (let i = 0; i < 100 && !lines.some((l) => l.includes('keyring reloaded')); i++) await new Promise((r) => setTimeout(r, 20))
   t.ok(lines.some((l) => l.includes('keyring reloaded')))
-  t.notOk(lines.some((l) => l.includes(keys.statusToken)), 'the token is never logged')
+  t.notOk(
+    lines.some((l) => l.includes(keys.statusToken)),
+    'the token is never logged',
+  )
 
   await agent.close()
-  const after = await fetch(`http://127.0.0.1:${port}/healthz`).then(() => 'open', () => 'closed')
+  const after = await fetch(`http://127.0.0.1:${port}/healthz`).then(
+    () => 'open',
+    () => 'closed',
+  )
   t.equal(after, 'closed')
 })

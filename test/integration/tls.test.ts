@@ -44,17 +44,33 @@ t.test('TLS: the agent serves HTTPS with listen.tls; the CLI trusts a private CA
   const url = `https://127.0.0.1:${port}`
 
   t.equal(await httpsGet(`${url}/healthz`, tls.cert), 200, '/healthz over HTTPS, the certificate trusted')
-  await t.rejects(httpsGet(`${url}/healthz`), { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' }, 'an untrusted certificate is refused: it really is TLS')
-  const plain = await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.status, () => 'no answer')
+  await t.rejects(
+    httpsGet(`${url}/healthz`),
+    { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' },
+    'an untrusted certificate is refused: it really is TLS',
+  )
+  const plain = await fetch(`http://127.0.0.1:${port}/healthz`).then(
+    (r) => r.status,
+    () => 'no answer',
+  )
   t.not(plain, 200, 'plain HTTP gets no /healthz answer')
 
-  const env = { DEPLOY_AGENT_URL: url, DEPLOY_AGENT_AUDIENCE: AUDIENCE, DEPLOY_AGENT_KEY_ID: 'ci', DEPLOY_AGENT_KEY_FILE: join(keys.dir, 'ci.key'), DEPLOY_AGENT_STATUS_TOKEN_FILE: '' }
+  const env = {
+    DEPLOY_AGENT_URL: url,
+    DEPLOY_AGENT_AUDIENCE: AUDIENCE,
+    DEPLOY_AGENT_KEY_ID: 'ci',
+    DEPLOY_AGENT_KEY_FILE: join(keys.dir, 'ci.key'),
+    DEPLOY_AGENT_STATUS_TOKEN_FILE: '',
+  }
   const trusted = await runCli(['status', '--json'], { ...env, NODE_EXTRA_CA_CERTS: tls.certFile })
   t.equal(trusted.code, 0, trusted.stderr)
   t.match(JSON.parse(trusted.stdout), { apps: { web: { envs: { staging: {} } } } }, 'a signed status over HTTPS')
   const untrusted = await runCli(['status'], { ...env, NODE_EXTRA_CA_CERTS: '' })
   t.equal(untrusted.code, 3, 'without the CA the agent is unreachable (exit 3)')
-  t.match(untrusted.stderr, /cannot reach the agent at https:\/\/127\.0\.0\.1:\d+: DEPTH_ZERO_SELF_SIGNED_CERT \(a private CA\? trust it with NODE_EXTRA_CA_CERTS/)
+  t.match(
+    untrusted.stderr,
+    /cannot reach the agent at https:\/\/127\.0\.0\.1:\d+: DEPTH_ZERO_SELF_SIGNED_CERT \(a private CA\? trust it with NODE_EXTRA_CA_CERTS/,
+  )
 })
 
 t.test('TLS: bad cert or key files stop the agent before it listens, naming listen.tls.cert / listen.tls.key', async (t) => {
@@ -65,7 +81,11 @@ t.test('TLS: bad cert or key files stop the agent before it listens, naming list
   await mkdir(join(dir, 'a-directory'))
   await writeFile(join(dir, 'garbage.pem'), 'not a pem file\n')
   const port = await freePort()
-  const listening = () => fetch(`http://127.0.0.1:${port}/healthz`).then(() => true, () => false)
+  const listening = () =>
+    fetch(`http://127.0.0.1:${port}/healthz`).then(
+      () => true,
+      () => false,
+    )
 
   const missing = await writeConfig(dir, port, { cert: 'missing.crt', key: 'a-directory' })
   const serve = await runCli(['serve', '--config', missing])

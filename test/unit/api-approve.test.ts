@@ -41,7 +41,7 @@ t.test('API: the key that requested a deploy cannot approve it (403 self_approva
   t.same((agent.deployments as RecordingDeployments).calls, [], 'nothing was approved')
 })
 
-t.test('API: an approver must be allowed for the deploy\'s env (403 approve_not_allowed)', async (t) => {
+t.test("API: an approver must be allowed for the deploy's env (403 approve_not_allowed)", async (t) => {
   const deploy = await held('ci')
   const res = await approve(deploy.id, 'staging-approver')
   t.equal(res.statusCode, 403, res.body)

@@ -101,7 +101,13 @@ t.test('API: the same nonce twice is a replay (409)', async (t) => {
 
 t.test('API: a nonce is only consumed by a valid signature', async (t) => {
   const nonce = 'bm9uY2UtYnVybi1hdHRlbXB0LXRlc3Q'
-  const forged = await signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, nonce, audience: 'elsewhere', remoteAddress: nextAddress() })
+  const forged = await signedInject(agent, {
+    url: DEPLOY_URL,
+    body: { ref: 'main' },
+    nonce,
+    audience: 'elsewhere',
+    remoteAddress: nextAddress(),
+  })
   t.equal(forged.statusCode, 401)
   const real = await signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, nonce, remoteAddress: nextAddress() })
   t.equal(real.statusCode, 202, 'the real client can still use its nonce')
@@ -111,10 +117,19 @@ t.test('API: request shape errors', async (t) => {
   const query = await signedInject(agent, { url: `${DEPLOY_URL}?x=1`, body: { ref: 'main' }, remoteAddress: nextAddress() })
   t.equal(query.statusCode, 400, 'query string on a signed route')
 
-  const big = await signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main', reason: 'x'.repeat(70 * 1024) }, remoteAddress: nextAddress() })
+  const big = await signedInject(agent, {
+    url: DEPLOY_URL,
+    body: { ref: 'main', reason: 'x'.repeat(70 * 1024) },
+    remoteAddress: nextAddress(),
+  })
   t.equal(big.statusCode, 413, 'body over 64 KiB')
 
-  const text = await signedInject(agent, { url: DEPLOY_URL, body: 'ref=main', headers: { 'content-type': 'text/plain' }, remoteAddress: nextAddress() })
+  const text = await signedInject(agent, {
+    url: DEPLOY_URL,
+    body: 'ref=main',
+    headers: { 'content-type': 'text/plain' },
+    remoteAddress: nextAddress(),
+  })
   t.equal(text.statusCode, 415, 'Content-Type not JSON')
 
   for (const [name, body] of [
@@ -133,7 +148,21 @@ t.test('API: request shape errors', async (t) => {
 })
 
 t.test('API: hostile refs and commits are refused before anything runs', async (t) => {
-  const refs = ['main; rm -rf /', 'v1 0', 'main\u0000', 'main\nx', 'v1/../../etc', '..', '-main', '--upload-pack=touch /tmp/x', 'ext::sh -c touch% /tmp/pwned', '$(id)', 'a`b`', 'x'.repeat(129), '']
+  const refs = [
+    'main; rm -rf /',
+    'v1 0',
+    'main\u0000',
+    'main\nx',
+    'v1/../../etc',
+    '..',
+    '-main',
+    '--upload-pack=touch /tmp/x',
+    'ext::sh -c touch% /tmp/pwned',
+    '$(id)',
+    'a`b`',
+    'x'.repeat(129),
+    '',
+  ]
   for (const ref of refs) {
     const res = await signedInject(agent, { url: DEPLOY_URL, body: { ref }, remoteAddress: nextAddress() })
     t.equal(res.statusCode, 400, JSON.stringify(ref))
@@ -145,19 +174,37 @@ t.test('API: hostile refs and commits are refused before anything runs', async (
 })
 
 t.test('API: unknown app or env is 404, a key outside its policy is 403', async (t) => {
-  const noApp = await signedInject(agent, { url: '/v1/apps/nope/envs/staging/deploys', body: { ref: 'main' }, remoteAddress: nextAddress() })
+  const noApp = await signedInject(agent, {
+    url: '/v1/apps/nope/envs/staging/deploys',
+    body: { ref: 'main' },
+    remoteAddress: nextAddress(),
+  })
   t.equal(noApp.statusCode, 404)
   const noEnv = await signedInject(agent, { url: '/v1/apps/web/envs/qa/deploys', body: { ref: 'main' }, remoteAddress: nextAddress() })
   t.equal(noEnv.statusCode, 404)
-  const badName = await signedInject(agent, { url: '/v1/apps/Web/envs/staging/deploys', body: { ref: 'main' }, remoteAddress: nextAddress() })
+  const badName = await signedInject(agent, {
+    url: '/v1/apps/Web/envs/staging/deploys',
+    body: { ref: 'main' },
+    remoteAddress: nextAddress(),
+  })
   t.equal(badName.statusCode, 400, 'a malformed app name')
 
   const hmac = { alg: 'hmac-sha256' as const, secret: agent.keys.hmac.secret }
-  const envDenied = await signedInject(agent, { url: '/v1/apps/web/envs/production/deploys', body: { ref: 'v1.0.0' }, keyId: 'legacy', key: hmac, remoteAddress: nextAddress() })
+  const envDenied = await signedInject(agent, {
+    url: '/v1/apps/web/envs/production/deploys',
+    body: { ref: 'v1.0.0' },
+    keyId: 'legacy',
+    key: hmac,
+    remoteAddress: nextAddress(),
+  })
   t.equal(envDenied.statusCode, 403, 'key not allowed for the env')
   const refDenied = await signedInject(agent, { url: DEPLOY_URL, body: { ref: 'feature/x' }, remoteAddress: nextAddress() })
   t.equal(refDenied.statusCode, 403, 'key not allowed for the ref')
-  const envRule = await signedInject(agent, { url: '/v1/apps/web/envs/production/deploys', body: { ref: 'main' }, remoteAddress: nextAddress() })
+  const envRule = await signedInject(agent, {
+    url: '/v1/apps/web/envs/production/deploys',
+    body: { ref: 'main' },
+    remoteAddress: nextAddress(),
+  })
   t.equal(envRule.statusCode, 403, 'production only takes tags matching v*.*.*')
   t.equal(code(envRule.body), 'forbidden')
 })
@@ -201,7 +248,9 @@ t.test('API: a burst of bad signatures from one address is rate-limited; other a
 t.test('API: a concurrent burst of bad signatures gets exactly the limit of 401s, the rest 429', async (t) => {
   const attacker = '127.9.9.10'
   const answers = await Promise.all(
-    Array.from({ length: 60 }, () => signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, audience: 'wrong', remoteAddress: attacker })),
+    Array.from({ length: 60 }, () =>
+      signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, audience: 'wrong', remoteAddress: attacker }),
+    ),
   )
   const counts = answers.reduce<Record<number, number>>((acc, res) => ({ ...acc, [res.statusCode]: (acc[res.statusCode] ?? 0) + 1 }), {})
   t.same(counts, { 401: 20, 429: 40 }, '20 failures a minute, then 429')

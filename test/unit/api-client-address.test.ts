@@ -17,9 +17,20 @@ t.before(async () => {
 t.teardown(() => agent.close())
 
 const bad = (remoteAddress: string, forwardedFor?: string) =>
-  signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, audience: 'wrong', remoteAddress, headers: forwardedFor ? { 'x-forwarded-for': forwardedFor } : {} })
+  signedInject(agent, {
+    url: DEPLOY_URL,
+    body: { ref: 'main' },
+    audience: 'wrong',
+    remoteAddress,
+    headers: forwardedFor ? { 'x-forwarded-for': forwardedFor } : {},
+  })
 const valid = (remoteAddress: string, forwardedFor?: string) =>
-  signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, remoteAddress, headers: forwardedFor ? { 'x-forwarded-for': forwardedFor } : {} })
+  signedInject(agent, {
+    url: DEPLOY_URL,
+    body: { ref: 'main' },
+    remoteAddress,
+    headers: forwardedFor ? { 'x-forwarded-for': forwardedFor } : {},
+  })
 
 t.test("API: a forged X-Forwarded-For from a trusted proxy address cannot get another client's valid request refused", async (t) => {
   // A container on the host's loopback poses as nginx and blames CI's address.
@@ -27,7 +38,11 @@ t.test("API: a forged X-Forwarded-For from a trusted proxy address cannot get an
   // CI's real request, as nginx on loopback passes it on: same peer, same header, valid signature.
   const ci = await valid('127.0.0.1', CI)
   t.equal(ci.statusCode, 202, `CI's valid signed request is accepted (${ci.body})`)
-  const token = await agent.app.inject({ url: '/v1/status', headers: { authorization: `Bearer ${agent.keys.statusToken}`, 'x-forwarded-for': CI }, remoteAddress: '127.0.0.1' })
+  const token = await agent.app.inject({
+    url: '/v1/status',
+    headers: { authorization: `Bearer ${agent.keys.statusToken}`, 'x-forwarded-for': CI },
+    remoteAddress: '127.0.0.1',
+  })
   t.equal(token.statusCode, 200, 'a right status token is not refused either')
 })
 
@@ -47,7 +62,11 @@ t.test('API: a really failing client still gets 429; its valid requests still pa
   t.ok(Number(refused.headers['retry-after']) > 0, 'Retry-After is set')
   const unknownKey = await signedInject(agent, { url: DEPLOY_URL, body: { ref: 'main' }, keyId: 'nobody', remoteAddress: '127.0.0.3' })
   t.equal(unknownKey.statusCode, 429, 'a request that cannot be valid is refused before its body is read')
-  const wrongToken = await agent.app.inject({ url: '/v1/status', headers: { authorization: 'Bearer nope-nope-nope-nope' }, remoteAddress: '127.0.0.3' })
+  const wrongToken = await agent.app.inject({
+    url: '/v1/status',
+    headers: { authorization: 'Bearer nope-nope-nope-nope' },
+    remoteAddress: '127.0.0.3',
+  })
   t.equal(wrongToken.statusCode, 429, 'a wrong status token too')
   t.equal((await valid('127.0.0.3')).statusCode, 202, 'a valid signature is not refused for the failures counted against its address')
   t.equal((await valid('127.0.0.4')).statusCode, 202, 'another address is unaffected')

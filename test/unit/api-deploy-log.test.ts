@@ -85,7 +85,14 @@ t.test('API: follow=1 sends what is new and reads each byte about once', async (
     received += decoder.decode(value, { stream: true })
   }
   const stored = await readFile(join(agent.config.stateDir, 'logs', `${deploy.id}.ndjson`), 'utf8')
-  t.equal(received.split('\n').filter((l) => !l.includes('heartbeat')).join('\n'), stored, 'every line exactly once, in order')
+  t.equal(
+    received
+      .split('\n')
+      .filter((l) => !l.includes('heartbeat'))
+      .join('\n'),
+    stored,
+    'every line exactly once, in order',
+  )
   t.ok(reads.bytes < 1.5 * Buffer.byteLength(stored), `read ${reads.bytes} bytes for a ${Buffer.byteLength(stored)}-byte log`)
 })
 

@@ -31,7 +31,10 @@ t.test('findTarget: a name of an Object.prototype property is an unknown app or 
 
 t.test('API: `constructor` and friends as app or env name answer 404 (or 400), never 500', async (t) => {
   for (const name of PROTO_NAMES) {
-    for (const [app, env] of [[name, 'staging'], ['web', name]] as const) {
+    for (const [app, env] of [
+      [name, 'staging'],
+      ['web', name],
+    ] as const) {
       const expected = /^[a-z][a-z0-9-]{0,31}$/.test(name) ? 404 : 400
       const where = `${app}/${env}`
       const signed = [

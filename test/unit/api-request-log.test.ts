@@ -42,10 +42,20 @@ t.test('request log at info: a successful status read writes nothing, a deploy r
   const logged = requestLines(lines)
   t.match(logged, [
     { level: 30, method: 'GET', url: '/v1/status', statusCode: 401, reqId: refused.headers['x-request-id'], ms: Number },
-    { level: 30, method: 'POST', url: '/v1/apps/web/envs/staging/deploys', statusCode: 202, reqId: deploy.headers['x-request-id'], ms: Number },
+    {
+      level: 30,
+      method: 'POST',
+      url: '/v1/apps/web/envs/staging/deploys',
+      statusCode: 202,
+      reqId: deploy.headers['x-request-id'],
+      ms: Number,
+    },
   ])
   t.equal(logged.length, 2, 'one line per request')
-  t.notOk(lines.some((l) => l.msg === 'incoming request' || l.msg === 'request completed'), "fastify's two lines per request are off")
+  t.notOk(
+    lines.some((l) => l.msg === 'incoming request' || l.msg === 'request completed'),
+    "fastify's two lines per request are off",
+  )
   t.notOk(JSON.stringify(lines).includes('wrong-token-of-some-length'), 'the token is not logged')
 })
 

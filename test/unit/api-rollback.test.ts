@@ -5,7 +5,7 @@ import type { RollbackInput } from '../../agent/deploy/coordinator.js'
 import { buildTestAgent, RecordingDeployments, signedInject } from '../helpers/agent.js'
 import { tempDir } from '../helpers/tmp.js'
 
-t.test('API: a rollback checks the release\'s ref against the signing key\'s allow.refs', async (t) => {
+t.test("API: a rollback checks the release's ref against the signing key's allow.refs", async (t) => {
   const agent = await buildTestAgent(await tempDir(t))
   t.teardown(() => agent.close())
   const res = await signedInject(agent, { url: '/v1/apps/web/envs/staging/rollback', body: {} })
@@ -13,9 +13,13 @@ t.test('API: a rollback checks the release\'s ref against the signing key\'s all
   const [call] = (agent.deployments as RecordingDeployments).calls
   const input = call?.input as RollbackInput
   t.match(input, { app: 'web', env: 'staging', keyId: 'ci' })
-  t.type(input.checkRelease, 'function', 'the key\'s policy goes with the request')
+  t.type(input.checkRelease, 'function', "the key's policy goes with the request")
   // The test key `ci` may deploy refs v* and main.
   t.doesNotThrow(() => input.checkRelease?.({ release: '0123456789ab', ref: 'main' }), 'a release built from main')
-  t.throws(() => input.checkRelease?.({ release: '0123456789ab', ref: 'feature/x' }), { code: 'forbidden', statusCode: 403 }, 'a release built from another branch')
+  t.throws(
+    () => input.checkRelease?.({ release: '0123456789ab', ref: 'feature/x' }),
+    { code: 'forbidden', statusCode: 403 },
+    'a release built from another branch',
+  )
   t.throws(() => input.checkRelease?.({ release: '0123456789ab', ref: null }), { code: 'forbidden' }, 'a release no record ties to a ref')
 })

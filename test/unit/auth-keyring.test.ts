@@ -38,12 +38,19 @@ statusToken: { file: token }
     'statusToken.file: token must be at least 16 bytes',
   ])
   const fromEnv = await loadKeyring(
-    parseConfig(`audience: a\nkeys: [{ id: d, alg: hmac-sha256, secretEnv: DA_TEST_SECRET }]\nstatusToken: { env: DA_TOKEN }\n`, {}, 'a', dir),
+    parseConfig(
+      `audience: a\nkeys: [{ id: d, alg: hmac-sha256, secretEnv: DA_TEST_SECRET }]\nstatusToken: { env: DA_TOKEN }\n`,
+      {},
+      'a',
+      dir,
+    ),
     { DA_TEST_SECRET: ` ${'s'.repeat(32)} `, DA_TOKEN: 't'.repeat(20) },
   )
   t.equal(fromEnv.keys.get('d')?.material.alg, 'hmac-sha256')
   t.equal(fromEnv.statusToken?.toString(), 't'.repeat(20))
-  const missingToken = await loadKeyring(parseConfig(`audience: a\nstatusToken: { file: nope }\n`, {}, 'a', dir), {}).catch((e: unknown) => e)
+  const missingToken = await loadKeyring(parseConfig(`audience: a\nstatusToken: { file: nope }\n`, {}, 'a', dir), {}).catch(
+    (e: unknown) => e,
+  )
   t.match((missingToken as ConfigError).problems[0], /^statusToken\.file: cannot read .*nope \(ENOENT\)$/)
 })
 

@@ -10,11 +10,21 @@ import { FailureLimiter } from '../../agent/auth/limiter.js'
 import { AuthError } from '../../agent/auth/verify.js'
 
 const { privateKey, publicKey } = generateKeyPairSync('ed25519')
-const keyring: Keyring = { keys: new Map([['ci', { id: 'ci', material: { alg: 'ed25519', publicKey }, allow: { approve: false } }]]), statusToken: Buffer.from('s'.repeat(20)) }
+const keyring: Keyring = {
+  keys: new Map([['ci', { id: 'ci', material: { alg: 'ed25519', publicKey }, allow: { approve: false } }]]),
+  statusToken: Buffer.from('s'.repeat(20)),
+}
 const forged = generateKeyPairSync('ed25519').privateKey
 
 function request(o: { keyId?: string; key?: typeof privateKey } = {}) {
-  const headers = signRequest({ keyId: o.keyId ?? 'ci', key: { alg: 'ed25519', privateKey: o.key ?? privateKey }, audience: 'a', method: 'GET', path: '/v1/status', body: '' })
+  const headers = signRequest({
+    keyId: o.keyId ?? 'ci',
+    key: { alg: 'ed25519', privateKey: o.key ?? privateKey },
+    audience: 'a',
+    method: 'GET',
+    path: '/v1/status',
+    body: '',
+  })
   return { rawHeaders: Object.entries(headers).flat(), method: 'GET', path: '/v1/status', body: Buffer.alloc(0) }
 }
 
@@ -41,7 +51,11 @@ t.test('Authenticator: a blocked client is still let in by a valid signature, re
   t.equal(reasons.length, 5, 'every failure is counted in the metrics, blocked or not')
   t.equal((await auth.verifySigned(request(), 'peer')).id, 'ci', 'a valid signature from the blocked client passes')
   t.doesNotThrow(() => auth.screenSigned(request().rawHeaders, 'peer'), 'a request that may be valid goes on to have its body read')
-  t.throws(() => auth.screenSigned(request({ keyId: 'nobody' }).rawHeaders, 'peer'), TooManyFailuresError, 'an unknown key is refused before the body')
+  t.throws(
+    () => auth.screenSigned(request({ keyId: 'nobody' }).rawHeaders, 'peer'),
+    TooManyFailuresError,
+    'an unknown key is refused before the body',
+  )
   t.throws(() => auth.screenSigned([], 'peer'), TooManyFailuresError, 'so is a request without signature headers')
   t.doesNotThrow(() => auth.screenSigned(request({ keyId: 'nobody' }).rawHeaders, 'other'), 'other clients are not screened')
   t.doesNotThrow(() => auth.verifyStatusToken(`Bearer ${'s'.repeat(20)}`, 'peer'), 'the right status token passes')

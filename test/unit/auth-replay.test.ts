@@ -16,7 +16,15 @@ const keyring: Keyring = {
 
 /** One signed request as the agent receives it, signed with `timestamp`. */
 function captured(timestamp: number) {
-  const headers = signRequest({ keyId: 'ci', key: { alg: 'hmac-sha256', secret }, audience: 'a', method: 'POST', path: '/v1/x', body: '{}', timestamp })
+  const headers = signRequest({
+    keyId: 'ci',
+    key: { alg: 'hmac-sha256', secret },
+    audience: 'a',
+    method: 'POST',
+    path: '/v1/x',
+    body: '{}',
+    timestamp,
+  })
   return { rawHeaders: Object.entries(headers).flat(), method: 'POST', path: '/v1/x', body: Buffer.from('{}') }
 }
 

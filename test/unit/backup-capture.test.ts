@@ -9,7 +9,8 @@ import { tempDir } from '../helpers/tmp.js'
 
 const node = (script: string) => [process.execPath, '-e', script]
 // ~6 MB in pieces of odd sizes, as a dump tool writes them.
-const WRITER = "let i = 0; const w = () => { while (i < 3000) { if (!process.stdout.write(Buffer.alloc(2048 - (i % 7), i++ % 251))) return process.stdout.once('drain', w) } }; w()"
+const WRITER =
+  "let i = 0; const w = () => { while (i < 3000) { if (!process.stdout.write(Buffer.alloc(2048 - (i % 7), i++ % 251))) return process.stdout.once('drain', w) } }; w()"
 
 t.test('captureToFile: the output lands whole, hashed and counted, in a 0600 file', async (t) => {
   const path = join(await tempDir(t), 'out.partial')
@@ -31,10 +32,15 @@ t.test('captureToFile: an existing file is never overwritten', async (t) => {
 
 t.test('captureToFile: a failing, killed, missing or cancelled tool leaves no file; okCodes are accepted', async (t) => {
   const dir = await tempDir(t)
-  await t.rejects(captureToFile(node("process.stdout.write('half'); console.error('boom'); process.exit(3)"), process.env, join(dir, 'a')), {
-    message: /node exited with status 3: boom/,
+  await t.rejects(
+    captureToFile(node("process.stdout.write('half'); console.error('boom'); process.exit(3)"), process.env, join(dir, 'a')),
+    {
+      message: /node exited with status 3: boom/,
+    },
+  )
+  await t.rejects(captureToFile(node("process.kill(process.pid, 'SIGKILL')"), process.env, join(dir, 'b')), {
+    message: /was killed by SIGKILL/,
   })
-  await t.rejects(captureToFile(node("process.kill(process.pid, 'SIGKILL')"), process.env, join(dir, 'b')), { message: /was killed by SIGKILL/ })
   await t.rejects(captureToFile([join(dir, 'no-such-tool')], process.env, join(dir, 'c')), { message: /could not be started/ })
   const abort = new AbortController()
   const cancelled = captureToFile(node('setTimeout(() => {}, 10000)'), process.env, join(dir, 'd'), { signal: abort.signal })

@@ -7,14 +7,16 @@ t.test('CopyRowCounter: counts the rows of each COPY block, however the script i
   const script = [
     'CREATE TABLE public.a (id integer);',
     'COPY public.a (id) FROM stdin;',
-    '1', '2', '3',
+    '1',
+    '2',
+    '3',
     '\\.',
     'COPY "Odd"."My ""Table""" (x) FROM stdin;',
     `${'x'.repeat(5000)}\tlong row`,
     '\\.',
     'COPY public.empty (id) FROM stdin;',
     '\\.',
-    'SELECT pg_catalog.setval(\'public.a_id_seq\', 3, true);',
+    "SELECT pg_catalog.setval('public.a_id_seq', 3, true);",
     '',
   ].join('\n')
   for (const size of [1, 3, 100, 1 << 16]) {

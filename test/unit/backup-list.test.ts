@@ -8,8 +8,20 @@ import { cleanPartials } from '../../agent/backup/take.js'
 
 function manifest(base: string, id: string, createdAt: string): Manifest {
   return {
-    v: 1, id, app: 'app', env: 'prod', kind: 'nightly', createdAt, file: `${base}.dump`, bytes: 5, sha256: 'a'.repeat(64),
-    pgServerVersion: '15', pgDumpVersion: '15', durationMs: 1, verified: null, pinnedBy: null,
+    v: 1,
+    id,
+    app: 'app',
+    env: 'prod',
+    kind: 'nightly',
+    createdAt,
+    file: `${base}.dump`,
+    bytes: 5,
+    sha256: 'a'.repeat(64),
+    pgServerVersion: '15',
+    pgDumpVersion: '15',
+    durationMs: 1,
+    verified: null,
+    pinnedBy: null,
   }
 }
 
@@ -43,11 +55,14 @@ t.test('listBackups: complete backups and legacy files, newest first; the rest i
   const dir = t.testdir(fixture())
   const skipped: string[] = []
   const list = await listBackups(dir, { onSkip: (file) => skipped.push(file) })
-  t.same(list.map((b) => [b.id, b.legacy, b.createdAt]), [
-    ['bbbbbbbb', false, '2027-01-03T03:00:00Z'],
-    ['aaaaaaaa', false, '2027-01-02T03:00:00Z'],
-    ['backup_20261231_235959.sql.gz', true, '2026-12-31T23:59:59Z'],
-  ])
+  t.same(
+    list.map((b) => [b.id, b.legacy, b.createdAt]),
+    [
+      ['bbbbbbbb', false, '2027-01-03T03:00:00Z'],
+      ['aaaaaaaa', false, '2027-01-02T03:00:00Z'],
+      ['backup_20261231_235959.sql.gz', true, '2026-12-31T23:59:59Z'],
+    ],
+  )
   t.match(list[2], { app: null, env: null, verified: null, bytes: 6, file: 'backup_20261231_235959.sql.gz' })
   t.same(skipped.sort(), [`${NO_DUMP}.manifest.json`, 'app_prod_20270106T030000Z_nightly_eeeeeeee.manifest.json'])
   t.same(await listBackups(join(dir, 'missing')), [])
@@ -56,18 +71,32 @@ t.test('listBackups: complete backups and legacy files, newest first; the rest i
 t.test('cleanPartials: removes what interrupted backups left, never complete backups, legacy or unknown files', async (t) => {
   const dir = t.testdir(fixture())
   const removed = await cleanPartials(dir)
-  t.same(removed.sort(), [
-    `.${B}.manifest.json.0123456789ab.tmp`,
-    `${lockFileName('app', 'prod')}.0123456789ab.tmp`,
-    `${A}.dump.partial`,
-    `${ORPHAN}.dump`,
-    `${ORPHAN}.files.tar.gz`,
-  ].sort())
-  t.same((await readdir(dir)).sort(), [
-    `${A}.dump`, `${A}.manifest.json`, `${B}.dump`, `${B}.files.tar.gz`, `${B}.manifest.json`, ORPHAN,
-    `${NO_DUMP}.manifest.json`, 'app_prod_20270106T030000Z_nightly_eeeeeeee.manifest.json',
-    'backup_20250101_000000.sql.gz.partial', 'backup_20261231_235959.sql.gz', 'notes.txt',
-  ].sort())
+  t.same(
+    removed.sort(),
+    [
+      `.${B}.manifest.json.0123456789ab.tmp`,
+      `${lockFileName('app', 'prod')}.0123456789ab.tmp`,
+      `${A}.dump.partial`,
+      `${ORPHAN}.dump`,
+      `${ORPHAN}.files.tar.gz`,
+    ].sort(),
+  )
+  t.same(
+    (await readdir(dir)).sort(),
+    [
+      `${A}.dump`,
+      `${A}.manifest.json`,
+      `${B}.dump`,
+      `${B}.files.tar.gz`,
+      `${B}.manifest.json`,
+      ORPHAN,
+      `${NO_DUMP}.manifest.json`,
+      'app_prod_20270106T030000Z_nightly_eeeeeeee.manifest.json',
+      'backup_20250101_000000.sql.gz.partial',
+      'backup_20261231_235959.sql.gz',
+      'notes.txt',
+    ].sort(),
+  )
   t.same(await cleanPartials(join(dir, 'missing')), [])
 })
 

@@ -34,7 +34,10 @@ t.test('BackupLocks: concurrent acquires in one process: exactly one wins', asyn
   const locks = new BackupLocks()
   const results = await Promise.allSettled([locks.acquire(dir, 'app', 'prod'), locks.acquire(dir, 'app', 'prod')])
   t.equal(results.filter((r) => r.status === 'fulfilled').length, 1)
-  t.match(results.find((r) => r.status === 'rejected'), { reason: { code: 'backup_busy' } })
+  t.match(
+    results.find((r) => r.status === 'rejected'),
+    { reason: { code: 'backup_busy' } },
+  )
 })
 
 t.test('BackupLocks: with waitMs an acquire waits for the holder to release, and is busy once the wait runs out', async (t) => {
@@ -74,7 +77,9 @@ t.test('BackupLocks: a lock file of a dead process, or of an earlier process wit
   t.equal(await readFile(path, 'utf8'), `${process.pid}\n`)
   await release()
   await writeFile(path, `${process.pid}\n`) // as a container's pid 1 would leave it
-  await (await new BackupLocks().acquire(dir, 'app', 'prod'))()
+  await (
+    await new BackupLocks().acquire(dir, 'app', 'prod')
+  )()
   t.same(await readdir(dir), [])
 })
 
@@ -85,5 +90,7 @@ t.test('BackupLocks: an unreadable lock file is busy while young, stale when old
   await t.rejects(new BackupLocks().acquire(dir, 'app', 'prod'), { code: 'backup_busy' })
   const old = new Date(Date.now() - 60_000)
   await utimes(path, old, old)
-  await (await new BackupLocks().acquire(dir, 'app', 'prod'))()
+  await (
+    await new BackupLocks().acquire(dir, 'app', 'prod')
+  )()
 })

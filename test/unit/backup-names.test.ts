@@ -2,7 +2,13 @@ import { mkdir, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import {
-  backupBaseName, backupFileName, formatStamp, newBackupId, parseBackupName, parseLegacyName, resolveBackupPath
+  backupBaseName,
+  backupFileName,
+  formatStamp,
+  newBackupId,
+  parseBackupName,
+  parseLegacyName,
+  resolveBackupPath,
 } from '../../agent/backup/names.js'
 
 const at = new Date('2027-03-05T04:05:06.789Z')
@@ -31,7 +37,9 @@ t.test('names: names that are not config names, ids or kinds are refused', async
   t.throws(() => backupBaseName({ app: 'My_App', env: 'prod', createdAt: at, kind: 'manual', id: '0a1b2c3d' }), { code: 'invalid_request' })
   t.throws(() => backupBaseName({ app: 'app', env: '../x', createdAt: at, kind: 'manual', id: '0a1b2c3d' }), { code: 'invalid_request' })
   t.throws(() => backupBaseName({ app: 'app', env: 'prod', createdAt: at, kind: 'manual', id: 'XYZ' }), { code: 'invalid_request' })
-  t.throws(() => backupBaseName({ app: 'app', env: 'prod', createdAt: at, kind: 'weekly' as never, id: '0a1b2c3d' }), { code: 'invalid_request' })
+  t.throws(() => backupBaseName({ app: 'app', env: 'prod', createdAt: at, kind: 'weekly' as never, id: '0a1b2c3d' }), {
+    code: 'invalid_request',
+  })
 })
 
 t.test('names: what is not a backup name parses as null', async (t) => {
@@ -43,7 +51,8 @@ t.test('names: what is not a backup name parses as null', async (t) => {
     `${BASE}.dump.partial`,
     `${BASE}.sql`,
     'lifeos_20270305T040506Z_nightly_0a1b2c3d.dump',
-  ]) t.equal(parseBackupName(name), null, name)
+  ])
+    t.equal(parseBackupName(name), null, name)
 })
 
 t.test('names: legacy names are read as UTC, invalid dates are not names', async (t) => {
@@ -55,7 +64,20 @@ t.test('names: legacy names are read as UTC, invalid dates are not names', async
 
 t.test('resolveBackupPath: anything but a plain file name is refused with 400 before the disk is read', async (t) => {
   const dir = join(t.testdir(), 'does-not-exist')
-  for (const name of ['../../etc/passwd', '..', '.', 'a/b', '/etc/passwd', 'a\0b', 'x..y.dump', '.lock-app_prod', '', ' x', '-rf', 'a\\b']) {
+  for (const name of [
+    '../../etc/passwd',
+    '..',
+    '.',
+    'a/b',
+    '/etc/passwd',
+    'a\0b',
+    'x..y.dump',
+    '.lock-app_prod',
+    '',
+    ' x',
+    '-rf',
+    'a\\b',
+  ]) {
     await t.rejects(resolveBackupPath(dir, name), { code: 'invalid_request', statusCode: 400 }, JSON.stringify(name))
   }
 })
@@ -71,7 +93,10 @@ t.test('resolveBackupPath: by id, by any of its file names, and legacy files', a
   t.match(await resolveBackupPath(dir, `${BASE}.dump`), expected)
   t.match(await resolveBackupPath(dir, `${BASE}.manifest.json`), expected)
   t.match(await resolveBackupPath(dir, BASE), expected)
-  t.match(await resolveBackupPath(dir, 'backup_20240101_120000.sql.gz'), { format: 'legacy', path: join(dir, 'backup_20240101_120000.sql.gz') })
+  t.match(await resolveBackupPath(dir, 'backup_20240101_120000.sql.gz'), {
+    format: 'legacy',
+    path: join(dir, 'backup_20240101_120000.sql.gz'),
+  })
 })
 
 t.test('resolveBackupPath: missing backups, dumps without a manifest, symlinks and non-backups are 404', async (t) => {
@@ -83,8 +108,13 @@ t.test('resolveBackupPath: missing backups, dumps without a manifest, symlinks a
   await mkdir(join(dir, 'app_prod_20270101T000000Z_manual_22222222.manifest.json'))
   await writeFile(join(dir, 'app_prod_20270101T000000Z_manual_22222222.dump'), 'PGDMP')
   for (const name of [
-    'deadbeef', '11111111', 'app_prod_20270101T000000Z_manual_11111111.dump', 'backup_20240101_120000.sql.gz',
-    'passwd', 'app_prod_20270101T000000Z_manual_22222222.dump', 'backup_20250101_120000.sql.gz',
+    'deadbeef',
+    '11111111',
+    'app_prod_20270101T000000Z_manual_11111111.dump',
+    'backup_20240101_120000.sql.gz',
+    'passwd',
+    'app_prod_20270101T000000Z_manual_22222222.dump',
+    'backup_20250101_120000.sql.gz',
   ]) {
     await t.rejects(resolveBackupPath(dir, name), { code: 'not_found', statusCode: 404 }, name)
   }

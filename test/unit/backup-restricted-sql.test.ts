@@ -10,7 +10,12 @@ async function filter(script: string | Buffer, size = 1 << 16): Promise<{ out: s
   const chunks: Buffer[] = []
   for (let i = 0; i < bytes.length; i += size) chunks.push(bytes.subarray(i, i + size))
   const out: Buffer[] = []
-  const sink = new Writable({ write(chunk: Buffer, _e, cb) { out.push(chunk); cb() } })
+  const sink = new Writable({
+    write(chunk: Buffer, _e, cb) {
+      out.push(chunk)
+      cb()
+    },
+  })
   const restricted = new RestrictedSqlScript()
   try {
     await pipeline(Readable.from(chunks), restricted, sink)
@@ -24,7 +29,7 @@ const DUMP = [
   '--',
   '-- PostgreSQL database dump',
   '\\restrict Yds6bIANmy9cut',
-  'SET client_encoding = \'UTF8\';',
+  "SET client_encoding = 'UTF8';",
   'CREATE TABLE public.t (id integer, v text);',
   'ALTER TABLE public.t OWNER TO app;',
   'ALTER SCHEMA "Billing" OWNER TO "app owner";',
@@ -43,7 +48,7 @@ const DUMP = [
 const WANTED = [
   '--',
   '-- PostgreSQL database dump',
-  'SET client_encoding = \'UTF8\';',
+  "SET client_encoding = 'UTF8';",
   'CREATE TABLE public.t (id integer, v text);',
   'ALTER SEQUENCE public.t_id_seq OWNED BY public.t.id;',
   'COPY public.t (id, v) FROM stdin;',
@@ -56,20 +61,23 @@ const WANTED = [
   '',
 ].join('\n')
 
-t.test('RestrictedSqlScript: psql gets \\restrict with a fresh random key first; the dump\'s own \\restrict, \\unrestrict and OWNER TO lines are dropped outside COPY data, however it is chunked', async (t) => {
-  const keys = new Set<string>()
-  for (const size of [1, 2, 3, 7, 64, 1 << 16]) {
-    const { out, key, error } = await filter(DUMP, size)
-    t.equal(error, undefined, `chunks of ${size}`)
-    t.match(key, /^[0-9a-f]{48}$/)
-    t.equal(out, `\\restrict ${key}\n${WANTED}`, `chunks of ${size}`)
-    keys.add(key)
-  }
-  t.equal(keys.size, 6, 'each run has its own key')
-  const { out, key } = await filter('SELECT 1;')
-  t.equal(out, `\\restrict ${key}\nSELECT 1;`, 'no final newline')
-  t.equal((await filter('')).out.startsWith('\\restrict '), true, 'an empty script is restricted too')
-})
+t.test(
+  "RestrictedSqlScript: psql gets \\restrict with a fresh random key first; the dump's own \\restrict, \\unrestrict and OWNER TO lines are dropped outside COPY data, however it is chunked",
+  async (t) => {
+    const keys = new Set<string>()
+    for (const size of [1, 2, 3, 7, 64, 1 << 16]) {
+      const { out, key, error } = await filter(DUMP, size)
+      t.equal(error, undefined, `chunks of ${size}`)
+      t.match(key, /^[0-9a-f]{48}$/)
+      t.equal(out, `\\restrict ${key}\n${WANTED}`, `chunks of ${size}`)
+      keys.add(key)
+    }
+    t.equal(keys.size, 6, 'each run has its own key')
+    const { out, key } = await filter('SELECT 1;')
+    t.equal(out, `\\restrict ${key}\nSELECT 1;`, 'no final newline')
+    t.equal((await filter('')).out.startsWith('\\restrict '), true, 'an empty script is restricted too')
+  },
+)
 
 t.test('RestrictedSqlScript: lines longer than it holds pass unchanged', async (t) => {
   const long = `INSERT INTO t VALUES ('${'x'.repeat(10_000)}');\n`
@@ -82,10 +90,24 @@ t.test('RestrictedSqlScript: a NUL byte (binary data, not SQL) is refused', asyn
 })
 
 t.test('psqlRestrictProblem: psql has \\restrict from 13.22, 14.19, 15.14, 16.10, 17.6 and 18', async (t) => {
-  for (const ok of ['psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)', 'psql (PostgreSQL) 15.14', 'psql (PostgreSQL) 16.10', 'psql (PostgreSQL) 17.6', 'psql (PostgreSQL) 18.0', 'psql (PostgreSQL) 19devel', 'psql (PostgreSQL) 13.22']) {
+  for (const ok of [
+    'psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)',
+    'psql (PostgreSQL) 15.14',
+    'psql (PostgreSQL) 16.10',
+    'psql (PostgreSQL) 17.6',
+    'psql (PostgreSQL) 18.0',
+    'psql (PostgreSQL) 19devel',
+    'psql (PostgreSQL) 13.22',
+  ]) {
     t.equal(psqlRestrictProblem(ok), null, ok)
   }
-  for (const old of ['psql (PostgreSQL) 15.13', 'psql (PostgreSQL) 16.9', 'psql (PostgreSQL) 17.5', 'psql (PostgreSQL) 12.22', 'psql (PostgreSQL) 9.6.24']) {
+  for (const old of [
+    'psql (PostgreSQL) 15.13',
+    'psql (PostgreSQL) 16.9',
+    'psql (PostgreSQL) 17.5',
+    'psql (PostgreSQL) 12.22',
+    'psql (PostgreSQL) 9.6.24',
+  ]) {
     t.match(psqlRestrictProblem(old), /has no \\restrict.*15\.14, 16\.10, 17\.6/, old)
   }
   t.match(psqlRestrictProblem('spawn psql ENOENT'), /cannot tell the version of psql/)

@@ -50,14 +50,25 @@ t.test('CI workflow: triggers', async (t) => {
 
 t.test('CI workflow: each deploy job runs scripts/ci-deploy.sh with every variable it requires', async (t) => {
   const required = requiredByScript()
-  t.same(required, [['DEPLOY_AGENT_URL'], ['DEPLOY_AGENT_KEY_ID'], ['DEPLOY_AGENT_KEY', 'DEPLOY_AGENT_KEY_FILE'], ['DEPLOY_AGENT_STATUS_TOKEN', 'DEPLOY_AGENT_STATUS_TOKEN_FILE']])
-  for (const [job, env] of [['deploy-staging', 'staging'], ['deploy-production', 'production']] as const) {
+  t.same(required, [
+    ['DEPLOY_AGENT_URL'],
+    ['DEPLOY_AGENT_KEY_ID'],
+    ['DEPLOY_AGENT_KEY', 'DEPLOY_AGENT_KEY_FILE'],
+    ['DEPLOY_AGENT_STATUS_TOKEN', 'DEPLOY_AGENT_STATUS_TOKEN_FILE'],
+  ])
+  for (const [job, env] of [
+    ['deploy-staging', 'staging'],
+    ['deploy-production', 'production'],
+  ] as const) {
     const steps = workflow.jobs[job]?.steps ?? []
     const deploys = steps.filter((s) => s.run?.includes('scripts/ci-deploy.sh'))
     t.equal(deploys.length, 1, `${job}: one step runs the script`)
     const step = deploys[0] as Step
     t.equal(step.run, `bash .deploy-agent/scripts/ci-deploy.sh "$APP" ${env} "$GITHUB_REF_NAME"`, `${job}: app, ${env}, the pushed ref`)
-    t.notOk(steps.some((s) => /deploy-agent(\.js)? deploy\b/.test(s.run ?? '')), `${job}: no step calls the CLI's deploy itself`)
+    t.notOk(
+      steps.some((s) => /deploy-agent(\.js)? deploy\b/.test(s.run ?? '')),
+      `${job}: no step calls the CLI's deploy itself`,
+    )
     for (const names of required) {
       const given = names.filter((name) => step.env?.[name] === `\${{ secrets.${name} }}`)
       t.equal(given.length, 1, `${job}: ${names.join(' or ')} comes from the secret of that name`)
@@ -72,7 +83,9 @@ t.test('CI script: uses only flags and variables the CLI has', async (t) => {
   if (!deploy) throw new Error('no deploy command')
   const flags = new Set(deploy.options.map((o) => o.long))
   const envVars = new Set(deploy.options.map((o) => o.envVar).filter(Boolean))
-  const used = [...scriptText.matchAll(/args(?:\+)?=\(([^)]*)\)/g)].flatMap((m) => [...(m[1] ?? '').matchAll(/(?<![\w-])--[a-z][a-z-]*/g)].map((f) => f[0]))
+  const used = [...scriptText.matchAll(/args(?:\+)?=\(([^)]*)\)/g)].flatMap((m) =>
+    [...(m[1] ?? '').matchAll(/(?<![\w-])--[a-z][a-z-]*/g)].map((f) => f[0]),
+  )
   t.same([...new Set(used)].sort(), ['--commit', '--follow', '--reason'])
   for (const flag of used) t.ok(flags.has(flag), `deploy has ${flag}`)
   for (const name of requiredByScript().flat()) {

@@ -31,16 +31,31 @@ t.test('formatEvent: no control character from a log event reaches the terminal'
     t.ok(lines.length > 0)
     for (const line of lines) t.notMatch(line, CONTROL, `${String(event.event).slice(0, 9)}: ${JSON.stringify(line)}`)
   }
-  t.match(formatEvent({ event: 'build', line: 'Step 1/3\r\n' }, painter(false))[0], /build +Step 1\/3$/, 'a line\'s trailing \\r is dropped, not shown')
-  t.match(formatEvent({ event: 'state', state: 'QUEUED', was: 'AWAITING_APPROVAL', approvedBy: 'release-manager' }, painter(false))[0], /QUEUED {2}approved by release-manager$/, 'who approved is shown')
+  t.match(
+    formatEvent({ event: 'build', line: 'Step 1/3\r\n' }, painter(false))[0],
+    /build +Step 1\/3$/,
+    "a line's trailing \\r is dropped, not shown",
+  )
+  t.match(
+    formatEvent({ event: 'state', state: 'QUEUED', was: 'AWAITING_APPROVAL', approvedBy: 'release-manager' }, painter(false))[0],
+    /QUEUED {2}approved by release-manager$/,
+    'who approved is shown',
+  )
   const coloured = formatEvent({ event: 'state', state: 'SUCCEEDED' }, painter(true))[0] ?? ''
-  t.match(coloured, '\x1b[32mSUCCEEDED\x1b[0m', 'the CLI\'s own colour is kept')
+  t.match(coloured, '\x1b[32mSUCCEEDED\x1b[0m', "the CLI's own colour is kept")
 })
 
 t.test('followDeploy: the error line, the tail and the summary carry no control characters', async (t) => {
   const deploy: DeployView = {
-    id: 'd_aaaaaaaaaaaa', app: 'shop', env: 'production', ref: 'v1.0.0', release: 'v1.0.0', state: 'FAILED',
-    error: { code: 'migrate_failed', message: HOSTILE }, createdAt: '2026-01-01T00:00:00Z', finishedAt: '2026-01-01T00:01:00Z',
+    id: 'd_aaaaaaaaaaaa',
+    app: 'shop',
+    env: 'production',
+    ref: 'v1.0.0',
+    release: 'v1.0.0',
+    state: 'FAILED',
+    error: { code: 'migrate_failed', message: HOSTILE },
+    createdAt: '2026-01-01T00:00:00Z',
+    finishedAt: '2026-01-01T00:01:00Z',
   }
   const client = {
     get: async () => deploy,
@@ -51,6 +66,9 @@ t.test('followDeploy: the error line, the tail and the summary carry no control 
   } as unknown as AgentClient
   const printed: string[] = []
   await followDeploy(client, deploy.id, { paint: painter(false), out: (l) => printed.push(l), err: (l) => printed.push(l) })
-  t.ok(printed.some((l) => l.startsWith('error: migrate_failed: ok\\x1b[2J')), 'the error is printed, escaped')
+  t.ok(
+    printed.some((l) => l.startsWith('error: migrate_failed: ok\\x1b[2J')),
+    'the error is printed, escaped',
+  )
   for (const line of printed) t.notMatch(line, CONTROL, JSON.stringify(line))
 })

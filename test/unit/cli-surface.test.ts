@@ -39,7 +39,10 @@ t.test('CLI --json: every command that prints data has it', async (t) => {
   for (const command of allCommands(buildProgram())) {
     const name = fullName(command)
     if (withoutData.has(name)) continue
-    t.ok(command.options.some((o) => o.long === '--json'), `${name} has --json`)
+    t.ok(
+      command.options.some((o) => o.long === '--json'),
+      `${name} has --json`,
+    )
   }
 })
 
@@ -67,7 +70,7 @@ t.test('CLI colour: NO_COLOR always wins, FORCE_COLOR forces, else only a termin
   t.equal(painter(true).state('SUCCEEDED'), `${ESC}32mSUCCEEDED${ESC}0m`, 'green for success')
 })
 
-t.test('CLI options: a subcommand\'s options after its arguments are its own, not its parent\'s', async (t) => {
+t.test("CLI options: a subcommand's options after its arguments are its own, not its parent's", async (t) => {
   const program = buildProgram()
   const backups = program.commands.find((c) => c.name() === 'backups') as Command
   const verify = backups.commands.find((c) => c.name() === 'verify') as Command

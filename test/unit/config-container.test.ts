@@ -50,7 +50,7 @@ t.test('Config: an env overrides single container keys of its app', async (t) =>
     memory: 1024 ** 3,
     pids: 64,
   })
-  t.same(settings('', '{ capDrop: [NET_RAW, MKNOD] }').capDrop, ['NET_RAW', 'MKNOD'], 'a list replaces the app\'s list')
+  t.same(settings('', '{ capDrop: [NET_RAW, MKNOD] }').capDrop, ['NET_RAW', 'MKNOD'], "a list replaces the app's list")
 })
 
 t.test('Config: bad container settings are reported with their key paths', async (t) => {
@@ -64,7 +64,7 @@ t.test('Config: bad container settings are reported with their key paths', async
   ])
   t.same(problems(app('{ memory: 4m, capDrop: [CHOWN], capAdd: [CHOWN] }')).sort(), [
     'apps.shop.container.capAdd[0]: CHOWN is also in capDrop',
-    'apps.shop.container.memory: must be at least 6m (Docker\'s smallest memory limit)',
+    "apps.shop.container.memory: must be at least 6m (Docker's smallest memory limit)",
   ])
   t.same(problems(app('', '{ memory: lots, noNewPrivileges: "yes" }')).sort(), [
     'apps.shop.envs.production.container.memory: must be a size such as "512m" or "2g" (k, m or g: binary units)',

@@ -13,8 +13,19 @@ t.test('config reference: the docs table is the one the schema generates', async
   const { table } = referenceSection(readme)
   t.notOk(table.includes(UNDESCRIBED), 'every key has a meaning')
   const documented = [...meaningsOf(table).keys()]
-  t.same(documented, referenceRows().map((r) => r.path), 'the same keys, in schema order')
-  for (const path of ['listen.tls.cert', 'listen.trustProxy', 'keys[].allow.refs', 'apps.<app>.envs.<env>.proxy.drainMs', 'backups.retention.monthly', 'notify[].secretFile']) {
+  t.same(
+    documented,
+    referenceRows().map((r) => r.path),
+    'the same keys, in schema order',
+  )
+  for (const path of [
+    'listen.tls.cert',
+    'listen.trustProxy',
+    'keys[].allow.refs',
+    'apps.<app>.envs.<env>.proxy.drainMs',
+    'backups.retention.monthly',
+    'notify[].secretFile',
+  ]) {
     t.ok(documented.includes(path), `${path} is documented`)
   }
 })

@@ -22,18 +22,29 @@ t.test('Config: the full example is valid and keeps its values', async (t) => {
   t.same(production?.ports, [18011, 18012])
   t.equal(production?.database?.envName, 'DATABASE_URL')
   t.equal(config.keys[0]?.notAfter?.toISOString(), '2027-06-01T00:00:00.000Z')
-  t.same(config.keys.map((k) => [k.id, k.allow.approve]), [['ci-main', false], ['release-manager', true], ['ci-legacy', false]], 'CI\'s keys do not approve')
+  t.same(
+    config.keys.map((k) => [k.id, k.allow.approve]),
+    [
+      ['ci-main', false],
+      ['release-manager', true],
+      ['ci-legacy', false],
+    ],
+    "CI's keys do not approve",
+  )
   t.equal(config.backups.retention.days, 30)
   t.same(config.apps.lifeos?.container, { capDrop: ['NET_RAW'], capAdd: [], noNewPrivileges: true, memory: 512 * 1024 ** 2, pids: 256 })
 })
 
-t.test('Config: the example\'s proxies use what works under the sandboxed systemd unit (the reload helper)', async (t) => {
+t.test("Config: the example's proxies use what works under the sandboxed systemd unit (the reload helper)", async (t) => {
   const config = await loadConfig(new URL('../../config/agent.example.yaml', import.meta.url).pathname)
   const path = await readFile(new URL('../../systemd/deploy-agent-nginx-reload.path', import.meta.url), 'utf8')
   const trigger = /^PathChanged=(.+)$/m.exec(path)?.[1]
   t.ok(trigger, 'the .path unit names its trigger file')
   const envs = Object.entries(config.apps).flatMap(([app, a]) => Object.entries(a.envs).map(([env, e]) => [`${app}.${env}`, e] as const))
-  t.ok(envs.some(([, e]) => e.proxy), 'the example has proxies')
+  t.ok(
+    envs.some(([, e]) => e.proxy),
+    'the example has proxies',
+  )
   for (const [name, env] of envs) {
     if (!env.proxy) continue
     t.same(env.proxy.reload, ['touch', trigger], `${name}: reload touches the helper's trigger`)
@@ -59,9 +70,21 @@ t.test('Config: defaults', async (t) => {
   t.equal(config.backups.schedule, '0 3 * * *')
   t.same(config.backups.retention, { days: 30, minKeep: 7, weekly: 8, monthly: 6 })
   t.equal(config.backups.verify, 'full')
-  const withProxy = parseConfig(`${minimal}apps: { a: { repo: /srv/a.git, envs: { e: { ref: "branch:main", ports: [18001, 18002], proxy: { upstreamFile: /etc/nginx/a.conf } } } } }\n`, {}, 'agent.yaml', '/srv/agent')
+  const withProxy = parseConfig(
+    `${minimal}apps: { a: { repo: /srv/a.git, envs: { e: { ref: "branch:main", ports: [18001, 18002], proxy: { upstreamFile: /etc/nginx/a.conf } } } } }\n`,
+    {},
+    'agent.yaml',
+    '/srv/agent',
+  )
   const proxy = withProxy.apps.a?.envs.e?.proxy
-  t.same([proxy?.test, proxy?.reload], [['nginx', '-t'], ['nginx', '-s', 'reload']], 'proxy commands default to nginx')
+  t.same(
+    [proxy?.test, proxy?.reload],
+    [
+      ['nginx', '-t'],
+      ['nginx', '-s', 'reload'],
+    ],
+    'proxy commands default to nginx',
+  )
 })
 
 t.test('Config: every problem is reported with its key path', async (t) => {
@@ -119,7 +142,7 @@ apps:
   t.same(problems(yaml).sort(), [
     'apps.one.envs.prod.backupBeforeDeploy: needs a database to back up',
     'apps.one.envs.prod.ports: the two ports must differ',
-    "apps.two.envs.prod.ports[0]: port 18001 is already used by one/prod",
+    'apps.two.envs.prod.ports[0]: port 18001 is already used by one/prod',
     "apps.two.envs.prod.ports[1]: port 8787 is the agent's own listen port",
     'keys[0].notAfter: must be later than notBefore',
     'keys[1].id: duplicate key id "a"',
@@ -134,7 +157,12 @@ t.test('Config: missing audience, bad YAML, duplicate keys, wrong top-level type
 })
 
 t.test('Config: environment overrides', async (t) => {
-  const config = parseConfig(minimal, { DEPLOY_AGENT_LISTEN_PORT: '9999', DEPLOY_AGENT_LISTEN_HOST: '0.0.0.0', DEPLOY_AGENT_STATE_DIR: '/var/lib/x' }, 'a', '/')
+  const config = parseConfig(
+    minimal,
+    { DEPLOY_AGENT_LISTEN_PORT: '9999', DEPLOY_AGENT_LISTEN_HOST: '0.0.0.0', DEPLOY_AGENT_STATE_DIR: '/var/lib/x' },
+    'a',
+    '/',
+  )
   t.equal(config.listen.port, 9999)
   t.equal(config.listen.host, '0.0.0.0')
   t.equal(config.stateDir, '/var/lib/x')

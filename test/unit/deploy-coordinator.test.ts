@@ -127,9 +127,22 @@ t.test('DeployCoordinator: approval holds a deploy; a newer one supersedes it; a
   await t.rejects(coordinator.approve('d_zzzzzzzzzzzz', 'release-manager'), { code: 'not_found' })
   await until(() => store.get(newer.id)?.state === 'RESOLVING', 'the approved deploy runs')
   t.same(pipeline.started, [newer.id])
-  t.same(store.get(newer.id)?.states.map((s) => s.state), ['QUEUED', 'AWAITING_APPROVAL', 'QUEUED', 'RESOLVING'])
-  const log = (await store.readLog(newer.id)).split('\n').filter(Boolean).map((line) => JSON.parse(line))
-  t.match(log, [{ event: 'state', state: 'AWAITING_APPROVAL' }, { event: 'state', state: 'QUEUED', was: 'AWAITING_APPROVAL', approvedBy: 'release-manager' }], 'the deploy log names the approver')
+  t.same(
+    store.get(newer.id)?.states.map((s) => s.state),
+    ['QUEUED', 'AWAITING_APPROVAL', 'QUEUED', 'RESOLVING'],
+  )
+  const log = (await store.readLog(newer.id))
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line))
+  t.match(
+    log,
+    [
+      { event: 'state', state: 'AWAITING_APPROVAL' },
+      { event: 'state', state: 'QUEUED', was: 'AWAITING_APPROVAL', approvedBy: 'release-manager' },
+    ],
+    'the deploy log names the approver',
+  )
   pipeline.finish(newer.id)
   await coordinator.idle()
 })
@@ -153,18 +166,29 @@ t.test('DeployCoordinator: unknown app or env is 404', async (t) => {
   await t.rejects(coordinator.request({ app: 'web', env: 'qa', ref: 'main' }), { code: 'not_found' })
 })
 
-t.test('DeployCoordinator: envSnapshot shows the waiting deploy per env; the listener hears the coordinator\'s own moves', async (t) => {
+t.test("DeployCoordinator: envSnapshot shows the waiting deploy per env; the listener hears the coordinator's own moves", async (t) => {
   const { store, pipeline, coordinator, events } = await setUp(t)
   const first = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
   const second = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
   const third = await coordinator.request({ app: 'web', env: 'staging', ref: 'main' })
   await tick()
   const queued = (env: string) => coordinator.envSnapshot().find((e) => e.env === env)?.queued
-  t.same(coordinator.envSnapshot().map((e) => e.env).sort(), ['production', 'staging', 'strict'], 'every configured env, busy or not')
+  t.same(
+    coordinator
+      .envSnapshot()
+      .map((e) => e.env)
+      .sort(),
+    ['production', 'staging', 'strict'],
+    'every configured env, busy or not',
+  )
   t.equal(queued('staging'), 1, 'one waits behind the running one')
   t.equal(queued('production'), 0)
   const cancelled = events.find((e) => e.type === 'state' && e.deploy.id === second.id)
-  t.match(cancelled, { type: 'state', was: 'QUEUED', deploy: { state: 'CANCELLED', error: { code: 'superseded' } } }, 'the superseded deploy is announced')
+  t.match(
+    cancelled,
+    { type: 'state', was: 'QUEUED', deploy: { state: 'CANCELLED', error: { code: 'superseded' } } },
+    'the superseded deploy is announced',
+  )
   pipeline.finish(first.id)
   // The next run registers its finisher only after its first transition is on disk.
   await until(() => store.get(third.id)?.state === 'RESOLVING', 'the waiting one runs')
@@ -198,7 +222,9 @@ t.test('DeployCoordinator: concurrent requests under queue: replace leave exactl
 // `queue: reject` lane all passed the check; the first ran and the others were queued and superseded.
 t.test('DeployCoordinator: concurrent requests under queue: reject start one and refuse the rest with 409', async (t) => {
   const { store, pipeline, coordinator } = await setUp(t)
-  const answers = await Promise.allSettled(Array.from({ length: 20 }, () => coordinator.request({ app: 'web', env: 'strict', ref: 'main' })))
+  const answers = await Promise.allSettled(
+    Array.from({ length: 20 }, () => coordinator.request({ app: 'web', env: 'strict', ref: 'main' })),
+  )
   const accepted = answers.filter((a): a is PromiseFulfilledResult<Deploy> => a.status === 'fulfilled').map((a) => a.value)
   const refused = answers.filter((a): a is PromiseRejectedResult => a.status === 'rejected').map((a) => (a.reason as { code: string }).code)
   t.equal(accepted.length, 1, 'one request is accepted')
@@ -251,8 +277,15 @@ t.test('DeployCoordinator: an app or env named after an Object.prototype propert
 })
 
 t.test('DeployCoordinator: a rollback goes only to a release that served and whose ref the key may deploy', async (t) => {
-  const image = (release: string, minutes: number) => ({ release, commit: 'c'.repeat(40), ref: `web:production-${release}`, created: new Date(Date.UTC(2026, 0, 1, 0, minutes)) })
-  const runtime: Partial<Runtime> = { releases: async () => [image('v3.0.0', 4), image('v2.0.0', 3), image('v1.5.0', 2), image('v1.0.0', 1)] }
+  const image = (release: string, minutes: number) => ({
+    release,
+    commit: 'c'.repeat(40),
+    ref: `web:production-${release}`,
+    created: new Date(Date.UTC(2026, 0, 1, 0, minutes)),
+  })
+  const runtime: Partial<Runtime> = {
+    releases: async () => [image('v3.0.0', 4), image('v2.0.0', 3), image('v1.5.0', 2), image('v1.0.0', 1)],
+  }
   const { store, pipeline, coordinator } = await setUp(t, { runtime })
   const history = async (ref: string, state: DeployState) => {
     const d = await store.create({ app: 'web', env: 'production', ref, keyId: 'ci' })
@@ -262,10 +295,24 @@ t.test('DeployCoordinator: a rollback goes only to a release that served and who
   await history('v1.5.0', 'FAILED') // built, never served
   await history('v2.0.0', 'SUCCEEDED')
   await history('v3.0.0', 'SUCCEEDED')
-  coordinator.setLive({ app: 'web', env: 'production' }, { release: 'v3.0.0', commit: 'c'.repeat(40), port: 18011, deployId: 'd_x', since: '' })
+  coordinator.setLive(
+    { app: 'web', env: 'production' },
+    { release: 'v3.0.0', commit: 'c'.repeat(40), port: 18011, deployId: 'd_x', since: '' },
+  )
   const auth = new Authenticator({ keyring: { keys: new Map(), statusToken: null }, audience: 'a', nonces: { remember: async () => true } })
-  const key: LoadedKey = { id: 'ci-v1', material: { alg: 'hmac-sha256', secret: Buffer.alloc(32) }, allow: { refs: ['v1.*', 'v3.*'], approve: false } }
-  const asKey = (to?: string) => coordinator.rollback({ app: 'web', env: 'production', to, keyId: key.id, checkRelease: (r) => auth.authorizeRollback(key, { env: 'production', ...r }) })
+  const key: LoadedKey = {
+    id: 'ci-v1',
+    material: { alg: 'hmac-sha256', secret: Buffer.alloc(32) },
+    allow: { refs: ['v1.*', 'v3.*'], approve: false },
+  }
+  const asKey = (to?: string) =>
+    coordinator.rollback({
+      app: 'web',
+      env: 'production',
+      to,
+      keyId: key.id,
+      checkRelease: (r) => auth.authorizeRollback(key, { env: 'production', ...r }),
+    })
   const before = store.list().length
 
   await t.rejects(asKey(), { code: 'forbidden', statusCode: 403 }, 'the default target (v2.0.0) is a ref the key may not deploy')

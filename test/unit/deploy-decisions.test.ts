@@ -13,7 +13,14 @@ t.test('Release names and image tags', async (t) => {
 
 const at = (minutes: number) => new Date(Date.UTC(2026, 10, 1, 0, minutes))
 const instance = (id: string, release: string, port: number, running: boolean, minutes: number): Instance => ({
-  id, release, port, running, commit: 'c', deployId: 'd', image: `shop:p-${release}`, created: at(minutes),
+  id,
+  release,
+  port,
+  running,
+  commit: 'c',
+  deployId: 'd',
+  image: `shop:p-${release}`,
+  created: at(minutes),
 })
 const image = (release: string, minutes: number) => ({ release, commit: 'c', ref: `shop:p-${release}`, created: at(minutes) })
 
@@ -24,8 +31,16 @@ t.test('planPrune: keeps live, standby and the newest others up to keepReleases'
     instances: [instance('c5', 'v5', 18002, true, 50), instance('c4', 'v4', 18001, false, 40), instance('c1', 'v1', 18001, false, 10)],
     images: [image('v1', 10), image('v2', 20), image('v3', 30), image('v4', 40), image('v5', 50)],
   })
-  t.same(plan.containers.map((c) => c.id), ['c1'], 'an older stopped container goes')
-  t.same(plan.images.map((i) => i.ref), ['shop:p-v2', 'shop:p-v1'], 'v5 live, v4 standby, v3 newest other')
+  t.same(
+    plan.containers.map((c) => c.id),
+    ['c1'],
+    'an older stopped container goes',
+  )
+  t.same(
+    plan.images.map((i) => i.ref),
+    ['shop:p-v2', 'shop:p-v1'],
+    'v5 live, v4 standby, v3 newest other',
+  )
 })
 
 t.test('planPrune: an old standby is still kept as the rollback target', async (t) => {
@@ -36,5 +51,8 @@ t.test('planPrune: an old standby is still kept as the rollback target', async (
     images: [image('v1', 10), image('v7', 70), image('v8', 80), image('v9', 90)],
   })
   t.same(plan.containers, [])
-  t.same(plan.images.map((i) => i.ref), ['shop:p-v8', 'shop:p-v7'])
+  t.same(
+    plan.images.map((i) => i.ref),
+    ['shop:p-v8', 'shop:p-v7'],
+  )
 })

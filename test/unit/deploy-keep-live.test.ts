@@ -12,17 +12,31 @@ import { tempDir } from '../helpers/tmp.js'
 
 async function setUp(t: Test, routedPort: number, standbyRunning = false) {
   const dir = await tempDir(t)
-  const config = parseConfig(`
+  const config = parseConfig(
+    `
 audience: a
 apps:
   web:
     repo: /srv/web.git
     envs:
       production: { ref: "tag:v*", ports: [18011, 18012], proxy: { upstreamFile: ${dir}/up.conf } }
-`, {}, 'a', dir)
+`,
+    {},
+    'a',
+    dir,
+  )
   const store = await DeployStore.open(dir)
   t.teardown(() => store.close())
-  const live: Instance = { id: 'live', release: 'v1', commit: 'c', deployId: 'd_live', port: 18011, image: 'i', running: false, created: new Date() }
+  const live: Instance = {
+    id: 'live',
+    release: 'v1',
+    commit: 'c',
+    deployId: 'd_live',
+    port: 18011,
+    image: 'i',
+    running: false,
+    created: new Date(),
+  }
   const standby: Instance = { ...live, id: 'standby', release: 'v0', deployId: 'd_old', port: 18012, running: standbyRunning }
   const runtime = new FakeRuntime([live, standby])
   let release: () => void = () => undefined
@@ -30,7 +44,10 @@ apps:
     config,
     store,
     pipeline: {
-      run: (d: Deploy) => new Promise<Deploy>((resolve) => { release = () => resolve(d) }),
+      run: (d: Deploy) =>
+        new Promise<Deploy>((resolve) => {
+          release = () => resolve(d)
+        }),
       recover: async () => false,
     },
     runtime,

@@ -53,10 +53,16 @@ t.test('DeployLogs: past the size cap output is dropped, the agent’s lines sti
   await Promise.all(writes)
   await logs.closeLog(id)
   const text = await readFile(join(dir, `${id}.ndjson`), 'utf8')
-  const events = text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+  const events = text
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
   const kept = events.filter((e) => e.event === 'build').length
   t.equal(kept, Math.floor(10_000 / size), 'output up to the cap')
-  t.ok(events.some((e) => e.event === 'state' && e.state === 'FAILED'), 'the state line past the cap is kept')
+  t.ok(
+    events.some((e) => e.event === 'state' && e.state === 'FAILED'),
+    'the state line past the cap is kept',
+  )
   const capped = events.filter((e) => e.event === 'log-capped')
   t.equal(capped.length, 1, 'one line says what was dropped')
   t.match(capped[0], { limitBytes: 10_000, droppedLines: 100 - kept, droppedBytes: (100 - kept) * size })

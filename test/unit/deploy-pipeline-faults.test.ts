@@ -46,7 +46,16 @@ apps:
   const target = findTarget(config, 'web', 'production')
   const store = await DeployStore.open(dir)
   t.teardown(() => store.close())
-  const previous: Instance = { id: 'old', release: 'v1', commit: COMMIT, deployId: 'd_old', port: blue, image: 'web:production-v1', running: true, created: new Date(0) }
+  const previous: Instance = {
+    id: 'old',
+    release: 'v1',
+    commit: COMMIT,
+    deployId: 'd_old',
+    port: blue,
+    image: 'web:production-v1',
+    running: true,
+    created: new Date(0),
+  }
   const runtime = new FakeRuntime([previous], faults)
   runtime.keep('v2', COMMIT)
   const router = new FakeRouter(blue)
@@ -58,7 +67,9 @@ apps:
       resolveTag: async () => ({ commit: COMMIT, annotated: false }),
       resolveBranch: async () => COMMIT,
       isAncestor: async () => true,
-      archive: () => { throw new Error('no build expected') },
+      archive: () => {
+        throw new Error('no build expected')
+      },
     }),
     tags: { check: () => undefined, record: async () => undefined },
     router: () => router,

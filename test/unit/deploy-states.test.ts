@@ -27,7 +27,11 @@ t.test('nextState: refuses what a table does not have', async (t) => {
   t.equal(nextState('deploy', 'VERIFYING', 'SWITCHING'), 'SWITCHING')
   t.throws(() => nextState('deploy', 'QUEUED', 'SWITCHING'), { name: 'IllegalTransitionError' })
   t.throws(() => nextState('deploy', 'SUCCEEDED', 'ROLLING_BACK'), { name: 'IllegalTransitionError' }, 'terminal states are final')
-  t.throws(() => nextState('deploy', 'BUILDING', 'ROLLING_BACK'), { name: 'IllegalTransitionError' }, 'before the switch a failure is FAILED, not a rollback')
+  t.throws(
+    () => nextState('deploy', 'BUILDING', 'ROLLING_BACK'),
+    { name: 'IllegalTransitionError' },
+    'before the switch a failure is FAILED, not a rollback',
+  )
   t.throws(() => nextState('rollback', 'QUEUED', 'RESOLVING'), { name: 'IllegalTransitionError' }, 'a rollback builds nothing')
   t.throws(() => nextState('rollback', 'QUEUED', 'AWAITING_APPROVAL'), { name: 'IllegalTransitionError' })
 })
@@ -51,7 +55,8 @@ async function rig(t: Test) {
   const ports = await freePorts(4)
   const [blue, green, heldBlue, heldGreen] = ports as [number, number, number, number]
   const healthy = await servers(t, ports)
-  const config = parseConfig(`
+  const config = parseConfig(
+    `
 audience: a
 apps:
   web:
@@ -62,10 +67,23 @@ apps:
     envs:
       production: { ref: "tag:v*", ports: [${blue}, ${green}], proxy: { upstreamFile: ${dir}/up.conf, drainMs: 0 } }
       held: { ref: "tag:v*", ports: [${heldBlue}, ${heldGreen}], requireApproval: true, proxy: { upstreamFile: ${dir}/held.conf, drainMs: 0 } }
-`, {}, 'a', dir)
+`,
+    {},
+    'a',
+    dir,
+  )
   const store = await DeployStore.open(dir)
   t.teardown(() => store.close())
-  const live: Instance = { id: 'live', release: 'v1', commit: COMMIT, deployId: 'd_live', port: blue, image: 'web:production-v1', running: true, created: new Date(0) }
+  const live: Instance = {
+    id: 'live',
+    release: 'v1',
+    commit: COMMIT,
+    deployId: 'd_live',
+    port: blue,
+    image: 'web:production-v1',
+    running: true,
+    created: new Date(0),
+  }
   const runtime = new FakeRuntime([live])
   runtime.keep('v1', COMMIT)
   const router = new FakeRouter(blue)
@@ -93,13 +111,33 @@ apps:
     logger: createLogger({ level: 'silent' }),
     onDeployEvent: record,
   })
-  const coordinator = new DeployCoordinator({ config, store, pipeline, runtime, router: () => router, logger: createLogger({ level: 'silent' }), onDeployEvent: record })
+  const coordinator = new DeployCoordinator({
+    config,
+    store,
+    pipeline,
+    runtime,
+    router: () => router,
+    logger: createLogger({ level: 'silent' }),
+    onDeployEvent: record,
+  })
   const target = findTarget(config, 'web', 'production')
-  const deploy = (ref: string, kind: DeployKind = 'deploy', state?: DeployState) => store.create({ app: 'web', env: 'production', ref, kind, state })
+  const deploy = (ref: string, kind: DeployKind = 'deploy', state?: DeployState) =>
+    store.create({ app: 'web', env: 'production', ref, kind, state })
   const run = async (ref: string, over: Partial<Target['appConfig']> = {}, env: Partial<Target['envConfig']> = {}): Promise<Deploy> =>
     pipeline.run(await deploy(ref), { ...target, appConfig: { ...target.appConfig, ...over }, envConfig: { ...target.envConfig, ...env } })
   return {
-    store, runtime, router, healthy, pipeline, coordinator, target, deploy, run, blue, green, live,
+    store,
+    runtime,
+    router,
+    healthy,
+    pipeline,
+    coordinator,
+    target,
+    deploy,
+    run,
+    blue,
+    green,
+    live,
     failResolve: (on: boolean) => (resolveFails = on),
     failBackup: (on: boolean) => (backupFails = on),
   }
@@ -131,7 +169,9 @@ t.test('Deploy edges: the pipeline, before and after the switch', async (t) => {
   // Goes bad once it is live: the observe window rolls it back.
   const before = r.router.routed as number
   const bad = idle()
-  const watch = setInterval(() => { if (r.router.routed === bad) r.healthy.set(bad, false) }, 5)
+  const watch = setInterval(() => {
+    if (r.router.routed === bad) r.healthy.set(bad, false)
+  }, 5)
   const rolled = await r.run('v11')
   clearInterval(watch)
   r.healthy.set(bad, true)
@@ -141,7 +181,9 @@ t.test('Deploy edges: the pipeline, before and after the switch', async (t) => {
   r.runtime.list.splice(0)
   r.router.routed = null
   const lonely = r.blue
-  const watchLonely = setInterval(() => { if (r.router.routed === lonely) r.healthy.set(lonely, false) }, 5)
+  const watchLonely = setInterval(() => {
+    if (r.router.routed === lonely) r.healthy.set(lonely, false)
+  }, 5)
   const failed = await r.run('v12')
   clearInterval(watchLonely)
   r.healthy.set(lonely, true)
@@ -164,7 +206,10 @@ t.test('Deploy edges: the coordinator (approval, queue, an env gone from the con
   const replacing = await r.coordinator.request({ app: 'web', env: 'production', ref: 'v6' })
   await r.coordinator.idle()
   t.equal(r.store.get(waiting.id)?.state, 'CANCELLED')
-  t.same([first.id, replacing.id].map((id) => r.store.get(id)?.state), ['SUCCEEDED', 'SUCCEEDED'])
+  t.same(
+    [first.id, replacing.id].map((id) => r.store.get(id)?.state),
+    ['SUCCEEDED', 'SUCCEEDED'],
+  )
   const rollback = await r.coordinator.rollback({ app: 'web', env: 'production', keyId: null })
   const waitingRollback = await r.coordinator.rollback({ app: 'web', env: 'production', to: 'v4', keyId: null })
   await r.coordinator.rollback({ app: 'web', env: 'production', to: 'v4', keyId: null })
@@ -179,7 +224,10 @@ t.test('Deploy edges: recovery of an env gone from the config ends every unfinis
   const states: DeployState[] = ['QUEUED', 'AWAITING_APPROVAL', 'SWITCHING', 'OBSERVING']
   const gone = await Promise.all(states.map((state) => r.store.create({ app: 'web', env: 'retired', ref: 'v2', state })))
   await r.coordinator.recover()
-  t.same(gone.map((d) => r.store.get(d.id)?.state), ['CANCELLED', 'CANCELLED', 'FAILED', 'FAILED'])
+  t.same(
+    gone.map((d) => r.store.get(d.id)?.state),
+    ['CANCELLED', 'CANCELLED', 'FAILED', 'FAILED'],
+  )
   t.same(r.store.unfinished(), [], 'nothing is left unfinished')
 })
 
@@ -224,9 +272,19 @@ t.test('Rollback edges: a manual rollback that cannot start, verify or switch', 
 t.test('Every edge of both tables is taken, and no other', async (t) => {
   const table = new Set(
     (Object.entries(TRANSITIONS) as Array<[DeployKind, (typeof TRANSITIONS)[DeployKind]]>).flatMap(([kind, edges]) =>
-      (Object.entries(edges) as Array<[DeployState, readonly DeployState[]]>).flatMap(([from, tos]) => tos.map((to) => edge(kind, from, to))),
+      (Object.entries(edges) as Array<[DeployState, readonly DeployState[]]>).flatMap(([from, tos]) =>
+        tos.map((to) => edge(kind, from, to)),
+      ),
     ),
   )
-  t.same([...table].filter((e) => !taken.has(e)), [], 'no dead edge')
-  t.same([...taken].filter((e) => !table.has(e)), [], 'no edge outside the tables')
+  t.same(
+    [...table].filter((e) => !taken.has(e)),
+    [],
+    'no dead edge',
+  )
+  t.same(
+    [...taken].filter((e) => !table.has(e)),
+    [],
+    'no edge outside the tables',
+  )
 })

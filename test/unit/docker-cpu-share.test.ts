@@ -11,7 +11,10 @@ t.test('containerCpuShareWarning: only cgroupfs on cgroup v1 with /docker at one
   const dir = await tempDir(t)
   const shares = join(dir, 'cpu.shares')
   await writeFile(shares, '1024\n')
-  t.match(await containerCpuShareWarning(engine('cgroupfs', '1'), shares), /all containers share one CPU weight \(.*cpu\.shares is 1024.*echo 10240 >/)
+  t.match(
+    await containerCpuShareWarning(engine('cgroupfs', '1'), shares),
+    /all containers share one CPU weight \(.*cpu\.shares is 1024.*echo 10240 >/,
+  )
   t.equal(await containerCpuShareWarning(engine('systemd', '1'), shares), null, 'the systemd driver gives each container its own scope')
   t.equal(await containerCpuShareWarning(engine('cgroupfs', '2'), shares), null, 'cgroup v2')
   await writeFile(shares, '10240\n')

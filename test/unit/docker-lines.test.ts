@@ -96,8 +96,13 @@ t.test('docker errors: stable codes and statuses', async (t) => {
   t.match(new BuildError('build_failed', 'no', []), { statusCode: 500 })
   t.match(new ContainerExistsError('web-blue'), { code: 'container_exists', statusCode: 409, message: /web-blue/ })
 
-  const engineError = (statusCode: number, message: string) => Object.assign(new Error(`(HTTP code ${statusCode}) x - ${message} `), { statusCode, json: { message: `${message} ` } })
-  t.match(toDockerError(engineError(404, 'No such image: a:b'), 'inspect'), { code: 'docker_not_found', statusCode: 404, message: 'inspect: No such image: a:b' })
+  const engineError = (statusCode: number, message: string) =>
+    Object.assign(new Error(`(HTTP code ${statusCode}) x - ${message} `), { statusCode, json: { message: `${message} ` } })
+  t.match(toDockerError(engineError(404, 'No such image: a:b'), 'inspect'), {
+    code: 'docker_not_found',
+    statusCode: 404,
+    message: 'inspect: No such image: a:b',
+  })
   t.match(toDockerError(engineError(409, 'in use'), 'remove'), { code: 'docker_conflict', statusCode: 409 })
   const other = toDockerError(new Error('connect ENOENT /var/run/docker.sock '), 'ping')
   t.match(other, { code: 'docker_error', statusCode: 502, message: 'ping: connect ENOENT /var/run/docker.sock' })

@@ -19,7 +19,13 @@ t.test('splitCredentials: http(s) user-info leaves the URL and becomes a header 
 })
 
 t.test('splitCredentials: URLs without http(s) user-info are given to git unchanged', async (t) => {
-  for (const raw of ['https://github.com/org/app.git', 'ssh://git@github.com/org/app.git', 'git@github.com:org/app.git', '/srv/git/app.git', 'file:///srv/git/app.git']) {
+  for (const raw of [
+    'https://github.com/org/app.git',
+    'ssh://git@github.com/org/app.git',
+    'git@github.com:org/app.git',
+    '/srv/git/app.git',
+    'file:///srv/git/app.git',
+  ]) {
     t.same(splitCredentials(raw), { url: raw, env: {} }, raw)
   }
 })

@@ -24,7 +24,9 @@ const dashboard = JSON.parse(await readFile(new URL('../../config/grafana-dashbo
 const panels = dashboard.panels.flatMap((p) => [p, ...(p.panels ?? [])]).filter((p) => p.type !== 'row')
 const queries = [
   ...panels.flatMap((p) => (p.targets ?? []).map((target) => ({ where: `${p.title} ${target.refId}`, text: target.expr ?? '' }))),
-  ...dashboard.templating.list.filter((v) => v.type === 'query').map((v) => ({ where: `variable ${v.name}`, text: JSON.stringify(v.query) })),
+  ...dashboard.templating.list
+    .filter((v) => v.type === 'query')
+    .map((v) => ({ where: `variable ${v.name}`, text: JSON.stringify(v.query) })),
 ]
 const namesIn = (text: string) => text.match(/\bdeploy_agent_[a-z0-9_]+/g) ?? []
 
@@ -43,7 +45,10 @@ async function seriesNames(metrics: Metrics): Promise<Map<string, string>> {
 t.test('Grafana dashboard: importable shape, every panel queries through the datasource variable', async (t) => {
   t.equal(dashboard.uid, 'deploy-agent')
   t.ok(dashboard.schemaVersion >= 30)
-  t.same(dashboard.templating.list.map((v) => v.name), ['datasource', 'app', 'env'])
+  t.same(
+    dashboard.templating.list.map((v) => v.name),
+    ['datasource', 'app', 'env'],
+  )
   const ids = dashboard.panels.flatMap((p) => [p, ...(p.panels ?? [])]).map((p) => p.id)
   t.equal(new Set(ids).size, ids.length, 'panel ids are unique')
   for (const p of panels) {
@@ -54,12 +59,16 @@ t.test('Grafana dashboard: importable shape, every panel queries through the dat
 
 t.test('Grafana dashboard: every metric a query names is registered by new Metrics()', async (t) => {
   const exported = await seriesNames(new Metrics())
-  const unknown = queries.flatMap((q) => namesIn(q.text).filter((n) => !exported.has(n)).map((n) => `${q.where}: ${n}`))
+  const unknown = queries.flatMap((q) =>
+    namesIn(q.text)
+      .filter((n) => !exported.has(n))
+      .map((n) => `${q.where}: ${n}`),
+  )
   t.same(unknown, [], 'no query names a metric the agent does not export')
   t.ok(queries.length > 10 && queries.every((q) => namesIn(q.text).length > 0), 'every query names a metric of the agent')
 })
 
-t.test('Grafana dashboard: every metric of the agent\'s own is on a panel', async (t) => {
+t.test("Grafana dashboard: every metric of the agent's own is on a panel", async (t) => {
   const own = await seriesNames(new Metrics({ defaultMetrics: false }))
   const shown = new Set(queries.flatMap((q) => namesIn(q.text)).map((n) => own.get(n)))
   const missing = [...new Set(own.values())].filter((name) => !shown.has(name))

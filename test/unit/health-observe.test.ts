@@ -18,8 +18,12 @@ t.test('observe: up to maxFailures failed probes are tolerated', async (t) => {
   const server = await scripted(t, [200, 500, 200, 502, 200])
   const failures: number[] = []
   const outcome = await observe({
-    url: server.url, seconds: 0.3, intervalMs: 5, timeoutMs: 500, maxFailures: 2,
-    onResult: (r) => failures.push(r.failures)
+    url: server.url,
+    seconds: 0.3,
+    intervalMs: 5,
+    timeoutMs: 500,
+    maxFailures: 2,
+    onResult: (r) => failures.push(r.failures),
   })
   t.same(outcome, { healthy: true })
   t.same(failures.slice(0, 5), [0, 1, 1, 2, 2])
@@ -38,8 +42,12 @@ t.test('observe: a container no longer alive is unhealthy at once', async (t) =>
   const server = await scripted(t, [200])
   let checks = 0
   const outcome = await observe({
-    url: server.url, seconds: 30, intervalMs: 5, timeoutMs: 500, maxFailures: 100,
-    containerAlive: async () => ++checks < 3
+    url: server.url,
+    seconds: 30,
+    intervalMs: 5,
+    timeoutMs: 500,
+    maxFailures: 100,
+    containerAlive: async () => ++checks < 3,
   })
   t.same(outcome, { healthy: false, reason: 'the container exited or is restarting' })
   t.equal(server.hits(), 2)
@@ -47,13 +55,23 @@ t.test('observe: a container no longer alive is unhealthy at once', async (t) =>
 
 t.test('observe: the container is checked once more at the end of the window', async (t) => {
   let now = 0
-  const clock: Clock = { now: () => now, sleep: async (ms) => { now += ms } }
+  const clock: Clock = {
+    now: () => now,
+    sleep: async (ms) => {
+      now += ms
+    },
+  }
   const alive = [true, true, false]
   let i = 0
   const outcome = await observe({
-    url: 'http://unused/', seconds: 1, intervalMs: 1000, timeoutMs: 100, maxFailures: 0, clock,
+    url: 'http://unused/',
+    seconds: 1,
+    intervalMs: 1000,
+    timeoutMs: 100,
+    maxFailures: 0,
+    clock,
     probe: async () => ({ ok: true, status: 200, ms: 1 }),
-    containerAlive: async () => alive[i++] ?? false
+    containerAlive: async () => alive[i++] ?? false,
   })
   t.same(outcome, { healthy: false, reason: 'the container exited or is restarting' })
   t.equal(i, 3)
@@ -65,8 +83,13 @@ t.test('observe: cancelling rejects with an AbortError, and the cancelled probe 
   const failures: number[] = []
   setTimeout(() => controller.abort(), 50)
   const err = await observe({
-    url: server.url, seconds: 30, intervalMs: 5, timeoutMs: 10_000, maxFailures: 0,
-    signal: controller.signal, onResult: (r) => failures.push(r.failures)
+    url: server.url,
+    seconds: 30,
+    intervalMs: 5,
+    timeoutMs: 10_000,
+    maxFailures: 0,
+    signal: controller.signal,
+    onResult: (r) => failures.push(r.failures),
   }).catch((e: unknown) => e)
   t.ok(isAbortError(err), 'AbortError')
   t.notOk(err instanceof HealthError)
@@ -77,8 +100,17 @@ t.test('observe: cancelling rejects with an AbortError, and the cancelled probe 
   setTimeout(() => between.abort(), 20)
   await t.rejects(pending, { name: 'AbortError' }, 'while sleeping between probes')
 
-  await t.rejects(observe({
-    url: server.url, seconds: 30, intervalMs: 5, timeoutMs: 100, maxFailures: 5, signal: AbortSignal.abort(),
-    containerAlive: async () => true
-  }), { name: 'AbortError' }, 'already aborted')
+  await t.rejects(
+    observe({
+      url: server.url,
+      seconds: 30,
+      intervalMs: 5,
+      timeoutMs: 100,
+      maxFailures: 5,
+      signal: AbortSignal.abort(),
+      containerAlive: async () => true,
+    }),
+    { name: 'AbortError' },
+    'already aborted',
+  )
 })

@@ -7,21 +7,33 @@ import { freePort } from '../helpers/ports.js'
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
 
 // A loopback server for one test, closed (with its open connections) in the teardown.
-async function serve (t: { teardown: (fn: () => unknown) => void }, handler: Handler): Promise<string> {
+async function serve(t: { teardown: (fn: () => unknown) => void }, handler: Handler): Promise<string> {
   const server = createServer(handler)
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.closeAllConnections(); server.close() })
+  t.teardown(() => {
+    server.closeAllConnections()
+    server.close()
+  })
   const address = server.address()
   if (address === null || typeof address === 'string') throw new Error('no TCP address')
   return `http://127.0.0.1:${address.port}`
 }
 
-const status = (code: number): Handler => (_req, res) => { res.statusCode = code; res.end(String(code)) }
+const status =
+  (code: number): Handler =>
+  (_req, res) => {
+    res.statusCode = code
+    res.end(String(code))
+  }
 const hang: Handler = () => {}
 
 t.test('probeHttp: 2xx and 3xx pass, redirects are not followed', async (t) => {
   const base = await serve(t, (req, res) => {
-    if (req.url === '/moved') { res.writeHead(302, { location: '/missing' }); res.end(); return }
+    if (req.url === '/moved') {
+      res.writeHead(302, { location: '/missing' })
+      res.end()
+      return
+    }
     res.end('ok')
   })
   const ok = await probeHttp(`${base}/`, 1000)
@@ -66,17 +78,35 @@ t.test('probeHttp: a probe cancelled by the caller rejects with an AbortError, n
 
 t.test('runSmoke: every check answering its expected status passes, with results', async (t) => {
   const base = await serve(t, (req, res) => {
-    if (req.url === '/') { res.end('home'); return }
-    if (req.url === '/old') { res.writeHead(301, { location: '/' }); res.end(); return }
+    if (req.url === '/') {
+      res.end('home')
+      return
+    }
+    if (req.url === '/old') {
+      res.writeHead(301, { location: '/' })
+      res.end()
+      return
+    }
     res.statusCode = 404
     res.end()
   })
-  const results = await runSmoke(`${base}/`, [
-    { path: '/', expectStatus: 200 },
-    { path: 'old', expectStatus: 301 },
-    { path: '/nope', expectStatus: 404 }
-  ], 1000)
-  t.same(results.map((r) => [r.path, r.ok, r.got]), [['/', true, 200], ['old', true, 301], ['/nope', true, 404]])
+  const results = await runSmoke(
+    `${base}/`,
+    [
+      { path: '/', expectStatus: 200 },
+      { path: 'old', expectStatus: 301 },
+      { path: '/nope', expectStatus: 404 },
+    ],
+    1000,
+  )
+  t.same(
+    results.map((r) => [r.path, r.ok, r.got]),
+    [
+      ['/', true, 200],
+      ['old', true, 301],
+      ['/nope', true, 404],
+    ],
+  )
 })
 
 t.test('runSmoke: a status mismatch fails with smoke_failed naming path, expected and got', async (t) => {
@@ -84,11 +114,15 @@ t.test('runSmoke: a status mismatch fails with smoke_failed naming path, expecte
     res.statusCode = req.url === '/api' ? 500 : 200
     res.end()
   })
-  const err = await runSmoke(base, [
-    { path: '/', expectStatus: 200 },
-    { path: '/api', expectStatus: 200 },
-    { path: '/gone', expectStatus: 404 }
-  ], 1000).catch((e: unknown) => e)
+  const err = await runSmoke(
+    base,
+    [
+      { path: '/', expectStatus: 200 },
+      { path: '/api', expectStatus: 200 },
+      { path: '/gone', expectStatus: 404 },
+    ],
+    1000,
+  ).catch((e: unknown) => e)
   t.ok(err instanceof HealthError)
   t.match(err, { code: 'smoke_failed', statusCode: 502 })
   t.match((err as Error).message, 'GET /api: expected 200, got 500')
@@ -98,8 +132,10 @@ t.test('runSmoke: a status mismatch fails with smoke_failed naming path, expecte
 
 t.test('runSmoke: an unreachable candidate fails with the network error as got', async (t) => {
   const port = await freePort()
-  await t.rejects(runSmoke(`http://127.0.0.1:${port}`, [{ path: '/', expectStatus: 200 }], 500),
-    { code: 'smoke_failed', message: /GET \/: expected 200, got .*ECONNREFUSED/ })
+  await t.rejects(runSmoke(`http://127.0.0.1:${port}`, [{ path: '/', expectStatus: 200 }], 500), {
+    code: 'smoke_failed',
+    message: /GET \/: expected 200, got .*ECONNREFUSED/,
+  })
 })
 
 t.test('joinUrl: one slash between base and path', async (t) => {

@@ -34,7 +34,15 @@ async function receiver(t: Test, failFirst = 0) {
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, received }
 }
 
-const notice = { event: 'deploy.rolled_back' as const, app: 'shop', env: 'production', release: 'v1.3.0', commit: 'a'.repeat(40), durationMs: 41_000, reason: '3 of 6 probes failed' }
+const notice = {
+  event: 'deploy.rolled_back' as const,
+  app: 'shop',
+  env: 'production',
+  release: 'v1.3.0',
+  commit: 'a'.repeat(40),
+  durationMs: 41_000,
+  reason: '3 of 6 probes failed',
+}
 
 t.test('Notifier: Slack, Discord and a signed generic webhook each get their body', async (t) => {
   const dir = await tempDir(t)
@@ -56,7 +64,13 @@ t.test('Notifier: Slack, Discord and a signed generic webhook each get their bod
   t.same(JSON.parse(by('/slack').body), { text: line })
   t.same(JSON.parse(by('/discord').body), { content: line })
   const hook = by('/hook')
-  t.match(JSON.parse(hook.body), { event: 'deploy.rolled_back', app: 'shop', env: 'production', release: 'v1.3.0', reason: '3 of 6 probes failed' })
+  t.match(JSON.parse(hook.body), {
+    event: 'deploy.rolled_back',
+    app: 'shop',
+    env: 'production',
+    release: 'v1.3.0',
+    reason: '3 of 6 probes failed',
+  })
   const expected = `sha256=${createHmac('sha256', 'shared-secret-for-the-webhook').update(hook.body).digest('hex')}`
   t.equal(hook.headers['x-deploy-agent-signature'], expected, 'the body is HMAC-signed')
 })
@@ -66,7 +80,13 @@ t.test('Notifier: a 5xx is retried; a dead endpoint is given up without blocking
   const lines: string[] = []
   const logger = createLogger({ level: 'warn' }, { write: (line: string) => void lines.push(line) })
   const dead = `http://127.0.0.1:${await freePort()}/nobody`
-  const notifier = new Notifier([{ kind: 'slack', url: `${r.url}/slack` }, { kind: 'webhook', url: dead }], logger)
+  const notifier = new Notifier(
+    [
+      { kind: 'slack', url: `${r.url}/slack` },
+      { kind: 'webhook', url: dead },
+    ],
+    logger,
+  )
   const started = Date.now()
   notifier.send(notice)
   t.ok(Date.now() - started < 50, 'send returns at once')

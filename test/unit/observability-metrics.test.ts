@@ -10,9 +10,22 @@ function deploy(states: Array<[DeployState, number]>, over: Partial<Deploy> = {}
   const at = (s: number) => new Date(Date.UTC(2026, 0, 1) + s * 1000).toISOString()
   const last = states[states.length - 1] as [DeployState, number]
   return {
-    id: 'd_aaaaaaaaaaaa', kind: 'deploy', app: 'shop', env: 'production', ref: 'v1.0.0', commit: 'c'.repeat(40), release: 'v1.0.0',
-    reason: null, keyId: null, state: last[0], states: states.map(([state, s]) => ({ state, at: at(s) })), error: null,
-    createdAt: at(0), finishedAt: null, details: {}, ...over,
+    id: 'd_aaaaaaaaaaaa',
+    kind: 'deploy',
+    app: 'shop',
+    env: 'production',
+    ref: 'v1.0.0',
+    commit: 'c'.repeat(40),
+    release: 'v1.0.0',
+    reason: null,
+    keyId: null,
+    state: last[0],
+    states: states.map(([state, s]) => ({ state, at: at(s) })),
+    error: null,
+    createdAt: at(0),
+    finishedAt: null,
+    details: {},
+    ...over,
   }
 }
 
@@ -31,61 +44,137 @@ async function values(metrics: Metrics, name: string) {
 
 t.test('recordDeploy: a finished deploy counts once by result, and every state it left is timed', async (t) => {
   const metrics = new Metrics({ defaultMetrics: false })
-  replay(metrics, [['QUEUED', 0], ['RESOLVING', 1], ['BUILDING', 3], ['STARTING', 13], ['VERIFYING', 14], ['SWITCHING', 20], ['OBSERVING', 21], ['SUCCEEDED', 51]])
-  t.same(await values(metrics, 'deploy_agent_deploys_total'), [{ value: 1, labels: { app: 'shop', env: 'production', kind: 'deploy', result: 'SUCCEEDED' } }])
+  replay(metrics, [
+    ['QUEUED', 0],
+    ['RESOLVING', 1],
+    ['BUILDING', 3],
+    ['STARTING', 13],
+    ['VERIFYING', 14],
+    ['SWITCHING', 20],
+    ['OBSERVING', 21],
+    ['SUCCEEDED', 51],
+  ])
+  t.same(await values(metrics, 'deploy_agent_deploys_total'), [
+    { value: 1, labels: { app: 'shop', env: 'production', kind: 'deploy', result: 'SUCCEEDED' } },
+  ])
   const sums = (await values(metrics, 'deploy_agent_deploy_phase_duration_seconds'))
     .filter((v) => (v as { metricName?: string }).metricName === 'deploy_agent_deploy_phase_duration_seconds_sum')
     .map((v) => [v.labels.phase, v.value])
-  t.same(sums, [['QUEUED', 1], ['RESOLVING', 2], ['BUILDING', 10], ['STARTING', 1], ['VERIFYING', 6], ['SWITCHING', 1], ['OBSERVING', 30]])
+  t.same(sums, [
+    ['QUEUED', 1],
+    ['RESOLVING', 2],
+    ['BUILDING', 10],
+    ['STARTING', 1],
+    ['VERIFYING', 6],
+    ['SWITCHING', 1],
+    ['OBSERVING', 30],
+  ])
   t.same(await values(metrics, 'deploy_agent_rollbacks_total'), [], 'no rollback')
 })
 
 t.test('recordDeploy: a deploy that ends ROLLED_BACK is an automatic rollback; a manual rollback that succeeds is manual', async (t) => {
   const metrics = new Metrics({ defaultMetrics: false })
-  replay(metrics, [['QUEUED', 0], ['SWITCHING', 1], ['OBSERVING', 2], ['ROLLING_BACK', 5], ['ROLLED_BACK', 7]])
-  replay(metrics, [['QUEUED', 0], ['STARTING', 1], ['VERIFYING', 2], ['SWITCHING', 3], ['SUCCEEDED', 4]], { kind: 'rollback' })
-  replay(metrics, [['QUEUED', 0], ['STARTING', 1], ['FAILED', 2]], { kind: 'rollback' })
+  replay(metrics, [
+    ['QUEUED', 0],
+    ['SWITCHING', 1],
+    ['OBSERVING', 2],
+    ['ROLLING_BACK', 5],
+    ['ROLLED_BACK', 7],
+  ])
+  replay(
+    metrics,
+    [
+      ['QUEUED', 0],
+      ['STARTING', 1],
+      ['VERIFYING', 2],
+      ['SWITCHING', 3],
+      ['SUCCEEDED', 4],
+    ],
+    { kind: 'rollback' },
+  )
+  replay(
+    metrics,
+    [
+      ['QUEUED', 0],
+      ['STARTING', 1],
+      ['FAILED', 2],
+    ],
+    { kind: 'rollback' },
+  )
   t.same(
     (await values(metrics, 'deploy_agent_rollbacks_total')).map((v) => [v.labels.trigger, v.value]),
-    [['automatic', 1], ['manual', 1]],
+    [
+      ['automatic', 1],
+      ['manual', 1],
+    ],
     'a failed manual rollback put nothing back',
   )
   t.same(
     (await values(metrics, 'deploy_agent_deploys_total')).map((v) => [v.labels.kind, v.labels.result, v.value]),
-    [['deploy', 'ROLLED_BACK', 1], ['rollback', 'SUCCEEDED', 1], ['rollback', 'FAILED', 1]],
+    [
+      ['deploy', 'ROLLED_BACK', 1],
+      ['rollback', 'SUCCEEDED', 1],
+      ['rollback', 'FAILED', 1],
+    ],
   )
 })
 
 t.test('recordDeploy: failed probes count by the phase they failed in', async (t) => {
   const metrics = new Metrics({ defaultMetrics: false })
-  const probe = (phase: DeployState): DeployEvent => ({ type: 'probe_failed', deploy: deploy([['QUEUED', 0], [phase, 1]]), phase })
+  const probe = (phase: DeployState): DeployEvent => ({
+    type: 'probe_failed',
+    deploy: deploy([
+      ['QUEUED', 0],
+      [phase, 1],
+    ]),
+    phase,
+  })
   for (const phase of ['VERIFYING', 'OBSERVING', 'OBSERVING'] as const) recordDeploy(metrics, probe(phase))
-  t.same((await values(metrics, 'deploy_agent_health_check_failures_total')).map((v) => [v.labels.phase, v.value]), [['VERIFYING', 1], ['OBSERVING', 2]])
+  t.same(
+    (await values(metrics, 'deploy_agent_health_check_failures_total')).map((v) => [v.labels.phase, v.value]),
+    [
+      ['VERIFYING', 1],
+      ['OBSERVING', 2],
+    ],
+  )
   t.same(await values(metrics, 'deploy_agent_deploys_total'), [], 'a probe ends nothing')
 })
 
 t.test('recordDeploy: a trail that does not end in the state left (journal out of step) times nothing', async (t) => {
   const metrics = new Metrics({ defaultMetrics: false })
-  recordDeploy(metrics, { type: 'state', deploy: deploy([['QUEUED', 0], ['RESOLVING', 1]]), was: 'BUILDING' })
-  t.same((await values(metrics, 'deploy_agent_deploy_phase_duration_seconds')).filter((v) => v.value !== 0), [])
+  recordDeploy(metrics, {
+    type: 'state',
+    deploy: deploy([
+      ['QUEUED', 0],
+      ['RESOLVING', 1],
+    ]),
+    was: 'BUILDING',
+  })
+  t.same(
+    (await values(metrics, 'deploy_agent_deploy_phase_duration_seconds')).filter((v) => v.value !== 0),
+    [],
+  )
 })
 
-t.test('Metrics.watchEnvs: queue length and the live release are read at each scrape; a replaced release leaves no stale series', async (t) => {
-  const metrics = new Metrics({ defaultMetrics: false })
-  let envs: EnvSnapshot[] = [
-    { app: 'shop', env: 'production', queued: 1, live: { release: 'v1.0.0', commit: 'a'.repeat(40) } },
-    { app: 'shop', env: 'staging', queued: 0, live: null },
-  ]
-  metrics.watchEnvs(() => envs)
-  let text = await metrics.text()
-  t.match(text, 'deploy_agent_deploy_queue_length{app="shop",env="production"} 1')
-  t.match(text, 'deploy_agent_deploy_queue_length{app="shop",env="staging"} 0')
-  t.match(text, `deploy_agent_release_info{app="shop",env="production",release="v1.0.0",commit="${'a'.repeat(40)}"} 1`)
-  t.notMatch(text, /release_info\{[^}]*env="staging"/, 'an env with nothing live has no release series')
+t.test(
+  'Metrics.watchEnvs: queue length and the live release are read at each scrape; a replaced release leaves no stale series',
+  async (t) => {
+    const metrics = new Metrics({ defaultMetrics: false })
+    let envs: EnvSnapshot[] = [
+      { app: 'shop', env: 'production', queued: 1, live: { release: 'v1.0.0', commit: 'a'.repeat(40) } },
+      { app: 'shop', env: 'staging', queued: 0, live: null },
+    ]
+    metrics.watchEnvs(() => envs)
+    let text = await metrics.text()
+    t.match(text, 'deploy_agent_deploy_queue_length{app="shop",env="production"} 1')
+    t.match(text, 'deploy_agent_deploy_queue_length{app="shop",env="staging"} 0')
+    t.match(text, `deploy_agent_release_info{app="shop",env="production",release="v1.0.0",commit="${'a'.repeat(40)}"} 1`)
+    t.notMatch(text, /release_info\{[^}]*env="staging"/, 'an env with nothing live has no release series')
 
-  envs = [{ app: 'shop', env: 'production', queued: 0, live: { release: 'v1.1.0', commit: 'b'.repeat(40) } }]
-  text = await metrics.text()
-  t.match(text, 'release="v1.1.0"')
-  t.notMatch(text, 'release="v1.0.0"', 'the old live release is gone')
-  t.match(text, 'deploy_agent_deploy_queue_length{app="shop",env="production"} 0')
-})
+    envs = [{ app: 'shop', env: 'production', queued: 0, live: { release: 'v1.1.0', commit: 'b'.repeat(40) } }]
+    text = await metrics.text()
+    t.match(text, 'release="v1.1.0"')
+    t.notMatch(text, 'release="v1.0.0"', 'the old live release is gone')
+    t.match(text, 'deploy_agent_deploy_queue_length{app="shop",env="production"} 0')
+  },
+)

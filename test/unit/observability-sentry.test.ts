@@ -24,10 +24,23 @@ t.test('Scrubber: URL passwords, bearer tokens, signatures, key=value secrets an
   t.equal(scrub.text('sent token=abc123 and "password": "pw"'), 'sent token=[redacted] and "password": "[redacted]"')
   t.equal(scrub.text('API_SECRET=xyz'), 'API_SECRET=[redacted]')
   t.equal(scrub.text('env had hunter2-env-value in it'), 'env had [redacted] in it')
-  t.equal(scrub.text('health check failed: http://127.0.0.1:18001/healthz answered 503'), 'health check failed: http://127.0.0.1:18001/healthz answered 503')
+  t.equal(
+    scrub.text('health check failed: http://127.0.0.1:18001/healthz answered 503'),
+    'health check failed: http://127.0.0.1:18001/healthz answered 503',
+  )
   t.same(
-    scrub.value({ app: 'shop', headers: { authorization: 'x', 'deploy-signature': 'y' }, nested: [{ DATABASE_PASSWORD: 'p', note: 'postgres://u:p4ss@h/db' }], count: 3 }),
-    { app: 'shop', headers: { authorization: '[redacted]', 'deploy-signature': '[redacted]' }, nested: [{ DATABASE_PASSWORD: '[redacted]', note: 'postgres://u:[redacted]@h/db' }], count: 3 },
+    scrub.value({
+      app: 'shop',
+      headers: { authorization: 'x', 'deploy-signature': 'y' },
+      nested: [{ DATABASE_PASSWORD: 'p', note: 'postgres://u:p4ss@h/db' }],
+      count: 3,
+    }),
+    {
+      app: 'shop',
+      headers: { authorization: '[redacted]', 'deploy-signature': '[redacted]' },
+      nested: [{ DATABASE_PASSWORD: '[redacted]', note: 'postgres://u:[redacted]@h/db' }],
+      count: 3,
+    },
   )
   t.ok(isSensitiveKey('statusToken') && isSensitiveKey('X-Api-Key') && !isSensitiveKey('deployId'))
 })
@@ -54,19 +67,52 @@ apps:
     dir,
   )
   const secrets = await knownSecrets(config)
-  for (const s of ['env-file-secret-1', 'db-file-password', 'url-password', 'status-token-value-123', 'hmac-secret-value-0123456789abcdef0123']) t.ok(secrets.includes(s), s)
+  for (const s of [
+    'env-file-secret-1',
+    'db-file-password',
+    'url-password',
+    'status-token-value-123',
+    'hmac-secret-value-0123456789abcdef0123',
+  ])
+    t.ok(secrets.includes(s), s)
 })
 
 const failedDeploy = (over: Partial<Deploy>): Deploy => ({
-  id: 'd_bbbbbbbbbbbb', kind: 'deploy', app: 'shop', env: 'production', ref: 'v1.2.0', commit: 'c'.repeat(40), release: 'v1.2.0', reason: null, keyId: 'ci',
-  state: 'FAILED', states: [], error: { code: 'health_check_failed', message: 'never healthy' }, createdAt: '2026-01-01T00:00:00.000Z', finishedAt: null, details: {}, ...over,
+  id: 'd_bbbbbbbbbbbb',
+  kind: 'deploy',
+  app: 'shop',
+  env: 'production',
+  ref: 'v1.2.0',
+  commit: 'c'.repeat(40),
+  release: 'v1.2.0',
+  reason: null,
+  keyId: 'ci',
+  state: 'FAILED',
+  states: [],
+  error: { code: 'health_check_failed', message: 'never healthy' },
+  createdAt: '2026-01-01T00:00:00.000Z',
+  finishedAt: null,
+  details: {},
+  ...over,
 })
 
 t.test('deployReport and backupReport: only bad ends are reported, tagged for search', async (t) => {
   const report = deployReport({ type: 'state', deploy: failedDeploy({}), was: 'VERIFYING' })
-  t.match(report, { err: { name: 'DeployFailed', message: /shop\/production deploy d_bbbbbbbbbbbb FAILED \(health_check_failed\): never healthy/ } })
-  t.same(report?.tags, { app: 'shop', env: 'production', appRelease: 'v1.2.0', deployId: 'd_bbbbbbbbbbbb', kind: 'deploy', state: 'FAILED', code: 'health_check_failed' })
-  t.match(deployReport({ type: 'state', deploy: failedDeploy({ state: 'ROLLED_BACK' }), was: 'ROLLING_BACK' }), { err: { name: 'DeployRolledBack' } })
+  t.match(report, {
+    err: { name: 'DeployFailed', message: /shop\/production deploy d_bbbbbbbbbbbb FAILED \(health_check_failed\): never healthy/ },
+  })
+  t.same(report?.tags, {
+    app: 'shop',
+    env: 'production',
+    appRelease: 'v1.2.0',
+    deployId: 'd_bbbbbbbbbbbb',
+    kind: 'deploy',
+    state: 'FAILED',
+    code: 'health_check_failed',
+  })
+  t.match(deployReport({ type: 'state', deploy: failedDeploy({ state: 'ROLLED_BACK' }), was: 'ROLLING_BACK' }), {
+    err: { name: 'DeployRolledBack' },
+  })
   const quiet: DeployEvent[] = [
     { type: 'state', deploy: failedDeploy({ state: 'SUCCEEDED', error: null }), was: 'OBSERVING' },
     { type: 'state', deploy: failedDeploy({ state: 'CANCELLED' }), was: 'QUEUED' },
@@ -117,13 +163,16 @@ sentry: { dsn: "${ingest.dsn}", environment: test-box }
   )
   const reporter = createErrorReporter(config, logger, '9.9.9')
   t.equal(reporter.enabled, true)
-  const err = new Error('migration printed DATABASE_URL=postgres://shop:planted-db-password@127.0.0.1/shop and PAYMENT_KEY=planted-env-value-42; token=planted-token-7')
+  const err = new Error(
+    'migration printed DATABASE_URL=postgres://shop:planted-db-password@127.0.0.1/shop and PAYMENT_KEY=planted-env-value-42; token=planted-token-7',
+  )
   Object.assign(err, { headers: { authorization: 'Bearer planted-bearer-9' } })
   reporter.capture(err, { app: 'shop', env: 'production', appRelease: 'v1.4.0', deployId: 'd_cccccccccccc', code: 'migration_failed' })
   await reporter.close()
 
   const raw = ingest.bodies.join('\n')
-  for (const planted of ['planted-db-password', 'planted-env-value-42', 'planted-token-7', 'planted-bearer-9']) t.notMatch(raw, planted, `${planted} was scrubbed`)
+  for (const planted of ['planted-db-password', 'planted-env-value-42', 'planted-token-7', 'planted-bearer-9'])
+    t.notMatch(raw, planted, `${planted} was scrubbed`)
   const [event, ...more] = ingest.events()
   t.same(more, [], 'one event')
   t.match(event, {

@@ -41,7 +41,10 @@ t.test('DeployStore: log lines and error messages pass through the scrubber befo
   const deploy = await store.create({ app: 'shop', env: 'production', ref: 'v1' })
   scrub.learn([SECRET]) // learned after the store was made: the store uses what the scrubber knows now
   await store.appendLog(deploy.id, { event: 'migrate', line: `key ${SECRET}` })
-  const failed = await store.transition(deploy.id, 'FAILED', { terminal: true, error: { code: 'migration_failed', message: `last lines:\nkey ${SECRET}` } })
+  const failed = await store.transition(deploy.id, 'FAILED', {
+    terminal: true,
+    error: { code: 'migration_failed', message: `last lines:\nkey ${SECRET}` },
+  })
   t.equal(failed.error?.message, 'last lines:\nkey [redacted]')
   t.equal(store.get(deploy.id)?.error?.message, 'last lines:\nkey [redacted]')
   t.equal(await store.readLog(deploy.id), `${JSON.stringify({ event: 'migrate', line: 'key [redacted]' })}\n`)
@@ -89,7 +92,12 @@ t.test('Scrubber: a long line of output is scrubbed in linear time (every build 
 t.test('createErrorReporter: with the shared scrubber, a secret it learned after the start never reaches Sentry', async (t) => {
   const ingest = await sentryServer(t)
   const scrub = new Scrubber()
-  const reporter = createErrorReporter(parseConfig(`audience: a\nsentry: { dsn: "${ingest.dsn}" }\n`, {}), createLogger({ level: 'silent' }), '9.9.9', scrub)
+  const reporter = createErrorReporter(
+    parseConfig(`audience: a\nsentry: { dsn: "${ingest.dsn}" }\n`, {}),
+    createLogger({ level: 'silent' }),
+    '9.9.9',
+    scrub,
+  )
   scrub.learn(['rotated-value-after-reload'])
   reporter.capture(new Error('migration printed rotated-value-after-reload'), { app: 'shop', env: 'production' })
   await reporter.close()

@@ -57,7 +57,10 @@ t.test('DeployStore: transition merges the patch, appends to states and finishes
   const building = await store.transition(id, 'BUILDING')
   t.equal(building.commit, 'b'.repeat(40), 'fields left out are kept')
   time.advance(1000)
-  const failed = await store.transition(id, 'FAILED', { error: { code: 'build_failed', message: 'exit 1', stack: 'x' } as never, terminal: true })
+  const failed = await store.transition(id, 'FAILED', {
+    error: { code: 'build_failed', message: 'exit 1', stack: 'x' } as never,
+    terminal: true,
+  })
   t.same(failed.states, [
     { state: 'QUEUED', at: iso(0) },
     { state: 'RESOLVING', at: iso(1000) },
@@ -97,18 +100,38 @@ t.test('DeployStore: list is newest first, filters by app and env, honours limit
   const store = await DeployStore.open(t.testdir(), { now: time.now })
   t.teardown(() => store.close())
   const made: Deploy[] = []
-  for (const [app, env] of [['lifeos', 'staging'], ['lifeos', 'production'], ['blog', 'staging'], ['lifeos', 'staging']] as const) {
+  for (const [app, env] of [
+    ['lifeos', 'staging'],
+    ['lifeos', 'production'],
+    ['blog', 'staging'],
+    ['lifeos', 'staging'],
+  ] as const) {
     made.push(await store.create({ app, env, ref: 'main' }))
     time.advance(1000)
   }
   const ids = made.map((d) => d.id)
-  t.same(store.list().map((d) => d.id), [ids[3], ids[2], ids[1], ids[0]])
-  t.same(store.list({ app: 'lifeos' }).map((d) => d.id), [ids[3], ids[1], ids[0]])
-  t.same(store.list({ env: 'staging' }).map((d) => d.id), [ids[3], ids[2], ids[0]])
-  t.same(store.list({ app: 'lifeos', env: 'staging', limit: 1 }).map((d) => d.id), [ids[3]])
+  t.same(
+    store.list().map((d) => d.id),
+    [ids[3], ids[2], ids[1], ids[0]],
+  )
+  t.same(
+    store.list({ app: 'lifeos' }).map((d) => d.id),
+    [ids[3], ids[1], ids[0]],
+  )
+  t.same(
+    store.list({ env: 'staging' }).map((d) => d.id),
+    [ids[3], ids[2], ids[0]],
+  )
+  t.same(
+    store.list({ app: 'lifeos', env: 'staging', limit: 1 }).map((d) => d.id),
+    [ids[3]],
+  )
   t.same(store.list({ app: 'nope' }), [])
   await store.transition(ids[1] as string, 'SUCCEEDED', { terminal: true })
-  t.same(store.unfinished().map((d) => d.id), [ids[0], ids[2], ids[3]])
+  t.same(
+    store.unfinished().map((d) => d.id),
+    [ids[0], ids[2], ids[3]],
+  )
 })
 
 t.test('DeployStore: deploys survive a reopen exactly', async (t) => {
@@ -128,8 +151,14 @@ t.test('DeployStore: deploys survive a reopen exactly', async (t) => {
   t.teardown(() => reopened.close())
   t.same({ list: reopened.list(), unfinished: reopened.unfinished() }, before)
   t.same(skipped, [])
-  t.same(reopened.unfinished().map((d) => d.id), [a.id])
-  const journal = (await readFile(join(dir, 'deploys.jsonl'), 'utf8')).trim().split('\n').map((line) => JSON.parse(line))
+  t.same(
+    reopened.unfinished().map((d) => d.id),
+    [a.id],
+  )
+  const journal = (await readFile(join(dir, 'deploys.jsonl'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line))
   t.match(journal, [
     { v: 1, type: 'deploy.created', deploy: { id: a.id } },
     { v: 1, type: 'deploy.created', deploy: { id: b.id } },
@@ -145,10 +174,16 @@ t.test('DeployStore: concurrent transitions apply in call order, in memory and a
   const open = DEPLOY_STATES.filter((state) => !isTerminal(state))
   const states = Array.from({ length: 20 }, (_, i) => open[i % open.length] as DeployState)
   await Promise.all(states.map((state) => store.transition(id, state)))
-  t.same(store.get(id)?.states.map((s) => s.state), ['QUEUED', ...states])
+  t.same(
+    store.get(id)?.states.map((s) => s.state),
+    ['QUEUED', ...states],
+  )
   await store.close()
   const reopened = await DeployStore.open(dir)
-  t.same(reopened.get(id)?.states.map((s) => s.state), ['QUEUED', ...states])
+  t.same(
+    reopened.get(id)?.states.map((s) => s.state),
+    ['QUEUED', ...states],
+  )
   await reopened.close()
 })
 
@@ -167,7 +202,23 @@ t.test('DeployStore: returned deploys are copies', async (t) => {
 
 t.test('DeployStore: a torn last line and records it cannot apply are reported and skipped on open', async (t) => {
   const id = 'd_aaaaaaaaaaaa'
-  const deploy = { id, kind: 'deploy', details: {}, app: 'a', env: 'e', ref: 'main', commit: null, release: null, reason: null, keyId: null, state: 'QUEUED', states: [{ state: 'QUEUED', at: 't0' }], error: null, createdAt: 't0', finishedAt: null }
+  const deploy = {
+    id,
+    kind: 'deploy',
+    details: {},
+    app: 'a',
+    env: 'e',
+    ref: 'main',
+    commit: null,
+    release: null,
+    reason: null,
+    keyId: null,
+    state: 'QUEUED',
+    states: [{ state: 'QUEUED', at: 't0' }],
+    error: null,
+    createdAt: 't0',
+    finishedAt: null,
+  }
   const lines = [
     { v: 1, at: 't0', type: 'deploy.created', deploy },
     { v: 1, at: 't0', type: 'deploy.created', deploy },
@@ -185,7 +236,10 @@ t.test('DeployStore: a torn last line and records it cannot apply are reported a
   const dir = t.testdir({ 'deploys.jsonl': `${lines.map((l) => JSON.stringify(l)).join('\n')}\n{"v":1,"type":"deploy.st` })
   const skipped: string[] = []
   const torn: number[] = []
-  const store = await DeployStore.open(dir, { onSkippedRecord: (_r, reason) => skipped.push(reason), onTornLine: (info) => torn.push(info.line) })
+  const store = await DeployStore.open(dir, {
+    onSkippedRecord: (_r, reason) => skipped.push(reason),
+    onTornLine: (info) => torn.push(info.line),
+  })
   t.teardown(() => store.close())
   t.same(skipped, [
     `duplicate deploy ${id}`,
@@ -200,8 +254,16 @@ t.test('DeployStore: a torn last line and records it cannot apply are reported a
     'unknown record type "release.kept"',
   ])
   t.same(torn, [13])
-  t.match(store.get(id), { state: 'FAILED', finishedAt: 't2', error: { code: 'c', message: 'm' }, states: [{ state: 'QUEUED' }, { state: 'FAILED' }] })
-  t.same(store.list().map((d) => d.id), [id])
+  t.match(store.get(id), {
+    state: 'FAILED',
+    finishedAt: 't2',
+    error: { code: 'c', message: 'm' },
+    states: [{ state: 'QUEUED' }, { state: 'FAILED' }],
+  })
+  t.same(
+    store.list().map((d) => d.id),
+    [id],
+  )
   // Opening without callbacks skips the same records silently.
   await store.close()
   const quiet = await DeployStore.open(dir)
@@ -215,8 +277,14 @@ t.test('DeployStore: logs are appended in order and read back as NDJSON', async 
   const { id } = await store.create(input)
   t.equal(await store.readLog(id), '', 'no log yet')
   await Promise.all(Array.from({ length: 50 }, (_, i) => store.appendLog(id, { i, msg: `line ${i}` })))
-  const lines = (await store.readLog(id)).trim().split('\n').map((line) => JSON.parse(line))
-  t.same(lines.map((l) => l.i), Array.from({ length: 50 }, (_, i) => i))
+  const lines = (await store.readLog(id))
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line))
+  t.same(
+    lines.map((l) => l.i),
+    Array.from({ length: 50 }, (_, i) => i),
+  )
   await store.close()
   t.equal((await readFile(join(dir, 'logs', `${id}.ndjson`), 'utf8')).split('\n').length, 51, 'flushed on close')
 })
@@ -229,7 +297,10 @@ t.test('DeployStore: a terminal transition closes the log; appending later reope
   await store.transition(id, 'SUCCEEDED', { terminal: true })
   await store.appendLog(id, { msg: 'cleanup' })
   t.same(
-    (await store.readLog(id)).trim().split('\n').map((line) => JSON.parse(line).msg),
+    (await store.readLog(id))
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line).msg),
     ['building', 'cleanup'],
   )
 })

@@ -50,13 +50,19 @@ t.test('Journal: a torn last line is reported and the next append is clean', asy
   const { journal, torn } = await openCollecting(path)
   t.same(torn, [{ line: 3, text: '{"v":1,"at":"x","n', tail: true }])
   t.equal(journal.tornLines, 1)
-  t.same(journal.records().map((r) => r.n), [1, 2])
+  t.same(
+    journal.records().map((r) => r.n),
+    [1, 2],
+  )
   t.equal(await readFile(path, 'utf8'), '{"v":1,"at":"x","n":1}\n{"v":1,"at":"x","n":2}\n', 'cut back to the last good newline')
   await journal.append({ n: 3 })
   await journal.close()
   const again = await openCollecting(path)
   t.same(again.torn, [])
-  t.same(again.journal.records().map((r) => r.n), [1, 2, 3])
+  t.same(
+    again.journal.records().map((r) => r.n),
+    [1, 2, 3],
+  )
   await again.journal.close()
 })
 
@@ -64,7 +70,10 @@ t.test('Journal: a complete-looking last line without its newline was never ackn
   const dir = t.testdir({ 'j.jsonl': '{"v":1,"at":"x","n":1}\n{"v":1,"at":"x","n":2}' })
   const { journal, torn } = await openCollecting(join(dir, 'j.jsonl'))
   t.same(torn, [{ line: 2, text: '{"v":1,"at":"x","n":2}', tail: true }])
-  t.same(journal.records().map((r) => r.n), [1])
+  t.same(
+    journal.records().map((r) => r.n),
+    [1],
+  )
   await journal.close()
 })
 
@@ -99,7 +108,10 @@ t.test('Journal: middle garbage is reported and skipped, never fatal, and stays 
     { line: 4, text: '["array"]', tail: false },
   ])
   t.equal(journal.tornLines, 3)
-  t.same(journal.records().map((r) => r.n), [1, 2])
+  t.same(
+    journal.records().map((r) => r.n),
+    [1, 2],
+  )
   t.equal(await readFile(path, 'utf8'), content, 'nothing cut: the file ends with a good line')
   await journal.close()
 })
@@ -122,7 +134,10 @@ t.test('Journal: opening without onTornLine still counts torn lines', async (t) 
 t.test('Journal: scanJournal splits on bytes, so multi-byte text keeps its offsets', async (t) => {
   const good = '{"v":1,"at":"x","s":"héllo ✓"}\n'
   const scan = scanJournal(Buffer.from(`${good}{"v":1,"s":"✓`))
-  t.same(scan.records.map((r) => r.s), ['héllo ✓'])
+  t.same(
+    scan.records.map((r) => r.s),
+    ['héllo ✓'],
+  )
   t.equal(scan.keepBytes, Buffer.byteLength(good))
 })
 
@@ -132,11 +147,17 @@ t.test('Journal: 100 concurrent appends do not interleave and resolve in call or
   const resolved: number[] = []
   const padding = 'p'.repeat(5000) // bigger than one pipe buffer: a torn write would show
   await Promise.all(Array.from({ length: 100 }, (_, i) => journal.append({ i, padding }).then(() => resolved.push(i))))
-  t.same(resolved, Array.from({ length: 100 }, (_, i) => i))
+  t.same(
+    resolved,
+    Array.from({ length: 100 }, (_, i) => i),
+  )
   await journal.close()
   const { journal: reopened, torn } = await openCollecting(path)
   t.same(torn, [])
-  t.same(reopened.records().map((r) => r.i), Array.from({ length: 100 }, (_, i) => i))
+  t.same(
+    reopened.records().map((r) => r.i),
+    Array.from({ length: 100 }, (_, i) => i),
+  )
   t.equal((await readFile(path, 'utf8')).split('\n').length, 101)
   await reopened.close()
 })
@@ -176,12 +197,18 @@ t.test('Journal: rewrite replaces the file atomically and later appends go to th
   await journal.rewrite([...keep, { n: 7 }])
   await queued
   await journal.append({ n: 8 })
-  t.same(journal.records().map((r) => r.n), [1, 3, 5, 7, 8])
+  t.same(
+    journal.records().map((r) => r.n),
+    [1, 3, 5, 7, 8],
+  )
   t.equal(journal.records()[0]?.at, '2026-01-02T03:04:05.000Z', 'existing records keep their stamp')
   t.equal(journal.records()[3]?.at, '2026-01-02T03:05:05.000Z', 'new records are stamped')
   await journal.close()
   const reopened = await Journal.open(path)
-  t.same(reopened.records().map((r) => r.n), [1, 3, 5, 7, 8])
+  t.same(
+    reopened.records().map((r) => r.n),
+    [1, 3, 5, 7, 8],
+  )
   await reopened.close()
 })
 
@@ -195,9 +222,15 @@ t.test('Journal: a failed rewrite leaves the journal as it was', async (t) => {
   await unlink(path)
   await mkdir(path)
   await t.rejects(journal.rewrite([]))
-  t.same(journal.records().map((r) => r.n), [1])
+  t.same(
+    journal.records().map((r) => r.n),
+    [1],
+  )
   await journal.append({ n: 2 })
-  t.same(journal.records().map((r) => r.n), [1, 2])
+  t.same(
+    journal.records().map((r) => r.n),
+    [1, 2],
+  )
   await journal.close()
 })
 
@@ -306,11 +339,17 @@ t.test('Journal: a write that fails half way (disk full) is cut back out and the
   await journal.append({ n: 1 })
   await t.rejects(journal.append({ n: 2, fail: true }), { code: 'ENOSPC' })
   await journal.append({ n: 3 })
-  t.same(journal.records().map((r) => r.n), [1, 3])
+  t.same(
+    journal.records().map((r) => r.n),
+    [1, 3],
+  )
   await journal.close()
   const { journal: reopened, torn } = await openCollecting(path)
   t.same(torn, [])
-  t.same(reopened.records().map((r) => r.n), [1, 3])
+  t.same(
+    reopened.records().map((r) => r.n),
+    [1, 3],
+  )
   await reopened.close()
 })
 
@@ -323,16 +362,30 @@ t.test('Journal: concurrent appends share one write and fsync (group commit), an
   const journal = await CountingJournal.open(path)
   const resolved: number[] = []
   await Promise.all(Array.from({ length: 100 }, (_, i) => journal.append({ i }).then(() => resolved.push(i))))
-  t.same(resolved, Array.from({ length: 100 }, (_, i) => i), 'resolved in call order')
+  t.same(
+    resolved,
+    Array.from({ length: 100 }, (_, i) => i),
+    'resolved in call order',
+  )
   t.ok(syncs <= 2, `100 concurrent appends took ${syncs} fsyncs`)
   const batch = await Promise.allSettled([journal.append({ i: 100 }), journal.append({ i: 101, fail: true }), journal.append({ i: 102 })])
-  t.same(batch.map((r) => r.status), ['rejected', 'rejected', 'rejected'], 'every append of a failed shared write fails')
+  t.same(
+    batch.map((r) => r.status),
+    ['rejected', 'rejected', 'rejected'],
+    'every append of a failed shared write fails',
+  )
   await journal.append({ i: 103 })
-  t.same(journal.records().map((r) => r.i), [...Array.from({ length: 100 }, (_, i) => i), 103])
+  t.same(
+    journal.records().map((r) => r.i),
+    [...Array.from({ length: 100 }, (_, i) => i), 103],
+  )
   await journal.close()
   const { journal: reopened, torn } = await openCollecting(path)
   t.same(torn, [], 'the failed batch was cut back out of the file')
-  t.same(reopened.records().map((r) => r.i), [...Array.from({ length: 100 }, (_, i) => i), 103])
+  t.same(
+    reopened.records().map((r) => r.i),
+    [...Array.from({ length: 100 }, (_, i) => i), 103],
+  )
   await reopened.close()
 })
 
@@ -343,9 +396,15 @@ t.test('Journal: appends made after a rewrite was called land in the new file', 
   const rewritten = journal.rewrite([{ n: 0 }])
   const after = journal.append({ n: 2 })
   await Promise.all([before, rewritten, after])
-  t.same(journal.records().map((r) => r.n), [0, 2])
+  t.same(
+    journal.records().map((r) => r.n),
+    [0, 2],
+  )
   await journal.close()
   const reopened = await Journal.open(path)
-  t.same(reopened.records().map((r) => r.n), [0, 2])
+  t.same(
+    reopened.records().map((r) => r.n),
+    [0, 2],
+  )
   await reopened.close()
 })

@@ -8,7 +8,11 @@ const clock = () => {
   return { now: () => now, advance: (ms: number) => void (now += ms) }
 }
 const nonce = (i: number) => `nonce-${String(i).padStart(12, '0')}`
-const fileLines = async (dir: string) => (await readFile(join(dir, 'nonces.jsonl'), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l))
+const fileLines = async (dir: string) =>
+  (await readFile(join(dir, 'nonces.jsonl'), 'utf8'))
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
 
 /** Opens a store that is closed when the test ends. */
 const openStore = async (t: { teardown: (fn: () => unknown) => void }, dir: string, opts: NonceStoreOptions = {}) => {
@@ -24,7 +28,10 @@ t.test('NonceStore: a second use of a nonce is a replay', async (t) => {
   t.equal(await store.remember(nonce(1)), false)
   t.equal(await store.remember(nonce(2)), true)
   t.equal(store.size, 2)
-  t.match(await fileLines(dir), [{ v: 1, n: nonce(1), exp: Number }, { v: 1, n: nonce(2) }])
+  t.match(await fileLines(dir), [
+    { v: 1, n: nonce(1), exp: Number },
+    { v: 1, n: nonce(2) },
+  ])
 })
 
 t.test('NonceStore: of two concurrent calls with the same nonce only one succeeds', async (t) => {
@@ -127,7 +134,11 @@ t.test('NonceStore: compaction rewrites the file with only live nonces', async (
   time.advance(1000) // all ten expire
   await store.remember(nonce(100))
   await store.remember(nonce(101))
-  t.same((await fileLines(dir)).map((l) => l.n), [nonce(100), nonce(101)], 'compacted on the 11th line')
+  t.same(
+    (await fileLines(dir)).map((l) => l.n),
+    [nonce(100), nonce(101)],
+    'compacted on the 11th line',
+  )
   t.equal(store.size, 2)
   for (let i = 0; i < 3; i++) await store.remember(nonce(200 + i))
   await store.close()
@@ -188,7 +199,10 @@ t.test('NonceStore: a failed compaction is reported, remembering goes on, and it
   await t.rejects(readFile(path), { code: 'ENOENT' }, 'not retried at 7 lines')
   await store.remember(nonce(14))
   t.equal(errors.length, 1, 'the retry at 8 lines succeeded')
-  t.same((await fileLines(dir)).map((l) => l.n), [nonce(12), nonce(13), nonce(14)])
+  t.same(
+    (await fileLines(dir)).map((l) => l.n),
+    [nonce(12), nonce(13), nonce(14)],
+  )
   await store.close()
 })
 

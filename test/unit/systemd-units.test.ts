@@ -41,7 +41,7 @@ t.test('systemd units: the agent is capped in memory and tasks', async (t) => {
   t.same(service?.TasksMax, ['256'])
 })
 
-t.test('systemd units: a crash loop never reaches the start limit, with room for an admin\'s restarts', async (t) => {
+t.test("systemd units: a crash loop never reaches the start limit, with room for an admin's restarts", async (t) => {
   const { Unit: u, Service: service } = await unit('deploy-agent.service')
   const interval = seconds(u?.StartLimitIntervalSec?.[0])
   const burst = Number(u?.StartLimitBurst?.[0])
@@ -49,7 +49,10 @@ t.test('systemd units: a crash loop never reaches the start limit, with room for
   t.same(service?.Restart, ['on-failure'])
   t.ok(interval > 0, 'a limit exists: something starting the agent in a tight loop is stopped')
   const crashLoopStarts = Math.floor(interval / restartSec) + 1
-  t.ok(crashLoopStarts + 10 <= burst, `a crash loop (${crashLoopStarts} starts per ${interval} s) plus 10 admin restarts stay within ${burst}`)
+  t.ok(
+    crashLoopStarts + 10 <= burst,
+    `a crash loop (${crashLoopStarts} starts per ${interval} s) plus 10 admin restarts stay within ${burst}`,
+  )
 })
 
 t.test('systemd units: the nginx reload helper is never start-limited', async (t) => {
@@ -64,6 +67,10 @@ t.test('systemd units: journal tag and documentation', async (t) => {
   t.same(service?.SyslogIdentifier, ['deploy-agent'], 'lines are tagged deploy-agent, not env')
   t.same(u?.Documentation, ['file:///usr/share/doc/deploy-agent/README.md'])
   const installer = await readFile(resolve(root, 'scripts/install.sh'), 'utf8')
-  t.match(installer, /doc_dir=\$\{DEPLOY_AGENT_DOC_DIR:-\/usr\/share\/doc\/deploy-agent\}/, 'the installer puts the README where Documentation= points')
+  t.match(
+    installer,
+    /doc_dir=\$\{DEPLOY_AGENT_DOC_DIR:-\/usr\/share\/doc\/deploy-agent\}/,
+    'the installer puts the README where Documentation= points',
+  )
   t.match(installer, /put_file "\$src\/README\.md" "\$root\$doc_dir\/README\.md"/)
 })

@@ -20,7 +20,10 @@ export function backupRoutes(app: FastifyInstance): void {
   const { deps } = app
   app.post<{ Body: { app: string; env: string } }>(
     '/v1/backups',
-    { config: { auth: 'signed' }, schema: { summary: 'Take a manual backup (runs in the background)', body: backupBody, response: errors } },
+    {
+      config: { auth: 'signed' },
+      schema: { summary: 'Take a manual backup (runs in the background)', body: backupBody, response: errors },
+    },
     async (request, reply) => {
       const target = findTarget(deps.config, request.body.app, request.body.env)
       deps.authenticator.authorize(signer(request), { env: target.env })
@@ -32,14 +35,21 @@ export function backupRoutes(app: FastifyInstance): void {
     },
   )
 
-  app.get('/v1/backups', { config: { auth: 'token' }, schema: { summary: 'Backups with size, sha256, verified, pinned', response: errors } }, async () => ({
-    backups: await deps.backups.list(),
-    failures: deps.backups.recentFailures(),
-  }))
+  app.get(
+    '/v1/backups',
+    { config: { auth: 'token' }, schema: { summary: 'Backups with size, sha256, verified, pinned', response: errors } },
+    async () => ({
+      backups: await deps.backups.list(),
+      failures: deps.backups.recentFailures(),
+    }),
+  )
 
   app.post<{ Params: IdParams }>(
     '/v1/backups/:id/verify',
-    { config: { auth: 'signed' }, schema: { summary: 'Re-check a stored backup (sha256 and a full read)', params: backupIdParams, response: errors } },
+    {
+      config: { auth: 'signed' },
+      schema: { summary: 'Re-check a stored backup (sha256 and a full read)', params: backupIdParams, response: errors },
+    },
     async (request) => {
       const owner = await deps.backups.ownerOf(request.params.id)
       if (owner) deps.authenticator.authorize(signer(request), { env: owner.env })
@@ -49,7 +59,10 @@ export function backupRoutes(app: FastifyInstance): void {
 
   app.post<{ Params: AppEnvParams; Body: { dryRun?: boolean } }>(
     '/v1/apps/:app/envs/:env/backups/prune',
-    { config: { auth: 'signed' }, schema: { summary: 'Apply (or with dryRun only show) the retention plan', params: appEnvParams, body: pruneBody, response: errors } },
+    {
+      config: { auth: 'signed' },
+      schema: { summary: 'Apply (or with dryRun only show) the retention plan', params: appEnvParams, body: pruneBody, response: errors },
+    },
     async (request) => {
       const target = findTarget(deps.config, request.params.app, request.params.env)
       deps.authenticator.authorize(signer(request), { env: target.env })
@@ -59,7 +72,10 @@ export function backupRoutes(app: FastifyInstance): void {
 
   app.post<{ Params: IdParams; Body: { confirm: string; app?: string; env?: string } }>(
     '/v1/backups/:id/restore',
-    { config: { auth: 'signed' }, schema: { summary: 'Restore a backup (body repeats the id)', params: backupIdParams, body: restoreBody, response: errors } },
+    {
+      config: { auth: 'signed' },
+      schema: { summary: 'Restore a backup (body repeats the id)', params: backupIdParams, body: restoreBody, response: errors },
+    },
     async (request) => {
       const { id } = request.params
       if (request.body.confirm !== id) throw new ValidationError(`body.confirm must repeat the backup id "${id}"`)

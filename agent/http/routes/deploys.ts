@@ -4,7 +4,18 @@ import { checkRefAllowed, findTarget } from '../../config/targets.js'
 import { NotFoundError } from '../../errors.js'
 import { Followers, followLog, streamLog, TooManyFollowersError } from '../follow.js'
 import { signer } from '../auth.js'
-import { appEnvParams, COMMIT, deployIdParams, emptyBody, errorResponse, NAME, REF, RELEASE, type AppEnvParams, type IdParams } from '../schemas.js'
+import {
+  appEnvParams,
+  COMMIT,
+  deployIdParams,
+  emptyBody,
+  errorResponse,
+  NAME,
+  REF,
+  RELEASE,
+  type AppEnvParams,
+  type IdParams,
+} from '../schemas.js'
 
 export interface DeployBody {
   ref: string
@@ -54,7 +65,10 @@ export function deployRoutes(app: FastifyInstance): void {
 
   app.post<{ Params: IdParams }>(
     '/v1/deploys/:id/approve',
-    { config: { auth: 'signed' }, schema: { summary: 'Approve a deploy held in AWAITING_APPROVAL', params: deployIdParams, body: emptyBody, response: errors } },
+    {
+      config: { auth: 'signed' },
+      schema: { summary: 'Approve a deploy held in AWAITING_APPROVAL', params: deployIdParams, body: emptyBody, response: errors },
+    },
     async (request, reply) => {
       const deploy = deps.deploys.get(request.params.id)
       if (!deploy) throw new NotFoundError(`no deploy ${request.params.id}`)
@@ -67,7 +81,10 @@ export function deployRoutes(app: FastifyInstance): void {
 
   app.post<{ Params: AppEnvParams; Body: { to?: string } }>(
     '/v1/apps/:app/envs/:env/rollback',
-    { config: { auth: 'signed' }, schema: { summary: 'Roll back to the previous or a named kept release', params: appEnvParams, body: rollbackBody, response: errors } },
+    {
+      config: { auth: 'signed' },
+      schema: { summary: 'Roll back to the previous or a named kept release', params: appEnvParams, body: rollbackBody, response: errors },
+    },
     async (request, reply) => {
       const { app: appName, env } = request.params
       findTarget(deps.config, appName, env)
@@ -114,7 +131,10 @@ export function deployRoutes(app: FastifyInstance): void {
 
   app.get<{ Params: IdParams; Querystring: { follow?: '0' | '1' } }>(
     '/v1/deploys/:id/log',
-    { config: { auth: 'token' }, schema: { summary: 'Deploy log as NDJSON', params: deployIdParams, querystring: logQuery, response: errors } },
+    {
+      config: { auth: 'token' },
+      schema: { summary: 'Deploy log as NDJSON', params: deployIdParams, querystring: logQuery, response: errors },
+    },
     async (request, reply) => {
       const deploy = deps.deploys.get(request.params.id)
       if (!deploy) throw new NotFoundError(`no deploy ${request.params.id}`)

@@ -48,7 +48,10 @@ export function statusRoutes(app: FastifyInstance): void {
     '/v1/status',
     {
       config: { auth: 'token-or-signed' },
-      schema: { summary: 'Apps, envs, live release, in-flight deploy, last backup', response: { 200: statusResponse, '4xx': errorResponse } },
+      schema: {
+        summary: 'Apps, envs, live release, in-flight deploy, last backup',
+        response: { 200: statusResponse, '4xx': errorResponse },
+      },
     },
     async () => {
       const inFlight = deps.deploys.unfinished()
@@ -59,7 +62,14 @@ export function statusRoutes(app: FastifyInstance): void {
             envs: Object.fromEntries(
               Object.keys(app.envs).map((envName) => {
                 const deploying = inFlight.find((d) => d.app === appName && d.env === envName)
-                return [envName, { live: deps.deployments.liveRelease(appName, envName), deploying: deploying ? { id: deploying.id, state: deploying.state } : null, lastBackup: deps.backups.lastBackup(appName, envName) }]
+                return [
+                  envName,
+                  {
+                    live: deps.deployments.liveRelease(appName, envName),
+                    deploying: deploying ? { id: deploying.id, state: deploying.state } : null,
+                    lastBackup: deps.backups.lastBackup(appName, envName),
+                  },
+                ]
               }),
             ),
           },
