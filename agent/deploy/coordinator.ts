@@ -198,6 +198,15 @@ export class DeployCoordinator implements Deployments {
   }
 
   private async recoverNow(): Promise<void> {
+    await this.forEachEnv(
+      this.proxiedEnvs(),
+      async (target) => {
+        if (await this.deps.router(target).ensureFile?.(target.envConfig.ports[0])) {
+          this.deps.logger.info({ app: target.app, env: target.env }, 'wrote the upstream file nginx includes (no release is live yet)')
+        }
+      },
+      'could not write the upstream file',
+    )
     await this.observeLive()
     // No deploy runs yet: what a crash left behind goes first (a deploy recorded as FAILED must not leave its
     // migration container running behind it).

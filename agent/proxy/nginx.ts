@@ -39,6 +39,11 @@ export interface UpstreamSwitch {
    * done), false when that cannot be known (no pid file) or `timeoutMs` passed first.
    */
   drained?(timeoutMs: number): Promise<boolean>
+  /**
+   * Writes the upstream file when it does not exist yet, so nginx, whose site includes it, can start before the
+   * first deploy: the one server is marked `down` (nginx answers 502) and the file names no live port.
+   */
+  ensureFile?(placeholderPort: number): Promise<boolean>
 }
 
 interface Saved {
@@ -105,6 +110,19 @@ export class NginxUpstream implements UpstreamSwitch {
     if (match === null || match[1] !== this.upstreamName) return null
     const port = Number(match[2])
     return port >= 1 && port <= 65535 ? port : null
+  }
+
+  async ensureFile(placeholderPort: number): Promise<boolean> {
+    assertPort(placeholderPort)
+    const placeholder = `${MANAGED_HEADER}\n# no release is live yet\nupstream ${this.upstreamName} { server 127.0.0.1:${placeholderPort} down; }\n`
+    const run = this.tail.then(async () => {
+      if ((await this.save()) !== null) return false
+      await ensureDir(dirname(this.upstreamFile), 0o755)
+      await writeFileAtomic(this.upstreamFile, placeholder, 0o644)
+      return true
+    })
+    this.tail = run.catch(() => undefined)
+    return run
   }
 
   /** The port the upstream file points at; null when the file is missing or not in our format. */

@@ -97,7 +97,14 @@ export class FakeRuntime implements Runtime {
 /** nginx as a variable: the routed port, switched at once; `failSwitch` makes the next switches throw. */
 export class FakeRouter implements UpstreamSwitch {
   failSwitch = 0
+  /** Placeholder ports written by ensureFile (only while nothing is routed). */
+  readonly ensured: number[] = []
   constructor(public routed: number | null) {}
+  async ensureFile(port: number) {
+    if (this.routed !== null) return false
+    this.ensured.push(port)
+    return true
+  }
   async currentPort() {
     return this.routed
   }

@@ -327,3 +327,32 @@ t.test('NginxUpstream: switching back and forth under load drops no request', { 
   t.equal(failures.length, 0, `failed requests: ${failures.slice(0, 5).join(' | ')}`)
   t.ok(served.blue > 0 && served.green > 0, `served blue ${served.blue}, green ${served.green}`)
 })
+
+// Regression (issue: nginx could not start before the first deploy, its site including a file that did not exist).
+t.test(
+  'NginxUpstream.ensureFile: a missing upstream file is written with a down server that nginx accepts',
+  { skip: skipUnless(hasNginx, 'nginx') },
+  async (t) => {
+    const dir = await tempDir(t)
+    const file = join(dir, 'sub', 'up.conf')
+    const up = new NginxUpstream({ upstreamFile: file, upstreamName: NAME, testCommand: ['true'], reloadCommand: ['true'] })
+    t.equal(await up.ensureFile(18999), true, 'written')
+    t.equal(await up.currentPort(), null, 'it names no live port: the first deploy still goes to the first port')
+    const conf = join(dir, 'nginx.conf')
+    await writeFile(
+      conf,
+      `pid ${join(dir, 'nginx.pid')};\nerror_log ${join(dir, 'error.log')};\nevents {}\nhttp { include ${file}; server { listen 127.0.0.1:1; location / { proxy_pass http://${NAME}; } } }\n`,
+    )
+    const test = await promisify(execFile)('nginx', ['-t', '-p', dir, '-c', conf]).then(
+      () => 'ok',
+      (err: { stderr?: string }) => err.stderr ?? 'failed',
+    )
+    t.equal(test, 'ok', 'nginx -t accepts a site that includes it')
+    const before = await readFile(file, 'utf8')
+    t.equal(await up.ensureFile(18999), false, 'an existing file is left as it is')
+    await up.switchTo(18998)
+    t.equal(await up.ensureFile(18999), false)
+    t.equal(await up.currentPort(), 18998, 'a real upstream is never replaced by the placeholder')
+    t.not(await readFile(file, 'utf8'), before)
+  },
+)

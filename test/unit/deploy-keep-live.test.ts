@@ -91,3 +91,34 @@ t.test('DeployCoordinator.keep: a release nginx no longer routes to is left as i
   t.same(runtime.revived, [])
   t.same(runtime.retired, [])
 })
+
+t.test('DeployCoordinator.recover: an env whose upstream file is missing gets one before anything else', async (t) => {
+  const dir = await tempDir(t)
+  const config = parseConfig(
+    `
+audience: a
+apps:
+  web:
+    repo: /srv/web.git
+    envs:
+      production: { ref: "tag:v*", ports: [18011, 18012], proxy: { upstreamFile: ${dir}/up.conf } }
+      staging: { ref: "tag:v*", ports: [18013, 18014] }
+`,
+    {},
+    'a',
+    dir,
+  )
+  const store = await DeployStore.open(dir)
+  t.teardown(() => store.close())
+  const router = new FakeRouter(null)
+  const coordinator = new DeployCoordinator({
+    config,
+    store,
+    pipeline: { run: async (d: Deploy) => d, recover: async () => false },
+    runtime: new FakeRuntime([]),
+    router: () => router,
+    logger: createLogger({ level: 'silent' }),
+  })
+  await coordinator.recover()
+  t.same(router.ensured, [18011], 'the env behind nginx, once, with its first port (marked down)')
+})
