@@ -1,10 +1,12 @@
 // Container hardening on the real engine: what DockerEngine asks of Docker (read back with inspect) and what a
 // process in the container then can do (a raw socket, a setuid escalation), by default and as configured.
-import { spawn } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { promisify } from 'node:util'
 import Docker from 'dockerode'
 import t from 'tap'
 import { DockerEngine } from '../../agent/docker/engine.js'
@@ -29,7 +31,9 @@ if (skip === false) {
   })
   const dir = await tempDir(t)
   await writeFile(join(dir, 'Dockerfile'), `FROM ${BASE_IMAGE}\n${SETUID_SU}\n`)
-  const context = spawn('tar', ['-C', dir, '-c', '.'], { stdio: ['ignore', 'pipe', 'inherit'] }).stdout
+  // The whole context first: under a loaded full run a piped tar once reached the engine without its Dockerfile.
+  const { stdout: archive } = await promisify(execFile)('tar', ['-C', dir, '-c', '.'], { encoding: 'buffer' })
+  const context = Readable.from([archive])
   await engine.buildImage({
     context,
     dockerfile: 'Dockerfile',
