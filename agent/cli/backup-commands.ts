@@ -117,7 +117,7 @@ async function waitForBackup(
   timeoutMs: number,
 ): Promise<{ backup: BackupView | null; settled: boolean; error?: { code: string; message: string } }> {
   const deadline = Date.now() + timeoutMs
-  let seen: BackupView | null = null
+  let seen: BackupView | null
   for (;;) {
     const { backups, failures = [] } = await client.get<{
       backups: BackupView[]

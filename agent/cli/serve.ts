@@ -8,7 +8,6 @@ import { BackupService } from '../backup/service.js'
 import { assembleDeploys } from '../deploy/assemble.js'
 import { containerCpuShareWarning } from '../docker/cpu-share.js'
 import { DockerEngine } from '../docker/engine.js'
-import type { DeployCoordinator } from '../deploy/coordinator.js'
 import { buildApp } from '../http/app.js'
 import { listenProxySocket } from '../http/socket.js'
 import { loadTlsFiles } from '../http/tls.js'
@@ -49,7 +48,6 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
       scrub: scrubber,
     },
   })
-  let deployments: DeployCoordinator | undefined
   const metrics = new Metrics()
   const notifier = new Notifier(config.notify, logger, scrubber)
   const reporter = createErrorReporter(config, logger, VERSION, scrubber)
@@ -62,17 +60,18 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     scrub: (text) => scrubber.text(text),
     onBackup: (event) => {
       recordBackup(metrics, event)
-      report(backupReport(event, deployments?.liveRelease(event.target.app, event.target.env)?.release ?? null))
+      report(backupReport(event, deployments.liveRelease(event.target.app, event.target.env)?.release ?? null))
       if (event.error)
         notifier.send({ event: 'backup.failed', app: event.target.app, env: event.target.env, reason: describeError(event.error) })
     },
     // No catch: when the kept releases cannot be read (Docker down), retention fails rather than guess the pins.
-    keptReleases: async (target) => new Set(((await deployments?.releases(target)) ?? []).map((r) => r.release)),
+    keptReleases: async (target) => new Set((await deployments.releases(target)).map((r) => r.release)),
   })
   // A backup dir that cannot be read fails only the backups, never the agent.
   await backups.open().catch((err) => logger.error({ err }, 'could not open the backup dir'))
   const docker = new DockerEngine()
-  deployments = await assembleDeploys(config, store.deploys, logger, {
+  // The two sides need each other; the backup callbacks above run only once backups run, after this line.
+  const deployments = await assembleDeploys(config, store.deploys, logger, {
     docker,
     backups,
     notify: (notice) => notifier.send(notice),
@@ -82,7 +81,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     },
     learnSecrets: (values) => scrubber.learn(values),
   })
-  metrics.watchEnvs(() => deployments?.envSnapshot() ?? [])
+  metrics.watchEnvs(() => deployments.envSnapshot())
   const nightly = new CronJob({
     name: 'nightly-backups',
     expression: config.backups.schedule,
@@ -149,7 +148,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   const keeper = setInterval(() => {
     if (keeping) return
     keeping = true
-    deployments?.keep().finally(() => (keeping = false))
+    deployments.keep().finally(() => (keeping = false))
   }, KEEP_LIVE_EVERY_MS)
   keeper.unref()
   return {
@@ -164,7 +163,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
       await nightly.stop()
       await recovery
       // A running deploy is let finish so it ends in a safe state rather than being cut mid-switch.
-      await deployments?.idle()
+      await deployments.idle()
       await notifier.flush()
       await reporter.close()
       await store.close()

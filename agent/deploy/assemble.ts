@@ -12,6 +12,7 @@ import type { Logger } from '../observability/logger.js'
 import { NginxUpstream, type UpstreamSwitch } from '../proxy/nginx.js'
 import type { DeployStore } from '../store/deploys.js'
 import { DeployCoordinator } from './coordinator.js'
+import type { LiveRelease } from './live.js'
 import { DeployFailure, DeployPipeline } from './pipeline.js'
 import { ContainerRuntime } from './runtime.js'
 import type { DeployListener } from './transition.js'
@@ -64,20 +65,20 @@ export async function assembleDeploys(
     return upstream
   }
   const runtime = new ContainerRuntime(docker)
-  let coordinator: DeployCoordinator | undefined
-  const pipeline = new DeployPipeline({
-    store,
-    runtime,
-    repo,
-    tags,
-    router,
-    logger,
-    backup: backups && (async (target, release) => (await backups.take(target, 'predeploy', { pinnedBy: release })).id),
-    onLive: (target, live) => coordinator?.setLive(target, live),
-    onDeployEvent: options.onDeployEvent,
-    learnSecrets: options.learnSecrets,
-  })
-  coordinator = new DeployCoordinator({
+  const pipeline = (onLive: (target: Target, live: LiveRelease) => void) =>
+    new DeployPipeline({
+      store,
+      runtime,
+      repo,
+      tags,
+      router,
+      logger,
+      backup: backups && (async (target, release) => (await backups.take(target, 'predeploy', { pinnedBy: release })).id),
+      onLive,
+      onDeployEvent: options.onDeployEvent,
+      learnSecrets: options.learnSecrets,
+    })
+  return new DeployCoordinator({
     config,
     store,
     pipeline,
@@ -87,5 +88,4 @@ export async function assembleDeploys(
     notify: options.notify,
     onDeployEvent: options.onDeployEvent,
   })
-  return coordinator
 }

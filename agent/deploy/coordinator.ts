@@ -38,7 +38,8 @@ export interface ReleaseInfo {
 export interface CoordinatorDeps {
   config: Config
   store: DeployStore
-  pipeline: Pick<DeployPipeline, 'run' | 'recover'>
+  /** Makes the pipeline, given where it reports a new live release (the coordinator's own setLive). */
+  pipeline: (onLive: (target: { app: string; env: string }, live: LiveRelease) => void) => Pick<DeployPipeline, 'run' | 'recover'>
   runtime: Runtime
   router(target: Target): UpstreamSwitch
   logger: Logger
@@ -79,7 +80,11 @@ export class DeployCoordinator implements Deployments {
   /** Deploys wait for start-up recovery, so they never act on an env that is still being put right. */
   private recovered: Promise<void> = Promise.resolve()
 
-  constructor(private readonly deps: CoordinatorDeps) {}
+  private readonly pipeline: Pick<DeployPipeline, 'run' | 'recover'>
+
+  constructor(private readonly deps: CoordinatorDeps) {
+    this.pipeline = deps.pipeline(this.setLive)
+  }
 
   /** The pipeline reports a new live release here. */
   readonly setLive = (target: { app: string; env: string }, live: LiveRelease): void => {
@@ -224,7 +229,7 @@ export class DeployCoordinator implements Deployments {
           for (const state of plan.path) await this.move(deploy, state, plan.error ?? undefined)
           continue
         }
-        if (await this.deps.pipeline.recover(deploy, target)) await this.place(target, deploy)
+        if (await this.pipeline.recover(deploy, target)) await this.place(target, deploy)
       } catch (err) {
         logger.error({ err }, 'could not recover the deploy; it stays as it is')
       }
@@ -369,7 +374,7 @@ export class DeployCoordinator implements Deployments {
       commit: deploy.commit,
       id: deploy.id,
     })
-    lane.running = this.deps.pipeline
+    lane.running = this.pipeline
       .run(deploy, target)
       .then((done) => this.notifyFinished(done))
       .catch((err) => this.deps.logger.error({ err, deployId: deploy.id }, 'deploy lane failed'))

@@ -105,7 +105,7 @@ export async function waitForNewWorkers(
 ): Promise<number[]> {
   const intervalMs = options.intervalMs ?? 20
   const deadline = Date.now() + timeoutMs
-  let seen: number[] = []
+  let seen: number[]
   for (;;) {
     const current = await workerPids(pidFile)
     seen = [...current].filter((pid) => !before.has(pid))

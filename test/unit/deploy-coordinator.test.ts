@@ -59,7 +59,7 @@ async function setUp(t: Test, overrides: { runtime?: Partial<Runtime>; recover?:
     onDeployEvent: (e) => events.push(e),
     config,
     store,
-    pipeline,
+    pipeline: () => pipeline,
     runtime: (overrides.runtime ?? {}) as Runtime,
     router: () => ({ currentPort: async () => null, switchTo: async () => ({ previousPort: null }) }),
     logger: createLogger({ level: 'silent' }),

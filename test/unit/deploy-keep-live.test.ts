@@ -43,13 +43,13 @@ apps:
   const coordinator = new DeployCoordinator({
     config,
     store,
-    pipeline: {
+    pipeline: () => ({
       run: (d: Deploy) =>
         new Promise<Deploy>((resolve) => {
           release = () => resolve(d)
         }),
       recover: async () => false,
-    },
+    }),
     runtime,
     router: () => new FakeRouter(routedPort),
     logger: createLogger({ level: 'silent' }),
@@ -114,7 +114,7 @@ apps:
   const coordinator = new DeployCoordinator({
     config,
     store,
-    pipeline: { run: async (d: Deploy) => d, recover: async () => false },
+    pipeline: () => ({ run: async (d: Deploy) => d, recover: async () => false }),
     runtime: new FakeRuntime([]),
     router: () => router,
     logger: createLogger({ level: 'silent' }),

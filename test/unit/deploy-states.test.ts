@@ -114,7 +114,7 @@ apps:
   const coordinator = new DeployCoordinator({
     config,
     store,
-    pipeline,
+    pipeline: () => pipeline,
     runtime,
     router: () => router,
     logger: createLogger({ level: 'silent' }),
