@@ -7,112 +7,41 @@
 //   observe   OBSERVING                                    a failure rolls back to the replaced release
 // A manual rollback is the candidate, switch and retire phases with a kept release. Every state change is
 // journalled before the side effect it announces.
-import { readFile } from 'node:fs/promises'
 import { containerSettings, type Target } from '../config/targets.js'
-import { AgentError, asDiskFull, ConflictError, NotFoundError } from '../errors.js'
+import { NotFoundError } from '../errors.js'
 import { joinUrl, observe, runSmoke, systemClock, waitHealthy, type Clock, type ObserveOutcome } from '../health/index.js'
 import type { Logger } from '../observability/logger.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
-import type { Deploy, DeployDetails, DeployStore } from '../store/deploys.js'
-import { appDatabaseUrl } from '../config/database-url.js'
-import { envSecretValues } from '../observability/scrub.js'
-import { readEnvFile } from '../config/envfile.js'
+import type { Deploy, DeployStore } from '../store/deploys.js'
 import { executeSteps } from './execute.js'
 import { liveRelease, type LiveRelease } from './live.js'
 import { observeEnv, type EnvView } from './observe-env.js'
 import { describePlan, planRecovery } from './plan.js'
-import type { SourceRepo, TagMemory } from './ports.js'
+import { appEnvironment, prepareRelease, type Prepared, type PrepareDeps } from './prepare.js'
 import { planPrune } from './prune.js'
-import type { Instance, Runtime } from './runtime.js'
-import { isTerminal, type DeployState } from './states.js'
-import { announce, moveDeploy, type DeployListener } from './transition.js'
+import { asFailure, DeployRun } from './run.js'
+import type { Instance } from './runtime.js'
+import { isTerminal } from './states.js'
+import type { DeployListener } from './transition.js'
 
 export type { LiveRelease } from './live.js'
 
-export class DeployFailure extends AgentError {
-  constructor(code: string, message: string) {
-    super(code, 500, message)
-  }
-}
+export { DeployFailure } from './run.js'
+export { releaseName } from './prepare.js'
 
-export interface PipelineDeps {
+export interface PipelineDeps extends PrepareDeps {
   store: DeployStore
-  runtime: Runtime
-  repo(app: string): SourceRepo
-  tags: TagMemory
   router(target: Target): UpstreamSwitch
   logger: Logger
   /** Time for the drain and the health probes; the system clock by default. */
   clock?: Clock
-  /** Takes a verified pre-deploy backup pinned to the release and answers its id. */
-  backup?: (target: Target, release: string) => Promise<string>
   onLive?: (target: Target, live: LiveRelease) => void
   /** Hears every state change and failed health probe (metrics, error reporting). */
   onDeployEvent?: DeployListener
-  /** Hears the secret values read at deploy time (env file values, database password) so they are scrubbed. */
-  learnSecrets?: (values: string[]) => void
 }
 
 /** The longest the old release waits for the proxy's old workers (long requests, websockets) before it stops. */
 const DRAIN_LIMIT_MS = 30_000
-
-/** A release name usable in image tags and container labels: the tag name, or the short commit for branches. */
-export function releaseName(kind: 'branch' | 'tag', ref: string, commit: string): string {
-  return kind === 'tag' ? ref.replace(/[^A-Za-z0-9_.-]/g, '-') : commit.slice(0, 12)
-}
-
-interface Prepared {
-  image: string
-  release: string
-  commit: string
-}
-
-type Failure = { code: string; message: string }
-
-/** One running deploy: its record, its log, and the only way it changes state. */
-class DeployRun {
-  private noteFailed = false
-
-  constructor(
-    private readonly deps: PipelineDeps,
-    public deploy: Deploy,
-    readonly logger: Logger,
-  ) {}
-
-  async move(
-    state: DeployState,
-    patch: { error?: Failure; commit?: string; release?: string; details?: DeployDetails } = {},
-  ): Promise<void> {
-    this.deploy = await moveDeploy(this.deps, this.deploy, state, patch)
-  }
-
-  probeFailed(): void {
-    announce(this.deps, { type: 'probe_failed', deploy: this.deploy, phase: this.deploy.state })
-  }
-
-  async log(line: Record<string, unknown>, opts: { output?: boolean } = {}): Promise<void> {
-    await this.deps.store.appendLog(this.deploy.id, { at: new Date().toISOString(), ...line }, opts)
-  }
-
-  /**
-   * A log line nobody waits for (build output, probes): the first dropped when the log reaches its cap; a write
-   * that fails (a full disk) is reported once, never thrown.
-   */
-  note(line: Record<string, unknown>): void {
-    this.log(line, { output: true }).catch((err: unknown) => {
-      if (this.noteFailed) return
-      this.noteFailed = true
-      this.logger.warn({ err }, 'could not write the deploy log; its lines are dropped')
-    })
-  }
-}
-
-function asFailure(err: unknown, fallbackCode: string): Failure {
-  const full = asDiskFull(err)
-  if (full) return { code: full.code, message: full.message }
-  if (err instanceof AgentError) return { code: err.code, message: err.message }
-  return { code: fallbackCode, message: err instanceof Error ? err.message : String(err) }
-}
 
 export class DeployPipeline {
   private readonly clock: Clock
@@ -147,7 +76,7 @@ export class DeployPipeline {
   }
 
   private async deployRelease(run: DeployRun, target: Target): Promise<void> {
-    const prepared = await this.settle(run, 'deploy_failed', () => this.prepare(run, target))
+    const prepared = await this.settle(run, 'deploy_failed', () => prepareRelease(this.deps, run, target))
     if (!prepared) return
     let candidate: Instance | null = null
     const placed = await this.settle(
@@ -192,116 +121,6 @@ export class DeployPipeline {
     }
   }
 
-  /** RESOLVING → (BACKING_UP) → BUILDING → (MIGRATING): the release's image, ready to start. */
-  private async prepare(run: DeployRun, target: Target): Promise<Prepared> {
-    await run.move('RESOLVING')
-    const { commit, release } = await this.resolve(run, target)
-    if (target.envConfig.backupBeforeDeploy) {
-      await run.move('BACKING_UP')
-      await this.backUp(run, target, release)
-    }
-    await run.move('BUILDING', { commit, release })
-    const image = await this.build(run, target, commit, release)
-    if (target.appConfig.migrate) {
-      await run.move('MIGRATING')
-      await this.migrate(run, target, image)
-    }
-    return { image, release, commit }
-  }
-
-  private async resolve(run: DeployRun, target: Target): Promise<{ commit: string; release: string }> {
-    const { ref, commit: pinned } = run.deploy
-    const rule = target.envConfig.ref
-    const repo = this.deps.repo(target.app)
-    await repo.fetch()
-    let commit: string
-    if (rule.kind === 'tag') {
-      commit = (await repo.resolveTag(ref)).commit
-      if (pinned && pinned !== commit) throw new ConflictError('commit_mismatch', `tag ${ref} is ${commit}, not the requested ${pinned}`)
-      this.deps.tags.check(target.app, ref, commit)
-      await this.deps.tags.record(target.app, ref, commit)
-    } else {
-      const head = await repo.resolveBranch(ref)
-      if (pinned && pinned !== head && !(await repo.isAncestor(pinned, head))) {
-        throw new ConflictError('commit_not_on_branch', `commit ${pinned} is not on branch ${ref}`)
-      }
-      commit = pinned ?? head
-    }
-    const release = releaseName(rule.kind, ref, commit)
-    await run.log({ event: 'resolved', ref, commit, release })
-    return { commit, release }
-  }
-
-  /** The deploy stops here, before any change, if the backup fails. */
-  private async backUp(run: DeployRun, target: Target, release: string): Promise<void> {
-    if (!this.deps.backup) throw new DeployFailure('backup_unavailable', 'backupBeforeDeploy is set but this agent has no backup service')
-    const backupId = await this.deps.backup(target, release)
-    await run.log({ event: 'backup', backupId, pinnedBy: release })
-  }
-
-  private async build(run: DeployRun, target: Target, commit: string, release: string): Promise<string> {
-    const existing = await this.deps.runtime.releaseImage(target, release)
-    if (existing && existing.commit === commit) {
-      await run.log({ event: 'build', cached: true, image: existing.ref })
-      return existing.ref
-    }
-    const { build } = target.appConfig
-    let lines = 0 // only counted: a long build's output is in its log, not held here
-    const image = await this.deps.runtime.buildRelease({
-      app: target.app,
-      env: target.env,
-      release,
-      commit,
-      context: this.deps.repo(target.app).archive(commit, build.context),
-      dockerfile: build.dockerfile,
-      buildArgs: { ...build.args, VERSION: release },
-      timeoutMs: build.timeoutSec * 1000,
-      onLine: (line) => {
-        lines += 1
-        run.note({ event: 'build', line })
-      },
-    })
-    await run.log({ event: 'build', image, lines })
-    return image
-  }
-
-  private async appEnvironment(target: Target): Promise<string[]> {
-    const vars = await readEnvFile(target.envConfig.envFile)
-    // The values just read may be newer than the scrubber's (an env file edited since the start or the last reload).
-    const secrets = envSecretValues(vars)
-    const db = target.envConfig.database
-    if (db) {
-      const password = db.passwordFile ? (await readFile(db.passwordFile, 'utf8')).trim() : undefined
-      secrets.push(password ?? decodeURIComponent(new URL(db.url).password))
-      vars.push(`${db.envName}=${appDatabaseUrl(db, password)}`)
-    }
-    this.deps.learnSecrets?.(secrets)
-    return vars
-  }
-
-  private async migrate(run: DeployRun, target: Target, image: string): Promise<void> {
-    const migrate = target.appConfig.migrate as NonNullable<Target['appConfig']['migrate']>
-    const result = await this.deps.runtime.runMigration({
-      app: target.app,
-      env: target.env,
-      deployId: run.deploy.id,
-      image,
-      command: migrate.command,
-      variables: await this.appEnvironment(target),
-      timeoutMs: migrate.timeoutSec * 1000,
-      onLine: (line) => run.note({ event: 'migrate', line }),
-      container: containerSettings(target),
-    })
-    if (result.timedOut)
-      throw new DeployFailure(
-        'migration_timeout',
-        `migration ran past ${migrate.timeoutSec} s and was killed; last lines:\n${result.logTail.join('\n')}`,
-      )
-    if (result.exitCode !== 0)
-      throw new DeployFailure('migration_failed', `migration exited with ${result.exitCode}; last lines:\n${result.logTail.join('\n')}`)
-    await run.log({ event: 'migrate', exitCode: 0 })
-  }
-
   /** Clears the idle port (stopped older releases, orphans) and starts the candidate there. */
   private async startOnIdlePort(run: DeployRun, target: Target, env: EnvView, release: Prepared): Promise<Instance> {
     for (const old of env.instances.filter((i) => i.port === env.idlePort)) {
@@ -316,7 +135,7 @@ export class DeployPipeline {
       deployId: run.deploy.id,
       image: release.image,
       port: env.idlePort,
-      variables: await this.appEnvironment(target),
+      variables: await appEnvironment(this.deps, target),
       container: containerSettings(target),
     })
     await run.log({ event: 'started', container: candidate.id, port: env.idlePort, release: release.release })

@@ -1,0 +1,144 @@
+// The prepare phase of a deploy — RESOLVING, BACKING_UP, BUILDING, MIGRATING — which changes nothing that
+// serves: the ref resolved to a commit (tags checked against the ledger), a pre-deploy backup, the release's image
+// built (or reused), its migrations run in a one-off container. Also the environment the app's containers get.
+import { readFile } from 'node:fs/promises'
+import { appDatabaseUrl } from '../config/database-url.js'
+import { readEnvFile } from '../config/envfile.js'
+import { containerSettings, type Target } from '../config/targets.js'
+import { ConflictError } from '../errors.js'
+import { envSecretValues } from '../observability/scrub.js'
+import type { SourceRepo, TagMemory } from './ports.js'
+import { DeployFailure, type DeployRun } from './run.js'
+import type { Runtime } from './runtime.js'
+
+export interface PrepareDeps {
+  runtime: Runtime
+  repo(app: string): SourceRepo
+  tags: TagMemory
+  /** Takes a verified pre-deploy backup pinned to the release and answers its id. */
+  backup?: (target: Target, release: string) => Promise<string>
+  /** Hears the secret values read at deploy time (env file values, database password) so they are scrubbed. */
+  learnSecrets?: (values: string[]) => void
+}
+
+/** A release ready to start: its image, name and commit. */
+export interface Prepared {
+  image: string
+  release: string
+  commit: string
+}
+
+/** A release name usable in image tags and container labels: the tag name, or the short commit for branches. */
+export function releaseName(kind: 'branch' | 'tag', ref: string, commit: string): string {
+  return kind === 'tag' ? ref.replace(/[^A-Za-z0-9_.-]/g, '-') : commit.slice(0, 12)
+}
+
+/** RESOLVING → (BACKING_UP) → BUILDING → (MIGRATING): the release's image, ready to start. */
+export async function prepareRelease(deps: PrepareDeps, run: DeployRun, target: Target): Promise<Prepared> {
+  await run.move('RESOLVING')
+  const { commit, release } = await resolve(deps, run, target)
+  if (target.envConfig.backupBeforeDeploy) {
+    await run.move('BACKING_UP')
+    await backUp(deps, run, target, release)
+  }
+  await run.move('BUILDING', { commit, release })
+  const image = await build(deps, run, target, commit, release)
+  if (target.appConfig.migrate) {
+    await run.move('MIGRATING')
+    await migrate(deps, run, target, image)
+  }
+  return { image, release, commit }
+}
+
+async function resolve(deps: PrepareDeps, run: DeployRun, target: Target): Promise<{ commit: string; release: string }> {
+  const { ref, commit: pinned } = run.deploy
+  const rule = target.envConfig.ref
+  const repo = deps.repo(target.app)
+  await repo.fetch()
+  let commit: string
+  if (rule.kind === 'tag') {
+    commit = (await repo.resolveTag(ref)).commit
+    if (pinned && pinned !== commit) throw new ConflictError('commit_mismatch', `tag ${ref} is ${commit}, not the requested ${pinned}`)
+    deps.tags.check(target.app, ref, commit)
+    await deps.tags.record(target.app, ref, commit)
+  } else {
+    const head = await repo.resolveBranch(ref)
+    if (pinned && pinned !== head && !(await repo.isAncestor(pinned, head))) {
+      throw new ConflictError('commit_not_on_branch', `commit ${pinned} is not on branch ${ref}`)
+    }
+    commit = pinned ?? head
+  }
+  const release = releaseName(rule.kind, ref, commit)
+  await run.log({ event: 'resolved', ref, commit, release })
+  return { commit, release }
+}
+
+/** The deploy stops here, before any change, if the backup fails. */
+async function backUp(deps: PrepareDeps, run: DeployRun, target: Target, release: string): Promise<void> {
+  if (!deps.backup) throw new DeployFailure('backup_unavailable', 'backupBeforeDeploy is set but this agent has no backup service')
+  const backupId = await deps.backup(target, release)
+  await run.log({ event: 'backup', backupId, pinnedBy: release })
+}
+
+async function build(deps: PrepareDeps, run: DeployRun, target: Target, commit: string, release: string): Promise<string> {
+  const existing = await deps.runtime.releaseImage(target, release)
+  if (existing && existing.commit === commit) {
+    await run.log({ event: 'build', cached: true, image: existing.ref })
+    return existing.ref
+  }
+  const { build } = target.appConfig
+  let lines = 0 // only counted: a long build's output is in its log, not held here
+  const image = await deps.runtime.buildRelease({
+    app: target.app,
+    env: target.env,
+    release,
+    commit,
+    context: deps.repo(target.app).archive(commit, build.context),
+    dockerfile: build.dockerfile,
+    buildArgs: { ...build.args, VERSION: release },
+    timeoutMs: build.timeoutSec * 1000,
+    onLine: (line) => {
+      lines += 1
+      run.note({ event: 'build', line })
+    },
+  })
+  await run.log({ event: 'build', image, lines })
+  return image
+}
+
+export async function appEnvironment(deps: Pick<PrepareDeps, 'learnSecrets'>, target: Target): Promise<string[]> {
+  const vars = await readEnvFile(target.envConfig.envFile)
+  // The values just read may be newer than the scrubber's (an env file edited since the start or the last reload).
+  const secrets = envSecretValues(vars)
+  const db = target.envConfig.database
+  if (db) {
+    const password = db.passwordFile ? (await readFile(db.passwordFile, 'utf8')).trim() : undefined
+    secrets.push(password ?? decodeURIComponent(new URL(db.url).password))
+    vars.push(`${db.envName}=${appDatabaseUrl(db, password)}`)
+  }
+  deps.learnSecrets?.(secrets)
+  return vars
+}
+
+async function migrate(deps: PrepareDeps, run: DeployRun, target: Target, image: string): Promise<void> {
+  const migrate = target.appConfig.migrate as NonNullable<Target['appConfig']['migrate']>
+  const result = await deps.runtime.runMigration({
+    app: target.app,
+    env: target.env,
+    deployId: run.deploy.id,
+    image,
+    command: migrate.command,
+    variables: await appEnvironment(deps, target),
+    timeoutMs: migrate.timeoutSec * 1000,
+    onLine: (line) => run.note({ event: 'migrate', line }),
+    container: containerSettings(target),
+  })
+  if (result.timedOut)
+    throw new DeployFailure(
+      'migration_timeout',
+      `migration ran past ${migrate.timeoutSec} s and was killed; last lines:\n${result.logTail.join('\n')}`,
+    )
+  if (result.exitCode !== 0)
+    throw new DeployFailure('migration_failed', `migration exited with ${result.exitCode}; last lines:\n${result.logTail.join('\n')}`)
+  await run.log({ event: 'migrate', exitCode: 0 })
+}
