@@ -10,7 +10,7 @@ import { DeployStore, type Deploy } from '../../agent/store/deploys.js'
 import { FakeRouter, FakeRuntime } from '../helpers/fake-runtime.js'
 import { tempDir } from '../helpers/tmp.js'
 
-async function setUp(t: Test, routedPort: number, standbyRunning = false) {
+async function setUp(t: Test, routedPort: number | null, standbyRunning = false) {
   const dir = await tempDir(t)
   const config = parseConfig(
     `
@@ -20,6 +20,7 @@ apps:
     repo: /srv/web.git
     envs:
       production: { ref: "tag:v*", ports: [18011, 18012], proxy: { upstreamFile: ${dir}/up.conf } }
+      staging: { ref: "tag:v*", ports: [18013, 18014] }
 `,
     {},
     'a',
@@ -27,6 +28,7 @@ apps:
   )
   const store = await DeployStore.open(dir)
   t.teardown(() => store.close())
+  const router = new FakeRouter(routedPort)
   const live: Instance = {
     id: 'live',
     release: 'v1',
@@ -51,11 +53,11 @@ apps:
       recover: async () => false,
     }),
     runtime,
-    router: () => new FakeRouter(routedPort),
+    router: () => router,
     logger: createLogger({ level: 'silent' }),
   })
   coordinator.setLive({ app: 'web', env: 'production' }, { release: 'v1', commit: 'c', port: 18011, deployId: 'd_live', since: '' })
-  return { coordinator, runtime, live, finish: () => release() }
+  return { coordinator, runtime, router, live, finish: () => release() }
 }
 
 t.test('DeployCoordinator.keep: the stopped live release is started again, the standby is not', async (t) => {
@@ -93,32 +95,7 @@ t.test('DeployCoordinator.keep: a release nginx no longer routes to is left as i
 })
 
 t.test('DeployCoordinator.recover: an env whose upstream file is missing gets one before anything else', async (t) => {
-  const dir = await tempDir(t)
-  const config = parseConfig(
-    `
-audience: a
-apps:
-  web:
-    repo: /srv/web.git
-    envs:
-      production: { ref: "tag:v*", ports: [18011, 18012], proxy: { upstreamFile: ${dir}/up.conf } }
-      staging: { ref: "tag:v*", ports: [18013, 18014] }
-`,
-    {},
-    'a',
-    dir,
-  )
-  const store = await DeployStore.open(dir)
-  t.teardown(() => store.close())
-  const router = new FakeRouter(null)
-  const coordinator = new DeployCoordinator({
-    config,
-    store,
-    pipeline: () => ({ run: async (d: Deploy) => d, recover: async () => false }),
-    runtime: new FakeRuntime([]),
-    router: () => router,
-    logger: createLogger({ level: 'silent' }),
-  })
+  const { coordinator, router } = await setUp(t, null)
   await coordinator.recover()
   t.same(router.ensured, [18011], 'the env behind nginx, once, with its first port (marked down)')
 })
