@@ -13,7 +13,7 @@ import { listenProxySocket } from '../http/socket.js'
 import { loadTlsFiles } from '../http/tls.js'
 import { CronJob } from '../schedule/nightly.js'
 import { createLogger, type Logger } from '../observability/logger.js'
-import { Notifier } from '../notify/notifier.js'
+import { Notifier, reloadUnconfirmedNotice } from '../notify/notifier.js'
 import { Metrics, recordBackup, recordDeploy } from '../observability/metrics.js'
 import { Scrubber } from '../observability/scrub.js'
 import { backupReport, createErrorReporter, deployReport, knownSecrets, type ErrorReport } from '../observability/sentry.js'
@@ -78,6 +78,8 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     onDeployEvent: (event) => {
       recordDeploy(metrics, event)
       report(deployReport(event))
+      const reload = reloadUnconfirmedNotice(event)
+      if (reload) notifier.send(reload)
     },
     learnSecrets: (values) => scrubber.learn(values),
   })

@@ -9,10 +9,12 @@ import { PassThrough } from 'node:stream'
 import { GitPluginError, GitError as SimpleGitError, simpleGit } from 'simple-git'
 import { ensureDir } from '../files.js'
 import { GitError, redactCredentials } from './errors.js'
+import { failureLine, fetchHint, meaningfulLines } from './failure.js'
 import { normalizeSubdir, validateCommit, validateRefName } from './refs.js'
 
 export { GitError, redactCredentials, type GitErrorCode } from './errors.js'
 export { normalizeSubdir, validateCommit, validateRefName } from './refs.js'
+export { failureLine } from './failure.js'
 
 /** The transports git may use (GIT_ALLOW_PROTOCOL): `ext::` and `fd::` are refused. */
 export const ALLOWED_PROTOCOLS = 'file:git:http:https:ssh'
@@ -141,16 +143,6 @@ class GitExit extends SimpleGitError {
 }
 
 const STDERR_LIMIT = 64 * 1024
-/**
- * git's last stderr line is the one that says what went wrong ("fatal: …"), except when the disk is full: then the
- * cause is an earlier line ("… No space left on device") and the last one only says that unpacking failed.
- */
-export const failureLine = (text: string) => {
-  const lines = text.trim().split('\n')
-  const full = lines.find((line) => /No space left on device/i.test(line))
-  const last = lines.at(-1) ?? ''
-  return full !== undefined && full !== last ? `${last} (${full.trim()})` : last
-}
 
 export class GitMirror {
   /** The repository URL as git is given it: without credentials (see splitCredentials). */
@@ -225,8 +217,11 @@ export class GitMirror {
   }
 
   #fetchFailed(stderr: string): GitError {
+    // git's own words (its closing advice left out) and, for a known cause, what to do about it.
     const clean = redactCredentials(stderr.trim())
-    return new GitError('git_fetch_failed', `fetching ${this.safeUrl} failed: ${failureLine(clean) || 'git gave no reason'}`, clean)
+    const hint = fetchHint(clean)
+    const message = `fetching ${this.safeUrl} failed: ${meaningfulLines(clean) || 'git gave no reason'}${hint ? ` (hint: ${hint})` : ''}`
+    return new GitError('git_fetch_failed', message, clean)
   }
 
   /** The commit `refs/tags/<tag>` peels to. Throws `invalid_ref` (400) or `ref_not_found` (404). */

@@ -5,10 +5,11 @@ import { readFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
+import { endedByUnconfirmedReload, type DeployEvent } from '../observability/deploy-feed.js'
 import { Scrubber } from '../observability/scrub.js'
 
 export interface Notice {
-  event: 'deploy.started' | 'deploy.succeeded' | 'deploy.failed' | 'deploy.rolled_back' | 'backup.failed'
+  event: 'deploy.started' | 'deploy.succeeded' | 'deploy.failed' | 'deploy.rolled_back' | 'backup.failed' | 'proxy.reload_unconfirmed'
   app: string
   env: string
   release?: string | null
@@ -16,6 +17,8 @@ export interface Notice {
   durationMs?: number
   reason?: string | null
   id?: string | null
+  /** What to do about it, when the agent knows. */
+  hint?: string
 }
 
 type Target = Config['notify'][number]
@@ -31,12 +34,30 @@ export function describeNotice(n: Notice): string {
     'deploy.failed': 'deploy FAILED',
     'deploy.rolled_back': 'deploy ROLLED BACK',
     'backup.failed': 'backup FAILED',
+    'proxy.reload_unconfirmed': 'nginx reload NOT CONFIRMED',
   }[n.event]
   const parts = [`${n.app}/${n.env}: ${what}`]
   if (n.release) parts.push(`release ${n.release}${n.commit ? ` (${n.commit.slice(0, 12)})` : ''}`)
   if (n.durationMs !== undefined) parts.push(`${Math.round(n.durationMs / 1000)} s`)
   if (n.reason) parts.push(`reason: ${n.reason}`)
+  if (n.hint) parts.push(`hint: ${n.hint}`)
   return parts.join(' · ')
+}
+
+const RELOAD_HINT =
+  'nginx did not run the new config, so every switch of this env fails until that is fixed; with the systemd reload ' +
+  'helper: `systemctl status deploy-agent-nginx-reload.path deploy-agent-nginx-reload.service`, after a failure ' +
+  '`systemctl reset-failed deploy-agent-nginx-reload.path deploy-agent-nginx-reload.service` and ' +
+  '`systemctl start deploy-agent-nginx-reload.path`'
+
+/**
+ * The extra notice for a deploy that an unconfirmed nginx reload ended (sent beside its deploy.failed or
+ * deploy.rolled_back): the reload helper being stuck blocks every later deploy of the env, so it is named apart.
+ */
+export function reloadUnconfirmedNotice(event: DeployEvent): Notice | null {
+  if (!endedByUnconfirmedReload(event)) return null
+  const { app, env, release, commit, error, id } = event.deploy
+  return { event: 'proxy.reload_unconfirmed', app, env, release, commit, reason: error?.message ?? null, id, hint: RELOAD_HINT }
 }
 
 /** The request body each kind of endpoint expects. */

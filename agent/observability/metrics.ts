@@ -2,7 +2,7 @@
 // agents in one process do not share counters.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { isTerminal } from '../store/deploy-states.js'
-import type { DeployEvent } from './deploy-feed.js'
+import { endedByUnconfirmedReload, type DeployEvent } from './deploy-feed.js'
 import type { Deploy } from '../store/deploys.js'
 
 /** One env as the deploy side sees it at a scrape: deploys waiting in its lane and its live release. */
@@ -77,6 +77,12 @@ export class Metrics {
     name: 'deploy_agent_health_check_failures_total',
     help: 'Failed health probes of deploys, by the state the deploy was in (VERIFYING, OBSERVING, ROLLING_BACK)',
     labelNames: ['app', 'env', 'phase'] as const,
+    registers: [this.registry],
+  })
+  readonly proxyReloadUnconfirmed = new Counter({
+    name: 'deploy_agent_proxy_reload_unconfirmed_total',
+    help: 'Deploys and rollbacks ended by an nginx reload whose new workers never appeared (proxy.pidFile set)',
+    labelNames: ['app', 'env'] as const,
     registers: [this.registry],
   })
   readonly deployQueueLength = new Gauge({
@@ -160,6 +166,7 @@ export function recordDeploy(metrics: Metrics, e: DeployEvent): void {
   if (seconds !== null) metrics.deployPhaseDuration.observe({ app, env, phase: e.was }, seconds)
   if (!isTerminal(state)) return
   metrics.deploys.inc({ app, env, kind, result: state })
+  if (endedByUnconfirmedReload(e)) metrics.proxyReloadUnconfirmed.inc({ app, env })
   if (state === 'ROLLED_BACK') metrics.rollbacks.inc({ app, env, trigger: 'automatic' })
   else if (kind === 'rollback' && state === 'SUCCEEDED') metrics.rollbacks.inc({ app, env, trigger: 'manual' })
 }

@@ -118,5 +118,12 @@ export async function waitForNewWorkers(
   }
   const why =
     seen.length === 0 ? 'no new worker process appeared' : `new workers ${seen.join(', ')} started but the old ones were not told to quit`
-  throw new ProxyError('proxy_reload_unconfirmed', `nginx reload not confirmed within ${timeoutMs} ms: ${why}`)
+  // The usual cause is a reload that never reached nginx: the command did nothing, or the systemd helper is stuck.
+  throw new ProxyError(
+    'proxy_reload_unconfirmed',
+    `nginx reload not confirmed within ${timeoutMs} ms: ${why}; check that proxy.reload reloads this nginx and that ` +
+      `proxy.pidFile is its master's pid file (with the systemd reload helper: \`systemctl status ` +
+      `deploy-agent-nginx-reload.path deploy-agent-nginx-reload.service\`, and after a failure \`systemctl reset-failed ` +
+      `deploy-agent-nginx-reload.path deploy-agent-nginx-reload.service\` then \`systemctl start deploy-agent-nginx-reload.path\`)`,
+  )
 }

@@ -173,3 +173,25 @@ t.test('GitMirror: a wrong token fails the fetch without showing the token', asy
   t.notMatch(JSON.stringify({ message: (err as Error).message, stderr: (err as { stderr?: string }).stderr }), wrong)
   t.notMatch(await readFile(wrapper.log, 'utf8'), wrong)
 })
+
+t.test("GitMirror: a refused token fails with git's own reason and a hint about tokens", async (t) => {
+  const { dir, server } = await setup(t)
+  const mirror = new GitMirror({
+    url: `http://${USER}:wr0ng@127.0.0.1:${server.port}/app.git`,
+    dir: join(dir, 'state', 'app.git'),
+    timeoutMs: 30_000,
+  })
+  const err = (await t.rejects(mirror.fetch(), { code: 'git_fetch_failed' })) as Error
+  t.match(err.message, /fatal: (Authentication failed|could not read Username)/, "git's own words")
+  t.match(err.message, /hint: .*token/, 'says what to check')
+  t.notMatch(err.message, 'wr0ng')
+  // Without credentials at all, git asks for a username (no terminal here) and the hint is the same.
+  const anonymous = new GitMirror({
+    url: `http://127.0.0.1:${server.port}/app.git`,
+    dir: join(dir, 'state', 'anon.git'),
+    timeoutMs: 30_000,
+  })
+  const none = (await t.rejects(anonymous.fetch(), { code: 'git_fetch_failed' })) as Error
+  t.match(none.message, /fatal: (Authentication failed|could not read Username)/)
+  t.match(none.message, /hint: .*token/)
+})

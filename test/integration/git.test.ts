@@ -257,6 +257,22 @@ t.test('GitMirror: credentials in the url never reach error messages', async (t)
   t.notMatch(JSON.stringify({ message: (err as Error).message, stderr: (err as { stderr?: string }).stderr }), 's3cret')
 })
 
+t.test("GitMirror: a repository owned by another user fails with git's reason and the safe.directory to add", async (t) => {
+  const { upstream, mirror } = await setup(t)
+  await mirror.fetch()
+  // The agent runs as root here: an upstream owned by nobody is the real "dubious ownership" case.
+  await run('chown', ['-R', 'nobody', upstream.path])
+  const user = (await run('id', ['-un'])).stdout.trim()
+  for (const attempt of ['fetch', 'clone']) {
+    const fresh = attempt === 'fetch' ? mirror : new GitMirror({ url: upstream.path, dir: join(mirror.dir, '..', 'again.git') })
+    const err = (await t.rejects(fresh.fetch(), { code: 'git_fetch_failed' }, attempt)) as Error
+    t.match(err.message, `detected dubious ownership in repository at '${upstream.path}`, `${attempt}: git's own reason`)
+    t.match(err.message, `git config --global --add safe.directory ${upstream.path}`, `${attempt}: the command to run`)
+    t.match(err.message, `as ${user}`, `${attempt}: as which user`)
+    t.notMatch(err.message, /and the repository exists/, `${attempt}: not git's closing advice`)
+  }
+})
+
 t.test('GitMirror: a changed repo url is followed on the next fetch', async (t) => {
   const { dir, upstream, mirror } = await setup(t)
   await mirror.fetch()

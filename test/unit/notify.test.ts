@@ -6,7 +6,8 @@ import { createServer, type IncomingMessage } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { describeNotice, Notifier } from '../../agent/notify/notifier.js'
+import { describeNotice, Notifier, reloadUnconfirmedNotice } from '../../agent/notify/notifier.js'
+import type { Deploy } from '../../agent/store/deploys.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import { freePort } from '../helpers/ports.js'
 import { tempDir } from '../helpers/tmp.js'
@@ -94,4 +95,30 @@ t.test('Notifier: a 5xx is retried; a dead endpoint is given up without blocking
   t.equal(r.received.length, 1, 'delivered on the third attempt')
   t.equal(lines.length, 1, 'the dead endpoint is one warning')
   t.notMatch(lines[0], /nobody/, 'the URL (a secret for Slack) is not logged')
+})
+
+t.test('Notifier: a deploy ended by an unconfirmed nginx reload also sends proxy.reload_unconfirmed with the fix', async (t) => {
+  const deploy = {
+    id: 'd_aaaaaaaaaaaa',
+    kind: 'deploy',
+    app: 'shop',
+    env: 'production',
+    release: 'v1.3.0',
+    commit: 'a'.repeat(40),
+    state: 'ROLLED_BACK',
+    error: { code: 'proxy_reload_unconfirmed', message: 'nginx reload not confirmed within 5000 ms: no new worker process appeared' },
+  } as unknown as Deploy
+  const found = reloadUnconfirmedNotice({ type: 'state', deploy, was: 'ROLLING_BACK' })
+  t.match(found, { event: 'proxy.reload_unconfirmed', app: 'shop', env: 'production', id: 'd_aaaaaaaaaaaa' })
+  const line = describeNotice(found as NonNullable<typeof found>)
+  t.match(line, /^shop\/production: nginx reload NOT CONFIRMED/)
+  t.match(line, 'systemctl status deploy-agent-nginx-reload.path')
+  t.match(line, 'systemctl reset-failed')
+  t.equal(
+    reloadUnconfirmedNotice({ type: 'state', deploy: { ...deploy, state: 'SWITCHING' }, was: 'STARTING' }),
+    null,
+    'not before the end',
+  )
+  const other = { ...deploy, error: { code: 'observe_failed', message: '3 probes failed' } }
+  t.equal(reloadUnconfirmedNotice({ type: 'state', deploy: other, was: 'ROLLING_BACK' }), null, 'not for other failures')
 })

@@ -178,3 +178,37 @@ t.test(
     t.match(text, 'deploy_agent_deploy_queue_length{app="shop",env="production"} 0')
   },
 )
+
+t.test('recordDeploy: a deploy ended by an unconfirmed nginx reload counts once in proxy_reload_unconfirmed', async (t) => {
+  const metrics = new Metrics({ defaultMetrics: false })
+  const unconfirmed = {
+    code: 'proxy_reload_unconfirmed',
+    message: 'nginx reload not confirmed within 5000 ms: no new worker process appeared',
+  }
+  const trail: Array<[DeployState, number]> = [
+    ['QUEUED', 0],
+    ['SWITCHING', 10],
+    ['ROLLING_BACK', 15],
+    ['ROLLED_BACK', 16],
+  ]
+  replay(metrics, trail, { error: unconfirmed })
+  // The switch back of an automatic rollback: the code says rollback_failed, the message still names the reload.
+  replay(
+    metrics,
+    [
+      ['OBSERVING', 0],
+      ['ROLLING_BACK', 5],
+      ['FAILED', 11],
+    ],
+    {
+      env: 'staging',
+      error: { code: 'rollback_failed', message: `3 probes failed; rolling back failed too: ${unconfirmed.message}` },
+    },
+  )
+  // Other failures are not counted.
+  replay(metrics, trail, { env: 'other', error: { code: 'observe_failed', message: '3 probes failed' } })
+  t.same(await values(metrics, 'deploy_agent_proxy_reload_unconfirmed_total'), [
+    { value: 1, labels: { app: 'shop', env: 'production' } },
+    { value: 1, labels: { app: 'shop', env: 'staging' } },
+  ])
+})
