@@ -92,6 +92,12 @@ export class FakeRuntime implements Runtime {
   async logTail() {
     return []
   }
+  /** Lines each instance printed, by id; `logs` answers the last `tail` of them. */
+  readonly output = new Map<string, string[]>()
+  async *logs(i: Instance, options: { tail: number }) {
+    const lines = options.tail === 0 ? [] : (this.output.get(i.id) ?? []).slice(-options.tail)
+    for (const line of lines) yield { at: new Date().toISOString(), stream: 'stdout' as const, line }
+  }
 }
 
 /** nginx as a variable: the routed port, switched at once; `failSwitch` makes the next switches throw. */

@@ -1,0 +1,125 @@
+// GET /v1/apps/:app/envs/:env/logs through inject, with a real coordinator over an engine of plain records: the
+// query's bounds, the 404s (app, env, service, no live release), the status token, and scrubbed NDJSON lines.
+import t, { type Test } from 'tap'
+import { join } from 'node:path'
+import { DeployCoordinator } from '../../agent/deploy/coordinator.js'
+import type { Instance } from '../../agent/deploy/runtime.js'
+import { parseSince, parseTail } from '../../agent/http/routes/app-logs.js'
+import { buildTestAgent, testConfigDocument } from '../helpers/agent.js'
+import { FakeRouter, FakeRuntime } from '../helpers/fake-runtime.js'
+import { tempDir } from '../helpers/tmp.js'
+
+const live: Instance = {
+  id: 'c-live',
+  release: 'r1',
+  commit: 'a'.repeat(40),
+  deployId: 'd_000000000001',
+  port: 18001,
+  image: 'web:staging-r1',
+  running: true,
+  created: new Date(),
+}
+
+async function setUp(t: Test, routed: number | null = 18001) {
+  const dir = await tempDir(t)
+  const runtime = new FakeRuntime([{ ...live }])
+  runtime.output.set('c-live', [
+    'started',
+    'DATABASE_URL=postgresql://app:hunter2-secret@db/app',
+    ...Array.from({ length: 300 }, (_, i) => `req ${i}`),
+  ])
+  const base = testConfigDocument(dir) as { apps: { web: { envs: { staging: Record<string, unknown> } } } }
+  base.apps.web.envs.staging.proxy = { upstreamFile: join(dir, 'up.conf') }
+  const agent = await buildTestAgent(dir, {
+    extra: { apps: base.apps },
+    deployments: async (config, store) =>
+      new DeployCoordinator({
+        config,
+        store,
+        pipeline: () => ({ run: async (d) => d, recover: async () => false }),
+        runtime,
+        router: () => new FakeRouter(routed),
+        logger: (await import('../../agent/observability/logger.js')).createLogger({ level: 'silent' }),
+      }),
+  })
+  t.teardown(() => agent.close())
+  const get = (url: string, headers: Record<string, string> = { authorization: `Bearer ${agent.keys.statusToken}` }) =>
+    agent.app.inject({ method: 'GET', url, headers })
+  return { agent, get, runtime }
+}
+
+const url = (query = '') => `/v1/apps/web/envs/staging/logs${query}`
+const ndjson = (body: string) =>
+  body
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { at: string; stream: string; line: string })
+
+t.test('API app logs: the last 200 lines by default, as NDJSON { at, stream, line }, secrets scrubbed', async (t) => {
+  const { get } = await setUp(t)
+  const res = await get(url())
+  t.equal(res.statusCode, 200, res.body.slice(0, 300))
+  t.match(res.headers['content-type'], /^application\/x-ndjson/)
+  const lines = ndjson(res.body)
+  t.equal(lines.length, 200)
+  t.equal(lines.at(-1)?.line, 'req 299')
+  t.match(lines[0], { at: /^\d{4}-\d\d-\d\dT/, stream: 'stdout' })
+  const few = ndjson((await get(url('?tail=302'))).body)
+  t.equal(few.length, 302)
+  t.notOk(
+    few.some((l) => l.line.includes('hunter2-secret')),
+    'the password in the URL is scrubbed',
+  )
+  t.ok(few.some((l) => l.line.includes('[redacted]')))
+})
+
+t.test('API app logs: tail, since and follow are bounded and checked, each 400 naming the problem', async (t) => {
+  const { get } = await setUp(t)
+  for (const [query, what] of [
+    ['?tail=5001', /tail must be a whole number of lines from 0 to 5000/],
+    ['?tail=-1', /tail/],
+    ['?tail=ten', /tail/],
+    ['?since=yesterday', /since must be an ISO time/],
+    ['?since=1', null],
+    ['?follow=yes', /follow/],
+    ['?colour=1', /unknown field/],
+    ['?service=Web!', /service/],
+  ] as const) {
+    const res = await get(url(query))
+    if (what === null) {
+      t.equal(res.statusCode, 200, `${query} is fine`)
+      continue
+    }
+    t.equal(res.statusCode, 400, query)
+    t.equal(res.json().error.code, 'invalid_request', query)
+    t.match(res.json().error.message, what, query)
+  }
+  t.equal(parseTail(undefined), 200)
+  t.equal(parseTail('5000'), 5000)
+  t.equal(parseSince('1700000000'), 1700000000)
+  t.equal(parseSince('2026-05-01T12:00:00Z'), Date.parse('2026-05-01T12:00:00Z') / 1000)
+  t.throws(() => parseSince('May 1'), { code: 'invalid_request' })
+})
+
+t.test('API app logs: unknown app, env or service and no live release are 404s with their own codes', async (t) => {
+  const { get } = await setUp(t)
+  t.equal((await get('/v1/apps/nope/envs/staging/logs')).statusCode, 404)
+  t.equal((await get('/v1/apps/web/envs/nope/logs')).statusCode, 404)
+  const service = await get(url('?service=worker'))
+  t.equal(service.statusCode, 404)
+  t.equal(service.json().error.code, 'unknown_service')
+  t.match(service.json().error.message, /no service "worker"/)
+  t.equal((await get(url('?service=web'))).statusCode, 200, 'web is the one service')
+  const { get: getIdle } = await setUp(t, null)
+  const none = await getIdle(url())
+  t.equal(none.statusCode, 404)
+  t.equal(none.json().error.code, 'no_live_release')
+  t.match(none.json().error.message, /web\/staging has no live release/)
+})
+
+t.test('API app logs: the status token is needed', async (t) => {
+  const { get } = await setUp(t)
+  t.equal((await get(url(), {})).statusCode, 401)
+  t.equal((await get(url(), { authorization: 'Bearer wrong-token-wrong-token' })).statusCode, 401)
+})
