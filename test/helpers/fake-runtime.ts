@@ -94,9 +94,16 @@ export class FakeRuntime implements Runtime {
   }
   /** Lines each instance printed, by id; `logs` answers the last `tail` of them. */
   readonly output = new Map<string, string[]>()
-  async *logs(i: Instance, options: { tail: number }) {
+  /** Followers of `logs` still attached (a follow lasts until its signal aborts). */
+  following = 0
+  async *logs(i: Instance, options: { tail: number; follow?: boolean; signal?: AbortSignal }) {
     const lines = options.tail === 0 ? [] : (this.output.get(i.id) ?? []).slice(-options.tail)
     for (const line of lines) yield { at: new Date().toISOString(), stream: 'stdout' as const, line }
+    const { signal } = options
+    if (!options.follow || !signal || signal.aborted) return
+    this.following++
+    await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))
+    this.following--
   }
 }
 

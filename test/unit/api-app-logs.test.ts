@@ -1,10 +1,11 @@
 // GET /v1/apps/:app/envs/:env/logs through inject, with a real coordinator over an engine of plain records: the
 // query's bounds, the 404s (app, env, service, no live release), the status token, and scrubbed NDJSON lines.
 import t, { type Test } from 'tap'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { DeployCoordinator } from '../../agent/deploy/coordinator.js'
 import type { Instance } from '../../agent/deploy/runtime.js'
-import { parseSince, parseTail } from '../../agent/http/routes/app-logs.js'
+import { MAX_APP_LOG_FOLLOWERS_PER_ENV, parseSince, parseTail } from '../../agent/http/routes/app-logs.js'
 import { buildTestAgent, testConfigDocument } from '../helpers/agent.js'
 import { FakeRouter, FakeRuntime } from '../helpers/fake-runtime.js'
 import { tempDir } from '../helpers/tmp.js'
@@ -122,4 +123,40 @@ t.test('API app logs: the status token is needed', async (t) => {
   const { get } = await setUp(t)
   t.equal((await get(url(), {})).statusCode, 401)
   t.equal((await get(url(), { authorization: 'Bearer wrong-token-wrong-token' })).statusCode, 401)
+})
+
+t.test('API app logs: followers are bounded and a follower that leaves gives its place back', async (t) => {
+  const { agent, runtime } = await setUp(t)
+  await agent.app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = agent.app.server.address() as AddressInfo
+  const headers = { authorization: `Bearer ${agent.keys.statusToken}` }
+  const follow = async () => {
+    const gone = new AbortController()
+    const res = await fetch(`http://127.0.0.1:${port}${url('?follow=1&tail=1')}`, { headers, signal: gone.signal })
+    return { res, gone }
+  }
+  const open = []
+  for (let i = 0; i < MAX_APP_LOG_FOLLOWERS_PER_ENV; i++) {
+    const f = await follow()
+    t.equal(f.res.status, 200)
+    open.push(f)
+  }
+  const refused = await follow()
+  t.equal(refused.res.status, 503)
+  t.equal(refused.res.headers.get('retry-after'), '5')
+  t.match(await refused.res.json(), { error: { code: 'too_many_followers', message: /app logs|follow the log of web\/staging/ } })
+  const first = open.shift()
+  const reader = (first?.res.body as ReadableStream<Uint8Array>).getReader()
+  const { value } = await reader.read()
+  t.match(new TextDecoder().decode(value), /"event":"heartbeat"/, 'a follower gets a heartbeat at once')
+  first?.gone.abort()
+  let again = await follow()
+  for (let i = 0; again.res.status === 503 && i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 50))
+    again = await follow()
+  }
+  t.equal(again.res.status, 200, 'the place of the follower that left is free again')
+  for (const f of [...open, again]) f.gone.abort()
+  for (let i = 0; runtime.following > 0 && i < 50; i++) await new Promise((r) => setTimeout(r, 50))
+  t.equal(runtime.following, 0, "the engine's streams are closed when their clients go away")
 })
