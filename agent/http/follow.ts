@@ -123,21 +123,25 @@ export function appLogStream(
   options: { follow: boolean; heartbeatMs?: number },
 ): Readable {
   const { follow, heartbeatMs = HEARTBEAT_MS } = options
-  async function* ndjson(): AsyncGenerator<string> {
+  const format = ({ at, stream, line }: ContainerLogLine) => `${JSON.stringify({ at, stream, line: scrub(line) })}\n`
+  async function* tail(): AsyncGenerator<string> {
+    for await (const entry of lines) yield format(entry)
+  }
+  async function* followed(): AsyncGenerator<string> {
     const it = lines[Symbol.asyncIterator]()
-    if (follow) yield heartbeat()
+    yield heartbeat()
     for (let next = it.next(); ; next = it.next()) {
+      // The same pending read is raced against each quiet period, so no line is lost to a heartbeat.
       let got: IteratorResult<ContainerLogLine> | null
       do {
         let timer: NodeJS.Timeout | undefined
-        const quiet = new Promise<null>((resolve) => (timer = setTimeout(resolve, follow ? heartbeatMs : 2 ** 31 - 1, null)))
+        const quiet = new Promise<null>((resolve) => (timer = setTimeout(resolve, heartbeatMs, null)))
         got = await Promise.race([next, quiet]).finally(() => clearTimeout(timer))
         if (got === null) yield heartbeat()
       } while (got === null)
       if (got.done) return
-      const { at, stream, line } = got.value
-      yield `${JSON.stringify({ at, stream, line: scrub(line) })}\n`
+      yield format(got.value)
     }
   }
-  return Readable.from(ndjson())
+  return Readable.from(follow ? followed() : tail())
 }

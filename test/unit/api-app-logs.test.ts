@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { DeployCoordinator } from '../../agent/deploy/coordinator.js'
 import type { Instance } from '../../agent/deploy/runtime.js'
+import { appLogStream } from '../../agent/http/follow.js'
 import { MAX_APP_LOG_FOLLOWERS_PER_ENV, parseSince, parseTail } from '../../agent/http/routes/app-logs.js'
 import { buildTestAgent, testConfigDocument } from '../helpers/agent.js'
 import { FakeRouter, FakeRuntime } from '../helpers/fake-runtime.js'
@@ -159,4 +160,17 @@ t.test('API app logs: followers are bounded and a follower that leaves gives its
   for (const f of [...open, again]) f.gone.abort()
   for (let i = 0; runtime.following > 0 && i < 50; i++) await new Promise((r) => setTimeout(r, 50))
   t.equal(runtime.following, 0, "the engine's streams are closed when their clients go away")
+})
+
+t.test('API app logs: a quiet follow gets heartbeats, and the line after them is not lost', async (t) => {
+  async function* slow() {
+    await new Promise((r) => setTimeout(r, 250))
+    yield { at: '2026-01-01T00:00:00.000Z', stream: 'stderr' as const, line: 'late password=hunter22' }
+  }
+  let out = ''
+  for await (const chunk of appLogStream(slow(), (s) => s.replace('hunter22', '[redacted]'), { follow: true, heartbeatMs: 50 }))
+    out += String(chunk)
+  const events = ndjson(out) as Array<{ event?: string; line?: string; stream?: string }>
+  t.ok(events.filter((e) => e.event === 'heartbeat').length >= 3, 'heartbeats while quiet')
+  t.same(events.at(-1), { at: '2026-01-01T00:00:00.000Z', stream: 'stderr', line: 'late password=[redacted]' })
 })
