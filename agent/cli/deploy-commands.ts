@@ -3,7 +3,7 @@
 import type { Command } from 'commander'
 import type { AgentClient } from './client.js'
 import { awaitingApprovalLine, deployPath, followDeploy, type DeployView } from './follow.js'
-import { formatEvent, painter } from './log-format.js'
+import { clock, formatEvent, painter, printable } from './log-format.js'
 import { clientFrom, example, UsageError, withClientOptions, type ClientFlags } from './options.js'
 import { formatTable } from './table.js'
 
@@ -174,5 +174,32 @@ export function addDeployCommands(program: Command): void {
       const rows = [['RELEASE', 'COMMIT', 'CREATED', 'LIVE']]
       for (const r of body.releases) rows.push([r.release, r.commit.slice(0, 12), shortTime(r.createdAt), r.live ? '*' : ''])
       console.log(formatTable(rows))
+    })
+
+  withClientOptions(
+    program
+      .command('app-logs')
+      .description("print the output of an env's live app container; with -f, keep printing new lines")
+      .argument('<app>', 'app name from the agent config')
+      .argument('<env>', 'env of that app')
+      .option('--service <name>', 'the service whose output to show (default web)')
+      .option('--tail <n>', 'the last n lines (default 200, at most 5000)')
+      .option('--since <time>', 'only lines from this time on: ISO (2026-05-01T12:00:00Z) or unix seconds')
+      .option('-f, --follow', 'keep printing new lines until Ctrl-C (or the container stops)')
+      .option('--json', 'print the raw NDJSON lines'),
+  )
+    .addHelpText('after', example('deploy-agent app-logs shop production --tail 50', 'deploy-agent app-logs shop production -f'))
+    .action(async (app: string, env: string, opts: ClientFlags & { service?: string; tail?: string; since?: string; follow?: boolean }) => {
+      const query = new URLSearchParams()
+      if (opts.service !== undefined) query.set('service', opts.service)
+      if (opts.tail !== undefined) query.set('tail', opts.tail)
+      if (opts.since !== undefined) query.set('since', opts.since)
+      if (opts.follow) query.set('follow', '1')
+      const path = query.size > 0 ? `${envPath(app, env)}/logs?${query}` : `${envPath(app, env)}/logs`
+      for await (const event of (await clientFrom(opts)).stream(path)) {
+        if (event.event === 'heartbeat') continue
+        if (opts.json) console.log(JSON.stringify(event))
+        else console.log(`${clock(event.at)} ${event.stream === 'stderr' ? 'err' : 'out'}  ${printable(String(event.line ?? ''))}`)
+      }
     })
 }

@@ -101,7 +101,18 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     onFailure: (reason) => metrics.authFailures.inc({ reason }),
   })
   const app = await buildApp(
-    { config, authenticator, deploys: store.deploys, deployments, backups, metrics, logger, version: VERSION, startedAt },
+    {
+      config,
+      authenticator,
+      deploys: store.deploys,
+      deployments,
+      backups,
+      metrics,
+      logger,
+      version: VERSION,
+      startedAt,
+      scrub: (text) => scrubber.text(text),
+    },
     { https },
   )
 

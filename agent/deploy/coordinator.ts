@@ -3,7 +3,8 @@
 // that require approval wait in AWAITING_APPROVAL outside the lane until approved.
 import type { Config } from '../config/schema.js'
 import { findTarget, hasTarget, type Target } from '../config/targets.js'
-import { ConflictError, NotFoundError } from '../errors.js'
+import type { ContainerLogLine } from '../docker/engine.js'
+import { AgentError, ConflictError, NotFoundError } from '../errors.js'
 import type { Notice } from '../notify/notifier.js'
 import type { Logger } from '../observability/logger.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
@@ -64,6 +65,35 @@ export interface RollbackInput {
   checkRelease?: (release: { release: string; ref: string | null }) => void
 }
 
+/** The env has no running live release whose output could be shown. */
+export class NoLiveReleaseError extends AgentError {
+  constructor(message: string) {
+    super('no_live_release', 404, message)
+  }
+}
+
+export class UnknownServiceError extends AgentError {
+  constructor(message: string) {
+    super('unknown_service', 404, message)
+  }
+}
+
+/** The one service of a release today; several services per release come later. */
+export const WEB_SERVICE = 'web'
+
+export interface AppLogsInput {
+  app: string
+  env: string
+  /** Default: web. */
+  service?: string
+  tail: number
+  /** Unix seconds. */
+  since?: number
+  follow: boolean
+  /** Ends a follow (the client went away). */
+  signal?: AbortSignal
+}
+
 /** What the HTTP and CLI surface may ask of the deploy side. */
 export interface Deployments {
   request(input: NewDeploy): Promise<Deploy>
@@ -72,6 +102,8 @@ export interface Deployments {
   rollback(input: RollbackInput): Promise<Deploy>
   releases(target: Target): Promise<ReleaseInfo[]>
   liveRelease(app: string, env: string): LiveRelease | null
+  /** The output of the env's live instance of `service`; throws when there is none to show. */
+  appLogs(input: AppLogsInput): Promise<AsyncIterable<ContainerLogLine>>
 }
 
 export class DeployCoordinator implements Deployments {
@@ -93,6 +125,18 @@ export class DeployCoordinator implements Deployments {
 
   liveRelease(app: string, env: string): LiveRelease | null {
     return this.live.get(laneKey({ app, env })) ?? null
+  }
+
+  async appLogs(input: AppLogsInput): Promise<AsyncIterable<ContainerLogLine>> {
+    const target = findTarget(this.deps.config, input.app, input.env)
+    const service = input.service ?? WEB_SERVICE
+    if (service !== WEB_SERVICE)
+      throw new UnknownServiceError(`${target.app}/${target.env} has no service "${service}" (its one service is ${WEB_SERVICE})`)
+    // What runs now, read from the engine and nginx (not the remembered live release: it may have stopped since).
+    const { live } = target.envConfig.proxy ? await observeEnv(this.deps.runtime, this.deps.router(target), target) : { live: null }
+    if (!live) throw new NoLiveReleaseError(`${target.app}/${target.env} has no live release running; deploy one first`)
+    const { tail, since, follow, signal } = input
+    return this.deps.runtime.logs(live, { tail, since, follow, signal })
   }
 
   async request(input: NewDeploy): Promise<Deploy> {

@@ -2,7 +2,7 @@
 // reused, listed, pruned), its one-off containers (migrations), and its instances (start a candidate, check it,
 // retire or revive it, remove it). Containers on this host today; a Swarm runtime implements the same interface.
 // Labels on the engine's objects are the source of truth for which release runs where.
-import type { DockerEngine } from '../docker/engine.js'
+import type { ContainerLogLine, ContainerLogOptions, DockerEngine } from '../docker/engine.js'
 import type { ContainerHealth, ContainerSettings, Labels, OneOffResult } from '../docker/types.js'
 
 export const LABEL = {
@@ -94,6 +94,8 @@ export interface Runtime {
   revive(instance: Instance): Promise<void>
   remove(instance: Instance): Promise<void>
   logTail(instance: Instance, lines?: number): Promise<string[]>
+  /** The instance's output, line by line (the app's own log, for operators): see DockerEngine.containerLogLines. */
+  logs(instance: Instance, options: ContainerLogOptions): AsyncIterable<ContainerLogLine>
 }
 
 export function envLabels(target: EnvTarget): Labels {
@@ -234,5 +236,9 @@ export class ContainerRuntime implements Runtime {
 
   logTail(instance: Instance, lines = 30): Promise<string[]> {
     return this.docker.containerLogTail(instance.id, lines)
+  }
+
+  logs(instance: Instance, options: ContainerLogOptions): AsyncIterable<ContainerLogLine> {
+    return this.docker.containerLogLines(instance.id, options)
   }
 }

@@ -3,7 +3,8 @@
 import type Docker from 'dockerode'
 import { buildImage, type BuildImageOptions } from './build.js'
 import { ContainerExistsError, DockerError, engineStatus, toDockerError } from './errors.js'
-import { demuxLogBuffer, nonEmptyLines } from './lines.js'
+import { StringDecoder } from 'node:string_decoder'
+import { demuxLogBuffer, FrameReader, LineSplitter, MAX_LINE_CHARS, nonEmptyLines, splitTimestamp, type LogStream } from './lines.js'
 import { runOneOff } from './one-off.js'
 import {
   DEFAULT_CONTAINER_SETTINGS,
@@ -240,4 +241,59 @@ export class DockerEngine {
     // Blank lines are dropped, so the engine's tail may hold more than we show; trim to what was asked.
     return nonEmptyLines(demuxLogBuffer(buf)).slice(-lines)
   }
+
+  /**
+   * The container's output (stdout and stderr) as lines with the engine's time of each: the last `tail` lines
+   * since `since` (unix seconds), then, with `follow`, new lines until the container stops or `signal` aborts.
+   * Each line is cut at MAX_LINE_CHARS.
+   */
+  async *containerLogLines(id: string, options: ContainerLogOptions): AsyncGenerator<ContainerLogLine> {
+    const { tail, since, follow, signal } = options
+    const what = `read logs of container ${id}`
+    const container = (await this.client()).getContainer(id)
+    const base = { stdout: true, stderr: true, timestamps: true, tail, ...(since !== undefined ? { since } : {}) }
+    const source: AsyncIterable<Buffer> | Buffer[] = follow
+      ? ((await this.call(what, () => container.logs({ ...base, follow: true }))) as NodeJS.ReadableStream & AsyncIterable<Buffer>)
+      : [await this.call(what, () => container.logs({ ...base, follow: false }))]
+    const stop = () => (source as { destroy?: () => void }).destroy?.()
+    if (signal?.aborted) return stop()
+    signal?.addEventListener('abort', stop, { once: true })
+    // One splitter and decoder per stream: a line (or a UTF-8 character) may span frames. The time prefix is
+    // allowed on top of the cap.
+    const frames = new FrameReader()
+    const split = { stdout: new LineSplitter(MAX_LINE_CHARS + 40), stderr: new LineSplitter(MAX_LINE_CHARS + 40) }
+    const text = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') }
+    const lines = (stream: LogStream, raw: string[]) =>
+      raw.map((entry) => {
+        const { at, text: line } = splitTimestamp(entry)
+        return { at, stream, line }
+      })
+    try {
+      for await (const chunk of source) {
+        for (const { stream, data } of frames.push(Buffer.from(chunk))) yield* lines(stream, split[stream].push(text[stream].write(data)))
+      }
+    } catch (err) {
+      if (!signal?.aborted) throw toDockerError(err, what)
+    } finally {
+      signal?.removeEventListener('abort', stop)
+      stop()
+    }
+    for (const stream of ['stdout', 'stderr'] as const)
+      yield* lines(stream, split[stream].push(text[stream].end()).concat(split[stream].flush()))
+  }
+}
+
+export interface ContainerLogOptions {
+  tail: number
+  /** Unix seconds. */
+  since?: number
+  follow: boolean
+  signal?: AbortSignal
+}
+
+export interface ContainerLogLine {
+  /** ISO time the engine read the line. */
+  at: string
+  stream: LogStream
+  line: string
 }

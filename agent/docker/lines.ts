@@ -95,3 +95,42 @@ export function nonEmptyLines(text: string): string[] {
     .map((line) => capLine(line.trimEnd()))
     .filter((line) => line !== '')
 }
+
+export type LogStream = 'stdout' | 'stderr'
+
+/**
+ * Docker's framed log stream split as chunks arrive (a frame may span chunks): each frame's bytes and whether it
+ * was stdout or stderr. Bytes that do not look framed (a TTY container) are passed on as stdout.
+ */
+export class FrameReader {
+  private held: Buffer = Buffer.alloc(0)
+  private raw = false
+
+  push(chunk: Buffer): Array<{ stream: LogStream; data: Buffer }> {
+    if (this.raw) return [{ stream: 'stdout', data: chunk }]
+    this.held = this.held.length > 0 ? Buffer.concat([this.held, chunk]) : chunk
+    const frames: Array<{ stream: LogStream; data: Buffer }> = []
+    while (this.held.length >= 8) {
+      const type = this.held[0]
+      if (type !== 0 && type !== 1 && type !== 2) {
+        this.raw = true
+        frames.push({ stream: 'stdout', data: this.held })
+        this.held = Buffer.alloc(0)
+        break
+      }
+      const end = 8 + this.held.readUInt32BE(4)
+      if (this.held.length < end) break
+      frames.push({ stream: type === 2 ? 'stderr' : 'stdout', data: this.held.subarray(8, end) })
+      this.held = this.held.subarray(end)
+    }
+    return frames
+  }
+}
+
+/** `<RFC 3339 time> <text>` as Docker writes log lines with `timestamps`: the time in ISO form (ms), and the text. */
+export function splitTimestamp(line: string): { at: string; text: string } {
+  const space = line.indexOf(' ')
+  const at = space > 0 ? new Date(line.slice(0, space)) : null
+  if (!at || Number.isNaN(at.getTime())) return { at: new Date().toISOString(), text: line }
+  return { at: at.toISOString(), text: line.slice(space + 1) }
+}

@@ -14,6 +14,7 @@ import { registerAuth } from './auth.js'
 import type { AppDeps } from './deps.js'
 import { clientAddress, trustList } from './client.js'
 import { registerErrorHandling } from './errors.js'
+import { appLogRoutes } from './routes/app-logs.js'
 import { backupRoutes } from './routes/backups.js'
 import { deployRoutes } from './routes/deploys.js'
 import { healthRoutes } from './routes/health.js'
@@ -100,6 +101,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   healthRoutes(app)
   statusRoutes(app)
   deployRoutes(app)
+  appLogRoutes(app)
   backupRoutes(app)
   metricsRoutes(app)
   app.get('/v1/openapi.json', { config: { auth: 'none' }, schema: { hide: true } }, async () => app.swagger())

@@ -18,6 +18,8 @@ export interface AppDeps {
   logger: Logger
   version: string
   startedAt: Date
+  /** The shared scrubber's text form: what the agent sends out of the app's own output goes through it. */
+  scrub: (text: string) => string
 }
 
 /** What the HTTP surface asks of the backup side. */

@@ -5,6 +5,7 @@
 import type { IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
+import type { ContainerLogLine } from '../docker/engine.js'
 import { AgentError } from '../errors.js'
 import type { DeployStore } from '../store/deploys.js'
 
@@ -36,6 +37,8 @@ export class Followers {
   constructor(
     readonly perDeploy = MAX_FOLLOWERS_PER_DEPLOY,
     readonly total = MAX_FOLLOWERS,
+    /** What is followed, for the refusal: `deploy logs`, `app logs`. */
+    readonly what = 'deploy logs',
   ) {}
 
   /** Takes a place for a follower of `id`; the function returned gives it back (calling it again does nothing). */
@@ -45,7 +48,7 @@ export class Followers {
     if (here >= this.perDeploy)
       throw new TooManyFollowersError(`${here} clients already follow the log of ${id} (the most allowed); ${hint}`)
     if (this.#total >= this.total)
-      throw new TooManyFollowersError(`${this.#total} deploy logs are already being followed (the most allowed); ${hint}`)
+      throw new TooManyFollowersError(`${this.#total} ${this.what} are already being followed (the most allowed); ${hint}`)
     this.#byDeploy.set(id, here + 1)
     this.#total++
     let left = false
@@ -105,4 +108,40 @@ export function followLog(store: LogReader, id: string, request: IncomingMessage
     }
   }
   return Readable.from(lines())
+}
+
+const heartbeat = () => `${JSON.stringify({ at: new Date().toISOString(), event: 'heartbeat' })}\n`
+
+/**
+ * An app's output as NDJSON `{ at, stream, line }`, each line scrubbed. With `follow`, a heartbeat first (the client
+ * gets the headers at once) and after each quiet `heartbeatMs`, until the lines end (the container stopped, or the
+ * caller aborted them when the client went away).
+ */
+export function appLogStream(
+  lines: AsyncIterable<ContainerLogLine>,
+  scrub: (text: string) => string,
+  options: { follow: boolean; heartbeatMs?: number },
+): Readable {
+  const { follow, heartbeatMs = HEARTBEAT_MS } = options
+  const format = ({ at, stream, line }: ContainerLogLine) => `${JSON.stringify({ at, stream, line: scrub(line) })}\n`
+  async function* tail(): AsyncGenerator<string> {
+    for await (const entry of lines) yield format(entry)
+  }
+  async function* followed(): AsyncGenerator<string> {
+    const it = lines[Symbol.asyncIterator]()
+    yield heartbeat()
+    for (let next = it.next(); ; next = it.next()) {
+      // The same pending read is raced against each quiet period, so no line is lost to a heartbeat.
+      let got: IteratorResult<ContainerLogLine> | null
+      do {
+        let timer: NodeJS.Timeout | undefined
+        const quiet = new Promise<null>((resolve) => (timer = setTimeout(resolve, heartbeatMs, null)))
+        got = await Promise.race([next, quiet]).finally(() => clearTimeout(timer))
+        if (got === null) yield heartbeat()
+      } while (got === null)
+      if (got.done) return
+      yield format(got.value)
+    }
+  }
+  return Readable.from(follow ? followed() : tail())
 }

@@ -15,8 +15,11 @@ import { buildApp } from '../../agent/http/app.js'
 import { createLogger, type Logger } from '../../agent/observability/logger.js'
 import { Metrics, recordBackup } from '../../agent/observability/metrics.js'
 import { BackupService } from '../../agent/backup/service.js'
-import type { Deployments } from '../../agent/deploy/coordinator.js'
+import { NoLiveReleaseError, type Deployments } from '../../agent/deploy/coordinator.js'
+import type { ContainerLogLine } from '../../agent/docker/engine.js'
 import type { Deploy, DeployStore } from '../../agent/store/deploys.js'
+import { Scrubber } from '../../agent/observability/scrub.js'
+import { knownSecrets } from '../../agent/observability/sentry.js'
 import { StateStore } from '../../agent/store/index.js'
 
 export const AUDIENCE = 'agent.test'
@@ -124,6 +127,10 @@ export class RecordingDeployments implements Deployments {
   liveRelease() {
     return null
   }
+  async appLogs(input: unknown): Promise<AsyncIterable<ContainerLogLine>> {
+    this.calls.push({ op: 'appLogs', input })
+    throw new NoLiveReleaseError('web/staging has no live release running; deploy one first')
+  }
 }
 
 export interface TestAgent {
@@ -164,6 +171,7 @@ export async function buildTestAgent(
     onFailure: (reason) => metrics.authFailures.inc({ reason }),
   })
   const logger = options.logger ?? createLogger({ level: 'silent' })
+  const scrubber = new Scrubber(await knownSecrets(config))
   const backups = new BackupService({ config, logger, onBackup: (event) => recordBackup(metrics, event) })
   await backups.open()
   const deployments = options.deployments ? await options.deployments(config, store.deploys, backups) : new RecordingDeployments()
@@ -177,6 +185,7 @@ export async function buildTestAgent(
     logger,
     version: '0.0.0-test',
     startedAt: new Date(),
+    scrub: (text) => scrubber.text(text),
   })
   return {
     app,

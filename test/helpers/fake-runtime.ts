@@ -92,6 +92,19 @@ export class FakeRuntime implements Runtime {
   async logTail() {
     return []
   }
+  /** Lines each instance printed, by id; `logs` answers the last `tail` of them. */
+  readonly output = new Map<string, string[]>()
+  /** Followers of `logs` still attached (a follow lasts until its signal aborts). */
+  following = 0
+  async *logs(i: Instance, options: { tail: number; follow?: boolean; signal?: AbortSignal }) {
+    const lines = options.tail === 0 ? [] : (this.output.get(i.id) ?? []).slice(-options.tail)
+    for (const line of lines) yield { at: new Date().toISOString(), stream: 'stdout' as const, line }
+    const { signal } = options
+    if (!options.follow || !signal || signal.aborted) return
+    this.following++
+    await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))
+    this.following--
+  }
 }
 
 /** nginx as a variable: the routed port, switched at once; `failSwitch` makes the next switches throw. */
