@@ -88,6 +88,7 @@ export class DeployPipeline {
           details: { candidatePort: env.idlePort, previousPort: env.live?.port ?? null, previousRelease: env.live?.release ?? null },
         })
         candidate = await this.startOnIdlePort(run, target, env, prepared)
+        await run.log({ event: 'started', container: candidate.id, port: candidate.port, release: candidate.release })
         await run.move('VERIFYING', { details: { candidateContainer: candidate.id } })
         await this.verify(run, target, candidate)
         return { candidate, previous: env.live }
@@ -121,7 +122,10 @@ export class DeployPipeline {
     }
   }
 
-  /** Clears the idle port (stopped older releases, orphans) and starts the candidate there. */
+  /**
+   * Clears the idle port (stopped older releases, orphans) and starts the candidate there. The caller holds the
+   * instance before it logs anything, so a log write that fails (a full disk) cannot leave the candidate running.
+   */
   private async startOnIdlePort(run: DeployRun, target: Target, env: EnvView, release: Prepared): Promise<Instance> {
     for (const old of env.instances.filter((i) => i.port === env.idlePort)) {
       await this.deps.runtime.remove(old)
@@ -138,7 +142,6 @@ export class DeployPipeline {
       variables: await appEnvironment(this.deps, target),
       container: containerSettings(target),
     })
-    await run.log({ event: 'started', container: candidate.id, port: env.idlePort, release: release.release })
     return candidate
   }
 
@@ -326,6 +329,7 @@ export class DeployPipeline {
           await run.log({ event: 'revived', container: candidate.id, release })
         } else {
           candidate = await this.startOnIdlePort(run, target, env, { image: kept.ref, release, commit: kept.commit })
+          await run.log({ event: 'started', container: candidate.id, port: candidate.port, release })
         }
         await run.move('VERIFYING', { details: { candidateContainer: candidate.id } })
         await this.verify(run, target, candidate)
@@ -378,10 +382,11 @@ export class DeployPipeline {
     return plan.requeue
   }
 
+  /** Removes a candidate that will not serve; its log lines are best effort (the disk may be what failed). */
   private async discard(run: DeployRun, candidate: Instance): Promise<void> {
     const tail = await this.deps.runtime.logTail(candidate).catch(() => [])
-    if (tail.length > 0) await run.log({ event: 'container-log', lines: tail })
+    if (tail.length > 0) await run.log({ event: 'container-log', lines: tail }).catch(() => undefined)
     await this.deps.runtime.remove(candidate).catch((err) => run.logger.error({ err }, 'could not remove the candidate'))
-    await run.log({ event: 'removed', container: candidate.id, reason: 'candidate discarded' })
+    await run.log({ event: 'removed', container: candidate.id, reason: 'candidate discarded' }).catch(() => undefined)
   }
 }

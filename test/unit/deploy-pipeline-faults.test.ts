@@ -131,3 +131,19 @@ t.test('Pipeline: a full disk under a step fails the deploy with disk_full, befo
   t.match(done.error?.message, /the disk is full: ENOSPC/)
   t.equal(rig.routed(), rig.blue, 'routing is untouched')
 })
+
+// Regression (fault suite, the disk filling up mid-build): the candidate was started but the write of its
+// `started` line met the full disk before the pipeline held it, so it was left running beside the live release.
+t.test('Pipeline: a full disk right after the candidate starts removes the candidate', async (t) => {
+  const rig = await setUp(t)
+  const appendLog = rig.store.appendLog.bind(rig.store)
+  rig.store.appendLog = async (id, line, opts) => {
+    if (['started', 'container-log', 'removed'].includes((line as { event?: string }).event ?? '')) throw diskFull()
+    return appendLog(id, line, opts)
+  }
+  const done = await rig.pipeline.run(await rig.deploy(), rig.target)
+  t.equal(done.state, 'FAILED')
+  t.equal(done.error?.code, 'disk_full')
+  t.same(rig.runtime.removed, [`c-${done.id}`], 'the candidate is removed though none of its log lines could be written')
+  t.equal(rig.routed(), rig.blue, 'routing is untouched')
+})
