@@ -179,7 +179,14 @@ export class DeployPipeline {
    * stopped serving, so the candidate goes and the deploy is ROLLED_BACK. Answers whether nginx now routes to it.
    */
   private async switchTo(run: DeployRun, target: Target, candidate: Instance): Promise<boolean> {
-    await run.move('SWITCHING')
+    // Until SWITCHING is journalled nothing has changed: a failure there (a full disk) is the candidate phase's.
+    const journalled = await this.settle(
+      run,
+      'deploy_failed',
+      () => run.move('SWITCHING').then(() => true),
+      () => this.discard(run, candidate),
+    )
+    if (!journalled) return false
     try {
       await this.deps.router(target).switchTo(candidate.port)
     } catch (err) {

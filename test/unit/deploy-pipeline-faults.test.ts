@@ -147,3 +147,17 @@ t.test('Pipeline: a full disk right after the candidate starts removes the candi
   t.same(rig.runtime.removed, [`c-${done.id}`], 'the candidate is removed though none of its log lines could be written')
   t.equal(rig.routed(), rig.blue, 'routing is untouched')
 })
+
+t.test('Pipeline: a full disk when SWITCHING is journalled removes the verified candidate; nginx never moved', async (t) => {
+  const rig = await setUp(t)
+  const transition = rig.store.transition.bind(rig.store)
+  rig.store.transition = async (id, state, patch) => {
+    if (state === 'SWITCHING') throw diskFull()
+    return transition(id, state, patch)
+  }
+  const done = await rig.pipeline.run(await rig.deploy(), rig.target)
+  t.equal(done.state, 'FAILED')
+  t.equal(done.error?.code, 'disk_full')
+  t.same(rig.runtime.removed, [`c-${done.id}`], 'the candidate is removed')
+  t.equal(rig.routed(), rig.blue, 'routing is untouched')
+})
