@@ -14,7 +14,15 @@ interface Started {
 }
 
 interface ReleasesBody {
-  releases: Array<{ release: string; commit: string; image: string; createdAt: string; live: boolean }>
+  releases: Array<{
+    release: string
+    commit: string
+    image: string
+    createdAt: string
+    live: boolean
+    outcome: 'live' | 'served' | 'failed' | 'rolled_back' | null
+    deployId: string | null
+  }>
   keepReleases: number
 }
 
@@ -78,13 +86,27 @@ export function addDeployCommands(program: Command): void {
       .argument('<app>', 'app name from the agent config')
       .argument('<env>', 'env of that app')
       .option('--to <release>', 'a kept release (see `deploy-agent releases`)')
+      .option('--force', "allow a release that never served or whose last deploy failed (recorded in the rollback's reason)")
+      .option('--reason <text>', 'recorded with the rollback')
       .option('-f, --follow', 'stream the rollback log until it ends; exit 0 only on SUCCEEDED')
       .option('--json', 'print JSON'),
   )
-    .addHelpText('after', example('deploy-agent rollback shop production --follow', 'deploy-agent rollback shop production --to v1.4.1'))
-    .action(async (app: string, env: string, opts: ClientFlags & { to?: string; follow?: boolean }) => {
+    .addHelpText(
+      'after',
+      example(
+        'deploy-agent rollback shop production --follow',
+        'deploy-agent rollback shop production --to v1.4.1',
+        'deploy-agent rollback shop production --to v1.5.0 --force --reason "migration reverted by hand"',
+      ),
+    )
+    .action(async (app: string, env: string, opts: ClientFlags & { to?: string; force?: boolean; reason?: string; follow?: boolean }) => {
       const client = await clientFrom(opts)
-      const started = await client.post<Started>(`${envPath(app, env)}/rollback`, opts.to !== undefined ? { to: opts.to } : {})
+      const body = {
+        ...(opts.to !== undefined && { to: opts.to }),
+        ...(opts.force === true && { force: true }),
+        ...(opts.reason !== undefined && { reason: opts.reason }),
+      }
+      const started = await client.post<Started>(`${envPath(app, env)}/rollback`, body)
       await startedThen(client, started, opts, `rollback ${app}/${env} to ${started.release ?? '?'}`)
     })
 
@@ -151,15 +173,17 @@ export function addDeployCommands(program: Command): void {
         return
       }
       const paint = painter()
-      const rows = [['ID', 'APP', 'ENV', 'REF', 'STATE', 'CREATED']]
-      for (const d of body.deploys) rows.push([d.id, d.app, d.env, d.ref, paint.state(d.state), shortTime(d.createdAt)])
+      const rows = [['ID', 'KIND', 'APP', 'ENV', 'REF', 'STATE', 'CREATED']]
+      for (const d of body.deploys) rows.push([d.id, d.kind, d.app, d.env, d.ref, paint.state(d.state), shortTime(d.createdAt)])
       console.log(formatTable(rows))
     })
 
   withClientOptions(
     program
       .command('releases')
-      .description('the releases an app env keeps for rollback, newest first; * marks the live one')
+      .description(
+        'the releases an app env keeps for rollback, newest first; * marks the live one, OUTCOME says how its last deploy or rollback ended',
+      )
       .argument('<app>', 'app name from the agent config')
       .argument('<env>', 'env of that app')
       .option('--json', 'print JSON'),
@@ -171,8 +195,16 @@ export function addDeployCommands(program: Command): void {
         console.log(JSON.stringify(body, null, 2))
         return
       }
-      const rows = [['RELEASE', 'COMMIT', 'CREATED', 'LIVE']]
-      for (const r of body.releases) rows.push([r.release, r.commit.slice(0, 12), shortTime(r.createdAt), r.live ? '*' : ''])
+      const rows = [['RELEASE', 'COMMIT', 'CREATED', 'LIVE', 'OUTCOME', 'DEPLOY']]
+      for (const r of body.releases)
+        rows.push([
+          r.release,
+          r.commit.slice(0, 12),
+          shortTime(r.createdAt),
+          r.live ? '*' : '',
+          r.outcome?.replace('_', ' ') ?? '-',
+          r.deployId ?? '-',
+        ])
       console.log(formatTable(rows))
     })
 

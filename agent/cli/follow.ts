@@ -7,6 +7,8 @@ import { formatEvent, painter, printable, TERMINAL_STATES, type Paint } from './
 /** The fields of a deploy (GET /v1/deploys/:id) the CLI reads. */
 export interface DeployView {
   id: string
+  /** deploy or rollback */
+  kind: string
   app: string
   env: string
   ref: string

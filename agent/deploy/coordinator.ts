@@ -32,9 +32,18 @@ export interface ReleaseInfo {
   image: string
   createdAt: string
   live: boolean
-  /** It was live at some point (a deploy or rollback to it succeeded): the default rollback targets. */
+  /** It was live at some point (a deploy or rollback to it succeeded). */
   wasLive: boolean
+  /**
+   * How the newest finished deploy or rollback of it ended: live now, served (SUCCEEDED, since replaced), failed,
+   * or rolled_back; null when no record says. Only a `served` release is a rollback target without force.
+   */
+  outcome: ReleaseOutcome | null
+  /** That deploy's id (null with no record). */
+  deployId: string | null
 }
+
+export type ReleaseOutcome = 'live' | 'served' | 'failed' | 'rolled_back'
 
 export interface CoordinatorDeps {
   config: Config
@@ -51,11 +60,27 @@ export interface CoordinatorDeps {
 
 const laneKey = (t: { app: string; env: string }) => `${t.app}/${t.env}`
 
+/** A finished deploy's state as a release's outcome (CANCELLED deploys never ran it). */
+const OUTCOMES = { SUCCEEDED: 'served', FAILED: 'failed', ROLLED_BACK: 'rolled_back' } as const
+
+/** Why a kept release is no safe rollback target (its last deploy did not serve), or null when it is one. */
+function unsafeTarget(kept: ReleaseInfo, env: string): { code: string; message: string } | null {
+  if (!kept.wasLive) return { code: 'never_live', message: `release ${kept.release} never served in ${env}` }
+  if (kept.outcome === 'failed' || kept.outcome === 'rolled_back')
+    return {
+      code: 'last_failed',
+      message: `release ${kept.release} served in ${env}, but its last deploy ${kept.deployId} ${kept.outcome === 'failed' ? 'failed' : 'was rolled back'}`,
+    }
+  return null
+}
+
 export interface RollbackInput {
   app: string
   env: string
-  /** a kept release; default: the newest one that served and is not live */
+  /** a kept release; default: the newest one whose last deploy served and that is not live */
   to?: string
+  /** Allows a release that never served or whose last deploy failed (the key's policy still applies). */
+  force?: boolean
   keyId: string | null
   reason?: string | null
   /**
@@ -166,49 +191,60 @@ export class DeployCoordinator implements Deployments {
   async rollback(input: RollbackInput): Promise<Deploy> {
     const target = findTarget(this.deps.config, input.app, input.env)
     const releases = await this.releases(target)
-    // By default the newest release that once served; a release whose deploy failed is no rollback target.
-    const release = input.to ?? releases.find((r) => !r.live && r.wasLive)?.release
+    // By default the newest release whose last deploy served; one whose deploy failed is no rollback target.
+    const release = input.to ?? releases.find((r) => r.outcome === 'served')?.release
     if (!release) throw new NotFoundError(`${target.app}/${target.env} has no earlier live release to roll back to`)
     const kept = releases.find((r) => r.release === release)
     if (!kept) throw new NotFoundError(`${target.app}/${target.env} keeps no release "${release}"`)
     if (kept.live) throw new ConflictError('already_live', `release ${release} is already live`)
-    // A rollback skips the build and the migrations: only a release known to have served is a safe way back.
-    if (!kept.wasLive)
-      throw new ConflictError('never_live', `release ${release} never served in ${target.app}/${target.env}; deploy its ref instead`)
+    // A rollback skips the build and the migrations: only a release known to have served is a safe way back,
+    // unless the operator says otherwise (a fix in the database made an older release good again).
+    const unsafe = unsafeTarget(kept, `${target.app}/${target.env}`)
+    if (unsafe && !input.force) throw new ConflictError(unsafe.code, `${unsafe.message}; pass force (--force) to roll back to it anyway`)
     input.checkRelease?.({ release, ref: this.refOf(target, release) })
-    return this.withLane(target, async () =>
-      this.enqueue(
-        target,
-        await this.deps.store.create({
-          kind: 'rollback',
-          app: target.app,
-          env: target.env,
-          ref: release,
-          keyId: input.keyId,
-          reason: input.reason ?? null,
-        }),
-      ),
-    )
+    const forced = unsafe ? `forced: ${unsafe.message}` : null
+    const reason = [input.reason, forced].filter((r) => r).join('; ') || null
+    return this.withLane(target, async () => {
+      const deploy = await this.deps.store.create({
+        kind: 'rollback',
+        app: target.app,
+        env: target.env,
+        ref: release,
+        keyId: input.keyId,
+        reason,
+      })
+      if (unsafe)
+        await this.deps.store.appendLog(deploy.id, {
+          at: new Date().toISOString(),
+          event: 'forced',
+          code: unsafe.code,
+          message: unsafe.message,
+        })
+      return this.enqueue(target, deploy)
+    })
   }
 
-  /** Kept releases (images of the env), newest first, and which one is live. */
+  /** Kept releases (images of the env), newest first, which one is live, and how each one's last deploy ended. */
   async releases(target: Target): Promise<ReleaseInfo[]> {
     const images = await this.deps.runtime.releases(target)
     const live = this.liveRelease(target.app, target.env)
-    const served = new Set(
-      this.deps.store
-        .list({ app: target.app, env: target.env })
-        .filter((d) => d.state === 'SUCCEEDED' && d.release !== null)
-        .map((d) => d.release),
-    )
-    return images.map((img) => ({
-      release: img.release,
-      commit: img.commit,
-      image: img.ref,
-      createdAt: img.created.toISOString(),
-      live: live?.release === img.release,
-      wasLive: live?.release === img.release || served.has(img.release),
-    }))
+    const history = this.deps.store.list({ app: target.app, env: target.env }).filter((d) => d.release !== null)
+    const served = new Set(history.filter((d) => d.state === 'SUCCEEDED').map((d) => d.release))
+    return images.map((img) => {
+      const isLive = live?.release === img.release
+      // The newest finished deploy or rollback of the release (the list is newest first).
+      const last = history.find((d) => d.release === img.release && d.finishedAt !== null && Object.hasOwn(OUTCOMES, d.state))
+      return {
+        release: img.release,
+        commit: img.commit,
+        image: img.ref,
+        createdAt: img.created.toISOString(),
+        live: isLive,
+        wasLive: isLive || served.has(img.release),
+        outcome: isLive ? 'live' : last ? OUTCOMES[last.state as keyof typeof OUTCOMES] : null,
+        deployId: (isLive ? live?.deployId : undefined) ?? last?.id ?? null,
+      }
+    })
   }
 
   /** The ref the newest deploy of `release` in this env was made from; null when no record says. */

@@ -5,7 +5,7 @@
 //   switch    SWITCHING                                    nginx keeps the old upstream: ROLLED_BACK
 //   retire    (after the drain)                            a failure is logged; the keeper stops it later
 //   observe   OBSERVING                                    a failure rolls back to the replaced release
-// A manual rollback is the candidate, switch and retire phases with a kept release. Every state change is
+// A manual rollback is the candidate, switch, retire and observe phases with a kept release. Every state change is
 // journalled before the side effect it announces.
 import { containerSettings, type Target } from '../config/targets.js'
 import { NotFoundError } from '../errors.js'
@@ -313,7 +313,9 @@ export class DeployPipeline {
 
   /**
    * A manual rollback: the kept image of `ref` (a release name) on the idle port — its stopped container when it
-   * is still there — verified and switched in. Until the switch a failure leaves it stopped, as a standby.
+   * is still there — verified, switched in and observed like a deploy. Until the switch a failure leaves it
+   * stopped, as a standby; once switched, a release that goes bad in the observe window is rolled back to the one
+   * that was live before the rollback.
    */
   private async rollBackByHand(run: DeployRun, target: Target): Promise<void> {
     const release = run.deploy.ref
@@ -351,7 +353,11 @@ export class DeployPipeline {
     if (!switched) return
     await run.log({ event: 'switched', port: switched.port })
     if (env.live) await this.retireReplaced(run, target, env.live)
-    await this.finishLive(run, target, switched)
+    // A kept release is no proof it still works (a dependency moved since): the same window as a deploy decides.
+    await run.move('OBSERVING')
+    const outcome = await this.watch(run, target, switched)
+    if (outcome.healthy) await this.finishLive(run, target, switched)
+    else await this.rollBackAutomatically(run, target, switched, env.live, outcome.reason)
   }
 
   /**

@@ -38,6 +38,7 @@ export interface RecoveryPlan {
 }
 
 const BEFORE_SWITCH: ReadonlySet<DeployState> = new Set(['RESOLVING', 'BACKING_UP', 'BUILDING', 'MIGRATING', 'STARTING', 'VERIFYING'])
+const AFTER_SWITCH: ReadonlySet<DeployState> = new Set(['OBSERVING', 'ROLLING_BACK'])
 
 /** An unfinished deploy found at start-up, planned from what runs now. */
 export function planRecovery(deploy: Deploy, o: Observed): RecoveryPlan {
@@ -47,7 +48,9 @@ export function planRecovery(deploy: Deploy, o: Observed): RecoveryPlan {
 
   const candidate = o.candidates[0] ?? null
   const routedToCandidate = candidate !== null && o.routedPort === candidate.port
-  if (deploy.kind === 'rollback' && !routedToCandidate) {
+  const rollback = deploy.kind === 'rollback'
+  // A rollback in OBSERVING or ROLLING_BACK got its switch: it is recovered like a deploy there.
+  if (rollback && !routedToCandidate && !AFTER_SWITCH.has(deploy.state)) {
     // A manual rollback that never got its switch: the kept release it started goes back to standby, stopped —
     // never removed, as the normal path does when a rollback fails.
     const steps = o.candidates
@@ -55,11 +58,12 @@ export function planRecovery(deploy: Deploy, o: Observed): RecoveryPlan {
       .map((instance) => ({ do: 'retire' as const, instance, cause: 'the rollback did not switch to it' }))
     return { steps, path: ['FAILED'], error: interrupted, requeue: false }
   }
-  const removeCandidates = o.candidates.map((instance) => ({
-    do: 'remove' as const,
-    instance,
-    cause: 'candidate of an interrupted deploy',
-  }))
+  // The kept release a rollback switched to stays, stopped, as a standby; a deploy's candidate goes.
+  const removeCandidates = o.candidates.map((instance) =>
+    rollback
+      ? { do: 'retire' as const, instance, cause: 'kept release of an interrupted rollback, back to standby' }
+      : { do: 'remove' as const, instance, cause: 'candidate of an interrupted deploy' },
+  )
   if (BEFORE_SWITCH.has(deploy.state)) {
     // Nothing was switched: the old release still serves; only the candidate has to go.
     return { steps: removeCandidates, path: ['FAILED'], error: interrupted, requeue: false }

@@ -27,14 +27,17 @@ export const DEPLOY_TRANSITIONS: TransitionTable = {
 }
 
 /**
- * A manual rollback: a kept release started on the idle port, verified, switched in. It fails (the live release
- * untouched) until its switch; recovery rolls an interrupted one back when nginx already routes to it unhealthy.
+ * A manual rollback: a kept release started on the idle port, verified, switched in, then observed like a deploy.
+ * It fails (the live release untouched) until its switch; once switched, a release that goes bad in the observe
+ * window is rolled back to the one that was live before the rollback, and recovery rolls an interrupted one back
+ * when nginx already routes to it unhealthy.
  */
 export const ROLLBACK_TRANSITIONS: TransitionTable = {
   QUEUED: ['STARTING', 'CANCELLED', 'FAILED'],
   STARTING: ['VERIFYING', 'FAILED'],
   VERIFYING: ['SWITCHING', 'FAILED'],
-  SWITCHING: ['SUCCEEDED', 'ROLLING_BACK', 'FAILED'],
+  SWITCHING: ['OBSERVING', 'SUCCEEDED', 'ROLLING_BACK', 'FAILED'],
+  OBSERVING: ['SUCCEEDED', 'ROLLING_BACK', 'FAILED'],
   ROLLING_BACK: ['ROLLED_BACK', 'FAILED'],
 }
 

@@ -67,8 +67,8 @@ t.test('CLI deploy commands against a real agent, Docker and nginx', { skip: ski
   await t.test('releases lists the live release', async (t) => {
     const table = await cli('releases', app, 'production')
     t.equal(table.code, 0, `exit code 0`, { output: both(table) })
-    t.match(table.stdout, /^RELEASE\s+COMMIT\s+CREATED\s+LIVE\n/)
-    t.match(table.stdout, /^v1\.0\.0\s+[0-9a-f]{12}\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\s+\*$/m)
+    t.match(table.stdout, /^RELEASE\s+COMMIT\s+CREATED\s+LIVE\s+OUTCOME\s+DEPLOY\n/)
+    t.match(table.stdout, /^v1\.0\.0\s+[0-9a-f]{12}\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\s+\*\s+live\s+d_[a-z0-9]+$/m)
     const json = await cli('releases', app, 'production', '--json')
     const body = JSON.parse(json.stdout) as { releases: Array<{ release: string; live: boolean }>; keepReleases: number }
     t.same(
@@ -124,10 +124,14 @@ t.test('CLI deploy commands against a real agent, Docker and nginx', { skip: ski
     const table = await cli('deploys', '--app', app, '--env', 'production', '--limit', '2')
     t.equal(table.code, 0, table.stderr)
     const lines = table.stdout.trim().split('\n')
-    t.match(lines[0], /^ID\s+APP\s+ENV\s+REF\s+STATE\s+CREATED$/)
+    t.match(lines[0], /^ID\s+KIND\s+APP\s+ENV\s+REF\s+STATE\s+CREATED$/)
     t.equal(lines.length, 3, 'the header and --limit rows')
-    t.match(lines[1], new RegExp(`^d_[a-z0-9]+\\s+${app}\\s+production\\s+v1\\.2\\.0\\s+FAILED\\s+\\d{4}-`), 'newest first')
-    t.match(lines[2], new RegExp(`^d_[a-z0-9]+\\s+${app}\\s+production\\s+v1\\.0\\.0\\s+SUCCEEDED\\s+\\d{4}-`), 'then the rollback')
+    t.match(lines[1], new RegExp(`^d_[a-z0-9]+\\s+deploy\\s+${app}\\s+production\\s+v1\\.2\\.0\\s+FAILED\\s+\\d{4}-`), 'newest first')
+    t.match(
+      lines[2],
+      new RegExp(`^d_[a-z0-9]+\\s+rollback\\s+${app}\\s+production\\s+v1\\.0\\.0\\s+SUCCEEDED\\s+\\d{4}-`),
+      'then the rollback',
+    )
     const usage = await cli('deploys', '--limit', '0')
     t.equal(usage.code, 2, 'a bad --limit is a usage error')
   })

@@ -154,6 +154,49 @@ t.test('Deploy pipeline on real Docker, git and nginx', { skip: skipUnless(await
     t.equal(status.apps[app].envs[env].live.release, SAMPLE_TAGS.good)
   })
 
+  await t.test('a manual rollback is observed: forced to a release that breaks after the switch, it is rolled back again', async (t) => {
+    const url = `/v1/apps/${app}/envs/${env}/rollback`
+    const refused = await signedInject(f.agent, { url, body: { to: SAMPLE_TAGS.failsAfterSwitch } })
+    t.equal(refused.statusCode, 409, refused.body)
+    t.match(JSON.parse(refused.body), { error: { code: 'never_live' } }, 'it never served: refused without force')
+    // Its stopped container already deleted its /healthz; a fresh one from the kept image answers for a few seconds.
+    const { stdout } = await run('docker', [
+      'ps',
+      '--all',
+      '--quiet',
+      '--filter',
+      `label=deploy-agent.app=${app}`,
+      '--filter',
+      `label=deploy-agent.release=${SAMPLE_TAGS.failsAfterSwitch}`,
+    ])
+    for (const id of stdout.split('\n').filter((l) => l)) await run('docker', ['rm', '--force', id])
+    const res = await signedInject(f.agent, { url, body: { to: SAMPLE_TAGS.failsAfterSwitch, force: true, reason: 'test' } })
+    t.equal(res.statusCode, 202, res.body)
+    const rollback = await waitFinished(f, JSON.parse(res.body).id)
+    t.equal(rollback.state, 'ROLLED_BACK', JSON.stringify(rollback.error))
+    t.equal(rollback.error?.code, 'observe_failed')
+    t.same(
+      rollback.states.map((s) => s.state),
+      ['QUEUED', 'STARTING', 'VERIFYING', 'SWITCHING', 'OBSERVING', 'ROLLING_BACK', 'ROLLED_BACK'],
+    )
+    t.match(rollback.reason, /forced: release v1\.3\.0 never served/)
+    t.equal(await served(f), SAMPLE_TAGS.good, 'traffic is back on the release live before the rollback')
+    const status = JSON.parse((await f.agent.app.inject({ url: '/v1/status', headers: token(f) })).body)
+    t.equal(status.apps[app].envs[env].live.release, SAMPLE_TAGS.good)
+    const releases = JSON.parse((await f.agent.app.inject({ url: `/v1/apps/${app}/envs/${env}/releases`, headers: token(f) })).body) as {
+      releases: Array<{ release: string; outcome: string | null; deployId: string | null }>
+    }
+    t.match(
+      releases.releases.find((r) => r.release === SAMPLE_TAGS.failsAfterSwitch),
+      { outcome: 'rolled_back', deployId: rollback.id },
+      'releases shows how its last rollback ended',
+    )
+    t.match(
+      releases.releases.find((r) => r.release === SAMPLE_TAGS.good),
+      { outcome: 'live' },
+    )
+  })
+
   await t.test('a moved tag is refused', async (t) => {
     await run('git', ['-C', f.repoPath, '-c', 'user.name=t', '-c', 'user.email=t@t', 'tag', '--force', SAMPLE_TAGS.good2, 'HEAD'])
     const moved = await deploy(f, SAMPLE_TAGS.good2)

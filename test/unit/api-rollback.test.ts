@@ -23,3 +23,18 @@ t.test("API: a rollback checks the release's ref against the signing key's allow
   )
   t.throws(() => input.checkRelease?.({ release: '0123456789ab', ref: null }), { code: 'forbidden' }, 'a release no record ties to a ref')
 })
+
+t.test('API: a rollback body may carry force and a reason, which go to the deploy side', async (t) => {
+  const agent = await buildTestAgent(await tempDir(t))
+  t.teardown(() => agent.close())
+  const res = await signedInject(agent, {
+    url: '/v1/apps/web/envs/staging/rollback',
+    body: { to: 'v1.0.0', force: true, reason: 'the migration was reverted by hand' },
+  })
+  t.equal(res.statusCode, 202, res.body)
+  const input = (agent.deployments as RecordingDeployments).calls[0]?.input as RollbackInput
+  t.match(input, { to: 'v1.0.0', force: true, reason: 'the migration was reverted by hand' })
+  const bad = await signedInject(agent, { url: '/v1/apps/web/envs/staging/rollback', body: { force: 'yes' } })
+  t.equal(bad.statusCode, 400, 'force is a boolean')
+  t.match(bad.body, /force/)
+})

@@ -48,6 +48,7 @@ t.test('formatEvent: no control character from a log event reaches the terminal'
 t.test('followDeploy: the error line, the tail and the summary carry no control characters', async (t) => {
   const deploy: DeployView = {
     id: 'd_aaaaaaaaaaaa',
+    kind: 'deploy',
     app: 'shop',
     env: 'production',
     ref: 'v1.0.0',

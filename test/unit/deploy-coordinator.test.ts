@@ -324,3 +324,97 @@ t.test('DeployCoordinator: a rollback goes only to a release that served and who
   pipeline.finish(back.id)
   await coordinator.idle()
 })
+
+/** An env whose kept images and history the test writes: what `releases` and `rollback` read. */
+async function withHistory(t: Test) {
+  const image = (release: string, minutes: number) => ({
+    release,
+    commit: 'c'.repeat(40),
+    ref: `web:production-${release}`,
+    created: new Date(Date.UTC(2026, 0, 1, 0, minutes)),
+  })
+  const runtime: Partial<Runtime> = {
+    releases: async () => [
+      image('v3.0.0', 6),
+      image('v2.5.0', 5),
+      image('v2.0.0', 4),
+      image('v1.5.0', 3),
+      image('v1.0.0', 2),
+      image('v0.9.0', 1),
+    ],
+  }
+  const set = await setUp(t, { runtime })
+  const history = async (ref: string, state: DeployState, kind: 'deploy' | 'rollback' = 'deploy') => {
+    const d = await set.store.create({ app: 'web', env: 'production', ref, keyId: 'ci', kind })
+    return set.store.transition(d.id, state, { release: ref, terminal: true })
+  }
+  const ids = {
+    v1: (await history('v1.0.0', 'SUCCEEDED')).id,
+    v15: (await history('v1.5.0', 'FAILED')).id, // a failed migration: built, never served
+    v2: (await history('v2.0.0', 'SUCCEEDED')).id,
+    v25: (await history('v2.5.0', 'ROLLED_BACK')).id, // went bad in its observe window
+    v3: (await history('v3.0.0', 'SUCCEEDED')).id,
+    // v2.0.0 served once, but a rollback to it just went bad and was rolled back.
+    v2back: (await history('v2.0.0', 'ROLLED_BACK', 'rollback')).id,
+  }
+  set.coordinator.setLive(
+    { app: 'web', env: 'production' },
+    { release: 'v3.0.0', commit: 'c'.repeat(40), port: 18011, deployId: ids.v3, since: '' },
+  )
+  return { ...set, ids }
+}
+
+t.test("DeployCoordinator: releases shows each release's outcome and the deploy it comes from", async (t) => {
+  const { coordinator, ids } = await withHistory(t)
+  const releases = await coordinator.releases({ app: 'web', env: 'production' } as Target)
+  t.same(
+    releases.map((r) => [r.release, r.outcome, r.deployId]),
+    [
+      ['v3.0.0', 'live', ids.v3],
+      ['v2.5.0', 'rolled_back', ids.v25],
+      ['v2.0.0', 'rolled_back', ids.v2back],
+      ['v1.5.0', 'failed', ids.v15],
+      ['v1.0.0', 'served', ids.v1],
+      ['v0.9.0', null, null],
+    ],
+  )
+})
+
+t.test('DeployCoordinator: a rollback to a release that never served or was just rolled back needs force', async (t) => {
+  const { store, pipeline, coordinator } = await withHistory(t)
+  const rollback = (to?: string, force?: boolean) =>
+    coordinator.rollback({ app: 'web', env: 'production', to, force, keyId: 'ops', reason: 'incident 42' })
+  const before = store.list().length
+  await t.rejects(rollback('v1.5.0'), { code: 'never_live', statusCode: 409, message: /--force/ })
+  await t.rejects(rollback('v2.5.0'), { code: 'never_live', statusCode: 409 }, 'rolled back in its own deploy: it never served')
+  await t.rejects(rollback('v2.0.0'), { code: 'last_failed', statusCode: 409, message: /rolled back/ }, 'its last rollback went bad')
+  t.equal(store.list().length, before, 'nothing was recorded')
+
+  const byDefault = await rollback()
+  t.equal(byDefault.ref, 'v1.0.0', 'the default target skips releases whose last deploy failed')
+  pipeline.finish(byDefault.id)
+  await coordinator.idle()
+
+  const forced = await rollback('v1.5.0', true)
+  t.match(forced, { kind: 'rollback', ref: 'v1.5.0' })
+  t.match(forced.reason, /incident 42/)
+  t.match(forced.reason, /forced: release v1\.5\.0 never served/, 'the force and what it overrode are recorded')
+  t.match(await store.readLog(forced.id), /"event":"forced"/)
+  pipeline.finish(forced.id)
+  await coordinator.idle()
+
+  await t.rejects(
+    coordinator.rollback({
+      app: 'web',
+      env: 'production',
+      to: 'v1.5.0',
+      force: true,
+      keyId: 'ci',
+      checkRelease: () => {
+        throw new Error('key may not')
+      },
+    }),
+    /key may not/,
+    "force does not bypass the key's policy",
+  )
+})

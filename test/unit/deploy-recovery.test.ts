@@ -137,6 +137,42 @@ t.test('planRecovery: a manual rollback in every state', async (t) => {
   }
 })
 
+// A manual rollback is observed like a deploy: killed in OBSERVING (or rolling back again), it is recovered like a
+// deploy there, except that the kept release it switched to is stopped as a standby, never removed.
+t.test('planRecovery: a manual rollback in its observe window or rolling back again', async (t) => {
+  const standby = instance('v2', 18002, true)
+  const cases: Array<[DeployState, Partial<Observed>, string]> = [
+    [
+      'OBSERVING',
+      { candidates: [standby], routedPort: 18002, candidateHealthy: true },
+      'switch v2@18002: make sure nginx runs the upstream file\nretire v1@18001: replaced by the live release\n→ SUCCEEDED',
+    ],
+    [
+      'OBSERVING',
+      { candidates: [standby], routedPort: 18002, candidateHealthy: false, previous: instance('v1', 18001, false) },
+      'revive v1@18001: the new release is unhealthy\nverify v1@18001: it must answer before nginx goes back to it\nswitch v1@18001: back to the previous release\nretire v2@18002: unhealthy release, kept stopped for inspection\n→ ROLLING_BACK → ROLLED_BACK (interrupted)',
+    ],
+    [
+      'OBSERVING',
+      { candidates: [standby], routedPort: 18002, candidateHealthy: false, previous: null },
+      '→ ROLLING_BACK → FAILED (rollback_failed)',
+    ],
+    // Killed after the switch back: the release live before the rollback serves again; the rollback ends ROLLED_BACK.
+    [
+      'ROLLING_BACK',
+      { candidates: [standby], routedPort: 18001 },
+      'switch v1@18001: make sure nginx runs the upstream file\nretire v2@18002: kept release of an interrupted rollback, back to standby\n→ ROLLED_BACK (interrupted)',
+    ],
+    [
+      'ROLLING_BACK',
+      { candidates: [standby], routedPort: 18002, candidateHealthy: true },
+      'revive v1@18001: the new release is unhealthy\nverify v1@18001: it must answer before nginx goes back to it\nswitch v1@18001: back to the previous release\nretire v2@18002: unhealthy release, kept stopped for inspection\n→ ROLLED_BACK (interrupted)',
+    ],
+  ]
+  for (const [state, o, plan] of cases)
+    t.equal(describePlan(planRecovery(deploy(state, 'rollback'), seen(o))), plan, `${state} routed to ${o.routedPort}`)
+})
+
 t.test('planUnknownEnv: an env that left the config ends waiting deploys CANCELLED and the rest FAILED', async (t) => {
   for (const state of ['QUEUED', 'AWAITING_APPROVAL'] as const)
     t.equal(describePlan(planUnknownEnv(deploy(state))), '→ CANCELLED (unknown_env)', state)

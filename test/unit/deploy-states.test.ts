@@ -223,10 +223,12 @@ t.test('Deploy edges: recovery of an env gone from the config ends every unfinis
   const r = await rig(t)
   const states: DeployState[] = ['QUEUED', 'AWAITING_APPROVAL', 'SWITCHING', 'OBSERVING']
   const gone = await Promise.all(states.map((state) => r.store.create({ app: 'web', env: 'retired', ref: 'v2', state })))
+  // A manual rollback is observed too: one in its observe window ends the same way.
+  gone.push(await r.store.create({ app: 'web', env: 'retired', ref: 'v1', kind: 'rollback', state: 'OBSERVING' }))
   await r.coordinator.recover()
   t.same(
     gone.map((d) => r.store.get(d.id)?.state),
-    ['CANCELLED', 'CANCELLED', 'FAILED', 'FAILED'],
+    ['CANCELLED', 'CANCELLED', 'FAILED', 'FAILED', 'FAILED'],
   )
   t.same(r.store.unfinished(), [], 'nothing is left unfinished')
 })
@@ -267,6 +269,57 @@ t.test('Rollback edges: a manual rollback that cannot start, verify or switch', 
   r.router.failSwitch = 1
   t.equal((await rollback('v1')).state, 'FAILED', 'nginx refused the switch')
   t.equal(r.router.routed, r.green, 'the live release still serves')
+})
+
+t.test('Rollback edges: a manual rollback is observed like a deploy', async (t) => {
+  const r = await rig(t)
+  t.equal((await r.run('v2')).state, 'SUCCEEDED')
+  const rollback = (to: string) => r.deploy(to, 'rollback').then((d) => r.pipeline.run(d, r.target))
+  const good = await rollback('v1')
+  t.equal(good.state, 'SUCCEEDED', 'a kept release that stays healthy')
+  t.ok(
+    good.states.some((s) => s.state === 'OBSERVING'),
+    'it went through the observe window',
+  )
+  // The rolled-back-to release goes bad once nginx routes to it: back to the release live before the rollback.
+  const breakOnSwitch = (port: number) => {
+    const watch = setInterval(() => {
+      if (r.router.routed === port) r.healthy.set(port, false)
+    }, 5)
+    return () => {
+      clearInterval(watch)
+      r.healthy.set(port, true)
+    }
+  }
+  const liveBefore = r.router.routed as number
+  const badPort = liveBefore === r.blue ? r.green : r.blue
+  let heal = breakOnSwitch(badPort)
+  const rolledBack = await rollback('v2')
+  heal()
+  t.equal(rolledBack.state, 'ROLLED_BACK', JSON.stringify(rolledBack.error))
+  t.equal(rolledBack.error?.code, 'observe_failed')
+  t.equal(r.router.routed, liveBefore, 'nginx is back on the release live before the rollback')
+  // Nothing was live before the rollback (its instance is gone): the bad release stays and the rollback FAILED.
+  r.runtime.list.splice(0, r.runtime.list.length, ...r.runtime.list.filter((i) => i.port !== liveBefore))
+  r.router.routed = null
+  heal = breakOnSwitch(liveBefore)
+  const lonely = await rollback('v1')
+  heal()
+  t.equal(lonely.state, 'FAILED', JSON.stringify(lonely.error))
+  t.match(lonely.error?.message, /no previous release/)
+})
+
+t.test('Rollback edges: recovery of a rollback switched in and healthy', async (t) => {
+  const r = await rig(t)
+  const candidate: Instance = { ...r.live, id: 'cand', deployId: 'd_old', release: 'v0', port: r.green, created: new Date() }
+  r.runtime.list.unshift(candidate)
+  r.router.routed = r.green
+  for (const state of ['SWITCHING', 'OBSERVING'] as const) {
+    const d = await r.deploy('v0', 'rollback', state)
+    const withDetails = await r.store.transition(d.id, state, { details: { candidateContainer: 'cand', previousPort: r.blue } })
+    await r.pipeline.recover(withDetails, r.target)
+    t.equal(r.store.get(d.id)?.state, 'SUCCEEDED', state)
+  }
 })
 
 t.test('Every edge of both tables is taken, and no other', async (t) => {

@@ -30,7 +30,18 @@ const deployBody = {
   properties: { ref: REF, commit: COMMIT, reason: { type: 'string', maxLength: 500 } },
 } as const
 
-const rollbackBody = { type: 'object', additionalProperties: false, properties: { to: RELEASE } } as const
+export interface RollbackBody {
+  to?: string
+  /** Allows a release that never served or whose last deploy failed; recorded in the rollback's reason and log. */
+  force?: boolean
+  reason?: string
+}
+
+const rollbackBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { to: RELEASE, force: { type: 'boolean' }, reason: { type: 'string', maxLength: 500 } },
+} as const
 
 const listQuery = {
   type: 'object',
@@ -79,7 +90,7 @@ export function deployRoutes(app: FastifyInstance): void {
     },
   )
 
-  app.post<{ Params: AppEnvParams; Body: { to?: string } }>(
+  app.post<{ Params: AppEnvParams; Body: RollbackBody | undefined }>(
     '/v1/apps/:app/envs/:env/rollback',
     {
       config: { auth: 'signed' },
@@ -94,6 +105,8 @@ export function deployRoutes(app: FastifyInstance): void {
         app: appName,
         env,
         to: request.body?.to,
+        force: request.body?.force,
+        reason: request.body?.reason,
         keyId: key.id,
         checkRelease: (release) => deps.authenticator.authorizeRollback(key, { env, ...release }),
       })
