@@ -261,7 +261,7 @@ t.test('CLI surface: --json, exit codes and colour against a real agent', { skip
     t.match(plain.stdout, /FAILED|SUCCEEDED|QUEUED|RESOLVING|AWAITING_APPROVAL/, 'the table shows states')
     t.notOk(plain.stdout.includes(ESC), 'not a terminal: no escape codes')
     t.ok(forced.stdout.includes(ESC), 'FORCE_COLOR=1: the states are coloured')
-    t.match(forced.stdout, /^ID\s+APP\s+ENV\s+REF\s+STATE\s+CREATED$/m, 'and the header is plain')
+    t.match(forced.stdout, /^ID\s+KIND\s+APP\s+ENV\s+REF\s+STATE\s+CREATED$/m, 'and the header is plain')
     t.notOk(forbidden.stdout.includes(ESC), 'NO_COLOR=1 wins over FORCE_COLOR')
     t.notOk(asJson.stdout.includes(ESC), 'JSON is never coloured')
   })
