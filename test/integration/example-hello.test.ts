@@ -38,5 +38,5 @@ t.test('examples/hello: deploys, rolls a bad tag back by itself, rolls back by h
   t.same(served, ['v1.0.0', 'v1.1.0', 'v1.1.0', 'v1.0.0'], 'nginx served each live release in turn')
   t.match(out, /ROLLED_BACK {2}observe_failed/, 'the bad tag was rolled back by the agent')
   t.match(out, /SUCCEEDED: hello\/demo v1\.0\.0/, 'the manual rollback succeeded')
-  t.match(out, /^v1\.0\.0 .*\*$/m, 'releases marks v1.0.0 live')
+  t.match(out, /^v1\.0\.0 .*\*\s+live\s/m, 'releases marks v1.0.0 live')
 })

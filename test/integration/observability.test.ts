@@ -99,8 +99,8 @@ t.test(
         t.equal(sample('deploy_agent_deploy_phase_duration_seconds_count', { ...at, phase: 'BUILDING' }), 4, 'four deploys built')
         t.equal(
           sample('deploy_agent_deploy_phase_duration_seconds_count', { ...at, phase: 'OBSERVING' }),
-          3,
-          'three were watched after their switch',
+          4,
+          'three deploys and the manual rollback were watched after their switch',
         )
         t.equal(
           sample('deploy_agent_deploy_phase_duration_seconds_count', { ...at, phase: 'VERIFYING' }),
