@@ -25,29 +25,21 @@ const code = (body: string) => JSON.parse(body).error.code as string
 const held = (keyId: string) => agent.deploys.create({ app: 'web', env: 'production', ref: 'v1.0.0', keyId, state: 'AWAITING_APPROVAL' })
 const approve = (id: string, keyId: string) => signedInject(agent, { url: `/v1/deploys/${id}/approve`, body: {}, keyId })
 
-t.test('API: approving needs a key with allow.approve (403 approve_not_allowed)', async (t) => {
-  const deploy = await held('ci')
-  const res = await approve(deploy.id, 'no-approve')
-  t.equal(res.statusCode, 403, res.body)
-  t.equal(code(res.body), 'approve_not_allowed')
-  t.same((agent.deployments as RecordingDeployments).calls, [], 'nothing was approved')
-})
-
-t.test('API: the key that requested a deploy cannot approve it (403 self_approval)', async (t) => {
-  const deploy = await held('ci-approver')
-  const res = await approve(deploy.id, 'ci-approver')
-  t.equal(res.statusCode, 403, res.body)
-  t.equal(code(res.body), 'self_approval')
-  t.same((agent.deployments as RecordingDeployments).calls, [], 'nothing was approved')
-})
-
-t.test("API: an approver must be allowed for the deploy's env (403 approve_not_allowed)", async (t) => {
-  const deploy = await held('ci')
-  const res = await approve(deploy.id, 'staging-approver')
-  t.equal(res.statusCode, 403, res.body)
-  t.equal(code(res.body), 'approve_not_allowed')
-  t.same((agent.deployments as RecordingDeployments).calls, [], 'nothing was approved')
-})
+// Each refused approval: who requested the held deploy, who tries to approve it, and the code.
+const refusals: Array<[string, string, string, string]> = [
+  ['approving needs a key with allow.approve', 'ci', 'no-approve', 'approve_not_allowed'],
+  ['the key that requested a deploy cannot approve it', 'ci-approver', 'ci-approver', 'self_approval'],
+  ["an approver must be allowed for the deploy's env", 'ci', 'staging-approver', 'approve_not_allowed'],
+]
+for (const [what, requester, approver, expected] of refusals) {
+  t.test(`API: ${what} (403 ${expected})`, async (t) => {
+    const deploy = await held(requester)
+    const res = await approve(deploy.id, approver)
+    t.equal(res.statusCode, 403, res.body)
+    t.equal(code(res.body), expected)
+    t.same((agent.deployments as RecordingDeployments).calls, [], 'nothing was approved')
+  })
+}
 
 t.test('API: another key with allow.approve for the env approves, and is named as approvedBy', async (t) => {
   const deploy = await held('ci')
