@@ -297,7 +297,7 @@ export class DeployCoordinator implements Deployments {
     // migration container running behind it).
     await this.forEachEnv(
       this.allEnvs(),
-      async (target) => this.execute(target, planStartup({ oneOffs: await this.deps.runtime.oneOffs(target) })),
+      async (target) => this.execute(target, planStartup(await this.deps.runtime.oneOffs(target))),
       'could not clean up the env at start-up',
     )
     for (const deploy of this.deps.store.unfinished()) {

@@ -13,18 +13,15 @@ export interface EnvView {
   live: Instance | null
   /** Where a candidate goes: the port of the pair nginx does not route to. */
   idlePort: number
-  /** The env's one-off (migration) containers. */
-  oneOffs: string[]
 }
 
 export async function observeEnv(runtime: Runtime, router: UpstreamSwitch, target: Target): Promise<EnvView> {
-  const [instances, routedPort, oneOffs] = await Promise.all([runtime.instances(target), router.currentPort(), runtime.oneOffs(target)])
+  const [instances, routedPort] = await Promise.all([runtime.instances(target), router.currentPort()])
   const [blue, green] = target.envConfig.ports
   return {
     instances,
     routedPort,
     live: instances.find((i) => i.port === routedPort && i.running) ?? null,
     idlePort: routedPort === blue ? green : blue,
-    oneOffs,
   }
 }

@@ -122,8 +122,8 @@ export function planUnknownEnv(deploy: Deploy): RecoveryPlan {
 }
 
 /** Start-up, before any deploy runs: every one-off (migration) container is a crash's leftover. */
-export function planStartup(view: Pick<EnvView, 'oneOffs'>): Step[] {
-  return view.oneOffs.map((id) => ({
+export function planStartup(oneOffs: string[]): Step[] {
+  return oneOffs.map((id) => ({
     do: 'remove-one-off' as const,
     id,
     cause: 'leftover migration container (no deploy runs at start-up)',
