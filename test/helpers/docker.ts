@@ -47,7 +47,7 @@ async function imageExists(ref: string): Promise<boolean> {
 
 // mkdir is atomic, so it serialises the tap processes that run test files in parallel. A lock left by a
 // killed process is taken over once it is older than any build could take.
-async function withLock<T>(fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(fn: () => Promise<T>): Promise<T> {
   for (;;) {
     try {
       await mkdir(LOCK_DIR)
@@ -97,7 +97,7 @@ async function makeRootfs(dir: string): Promise<void> {
   await writeFile(join(dir, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n')
 }
 
-async function importRootfs(dir: string, image = BASE_IMAGE, label = 'base', env: string[] = []): Promise<void> {
+export async function importRootfs(dir: string, image = BASE_IMAGE, label = 'base', env: string[] = [], cmd = ['sh']): Promise<void> {
   const tar = spawn('tar', ['-C', dir, '--numeric-owner', '--owner=0', '--group=0', '-c', '.'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -108,7 +108,7 @@ async function importRootfs(dir: string, image = BASE_IMAGE, label = 'base', env
       '--change',
       'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin',
       '--change',
-      'CMD ["sh"]',
+      `CMD ${JSON.stringify(cmd)}`,
       ...env.flatMap((e) => ['--change', `ENV ${e}`]),
       '--change',
       `LABEL deploy-agent.test=${label}`,
