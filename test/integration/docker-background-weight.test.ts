@@ -1,6 +1,7 @@
 // Builds and migrations run at a low CPU weight, so that under CPU pressure the live release keeps its share: read
 // back from the real engine (the build step's and the migration's own cgroup, and the migration's HostConfig).
 import { spawn } from 'node:child_process'
+import { PassThrough } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -12,6 +13,10 @@ import { DockerEngine } from '../../agent/docker/engine.js'
 import { BASE_IMAGE, dockerAvailable, ensureBaseImage, removeContainersByLabel } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
 import { tempDir } from '../helpers/tmp.js'
+
+/** The directory as a tar stream. Piped at once: Node discards a child's unread stdout when the child exits. */
+const tarOf = (dir: string): NodeJS.ReadableStream =>
+  spawn('tar', ['-C', dir, '-c', '.'], { stdio: ['ignore', 'pipe', 'inherit'] }).stdout.pipe(new PassThrough())
 
 const RUN_ID = `${process.pid}-${randomBytes(4).toString('hex')}`
 const RUN_LABEL = 'deploy-agent.test-run'
@@ -42,7 +47,7 @@ t.test('DockerEngine: a build runs its steps at the low CPU weight, or the one i
     await writeFile(join(dir, 'Dockerfile'), `FROM ${BASE_IMAGE}\nARG ROUND\nRUN echo "round $ROUND" && ${READ_WEIGHT}\n`)
     const lines: string[] = []
     await engine.buildImage({
-      context: spawn('tar', ['-C', dir, '-c', '.'], { stdio: ['ignore', 'pipe', 'inherit'] }).stdout,
+      context: tarOf(dir),
       dockerfile: 'Dockerfile',
       tag: `deploy-agent-test-weight:${RUN_ID}-${cpuShares ?? 'default'}`,
       buildArgs: { ROUND: `${RUN_ID}-${cpuShares ?? 'default'}` },
