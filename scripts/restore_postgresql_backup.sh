@@ -141,10 +141,20 @@ export PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-10}"
 psql_on() { local target="$1"; shift; psql -X -q --no-password -v ON_ERROR_STOP=1 --dbname="$target" "$@"; }
 
 # --- 1. check everything that would stop the restore, and say it all at once, before anything is done -------------
-[ -e "$file" ] || die "$file does not exist"
-[ -f "$file" ] && [ ! -L "$file" ] || die "$file is not a regular file"
+me="$(id -un)"
+problems=()
 name="$(basename "$file")"
-src_dir="$(cd "$(dirname "$file")" && pwd)"
+src_dir="$(dirname "$file")"
+if [ -d "$src_dir" ] && ! [ -x "$src_dir" ]; then
+  # The agent's backup directory is the agent's (0700): another OS user cannot even see the file.
+  problems+=("OS user $me cannot look into $src_dir: run this as its owner (sudo -u $(stat -c %U "$src_dir") DATABASE_URL=… $0 …)")
+  src_dir="$(realpath -ms "$src_dir")"
+else
+  [ -e "$file" ] || die "$file does not exist"
+  [ -f "$file" ] && [ ! -L "$file" ] || die "$file is not a regular file"
+  src_dir="$(cd "$src_dir" && pwd)"
+  [ -r "$file" ] || problems+=("OS user $me cannot read $file: run this as the agent's user (sudo -u $(stat -c %U "$file") …)")
+fi
 backup_dir="${BACKUP_DIR:-$src_dir}"
 name_re='^([a-z][a-z0-9-]{0,31})_([a-z][a-z0-9-]{0,31})_([0-9]{8}T[0-9]{6}Z)_(nightly|predeploy|manual|prerestore)_([0-9a-f]{8})\.dump$'
 [ -n "$app" ] || [ -z "$env" ] || die "--app and --env go together"
@@ -154,9 +164,6 @@ if [[ "$name" =~ $name_re ]]; then
   app="${app:-${BASH_REMATCH[1]}}" env="${env:-${BASH_REMATCH[2]}}" source_id="${BASH_REMATCH[5]}"
   manifest="$src_dir/${name%.dump}.manifest.json"
 fi
-me="$(id -un)"
-problems=()
-[ -r "$file" ] || problems+=("OS user $me cannot read $file: run this as the agent's user (sudo -u $(stat -c %U "$file") …)")
 if [ -d "$backup_dir" ]; then
   [ -w "$backup_dir" ] && [ -x "$backup_dir" ] \
     || problems+=("OS user $me cannot write the pre-restore backup into $backup_dir: run this as its owner (sudo -u $(stat -c %U "$backup_dir") DATABASE_URL=… $0 …) or set BACKUP_DIR")

@@ -14,7 +14,10 @@ const SCRIPT = resolve(import.meta.dirname, '../../scripts/restore_postgresql_ba
 /** Runs the script with `args`, `input` on stdin; never rejects. */
 function script(args: string[], env: Record<string, string>, input = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((done) => {
-    const child = spawn('bash', [SCRIPT, ...args], { env: { ...process.env, ...env } })
+    // SCRIPT_AS=<user>: run it as that OS user (the test runs as root).
+    const as = env.SCRIPT_AS !== undefined ? ['setpriv', `--reuid=${env.SCRIPT_AS}`, '--regid=nogroup', '--clear-groups'] : []
+    const [command, ...argv] = [...as, 'bash', SCRIPT, ...args] as [string, ...string[]]
+    const child = spawn(command, argv, { env: { ...process.env, ...env } })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
@@ -262,5 +265,21 @@ t.test(
     )
     const grants = await query<{ ok: boolean }>(r.db, `SELECT has_table_privilege('${r.app}', 'items', 'SELECT') AS ok`)
     t.same(grants, [{ ok: true }], "the app role keeps its rights on the restored tables (the dump's GRANTs)")
+  },
+)
+
+t.test(
+  'restore_postgresql_backup.sh: run as an OS user who can neither see the backup nor write the directory, every problem is named at once',
+  { skip: skip || (process.getuid?.() !== 0 ? 'needs root to run the script as nobody' : false) },
+  async (t) => {
+    const r = await teamRig(t, true)
+    // `bash` as nobody: the rig's temp dir is root's and 0700, as the agent's backup directory is the agent's.
+    const out = await script([r.legacy, '--yes'], { ...r.env, SCRIPT_AS: 'nobody' })
+    t.equal(out.code, 1)
+    t.match(out.stderr, /OS user nobody cannot look into \/tmp\/\S+: run this as its owner \(sudo -u root DATABASE_URL=… /)
+    t.match(out.stderr, /OS user nobody cannot write the pre-restore backup into .*: run this as its owner \(sudo -u root/)
+    t.match(out.stderr, `role ${r.app} may not restore ${r.db}`)
+    t.match(out.stderr, /restore: nothing done\n$/)
+    t.same(await leftovers(r.db), [])
   },
 )
