@@ -2,18 +2,37 @@
 # restore_postgresql_backup.sh — restore one PostgreSQL backup on this box, the way deploy-agent does it.
 #
 # Usage:
-#   DATABASE_URL=postgres://user@host[:port]/dbname scripts/restore_postgresql_backup.sh <file> [--yes] [--app APP --env ENV]
+#   DATABASE_URL=<the app's URL> scripts/restore_postgresql_backup.sh <file> [--yes] [--app APP --env ENV]
+#       [--db-user ROLE [--password-file FILE]]
 #
 #   <file>        a backup in the backup directory: an agent dump (<app>_<env>_<stamp>_<kind>_<id>.dump, with its
 #                 .manifest.json beside it) or a legacy backup_YYYYMMDD_HHMMSS.sql.gz (gzip'd plain SQL)
 #   --yes         do not ask for confirmation (otherwise the database name must be typed back)
-#   --app/--env   name the pre-restore backup; read from the file name for agent dumps, required for legacy files
+#   --app/--env   name the pre-restore backup. Agent dumps: read from the file name. Legacy files: by default the
+#                 one app+env whose agent dumps in BACKUP_DIR hold this database (pg_restore --list's dbname)
+#   --db-user     restore as this database role instead of the URL's user (whose password is then not used): the
+#                 backup role that owns the database, when DATABASE_URL is the app's own, less privileged role
+#   --password-file  the password of the role (e.g. the env's database.passwordFile; trailing whitespace trimmed)
+#
+# Example (the app's env file as it is; the backup role's password from the agent's passwordFile):
+#   sudo -u deploy-agent DATABASE_URL='postgresql+asyncpg://app:p%40ss@127.0.0.1:5432/appdb?prepared_statement_cache_size=0' \
+#     scripts/restore_postgresql_backup.sh /var/backups/deploy-agent/backup_20261201_030000.sql.gz \
+#     --db-user appdb_owner --password-file /etc/deploy-agent/secrets/appdb.password
 #
 # Environment:
-#   DATABASE_URL    the live database (required). A password in it (user-info or ?password=) is moved to PGPASSWORD; it never reaches argv.
-#   PGPASSWORD      or ~/.pgpass (PGPASSFILE): the password, when the URL has none
+#   DATABASE_URL    the live database (required; `sudo` drops it: put it after sudo, as above). Any URL the app's
+#                   driver takes: postgresql://, postgres:// or postgresql+<driver>:// (the +driver is dropped for
+#                   libpq); the password (user-info or ?password=) is URL-decoded and moved to PGPASSWORD, never into
+#                   argv; query parameters libpq does not know are dropped with a note (asyncpg's
+#                   prepared_statement_cache_size, ...), asyncpg's ssl=<mode> becomes sslmode=<mode>, a ?user= moves
+#                   into the URL's user, ?dbname= is ignored (the path names the database)
+#   PGPASSWORD      or ~/.pgpass (PGPASSFILE): the password, when neither the URL nor --password-file gives one
 #   BACKUP_DIR      where the pre-restore backup is written (default: the directory of <file>)
 #   MAINTENANCE_DB  the database the rename runs from (default: postgres)
+#
+# Before anything is changed (before the confirmation), every problem is reported at once: a file this OS user
+# cannot read, a BACKUP_DIR it cannot write, a legacy file with no app+env to name its pre-restore backup, a role
+# that cannot restore (with the role to use or what to grant).
 #
 # Steps (the same as the agent's restore; each stops the script on failure and leaves the live database as it was):
 #   1. verify: sha256 and size against the manifest (agent dumps), then a full read — `pg_restore -f /dev/null`
@@ -33,8 +52,10 @@
 #      psql -d postgres -c 'DROP DATABASE "<db>_old_<id>"'
 #
 # Needs: bash, psql, pg_dump, pg_restore, gzip, sha256sum, GNU coreutils; for legacy SQL a psql with \restrict
-# (13.22, 14.19, 15.14, 16.10, 17.6, 18 or later). The role needs CREATEDB and CREATEROLE and must own <db>.
-# Run it as the agent's user, so that the pre-restore backup belongs to the agent like its other backups.
+# (13.22, 14.19, 15.14, 16.10, 17.6, 18 or later). The role needs CREATEDB and CREATEROLE and must own <db> (or
+# be a member of its owner): the backup role, not the app's (docs/backups.md, "Database roles"). Run it as the
+# agent's OS user, so that the pre-restore backup belongs to the agent like its other backups (run as root, the
+# files it writes are given to BACKUP_DIR's owner).
 # Exit status: 0 restored; 1 failed (live database unchanged); 2 usage; 3 not confirmed.
 set -euo pipefail
 umask 077
@@ -42,12 +63,14 @@ umask 077
 die() { echo "restore: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 
-file='' yes=0 app='' env=''
+file='' yes=0 app='' env='' db_user='' password_file=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --yes|-y) yes=1 ;;
     --app) app="${2:-}"; shift ;;
     --env) env="${2:-}"; shift ;;
+    --db-user) db_user="${2:-}"; shift ;;
+    --password-file) password_file="${2:-}"; shift ;;
     -h|--help) usage ;;
     -*) echo "restore: unknown option $1" >&2; usage ;;
     *) [ -z "$file" ] || usage; file="$1" ;;
@@ -55,30 +78,61 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ -n "$file" ] || usage
-[ -n "${DATABASE_URL:-}" ] || die "DATABASE_URL is not set"
-[ -f "$file" ] && [ ! -L "$file" ] || die "$file is not a regular file"
+[ -n "${DATABASE_URL:-}" ] || die "DATABASE_URL is not set (with sudo, set it after sudo: sudo -u <user> DATABASE_URL=… $0 …)"
 
-# --- the database URL: split off the password, keep the rest for argv --------------------------------------------
-url_re='^(postgres(ql)?://)(([^:@/]+)(:([^@/]*))?@)?([^/?@]+)/([A-Za-z_][A-Za-z0-9_]{0,62})(\?.*)?$'
-[[ "$DATABASE_URL" =~ $url_re ]] || die "DATABASE_URL must be postgres://user@host[:port]/dbname"
-scheme="${BASH_REMATCH[1]}" user="${BASH_REMATCH[4]}" password="${BASH_REMATCH[6]}" hostport="${BASH_REMATCH[7]}"
+# --- the database URL: the app's form → what libpq takes; the password to PGPASSWORD, the rest for argv -----------
+url_re='^postgres(ql)?(\+[A-Za-z0-9_]+)?://(([^:@/]+)(:([^@/]*))?@)?([^/?@]+)/([A-Za-z_][A-Za-z0-9_]{0,62})(\?.*)?$'
+[[ "$DATABASE_URL" =~ $url_re ]] || die "DATABASE_URL must be postgresql[+driver]://user[:password]@host[:port]/dbname[?params]"
+# The +driver (asyncpg, psycopg, ...) is for the app's SQLAlchemy; libpq knows only the plain scheme.
+scheme='postgresql://' user="${BASH_REMATCH[4]}" password="${BASH_REMATCH[6]}" hostport="${BASH_REMATCH[7]}"
 db="${BASH_REMATCH[8]}" query="${BASH_REMATCH[9]}"
-# libpq also reads ?password= from the query (over the user-info's): it goes to PGPASSWORD too, never into argv.
+# libpq refuses a URL with any parameter it does not know, and an app's URL often has its driver's: keep libpq's,
+# map asyncpg's ssl=, move user/password out, drop the rest (named, never with their values).
+libpq_params=' host hostaddr port passfile require_auth channel_binding connect_timeout client_encoding options
+  application_name fallback_application_name keepalives keepalives_idle keepalives_interval keepalives_count
+  tcp_user_timeout gssencmode sslmode requiressl sslnegotiation sslcompression sslcert sslkey sslpassword sslcertmode
+  sslrootcert sslcrl sslcrldir sslsni requirepeer ssl_min_protocol_version ssl_max_protocol_version krbsrvname
+  gsslib gssdelegation service target_session_attrs load_balance_hosts '
 if [ -n "$query" ]; then
-  kept=''
+  kept='' dropped=''
   IFS='&' read -r -a params <<< "${query#\?}"
   for param in "${params[@]}"; do
-    case "$param" in
-      password=*) password="${param#password=}" ;;
-      *) kept="${kept:+$kept&}$param" ;;
+    key="${param%%=*}" value="${param#*=}"
+    case "$key" in
+      '') ;;
+      password) password="$value" ;;                 # libpq reads it over the user-info's: so do we
+      user) user="${user:-$value}" ;;                # a ?user= would override the restore role's login
+      dbname|database) dropped="$dropped $key" ;;    # the path names the database; each step names its own
+      ssl)                                           # asyncpg's spelling of sslmode (libpq takes only ssl=true)
+        case "$value" in
+          true) kept="${kept:+$kept&}sslmode=require" ;;
+          false) kept="${kept:+$kept&}sslmode=disable" ;;
+          disable|allow|prefer|require|verify-ca|verify-full) kept="${kept:+$kept&}sslmode=$value" ;;
+          *) dropped="$dropped ssl" ;;
+        esac ;;
+      *) if [[ "$libpq_params" == *" $key "* && "$param" == *=* ]]; then kept="${kept:+$kept&}$param"; else dropped="$dropped $key"; fi ;;
     esac
   done
   query="${kept:+?$kept}"
+  [ -z "$dropped" ] || echo "restore: ignoring${dropped} in DATABASE_URL (for the app's driver, not libpq)" >&2
 fi
-if [ -n "$password" ]; then
-  PGPASSWORD="$(printf '%b' "${password//%/\\x}")"
+# URL-decoded (p%40ss → p@ss); backslashes first, so that printf %b turns only the %XX into bytes.
+url_decode() { local s="${1//\\/\\\\}"; printf '%b' "${s//%/\\x}"; }
+if [ -n "$db_user" ]; then
+  # Another role: the URL's password is the URL user's, not this one's.
+  [[ "$db_user" =~ ^[A-Za-z_][A-Za-z0-9_.-]{0,62}$ ]] || die "--db-user must be a plain role name"
+  user="$db_user" password=''
+fi
+if [ -n "$password_file" ]; then
+  [ -r "$password_file" ] || die "--password-file $password_file is not readable by OS user $(id -un)"
+  PGPASSWORD="$(cat "$password_file")"
+  PGPASSWORD="${PGPASSWORD%"${PGPASSWORD##*[![:space:]]}"}"
+  export PGPASSWORD
+elif [ -n "$password" ]; then
+  PGPASSWORD="$(url_decode "$password")"
   export PGPASSWORD
 fi
+role="$(url_decode "$user")"
 userpart="${user:+$user@}"
 url_for() { printf '%s%s%s/%s%s' "$scheme" "$userpart" "$hostport" "$1" "$query"; }
 live_url="$(url_for "$db")"
@@ -86,22 +140,94 @@ admin_url="$(url_for "${MAINTENANCE_DB:-postgres}")"
 export PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-10}"
 psql_on() { local target="$1"; shift; psql -X -q --no-password -v ON_ERROR_STOP=1 --dbname="$target" "$@"; }
 
-# --- 1. verify ----------------------------------------------------------------------------------------------------
+# --- 1. check everything that would stop the restore, and say it all at once, before anything is done -------------
+me="$(id -un)"
+problems=()
 name="$(basename "$file")"
-src_dir="$(cd "$(dirname "$file")" && pwd)"
+src_dir="$(dirname "$file")"
+if [ -d "$src_dir" ] && ! [ -x "$src_dir" ]; then
+  # The agent's backup directory is the agent's (0700): another OS user cannot even see the file.
+  problems+=("OS user $me cannot look into $src_dir: run this as its owner (sudo -u $(stat -c %U "$src_dir") DATABASE_URL=… $0 …)")
+  src_dir="$(realpath -ms "$src_dir")"
+else
+  [ -e "$file" ] || die "$file does not exist"
+  [ -f "$file" ] && [ ! -L "$file" ] || die "$file is not a regular file"
+  src_dir="$(cd "$src_dir" && pwd)"
+  [ -r "$file" ] || problems+=("OS user $me cannot read $file: run this as the agent's user (sudo -u $(stat -c %U "$file") …)")
+fi
 backup_dir="${BACKUP_DIR:-$src_dir}"
 name_re='^([a-z][a-z0-9-]{0,31})_([a-z][a-z0-9-]{0,31})_([0-9]{8}T[0-9]{6}Z)_(nightly|predeploy|manual|prerestore)_([0-9a-f]{8})\.dump$'
-source_id="$name"
+[ -n "$app" ] || [ -z "$env" ] || die "--app and --env go together"
+[ -n "$env" ] || [ -z "$app" ] || die "--app and --env go together"
+source_id="$name" manifest=''
 if [[ "$name" =~ $name_re ]]; then
   app="${app:-${BASH_REMATCH[1]}}" env="${env:-${BASH_REMATCH[2]}}" source_id="${BASH_REMATCH[5]}"
   manifest="$src_dir/${name%.dump}.manifest.json"
+fi
+if [ -d "$backup_dir" ]; then
+  [ -w "$backup_dir" ] && [ -x "$backup_dir" ] \
+    || problems+=("OS user $me cannot write the pre-restore backup into $backup_dir: run this as its owner (sudo -u $(stat -c %U "$backup_dir") DATABASE_URL=… $0 …) or set BACKUP_DIR")
+elif ! [ -w "$(dirname "$backup_dir")" ]; then
+  problems+=("BACKUP_DIR $backup_dir does not exist and OS user $me cannot create it")
+fi
+
+# A legacy file names no app or env: the pre-restore backup takes those of the agent's dumps of this database.
+if [ -z "$app" ]; then
+  seen=' ' found=()
+  for m in $(ls -r "$backup_dir" 2>/dev/null | grep '\.manifest\.json$' || true); do
+    [[ "${m%.manifest.json}.dump" =~ $name_re ]] || continue
+    pair="${BASH_REMATCH[1]}/${BASH_REMATCH[2]}"
+    [[ "$seen" != *" $pair "* ]] || continue
+    seen="$seen$pair "
+    # The newest dump of each app+env says which database it holds (its TOC's dbname; the data is not read).
+    dump_db="$(pg_restore --list "$backup_dir/${m%.manifest.json}.dump" 2>/dev/null | sed -n 's/^;     dbname: //p' || true)"
+    [ "$dump_db" != "$db" ] || found+=("$pair")
+  done
+  if [ "${#found[@]}" = 1 ]; then
+    app="${found[0]%/*}" env="${found[0]#*/}"
+    echo "restore: the pre-restore backup is named for $app/$env, whose backups in $backup_dir hold database $db"
+  elif [ "${#found[@]}" = 0 ]; then
+    problems+=("no agent backup readable in $backup_dir holds database $db, so the pre-restore backup has no app and env to be named for: pass --app APP --env ENV (the env whose database is $db in the agent's config)")
+  else
+    problems+=("agent backups of database $db in $backup_dir belong to ${found[*]}: pass --app APP --env ENV for the one being restored")
+  fi
+fi
+
+# The backup is loaded as a role made for it, and the names are swapped: this role must be able to create both
+# and own the live database. An app's role should not (docs/backups.md): then say which role to restore as.
+IFS=$'\x1f' read -r rolname missing owns owner owner_missing < <(psql_on "$live_url" -tA -F $'\x1f' <<'SQL' || true
+SELECT r.rolname,
+       CASE WHEN r.rolsuper THEN '' ELSE concat_ws(' ', CASE WHEN NOT r.rolcreatedb THEN 'CREATEDB' END, CASE WHEN NOT r.rolcreaterole THEN 'CREATEROLE' END) END,
+       r.rolsuper OR pg_has_role(r.oid, d.datdba, 'USAGE'),
+       o.rolname,
+       CASE WHEN o.rolsuper THEN '' ELSE concat_ws(' ', CASE WHEN NOT o.rolcreatedb THEN 'CREATEDB' END, CASE WHEN NOT o.rolcreaterole THEN 'CREATEROLE' END) END
+  FROM pg_roles r, pg_database d JOIN pg_roles o ON o.oid = d.datdba
+ WHERE r.rolname = current_user AND d.datname = current_database()
+SQL
+)
+if [ -z "${rolname:-}" ]; then
+  problems+=("cannot connect to database $db on $hostport as role ${role:-$me} (psql's message above)")
+elif [ "$owns" != t ]; then
+  grant=''
+  [ -z "$owner_missing" ] || grant=", and a superuser grants that role what it lacks: ALTER ROLE \"$owner\" $owner_missing"
+  problems+=("role $rolname may not restore $db: it does not own it${missing:+ and lacks $missing} (rightly, for an app's role: do not grant it more). Restore as the backup role that owns $db: add --db-user $owner (its password through --password-file FILE, PGPASSWORD or ~/.pgpass)$grant")
+elif [ -n "$missing" ]; then
+  problems+=("role $rolname owns $db but lacks $missing, which a restore needs (it loads the backup as a new role that owns only the scratch database): a superuser grants it with ALTER ROLE \"$rolname\" $missing")
+fi
+if [ "${#problems[@]}" -gt 0 ]; then
+  for problem in "${problems[@]}"; do echo "restore: $problem" >&2; done
+  die "nothing done"
+fi
+
+# --- verify -------------------------------------------------------------------------------------------------------
+if [ -n "$manifest" ]; then
   [ -f "$manifest" ] || die "$name has no manifest: it never completed"
   want_sha="$(sed -n 's/^  "sha256": "\([0-9a-f]\{64\}\)",\{0,1\}$/\1/p' "$manifest")"
   want_bytes="$(sed -n 's/^  "bytes": \([0-9]*\),\{0,1\}$/\1/p' "$manifest")"
   [ "$(stat -c %s "$file")" = "$want_bytes" ] || die "$name has $(stat -c %s "$file") bytes, its manifest says $want_bytes"
   [ "$(sha256sum "$file" | cut -d' ' -f1)" = "$want_sha" ] || die "$name does not match the sha256 in its manifest"
 fi
-[[ "$app" =~ ^[a-z][a-z0-9-]{0,31}$ && "$env" =~ ^[a-z][a-z0-9-]{0,31}$ ]] || die "name the pre-restore backup with --app and --env"
+[[ "$app" =~ ^[a-z][a-z0-9-]{0,31}$ && "$env" =~ ^[a-z][a-z0-9-]{0,31}$ ]] || die "--app and --env must be names like the agent's (a-z, 0-9, -)"
 
 magic="$(head -c 5 "$file" | od -An -tx1 | tr -d ' \n')"
 case "$magic" in
@@ -110,7 +236,7 @@ case "$magic" in
   *) die "$name is neither a pg_dump custom-format dump nor gzip'd SQL" ;;
 esac
 # The name says what the file must be: a custom-format dump under another name would skip the manifest check.
-if [ -n "${manifest:-}" ]; then
+if [ -n "$manifest" ]; then
   [ "$format" = custom ] || die "$name is not a pg_dump custom-format dump, as its name says"
 else
   [ "$format" = sql.gz ] || die "$name is not gzip'd SQL; only agent dumps (with a manifest) are restored with pg_restore"
@@ -131,16 +257,6 @@ else
   if ! { [ "$major" -ge 18 ] || { [ -n "$since" ] && [ "$minor" -ge "$since" ]; }; }; then
     die "psql $major.$minor has no \\restrict, which a legacy SQL restore needs; install psql 13.22, 14.19, 15.14, 16.10, 17.6 or 18 and later"
   fi
-fi
-
-# The backup is loaded as a role made for it: this role must be able to create it (and the scratch database).
-privileges="$(psql_on "$live_url" -tA <<'SQL'
-SELECT rolname || '|' || CASE WHEN rolsuper THEN '' ELSE concat_ws(' ', CASE WHEN NOT rolcreatedb THEN 'CREATEDB' END, CASE WHEN NOT rolcreaterole THEN 'CREATEROLE' END) END
-  FROM pg_roles WHERE rolname = current_user
-SQL
-)" || die "database $db is unreachable"
-if [ -n "${privileges#*|}" ]; then
-  die "the database role ${privileges%%|*} needs ${privileges#*|} to restore (a restore runs as a new role that owns only the scratch database); grant it with ALTER ROLE \"${privileges%%|*}\" ${privileges#*|}"
 fi
 
 # --- 2. confirm ---------------------------------------------------------------------------------------------------
@@ -211,6 +327,8 @@ cat > "$manifest_tmp" <<JSON
 JSON
 sync "$manifest_tmp"
 mv "$manifest_tmp" "$backup_dir/$base.manifest.json"
+# Run as root, the pre-restore backup is given to the directory's owner (the agent), which lists and prunes it.
+[ "$(id -u)" != 0 ] || chown --reference="$backup_dir" "$backup_dir/$base.dump" "$backup_dir/$base.manifest.json"
 sync "$backup_dir"
 rm -f "$lock"
 
@@ -274,10 +392,11 @@ ALTER DATABASE "$restore_db" RENAME TO "$db";
 COMMIT;
 SQL
   then swapped=1; break; fi
-  grep -q '55006' "$swap_err" || { cat "$swap_err" >&2; break; }   # object_in_use: retry; anything else: stop
+  grep -q '55006' "$swap_err" || { cat "$swap_err" >&2; swapped=failed; break; }   # object_in_use: retry; else stop
   sleep 0.2
 done
 rm -f "$swap_err"
+[ "$swapped" != failed ] || die "the swap failed (psql's message above); nothing swapped ($restore_db dropped)"
 [ "$swapped" = 1 ] || die "$db stayed in use by sessions this role may not end; nothing swapped ($restore_db dropped)"
 restore_db=''
 echo "restore: done. $db now holds $name; the previous database is kept as $old_db;"

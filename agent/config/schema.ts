@@ -3,7 +3,7 @@
 import { isIP } from 'node:net'
 import cron from 'node-cron'
 import { z } from 'zod'
-import { DEFAULT_CONTAINER_SETTINGS } from '../docker/types.js'
+import { BACKGROUND_CPU_SHARES, DEFAULT_CONTAINER_SETTINGS } from '../docker/types.js'
 
 export const NAME_PATTERN = /^[a-z][a-z0-9-]{0,31}$/
 const KEY_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
@@ -229,6 +229,14 @@ const envSchema = z.strictObject({
   container: containerOverride.optional(),
 })
 
+/** The CPU weight of a build or migration against 1024 for a serving container (Docker's limits: 2 to 262144). */
+const cpuShares = z
+  .number({ error: 'must be a number' })
+  .int({ error: 'must be a whole number' })
+  .min(2, { error: 'must be ≥ 2' })
+  .max(262144, { error: 'must be ≤ 262144' })
+  .default(BACKGROUND_CPU_SHARES)
+
 const appSchema = z.strictObject({
   repo: nonEmpty.refine((r) => !/^(ext|fd)::/.test(r) && !r.startsWith('-'), {
     error: 'must be a git URL or path (no ext:: or fd:: transports)',
@@ -241,9 +249,10 @@ const appSchema = z.strictObject({
       dockerfile: nonEmpty.default('Dockerfile'),
       args: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string({ error: 'must be a string' })).default({}),
       timeoutSec: positiveInt.default(900),
+      cpuShares,
     })
-    .default({ context: '.', dockerfile: 'Dockerfile', args: {}, timeoutSec: 900 }),
-  migrate: z.strictObject({ command, timeoutSec: positiveInt.default(300) }).optional(),
+    .default({ context: '.', dockerfile: 'Dockerfile', args: {}, timeoutSec: 900, cpuShares: BACKGROUND_CPU_SHARES }),
+  migrate: z.strictObject({ command, timeoutSec: positiveInt.default(300), cpuShares }).optional(),
   health: z
     .strictObject({
       path: z

@@ -97,6 +97,7 @@ async function build(deps: PrepareDeps, run: DeployRun, target: Target, commit: 
     dockerfile: build.dockerfile,
     buildArgs: { ...build.args, VERSION: release },
     timeoutMs: build.timeoutSec * 1000,
+    cpuShares: build.cpuShares,
     onLine: (line) => {
       lines += 1
       run.note({ event: 'build', line })
@@ -132,6 +133,7 @@ async function migrate(deps: PrepareDeps, run: DeployRun, target: Target, image:
     timeoutMs: migrate.timeoutSec * 1000,
     onLine: (line) => run.note({ event: 'migrate', line }),
     container: containerSettings(target),
+    cpuShares: migrate.cpuShares,
   })
   if (result.timedOut)
     throw new DeployFailure(

@@ -51,6 +51,8 @@ export interface BuildSpec extends EnvTarget {
   buildArgs: Record<string, string>
   timeoutMs: number
   onLine: (line: string) => void
+  /** The build steps' CPU weight (the live release has 1024). */
+  cpuShares: number
 }
 
 export interface MigrationSpec extends EnvTarget {
@@ -61,6 +63,8 @@ export interface MigrationSpec extends EnvTarget {
   timeoutMs: number
   onLine: (line: string) => void
   container: ContainerSettings
+  /** The migration's CPU weight (the live release has 1024). */
+  cpuShares: number
 }
 
 /** A kept image of the env: tagged `<app>:<env>-<release>` and carrying the commit label. */
@@ -127,6 +131,7 @@ export class ContainerRuntime implements Runtime {
       labels: { [LABEL.commit]: spec.commit },
       timeoutMs: spec.timeoutMs,
       onLine: spec.onLine,
+      cpuShares: spec.cpuShares,
     })
     return tag
   }
@@ -156,6 +161,7 @@ export class ContainerRuntime implements Runtime {
       timeoutMs: spec.timeoutMs,
       onLine: spec.onLine,
       container: spec.container,
+      cpuShares: spec.cpuShares,
     })
   }
 

@@ -3,6 +3,7 @@
 import type Docker from 'dockerode'
 import { BuildError, engineMessage } from './errors.js'
 import { capLine, LineSplitter, MAX_LINE_CHARS, Tail } from './lines.js'
+import { BACKGROUND_CPU_SHARES } from './types.js'
 
 export interface BuildImageOptions {
   /** A tar stream of the build context (e.g. `git archive` output); consumed, and destroyed on failure. */
@@ -14,6 +15,8 @@ export interface BuildImageOptions {
   timeoutMs: number
   onLine: (line: string) => void
   signal?: AbortSignal
+  /** The CPU weight of the build's step containers; default BACKGROUND_CPU_SHARES. */
+  cpuShares?: number
 }
 
 const TAIL_LINES = 20
@@ -122,6 +125,8 @@ export async function buildImage(docker: Docker, opts: BuildImageOptions): Promi
       buildargs: opts.buildArgs,
       labels: opts.labels,
       networkmode: 'host',
+      // The classic builder runs each RUN step in a container of this weight: the live release keeps its CPU.
+      cpushares: opts.cpuShares ?? BACKGROUND_CPU_SHARES,
       rm: true,
       forcerm: true,
       abortSignal: controller.signal,

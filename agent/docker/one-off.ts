@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type Docker from 'dockerode'
 import { ContainerExistsError, DockerError, engineMessage, engineStatus, toDockerError } from './errors.js'
 import { LineSplitter, MAX_LINE_CHARS, Tail } from './lines.js'
-import { DEFAULT_CONTAINER_SETTINGS, hardeningOf, type OneOffOptions, type OneOffResult } from './types.js'
+import { BACKGROUND_CPU_SHARES, DEFAULT_CONTAINER_SETTINGS, hardeningOf, type OneOffOptions, type OneOffResult } from './types.js'
 
 const LOG_TAIL = 50
 // After the exit, the log stream normally ends at once; do not hang on one that does not.
@@ -92,7 +92,13 @@ export async function runOneOff(docker: Docker, opts: OneOffOptions): Promise<On
       Env: opts.env,
       Labels: opts.labels,
       Tty: false,
-      HostConfig: { NetworkMode: 'host', Init: true, ...hardeningOf(opts.container ?? DEFAULT_CONTAINER_SETTINGS) },
+      HostConfig: {
+        NetworkMode: 'host',
+        Init: true,
+        // A migration runs while the live release serves: it must not take the CPU from it.
+        CpuShares: opts.cpuShares ?? BACKGROUND_CPU_SHARES,
+        ...hardeningOf(opts.container ?? DEFAULT_CONTAINER_SETTINGS),
+      },
     })
   } catch (err) {
     if (engineStatus(err) === 409 && opts.name !== undefined) throw new ContainerExistsError(opts.name)

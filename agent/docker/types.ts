@@ -64,6 +64,13 @@ export const DEFAULT_CONTAINER_SETTINGS: Readonly<ContainerSettings> = Object.fr
   noNewPrivileges: true,
 })
 
+/**
+ * The CPU weight of work that is not serving yet (image builds, migrations): an eighth of a container's default
+ * 1024, so that when the CPUs are busy the live release keeps most of them and still answers in time, while the
+ * build or migration still gets all the idle CPU there is (a weight is not a cap).
+ */
+export const BACKGROUND_CPU_SHARES = 128
+
 /** The HostConfig fields that apply `settings`. */
 export function hardeningOf(settings: ContainerSettings): {
   CapDrop: string[]
@@ -93,6 +100,8 @@ export interface OneOffOptions {
   name?: string
   /** Default: DEFAULT_CONTAINER_SETTINGS. */
   container?: ContainerSettings
+  /** The container's CPU weight (HostConfig.CpuShares); default BACKGROUND_CPU_SHARES. */
+  cpuShares?: number
 }
 
 export interface OneOffResult {

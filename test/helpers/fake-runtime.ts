@@ -18,6 +18,9 @@ export class FakeRuntime implements Runtime {
   readonly revived: string[] = []
   readonly images = new Map<string, EnvImage>()
   oneOffIds: string[] = []
+  /** What each build and migration was asked for, in order. */
+  readonly builds: BuildSpec[] = []
+  readonly migrations: MigrationSpec[] = []
   migration: OneOffResult = { exitCode: 0, timedOut: false, logTail: [] }
 
   constructor(
@@ -33,6 +36,7 @@ export class FakeRuntime implements Runtime {
     return this.images.get(release) ?? null
   }
   async buildRelease(spec: BuildSpec) {
+    this.builds.push(spec)
     if (this.faults.build?.()) throw new Error('build failed: RUN false')
     this.keep(spec.release, spec.commit)
     return `web:production-${spec.release}`
@@ -43,7 +47,8 @@ export class FakeRuntime implements Runtime {
   async removeImage(ref: string) {
     for (const [release, image] of this.images) if (image.ref === ref) this.images.delete(release)
   }
-  async runMigration(_spec: MigrationSpec) {
+  async runMigration(spec: MigrationSpec) {
+    this.migrations.push(spec)
     return this.migration
   }
   async oneOffs() {

@@ -14,7 +14,10 @@ const SCRIPT = resolve(import.meta.dirname, '../../scripts/restore_postgresql_ba
 /** Runs the script with `args`, `input` on stdin; never rejects. */
 function script(args: string[], env: Record<string, string>, input = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((done) => {
-    const child = spawn('bash', [SCRIPT, ...args], { env: { ...process.env, ...env } })
+    // SCRIPT_AS=<user>: run it as that OS user (the test runs as root).
+    const as = env.SCRIPT_AS !== undefined ? ['setpriv', `--reuid=${env.SCRIPT_AS}`, '--regid=nogroup', '--clear-groups'] : []
+    const [command, ...argv] = [...as, 'bash', SCRIPT, ...args] as [string, ...string[]]
+    const child = spawn(command, argv, { env: { ...process.env, ...env } })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
@@ -152,9 +155,10 @@ t.test(
       failing,
       gzipSync("CREATE TABLE items (id int, label text);\nINSERT INTO items VALUES (9, 'legacy');\nSELECT * FROM no_such_table;\n"),
     )
-    const out = await script([failing, '--yes'], r.env)
-    t.equal(out.code, 1, 'legacy without --app/--env is refused')
-    t.match(out.stderr, /--app and --env/)
+    // No agent dump of this database beside it: nothing names the pre-restore backup.
+    const out = await script([failing, '--yes'], { ...r.env, BACKUP_DIR: await tempDir(t) })
+    t.equal(out.code, 1, 'legacy without --app/--env, and no agent dump of the database, is refused')
+    t.match(out.stderr, /no agent backup readable in .* holds database .*: pass --app APP --env ENV/)
     const failed = await script([failing, '--yes', '--app', 'shop', '--env', 'prod'], r.env)
     t.equal(failed.code, 1)
     t.match(failed.stderr, /no_such_table[\s\S]*the SQL restore failed/)
@@ -169,5 +173,113 @@ t.test(
       (await readdir(r.dir)).filter((f) => f.startsWith('.') || f.endsWith('.partial')),
       [],
     )
+  },
+)
+
+/**
+ * A team's setup: the backup role (owner of the database, CREATEDB CREATEROLE) and, when `separateApp`, an app role
+ * with only CONNECT and table rights, password `p@ss`; a legacy `backup_…sql.gz` from plain pg_dump in the agent's
+ * backup directory beside the agent's own dumps of shop/prod.
+ */
+async function teamRig(t: Test, separateApp: boolean) {
+  const r = await rig(t)
+  const tag = r.db.slice('da_test_'.length)
+  const owner = `da_owner_${tag}`
+  const app = separateApp ? `da_app_${tag}` : owner
+  t.teardown(async () => {
+    for (const name of [...(await leftovers(r.db)), r.db]) await query('postgres', `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`)
+    for (const role of new Set([app, owner])) await query('postgres', `DROP OWNED BY "${role}"; DROP ROLE IF EXISTS "${role}"`)
+  })
+  await query(
+    'postgres',
+    `CREATE ROLE "${owner}" LOGIN CREATEDB CREATEROLE PASSWORD 'owner-secret'; ALTER DATABASE "${r.db}" OWNER TO "${owner}"`,
+  )
+  await query(r.db, `ALTER TABLE items OWNER TO "${owner}"`)
+  if (separateApp) {
+    await query('postgres', `CREATE ROLE "${app}" LOGIN PASSWORD 'p@ss'`)
+    await query(r.db, `GRANT SELECT, INSERT, UPDATE, DELETE ON items TO "${app}"`)
+  } else await query('postgres', `ALTER ROLE "${owner}" PASSWORD 'p@ss'`)
+  // The legacy file: what the old shell script made (plain pg_dump | gzip) of the state before the changes.
+  await query(r.db, "UPDATE items SET label = 'legacy'")
+  const legacy = join(r.dir, 'backup_20261201_030000.sql.gz')
+  const dump = await new Promise<Buffer>((done, fail) => {
+    const chunks: Buffer[] = []
+    const child = spawn('pg_dump', ['--dbname', pgUrl(r.db)])
+    child.stdout.on('data', (d: Buffer) => chunks.push(d))
+    child.on('error', fail)
+    child.on('close', (code) => (code === 0 ? done(Buffer.concat(chunks)) : fail(new Error(`pg_dump exited ${code}`))))
+  })
+  await writeFile(legacy, gzipSync(dump))
+  await query(r.db, "UPDATE items SET label = 'changed'")
+  // The app's own URL as its env file has it: driver scheme, URL-encoded password, asyncpg-only parameters.
+  const url = `postgresql+asyncpg://${app}:p%40ss@127.0.0.1:5432/${r.db}?prepared_statement_cache_size=0&ssl=disable`
+  return { ...r, owner, app, legacy, env: { DATABASE_URL: url, PGPASSWORD: '' } }
+}
+
+t.test(
+  "restore_postgresql_backup.sh: the app's own DATABASE_URL (driver scheme, encoded password, asyncpg parameters) restores a legacy file at the first try",
+  { skip },
+  async (t) => {
+    const r = await teamRig(t, false)
+    const out = await script([r.legacy, '--yes'], r.env)
+    t.equal(out.code, 0, out.stderr)
+    t.match(out.stderr, /ignoring prepared_statement_cache_size in DATABASE_URL/, 'says which parameters libpq is not given')
+    t.same(await rows(r.db), [
+      { id: 1, label: 'legacy' },
+      { id: 2, label: 'legacy' },
+      { id: 3, label: 'legacy' },
+    ])
+    const listed = await listBackups(r.dir)
+    t.match(
+      listed.filter((b) => b.kind === 'prerestore').map((b) => [b.app, b.env, b.pinnedBy]),
+      [['shop', 'prod', 'restore:backup_20261201_030000.sql.gz']],
+      'the pre-restore backup is named after the only app+env whose dumps hold this database',
+    )
+  },
+)
+
+t.test(
+  'restore_postgresql_backup.sh: an app role that may not restore fails once, before anything, naming the backup role to use',
+  { skip },
+  async (t) => {
+    const r = await teamRig(t, true)
+    const out = await script([r.legacy, '--yes'], r.env)
+    t.equal(out.code, 1)
+    t.match(out.stderr, `role ${r.app} may not restore ${r.db}`)
+    t.match(out.stderr, `--db-user ${r.owner}`, 'names the role that owns the database')
+    t.notMatch(out.stderr, /ALTER ROLE/, 'does not tell the app role to be granted more')
+    t.equal((await listBackups(r.dir)).filter((b) => b.kind === 'prerestore').length, 0, 'no pre-restore backup')
+    t.same(await leftovers(r.db), [])
+    t.same(
+      (await rows(r.db)).map((row) => (row as { label: string }).label),
+      ['changed', 'changed', 'changed'],
+      'the live database untouched',
+    )
+    const passwordFile = join(await tempDir(t), 'owner.password')
+    await writeFile(passwordFile, 'owner-secret\n')
+    const again = await script([r.legacy, '--yes', '--db-user', r.owner, '--password-file', passwordFile], r.env)
+    t.equal(again.code, 0, again.stderr)
+    t.same(
+      (await rows(r.db)).map((row) => (row as { label: string }).label),
+      ['legacy', 'legacy', 'legacy'],
+    )
+    const grants = await query<{ ok: boolean }>(r.db, `SELECT has_table_privilege('${r.app}', 'items', 'SELECT') AS ok`)
+    t.same(grants, [{ ok: true }], "the app role keeps its rights on the restored tables (the dump's GRANTs)")
+  },
+)
+
+t.test(
+  'restore_postgresql_backup.sh: run as an OS user who can neither see the backup nor write the directory, every problem is named at once',
+  { skip: skip || (process.getuid?.() !== 0 ? 'needs root to run the script as nobody' : false) },
+  async (t) => {
+    const r = await teamRig(t, true)
+    // `bash` as nobody: the rig's temp dir is root's and 0700, as the agent's backup directory is the agent's.
+    const out = await script([r.legacy, '--yes'], { ...r.env, SCRIPT_AS: 'nobody' })
+    t.equal(out.code, 1)
+    t.match(out.stderr, /OS user nobody cannot look into \/tmp\/\S+: run this as its owner \(sudo -u root DATABASE_URL=… /)
+    t.match(out.stderr, /OS user nobody cannot write the pre-restore backup into .*: run this as its owner \(sudo -u root/)
+    t.match(out.stderr, `role ${r.app} may not restore ${r.db}`)
+    t.match(out.stderr, /restore: nothing done\n$/)
+    t.same(await leftovers(r.db), [])
   },
 )

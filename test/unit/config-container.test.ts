@@ -88,3 +88,19 @@ t.test('hardeningOf: container settings as Docker HostConfig fields', async (t) 
     PidsLimit: 100,
   })
 })
+
+t.test('Config: builds and migrations run at CPU weight 128 unless the app says otherwise', async (t) => {
+  const appConfig = (extra: string) =>
+    findTarget(parseConfig(app('').replace('    envs:', `${extra}    envs:`), {}, 'agent.yaml', '/etc/deploy-agent'), 'shop', 'production')
+      .appConfig
+  const defaults = appConfig('    migrate: { command: [migrate] }\n')
+  t.equal(defaults.build.cpuShares, 128)
+  t.equal(defaults.migrate?.cpuShares, 128)
+  const own = appConfig('    build: { cpuShares: 1024 }\n    migrate: { command: [migrate], cpuShares: 512 }\n')
+  t.equal(own.build.cpuShares, 1024)
+  t.equal(own.migrate?.cpuShares, 512)
+  t.same(
+    problems(app('').replace('    envs:', '    build: { cpuShares: 1 }\n    migrate: { command: [m], cpuShares: 1.5 }\n    envs:')).sort(),
+    ['apps.shop.build.cpuShares: must be ≥ 2', 'apps.shop.migrate.cpuShares: must be a whole number'],
+  )
+})

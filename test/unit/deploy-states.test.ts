@@ -341,3 +341,15 @@ t.test('Every edge of both tables is taken, and no other', async (t) => {
     'no edge outside the tables',
   )
 })
+
+t.test("Deploy edges: the build and the migration get the app's CPU weight (low by default)", async (t) => {
+  const r = await rig(t)
+  t.equal((await r.run('v2')).state, 'SUCCEEDED')
+  t.same([r.runtime.builds.at(-1)?.cpuShares, r.runtime.migrations.at(-1)?.cpuShares], [128, 128])
+  const { build, migrate } = r.target.appConfig
+  t.equal(
+    (await r.run('v3', { build: { ...build, cpuShares: 512 }, migrate: migrate && { ...migrate, cpuShares: 256 } })).state,
+    'SUCCEEDED',
+  )
+  t.same([r.runtime.builds.at(-1)?.cpuShares, r.runtime.migrations.at(-1)?.cpuShares], [512, 256])
+})
