@@ -1,3 +1,4 @@
+import { PassThrough } from 'node:stream'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
@@ -40,7 +41,8 @@ async function tarContext(t: Teardown, files: Record<string, string>): Promise<N
   const dir = await tempDir(t)
   for (const [name, content] of Object.entries(files)) await writeFile(join(dir, name), content)
   const tar = spawn('tar', ['-C', dir, '--numeric-owner', '--owner=0', '--group=0', '-c', '.'], { stdio: ['ignore', 'pipe', 'inherit'] })
-  return tar.stdout
+  // Piped at once: Node drops what an exited child wrote to a stdout nobody has read yet.
+  return tar.stdout.pipe(new PassThrough())
 }
 
 async function build(
