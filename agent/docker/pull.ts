@@ -100,8 +100,16 @@ export async function pullImage(docker: Docker, opts: PullImageOptions): Promise
   // The password must never reach a message, even if an engine or proxy echoed it.
   const clean = (text: string) => (opts.auth && opts.auth.password !== '' ? text.replaceAll(opts.auth.password, '[redacted]') : text)
   const fail = (message: string): never => {
-    const text = clean(message)
-    throw new PullError(pullErrorCode(text), `pull of ${ref} from ${registryOf(opts.image)} failed: ${text}`)
+    // dockerode's own prefix says nothing the engine's words do not.
+    const text = clean(message).replace(/^\(HTTP code \d+\) [a-z ]+ - /, '')
+    const code = pullErrorCode(text)
+    const hint =
+      code === 'registry_unauthorized'
+        ? opts.auth
+          ? ` (as user ${opts.auth.username}: check registryAuth)`
+          : ' (no registryAuth is set)'
+        : ''
+    throw new PullError(code, `pull of ${ref} from ${registryOf(opts.image)} failed: ${text}${hint}`)
   }
   const emit = (line: string) => {
     try {
