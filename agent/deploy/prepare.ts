@@ -113,21 +113,25 @@ async function registryAuth(deps: PrepareDeps, target: Target, image: string): P
 
 /** The pulled image under the release's local tag, labelled with its digest; kept, rolled back to and pruned like a built one. */
 async function keepPulled(deps: PrepareDeps, run: DeployRun, target: Target, digest: string, release: string): Promise<string> {
+  const image = target.appConfig.image as string
   const existing = await deps.runtime.releaseImage(target, release)
-  if (existing && existing.commit === digest) {
-    await run.log({ event: 'build', pulled: true, cached: true, image: existing.ref })
-    return runnableImage(target, existing)
-  }
-  const kept = await deps.runtime.keepPulled({
-    app: target.app,
-    env: target.env,
-    release,
-    digest,
-    source: `${target.appConfig.image as string}@${digest}`,
-    timeoutMs: target.appConfig.pullTimeoutSec * 1000,
-    onLine: (line) => run.note({ event: 'build', line }),
-  })
-  await run.log({ event: 'build', pulled: true, image: kept.ref, digest })
+  const kept =
+    existing && existing.commit === digest
+      ? existing
+      : await deps.runtime.keepPulled({
+          app: target.app,
+          env: target.env,
+          release,
+          digest,
+          source: `${image}@${digest}`,
+          timeoutMs: target.appConfig.pullTimeoutSec * 1000,
+          onLine: (line) => run.note({ event: 'build', line }),
+        })
+  await run.log({ event: 'build', pulled: true, image: kept.ref, digest, ...(kept === existing && { cached: true }) })
+  // The kept image holds the pulled content (as its parent): the pull's own names go, so pruning a release frees
+  // its layers and no registry name is left behind per tag.
+  for (const ref of [`${image}:${run.deploy.ref}`, `${image}@${digest}`])
+    await deps.runtime.removeImage(ref).catch((err: unknown) => run.logger.warn({ err, image: ref }, 'could not untag the pulled image'))
   return runnableImage(target, kept)
 }
 

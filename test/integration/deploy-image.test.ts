@@ -109,6 +109,8 @@ t.test(
     t.match(firstLog, /"event":"build","pulled":true/, 'BUILDING says pulled')
     t.match(firstLog, /migrated to v1/, 'the migration ran from the pulled image')
     t.match(await runningImage('v1'), /^sha256:[0-9a-f]{64}$/, 'the container runs by image id, not by a tag')
+    const { stdout: names } = await run('docker', ['images', '--digests', '--filter', `reference=${f.registry.host}/${app}/*`])
+    t.equal(names.trim().split('\n').length, 1, `no registry name is left behind (only the header):\n${names}`)
 
     await t.test('a deploy pinned to its digest, under load, fails no request', async (t) => {
       const load = requestLoop(`http://127.0.0.1:${f.nginx.port}/version`)
