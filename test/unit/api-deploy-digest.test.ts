@@ -1,7 +1,9 @@
 // POST /v1/apps/:app/envs/:env/deploys with an image app: the tag is the ref, `digest` pins it, and both are
 // signed with the rest of the body.
+import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { buildTestAgent, RecordingDeployments, signedInject, type TestAgent } from '../helpers/agent.js'
+import { cliEnvFor, runCli } from '../helpers/cli.js'
 import { tempDir } from '../helpers/tmp.js'
 
 const DIGEST = `sha256:${'ab'.repeat(32)}`
@@ -57,4 +59,15 @@ t.test('API deploy: the digest is covered by the signature', async (t) => {
   })
   t.equal(res.statusCode, 401)
   t.equal(calls().length, before)
+})
+
+t.test('CLI deploy: --digest sends the pin, signed', async (t) => {
+  await agent.app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = agent.app.server.address() as AddressInfo
+  const result = await runCli(
+    ['deploy', 'api', 'production', 'v1.3.0', '--digest', DIGEST],
+    cliEnvFor(`http://127.0.0.1:${port}`, agent.keys.dir),
+  )
+  t.equal(result.code, 0, result.stderr)
+  t.match(calls().at(-1)?.input, { app: 'api', ref: 'v1.3.0', commit: DIGEST })
 })

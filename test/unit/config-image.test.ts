@@ -1,6 +1,9 @@
+import { writeFile } from 'node:fs/promises'
 import t from 'tap'
-import { parseConfig } from '../../agent/config/load.js'
+import { loadConfig, parseConfig } from '../../agent/config/load.js'
 import { ConfigError } from '../../agent/errors.js'
+import { knownSecrets } from '../../agent/observability/sentry.js'
+import { tempDir } from '../helpers/tmp.js'
 
 function problems(yaml: string): string[] {
   try {
@@ -73,4 +76,14 @@ t.test('Config: an image name carries no tag or digest and is spelled as Docker 
   t.same(problems(app('image: registry.example.com/Team/API')), [`apps.api.image: ${spelled}`])
   t.same(problems(app('image: "-api"')), [`apps.api.image: ${spelled}`])
   t.same(problems(app('image: "registry.example.com/../api"')), [`apps.api.image: ${spelled}`])
+})
+
+t.test('Config: the registry password is one of the secrets scrubbed from logs and reports', async (t) => {
+  const dir = await tempDir(t)
+  await writeFile(`${dir}/registry.password`, 'reg-pw-0123456789\n')
+  await writeFile(
+    `${dir}/agent.yaml`,
+    app('image: registry.example.com/api\nregistryAuth: { username: ci, passwordFile: registry.password }'),
+  )
+  t.ok((await knownSecrets(await loadConfig(`${dir}/agent.yaml`, {}))).includes('reg-pw-0123456789'))
 })
