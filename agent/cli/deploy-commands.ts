@@ -63,21 +63,30 @@ export function addDeployCommands(program: Command): void {
       .argument('<env>', 'env of that app')
       .argument('<ref>', "tag or branch name, as the env's ref rule allows")
       .option('--commit <sha>', 'pin the commit (40 hex) the ref must resolve to')
+      .option('--digest <sha256:hex>', "an image app's pin: the manifest digest the tag must resolve to")
       .option('--reason <text>', 'recorded with the deploy')
       .option('-f, --follow', 'stream the deploy log until the deploy ends')
       .option('--json', 'print JSON (with --follow: the log as NDJSON, then the deploy record)'),
   )
     .addHelpText('after', example('deploy-agent deploy shop production v1.4.2 --reason "release 1.4.2" --follow'))
-    .action(async (app: string, env: string, ref: string, opts: ClientFlags & { commit?: string; reason?: string; follow?: boolean }) => {
-      const client = await clientFrom(opts)
-      const body = {
-        ref,
-        ...(opts.commit !== undefined && { commit: opts.commit }),
-        ...(opts.reason !== undefined && { reason: opts.reason }),
-      }
-      const started = await client.post<Started>(`${envPath(app, env)}/deploys`, body)
-      await startedThen(client, started, opts, `deploy ${app}/${env} ${ref}`)
-    })
+    .action(
+      async (
+        app: string,
+        env: string,
+        ref: string,
+        opts: ClientFlags & { commit?: string; digest?: string; reason?: string; follow?: boolean },
+      ) => {
+        const client = await clientFrom(opts)
+        const body = {
+          ref,
+          ...(opts.commit !== undefined && { commit: opts.commit }),
+          ...(opts.digest !== undefined && { digest: opts.digest }),
+          ...(opts.reason !== undefined && { reason: opts.reason }),
+        }
+        const started = await client.post<Started>(`${envPath(app, env)}/deploys`, body)
+        await startedThen(client, started, opts, `deploy ${app}/${env} ${ref}`)
+      },
+    )
 
   withClientOptions(
     program
@@ -199,7 +208,8 @@ export function addDeployCommands(program: Command): void {
       for (const r of body.releases)
         rows.push([
           r.release,
-          r.commit.slice(0, 12),
+          // an image app's releases carry the digest they were pulled by
+          r.commit.slice(0, r.commit.startsWith('sha256:') ? 19 : 12),
           shortTime(r.createdAt),
           r.live ? '*' : '',
           r.outcome?.replace('_', ' ') ?? '-',

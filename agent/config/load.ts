@@ -54,7 +54,8 @@ function resolvePaths(config: Config, baseDir: string): Config {
         name,
         {
           ...app,
-          repo: isLocalPath(app.repo) ? at(app.repo) : app.repo,
+          repo: app.repo !== undefined && isLocalPath(app.repo) ? at(app.repo) : app.repo,
+          registryAuth: app.registryAuth && { ...app.registryAuth, passwordFile: at(app.registryAuth.passwordFile) },
           envs: Object.fromEntries(
             Object.entries(app.envs).map(([envName, env]) => [
               envName,

@@ -237,53 +237,104 @@ const cpuShares = z
   .max(262144, { error: 'must be ≤ 262144' })
   .default(BACKGROUND_CPU_SHARES)
 
-const appSchema = z.strictObject({
-  repo: nonEmpty.refine((r) => !/^(ext|fd)::/.test(r) && !r.startsWith('-'), {
-    error: 'must be a git URL or path (no ext:: or fd:: transports)',
-  }),
-  build: z
-    .strictObject({
-      context: nonEmpty
-        .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), { error: 'must be a path inside the repository' })
-        .default('.'),
-      dockerfile: nonEmpty.default('Dockerfile'),
-      args: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string({ error: 'must be a string' })).default({}),
-      timeoutSec: positiveInt.default(900),
-      cpuShares,
-    })
-    .default({ context: '.', dockerfile: 'Dockerfile', args: {}, timeoutSec: 900, cpuShares: BACKGROUND_CPU_SHARES }),
-  migrate: z.strictObject({ command, timeoutSec: positiveInt.default(300), cpuShares }).optional(),
-  health: z
-    .strictObject({
-      path: z
-        .string()
-        .regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' })
-        .default('/healthz'),
-      intervalMs: positiveInt.default(500),
-      timeoutMs: positiveInt.default(2000),
-      healthyAfter: positiveInt.default(2),
-      deadlineSec: positiveInt.default(60),
-    })
-    .default({ path: '/healthz', intervalMs: 500, timeoutMs: 2000, healthyAfter: 2, deadlineSec: 60 }),
-  smoke: z
-    .array(
-      z.strictObject({
-        path: z.string().regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' }),
-        expectStatus: z.number().int().min(100).max(599).default(200),
-      }),
-    )
-    .default([]),
-  observe: z
-    .strictObject({ seconds: nonNegativeInt.default(30), intervalMs: positiveInt.default(1000), maxFailures: nonNegativeInt.default(3) })
-    .default({ seconds: 30, intervalMs: 1000, maxFailures: 3 }),
-  container: containerSchema.default(() => ({
-    ...DEFAULT_CONTAINER_SETTINGS,
-    capDrop: [...DEFAULT_CONTAINER_SETTINGS.capDrop],
-    capAdd: [],
-  })),
-  keepReleases: positiveInt.max(100, { error: 'must be ≤ 100' }).default(5),
-  envs: z.record(name, envSchema, { error: 'must be a map of env name → env' }),
-})
+const DEFAULT_BUILD = { context: '.', dockerfile: 'Dockerfile', args: {}, timeoutSec: 900, cpuShares: BACKGROUND_CPU_SHARES }
+
+/**
+ * `registry.example.com/lifeos/api`, `127.0.0.1:5000/api`, `lifeos/api`: an image name as Docker's reference
+ * grammar spells it, without a tag or digest (a deploy names the tag).
+ */
+export const IMAGE_NAME =
+  /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/
+
+const imageName = z
+  .string({ error: 'must be a string' })
+  .max(255, { error: 'must be at most 255 characters' })
+  .superRefine((v, ctx) => {
+    const tagged = v.includes('@') || (v.split('/').pop() ?? '').includes(':')
+    if (tagged)
+      ctx.addIssue({ code: 'custom', message: 'must be an image name without a tag or digest (a deploy names the tag as its ref)' })
+    else if (!IMAGE_NAME.test(v))
+      ctx.addIssue({ code: 'custom', message: 'must be an image name such as registry.example.com/team/api (lower-case path)' })
+  })
+
+const appSchema = z
+  .strictObject({
+    repo: nonEmpty
+      .refine((r) => !/^(ext|fd)::/.test(r) && !r.startsWith('-'), {
+        error: 'must be a git URL or path (no ext:: or fd:: transports)',
+      })
+      .optional(),
+    /** A prebuilt image pulled from a registry, instead of `repo` + `build`. */
+    image: imageName.optional(),
+    /** Credentials for pulling `image`; the password file is read at each pull. */
+    registryAuth: z.strictObject({ username: nonEmpty, passwordFile: filePath }).optional(),
+    /** The longest a pull of `image` may take. */
+    pullTimeoutSec: positiveInt.default(600),
+    build: z
+      .strictObject({
+        context: nonEmpty
+          .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), { error: 'must be a path inside the repository' })
+          .default('.'),
+        dockerfile: nonEmpty.default('Dockerfile'),
+        args: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string({ error: 'must be a string' })).default({}),
+        timeoutSec: positiveInt.default(900),
+        cpuShares,
+      })
+      .default(DEFAULT_BUILD),
+    migrate: z.strictObject({ command, timeoutSec: positiveInt.default(300), cpuShares }).optional(),
+    health: z
+      .strictObject({
+        path: z
+          .string()
+          .regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' })
+          .default('/healthz'),
+        intervalMs: positiveInt.default(500),
+        timeoutMs: positiveInt.default(2000),
+        healthyAfter: positiveInt.default(2),
+        deadlineSec: positiveInt.default(60),
+      })
+      .default({ path: '/healthz', intervalMs: 500, timeoutMs: 2000, healthyAfter: 2, deadlineSec: 60 }),
+    smoke: z
+      .array(
+        z.strictObject({
+          path: z.string().regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' }),
+          expectStatus: z.number().int().min(100).max(599).default(200),
+        }),
+      )
+      .default([]),
+    observe: z
+      .strictObject({ seconds: nonNegativeInt.default(30), intervalMs: positiveInt.default(1000), maxFailures: nonNegativeInt.default(3) })
+      .default({ seconds: 30, intervalMs: 1000, maxFailures: 3 }),
+    container: containerSchema.default(() => ({
+      ...DEFAULT_CONTAINER_SETTINGS,
+      capDrop: [...DEFAULT_CONTAINER_SETTINGS.capDrop],
+      capAdd: [],
+    })),
+    keepReleases: positiveInt.max(100, { error: 'must be ≤ 100' }).default(5),
+    envs: z.record(name, envSchema, { error: 'must be a map of env name → env' }),
+  })
+  .superRefine((app, ctx) => {
+    if ((app.repo === undefined) === (app.image === undefined)) {
+      const message = 'needs exactly one of repo (built from git) or image (pulled from a registry)'
+      ctx.addIssue({ code: 'custom', path: [app.repo === undefined ? 'repo' : 'image'], message })
+    }
+    if (app.image === undefined) {
+      if (app.registryAuth) ctx.addIssue({ code: 'custom', path: ['registryAuth'], message: 'is only for an app with image' })
+      return
+    }
+    // build has defaults, so only settings other than those can tell that someone meant to build.
+    if (JSON.stringify(app.build) !== JSON.stringify(DEFAULT_BUILD))
+      ctx.addIssue({ code: 'custom', path: ['build'], message: 'is only for an app with repo: an image app is built by its CI' })
+    for (const [envName, env] of Object.entries(app.envs)) {
+      // An image has tags, not branches: the deploy's ref is the tag to pull.
+      if (env.ref.kind === 'branch')
+        ctx.addIssue({
+          code: 'custom',
+          path: ['envs', envName, 'ref'],
+          message: 'an image app deploys image tags: use "tag:PATTERN" (e.g. "tag:v*" or "tag:main-*"), not a branch',
+        })
+    }
+  })
 
 const notifySchema = z.strictObject({
   kind: z.enum(['slack', 'discord', 'webhook'], { error: 'must be "slack", "discord" or "webhook"' }),

@@ -1,5 +1,5 @@
 // Looking up an app+env named in a request, and the env's own rule for which refs it accepts.
-import { ForbiddenError, NotFoundError } from '../errors.js'
+import { ForbiddenError, NotFoundError, ValidationError } from '../errors.js'
 import type { ContainerSettings } from '../docker/types.js'
 import { matchesGlob } from './glob.js'
 import type { AppConfig, Config, EnvConfig, RefRule } from './schema.js'
@@ -24,6 +24,22 @@ export function findTarget(config: Config, app: string, env: string): Target {
 export function checkRefAllowed(rule: RefRule, ref: string, where: string): void {
   if (!matchesGlob(ref, rule.pattern)) {
     throw new ForbiddenError(`${where} deploys only ${rule.kind} refs matching "${rule.pattern}", not "${ref}"`)
+  }
+}
+
+/** A Docker tag: what an image app's deploy ref must be. */
+export const IMAGE_TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/
+
+/** A deploy request's ref and pins fit the kind of app: a git ref and commit, or an image tag and digest. */
+export function checkPins(target: Target, request: { ref: string; commit?: string; digest?: string }): void {
+  const where = `${target.app}/${target.env}`
+  if (target.appConfig.image) {
+    if (request.commit !== undefined)
+      throw new ValidationError(`${where} deploys the image ${target.appConfig.image}: pin it with digest (sha256:…), not commit`)
+    if (!IMAGE_TAG.test(request.ref))
+      throw new ValidationError(`${where} deploys image tags: "${request.ref}" is not one (letters, digits, _ . -; at most 128)`)
+  } else if (request.digest !== undefined) {
+    throw new ValidationError(`${where} builds from git: pin it with commit, not digest (digest is for image apps)`)
   }
 }
 

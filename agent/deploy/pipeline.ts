@@ -17,7 +17,7 @@ import { executeSteps } from './execute.js'
 import { liveRelease, type LiveRelease } from './live.js'
 import { observeEnv, type EnvView } from './observe-env.js'
 import { describePlan, planRecovery } from './plan.js'
-import { appEnvironment, prepareRelease, type Prepared, type PrepareDeps } from './prepare.js'
+import { appEnvironment, prepareRelease, runnableImage, type Prepared, type PrepareDeps } from './prepare.js'
 import { planPrune } from './prune.js'
 import { asFailure, DeployRun } from './run.js'
 import type { Instance } from './runtime.js'
@@ -337,7 +337,7 @@ export class DeployPipeline {
           if (!candidate.running) await this.deps.runtime.revive(candidate)
           await run.log({ event: 'revived', container: candidate.id, release })
         } else {
-          candidate = await this.startOnIdlePort(run, target, env, { image: kept.ref, release, commit: kept.commit })
+          candidate = await this.startOnIdlePort(run, target, env, { image: runnableImage(target, kept), release, commit: kept.commit })
           await run.log({ event: 'started', container: candidate.id, port: candidate.port, release })
         }
         await run.move('VERIFYING', { details: { candidateContainer: candidate.id } })

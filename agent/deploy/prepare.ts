@@ -1,10 +1,13 @@
 // The prepare phase of a deploy — RESOLVING, BACKING_UP, BUILDING, MIGRATING — which changes nothing that
 // serves: the ref resolved to a commit (tags checked against the ledger), a pre-deploy backup, the release's image
 // built (or reused), its migrations run in a one-off container. Also the environment the app's containers get.
+// An image app resolves by pulling its tag (the digest checked against the pin and the ledger) and "builds" by
+// keeping the pulled image under the release's local tag.
 import { readFile } from 'node:fs/promises'
 import { appDatabaseUrl } from '../config/database-url.js'
 import { readEnvFile } from '../config/envfile.js'
-import { containerSettings, type Target } from '../config/targets.js'
+import { containerSettings, IMAGE_TAG, type Target } from '../config/targets.js'
+import { registryOf, type RegistryAuth } from '../docker/pull.js'
 import { ConflictError } from '../errors.js'
 import { envSecretValues } from '../observability/scrub.js'
 import type { SourceRepo, TagMemory } from './ports.js'
@@ -42,7 +45,9 @@ export async function prepareRelease(deps: PrepareDeps, run: DeployRun, target: 
     await backUp(deps, run, target, release)
   }
   await run.move('BUILDING', { commit, release })
-  const image = await build(deps, run, target, commit, release)
+  const image = target.appConfig.image
+    ? await keepPulled(deps, run, target, commit, release)
+    : await build(deps, run, target, commit, release)
   if (target.appConfig.migrate) {
     await run.move('MIGRATING')
     await migrate(deps, run, target, image)
@@ -51,6 +56,7 @@ export async function prepareRelease(deps: PrepareDeps, run: DeployRun, target: 
 }
 
 async function resolve(deps: PrepareDeps, run: DeployRun, target: Target): Promise<{ commit: string; release: string }> {
+  if (target.appConfig.image) return await pull(deps, run, target, target.appConfig.image)
   const { ref, commit: pinned } = run.deploy
   const rule = target.envConfig.ref
   const repo = deps.repo(target.app)
@@ -71,6 +77,70 @@ async function resolve(deps: PrepareDeps, run: DeployRun, target: Target): Promi
   const release = releaseName(rule.kind, ref, commit)
   await run.log({ event: 'resolved', ref, commit, release })
   return { commit, release }
+}
+
+/**
+ * Pulls `<image>:<ref>` and answers its digest as the release's commit. The deploy's `commit` is the pinned
+ * digest, if any; the ledger remembers each tag's first digest, so a tag pushed again is refused, not deployed.
+ */
+async function pull(deps: PrepareDeps, run: DeployRun, target: Target, image: string): Promise<{ commit: string; release: string }> {
+  const { ref: tag, commit: pinned } = run.deploy
+  if (!IMAGE_TAG.test(tag)) throw new DeployFailure('invalid_tag', `"${tag}" is not an image tag (${IMAGE_TAG.source})`)
+  const { digest } = await deps.runtime.pullImage({
+    image,
+    tag,
+    auth: await registryAuth(deps, target, image),
+    timeoutMs: target.appConfig.pullTimeoutSec * 1000,
+    onLine: (line) => run.note({ event: 'pull', line }),
+  })
+  if (pinned && pinned !== digest)
+    throw new ConflictError('digest_mismatch', `${image}:${tag} is ${digest}, not the pinned ${pinned}; refusing to deploy it`)
+  deps.tags.check(target.app, tag, digest)
+  await deps.tags.record(target.app, tag, digest)
+  const release = releaseName('tag', tag, digest)
+  await run.log({ event: 'resolved', ref: tag, digest, image: `${image}@${digest}`, release })
+  return { commit: digest, release }
+}
+
+/** The registry credentials of the app, the password read now (so a rotated one is used) and learnt as a secret. */
+async function registryAuth(deps: PrepareDeps, target: Target, image: string): Promise<RegistryAuth | undefined> {
+  const auth = target.appConfig.registryAuth
+  if (!auth) return undefined
+  const password = (await readFile(auth.passwordFile, 'utf8')).trim()
+  deps.learnSecrets?.([password])
+  return { username: auth.username, password, serveraddress: registryOf(image) }
+}
+
+/** The pulled image under the release's local tag, labelled with its digest; kept, rolled back to and pruned like a built one. */
+async function keepPulled(deps: PrepareDeps, run: DeployRun, target: Target, digest: string, release: string): Promise<string> {
+  const image = target.appConfig.image as string
+  const existing = await deps.runtime.releaseImage(target, release)
+  const kept =
+    existing && existing.commit === digest
+      ? existing
+      : await deps.runtime.keepPulled({
+          app: target.app,
+          env: target.env,
+          release,
+          digest,
+          source: `${image}@${digest}`,
+          timeoutMs: target.appConfig.pullTimeoutSec * 1000,
+          onLine: (line) => run.note({ event: 'build', line }),
+        })
+  await run.log({ event: 'build', pulled: true, image: kept.ref, digest, ...(kept === existing && { cached: true }) })
+  // The kept image holds the pulled content (as its parent): the pull's own names go, so pruning a release frees
+  // its layers and no registry name is left behind per tag.
+  for (const ref of [`${image}:${run.deploy.ref}`, `${image}@${digest}`])
+    await deps.runtime.removeImage(ref).catch((err: unknown) => run.logger.warn({ err, image: ref }, 'could not untag the pulled image'))
+  return runnableImage(target, kept)
+}
+
+/**
+ * What a container of a kept release is created from: an image app's by image id, so what runs is exactly the
+ * content pulled by digest (a tag, even a local one, can be moved); a built app's by its tag, as operators read it.
+ */
+export function runnableImage(target: Target, kept: { ref: string; id?: string }): string {
+  return target.appConfig.image && kept.id ? kept.id : kept.ref
 }
 
 /** The deploy stops here, before any change, if the backup fails. */

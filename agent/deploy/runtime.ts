@@ -3,6 +3,7 @@
 // retire or revive it, remove it). Containers on this host today; a Swarm runtime implements the same interface.
 // Labels on the engine's objects are the source of truth for which release runs where.
 import type { ContainerLogLine, ContainerLogOptions, DockerEngine } from '../docker/engine.js'
+import type { RegistryAuth } from '../docker/pull.js'
 import type { ContainerHealth, ContainerSettings, Labels, OneOffResult } from '../docker/types.js'
 
 export const LABEL = {
@@ -67,12 +68,37 @@ export interface MigrationSpec extends EnvTarget {
   cpuShares: number
 }
 
-/** A kept image of the env: tagged `<app>:<env>-<release>` and carrying the commit label. */
+export interface PullSpec {
+  /** The image name without tag. */
+  image: string
+  tag: string
+  auth?: RegistryAuth
+  timeoutMs: number
+  onLine: (line: string) => void
+}
+
+/** A pulled image made the env's kept image of `release`. */
+export interface KeepPulledSpec extends EnvTarget {
+  release: string
+  /** The manifest digest, kept where a built image keeps its commit. */
+  digest: string
+  /** `<image>@<digest>`: local since the pull. */
+  source: string
+  timeoutMs: number
+  onLine: (line: string) => void
+}
+
+/**
+ * A kept image of the env: tagged `<app>:<env>-<release>` and carrying the commit label (for a pulled image, the
+ * digest it was pulled by).
+ */
 export interface EnvImage {
   release: string
   commit: string
   ref: string
   created: Date
+  /** The content-addressed image id, when the engine said. */
+  id?: string
 }
 
 export interface Runtime {
@@ -80,6 +106,10 @@ export interface Runtime {
   releaseImage(target: EnvTarget, release: string): Promise<EnvImage | null>
   /** Builds the release's image and answers its reference. */
   buildRelease(spec: BuildSpec): Promise<string>
+  /** Pulls `image:tag` from its registry and answers the manifest digest the tag resolved to. */
+  pullImage(spec: PullSpec): Promise<{ digest: string }>
+  /** Makes a pulled image the env's kept image of `release` (tag and label), without the registry. */
+  keepPulled(spec: KeepPulledSpec): Promise<EnvImage>
   /** Every kept image of the env, newest first. */
   releases(target: EnvTarget): Promise<EnvImage[]>
   removeImage(ref: string): Promise<void>
@@ -116,7 +146,24 @@ export class ContainerRuntime implements Runtime {
   async releaseImage(target: EnvTarget, release: string): Promise<EnvImage | null> {
     const ref = imageTag(target.app, target.env, release)
     const details = await this.docker.inspectImage(ref)
-    return details && { release, commit: details.labels[LABEL.commit] ?? '', ref, created: details.created }
+    return details && { release, commit: details.labels[LABEL.commit] ?? '', ref, created: details.created, id: details.id }
+  }
+
+  async pullImage(spec: PullSpec): Promise<{ digest: string }> {
+    const { digest } = await this.docker.pullImage(spec)
+    return { digest }
+  }
+
+  async keepPulled(spec: KeepPulledSpec): Promise<EnvImage> {
+    const ref = imageTag(spec.app, spec.env, spec.release)
+    const { imageId } = await this.docker.labelImage({
+      from: spec.source,
+      tag: ref,
+      labels: { [LABEL.commit]: spec.digest },
+      timeoutMs: spec.timeoutMs,
+      onLine: spec.onLine,
+    })
+    return { release: spec.release, commit: spec.digest, ref, created: new Date(), id: imageId }
   }
 
   async buildRelease(spec: BuildSpec): Promise<string> {
@@ -143,7 +190,13 @@ export class ContainerRuntime implements Runtime {
       .flatMap((img) =>
         img.tags
           .filter((tag) => tag.startsWith(prefix))
-          .map((ref) => ({ release: ref.slice(prefix.length), commit: img.labels[LABEL.commit] ?? '', ref, created: img.created })),
+          .map((ref) => ({
+            release: ref.slice(prefix.length),
+            commit: img.labels[LABEL.commit] ?? '',
+            ref,
+            created: img.created,
+            id: img.id,
+          })),
       )
       .sort((a, b) => b.created.getTime() - a.created.getTime())
   }

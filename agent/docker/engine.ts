@@ -6,6 +6,8 @@ import { ContainerExistsError, DockerError, engineStatus, toDockerError } from '
 import { StringDecoder } from 'node:string_decoder'
 import { demuxLogBuffer, FrameReader, LineSplitter, MAX_LINE_CHARS, nonEmptyLines, splitTimestamp, type LogStream } from './lines.js'
 import { runOneOff } from './one-off.js'
+import { pullImage, type PullImageOptions } from './pull.js'
+import { tarOf } from './tar.js'
 import {
   DEFAULT_CONTAINER_SETTINGS,
   hardeningOf,
@@ -72,6 +74,33 @@ export class DockerEngine {
   /** Builds from a tar stream; throws BuildError (`build_failed`, `build_timeout`, `build_cancelled`). */
   async buildImage(opts: BuildImageOptions): Promise<{ imageId: string }> {
     return await buildImage(await this.client(), opts)
+  }
+
+  /** Pulls `image:tag` from its registry; throws PullError (`registry_unauthorized`, `image_not_found`, `pull_timeout`, `pull_failed`). */
+  async pullImage(opts: PullImageOptions): Promise<{ digest: string; imageId: string }> {
+    return await pullImage(await this.client(), opts)
+  }
+
+  /**
+   * Tags the local image `from` (e.g. `repo@sha256:…`) as `tag` with `labels` added: labels need a new image, so
+   * this is a build of `FROM <from>` alone — no layer, no registry (the image is local).
+   */
+  async labelImage(opts: {
+    from: string
+    tag: string
+    labels: Labels
+    timeoutMs: number
+    onLine: (line: string) => void
+  }): Promise<{ imageId: string }> {
+    return await this.buildImage({
+      context: tarOf({ Dockerfile: `FROM ${opts.from}\n` }),
+      dockerfile: 'Dockerfile',
+      tag: opts.tag,
+      buildArgs: {},
+      labels: opts.labels,
+      timeoutMs: opts.timeoutMs,
+      onLine: opts.onLine,
+    })
   }
 
   async imageExists(ref: string): Promise<boolean> {

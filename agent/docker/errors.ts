@@ -14,6 +14,15 @@ export class BuildError extends AgentError {
   }
 }
 
+export type PullErrorCode = 'pull_failed' | 'pull_timeout' | 'registry_unauthorized' | 'image_not_found'
+
+/** A pull that did not bring the image: the registry refused the credentials, has no such tag, or did not answer. */
+export class PullError extends AgentError {
+  constructor(code: PullErrorCode, message: string) {
+    super(code, code === 'pull_timeout' ? 504 : 502, message)
+  }
+}
+
 /** A container name is taken: blue/green slots must be retired before they are reused. */
 export class ContainerExistsError extends ConflictError {
   constructor(name: string) {

@@ -1,11 +1,12 @@
 // The commit each tag pointed to when this agent first deployed it, so a tag moved upstream is refused rather
 // than silently deploying other code under the same release name. `<stateDir>/tags.json`:
 // `{ "v": 1, "apps": { "<app>": { "<tag>": { "commit": "<40 hex>", "firstSeen": "<ISO time>" } } } }`.
+// An image app's tags are kept the same way, their "commit" being the manifest digest (`sha256:<64 hex>`).
 import { readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { ensureDir, writeFileAtomic } from '../files.js'
 import { GitError } from './errors.js'
-import { validateCommit, validateRefName } from './refs.js'
+import { validateRefName } from './refs.js'
 
 export const TAG_LEDGER_FORMAT = 1
 
@@ -20,7 +21,8 @@ export interface TagLedgerOptions {
   now?: () => Date
 }
 
-const COMMIT = /^[0-9a-f]{40}$/
+/** A git commit, or an image's manifest digest. */
+const COMMIT = /^(?:[0-9a-f]{40}|sha256:[0-9a-f]{64})$/
 
 export class TagLedger {
   readonly path: string
@@ -72,7 +74,11 @@ export class TagLedger {
    */
   async record(app: string, tag: string, commit: string): Promise<void> {
     validateRefName(tag)
-    validateCommit(commit)
+    if (!COMMIT.test(commit))
+      throw new GitError(
+        'invalid_commit',
+        `invalid commit ${JSON.stringify(commit)}: must be 40 lowercase hex digits or an image digest sha256:<64 hex>`,
+      )
     this.check(app, tag, commit)
     let tags = this.#apps.get(app)
     if (tags?.has(tag) === true) return
@@ -122,7 +128,7 @@ function parseLedger(path: string, text: string): Map<string, Map<string, TagLed
     const entries = new Map<string, TagLedgerEntry>()
     for (const [tag, entry] of Object.entries(tags)) {
       if (!isObject(entry) || typeof entry.commit !== 'string' || !COMMIT.test(entry.commit) || typeof entry.firstSeen !== 'string') {
-        return corrupt(`apps.${app}.${tag} is not { commit: <40 hex>, firstSeen: <time> }`)
+        return corrupt(`apps.${app}.${tag} is not { commit: <40 hex or sha256 digest>, firstSeen: <time> }`)
       }
       entries.set(tag, { commit: entry.commit, firstSeen: entry.firstSeen })
     }

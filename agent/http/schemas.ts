@@ -4,6 +4,8 @@ export const NAME = { type: 'string', pattern: '^[a-z][a-z0-9-]{0,31}$' } as con
 /** A git ref as a request may name it: no "..", no leading "-", no shell or transport syntax. */
 export const REF = { type: 'string', pattern: '^(?!.*\\.\\.)[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$' } as const
 export const COMMIT = { type: 'string', pattern: '^[0-9a-f]{40}$' } as const
+/** An image manifest digest, as a registry answers it. */
+export const DIGEST = { type: 'string', pattern: '^sha256:[0-9a-f]{64}$' } as const
 export const RELEASE = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' } as const
 export const DEPLOY_ID = { type: 'string', pattern: '^d_[a-z0-9]{12}$' } as const
 export const BACKUP_ID = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$' } as const

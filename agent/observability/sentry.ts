@@ -87,7 +87,7 @@ async function readSecret(path: string | undefined): Promise<string[]> {
   )
 }
 
-/** Every value the config makes secret: env file values, database passwords, tokens, HMAC secrets, notify URLs. */
+/** Every value the config makes secret: env file values, database and registry passwords, tokens, HMAC secrets, notify URLs. */
 export async function knownSecrets(config: Config): Promise<string[]> {
   const fromEnv = (name: string | undefined) => (name && process.env[name] ? [process.env[name]] : [])
   const found: Array<Promise<string[]>> = [
@@ -97,6 +97,7 @@ export async function knownSecrets(config: Config): Promise<string[]> {
     ...config.notify.map(async (n) => [n.url, ...(await readSecret(n.secretFile))]),
   ]
   for (const app of Object.values(config.apps)) {
+    found.push(readSecret(app.registryAuth?.passwordFile))
     for (const env of Object.values(app.envs)) {
       found.push(readEnvFile(env.envFile).then(envSecretValues, () => []))
       const db = env.database

@@ -1,7 +1,17 @@
 // An engine of plain records for unit tests of deploy decisions: instances and kept images in memory, one-off
 // results chosen by the test, and `faults` that make single operations throw as a dockerd going away would.
 import type { UpstreamSwitch } from '../../agent/proxy/nginx.js'
-import type { BuildSpec, CandidateSpec, EnvImage, EnvTarget, Instance, MigrationSpec, Runtime } from '../../agent/deploy/runtime.js'
+import type {
+  BuildSpec,
+  CandidateSpec,
+  EnvImage,
+  EnvTarget,
+  Instance,
+  KeepPulledSpec,
+  MigrationSpec,
+  PullSpec,
+  Runtime,
+} from '../../agent/deploy/runtime.js'
 import type { OneOffResult } from '../../agent/docker/types.js'
 
 export const engineDown = () => Object.assign(new Error('connect ENOENT /var/run/docker.sock'), { code: 'ENOENT' })
@@ -21,6 +31,9 @@ export class FakeRuntime implements Runtime {
   /** What each build and migration was asked for, in order. */
   readonly builds: BuildSpec[] = []
   readonly migrations: MigrationSpec[] = []
+  /** The registry: `image:tag` → digest. */
+  readonly registry = new Map<string, string>()
+  readonly pulls: string[] = []
   migration: OneOffResult = { exitCode: 0, timedOut: false, logTail: [] }
 
   constructor(
@@ -40,6 +53,16 @@ export class FakeRuntime implements Runtime {
     if (this.faults.build?.()) throw new Error('build failed: RUN false')
     this.keep(spec.release, spec.commit)
     return `web:production-${spec.release}`
+  }
+  async pullImage(spec: PullSpec) {
+    const digest = this.registry.get(`${spec.image}:${spec.tag}`)
+    if (!digest) throw Object.assign(new Error(`manifest unknown: ${spec.image}:${spec.tag}`), { code: 'image_not_found' })
+    this.pulls.push(`${spec.image}:${spec.tag}`)
+    return { digest }
+  }
+  async keepPulled(spec: KeepPulledSpec) {
+    this.keep(spec.release, spec.digest)
+    return this.images.get(spec.release) as EnvImage
   }
   async releases() {
     return [...this.images.values()]

@@ -1,6 +1,6 @@
 // Deploys, approvals, rollbacks and releases: thin adapters over deploy/ (the coordinator and the store).
 import type { FastifyInstance } from 'fastify'
-import { checkRefAllowed, findTarget } from '../../config/targets.js'
+import { checkPins, checkRefAllowed, findTarget } from '../../config/targets.js'
 import { NotFoundError } from '../../errors.js'
 import { Followers, followLog, streamLog, TooManyFollowersError } from '../follow.js'
 import { signer } from '../auth.js'
@@ -8,6 +8,7 @@ import {
   appEnvParams,
   COMMIT,
   deployIdParams,
+  DIGEST,
   emptyBody,
   errorResponse,
   NAME,
@@ -19,7 +20,10 @@ import {
 
 export interface DeployBody {
   ref: string
+  /** The commit a git app's ref must resolve to (or, for a branch, contain). */
   commit?: string
+  /** The manifest digest an image app's tag must resolve to. */
+  digest?: string
   reason?: string
 }
 
@@ -27,7 +31,7 @@ const deployBody = {
   type: 'object',
   required: ['ref'],
   additionalProperties: false,
-  properties: { ref: REF, commit: COMMIT, reason: { type: 'string', maxLength: 500 } },
+  properties: { ref: REF, commit: COMMIT, digest: DIGEST, reason: { type: 'string', maxLength: 500 } },
 } as const
 
 export interface RollbackBody {
@@ -68,8 +72,10 @@ export function deployRoutes(app: FastifyInstance): void {
       const key = signer(request)
       deps.authenticator.authorize(key, { env, ref: request.body.ref })
       checkRefAllowed(target.envConfig.ref, request.body.ref, `${appName}/${env}`)
-      const { ref, commit, reason } = request.body
-      const deploy = await deps.deployments.request({ app: appName, env, ref, commit, reason, keyId: key.id })
+      checkPins(target, request.body)
+      const { ref, commit, digest, reason } = request.body
+      // The record's commit is the pin: a git commit, or an image app's digest (resolved, it is the pulled digest).
+      const deploy = await deps.deployments.request({ app: appName, env, ref, commit: commit ?? digest, reason, keyId: key.id })
       return reply.code(202).send({ id: deploy.id, state: deploy.state })
     },
   )
