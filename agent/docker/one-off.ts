@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type Docker from 'dockerode'
 import { ContainerExistsError, DockerError, engineMessage, engineStatus, toDockerError } from './errors.js'
 import { LineSplitter, MAX_LINE_CHARS, Tail } from './lines.js'
+import { dockerMounts } from './mounts.js'
 import { DEFAULT_CONTAINER_SETTINGS, hardeningOf, type OneOffOptions, type OneOffResult } from './types.js'
 
 const LOG_TAIL = 50
@@ -83,6 +84,9 @@ export async function runOneOff(docker: Docker, opts: OneOffOptions): Promise<On
       // a failing log sink must not leave the container behind
     }
   }
+  const settings = opts.container ?? DEFAULT_CONTAINER_SETTINGS
+  // Migrations mount what the app mounts: the same container settings, checked the same way.
+  const mounts = await dockerMounts(settings)
   let container: Docker.Container
   try {
     container = await docker.createContainer({
@@ -92,7 +96,7 @@ export async function runOneOff(docker: Docker, opts: OneOffOptions): Promise<On
       Env: opts.env,
       Labels: opts.labels,
       Tty: false,
-      HostConfig: { NetworkMode: 'host', Init: true, ...hardeningOf(opts.container ?? DEFAULT_CONTAINER_SETTINGS) },
+      HostConfig: { NetworkMode: 'host', Init: true, ...hardeningOf(settings), Mounts: mounts },
     })
   } catch (err) {
     if (engineStatus(err) === 409 && opts.name !== undefined) throw new ContainerExistsError(opts.name)
