@@ -9,7 +9,7 @@
 // of its backed-up path, or a hard link names a member outside it. Extraction never writes through a symlink (each
 // parent is checked to be a real directory), never overwrites (a member twice is refused), and drops setuid, setgid
 // and sticky bits; owners are restored only when the agent runs as root.
-import { lstat, lutimes, link, lchown, chmod, mkdir, open, rename, rm, symlink, utimes } from 'node:fs/promises'
+import { access, constants, lstat, lutimes, link, lchown, chmod, mkdir, open, rename, rm, stat, symlink, utimes } from 'node:fs/promises'
 import { dirname, posix } from 'node:path'
 import { fsyncDir } from '../files.js'
 import { BackupError, describe } from './errors.js'
@@ -94,6 +94,29 @@ export async function checkArchive(id: string, path: string, roots: readonly str
     if (err instanceof BackupError) throw err
     throw invalid(id, `cannot be read (${describe(err)})`)
   }
+}
+
+/**
+ * What would stop the swap of each path, checked before anything happens: a mount point cannot be renamed (mount
+ * its parent instead), and the agent must be able to write the directory holding it (a read-only file system, e.g.
+ * systemd's ProtectSystem, or another owner).
+ */
+export async function swapProblems(paths: readonly string[]): Promise<string[]> {
+  const problems: string[] = []
+  for (const path of paths) {
+    const parent = dirname(path)
+    const [self, above] = await Promise.all([lstat(path).catch(() => null), stat(parent).catch(() => null)])
+    if (self !== null && above !== null && self.dev !== above.dev) problems.push(`${path} is a mount point and cannot be swapped`)
+    // A missing parent is created: then the nearest existing directory above must be writable.
+    let existing = parent
+    while (existing !== '/' && (await lstat(existing).catch(() => null)) === null) existing = dirname(existing)
+    const writable = await access(existing, constants.W_OK).then(
+      () => null,
+      (err: NodeJS.ErrnoException) => err.code ?? String(err),
+    )
+    if (writable !== null) problems.push(`the agent cannot write ${existing} (${writable}), where ${path} is swapped`)
+  }
+  return problems
 }
 
 export interface SidePath {

@@ -36,6 +36,7 @@ import {
   extractArchive,
   planFiles,
   sidePaths,
+  swapProblems,
   swapSides,
   type SidePath,
 } from './files-restore.js'
@@ -109,7 +110,12 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     archive: join(options.dir, manifest.files.file),
   }
   const roots = manifest?.files?.paths.map(cleanFilesPath) ?? []
-  if (files && files.restore.length > 0) await checkArchive(id, files.archive, roots)
+  if (files && files.restore.length > 0) {
+    await checkArchive(id, files.archive, roots)
+    const problems = await swapProblems(files.restore)
+    if (problems.length > 0)
+      throw new BackupError('restore_failed', `cannot restore the files of ${id}; nothing was changed`, problems.join('; '))
+  }
   const privileges = await restorePrivilegeProblem(conn).catch(
     (err: unknown) => `cannot check the privileges of the database role: ${describe(err)}`,
   )

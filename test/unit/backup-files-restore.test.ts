@@ -1,7 +1,7 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { placeEntry, planFiles, sidePaths, swapSides, type SidePath } from '../../agent/backup/files-restore.js'
+import { placeEntry, planFiles, sidePaths, swapProblems, swapSides, type SidePath } from '../../agent/backup/files-restore.js'
 import type { TarEntry } from '../../agent/backup/tar-reader.js'
 import { tempDir } from '../helpers/tmp.js'
 
@@ -70,4 +70,10 @@ t.test('swapSides: a swap failing half-way swaps back what it swapped; the files
   t.equal(await readFile(a.path, 'utf8'), 'live a')
   t.equal(await readFile(b.path, 'utf8'), 'live b')
   t.same((await readdir(dir)).sort(), ['a', 'b'], 'no side or old path left')
+})
+
+t.test('swapProblems: a mount point cannot be swapped; a writable directory can', async (t) => {
+  const dir = await tempDir(t)
+  t.same(await swapProblems([join(dir, 'uploads'), join(dir, 'missing', 'deeper', 'uploads')]), [])
+  t.same(await swapProblems(['/proc']), ['/proc is a mount point and cannot be swapped'])
 })
