@@ -3,8 +3,8 @@ import { gzipSync } from 'node:zlib'
 
 export interface TarSpec {
   name: string
-  /** 0 file, 5 dir, 2 symlink, 1 hard link, 3 char device, 4 block device, 6 fifo. */
-  type?: '0' | '1' | '2' | '3' | '4' | '5' | '6'
+  /** 0 file, 5 dir, 2 symlink, 1 hard link, 3 char device, 4 block device, 6 fifo, x pax record for the next one. */
+  type?: '0' | '1' | '2' | '3' | '4' | '5' | '6' | 'x'
   body?: string | Buffer
   linkname?: string
   mode?: number
@@ -30,13 +30,26 @@ function header(spec: TarSpec, size: number): Buffer {
   return block
 }
 
-/** A gzip'd tar of the entries, in order. */
-export function tarGz(entries: TarSpec[]): Buffer {
+/** A pax record `len key=value\n` (its length counts itself). */
+export function paxRecord(key: string, value: string): string {
+  const text = ` ${key}=${value}\n`
+  let length = text.length + 1
+  while (`${length}${text}`.length !== length) length++
+  return `${length}${text}`
+}
+
+/** The tar of the entries, in order, not yet gzip'd. */
+export function tar(entries: TarSpec[]): Buffer {
   const parts: Buffer[] = []
   for (const spec of entries) {
     const body = Buffer.from(spec.body ?? '')
     parts.push(header(spec, body.length), body, Buffer.alloc((512 - (body.length % 512)) % 512))
   }
   parts.push(Buffer.alloc(1024))
-  return gzipSync(Buffer.concat(parts))
+  return Buffer.concat(parts)
+}
+
+/** A gzip'd tar of the entries, in order. */
+export function tarGz(entries: TarSpec[]): Buffer {
+  return gzipSync(tar(entries))
 }

@@ -2,7 +2,9 @@ import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { placeEntry, planFiles, sidePaths, swapProblems, swapSides, type SidePath } from '../../agent/backup/files-restore.js'
-import type { TarEntry } from '../../agent/backup/tar-reader.js'
+import { gzipSync } from 'node:zlib'
+import { readTarGz, type TarEntry } from '../../agent/backup/tar-reader.js'
+import { paxRecord, tar } from '../helpers/tar.js'
 import { tempDir } from '../helpers/tmp.js'
 
 const ROOTS = ['/srv/shop/uploads', '/srv/shop/config.yaml']
@@ -76,4 +78,38 @@ t.test('swapProblems: a mount point cannot be swapped; a writable directory can'
   const dir = await tempDir(t)
   t.same(await swapProblems([join(dir, 'uploads'), join(dir, 'missing', 'deeper', 'uploads')]), [])
   t.same(await swapProblems(['/proc']), ['/proc is a mount point and cannot be swapped'])
+})
+
+t.test('readTarGz: pax names, bodies across blocks; a truncated or corrupt archive throws', async (t) => {
+  const dir = await tempDir(t)
+  const big = Buffer.alloc(70_000, 'x')
+  const long = `./srv/${'deep/'.repeat(30)}file.txt`
+  const entries = async (bytes: Buffer) => {
+    await writeFile(join(dir, 'a.tar.gz'), bytes)
+    const out: [string, string, number][] = []
+    for await (const { entry, body } of readTarGz(join(dir, 'a.tar.gz'))) {
+      let size = 0
+      if (entry.name.endsWith('big.bin')) for await (const chunk of body()) size += chunk.length
+      out.push([entry.name, entry.type, size])
+    }
+    return out
+  }
+  const good = tar([
+    { name: './srv/', type: '5' },
+    { name: 'PaxHeaders/x', type: 'x', body: paxRecord('path', long) },
+    { name: 'cut-to-100-bytes', body: 'pax' },
+    { name: './srv/big.bin', body: big },
+    { name: './srv/after', body: 'after' },
+  ])
+  t.same(await entries(gzipSync(good)), [
+    ['./srv/', 'dir', 0],
+    [long, 'file', 0],
+    ['./srv/big.bin', 'file', big.length],
+    ['./srv/after', 'file', 0],
+  ])
+  await t.rejects(entries(gzipSync(good.subarray(0, 40_000))), /truncated/)
+  await t.rejects(entries(gzipSync(good.subarray(0, good.length - 1024))), /end marker/)
+  const corrupt = Buffer.from(good)
+  corrupt[0] = 0x41
+  await t.rejects(entries(gzipSync(corrupt)), /bad checksum/)
 })
