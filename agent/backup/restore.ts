@@ -139,7 +139,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     await takeBackFromRole(onDatabase(conn, restoreDb), role)
     await dropRole(conn, role)
     // Extracted beside the live paths before the database swap, swapped in right after it.
-    if (files) await extractArchive(id, files.archive, roots, sides)
+    if (files && sides.length > 0) await extractArchive(id, files.archive, roots, sides)
     await swap(
       onDatabase(conn, options.maintenanceDatabase ?? 'postgres'),
       conn.database,
