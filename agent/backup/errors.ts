@@ -8,6 +8,7 @@ export type BackupErrorCode =
   | 'verify_failed' // verification could not be done (scratch database unavailable): the backup is not judged
   | 'restore_failed' // the restore into the scratch database failed; the live database is untouched
   | 'database_busy' // sessions the agent may not end kept the database in use; nothing was swapped
+  | 'files_restore_failed' // the database was restored, but its files could not be swapped in (they are as they were)
 
 const STATUS: Record<BackupErrorCode, number> = {
   backup_failed: 500,
@@ -16,6 +17,7 @@ const STATUS: Record<BackupErrorCode, number> = {
   verify_failed: 500,
   restore_failed: 500,
   database_busy: 409,
+  files_restore_failed: 500,
 }
 
 /** `detail` is the tail of the failing tool's stderr (pg_dump, pg_restore, psql, tar), for logs and the operator. */

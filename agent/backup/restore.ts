@@ -6,6 +6,10 @@
 // The old database is kept (not dropped) and reported: it is the quickest way back, and dropping it is an
 // operator's decision. A restore that fails before the swap drops `<db>_restore_<rid>`; the live database is as it was.
 //
+// A backup's files (its `.files.tar.gz`) come back with it (files-restore.ts): the archive is checked entry by entry
+// before the pre-restore backup, extracted beside each path after the database is loaded, and swapped in right after
+// the database swap (`<path>` → `<path>.old-<rid>`). A failure before the database swap leaves both as they were.
+//
 // The backup is loaded as a role of its own, `<db>_restore_<rid>`, created for the restore: no superuser, no
 // CREATEDB/CREATEROLE, member of nothing, owner of `<db>_restore_<rid>` only, logged in with a random password. SQL
 // in the backup can therefore reach no other database, role or file, whoever wrote it. Once loaded, what it created
@@ -20,11 +24,22 @@
 import { randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { open } from 'node:fs/promises'
-import { basename } from 'node:path'
+import { basename, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createGunzip } from 'node:zlib'
 import { createDatabaseLike, createRestoreRole, dropDatabase, dropRole, restorePrivilegeProblem, takeBackFromRole } from '../pg/admin.js'
 import { BackupError, describe } from './errors.js'
+import {
+  checkArchive,
+  cleanFilesPath,
+  discardSides,
+  extractArchive,
+  planFiles,
+  sidePaths,
+  swapProblems,
+  swapSides,
+  type SidePath,
+} from './files-restore.js'
 import { readManifest, type Manifest } from './manifest.js'
 import { resolveBackupPath, type ResolvedBackup } from './names.js'
 import {
@@ -60,6 +75,15 @@ export interface RestoreOptions {
   maintenanceDatabase?: string
   /** Swap attempts while the database is in use; default 10 × 200 ms. */
   retry?: { attempts: number; delayMs: number }
+  /** The env's `files`: the archived paths restored (others in the archive are left alone). */
+  files?: readonly string[]
+}
+
+export interface FilesRestoreResult {
+  /** Each path restored, and where its previous content is kept (null: there was none). */
+  restored: { path: string; old: string | null }[]
+  /** Archived paths the env no longer lists: not restored. */
+  skipped: string[]
 }
 
 export interface RestoreResult {
@@ -69,6 +93,8 @@ export interface RestoreResult {
   /** The previous live database, kept under this name. */
   oldDatabase: string
   prerestore: Manifest
+  /** Null when the backup has no files archive. */
+  files: FilesRestoreResult | null
   durationMs: number
 }
 
@@ -77,7 +103,19 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
   const tools = { ...DEFAULT_TOOLS, ...options.tools }
   const conn = connectionOf(options.database)
   const resolved = await resolveBackupPath(options.dir, options.idOrName)
-  const { id, format } = await checkBackup(options.dir, resolved, tools)
+  const { id, format, manifest } = await checkBackup(options.dir, resolved, tools)
+  // The files archive is read through before anything happens: a refused entry leaves everything as it was.
+  const files = manifest?.files && {
+    ...planFiles(manifest.files.paths, options.files ?? []),
+    archive: join(options.dir, manifest.files.file),
+  }
+  const roots = manifest?.files?.paths.map(cleanFilesPath) ?? []
+  if (files && files.restore.length > 0) {
+    await checkArchive(id, files.archive, roots)
+    const problems = await swapProblems(files.restore)
+    if (problems.length > 0)
+      throw new BackupError('restore_failed', `cannot restore the files of ${id}; nothing was changed`, problems.join('; '))
+  }
   const privileges = await restorePrivilegeProblem(conn).catch(
     (err: unknown) => `cannot check the privileges of the database role: ${describe(err)}`,
   )
@@ -89,6 +127,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
   // The role is named like the database it alone owns; roles and databases have separate names.
   const role = restoreDb
   const password = randomBytes(24).toString('hex')
+  const sides: SidePath[] = files ? sidePaths(files.restore, prerestore.id) : []
   try {
     try {
       await createRestoreRole(conn, role, password)
@@ -99,6 +138,8 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     await load(tools, asRole(onDatabase(conn, restoreDb), role, password), resolved.path, format)
     await takeBackFromRole(onDatabase(conn, restoreDb), role)
     await dropRole(conn, role)
+    // Extracted beside the live paths before the database swap, swapped in right after it.
+    if (files && sides.length > 0) await extractArchive(id, files.archive, roots, sides)
     await swap(
       onDatabase(conn, options.maintenanceDatabase ?? 'postgres'),
       conn.database,
@@ -107,6 +148,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
       options.retry ?? { attempts: 10, delayMs: 200 },
     )
   } catch (err) {
+    await discardSides(sides)
     await dropDatabase(conn, restoreDb).catch(() => {})
     await dropRole(conn, role).catch(() => {})
     if (err instanceof BackupError) throw err
@@ -114,17 +156,30 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
       cause: err,
     })
   }
+  const restored = await swapSides(sides).catch((err: unknown) => {
+    throw new BackupError(
+      'files_restore_failed',
+      `backup ${id}: the database was restored (the previous one is kept as ${oldDb}) but its files could not be swapped in; the files are as they were`,
+      describe(err),
+      { cause: err },
+    )
+  })
   return {
     backup: { id, file: basename(resolved.path), format },
     database: conn.database,
     oldDatabase: oldDb,
     prerestore,
+    files: files ? { restored, skipped: files.skipped } : null,
     durationMs: Math.round(performance.now() - started),
   }
 }
 
 /** Verifies the backup before anything else happens; its format comes from the file's first bytes. */
-async function checkBackup(dir: string, resolved: ResolvedBackup, tools: PgTools): Promise<{ id: string; format: DumpFormat }> {
+async function checkBackup(
+  dir: string,
+  resolved: ResolvedBackup,
+  tools: PgTools,
+): Promise<{ id: string; format: DumpFormat; manifest: Manifest | null }> {
   const id = resolved.format === 'agent' ? resolved.name.id : resolved.name.file
   const format = await sniffFormat(resolved.path)
   if (format === null) throw new BackupError('backup_invalid', `backup ${id} is neither a pg_dump custom-format dump nor gzip'd SQL`)
@@ -133,8 +188,9 @@ async function checkBackup(dir: string, resolved: ResolvedBackup, tools: PgTools
     throw new BackupError('backup_invalid', `backup ${id} is not gzip'd SQL, as its name says`)
   if (resolved.format === 'agent' && format !== 'custom')
     throw new BackupError('backup_invalid', `backup ${id} is not a pg_dump custom-format dump, as its name says`)
+  let manifest: Manifest | null = null
   if (resolved.format === 'agent') {
-    const manifest = await readManifest(dir, basename(resolved.manifestPath))
+    manifest = await readManifest(dir, basename(resolved.manifestPath))
     const result = await verifyBackup(dir, manifest, 'full', { tools })
     if (!result.ok) throw new BackupError('backup_invalid', `backup ${id} failed verification`, result.reason ?? '')
   }
@@ -149,7 +205,7 @@ async function checkBackup(dir: string, resolved: ResolvedBackup, tools: PgTools
     const restrict = psqlRestrictProblem(version)
     if (restrict !== null) throw new BackupError('restore_failed', `cannot restore ${id}`, restrict)
   }
-  return { id, format }
+  return { id, format, manifest }
 }
 
 const SNIFF = 64 * 1024

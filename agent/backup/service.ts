@@ -231,9 +231,13 @@ export class BackupService {
       dir: this.dir,
       idOrName,
       database: await this.database(env_),
+      files: env_.envConfig.files,
       takePrerestore: () => this.take(env_, 'prerestore', { pinnedBy: `${PRERESTORE_PIN}${idOrName}` }),
     })
-    logger.warn({ database: result.database, oldDatabase: result.oldDatabase, prerestore: result.prerestore.id }, 'restore finished')
+    logger.warn(
+      { database: result.database, oldDatabase: result.oldDatabase, prerestore: result.prerestore.id, files: result.files },
+      'restore finished',
+    )
     return result
   }
 

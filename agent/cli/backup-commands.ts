@@ -40,6 +40,7 @@ interface RestoreBody {
   database: string
   oldDatabase: string
   prerestore: { id: string }
+  files?: { restored: { path: string; old: string | null }[]; skipped: string[] } | null
   durationMs: number
 }
 
@@ -317,6 +318,9 @@ export function addBackupCommands(program: Command): void {
       }
       console.log(`restored ${result.backup.id} into ${result.database} in ${(result.durationMs / 1000).toFixed(1)} s`)
       console.log(`old database kept as ${result.oldDatabase} (drop it once it is no longer needed)`)
+      for (const f of result.files?.restored ?? [])
+        console.log(`restored ${f.path}${f.old === null ? '' : `; old content kept as ${f.old} (remove it once no longer needed)`}`)
+      for (const path of result.files?.skipped ?? []) console.log(`not restored: ${path} (no longer in the env's files)`)
       console.log(`pre-restore backup: ${result.prerestore.id} (\`deploy-agent restore ${result.prerestore.id}\` goes back)`)
     })
 }

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
 import type { z } from 'zod'
+import { resolveHostPath } from '../docker/mounts.js'
 import { ConfigError } from '../errors.js'
 import { configSchema, type Config } from './schema.js'
 
@@ -97,7 +98,30 @@ export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.
   } catch (err) {
     throw new ConfigError([`${path}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? String(err)})`])
   }
-  return parseConfig(text, env, path, dirname(resolve(path)))
+  const config = parseConfig(text, env, path, dirname(resolve(path)))
+  const problems = await volumeHostProblems(config)
+  if (problems.length > 0) throw new ConfigError(problems)
+  return config
+}
+
+/**
+ * Host paths of `volumes` that exist, symlinks resolved, must not be the Docker socket either. A missing path is no
+ * config problem (it may be created before the first deploy); the deploy refuses it (docker/mounts.ts).
+ */
+export async function volumeHostProblems(config: Config): Promise<string[]> {
+  const problems: string[] = []
+  for (const [appName, app] of Object.entries(config.apps)) {
+    const lists: [string, Config['apps'][string]['volumes']][] = [[`apps.${appName}.volumes`, app.volumes]]
+    for (const [envName, e] of Object.entries(app.envs)) if (e.volumes) lists.push([`apps.${appName}.envs.${envName}.volumes`, e.volumes])
+    for (const [where, mounts] of lists) {
+      for (const [i, m] of mounts.entries()) {
+        if (m.kind !== 'bind') continue
+        const resolved = await resolveHostPath(m, app.allowDockerSocket)
+        if ('problem' in resolved && !resolved.missing) problems.push(`${where}[${i}]: ${resolved.problem}`)
+      }
+    }
+  }
+  return problems
 }
 
 /** Where backups live when `backups.dir` is not set. */

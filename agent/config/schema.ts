@@ -4,6 +4,7 @@ import { isIP } from 'node:net'
 import cron from 'node-cron'
 import { z } from 'zod'
 import { BACKGROUND_CPU_SHARES, DEFAULT_CONTAINER_SETTINGS } from '../docker/types.js'
+import { dockerSocketProblems, volumesSchema } from './volumes.js'
 
 export const NAME_PATTERN = /^[a-z][a-z0-9-]{0,31}$/
 const KEY_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
@@ -227,6 +228,8 @@ const envSchema = z.strictObject({
   files: z.array(filePath).default([]),
   proxy: proxySchema.optional(),
   container: containerOverride.optional(),
+  /** Replaces the app's whole `volumes` list for this env. */
+  volumes: volumesSchema.optional(),
 })
 
 /** The CPU weight of a build or migration against 1024 for a serving container (Docker's limits: 2 to 262144). */
@@ -310,6 +313,9 @@ const appSchema = z
       capDrop: [...DEFAULT_CONTAINER_SETTINGS.capDrop],
       capAdd: [],
     })),
+    volumes: volumesSchema.default([]),
+    /** A bind of the Docker socket or a directory holding it (root on the host) is refused unless this is true. */
+    allowDockerSocket: z.boolean({ error: 'must be true or false' }).default(false),
     keepReleases: positiveInt.max(100, { error: 'must be ≤ 100' }).default(5),
     envs: z.record(name, envSchema, { error: 'must be a map of env name → env' }),
   })
@@ -405,7 +411,11 @@ export const configSchema = z
       keyIds.add(key.id)
     })
     for (const [appName, app] of Object.entries(config.apps)) {
+      for (const { index, message } of dockerSocketProblems(app.volumes, app.allowDockerSocket))
+        ctx.addIssue({ code: 'custom', path: ['apps', appName, 'volumes', index], message })
       for (const [envName, env] of Object.entries(app.envs)) {
+        for (const { index, message } of dockerSocketProblems(env.volumes ?? [], app.allowDockerSocket))
+          ctx.addIssue({ code: 'custom', path: ['apps', appName, 'envs', envName, 'volumes', index], message })
         env.ports.forEach((p, i) => {
           if (i === 1 && p === env.ports[0]) return // reported by the env's own rule
           const owner = owners.get(p)

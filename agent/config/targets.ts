@@ -50,6 +50,10 @@ export function containerSettings(target: Target): ContainerSettings {
     if (value !== undefined) Object.assign(merged, { [key]: value })
   }
   for (const key of ['memory', 'pids'] as const) if (merged[key] === undefined) delete merged[key]
+  // The env's list replaces the app's, as a list under `container` does.
+  const volumes = target.envConfig.volumes ?? target.appConfig.volumes
+  if (volumes.length > 0) merged.volumes = volumes.map((v) => ({ ...v }))
+  if (target.appConfig.allowDockerSocket) merged.allowDockerSocket = true
   return merged
 }
 

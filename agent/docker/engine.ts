@@ -5,6 +5,7 @@ import { buildImage, type BuildImageOptions } from './build.js'
 import { ContainerExistsError, DockerError, engineStatus, toDockerError } from './errors.js'
 import { StringDecoder } from 'node:string_decoder'
 import { demuxLogBuffer, FrameReader, LineSplitter, MAX_LINE_CHARS, nonEmptyLines, splitTimestamp, type LogStream } from './lines.js'
+import { dockerMounts } from './mounts.js'
 import { runOneOff } from './one-off.js'
 import { pullImage, type PullImageOptions } from './pull.js'
 import { tarOf } from './tar.js'
@@ -156,6 +157,8 @@ export class DockerEngine {
 
   /** Creates and starts a long-running container; returns its id. A taken name is `container_exists`. */
   async startContainer(opts: StartContainerOptions): Promise<string> {
+    const settings = opts.container ?? DEFAULT_CONTAINER_SETTINGS
+    const mounts = await dockerMounts(settings)
     let container: Docker.Container
     try {
       container = await (
@@ -171,7 +174,8 @@ export class DockerEngine {
           NetworkMode: 'host',
           Init: true,
           RestartPolicy: { Name: opts.restartPolicy ?? 'unless-stopped' },
-          ...hardeningOf(opts.container ?? DEFAULT_CONTAINER_SETTINGS),
+          ...hardeningOf(settings),
+          Mounts: mounts,
         },
       })
     } catch (err) {

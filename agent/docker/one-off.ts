@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type Docker from 'dockerode'
 import { ContainerExistsError, DockerError, engineMessage, engineStatus, toDockerError } from './errors.js'
 import { LineSplitter, MAX_LINE_CHARS, Tail } from './lines.js'
+import { dockerMounts } from './mounts.js'
 import { BACKGROUND_CPU_SHARES, DEFAULT_CONTAINER_SETTINGS, hardeningOf, type OneOffOptions, type OneOffResult } from './types.js'
 
 const LOG_TAIL = 50
@@ -83,6 +84,9 @@ export async function runOneOff(docker: Docker, opts: OneOffOptions): Promise<On
       // a failing log sink must not leave the container behind
     }
   }
+  const settings = opts.container ?? DEFAULT_CONTAINER_SETTINGS
+  // Migrations mount what the app mounts: the same container settings, checked the same way.
+  const mounts = await dockerMounts(settings)
   let container: Docker.Container
   try {
     container = await docker.createContainer({
@@ -97,7 +101,8 @@ export async function runOneOff(docker: Docker, opts: OneOffOptions): Promise<On
         Init: true,
         // A migration runs while the live release serves: it must not take the CPU from it.
         CpuShares: opts.cpuShares ?? BACKGROUND_CPU_SHARES,
-        ...hardeningOf(opts.container ?? DEFAULT_CONTAINER_SETTINGS),
+        ...hardeningOf(settings),
+        Mounts: mounts,
       },
     })
   } catch (err) {

@@ -55,6 +55,20 @@ export interface ContainerSettings {
   memory?: number
   /** Most processes and threads at once; unset: no limit. */
   pids?: number
+  /** What the container mounts; unset: nothing. */
+  volumes?: VolumeMount[]
+  /** A bind of the Docker socket (or a directory holding it) is allowed; unset: refused. */
+  allowDockerSocket?: boolean
+}
+
+export interface VolumeMount {
+  /** `bind`: a host directory (or file) by absolute path; `volume`: a named Docker volume (Docker creates it). */
+  kind: 'bind' | 'volume'
+  /** The absolute host path, or the volume's name. */
+  source: string
+  /** The absolute path inside the container. */
+  target: string
+  readOnly: boolean
 }
 
 /** NET_RAW would let a container on the host network sniff loopback traffic (other apps, the agent's tokens). */

@@ -1,6 +1,6 @@
 // The backup endpoints on a real PostgreSQL: a manual backup in the background, the list, lastBackup in the
 // status, re-verification, the retention dry run, and a restore that brings the old rows back.
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { findTarget } from '../../agent/config/targets.js'
@@ -14,6 +14,8 @@ t.test('Backups over HTTP on a real PostgreSQL', { skip: skipUnless(await pgAvai
   const db = await createTempDatabase(t)
   await query(db.name, 'CREATE TABLE notes (id int primary key, body text); INSERT INTO notes VALUES (1, $$first$$), (2, $$second$$)')
   await writeFile(join(dir, 'db.password'), 'postgres\n')
+  await mkdir(join(dir, 'uploads'))
+  await writeFile(join(dir, 'uploads', 'photo.txt'), 'in the backup')
   t.teardown(async () => {
     const left = await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db.name}\\_%'`)
     for (const row of left) await query('postgres', `DROP DATABASE IF EXISTS ${row.datname} WITH (FORCE)`)
@@ -28,6 +30,7 @@ t.test('Backups over HTTP on a real PostgreSQL', { skip: skipUnless(await pgAvai
               ref: 'tag:v*',
               ports: [18101, 18102],
               database: { url: `postgres://postgres@127.0.0.1:5432/${db.name}`, passwordFile: 'db.password' },
+              files: ['uploads'],
             },
             staging: { ref: 'branch:main', ports: [18103, 18104] },
           },
@@ -74,6 +77,7 @@ t.test('Backups over HTTP on a real PostgreSQL', { skip: skipUnless(await pgAvai
   t.match(JSON.parse(plan.body).text, new RegExp(`keep\\s+${id}`))
 
   await query(db.name, 'DELETE FROM notes WHERE id = 1; INSERT INTO notes VALUES (3, $$after the backup$$)')
+  await writeFile(join(dir, 'uploads', 'photo.txt'), 'after the backup')
   const mismatch = await signedInject(agent, { url: `/v1/backups/${id}/restore`, body: { confirm: 'deadbeef' } })
   t.equal(mismatch.statusCode, 400, 'the body must repeat the id')
   const traversal = await signedInject(agent, { url: '/v1/backups/..%2F..%2Fetc%2Fpasswd/restore', body: { confirm: '../../etc/passwd' } })
@@ -83,7 +87,14 @@ t.test('Backups over HTTP on a real PostgreSQL', { skip: skipUnless(await pgAvai
 
   const restored = await signedInject(agent, { url: `/v1/backups/${id}/restore`, body: { confirm: id } })
   t.equal(restored.statusCode, 200, restored.body)
-  const result = JSON.parse(restored.body) as { database: string; oldDatabase: string; prerestore: { kind: string; pinnedBy: string } }
+  const result = JSON.parse(restored.body) as {
+    database: string
+    oldDatabase: string
+    prerestore: { id: string; kind: string; pinnedBy: string }
+    files: { restored: { path: string; old: string }[] }
+  }
+  t.equal(await readFile(join(dir, 'uploads', 'photo.txt'), 'utf8'), 'in the backup', "the env's files are back too")
+  t.same(result.files.restored, [{ path: join(dir, 'uploads'), old: join(dir, `uploads.old-${result.prerestore.id}`) }])
   t.equal(result.database, db.name)
   t.equal(result.prerestore.kind, 'prerestore')
   t.equal(result.prerestore.pinnedBy, `restore:${id}`)
