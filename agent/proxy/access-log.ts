@@ -15,6 +15,14 @@ export interface AccessLogTailOptions {
   logger?: Logger
 }
 
+/**
+ * The access log format the agent reads, defined once in nginx's http block; an env's site logs with
+ * `access_log <proxy.accessLog> deploy_agent;` (the docs ship this line).
+ */
+export const NGINX_LOG_FORMAT =
+  'log_format deploy_agent escape=json \'{"msec":$msec,"status":$status,"upstream_addr":"$upstream_addr",' +
+  '"upstream_status":"$upstream_status","request_time":$request_time}\';'
+
 const CHUNK_BYTES = 64 * 1024
 const NEWLINE = 0x0a
 
