@@ -145,6 +145,8 @@ function percent(share: number): string {
  */
 export class ReleaseTraffic {
   private readonly window: SlidingCounts
+  /** The latest time logged for any port: the window ends there, so old answers of this port age out. */
+  private nowMs = -Infinity
 
   constructor(
     readonly port: number,
@@ -155,8 +157,9 @@ export class ReleaseTraffic {
   }
 
   record(r: AccessRecord): string | null {
+    this.nowMs = Math.max(this.nowMs, r.atMs)
     for (const a of classifyAnswers(r)) if (a.port === this.port || a.port === null) this.window.add(r.atMs, isError(a.class))
-    const { total, errors } = this.window.counts()
+    const { total, errors } = this.window.counts(this.nowMs)
     if (total < this.limits.minRequests || errors / total <= this.limits.maxErrorRate) return null
     return (
       `the error rate of the new release's answers through nginx was ${percent(errors / total)} ` +

@@ -42,6 +42,8 @@ export class AccessLogTail {
   private readonly chunk = Buffer.alloc(CHUNK_BYTES)
   readonly pollMs: number
   readonly maxLineBytes: number
+  /** Why the last poll failed (EACCES…), or null. */
+  private failing: string | null = null
   /** Lines dropped for their length (tests, logs). */
   dropped = 0
 
@@ -53,7 +55,8 @@ export class AccessLogTail {
   /** Opens the file at its end (a missing file is waited for) and starts polling. */
   async start(): Promise<void> {
     await this.poll()
-    this.fromStart = true // whatever is opened from now on was created after the start
+    // A file opened from now on was created after the start (read it whole), unless it was there but unreadable.
+    this.fromStart = this.failing === null
     const tick = () => {
       if (this.stopped) return
       this.polling = this.poll().finally(() => {
@@ -90,8 +93,13 @@ export class AccessLogTail {
         await this.reopen()
         await this.readToEnd()
       }
+      if (this.failing !== null) this.options.logger?.info({ path: this.options.path }, 'reading the access log again')
+      this.failing = null
     } catch (err) {
-      this.options.logger?.warn({ err, path: this.options.path }, 'reading the access log failed; retrying')
+      // Said once per cause, not at every poll (a log the agent may not read would fill the journal).
+      const cause = (err as NodeJS.ErrnoException).code ?? String(err)
+      if (cause !== this.failing) this.options.logger?.warn({ err, path: this.options.path }, 'reading the access log failed; retrying')
+      this.failing = cause
       await this.close()
     }
   }

@@ -98,6 +98,16 @@ t.test('traffic: the window slides: errors older than 2 s no longer count', asyn
   t.match(w.record(rec(11_900, 500)), /11 of 21/)
 })
 
+t.test("traffic: an earlier release's errors on the same port never count against the next one", async (t) => {
+  const v = new ReleaseTraffic(NEW, { maxErrorRate: 0.05, minRequests: 5 })
+  let reason: string | null = null
+  for (let i = 0; i < 10; i++) reason = v.record(rec(1_000 + i, 500))
+  t.match(reason, /10 of 10/, 'the release then on that port failed')
+  // Minutes later the port serves another release; the first lines of the env are the old port's.
+  t.equal(v.record(rec(300_000, 200, '200', `127.0.0.1:${OLD}`)), null)
+  for (let i = 0; i < 10; i++) t.equal(v.record(rec(300_001 + i, 200)), null)
+})
+
 t.test('traffic: sliding counts keep their edges by slot and ignore samples that are already out', async (t) => {
   const c = new SlidingCounts(2000, 100)
   c.add(1_000, true)

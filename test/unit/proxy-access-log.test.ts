@@ -1,6 +1,7 @@
-import { appendFile, rename, truncate, writeFile } from 'node:fs/promises'
+import { appendFile, mkdir, rename, rmdir, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
+import type { Logger } from '../../agent/observability/logger.js'
 import { AccessLogTail } from '../../agent/proxy/access-log.js'
 import { tempDir } from '../helpers/tmp.js'
 
@@ -115,4 +116,26 @@ t.test('access log: the timer polls until stop', async (t) => {
   await appendFile(path, 'two\n')
   await new Promise((r) => setTimeout(r, 50))
   t.same(lines, ['one'])
+})
+
+t.test('access log: a read error is logged once, not at every poll, and reading resumes after it', async (t) => {
+  const dir = await tempDir(t)
+  const path = join(dir, 'access.json')
+  await mkdir(path) // reading a directory fails (EISDIR) even as root
+  const said: string[] = []
+  const logger = { warn: (_o: unknown, msg: string) => said.push(msg), info: (_o: unknown, msg: string) => said.push(msg) }
+  const lines: string[] = []
+  const tailer = new AccessLogTail({ path, onLine: (l) => lines.push(l), pollMs: 60_000, logger: logger as unknown as Logger })
+  await tailer.start()
+  t.teardown(() => tailer.stop())
+  await tailer.poll()
+  await tailer.poll()
+  t.same(said, ['reading the access log failed; retrying'])
+  await rmdir(path)
+  await writeFile(path, 'there before it could be read\n')
+  await tailer.poll()
+  await appendFile(path, 'new\n')
+  await tailer.poll()
+  t.same(said, ['reading the access log failed; retrying', 'reading the access log again'])
+  t.same(lines, ['new'], 'a file that was there but unreadable at the start is read from its end')
 })
