@@ -3,7 +3,15 @@
 // error rate can end the window early (`check`); after it, the live release's errors raise `observe.alert`s.
 import type { Config } from '../config/schema.js'
 import type { Target } from '../config/targets.js'
-import { classifyAnswers, isError, parseAccessLine, ReleaseTraffic, TrafficAlerts, type AccessRecord } from '../health/traffic.js'
+import {
+  classifyAnswers,
+  isError,
+  parseAccessLine,
+  ReleaseTraffic,
+  TrafficAlerts,
+  type AccessRecord,
+  type ResponseClass,
+} from '../health/traffic.js'
 import type { Notice } from '../notify/notifier.js'
 import { AccessLogTail } from '../proxy/access-log.js'
 import type { Logger } from './logger.js'
@@ -24,6 +32,9 @@ export interface TrafficCheck {
   stop(): void
 }
 
+/** The longest answers wait for the release on their port to be known (the drain after a switch is shorter). */
+const PENDING_MS = 60_000
+
 type EnvSettings = Pick<Target, 'app' | 'env' | 'appConfig' | 'envConfig'>
 
 class EnvTraffic {
@@ -34,6 +45,11 @@ class EnvTraffic {
   private observing: { port: number; release: string; fail: (reason: string) => void } | null = null
   /** The release last seen on each port, for the metric's label. */
   private readonly releases = new Map<number, string>()
+  /**
+   * Answers of an env port whose release is not known yet (the new release between the switch and OBSERVING),
+   * held for their label until it is, at most PENDING_MS. Bounded: the env's ports × the classes.
+   */
+  private readonly pending = new Map<number, { since: number; counts: Map<ResponseClass, number> }>()
   private settings!: EnvSettings
 
   constructor(
@@ -57,9 +73,10 @@ class EnvTraffic {
     return this.tail.start()
   }
 
-  stop(): Promise<void> {
+  async stop(): Promise<void> {
     this.observing = null
-    return this.tail.stop()
+    await this.tail.stop()
+    this.flushPending(Infinity)
   }
 
   /** New limits or ports (a config reload) start the windows and alerts afresh. */
@@ -84,6 +101,7 @@ class EnvTraffic {
     const observing = { port, release, fail }
     this.observing = observing
     this.releases.set(port, release)
+    this.flushPending(Date.now())
     return {
       failed,
       stop: () => {
@@ -109,8 +127,16 @@ class EnvTraffic {
 
   private count(record: AccessRecord): void {
     const { app, env } = this.settings
-    for (const answer of classifyAnswers(record))
-      this.deps.metrics?.upstreamResponses.inc({ app, env, release: this.releaseOn(answer.port), class: answer.class })
+    const now = Date.now()
+    this.flushPending(now)
+    for (const answer of classifyAnswers(record)) {
+      const release = this.releaseOn(answer.port)
+      if (release === 'unknown' && answer.port !== null && this.settings.envConfig.ports.includes(answer.port)) {
+        const held = this.pending.get(answer.port) ?? { since: now, counts: new Map<ResponseClass, number>() }
+        held.counts.set(answer.class, (held.counts.get(answer.class) ?? 0) + 1)
+        this.pending.set(answer.port, held)
+      } else this.deps.metrics?.upstreamResponses.inc({ app, env, release, class: answer.class })
+    }
     let verdict: string | null = null
     for (const [port, window] of this.windows) {
       const reason = window.record(record)
@@ -121,6 +147,17 @@ class EnvTraffic {
       return
     }
     if (!this.observing && this.alerts) this.alert(record)
+  }
+
+  /** Counts held for a port go out once its release is known, or as `unknown` after PENDING_MS. */
+  private flushPending(now: number): void {
+    const { app, env } = this.settings
+    for (const [port, held] of this.pending) {
+      const release = this.releaseOn(port)
+      if (release === 'unknown' && now - held.since < PENDING_MS) continue
+      this.pending.delete(port)
+      for (const [cls, n] of held.counts) this.deps.metrics?.upstreamResponses.inc({ app, env, release, class: cls }, n)
+    }
   }
 
   /** After OBSERVING: the live release's answers (and nginx's own errors) feed the alerts. */

@@ -69,10 +69,16 @@ async function rig(t: Test, observe: Record<string, unknown> = {}) {
 }
 
 t.test('traffic watch: counts every answer by release and class for the metric', async (t) => {
-  const { path, metrics } = await rig(t)
-  await appendFile(path, line(200, BLUE) + line(200, BLUE) + line(404, BLUE) + line(503, BLUE) + line(502, GREEN, '502'))
+  const { path, metrics, watch } = await rig(t)
+  await appendFile(path, line(200, BLUE) + line(200, BLUE) + line(404, BLUE) + line(503, BLUE) + line(200, 9999))
   await until('five answers', async () => Object.values(await counts(metrics)).reduce((a, b) => a + b, 0) === 5)
-  t.same(await counts(metrics), { 'v1 2xx': 2, 'v1 4xx': 1, 'v1 5xx': 1, 'unknown upstream-error': 1 })
+  t.same(await counts(metrics), { 'v1 2xx': 2, 'v1 4xx': 1, 'v1 5xx': 1, 'unknown 2xx': 1 }, 'a port not of the env is unknown')
+  // The new release answers between the switch and OBSERVING: held until its name is known.
+  await appendFile(path, line(502, GREEN, '502') + line(200, GREEN))
+  await new Promise((r) => setTimeout(r, 100))
+  t.same(await counts(metrics), { 'v1 2xx': 2, 'v1 4xx': 1, 'v1 5xx': 1, 'unknown 2xx': 1 })
+  watch.check({ app: 'shop', env: 'production' }, { port: GREEN, release: 'v2' })?.stop()
+  t.match(await counts(metrics), { 'v2 upstream-error': 1, 'v2 2xx': 1 })
 })
 
 t.test('traffic watch: a check fails the new release on its error rate, and only its port counts', async (t) => {
