@@ -14,6 +14,7 @@ import { loadTlsFiles } from '../http/tls.js'
 import { CronJob } from '../schedule/nightly.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { Notifier, reloadUnconfirmedNotice } from '../notify/notifier.js'
+import { TrafficWatch } from '../observability/env-traffic.js'
 import { Metrics, recordBackup, recordDeploy } from '../observability/metrics.js'
 import { Scrubber } from '../observability/scrub.js'
 import { backupReport, createErrorReporter, deployReport, knownSecrets, type ErrorReport } from '../observability/sentry.js'
@@ -69,6 +70,13 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   })
   // A backup dir that cannot be read fails only the backups, never the agent.
   await backups.open().catch((err) => logger.error({ err }, 'could not open the backup dir'))
+  // Counts each env's answers through nginx from its access log; `deployments` is read only once lines arrive.
+  const traffic = new TrafficWatch({
+    logger,
+    metrics,
+    notify: (notice) => notifier.send(notice),
+    live: (app, env) => deployments.liveRelease(app, env),
+  })
   const docker = new DockerEngine()
   // The two sides need each other; the backup callbacks above run only once backups run, after this line.
   const deployments = await assembleDeploys(config, store.deploys, logger, {
@@ -82,7 +90,9 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
       if (reload) notifier.send(reload)
     },
     learnSecrets: (values) => scrubber.learn(values),
+    watchTraffic: (target, candidate) => traffic.check(target, candidate),
   })
+  await traffic.sync(config)
   metrics.watchEnvs(() => deployments.envSnapshot())
   const nightly = new CronJob({
     name: 'nightly-backups',
@@ -123,6 +133,8 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
       // Secrets rotated with the reload (HMAC secrets, the status token, env files) are scrubbed from now on.
       scrubber.learn(await knownSecrets(fresh))
       logger.info({ keys: authenticator.keyCount }, 'keyring reloaded')
+      // Access logs added, moved or removed: their tailers follow the config.
+      await traffic.sync(fresh)
     } catch (err) {
       logger.error({ err }, 'keyring reload failed; the previous keyring stays in use')
     }
@@ -177,6 +189,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
       await recovery
       // A running deploy is let finish so it ends in a safe state rather than being cut mid-switch.
       await deployments.idle()
+      await traffic.close()
       await notifier.flush()
       await reporter.close()
       await store.close()

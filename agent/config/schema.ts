@@ -96,6 +96,11 @@ const proxySchema = z.strictObject({
   pidFile: filePath.optional(),
   /** How long the old release keeps running after the switch, for requests already in flight. */
   drainMs: nonNegativeInt.max(600_000, { error: 'must be ≤ 600000' }).default(1000),
+  /** The env's JSON access log (`log_format deploy_agent`): the agent counts the live release's answers in it. */
+  accessLog: z
+    .string({ error: 'must be a string' })
+    .regex(/^\/[^\0]*[^/]$/, { error: 'must be an absolute file path, e.g. /var/log/nginx/deploy-agent/shop-production.json' })
+    .optional(),
 })
 
 const databaseSchema = z.strictObject({
@@ -306,8 +311,27 @@ const appSchema = z
       )
       .default([]),
     observe: z
-      .strictObject({ seconds: nonNegativeInt.default(30), intervalMs: positiveInt.default(1000), maxFailures: nonNegativeInt.default(3) })
-      .default({ seconds: 30, intervalMs: 1000, maxFailures: 3 }),
+      .strictObject({
+        seconds: nonNegativeInt.default(30),
+        intervalMs: positiveInt.default(1000),
+        maxFailures: nonNegativeInt.default(3),
+        /** With proxy.accessLog: the share of 5xx and upstream errors, in a 2 s window, above which the release rolls back. */
+        maxErrorRate: z
+          .number({ error: 'must be a number' })
+          .min(0, { error: 'must be ≥ 0' })
+          .max(1, { error: 'must be ≤ 1' })
+          .default(0.05),
+        /** The fewest answers in that window the rate is judged on. */
+        minRequests: positiveInt.default(20),
+        /** Notifications about the live release's traffic after OBSERVING (needs proxy.accessLog). */
+        alert: z
+          .strictObject({
+            errorsPerMinute: positiveInt.optional(),
+            downMinutes: positiveInt.optional(),
+          })
+          .optional(),
+      })
+      .default({ seconds: 30, intervalMs: 1000, maxFailures: 3, maxErrorRate: 0.05, minRequests: 20 }),
     container: containerSchema.default(() => ({
       ...DEFAULT_CONTAINER_SETTINGS,
       capDrop: [...DEFAULT_CONTAINER_SETTINGS.capDrop],

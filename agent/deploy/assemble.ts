@@ -13,7 +13,7 @@ import { NginxUpstream, type UpstreamSwitch } from '../proxy/nginx.js'
 import type { DeployStore } from '../store/deploys.js'
 import { DeployCoordinator } from './coordinator.js'
 import type { LiveRelease } from './live.js'
-import { DeployFailure, DeployPipeline } from './pipeline.js'
+import { DeployFailure, DeployPipeline, type PipelineDeps } from './pipeline.js'
 import { ContainerRuntime } from './runtime.js'
 import type { DeployListener } from './transition.js'
 
@@ -25,6 +25,8 @@ export interface AssembleOptions {
   onDeployEvent?: DeployListener
   /** Hears the secret values read at deploy time (env file values, database password) so they are scrubbed. */
   learnSecrets?: (values: string[]) => void
+  /** Judges a release by its traffic through nginx while OBSERVING (envs with proxy.accessLog). */
+  watchTraffic?: PipelineDeps['watchTraffic']
 }
 
 export async function assembleDeploys(
@@ -77,6 +79,7 @@ export async function assembleDeploys(
       onLive,
       onDeployEvent: options.onDeployEvent,
       learnSecrets: options.learnSecrets,
+      watchTraffic: options.watchTraffic,
     })
   return new DeployCoordinator({
     config,

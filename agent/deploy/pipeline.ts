@@ -38,6 +38,8 @@ export interface PipelineDeps extends PrepareDeps {
   onLive?: (target: Target, live: LiveRelease) => void
   /** Hears every state change and failed health probe (metrics, error reporting). */
   onDeployEvent?: DeployListener
+  /** Judges the new release by its real traffic (proxy.accessLog) while OBSERVING; null when the env has none. */
+  watchTraffic?: (target: Target, candidate: Instance) => { failed: Promise<string>; stop(): void } | null
 }
 
 /** The longest the old release waits for the proxy's old workers (long requests, websockets) before it stops. */
@@ -234,11 +236,18 @@ export class DeployPipeline {
     })
   }
 
-  /** OBSERVING: the window's probes decide; an error while watching is a failed watch, never a crash. */
+  /**
+   * OBSERVING: the window's probes decide, unless the release's real traffic fails it first (then the window ends
+   * at once with that reason); an error while watching is a failed watch, never a crash.
+   */
   private async watch(run: DeployRun, target: Target, candidate: Instance): Promise<ObserveOutcome> {
     const { observe: window, health } = target.appConfig
+    const traffic = this.deps.watchTraffic?.(target, candidate) ?? null
+    const endProbes = new AbortController()
+    const failedByTraffic = traffic?.failed.then((reason): ObserveOutcome => ({ healthy: false, reason }))
     try {
-      return await observe({
+      const probes = observe({
+        signal: endProbes.signal,
         url: joinUrl(`http://127.0.0.1:${candidate.port}`, health.path),
         seconds: window.seconds,
         intervalMs: window.intervalMs,
@@ -253,9 +262,13 @@ export class DeployPipeline {
           run.note({ event: 'observe', ok: false, status: r.status, error: r.error, failures: r.failures })
         },
       })
+      return await (failedByTraffic ? Promise.race([probes, failedByTraffic]) : probes)
     } catch (err) {
       run.logger.error({ err }, 'observing the new release failed')
       return { healthy: false, reason: `observing the new release failed: ${asFailure(err, 'observe_failed').message}` }
+    } finally {
+      endProbes.abort()
+      traffic?.stop()
     }
   }
 

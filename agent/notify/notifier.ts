@@ -9,7 +9,15 @@ import { endedByUnconfirmedReload, type DeployEvent } from '../observability/dep
 import { Scrubber } from '../observability/scrub.js'
 
 export interface Notice {
-  event: 'deploy.started' | 'deploy.succeeded' | 'deploy.failed' | 'deploy.rolled_back' | 'backup.failed' | 'proxy.reload_unconfirmed'
+  event:
+    | 'deploy.started'
+    | 'deploy.succeeded'
+    | 'deploy.failed'
+    | 'deploy.rolled_back'
+    | 'backup.failed'
+    | 'proxy.reload_unconfirmed'
+    | 'traffic.errors'
+    | 'traffic.down'
   app: string
   env: string
   release?: string | null
@@ -35,6 +43,8 @@ export function describeNotice(n: Notice): string {
     'deploy.rolled_back': 'deploy ROLLED BACK',
     'backup.failed': 'backup FAILED',
     'proxy.reload_unconfirmed': 'nginx reload NOT CONFIRMED',
+    'traffic.errors': 'live release is ANSWERING ERRORS',
+    'traffic.down': 'live release is DOWN',
   }[n.event]
   const parts = [`${n.app}/${n.env}: ${what}`]
   if (n.release) parts.push(`release ${n.release}${n.commit ? ` (${n.commit.slice(0, 12)})` : ''}`)

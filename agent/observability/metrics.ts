@@ -85,6 +85,12 @@ export class Metrics {
     labelNames: ['app', 'env'] as const,
     registers: [this.registry],
   })
+  readonly upstreamResponses = new Counter({
+    name: 'deploy_agent_upstream_responses_total',
+    help: "Answers of each env's releases through nginx, read from proxy.accessLog, by class (1xx to 5xx, upstream-error)",
+    labelNames: ['app', 'env', 'release', 'class'] as const,
+    registers: [this.registry],
+  })
   readonly deployQueueLength = new Gauge({
     name: 'deploy_agent_deploy_queue_length',
     help: "Deploys waiting in the env's lane behind the running one",

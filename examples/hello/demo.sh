@@ -82,6 +82,9 @@ error_log $work/nginx/error.log;
 events { worker_connections 256; }
 http {
   access_log $work/nginx/access.log;
+  # The JSON log the agent reads to roll a release back on its real error rate (proxy.accessLog below).
+  log_format deploy_agent escape=json '{"msec":\$msec,"status":\$status,"upstream_addr":"\$upstream_addr","upstream_status":"\$upstream_status","request_time":\$request_time}';
+  access_log $work/nginx/hello-demo.json deploy_agent;
   client_body_temp_path $work/nginx/temp/body;
   proxy_temp_path $work/nginx/temp/proxy;
   fastcgi_temp_path $work/nginx/temp/fastcgi;
@@ -124,6 +127,7 @@ apps:
           reload: $(yaml_list "${nginx_cmd[@]}" -s reload)
           pidFile: ./nginx/nginx.pid
           drainMs: 500
+          accessLog: $work/nginx/hello-demo.json
 EOF
 agent check-config --config "$work/agent.yaml"
 node "$root/bin/deploy-agent.js" serve --config "$work/agent.yaml" >"$work/agent.log" 2>&1 &

@@ -27,6 +27,8 @@ export interface AgentRigOptions {
   /** Several envs, each behind its own nginx, by name → keys of its config (default: `production` with `env`). */
   envs?: Record<string, Record<string, unknown>>
   /** Keys of the proxy config (drainMs…) of every env. */ proxy?: Record<string, unknown>
+  /** Each env's nginx writes the JSON access log the agent follows (`proxy.accessLog`). */
+  accessLog?: boolean
   /** Top-level config keys (stateDir, backups, notify…). */
   config?: (dir: string) => Record<string, unknown>
   /** `unix:///…` of a private Docker engine: the agent and the rig's docker CLI calls use it. */
@@ -83,7 +85,7 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
   const [agentPort] = (await freePorts(1)) as [number]
   const envs: Record<string, Awaited<ReturnType<typeof envBehindNginx>>> = {}
   for (const [name, extra] of Object.entries(options.envs ?? { [env]: options.env ?? {} })) {
-    envs[name] = await envBehindNginx(t, dir, name, extra)
+    envs[name] = await envBehindNginx(t, dir, name, extra, { accessLog: options.accessLog })
     Object.assign(envs[name].env.proxy, options.proxy ?? {})
   }
   const production = envs[env] ?? (Object.values(envs)[0] as (typeof envs)[string])

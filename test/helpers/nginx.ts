@@ -3,6 +3,7 @@ import { access, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { NGINX_LOG_FORMAT } from '../../agent/proxy/access-log.js'
 import { freePort } from './ports.js'
 
 export interface NginxOptions {
@@ -14,6 +15,8 @@ export interface NginxOptions {
   includes?: string[]
   /** Served as static files under /static/ (e.g. a benchmark's baseline); everything else is proxied. */
   staticDir?: string
+  /** A second access log in the agent's JSON `deploy_agent` format (the env's `proxy.accessLog`). */
+  accessLog?: string
 }
 
 export interface NginxInstance {
@@ -42,6 +45,7 @@ function renderConfig(dir: string, opts: NginxOptions): string {
     'events { worker_connections 128; }',
     'http {',
     `  access_log ${q(join(dir, 'access.log'))};`,
+    ...(opts.accessLog === undefined ? [] : [`  ${NGINX_LOG_FORMAT}`, `  access_log ${q(opts.accessLog)} deploy_agent;`]),
     ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((kind) => `  ${kind}_temp_path ${q(join(dir, 'temp', kind))};`),
     `  include ${q(opts.upstreamFile)};`,
     ...(opts.includes ?? []).map((file) => `  include ${q(file)};`),

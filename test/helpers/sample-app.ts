@@ -71,13 +71,23 @@ export function makeSampleRepo(dir: string): Promise<GitRepo> {
   ])
 }
 
-/** An nginx of the test's own in front of one env, and that env's config: `tag:v*` refs, free blue/green ports. */
-export async function envBehindNginx(t: Test, dir: string, name: string, extra: Record<string, unknown> = {}) {
+/**
+ * An nginx of the test's own in front of one env, and that env's config: `tag:v*` refs, free blue/green ports.
+ * With `accessLog`, nginx also writes the JSON access log the agent follows (`<nginx dir>/access.json`).
+ */
+export async function envBehindNginx(
+  t: Test,
+  dir: string,
+  name: string,
+  extra: Record<string, unknown> = {},
+  options: { accessLog?: boolean } = {},
+) {
   const [nginxPort, blue, green] = (await freePorts(3)) as [number, number, number]
   const nginxDir = join(dir, `nginx-${name}`)
   const upstreamFile = join(nginxDir, 'upstream.conf')
   const upstreamName = `sample_${name.replace(/-/g, '_')}`
-  const nginx = await startNginx(nginxDir, { port: nginxPort, upstreamFile, upstreamName })
+  const accessLog = options.accessLog ? join(nginxDir, 'access.json') : undefined
+  const nginx = await startNginx(nginxDir, { port: nginxPort, upstreamFile, upstreamName, accessLog })
   t.teardown(() => nginx.stop())
   const env = {
     ref: 'tag:v*',
@@ -89,6 +99,7 @@ export async function envBehindNginx(t: Test, dir: string, name: string, extra: 
       reload: nginx.reloadCommand,
       pidFile: join(nginxDir, 'nginx.pid'),
       drainMs: 300,
+      ...(accessLog ? { accessLog } : {}),
     },
     ...extra,
   }
