@@ -75,13 +75,43 @@ export interface RestoreResult {
 export async function restoreBackup(options: RestoreOptions): Promise<RestoreResult> {
   const started = performance.now()
   const tools = { ...DEFAULT_TOOLS, ...options.tools }
-  const conn = connectionOf(options.database)
   const resolved = await resolveBackupPath(options.dir, options.idOrName)
   const { id, format } = await checkBackup(options.dir, resolved, tools)
+  const result = await restoreDump({ ...options, label: id, path: resolved.path, format })
+  return {
+    ...result,
+    backup: { id, file: basename(resolved.path), format },
+    durationMs: Math.round(performance.now() - started),
+  }
+}
+
+export interface DumpRestoreOptions extends Omit<RestoreOptions, 'dir' | 'idOrName'> {
+  /** What is restored, for messages: a backup id, or a PITR target. */
+  label: string
+  /** A dump already checked by the caller (a verified backup, or a dump just made by PITR recovery). */
+  path: string
+  format: DumpFormat
+}
+
+/** Why the env's role cannot restore, checked before anything changes. */
+export async function checkRestorePrivileges(database: DatabaseTarget, label: string): Promise<void> {
+  const conn = connectionOf(database)
   const privileges = await restorePrivilegeProblem(conn).catch(
     (err: unknown) => `cannot check the privileges of the database role: ${describe(err)}`,
   )
-  if (privileges !== null) throw new BackupError('restore_failed', `cannot restore ${id}; ${conn.database} is unchanged`, privileges)
+  if (privileges !== null) throw new BackupError('restore_failed', `cannot restore ${label}; ${conn.database} is unchanged`, privileges)
+}
+
+/**
+ * The restore itself, from a checked dump: privileges, the pinned pre-restore backup, a restore role that owns only
+ * `<db>_restore_<rid>`, the load, then the swap. Shared by backup restores and PITR restores.
+ */
+export async function restoreDump(options: DumpRestoreOptions): Promise<Omit<RestoreResult, 'backup'>> {
+  const started = performance.now()
+  const tools = { ...DEFAULT_TOOLS, ...options.tools }
+  const conn = connectionOf(options.database)
+  const id = options.label
+  await checkRestorePrivileges(options.database, id)
 
   const prerestore = await options.takePrerestore()
   const restoreDb = derivedName(conn.database, 'restore', prerestore.id)
@@ -96,7 +126,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     } catch (err) {
       throw new BackupError('restore_failed', `cannot create ${restoreDb}`, describe(err), { cause: err })
     }
-    await load(tools, asRole(onDatabase(conn, restoreDb), role, password), resolved.path, format)
+    await load(tools, asRole(onDatabase(conn, restoreDb), role, password), options.path, options.format)
     await takeBackFromRole(onDatabase(conn, restoreDb), role)
     await dropRole(conn, role)
     await swap(
@@ -115,7 +145,6 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     })
   }
   return {
-    backup: { id, file: basename(resolved.path), format },
     database: conn.database,
     oldDatabase: oldDb,
     prerestore,
