@@ -141,7 +141,8 @@ export class PitrService {
         return
       } catch (err) {
         logger.error({ err, retryInMs: wait }, 'PITR could not start for this env; retrying')
-        await sleep(wait)
+        // Not ref'd: a retry never keeps the process alive on its own.
+        await sleep(wait, undefined, { ref: false })
       }
     }
   }
