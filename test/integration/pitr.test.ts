@@ -2,7 +2,12 @@
 // REPLICATION (and CREATEDB CREATEROLE to restore), its own database and slot, a real pg_receivewal and
 // pg_basebackup, a private recovery instance. The slot is dropped at the end: a forgotten slot fills the disk.
 import { randomBytes } from 'node:crypto'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import t from 'tap'
+import { stringify } from 'yaml'
+import { startAgent } from '../../agent/cli/serve.js'
+import { listBaseBackups } from '../../agent/pitr/base-backup.js'
 import { BackupService } from '../../agent/backup/service.js'
 import { parseConfig } from '../../agent/config/load.js'
 import { findTarget, type Target } from '../../agent/config/targets.js'
@@ -12,10 +17,16 @@ import type { DeployPoint } from '../../agent/pitr/target.js'
 import { skipUnless } from '../helpers/engines.js'
 import { pgAvailable, query, withClient } from '../helpers/pg.js'
 import { tempDir } from '../helpers/tmp.js'
+import { signedInject, testConfigDocument, writeTestKeys, type TestAgent } from '../helpers/agent.js'
+import { freePort } from '../helpers/ports.js'
 
 const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
 
-async function setUp(t: { teardown: (fn: () => unknown) => void }) {
+/**
+ * A role with LOGIN REPLICATION (and what a restore needs), its database, a slot name; all removed in one teardown
+ * that first stops `user` (the service or agent streaming from the slot: an active slot cannot be dropped).
+ */
+async function makeDatabase(t: { teardown: (fn: () => unknown) => void }, user: { stop?: () => Promise<unknown> } = {}) {
   const tag = `${process.pid}_${randomBytes(3).toString('hex')}`
   const role = `da_pitr_${tag}`
   const db = `da_pitr_${tag}`
@@ -25,6 +36,22 @@ async function setUp(t: { teardown: (fn: () => unknown) => void }) {
   await query('postgres', `CREATE DATABASE ${db} OWNER ${role}`)
   // Granted in the postgres database, where the agent makes restore points: no GRANT lands in the app's dumps.
   await query('postgres', `GRANT EXECUTE ON FUNCTION pg_create_restore_point(text) TO ${role}`)
+  t.teardown(async () => {
+    await user.stop?.()
+    await query('postgres', `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}'`)
+    const dbs = await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db}%'`)
+    for (const { datname } of dbs) await query('postgres', `DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
+    await query('postgres', `REVOKE EXECUTE ON FUNCTION pg_create_restore_point(text) FROM ${role}`)
+    await query('postgres', `DROP ROLE IF EXISTS ${role}`)
+  })
+  // The app's tables belong to the env's role, as they do when its migrations create them.
+  const sql = (text: string) => query(db, `SET ROLE ${role}; ${text}`)
+  return { role, db, slot, password, sql, url: `postgres://${role}:${password}@127.0.0.1:5432/${db}` }
+}
+
+async function setUp(t: { teardown: (fn: () => unknown) => void }) {
+  const user: { stop?: () => Promise<unknown> } = {}
+  const { role, db, slot, password, sql } = await makeDatabase(t, user)
   const dir = await tempDir(t, 'deploy-agent-pitr-test-')
   const config = parseConfig(
     `audience: web-1
@@ -48,18 +75,9 @@ apps:
   const points = new Map<string, DeployPoint>()
   const pitr = new PitrService({ config, logger, backups, deployPoint: (_t, id) => points.get(id), receiverBackoffMs: 200 })
   const target = findTarget(config, 'shop', 'prod')
-  t.teardown(async () => {
-    await pitr.stop()
-    await query('postgres', `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}'`)
-    const dbs = await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db}%'`)
-    for (const { datname } of dbs) await query('postgres', `DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
-    await query('postgres', `REVOKE EXECUTE ON FUNCTION pg_create_restore_point(text) FROM ${role}`)
-    await query('postgres', `DROP ROLE IF EXISTS ${role}`)
-  })
+  user.stop = () => pitr.stop()
   pitr.start()
   await pitr.ready(target)
-  // The app's tables belong to the env's role, as they do when its migrations create them.
-  const sql = (text: string) => query(db, `SET ROLE ${role}; ${text}`)
   return { pitr, target, db, points, slot, sql }
 }
 
@@ -141,4 +159,36 @@ t.test('PITR: a receiver SIGKILLed is restarted and recovery stays exact', { ski
   await s.sql('DELETE FROM items')
   await s.pitr.restore(s.target, { beforeDeploy: 'd_afterkill0' })
   t.same(await ids(s.db), range(1, 60))
+})
+
+t.test('PITR: serve starts the receiver and a base backup, and the signed API restores to a time', { skip }, async (t) => {
+  const user: { stop?: () => Promise<unknown> } = {}
+  const d = await makeDatabase(t, user)
+  const dir = await tempDir(t, 'deploy-agent-pitr-serve-')
+  const keys = await writeTestKeys(dir)
+  const port = await freePort()
+  const configPath = join(dir, 'agent.yaml')
+  const document = testConfigDocument(dir, { listen: { host: '127.0.0.1', port }, backups: { dir: join(dir, 'backups'), verify: 'none' } })
+  const production = (document.apps as { web: { envs: { production: Record<string, unknown> } } }).web.envs.production
+  production.database = { url: d.url, pitr: { slot: d.slot } }
+  await writeFile(configPath, stringify(document))
+  const agent = await startAgent(configPath, createLogger({ level: 'silent' }))
+  user.stop = () => agent.close()
+  const base = join(dir, 'backups', 'pitr', 'web_production', 'base')
+  for (let i = 0; i < 300 && (await listBaseBackups(base)).length === 0; i++) await new Promise((r) => setTimeout(r, 100))
+  t.equal((await listBaseBackups(base)).length, 1, 'a base backup at start-up')
+  await d.sql('CREATE TABLE items (id int PRIMARY KEY, name text)')
+  await insert(d, 1, 3)
+  const [{ at }] = (await query<{ at: string }>(
+    d.db,
+    "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00' AS at",
+  )) as [{ at: string }]
+  await new Promise((r) => setTimeout(r, 50))
+  await insert(d, 4, 6)
+  const res = await signedInject({ app: agent.app, keys } as unknown as TestAgent, {
+    url: '/v1/backups/pitr/restore',
+    body: { app: 'web', env: 'production', target: { time: at }, confirm: 'web/production' },
+  })
+  t.equal(res.statusCode, 200, res.body)
+  t.same(await ids(d.db), [1, 2, 3])
 })
