@@ -68,6 +68,8 @@ export class PitrService {
   private readonly envs = new Map<string, EnvState>()
   private readonly restoring = new Set<string>()
   private stopped = false
+  /** Ends the start-up retries' waits at once on stop. */
+  private readonly stopping = new AbortController()
 
   constructor(private readonly o: PitrServiceOptions) {}
 
@@ -127,6 +129,7 @@ export class PitrService {
         const conn = await this.conn(state.target)
         await ensurePitrDirs(state.paths)
         if (await ensureSlot(conn, slot)) logger.info({ slot }, 'replication slot created')
+        if (this.stopped) return
         state.receiver ??= new WalReceiver({
           conn,
           slot,
@@ -140,16 +143,20 @@ export class PitrService {
         state.cron.start()
         return
       } catch (err) {
+        if (this.stopped) return
         logger.error({ err, retryInMs: wait }, 'PITR could not start for this env; retrying')
-        // Not ref'd: a retry never keeps the process alive on its own.
-        await sleep(wait, undefined, { ref: false })
+        // Not ref'd: a retry never keeps the process alive on its own; stop() ends the wait.
+        await sleep(wait, undefined, { ref: false, signal: this.stopping.signal }).catch(() => undefined)
       }
     }
   }
 
+  /** Stops the schedules and receivers, after letting a start-up step under way (a base backup) finish. */
   async stop(): Promise<void> {
     this.stopped = true
+    this.stopping.abort()
     for (const state of this.envs.values()) {
+      await state.ready
       await state.cron.stop()
       await state.receiver?.stop()
     }

@@ -37,6 +37,11 @@ apps:
   t.equal(await pitr.restorePoint(staging, 'd_abcdefghijkl'), null, 'an env without PITR takes no restore point')
   await t.rejects(pitr.restorePoint(findTarget(config, 'web', 'production'), 'd_abcdefghijkl'), { message: /ECONNREFUSED|connect/ })
   await t.rejects(pitr.restore(staging, { lsn: '0/1' }), { code: 'pitr_disabled' })
+  // Two restores of one env at once: the second is refused while the first runs (here it fails on the database).
+  const production = findTarget(config, 'web', 'production')
+  const first = pitr.restore(production, { lsn: '0/1' })
+  await t.rejects(pitr.restore(production, { lsn: '0/1' }), { code: 'pitr_busy' })
+  await t.rejects(first, { message: /ECONNREFUSED|connect/ })
   const stopping = Date.now()
   await pitr.stop()
   t.ok(Date.now() - stopping < 1000, 'stop() ends the retries at once')
