@@ -39,6 +39,18 @@ export interface RecoverOptions {
   /** How long recovery may take before it is abandoned. */
   timeoutMs?: number
   onProgress?: (step: string, detail?: Record<string, unknown>) => void
+  /** The work dir's name prefix under the temp dir (one per env: leftovers of a killed agent are found by it). */
+  workPrefix: string
+}
+
+/**
+ * Removes the work dirs a killed agent left under the temp dir for this prefix. A recovery instance still running in
+ * one shuts itself down once its postmaster.pid is gone (PostgreSQL rechecks it every minute).
+ */
+export async function removeWorkLeftovers(workPrefix: string): Promise<string[]> {
+  const names = (await readdir(tmpdir()).catch(() => [] as string[])).filter((n) => n.startsWith(workPrefix))
+  for (const name of names) await rm(join(tmpdir(), name), { recursive: true, force: true })
+  return names
 }
 
 /** The newest /usr/lib/postgresql/<major>/bin, where Debian keeps `postgres` (not on PATH). */
@@ -67,7 +79,7 @@ export async function recoveryUser(): Promise<RunAs> {
 
 export async function recoverToDump(o: RecoverOptions): Promise<void> {
   const progress = o.onProgress ?? (() => undefined)
-  const work = await mkdtemp(join(tmpdir(), 'deploy-agent-pitr-'))
+  const work = await mkdtemp(join(tmpdir(), o.workPrefix))
   let server: ChildProcess | null = null
   let log = ''
   try {

@@ -2,7 +2,8 @@
 // backups (at start-up when there is none, then on `pitr.baseBackup`), the restore point before each migration, and
 // the restore to a point. Start-up never waits on a database: an unreachable one is retried in the background and
 // fails only that env's PITR, never the agent.
-import { rm } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { checkRestorePrivileges } from '../backup/restore.js'
@@ -19,7 +20,7 @@ import { PitrError } from './errors.js'
 import { ensurePitrDirs, pitrPaths, pitrSlot, type PitrPaths } from './paths.js'
 import { commitNow, createRestorePoint, ensureSlot, flushedLsn, waitFlushed } from './pg.js'
 import { WalReceiver } from './receiver.js'
-import { recoverToDump, recoveryUser, serverBinDir, type RunAs } from './recover.js'
+import { recoverToDump, recoveryUser, removeWorkLeftovers, serverBinDir, type RunAs } from './recover.js'
 import { planRecovery, type BaseBackupInfo, type DeployPoint, type PitrTarget } from './target.js'
 
 export interface PitrTools {
@@ -122,8 +123,22 @@ export class PitrService {
     return this.envs.get(`${target.app}/${target.env}`)?.receiver ?? null
   }
 
+  /** `deploy-agent-pitr-<hash of the env's dir>-`: this env's recovery work dirs under the temp dir, and no one else's. */
+  private workPrefix(target: Target): string {
+    return `deploy-agent-pitr-${createHash('sha256').update(this.paths(target).root).digest('hex').slice(0, 12)}-`
+  }
+
+  /** What a restore cut short by a killed agent left: its dump beside the WAL, its recovery work dir. */
+  private async removeLeftovers(state: EnvState, logger: Logger): Promise<void> {
+    const dumps = (await readdir(state.paths.root).catch(() => [] as string[])).filter((n) => /^restore-.*\.dump$/.test(n))
+    for (const name of dumps) await rm(join(state.paths.root, name), { force: true })
+    const dirs = await removeWorkLeftovers(this.workPrefix(state.target))
+    if (dumps.length + dirs.length > 0) logger.warn({ dumps, dirs }, 'removed what an interrupted PITR restore left')
+  }
+
   private async startEnv(state: EnvState, logger: Logger): Promise<void> {
     const slot = pitrSlot(state.target)
+    await this.removeLeftovers(state, logger).catch((err: unknown) => logger.error({ err }, 'could not remove PITR restore leftovers'))
     for (let wait = RETRY_START_MS; !this.stopped; wait = Math.min(wait * 2, RETRY_MAX_MS)) {
       try {
         const conn = await this.conn(state.target)
@@ -229,6 +244,7 @@ export class PitrService {
         dumpPath,
         binDir: this.o.tools?.binDir ?? (await serverBinDir()),
         pgDump: this.o.tools?.pgDump,
+        workPrefix: this.workPrefix(target),
         runAs: this.o.runAs ?? (await recoveryUser()),
         onProgress: progress,
       })

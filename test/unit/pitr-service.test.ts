@@ -1,5 +1,10 @@
 // PITR never holds the agent up: with its database unreachable, start() returns at once, the env is retried in the
 // background, and stop() ends it promptly; a deploy's restore point then fails with a clear error.
+import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import t from 'tap'
 import { BackupService } from '../../agent/backup/service.js'
 import { parseConfig } from '../../agent/config/load.js'
@@ -30,6 +35,14 @@ apps:
     pitr.targets().map((x) => x.env),
     ['production'],
   )
+  // What an agent killed during a PITR restore left: its dump, and its recovery work dir under the temp dir.
+  const root = join(dir, 'backups', 'pitr', 'web_production')
+  await mkdir(root, { recursive: true })
+  await writeFile(join(root, 'restore-20270101T000000Z-1.dump'), 'PGDMP')
+  const prefix = `deploy-agent-pitr-${createHash('sha256').update(root).digest('hex').slice(0, 12)}-`
+  const work = await mkdtemp(join(tmpdir(), prefix))
+  const other = await mkdtemp(join(tmpdir(), 'deploy-agent-pitr-000000000000-'))
+  t.teardown(() => rm(other, { recursive: true, force: true }))
   const started = Date.now()
   pitr.start()
   t.ok(Date.now() - started < 100, 'start() does not wait for the database')
@@ -42,6 +55,15 @@ apps:
   const first = pitr.restore(production, { lsn: '0/1' })
   await t.rejects(pitr.restore(production, { lsn: '0/1' }), { code: 'pitr_busy' })
   await t.rejects(first, { message: /ECONNREFUSED|connect/ })
+  // Removed in the background, before the env's first connection attempt.
+  for (let i = 0; i < 100 && existsSync(work); i++) await new Promise((r) => setTimeout(r, 20))
+  t.same(
+    (await readdir(root)).filter((n) => n.endsWith('.dump')),
+    [],
+    'the stale dump is removed',
+  )
+  t.notOk(existsSync(work), 'and the work dir')
+  t.ok(existsSync(other), "another env's is not touched")
   const stopping = Date.now()
   await pitr.stop()
   t.ok(Date.now() - stopping < 1000, 'stop() ends the retries at once')
