@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import pg from 'pg'
 import t from 'tap'
 import { stringify } from 'yaml'
 import { startAgent } from '../../agent/cli/serve.js'
@@ -19,8 +20,10 @@ import { pgAvailable, query, withClient } from '../helpers/pg.js'
 import { tempDir } from '../helpers/tmp.js'
 import { signedInject, testConfigDocument, writeTestKeys, type TestAgent } from '../helpers/agent.js'
 import { freePort } from '../helpers/ports.js'
+import { canRunPrivatePostgres, startPrivatePostgres } from '../helpers/private-pg.js'
 
 const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
+const privateSkip = skipUnless(await canRunPrivatePostgres(), 'a private PostgreSQL server (root, a postgres user, the server binaries)')
 
 /**
  * A role with LOGIN REPLICATION (and what a restore needs), its database, a slot name; all removed in one teardown
@@ -191,4 +194,63 @@ t.test('PITR: serve starts the receiver and a base backup, and the signed API re
   })
   t.equal(res.statusCode, 200, res.body)
   t.same(await ids(d.db), [1, 2, 3])
+})
+
+/** The rows of `text` on the server and database of `url` (the private server's). */
+async function queryAt<R extends pg.QueryResultRow = Record<string, unknown>>(url: string, text: string): Promise<R[]> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 })
+  await client.connect()
+  try {
+    return (await client.query<R>(text)).rows
+  } finally {
+    await client.end()
+  }
+}
+
+t.test('PITR: the database server restarted: the receiver reconnects and recovery stays exact', { skip: privateSkip }, async (t) => {
+  const server = await startPrivatePostgres(t)
+  await queryAt(server.url(), 'CREATE DATABASE app')
+  const dir = await tempDir(t, 'deploy-agent-pitr-restart-')
+  const config = parseConfig(
+    `audience: web-1
+stateDir: ${dir}/state
+backups: { dir: ${dir}/backups, verify: none }
+apps:
+  shop:
+    repo: /srv/shop.git
+    envs:
+      prod: { ref: "tag:v*", ports: [18111, 18112], database: { url: "${server.url('app')}", pitr: {} } }
+`,
+    {},
+    'agent.yaml',
+    dir,
+  )
+  const logger = createLogger({ level: process.env.PITR_TEST_LOG ?? 'silent' })
+  const points = new Map<string, DeployPoint>()
+  const pitr = new PitrService({
+    config,
+    logger,
+    backups: new BackupService({ config, logger }),
+    deployPoint: (_t, id) => points.get(id),
+    receiverBackoffMs: 100,
+  })
+  const target = findTarget(config, 'shop', 'prod')
+  t.teardown(() => pitr.stop()) // before the server's own teardown, registered earlier, removes it
+  pitr.start()
+  await pitr.ready(target)
+  const sql = (text: string) => queryAt(server.url('app'), text)
+  await sql('CREATE TABLE items (id int PRIMARY KEY, name text)')
+  await insert({ sql }, 1, 20)
+  await server.stop('fast')
+  await server.start()
+  await insert({ sql }, 21, 30)
+  const point = await pitr.restorePoint(target, 'd_restart0001')
+  points.set('d_restart0001', point ?? {})
+  t.ok((pitr.receiver(target)?.restarts ?? 0) >= 1, 'the receiver was restarted')
+  await sql('DELETE FROM items')
+  await pitr.restore(target, { beforeDeploy: 'd_restart0001' })
+  t.same(
+    (await queryAt<{ id: number }>(server.url('app'), 'SELECT id FROM items ORDER BY id')).map((r) => r.id),
+    range(1, 30),
+  )
 })
