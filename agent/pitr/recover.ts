@@ -183,11 +183,14 @@ async function extract(archive: string, dir: string, runAs: RunAs): Promise<void
 async function layOutWal(walDir: string, into: string, plan: RecoveryPlan, runAs: RunAs): Promise<number> {
   const size = plan.base.walSegmentSize
   const first = segmentName(plan.base.timeline, parseLsn(plan.base.startLsn) ?? 0n, size)
+  // An LSN target needs nothing past the segment after its own (where the record that ends recovery may start).
+  const target = plan.setting.name === 'recovery_target_lsn' ? parseLsn(plan.setting.value) : null
+  const last = target === null ? null : segmentName(plan.base.timeline, target + BigInt(size), size)
   const names = await readdir(walDir)
   const chosen = new Map<string, string>()
   for (const name of names.sort()) {
     const m = /^([0-9A-F]{24})(\.gz)?(\.partial)?$/.exec(name)
-    if (m === null || (m[1] as string) < first) continue
+    if (m === null || (m[1] as string) < first || (last !== null && (m[1] as string) > last)) continue
     const seg = m[1] as string
     if (m[3] === undefined || !chosen.has(seg)) chosen.set(seg, name)
   }
