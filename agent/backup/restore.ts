@@ -101,25 +101,66 @@ export interface RestoreResult {
 export async function restoreBackup(options: RestoreOptions): Promise<RestoreResult> {
   const started = performance.now()
   const tools = { ...DEFAULT_TOOLS, ...options.tools }
-  const conn = connectionOf(options.database)
   const resolved = await resolveBackupPath(options.dir, options.idOrName)
   const { id, format, manifest } = await checkBackup(options.dir, resolved, tools)
   // The files archive is read through before anything happens: a refused entry leaves everything as it was.
   const files = manifest?.files && {
     ...planFiles(manifest.files.paths, options.files ?? []),
     archive: join(options.dir, manifest.files.file),
+    roots: manifest.files.paths.map(cleanFilesPath),
   }
-  const roots = manifest?.files?.paths.map(cleanFilesPath) ?? []
   if (files && files.restore.length > 0) {
-    await checkArchive(id, files.archive, roots)
+    await checkArchive(id, files.archive, files.roots)
     const problems = await swapProblems(files.restore)
     if (problems.length > 0)
       throw new BackupError('restore_failed', `cannot restore the files of ${id}; nothing was changed`, problems.join('; '))
   }
+  const result = await restoreDump({ ...options, label: id, path: resolved.path, format, files: files ?? null })
+  return {
+    ...result,
+    backup: { id, file: basename(resolved.path), format },
+    durationMs: Math.round(performance.now() - started),
+  }
+}
+
+/** A backup's files archive, checked: the paths to restore, those the env no longer lists, and its entries' roots. */
+interface FilesPlan {
+  restore: string[]
+  skipped: string[]
+  archive: string
+  roots: string[]
+}
+
+export interface DumpRestoreOptions extends Omit<RestoreOptions, 'dir' | 'idOrName' | 'files'> {
+  /** What is restored, for messages: a backup id, or a PITR target. */
+  label: string
+  /** A dump already checked by the caller (a verified backup, or a dump just made by PITR recovery). */
+  path: string
+  format: DumpFormat
+  /** The backup's files, checked by the caller; extracted before the database swap and swapped in right after it. */
+  files?: FilesPlan | null
+}
+
+/** Why the env's role cannot restore, checked before anything changes. */
+export async function checkRestorePrivileges(database: DatabaseTarget, label: string): Promise<void> {
+  const conn = connectionOf(database)
   const privileges = await restorePrivilegeProblem(conn).catch(
     (err: unknown) => `cannot check the privileges of the database role: ${describe(err)}`,
   )
-  if (privileges !== null) throw new BackupError('restore_failed', `cannot restore ${id}; ${conn.database} is unchanged`, privileges)
+  if (privileges !== null) throw new BackupError('restore_failed', `cannot restore ${label}; ${conn.database} is unchanged`, privileges)
+}
+
+/**
+ * The restore itself, from a checked dump: privileges, the pinned pre-restore backup, a restore role that owns only
+ * `<db>_restore_<rid>`, the load, then the swap (and the files', when given). Shared by backup and PITR restores.
+ */
+export async function restoreDump(options: DumpRestoreOptions): Promise<Omit<RestoreResult, 'backup'>> {
+  const started = performance.now()
+  const tools = { ...DEFAULT_TOOLS, ...options.tools }
+  const conn = connectionOf(options.database)
+  const id = options.label
+  const files = options.files ?? null
+  await checkRestorePrivileges(options.database, id)
 
   const prerestore = await options.takePrerestore()
   const restoreDb = derivedName(conn.database, 'restore', prerestore.id)
@@ -135,11 +176,11 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     } catch (err) {
       throw new BackupError('restore_failed', `cannot create ${restoreDb}`, describe(err), { cause: err })
     }
-    await load(tools, asRole(onDatabase(conn, restoreDb), role, password), resolved.path, format)
+    await load(tools, asRole(onDatabase(conn, restoreDb), role, password), options.path, options.format)
     await takeBackFromRole(onDatabase(conn, restoreDb), role)
     await dropRole(conn, role)
     // Extracted beside the live paths before the database swap, swapped in right after it.
-    if (files && sides.length > 0) await extractArchive(id, files.archive, roots, sides)
+    if (files && sides.length > 0) await extractArchive(id, files.archive, files.roots, sides)
     await swap(
       onDatabase(conn, options.maintenanceDatabase ?? 'postgres'),
       conn.database,
@@ -165,7 +206,6 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     )
   })
   return {
-    backup: { id, file: basename(resolved.path), format },
     database: conn.database,
     oldDatabase: oldDb,
     prerestore,

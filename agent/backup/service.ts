@@ -14,7 +14,7 @@ import { BackupLocks } from './lock.js'
 import { manifestFileName, readManifest, type Manifest } from './manifest.js'
 import { newBackupId, resolveBackupPath, type BackupKind } from './names.js'
 import type { DatabaseTarget } from '../pg/connection.js'
-import { restoreBackup, type RestoreResult } from './restore.js'
+import { restoreBackup, restoreDump, type RestoreResult } from './restore.js'
 import { formatPlan, planRetention, type RetentionDecision } from './retention.js'
 import { cleanPartials, takeBackup } from './take.js'
 import { verifyBackup, type VerifyResult } from './verify.js'
@@ -239,6 +239,28 @@ export class BackupService {
       'restore finished',
     )
     return result
+  }
+
+  /**
+   * Restores a dump made elsewhere (a PITR recovery's) into `target` exactly as a backup is restored: a pinned
+   * pre-restore backup, a side database, the swap. `label` names what is restored in messages and the pin.
+   */
+  async restoreFromDump(target: Target, path: string, label: string): Promise<Omit<RestoreResult, 'backup'>> {
+    const logger = this.o.logger.child({ app: target.app, env: target.env })
+    const result = await restoreDump({
+      label,
+      path,
+      format: 'custom',
+      database: await this.database(target),
+      takePrerestore: () => this.take(target, 'prerestore', { pinnedBy: `${PRERESTORE_PIN}${label}` }),
+    })
+    logger.warn({ database: result.database, oldDatabase: result.oldDatabase, prerestore: result.prerestore.id, label }, 'restore finished')
+    return result
+  }
+
+  /** The env's database as pg tools get it (its password read from passwordFile). */
+  databaseOf(target: Target): Promise<DatabaseTarget> {
+    return this.database(target)
   }
 
   /** Every env with a database, one after the other; failures are reported and do not stop the others. */

@@ -140,11 +140,11 @@ async function waitForBackup(
 }
 
 /** Asks on the terminal for the backup id; true only when the answer repeats it exactly. */
-async function confirmOnTty(id: string, what: string): Promise<boolean> {
+async function confirmOnTty(id: string, what: string, label = 'the backup id'): Promise<boolean> {
   const rl = createInterface({ input: process.stdin, output: process.stderr })
   try {
     process.stderr.write(`${what}\nThe live database is replaced (the current one is kept under another name, and backed up first).\n`)
-    const answer = await rl.question(`Type the backup id to confirm (${id}): `)
+    const answer = await rl.question(`Type ${label} to confirm (${id}): `)
     return answer.trim() === id
   } finally {
     rl.close()
@@ -286,21 +286,31 @@ export function addBackupCommands(program: Command): void {
     program
       .command('restore')
       .description(
-        "restore a backup into its env's database: the agent verifies it, backs up the live database, restores beside it and swaps names",
+        "restore a backup into its env's database: the agent verifies it, backs up the live database, restores beside it and swaps names; with --pitr, restore the env's database to a point in time instead",
       )
-      .argument('<id>', 'backup id, one of its file names, or a legacy file name')
-      .option('--app <app>', 'for a legacy file: the app to restore into')
-      .option('--env <env>', 'for a legacy file: the env to restore into')
+      .argument('[id]', 'backup id, one of its file names, or a legacy file name (not with --pitr)')
+      .option('--app <app>', 'for a legacy file or --pitr: the app to restore into')
+      .option('--env <env>', 'for a legacy file or --pitr: the env to restore into')
+      .option('--pitr', 'point-in-time recovery (needs --app, --env and one of the three targets below)')
+      .option('--before-deploy <id>', "with --pitr: the instant before that deploy's migration")
+      .option('--to-time <time>', 'with --pitr: an ISO 8601 time with an explicit offset, e.g. 2027-06-01T12:00:00+02:00')
+      .option('--to-lsn <lsn>', 'with --pitr: a WAL position such as 0/3000060')
       .option('-y, --yes', 'do not ask; required when stdin is not a terminal')
       .option('--json', 'print JSON'),
   )
     .addHelpText(
       'after',
-      example('deploy-agent restore 1a2b3c4d', 'deploy-agent restore backup_20240501_030000.sql.gz --app shop --env production --yes'),
+      example(
+        'deploy-agent restore 1a2b3c4d',
+        'deploy-agent restore backup_20240501_030000.sql.gz --app shop --env production --yes',
+        'deploy-agent restore --pitr --app shop --env production --before-deploy d_abcdefghijkl',
+      ),
     )
-    .action(async (id: string, opts: ClientFlags & { app?: string; env?: string; yes?: boolean }) => {
-      checkBackupName(id)
+    .action(async (id: string | undefined, opts: ClientFlags & RestoreFlags) => {
       if ((opts.app === undefined) !== (opts.env === undefined)) throw new UsageError('--app and --env go together')
+      if (opts.pitr) return restorePitr(id, opts)
+      if (id === undefined) throw new UsageError('restore needs a backup id (or --pitr)')
+      checkBackupName(id)
       if (!opts.yes) {
         if (!process.stdin.isTTY) throw new UsageError('restore replaces a live database: pass --yes (stdin is not a terminal to ask on)')
         const target = opts.app !== undefined ? ` into ${opts.app}/${opts.env}` : ''
@@ -323,4 +333,64 @@ export function addBackupCommands(program: Command): void {
       for (const path of result.files?.skipped ?? []) console.log(`not restored: ${path} (no longer in the env's files)`)
       console.log(`pre-restore backup: ${result.prerestore.id} (\`deploy-agent restore ${result.prerestore.id}\` goes back)`)
     })
+}
+
+interface RestoreFlags {
+  app?: string
+  env?: string
+  yes?: boolean
+  json?: boolean
+  pitr?: boolean
+  beforeDeploy?: string
+  toTime?: string
+  toLsn?: string
+}
+
+interface PitrRestoreBody {
+  target: string
+  baseBackup: string
+  database: string
+  oldDatabase: string
+  prerestore: string
+  durationMs: number
+}
+
+/** `restore --pitr`: one target, confirmed by repeating `<app>/<env>`; the agent checks the target before changing anything. */
+async function restorePitr(id: string | undefined, opts: ClientFlags & RestoreFlags): Promise<void> {
+  if (id !== undefined)
+    throw new UsageError('restore --pitr takes no backup id: name the point with --before-deploy, --to-time or --to-lsn')
+  if (opts.app === undefined || opts.env === undefined) throw new UsageError('restore --pitr needs --app and --env')
+  const targets = [
+    opts.beforeDeploy !== undefined && { beforeDeploy: opts.beforeDeploy },
+    opts.toTime !== undefined && { time: opts.toTime },
+    opts.toLsn !== undefined && { lsn: opts.toLsn },
+  ].filter((x) => x !== false)
+  if (targets.length !== 1) throw new UsageError('restore --pitr needs exactly one of --before-deploy, --to-time, --to-lsn')
+  const confirm = `${opts.app}/${opts.env}`
+  if (!opts.yes) {
+    if (!process.stdin.isTTY) throw new UsageError('restore replaces a live database: pass --yes (stdin is not a terminal to ask on)')
+    if (!(await confirmOnTty(confirm, `Restore ${confirm} to ${JSON.stringify(targets[0])}.`, 'the app/env'))) {
+      console.error(`error: the answer did not repeat ${confirm}; nothing was restored`)
+      process.exitCode = 1
+      return
+    }
+  }
+  if (!opts.json) console.error(`recovering ${confirm} to ${JSON.stringify(targets[0])} (progress is in the agent's log)…`)
+  const result = await (
+    await clientFrom(opts)
+  ).post<PitrRestoreBody>('/v1/backups/pitr/restore', {
+    app: opts.app,
+    env: opts.env,
+    target: targets[0],
+    confirm,
+  })
+  if (opts.json) {
+    console.log(JSON.stringify(result, null, 2))
+    return
+  }
+  console.log(
+    `restored ${result.database} to ${result.target} (base backup ${result.baseBackup}) in ${(result.durationMs / 1000).toFixed(1)} s`,
+  )
+  console.log(`old database kept as ${result.oldDatabase} (drop it once it is no longer needed)`)
+  console.log(`pre-restore backup: ${result.prerestore} (\`deploy-agent restore ${result.prerestore}\` goes back)`)
 }

@@ -19,6 +19,7 @@ import { Metrics, recordBackup, recordDeploy } from '../observability/metrics.js
 import { Scrubber } from '../observability/scrub.js'
 import { backupReport, createErrorReporter, deployReport, knownSecrets, type ErrorReport } from '../observability/sentry.js'
 import { ensureDir } from '../files.js'
+import { PitrService } from '../pitr/service.js'
 import { StateStore } from '../store/index.js'
 import { VERSION } from '../version.js'
 
@@ -77,11 +78,23 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     notify: (notice) => notifier.send(notice),
     live: (app, env) => deployments.liveRelease(app, env),
   })
+  // PITR starts its receivers after the agent listens; an unreachable database is retried in the background.
+  const pitr = new PitrService({
+    config,
+    logger,
+    backups,
+    deployPoint: (target, id) => {
+      const deploy = store.deploys.get(id)
+      if (!deploy || deploy.app !== target.app || deploy.env !== target.env) return undefined
+      return { restorePoint: deploy.details.restorePoint, lsn: deploy.details.lsn }
+    },
+  })
   const docker = new DockerEngine()
   // The two sides need each other; the backup callbacks above run only once backups run, after this line.
   const deployments = await assembleDeploys(config, store.deploys, logger, {
     docker,
     backups,
+    pitr,
     notify: (notice) => notifier.send(notice),
     onDeployEvent: (event) => {
       recordDeploy(metrics, event)
@@ -117,6 +130,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
       deploys: store.deploys,
       deployments,
       backups,
+      pitr,
       metrics,
       logger,
       version: VERSION,
@@ -157,6 +171,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     nightly.start()
     void nightly.catchUp().catch((err) => logger.error({ err }, 'nightly catch-up failed'))
   }
+  pitr.start()
   if (Object.keys(config.apps).length > 0) {
     void containerCpuShareWarning(docker).then(
       (warning) => warning && logger.warn(warning),
@@ -186,6 +201,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
       await app.close()
       await socketClosed
       await nightly.stop()
+      await pitr.stop()
       await recovery
       // A running deploy is let finish so it ends in a safe state rather than being cut mid-switch.
       await deployments.idle()

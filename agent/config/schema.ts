@@ -103,6 +103,19 @@ const proxySchema = z.strictObject({
     .optional(),
 })
 
+/** `database.pitr`: WAL streamed by a supervised pg_receivewal into a slot, plus base backups (agent/pitr/). */
+const pitrSchema = z.strictObject({
+  enabled: z.boolean({ error: 'must be true or false' }).default(true),
+  /** Default `deploy_agent_<app>_<env>` (see pitrSlot); one slot per env, never shared. */
+  slot: z
+    .string({ error: 'must be a string' })
+    .regex(/^[a-z0-9_]{1,63}$/, { error: 'must be 1 to 63 lowercase letters, digits or _ (a replication slot name)' })
+    .optional(),
+  baseBackup: nonEmpty
+    .refine((expr) => cron.validate(expr), { error: 'must be a cron expression (minute hour day month weekday), e.g. "0 2 * * 0"' })
+    .default('0 2 * * 0'),
+})
+
 const databaseSchema = z.strictObject({
   url: z
     .string({ error: 'must be a string' })
@@ -122,6 +135,7 @@ const databaseSchema = z.strictObject({
     .string()
     .regex(/^[A-Z_][A-Z0-9_]*$/, { error: 'must be an environment variable name' })
     .default('DATABASE_URL'),
+  pitr: pitrSchema.optional(),
 })
 
 /** The Linux capabilities Docker can add or drop, named as Docker names them (without CAP_). */
@@ -429,6 +443,7 @@ export const configSchema = z
   })
   .superRefine((config, ctx) => {
     const owners = new Map<number, string>()
+    const slots = new Map<string, string>()
     const keyIds = new Set<string>()
     config.keys.forEach((key, i) => {
       if (keyIds.has(key.id)) ctx.addIssue({ code: 'custom', path: ['keys', i, 'id'], message: `duplicate key id "${key.id}"` })
@@ -448,6 +463,14 @@ export const configSchema = z
           else if (p === config.listen.port) ctx.addIssue({ code: 'custom', path, message: `port ${p} is the agent's own listen port` })
           owners.set(p, `${appName}/${envName}`)
         })
+        const pitr = env.database?.pitr
+        if (pitr?.enabled) {
+          const slot = pitrSlotName(appName, envName, pitr.slot)
+          const owner = slots.get(slot)
+          const path = ['apps', appName, 'envs', envName, 'database', 'pitr', 'slot']
+          if (owner) ctx.addIssue({ code: 'custom', path, message: `slot "${slot}" is already used by ${owner}` })
+          slots.set(slot, `${appName}/${envName}`)
+        }
         if (env.backupBeforeDeploy && !env.database) {
           ctx.addIssue({
             code: 'custom',
@@ -458,6 +481,11 @@ export const configSchema = z
       }
     }
   })
+
+/** The replication slot of an env's PITR: the configured one, else `deploy_agent_<app>_<env>` (`-` → `_`). */
+export function pitrSlotName(app: string, env: string, slot: string | undefined): string {
+  return slot ?? `deploy_agent_${app}_${env}`.replace(/-/g, '_').slice(0, 63)
+}
 
 export type Config = z.output<typeof configSchema>
 export type KeyConfig = Config['keys'][number]

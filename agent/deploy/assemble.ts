@@ -9,6 +9,7 @@ import { GitMirror } from '../git/mirror.js'
 import { TagLedger } from '../git/tag-ledger.js'
 import type { Notice } from '../notify/notifier.js'
 import type { Logger } from '../observability/logger.js'
+import type { PitrService } from '../pitr/service.js'
 import { NginxUpstream, type UpstreamSwitch } from '../proxy/nginx.js'
 import type { DeployStore } from '../store/deploys.js'
 import { DeployCoordinator } from './coordinator.js'
@@ -21,6 +22,8 @@ export interface AssembleOptions {
   docker?: DockerEngine
   /** Takes the pre-deploy backups of envs with `backupBeforeDeploy`. */
   backups?: Pick<BackupService, 'take'>
+  /** Takes the restore point before each migration of envs with `database.pitr`. */
+  pitr?: Pick<PitrService, 'restorePoint'>
   notify?: (notice: Notice) => void
   onDeployEvent?: DeployListener
   /** Hears the secret values read at deploy time (env file values, database password) so they are scrubbed. */
@@ -76,6 +79,8 @@ export async function assembleDeploys(
       router,
       logger,
       backup: backups && (async (target, release) => (await backups.take(target, 'predeploy', { pinnedBy: release })).id),
+      restorePoint:
+        options.pitr && ((target, deployId) => (options.pitr as Pick<PitrService, 'restorePoint'>).restorePoint(target, deployId)),
       onLive,
       onDeployEvent: options.onDeployEvent,
       learnSecrets: options.learnSecrets,

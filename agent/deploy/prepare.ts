@@ -20,6 +20,8 @@ export interface PrepareDeps {
   tags: TagMemory
   /** Takes a verified pre-deploy backup pinned to the release and answers its id. */
   backup?: (target: Target, release: string) => Promise<string>
+  /** PITR: a named restore point, answered once the WAL receiver has flushed past it; null when the env has no PITR. */
+  restorePoint?: (target: Target, deployId: string) => Promise<{ restorePoint: string; lsn: string } | null>
   /** Hears the secret values read at deploy time (env file values, database password) so they are scrubbed. */
   learnSecrets?: (values: string[]) => void
 }
@@ -49,7 +51,9 @@ export async function prepareRelease(deps: PrepareDeps, run: DeployRun, target: 
     ? await keepPulled(deps, run, target, commit, release)
     : await build(deps, run, target, commit, release)
   if (target.appConfig.migrate) {
-    await run.move('MIGRATING')
+    const point = await deps.restorePoint?.(target, run.deploy.id)
+    if (point) await run.log({ event: 'restorePoint', ...point })
+    await run.move('MIGRATING', point ? { details: point } : {})
     await migrate(deps, run, target, image)
   }
   return { image, release, commit }

@@ -6,6 +6,7 @@ import type { Config } from '../config/schema.js'
 import type { Deployments } from '../deploy/coordinator.js'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
+import type { PitrService } from '../pitr/service.js'
 import type { DeployStore } from '../store/deploys.js'
 
 export interface AppDeps {
@@ -14,6 +15,8 @@ export interface AppDeps {
   deploys: DeployStore
   deployments: Deployments
   backups: Backups
+  /** Point-in-time recovery; absent in an agent built without it (its route then answers pitr_disabled). */
+  pitr?: Pick<PitrService, 'restore'>
   metrics: Metrics
   logger: Logger
   version: string

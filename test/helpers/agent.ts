@@ -1,5 +1,6 @@
 // Builds a real agent app (real stores in a temp dir, real keys on disk) for `inject` tests, plus a helper that
 // signs requests the way CI does.
+import type { AppDeps } from '../../agent/http/deps.js'
 import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -153,6 +154,7 @@ export async function buildTestAgent(
     deployments?: (config: Config, deploys: DeployStore, backups: BackupService) => Promise<Deployments>
     /** Default: silent. */
     logger?: Logger
+    pitr?: AppDeps['pitr']
   } = {},
 ): Promise<TestAgent> {
   const keys = await writeTestKeys(dir)
@@ -181,6 +183,7 @@ export async function buildTestAgent(
     deploys: store.deploys,
     deployments,
     backups,
+    pitr: options.pitr,
     metrics,
     logger,
     version: '0.0.0-test',

@@ -46,7 +46,14 @@ const minimal = {
       repo: '/srv/a.git',
       migrate: { command: ['migrate'] },
       smoke: [{ path: '/' }],
-      envs: { e: { ref: 'branch:main', ports: [18001, 18002], database: { url: 'postgres://u@h/db' }, proxy: { upstreamFile: 'a.conf' } } },
+      envs: {
+        e: {
+          ref: 'branch:main',
+          ports: [18001, 18002],
+          database: { url: 'postgres://u@h/db', pitr: {} },
+          proxy: { upstreamFile: 'a.conf' },
+        },
+      },
     },
   },
   notify: [{ kind: 'slack', url: 'https://hooks.example.com/x' }],

@@ -2,8 +2,10 @@
 import type { FastifyInstance } from 'fastify'
 import { findTarget } from '../../config/targets.js'
 import { NotFoundError, ValidationError } from '../../errors.js'
+import { PitrError } from '../../pitr/errors.js'
+import type { PitrTarget } from '../../pitr/target.js'
 import { signer } from '../auth.js'
-import { appEnvParams, backupIdParams, BACKUP_ID, errorResponse, NAME, type AppEnvParams, type IdParams } from '../schemas.js'
+import { appEnvParams, backupIdParams, BACKUP_ID, DEPLOY_ID, errorResponse, NAME, type AppEnvParams, type IdParams } from '../schemas.js'
 
 const errors = { '4xx': errorResponse, '5xx': errorResponse }
 
@@ -13,6 +15,28 @@ const restoreBody = {
   required: ['confirm'],
   additionalProperties: false,
   properties: { confirm: BACKUP_ID, app: NAME, env: NAME },
+} as const
+const pitrBody = {
+  type: 'object',
+  required: ['app', 'env', 'target', 'confirm'],
+  additionalProperties: false,
+  properties: {
+    app: NAME,
+    env: NAME,
+    // Exactly one of the three.
+    target: {
+      type: 'object',
+      minProperties: 1,
+      maxProperties: 1,
+      additionalProperties: false,
+      properties: {
+        beforeDeploy: DEPLOY_ID,
+        time: { type: 'string', maxLength: 40 },
+        lsn: { type: 'string', pattern: '^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$' },
+      },
+    },
+    confirm: { type: 'string', maxLength: 80 },
+  },
 } as const
 const pruneBody = { type: 'object', additionalProperties: false, properties: { dryRun: { type: 'boolean' } } } as const
 
@@ -84,6 +108,26 @@ export function backupRoutes(app: FastifyInstance): void {
       const target = await deps.backups.restoreTarget(id, { app: request.body.app, env: request.body.env })
       deps.authenticator.authorize(signer(request), { env: target.env })
       return deps.backups.restore(id, { app: target.app, env: target.env })
+    },
+  )
+
+  app.post<{ Body: { app: string; env: string; target: PitrTarget; confirm: string } }>(
+    '/v1/backups/pitr/restore',
+    {
+      config: { auth: 'signed' },
+      schema: {
+        summary: 'Restore an env database to a point in time (before a deploy, a time, an LSN); body.confirm repeats "<app>/<env>"',
+        body: pitrBody,
+        response: errors,
+      },
+    },
+    async (request) => {
+      const { app: appName, env, target: point, confirm } = request.body
+      const target = findTarget(deps.config, appName, env)
+      deps.authenticator.authorize(signer(request), { env: target.env })
+      if (confirm !== `${appName}/${env}`) throw new ValidationError(`body.confirm must repeat "${appName}/${env}"`)
+      if (!deps.pitr) throw new PitrError('pitr_disabled', 'this agent runs no point-in-time recovery')
+      return deps.pitr.restore(target, point)
     },
   )
 }

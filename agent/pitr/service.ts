@@ -1,0 +1,271 @@
+// Point-in-time recovery for every env with `database.pitr` enabled: its slot and supervised pg_receivewal, its base
+// backups (at start-up when there is none, then on `pitr.baseBackup`), the restore point before each migration, and
+// the restore to a point. Start-up never waits on a database: an unreachable one is retried in the background and
+// fails only that env's PITR, never the agent.
+import { createHash } from 'node:crypto'
+import { readdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { checkRestorePrivileges } from '../backup/restore.js'
+import type { BackupService } from '../backup/service.js'
+import { formatStamp } from '../backup/names.js'
+import { backupDir } from '../config/load.js'
+import type { Config } from '../config/schema.js'
+import { findTarget, type Target } from '../config/targets.js'
+import type { Logger } from '../observability/logger.js'
+import { connectionOf, type Connection } from '../pg/connection.js'
+import { CronJob } from '../schedule/nightly.js'
+import { listBaseBackups, takeBaseBackup } from './base-backup.js'
+import { PitrError } from './errors.js'
+import { ensurePitrDirs, pitrPaths, pitrSlot, type PitrPaths } from './paths.js'
+import { commitNow, createRestorePoint, ensureSlot, flushedLsn, waitFlushed } from './pg.js'
+import { WalReceiver } from './receiver.js'
+import { recoverToDump, recoveryUser, removeWorkLeftovers, serverBinDir, type RunAs } from './recover.js'
+import { planRecovery, type BaseBackupInfo, type DeployPoint, type PitrTarget } from './target.js'
+
+export interface PitrTools {
+  pgReceivewal?: string
+  pgBasebackup?: string
+  pgDump?: string
+  /** Where `postgres` is; default the newest /usr/lib/postgresql/<major>/bin. */
+  binDir?: string
+}
+
+export interface PitrServiceOptions {
+  config: Config
+  logger: Logger
+  backups: Pick<BackupService, 'databaseOf' | 'restoreFromDump'>
+  /** The restore point a deploy of this env recorded (its details), or undefined when there is no such deploy. */
+  deployPoint: (target: Target, deployId: string) => DeployPoint | undefined
+  tools?: PitrTools
+  /** How long a migration waits for the receiver to flush past its restore point; default 60 s. */
+  flushTimeoutMs?: number
+  receiverBackoffMs?: number
+  /** The OS user of the recovery instance; default `postgres` when root, else the agent's own. */
+  runAs?: RunAs
+}
+
+export interface PitrRestoreResult {
+  target: string
+  baseBackup: string
+  database: string
+  oldDatabase: string
+  prerestore: string
+  durationMs: number
+}
+
+interface EnvState {
+  target: Target
+  paths: PitrPaths
+  receiver: WalReceiver | null
+  cron: CronJob
+  ready: Promise<void>
+}
+
+const RETRY_START_MS = 2_000
+const RETRY_MAX_MS = 60_000
+
+export class PitrService {
+  private readonly envs = new Map<string, EnvState>()
+  private readonly restoring = new Set<string>()
+  private stopped = false
+  /** Ends the start-up retries' waits at once on stop. */
+  private readonly stopping = new AbortController()
+
+  constructor(private readonly o: PitrServiceOptions) {}
+
+  /** The envs with PITR enabled, in config order. */
+  targets(): Target[] {
+    return Object.entries(this.o.config.apps).flatMap(([app, appConfig]) =>
+      Object.entries(appConfig.envs)
+        .filter(([, env]) => env.database?.pitr?.enabled === true)
+        .map(([env]) => findTarget(this.o.config, app, env)),
+    )
+  }
+
+  enabled(target: Target): boolean {
+    return target.envConfig.database?.pitr?.enabled === true
+  }
+
+  paths(target: Target): PitrPaths {
+    return pitrPaths(backupDir(this.o.config), target.app, target.env)
+  }
+
+  /** Starts every env's PITR in the background; `ready(target)` resolves once its receiver runs and a base backup exists. */
+  start(): void {
+    for (const target of this.targets()) {
+      const key = `${target.app}/${target.env}`
+      const logger = this.o.logger.child({ app: target.app, env: target.env })
+      const cron = new CronJob({
+        name: `pitr-base-backup ${key}`,
+        expression: (target.envConfig.database?.pitr as { baseBackup: string }).baseBackup,
+        run: async () => {
+          await this.baseBackup(target)
+        },
+        lastRunAt: async () => {
+          const newest = (await listBaseBackups(this.paths(target).base)).at(-1)
+          return newest ? new Date(newest.endTime) : null
+        },
+        logger,
+      })
+      const state: EnvState = { target, paths: this.paths(target), receiver: null, cron, ready: Promise.resolve() }
+      state.ready = this.startEnv(state, logger)
+      this.envs.set(key, state)
+    }
+  }
+
+  /** Resolves once the env's receiver runs and it has a base backup (tests, and a restore right after start-up). */
+  async ready(target: Target): Promise<void> {
+    await this.envs.get(`${target.app}/${target.env}`)?.ready
+  }
+
+  receiver(target: Target): WalReceiver | null {
+    return this.envs.get(`${target.app}/${target.env}`)?.receiver ?? null
+  }
+
+  /** `deploy-agent-pitr-<hash of the env's dir>-`: this env's recovery work dirs under the temp dir, and no one else's. */
+  private workPrefix(target: Target): string {
+    return `deploy-agent-pitr-${createHash('sha256').update(this.paths(target).root).digest('hex').slice(0, 12)}-`
+  }
+
+  /** What a restore cut short by a killed agent left: its dump beside the WAL, its recovery work dir. */
+  private async removeLeftovers(state: EnvState, logger: Logger): Promise<void> {
+    const dumps = (await readdir(state.paths.root).catch(() => [] as string[])).filter((n) => /^restore-.*\.dump$/.test(n))
+    for (const name of dumps) await rm(join(state.paths.root, name), { force: true })
+    const dirs = await removeWorkLeftovers(this.workPrefix(state.target))
+    if (dumps.length + dirs.length > 0) logger.warn({ dumps, dirs }, 'removed what an interrupted PITR restore left')
+  }
+
+  private async startEnv(state: EnvState, logger: Logger): Promise<void> {
+    const slot = pitrSlot(state.target)
+    await this.removeLeftovers(state, logger).catch((err: unknown) => logger.error({ err }, 'could not remove PITR restore leftovers'))
+    for (let wait = RETRY_START_MS; !this.stopped; wait = Math.min(wait * 2, RETRY_MAX_MS)) {
+      try {
+        const conn = await this.conn(state.target)
+        await ensurePitrDirs(state.paths)
+        if (await ensureSlot(conn, slot)) logger.info({ slot }, 'replication slot created')
+        if (this.stopped) return
+        state.receiver ??= new WalReceiver({
+          conn,
+          slot,
+          walDir: state.paths.wal,
+          logger,
+          pgReceivewal: this.o.tools?.pgReceivewal,
+          backoffMs: this.o.receiverBackoffMs,
+        })
+        state.receiver.start()
+        if ((await listBaseBackups(state.paths.base)).length === 0) await this.baseBackup(state.target)
+        state.cron.start()
+        return
+      } catch (err) {
+        if (this.stopped) return
+        logger.error({ err, retryInMs: wait }, 'PITR could not start for this env; retrying')
+        // Not ref'd: a retry never keeps the process alive on its own; stop() ends the wait.
+        await sleep(wait, undefined, { ref: false, signal: this.stopping.signal }).catch(() => undefined)
+      }
+    }
+  }
+
+  /** Stops the schedules and receivers, after letting a start-up step under way (a base backup) finish. */
+  async stop(): Promise<void> {
+    this.stopped = true
+    this.stopping.abort()
+    for (const state of this.envs.values()) {
+      await state.ready
+      await state.cron.stop()
+      await state.receiver?.stop()
+    }
+  }
+
+  async baseBackup(target: Target): Promise<BaseBackupInfo> {
+    const logger = this.o.logger.child({ app: target.app, env: target.env })
+    logger.info('base backup started')
+    const paths = this.paths(target)
+    await ensurePitrDirs(paths)
+    const info = await takeBaseBackup(await this.conn(target), paths.base, this.o.tools?.pgBasebackup)
+    logger.info({ baseBackup: info.id, endLsn: info.endLsn }, 'base backup finished')
+    return info
+  }
+
+  /**
+   * Before a migration: a named restore point and its position, once the receiver has flushed past it (so "before
+   * this deploy" is always recoverable). Null for an env without PITR.
+   */
+  async restorePoint(target: Target, deployId: string): Promise<{ restorePoint: string; lsn: string } | null> {
+    if (!this.enabled(target)) return null
+    const conn = await this.conn(target)
+    const point = await createRestorePoint(conn, `deploy_${deployId}`)
+    await waitFlushed(conn, pitrSlot(target), point.lsn, this.o.flushTimeoutMs ?? 60_000)
+    return point
+  }
+
+  /**
+   * Restores the env's database to `point`: checks first (nothing changes when the target cannot be reached), then
+   * recovers a private instance, dumps the database from it and restores that dump as a backup is restored.
+   */
+  async restore(
+    target: Target,
+    point: PitrTarget,
+    onProgress: (step: string, detail?: Record<string, unknown>) => void = () => undefined,
+  ): Promise<PitrRestoreResult> {
+    if (!this.enabled(target)) throw new PitrError('pitr_disabled', `${target.app}/${target.env} has no database.pitr enabled`)
+    const key = `${target.app}/${target.env}`
+    if (this.restoring.has(key)) throw new PitrError('pitr_busy', `a PITR restore of ${key} is already running`)
+    this.restoring.add(key)
+    const started = Date.now()
+    const logger = this.o.logger.child({ app: target.app, env: target.env })
+    const progress = (step: string, detail: Record<string, unknown> = {}) => {
+      logger.info({ ...detail, step }, `PITR restore: ${step}`)
+      onProgress(step, detail)
+    }
+    const paths = this.paths(target)
+    const dumpPath = join(paths.root, `restore-${formatStamp(new Date())}-${process.pid}.dump`)
+    try {
+      const conn = await this.conn(target)
+      const slot = pitrSlot(target)
+      // A commit now: every earlier point then has a record after it to stop at, and the clock is the server's.
+      const latest = await commitNow(conn)
+      await waitFlushed(conn, slot, latest.lsn, this.o.flushTimeoutMs ?? 60_000)
+      const plan = planRecovery({
+        target: point,
+        bases: await listBaseBackups(paths.base),
+        flushedLsn: await flushedLsn(conn, slot),
+        serverNow: latest.now,
+        deploy: 'beforeDeploy' in point ? this.o.deployPoint(target, point.beforeDeploy) : undefined,
+      })
+      await checkRestorePrivileges(await this.o.backups.databaseOf(target), plan.described)
+      progress('recovering', { target: plan.described, baseBackup: plan.base.id })
+      await recoverToDump({
+        baseDir: join(paths.base, plan.base.id),
+        walDir: paths.wal,
+        plan,
+        database: conn.database,
+        role: new URL(conn.url).username ? decodeURIComponent(new URL(conn.url).username) : 'postgres',
+        dumpPath,
+        binDir: this.o.tools?.binDir ?? (await serverBinDir()),
+        pgDump: this.o.tools?.pgDump,
+        workPrefix: this.workPrefix(target),
+        runAs: this.o.runAs ?? (await recoveryUser()),
+        onProgress: progress,
+      })
+      progress('restoring the dump')
+      const result = await this.o.backups.restoreFromDump(target, dumpPath, `pitr:${plan.described}`)
+      progress('done', { database: result.database, oldDatabase: result.oldDatabase })
+      return {
+        target: plan.described,
+        baseBackup: plan.base.id,
+        database: result.database,
+        oldDatabase: result.oldDatabase,
+        prerestore: result.prerestore.id,
+        durationMs: Date.now() - started,
+      }
+    } finally {
+      await rm(dumpPath, { force: true })
+      this.restoring.delete(key)
+    }
+  }
+
+  private async conn(target: Target): Promise<Connection> {
+    return connectionOf(await this.o.backups.databaseOf(target))
+  }
+}

@@ -1,0 +1,256 @@
+// Point-in-time recovery against the real PostgreSQL on 127.0.0.1:5432: a role of the test's own with LOGIN
+// REPLICATION (and CREATEDB CREATEROLE to restore), its own database and slot, a real pg_receivewal and
+// pg_basebackup, a private recovery instance. The slot is dropped at the end: a forgotten slot fills the disk.
+import { randomBytes } from 'node:crypto'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import pg from 'pg'
+import t from 'tap'
+import { stringify } from 'yaml'
+import { startAgent } from '../../agent/cli/serve.js'
+import { listBaseBackups } from '../../agent/pitr/base-backup.js'
+import { BackupService } from '../../agent/backup/service.js'
+import { parseConfig } from '../../agent/config/load.js'
+import { findTarget, type Target } from '../../agent/config/targets.js'
+import { createLogger } from '../../agent/observability/logger.js'
+import { PitrService } from '../../agent/pitr/service.js'
+import type { DeployPoint } from '../../agent/pitr/target.js'
+import { skipUnless } from '../helpers/engines.js'
+import { pgAvailable, query, withClient } from '../helpers/pg.js'
+import { tempDir } from '../helpers/tmp.js'
+import { signedInject, testConfigDocument, writeTestKeys, type TestAgent } from '../helpers/agent.js'
+import { freePort } from '../helpers/ports.js'
+import { canRunPrivatePostgres, startPrivatePostgres } from '../helpers/private-pg.js'
+
+const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
+const privateSkip = skipUnless(await canRunPrivatePostgres(), 'a private PostgreSQL server (root, a postgres user, the server binaries)')
+
+/**
+ * A role with LOGIN REPLICATION (and what a restore needs), its database, a slot name; all removed in one teardown
+ * that first stops `user` (the service or agent streaming from the slot: an active slot cannot be dropped).
+ */
+async function makeDatabase(t: { teardown: (fn: () => unknown) => void }, user: { stop?: () => Promise<unknown> } = {}) {
+  const tag = `${process.pid}_${randomBytes(3).toString('hex')}`
+  const role = `da_pitr_${tag}`
+  const db = `da_pitr_${tag}`
+  const slot = `da_pitr_${tag}`
+  const password = randomBytes(12).toString('hex')
+  await query('postgres', `CREATE ROLE ${role} LOGIN REPLICATION CREATEDB CREATEROLE PASSWORD '${password}'`)
+  await query('postgres', `CREATE DATABASE ${db} OWNER ${role}`)
+  // Granted in the postgres database, where the agent makes restore points: no GRANT lands in the app's dumps.
+  await query('postgres', `GRANT EXECUTE ON FUNCTION pg_create_restore_point(text) TO ${role}`)
+  t.teardown(async () => {
+    await user.stop?.()
+    await query('postgres', `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}'`)
+    const dbs = await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db}%'`)
+    for (const { datname } of dbs) await query('postgres', `DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
+    await query('postgres', `REVOKE EXECUTE ON FUNCTION pg_create_restore_point(text) FROM ${role}`)
+    await query('postgres', `DROP ROLE IF EXISTS ${role}`)
+  })
+  // The app's tables belong to the env's role, as they do when its migrations create them.
+  const sql = (text: string) => query(db, `SET ROLE ${role}; ${text}`)
+  return { role, db, slot, password, sql, url: `postgres://${role}:${password}@127.0.0.1:5432/${db}` }
+}
+
+async function setUp(t: { teardown: (fn: () => unknown) => void }) {
+  const user: { stop?: () => Promise<unknown> } = {}
+  const { role, db, slot, password, sql } = await makeDatabase(t, user)
+  const dir = await tempDir(t, 'deploy-agent-pitr-test-')
+  const config = parseConfig(
+    `audience: web-1
+stateDir: ${dir}/state
+backups: { dir: ${dir}/backups, verify: none }
+apps:
+  shop:
+    repo: /srv/shop.git
+    envs:
+      prod:
+        ref: "tag:v*"
+        ports: [18101, 18102]
+        database: { url: "postgres://${role}:${password}@127.0.0.1:5432/${db}", pitr: { slot: ${slot} } }
+`,
+    {},
+    'agent.yaml',
+    dir,
+  )
+  const logger = createLogger({ level: process.env.PITR_TEST_LOG ?? 'silent' })
+  const backups = new BackupService({ config, logger })
+  const points = new Map<string, DeployPoint>()
+  const pitr = new PitrService({ config, logger, backups, deployPoint: (_t, id) => points.get(id), receiverBackoffMs: 200 })
+  const target = findTarget(config, 'shop', 'prod')
+  user.stop = () => pitr.stop()
+  pitr.start()
+  await pitr.ready(target)
+  return { pitr, target, db, points, slot, sql }
+}
+
+const ids = async (db: string): Promise<number[]> => (await query<{ id: number }>(db, 'SELECT id FROM items ORDER BY id')).map((r) => r.id)
+const insert = (s: { sql: (text: string) => Promise<unknown> }, from: number, to: number) =>
+  s.sql(`INSERT INTO items SELECT g, 'row ' || g FROM generate_series(${from}, ${to}) g`)
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+
+/** A deploy's restore point, taken the way the pipeline takes it before MIGRATING, kept as its record keeps it. */
+async function beforeMigration(s: { pitr: PitrService; target: Target; points: Map<string, DeployPoint> }, id: string) {
+  const point = await s.pitr.restorePoint(s.target, id)
+  s.points.set(id, point ?? {})
+  return point
+}
+
+t.test('PITR: restore to before a destructive migration brings the rows back and drops its change', { skip }, async (t) => {
+  const s = await setUp(t)
+  await s.sql("CREATE TABLE items (id int PRIMARY KEY, name text); CREATE TABLE notes (x text); INSERT INTO notes VALUES ('kept')")
+  await insert(s, 1, 100)
+  const point = await beforeMigration(s, 'd_migrate01')
+  t.match(point, { restorePoint: 'deploy_d_migrate01', lsn: /^[0-9A-F]+\/[0-9A-F]+$/ })
+  // The "migration": destroys data, then the app writes on.
+  await s.sql('DROP TABLE notes; DELETE FROM items WHERE id > 10')
+  await insert(s, 200, 205)
+  const result = await s.pitr.restore(s.target, { beforeDeploy: 'd_migrate01' })
+  t.match(result, { database: s.db, oldDatabase: new RegExp(`^${s.db}_old_`) })
+  t.same(await ids(s.db), range(1, 100), 'every row written before the restore point is back, none after it')
+  t.same(await query(s.db, 'SELECT x FROM notes'), [{ x: 'kept' }], 'the dropped table is back')
+  t.same(await ids(result.oldDatabase), [...range(1, 10), ...range(200, 205)], 'the database as it was is kept aside')
+
+  // A time: the rows committed before it, none after.
+  await s.sql('TRUNCATE items')
+  await insert(s, 1, 5)
+  await new Promise((r) => setTimeout(r, 1100))
+  const { rows } = await withClient(s.db, (c) =>
+    c.query<{ at: string }>("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00' AS at"),
+  )
+  await new Promise((r) => setTimeout(r, 1100))
+  await insert(s, 6, 9)
+  await s.pitr.restore(s.target, { time: (rows[0] as { at: string }).at })
+  t.same(await ids(s.db), range(1, 5))
+})
+
+t.test('PITR: unreachable targets are refused up front and change nothing', { skip }, async (t) => {
+  const s = await setUp(t)
+  await s.sql('CREATE TABLE items (id int PRIMARY KEY, name text)')
+  await insert(s, 1, 3)
+  const refusal = (p: Promise<unknown>) =>
+    p.then(
+      () => 'accepted',
+      (err: { code?: string }) => err.code,
+    )
+  t.equal(await refusal(s.pitr.restore(s.target, { lsn: 'FF/0' })), 'pitr_target_unreachable', 'past the received WAL')
+  t.equal(await refusal(s.pitr.restore(s.target, { time: '2999-01-01T00:00:00+00:00' })), 'pitr_target_unreachable', 'in the future')
+  t.equal(await refusal(s.pitr.restore(s.target, { lsn: '0/1' })), 'pitr_target_unreachable', 'before the base backup')
+  t.equal(await refusal(s.pitr.restore(s.target, { beforeDeploy: 'd_unknown000' })), 'pitr_unknown_deploy')
+  s.points.set('d_nomigrate0', {})
+  t.equal(await refusal(s.pitr.restore(s.target, { beforeDeploy: 'd_nomigrate0' })), 'pitr_target_unreachable', 'no restore point')
+  t.same(await ids(s.db), [1, 2, 3])
+  const dbs = await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${s.db}%' ORDER BY 1`)
+  t.same(
+    dbs.map((d) => d.datname),
+    [s.db],
+    'no side database was made',
+  )
+})
+
+t.test('PITR: a receiver SIGKILLed is restarted and recovery stays exact', { skip }, async (t) => {
+  const s = await setUp(t)
+  await s.sql('CREATE TABLE items (id int PRIMARY KEY, name text)')
+  await insert(s, 1, 50)
+  const receiver = s.pitr.receiver(s.target)
+  const pid = receiver?.pid as number
+  process.kill(pid, 'SIGKILL')
+  await insert(s, 51, 60) // written while no receiver runs: the slot keeps it
+  await beforeMigration(s, 'd_afterkill0')
+  t.ok((receiver?.restarts ?? 0) >= 1, 'restarted')
+  t.not(receiver?.pid, pid)
+  await s.sql('DELETE FROM items')
+  await s.pitr.restore(s.target, { beforeDeploy: 'd_afterkill0' })
+  t.same(await ids(s.db), range(1, 60))
+})
+
+t.test('PITR: serve starts the receiver and a base backup, and the signed API restores to a time', { skip }, async (t) => {
+  const user: { stop?: () => Promise<unknown> } = {}
+  const d = await makeDatabase(t, user)
+  const dir = await tempDir(t, 'deploy-agent-pitr-serve-')
+  const keys = await writeTestKeys(dir)
+  const port = await freePort()
+  const configPath = join(dir, 'agent.yaml')
+  const document = testConfigDocument(dir, { listen: { host: '127.0.0.1', port }, backups: { dir: join(dir, 'backups'), verify: 'none' } })
+  const production = (document.apps as { web: { envs: { production: Record<string, unknown> } } }).web.envs.production
+  production.database = { url: d.url, pitr: { slot: d.slot } }
+  await writeFile(configPath, stringify(document))
+  const agent = await startAgent(configPath, createLogger({ level: 'silent' }))
+  user.stop = () => agent.close()
+  const base = join(dir, 'backups', 'pitr', 'web_production', 'base')
+  for (let i = 0; i < 300 && (await listBaseBackups(base)).length === 0; i++) await new Promise((r) => setTimeout(r, 100))
+  t.equal((await listBaseBackups(base)).length, 1, 'a base backup at start-up')
+  await d.sql('CREATE TABLE items (id int PRIMARY KEY, name text)')
+  await insert(d, 1, 3)
+  const [{ at }] = (await query<{ at: string }>(
+    d.db,
+    "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00' AS at",
+  )) as [{ at: string }]
+  await new Promise((r) => setTimeout(r, 50))
+  await insert(d, 4, 6)
+  const res = await signedInject({ app: agent.app, keys } as unknown as TestAgent, {
+    url: '/v1/backups/pitr/restore',
+    body: { app: 'web', env: 'production', target: { time: at }, confirm: 'web/production' },
+  })
+  t.equal(res.statusCode, 200, res.body)
+  t.same(await ids(d.db), [1, 2, 3])
+})
+
+/** The rows of `text` on the server and database of `url` (the private server's). */
+async function queryAt<R extends pg.QueryResultRow = Record<string, unknown>>(url: string, text: string): Promise<R[]> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 })
+  await client.connect()
+  try {
+    return (await client.query<R>(text)).rows
+  } finally {
+    await client.end()
+  }
+}
+
+t.test('PITR: the database server restarted: the receiver reconnects and recovery stays exact', { skip: privateSkip }, async (t) => {
+  const server = await startPrivatePostgres(t)
+  await queryAt(server.url(), 'CREATE DATABASE app')
+  const dir = await tempDir(t, 'deploy-agent-pitr-restart-')
+  const config = parseConfig(
+    `audience: web-1
+stateDir: ${dir}/state
+backups: { dir: ${dir}/backups, verify: none }
+apps:
+  shop:
+    repo: /srv/shop.git
+    envs:
+      prod: { ref: "tag:v*", ports: [18111, 18112], database: { url: "${server.url('app')}", pitr: {} } }
+`,
+    {},
+    'agent.yaml',
+    dir,
+  )
+  const logger = createLogger({ level: process.env.PITR_TEST_LOG ?? 'silent' })
+  const points = new Map<string, DeployPoint>()
+  const pitr = new PitrService({
+    config,
+    logger,
+    backups: new BackupService({ config, logger }),
+    deployPoint: (_t, id) => points.get(id),
+    receiverBackoffMs: 100,
+  })
+  const target = findTarget(config, 'shop', 'prod')
+  t.teardown(() => pitr.stop()) // before the server's own teardown, registered earlier, removes it
+  pitr.start()
+  await pitr.ready(target)
+  const sql = (text: string) => queryAt(server.url('app'), text)
+  await sql('CREATE TABLE items (id int PRIMARY KEY, name text)')
+  await insert({ sql }, 1, 20)
+  await server.stop('fast')
+  await server.start()
+  await insert({ sql }, 21, 30)
+  const point = await pitr.restorePoint(target, 'd_restart0001')
+  points.set('d_restart0001', point ?? {})
+  t.ok((pitr.receiver(target)?.restarts ?? 0) >= 1, 'the receiver was restarted')
+  await sql('DELETE FROM items')
+  await pitr.restore(target, { beforeDeploy: 'd_restart0001' })
+  t.same(
+    (await queryAt<{ id: number }>(server.url('app'), 'SELECT id FROM items ORDER BY id')).map((r) => r.id),
+    range(1, 30),
+  )
+})

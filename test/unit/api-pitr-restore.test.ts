@@ -1,0 +1,90 @@
+// POST /v1/backups/pitr/restore: signed, authorised for the env it restores, confirmed, one target; the PITR side
+// is a recorder here (the restore itself is tested against PostgreSQL in integration/pitr.test.ts).
+import { dirname, join } from 'node:path'
+import t from 'tap'
+import type { Target } from '../../agent/config/targets.js'
+import type { PitrTarget } from '../../agent/pitr/target.js'
+import { buildTestAgent, signedInject, type TestAgent } from '../helpers/agent.js'
+import { cliEnvFor, runCli } from '../helpers/cli.js'
+import { tempDir } from '../helpers/tmp.js'
+
+let agent: TestAgent
+const calls: Array<{ env: string; point: PitrTarget }> = []
+let address = 0
+
+t.before(async () => {
+  const dir = await tempDir(t)
+  const database = { url: 'postgres://agent@127.0.0.1:1/web', pitr: {} }
+  agent = await buildTestAgent(dir, {
+    extra: {
+      apps: {
+        web: {
+          repo: '/srv/git/web.git',
+          envs: {
+            staging: { ref: 'branch:main', ports: [18001, 18002], database },
+            production: { ref: 'tag:v*.*.*', ports: [18011, 18012], database },
+          },
+        },
+      },
+    },
+    pitr: {
+      restore: async (target: Target, point: PitrTarget) => {
+        calls.push({ env: target.env, point })
+        return { target: 'x', baseBackup: 'b', database: 'web', oldDatabase: 'web_old_1', prerestore: 'p', durationMs: 1 }
+      },
+    },
+  })
+})
+t.teardown(() => agent.close())
+
+const restore = (keyId: 'legacy' | 'ci', body: Record<string, unknown>) =>
+  signedInject(agent, {
+    url: '/v1/backups/pitr/restore',
+    keyId,
+    key: keyId === 'legacy' ? { alg: 'hmac-sha256', secret: agent.keys.hmac.secret } : undefined,
+    body,
+    remoteAddress: `127.0.8.${++address}`,
+  })
+
+t.test('PITR API: a restore before a deploy, confirmed, by a key allowed for the env', async (t) => {
+  calls.length = 0
+  const ok = await restore('ci', { app: 'web', env: 'production', target: { beforeDeploy: 'd_abcdefghijkl' }, confirm: 'web/production' })
+  t.equal(ok.statusCode, 200, ok.body)
+  t.match(JSON.parse(ok.body), { database: 'web', oldDatabase: 'web_old_1' })
+  t.same(calls, [{ env: 'production', point: { beforeDeploy: 'd_abcdefghijkl' } }])
+})
+
+t.test('PITR API: refused without the confirmation, for another env, or with no or two targets', async (t) => {
+  calls.length = 0
+  const body = { app: 'web', env: 'production', target: { time: '2027-01-01T00:00:00+00:00' }, confirm: 'web/production' }
+  const cases = [
+    [await restore('ci', { ...body, confirm: 'web/staging' }), 400],
+    [await restore('legacy', body), 403],
+    [await restore('ci', { ...body, target: {} }), 400],
+    [await restore('ci', { ...body, target: { lsn: '0/1', time: body.target.time } }), 400],
+    [await restore('ci', { ...body, target: { lsn: 'not-an-lsn' } }), 400],
+    [await restore('ci', { ...body, app: 'nope', confirm: 'nope/production' }), 404],
+  ] as const
+  t.same(
+    cases.map(([res]) => res.statusCode),
+    cases.map(([, status]) => status),
+  )
+  t.same(calls, [], 'nothing was restored')
+})
+
+t.test('CLI restore --pitr: one target, --app and --env, sent to the PITR route', async (t) => {
+  calls.length = 0
+  const address = await agent.app.listen({ host: '127.0.0.1', port: 0 })
+  const env = cliEnvFor(address, join(dirname(agent.configPath), 'keys'))
+  const ok = await runCli(['restore', '--pitr', '--app', 'web', '--env', 'production', '--before-deploy', 'd_abcdefghijkl', '--yes'], env)
+  t.equal(ok.code, 0, ok.stderr)
+  t.match(ok.stdout, /restored web to x \(base backup b\)/)
+  t.match(ok.stdout, /old database kept as web_old_1/)
+  t.same(calls, [{ env: 'production', point: { beforeDeploy: 'd_abcdefghijkl' } }])
+  const two = await runCli(['restore', '--pitr', '--app', 'web', '--env', 'production', '--to-lsn', '0/1', '--to-time', 'x', '--yes'], env)
+  t.equal(two.code, 2, two.stderr)
+  t.match(two.stderr, /exactly one of --before-deploy, --to-time, --to-lsn/)
+  const noEnv = await runCli(['restore', '--pitr', '--to-lsn', '0/1', '--yes'], env)
+  t.match(noEnv.stderr, /needs --app and --env/)
+  t.equal(calls.length, 1)
+})
