@@ -213,21 +213,74 @@ const containerOverride = z
   })
   .superRefine(noCapabilityTwice)
 
+const portPair = z
+  .tuple([port, port], { error: 'must be two port numbers [blue, green]' })
+  .refine(([a, b]) => a !== b, { error: 'the two ports must differ' })
+
 const envSchema = z.strictObject({
   ref: refRule,
   requireApproval: z.boolean({ error: 'must be true or false' }).default(false),
   backupBeforeDeploy: z.boolean({ error: 'must be true or false' }).default(false),
   /** A request while a deploy runs: `replace` queues it (a newer one replaces an older waiting one), `reject` answers 409. */
   queue: z.enum(['replace', 'reject'], { error: 'must be "replace" or "reject"' }).default('replace'),
-  ports: z
-    .tuple([port, port], { error: 'must be two port numbers [blue, green]' })
-    .refine(([a, b]) => a !== b, { error: 'the two ports must differ' }),
+  /** `[blue, green]`; with `services`, one such pair per web service: `{ api: [a, b], frontend: [c, d] }`. */
+  ports: z.union([portPair, z.record(name, portPair)], {
+    error: 'must be two port numbers [blue, green] (with services: a map of web service → [blue, green])',
+  }),
   envFile: filePath.optional(),
   database: databaseSchema.optional(),
   files: z.array(filePath).default([]),
   proxy: proxySchema.optional(),
   container: containerOverride.optional(),
 })
+
+const urlPath = z.string({ error: 'must be a string' }).regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' })
+const smokeSchema = z.array(
+  z.strictObject({
+    path: urlPath,
+    expectStatus: z.number().int().min(100).max(599).default(200),
+  }),
+)
+
+/** `apps.<app>.services.<name>`: unset checks default to the app's (key by key). */
+const serviceSchema = z
+  .strictObject({
+    kind: z.enum(['web', 'worker'], { error: 'must be "web" or "worker"' }),
+    /** The container's command (argument array); default: the image's CMD. */
+    command: command.optional(),
+    health: z
+      .strictObject({
+        path: urlPath.optional(),
+        intervalMs: positiveInt.optional(),
+        timeoutMs: positiveInt.optional(),
+        healthyAfter: positiveInt.optional(),
+        deadlineSec: positiveInt.optional(),
+        /** Workers without a Docker HEALTHCHECK: healthy once running, not restarting, this long. */
+        startSec: positiveInt.max(600, { error: 'must be ≤ 600' }).optional(),
+      })
+      .optional(),
+    smoke: smokeSchema.optional(),
+    observe: z
+      .strictObject({ seconds: nonNegativeInt.optional(), intervalMs: positiveInt.optional(), maxFailures: nonNegativeInt.optional() })
+      .optional(),
+    /** Workers: `start-first` (new one healthy before the old one stops) or `stop-first` (never two at once). */
+    order: z.enum(['start-first', 'stop-first'], { error: 'must be "start-first" or "stop-first"' }).optional(),
+    /** SIGTERM, then SIGKILL after this many seconds. */
+    stopTimeoutSec: positiveInt.max(3600, { error: 'must be ≤ 3600' }).default(10),
+  })
+  .superRefine((service, ctx) => {
+    if (service.kind === 'web' && service.order !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['order'], message: 'only workers have an order (web services switch with nginx)' })
+    if (service.kind === 'worker') {
+      if (service.smoke !== undefined) ctx.addIssue({ code: 'custom', path: ['smoke'], message: 'a worker has no port to smoke-test' })
+      if (service.health?.path !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['health', 'path'],
+          message: 'a worker has no port to probe (healthy = HEALTHCHECK or startSec)',
+        })
+    }
+  })
 
 const appSchema = z.strictObject({
   repo: nonEmpty.refine((r) => !/^(ext|fd)::/.test(r) && !r.startsWith('-'), {
@@ -246,27 +299,19 @@ const appSchema = z.strictObject({
   migrate: z.strictObject({ command, timeoutSec: positiveInt.default(300) }).optional(),
   health: z
     .strictObject({
-      path: z
-        .string()
-        .regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' })
-        .default('/healthz'),
+      path: urlPath.default('/healthz'),
       intervalMs: positiveInt.default(500),
       timeoutMs: positiveInt.default(2000),
       healthyAfter: positiveInt.default(2),
       deadlineSec: positiveInt.default(60),
     })
     .default({ path: '/healthz', intervalMs: 500, timeoutMs: 2000, healthyAfter: 2, deadlineSec: 60 }),
-  smoke: z
-    .array(
-      z.strictObject({
-        path: z.string().regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' }),
-        expectStatus: z.number().int().min(100).max(599).default(200),
-      }),
-    )
-    .default([]),
+  smoke: smokeSchema.default([]),
   observe: z
     .strictObject({ seconds: nonNegativeInt.default(30), intervalMs: positiveInt.default(1000), maxFailures: nonNegativeInt.default(3) })
     .default({ seconds: 30, intervalMs: 1000, maxFailures: 3 }),
+  /** Several containers per release (web services with their own ports, workers); without it: one web service. */
+  services: z.record(name, serviceSchema, { error: 'must be a map of service name → service' }).optional(),
   container: containerSchema.default(() => ({
     ...DEFAULT_CONTAINER_SETTINGS,
     capDrop: [...DEFAULT_CONTAINER_SETTINGS.capDrop],
@@ -345,15 +390,49 @@ export const configSchema = z
       keyIds.add(key.id)
     })
     for (const [appName, app] of Object.entries(config.apps)) {
-      for (const [envName, env] of Object.entries(app.envs)) {
-        env.ports.forEach((p, i) => {
-          if (i === 1 && p === env.ports[0]) return // reported by the env's own rule
-          const owner = owners.get(p)
-          const path = ['apps', appName, 'envs', envName, 'ports', i]
-          if (owner) ctx.addIssue({ code: 'custom', path, message: `port ${p} is already used by ${owner}` })
-          else if (p === config.listen.port) ctx.addIssue({ code: 'custom', path, message: `port ${p} is the agent's own listen port` })
-          owners.set(p, `${appName}/${envName}`)
+      const webServices = app.services && Object.keys(app.services).filter((s) => app.services?.[s]?.kind === 'web')
+      if (webServices?.length === 0)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['apps', appName, 'services'],
+          message: 'needs at least one web service (an app of workers only is not supported yet)',
         })
+      for (const [envName, env] of Object.entries(app.envs)) {
+        const envPath = ['apps', appName, 'envs', envName, 'ports']
+        const pairs: Array<[(string | number)[], [number, number]]> = []
+        if (Array.isArray(env.ports)) {
+          if (webServices)
+            ctx.addIssue({
+              code: 'custom',
+              path: envPath,
+              message: `must be a map of web service → [blue, green] (${webServices.join(', ')})`,
+            })
+          else pairs.push([envPath, env.ports])
+        } else if (!webServices) {
+          ctx.addIssue({ code: 'custom', path: envPath, message: 'must be two port numbers [blue, green] (a map only with services)' })
+        } else {
+          for (const service of webServices)
+            if (!Object.hasOwn(env.ports, service))
+              ctx.addIssue({ code: 'custom', path: envPath, message: `needs a [blue, green] pair for web service ${service}` })
+          for (const [service, pair] of Object.entries(env.ports)) {
+            if (webServices.includes(service)) pairs.push([[...envPath, service], pair])
+            else
+              ctx.addIssue({
+                code: 'custom',
+                path: [...envPath, service],
+                message: app.services?.[service] ? 'a worker has no ports' : `names no web service (${webServices.join(', ')})`,
+              })
+          }
+        }
+        for (const [pairPath, pair] of pairs)
+          pair.forEach((p, i) => {
+            if (i === 1 && p === pair[0]) return // reported by the pair's own rule
+            const owner = owners.get(p)
+            const path = [...pairPath, i]
+            if (owner) ctx.addIssue({ code: 'custom', path, message: `port ${p} is already used by ${owner}` })
+            else if (p === config.listen.port) ctx.addIssue({ code: 'custom', path, message: `port ${p} is the agent's own listen port` })
+            owners.set(p, pairPath.length > envPath.length ? `${appName}/${envName}/${String(pairPath.at(-1))}` : `${appName}/${envName}`)
+          })
         if (env.backupBeforeDeploy && !env.database) {
           ctx.addIssue({
             code: 'custom',

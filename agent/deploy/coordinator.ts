@@ -2,6 +2,7 @@
 // which ends CANCELLED), or, with `queue: reject`, a request while one runs is refused with 409. Deploys of envs
 // that require approval wait in AWAITING_APPROVAL outside the lane until approved.
 import type { Config } from '../config/schema.js'
+import { primaryPorts, WEB_SERVICE } from '../config/services.js'
 import { findTarget, hasTarget, type Target } from '../config/targets.js'
 import type { ContainerLogLine } from '../docker/engine.js'
 import { AgentError, ConflictError, NotFoundError } from '../errors.js'
@@ -104,7 +105,7 @@ export class UnknownServiceError extends AgentError {
 }
 
 /** The one service of a release today; several services per release come later. */
-export const WEB_SERVICE = 'web'
+export { WEB_SERVICE }
 
 export interface AppLogsInput {
   app: string
@@ -286,7 +287,7 @@ export class DeployCoordinator implements Deployments {
     await this.forEachEnv(
       this.proxiedEnvs(),
       async (target) => {
-        if (await this.deps.router(target).ensureFile?.(target.envConfig.ports[0])) {
+        if (await this.deps.router(target).ensureFile?.(primaryPorts(target)[0])) {
           this.deps.logger.info({ app: target.app, env: target.env }, 'wrote the upstream file nginx includes (no release is live yet)')
         }
       },
