@@ -2,7 +2,7 @@
 // which ends CANCELLED), or, with `queue: reject`, a request while one runs is refused with 409. Deploys of envs
 // that require approval wait in AWAITING_APPROVAL outside the lane until approved.
 import type { Config } from '../config/schema.js'
-import { primaryPorts, WEB_SERVICE } from '../config/services.js'
+import { primaryPorts, servicesOf, WEB_SERVICE } from '../config/services.js'
 import { findTarget, hasTarget, type Target } from '../config/targets.js'
 import type { ContainerLogLine } from '../docker/engine.js'
 import { AgentError, ConflictError, NotFoundError } from '../errors.js'
@@ -15,7 +15,7 @@ import { liveRelease, type LiveRelease } from './live.js'
 import { observeEnv } from './observe-env.js'
 import { describeSteps, planKeep, planStartup, planUnknownEnv, type Step } from './plan.js'
 import type { DeployPipeline } from './pipeline.js'
-import type { Runtime } from './runtime.js'
+import { membersOf, type Runtime } from './runtime.js'
 import type { DeployState } from './states.js'
 import { moveDeploy, type DeployListener } from './transition.js'
 
@@ -104,13 +104,13 @@ export class UnknownServiceError extends AgentError {
   }
 }
 
-/** The one service of a release today; several services per release come later. */
+/** The service of an app without `services`. */
 export { WEB_SERVICE }
 
 export interface AppLogsInput {
   app: string
   env: string
-  /** Default: web. */
+  /** Default: the primary web service (`web` without services). */
   service?: string
   tail: number
   /** Unix seconds. */
@@ -155,14 +155,22 @@ export class DeployCoordinator implements Deployments {
 
   async appLogs(input: AppLogsInput): Promise<AsyncIterable<ContainerLogLine>> {
     const target = findTarget(this.deps.config, input.app, input.env)
-    const service = input.service ?? WEB_SERVICE
-    if (service !== WEB_SERVICE)
-      throw new UnknownServiceError(`${target.app}/${target.env} has no service "${service}" (its one service is ${WEB_SERVICE})`)
+    const names = servicesOf(target).map((s) => s.name)
+    // Default: the primary web service (`web` for an app without services).
+    const service = input.service ?? (names[0] as string)
+    if (!names.includes(service)) {
+      const known = names.length === 1 ? `its one service is ${names[0]}` : `its services: ${names.join(', ')}`
+      throw new UnknownServiceError(`${target.app}/${target.env} has no service "${service}" (${known})`)
+    }
     // What runs now, read from the engine and nginx (not the remembered live release: it may have stopped since).
     const { live } = target.envConfig.proxy ? await observeEnv(this.deps.runtime, this.deps.router(target), target) : { live: null }
     if (!live) throw new NoLiveReleaseError(`${target.app}/${target.env} has no live release running; deploy one first`)
+    // A release from before services has one member, `web`: it is every service's output there is.
+    const members = membersOf(live)
+    const member = members.find((m) => m.service === service) ?? (members.length === 1 ? members[0] : undefined)
+    if (!member) throw new NoLiveReleaseError(`the live release ${live.release} of ${target.app}/${target.env} has no ${service} container`)
     const { tail, since, follow, signal } = input
-    return this.deps.runtime.logs(live, { tail, since, follow, signal })
+    return this.deps.runtime.logs(member, { tail, since, follow, signal })
   }
 
   async request(input: NewDeploy): Promise<Deploy> {

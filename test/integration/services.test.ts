@@ -123,6 +123,27 @@ t.test('Services on real Docker, git and nginx', { skip: skipUnless(await docker
   t.same(await served(f), [SERVICE_TAGS.good, `front-${SERVICE_TAGS.good}`], 'both web services are served through nginx')
   t.same(await running(), ['api v1.0.0', 'beat v1.0.0', 'frontend v1.0.0', 'worker v1.0.0'])
 
+  await t.test('status lists every service of the live release; app logs pick one by name', async (t) => {
+    const status = JSON.parse((await f.agent.app.inject({ url: '/v1/status', headers: token(f) })).body)
+    const live = status.apps[app].envs[env].live
+    const ports = f.web.env.ports as { api: number[]; frontend: number[] }
+    t.same(
+      live.services.map((s: { name: string; kind: string; port: number | null }) => [s.name, s.kind, s.port]),
+      [
+        ['api', 'web', live.port],
+        ['frontend', 'web', ports.frontend[ports.api.indexOf(live.port)]],
+        ['worker', 'worker', null],
+        ['beat', 'worker', null],
+      ],
+    )
+    const logs = await f.agent.app.inject({ url: `/v1/apps/${app}/envs/${env}/logs?service=beat&tail=10`, headers: token(f) })
+    t.equal(logs.statusCode, 200, logs.body)
+    t.match(logs.body, /"line":"start \d+"/, "the scheduler's own output")
+    const unknown = await f.agent.app.inject({ url: `/v1/apps/${app}/envs/${env}/logs?service=cron`, headers: token(f) })
+    t.equal(unknown.json().error.code, 'unknown_service')
+    t.match(unknown.json().error.message, /its services: api, frontend, worker, beat/)
+  })
+
   await t.test('a deploy and a manual rollback under load on both web services fail no request; one scheduler at a time', async (t) => {
     const schedulers = sampleSchedulers()
     const api = requestLoop(`http://127.0.0.1:${f.web.nginx.port}/version`, { concurrency: 2 })
