@@ -46,13 +46,17 @@ const minimal = {
       repo: '/srv/a.git',
       migrate: { command: ['migrate'] },
       smoke: [{ path: '/' }],
-      envs: { e: { ref: 'branch:main', ports: [18001, 18002], database: { url: 'postgres://u@h/db' }, proxy: { upstreamFile: 'a.conf' } } },
+      services: { s: { kind: 'web', smoke: [{ path: '/' }] } },
+      envs: {
+        e: { ref: 'branch:main', ports: { s: [18001, 18002] }, database: { url: 'postgres://u@h/db' }, proxy: { upstreamFile: 'a.conf' } },
+      },
     },
   },
   notify: [{ kind: 'slack', url: 'https://hooks.example.com/x' }],
 }
 
-const stepsOf = (path: string) => path.replaceAll('<app>', 'a').replaceAll('<env>', 'e').replaceAll('[]', '.0').split('.')
+const stepsOf = (path: string) =>
+  path.replaceAll('<app>', 'a').replaceAll('<env>', 'e').replaceAll('<service>', 's').replaceAll('[]', '.0').split('.')
 
 function valueAt(config: unknown, steps: string[]): unknown {
   return steps.reduce<unknown>((at, step) => (at as Record<string, unknown> | undefined)?.[step], config)
