@@ -242,12 +242,24 @@ const smokeSchema = z.array(
   }),
 )
 
+/** How an image is built from the repository (the app's, or a service's own). */
+const buildSchema = z.strictObject({
+  context: nonEmpty
+    .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), { error: 'must be a path inside the repository' })
+    .default('.'),
+  dockerfile: nonEmpty.default('Dockerfile'),
+  args: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string({ error: 'must be a string' })).default({}),
+  timeoutSec: positiveInt.default(900),
+})
+
 /** `apps.<app>.services.<name>`: unset checks default to the app's (key by key). */
 const serviceSchema = z
   .strictObject({
     kind: z.enum(['web', 'worker'], { error: 'must be "web" or "worker"' }),
     /** The container's command (argument array); default: the image's CMD. */
     command: command.optional(),
+    /** The service's own image, `<app>-<service>:<env>-<release>`; default: the app's image. */
+    build: buildSchema.optional(),
     health: z
       .strictObject({
         path: urlPath.optional(),
@@ -286,16 +298,7 @@ const appSchema = z.strictObject({
   repo: nonEmpty.refine((r) => !/^(ext|fd)::/.test(r) && !r.startsWith('-'), {
     error: 'must be a git URL or path (no ext:: or fd:: transports)',
   }),
-  build: z
-    .strictObject({
-      context: nonEmpty
-        .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), { error: 'must be a path inside the repository' })
-        .default('.'),
-      dockerfile: nonEmpty.default('Dockerfile'),
-      args: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string({ error: 'must be a string' })).default({}),
-      timeoutSec: positiveInt.default(900),
-    })
-    .default({ context: '.', dockerfile: 'Dockerfile', args: {}, timeoutSec: 900 }),
+  build: buildSchema.default({ context: '.', dockerfile: 'Dockerfile', args: {}, timeoutSec: 900 }),
   migrate: z.strictObject({ command, timeoutSec: positiveInt.default(300) }).optional(),
   health: z
     .strictObject({

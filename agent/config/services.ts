@@ -23,6 +23,8 @@ export interface ServiceSpec {
   upstream: string | null
   /** Null: the image's CMD. */
   command: string[] | null
+  /** The service's own image build; null: it runs the app's image. */
+  build: AppConfig['build'] | null
   /** Workers only. */
   order: WorkerOrder | null
   stopTimeoutSec: number
@@ -47,6 +49,7 @@ export function servicesOf(target: Target): ServiceSpec[] {
         ports: Array.isArray(env.ports) ? env.ports : (Object.values(env.ports)[0] ?? null),
         upstream: upstreamPrefix(target),
         command: null,
+        build: null,
         order: null,
         stopTimeoutSec: 10,
         health: { ...app.health, startSec: DEFAULT_START_SEC },
@@ -66,6 +69,7 @@ export function servicesOf(target: Target): ServiceSpec[] {
       ports: web ? (portMap[name] ?? null) : null,
       upstream: web ? `${upstreamPrefix(target)}_${name.replace(/-/g, '_')}` : null,
       command: s.command ?? null,
+      build: s.build ?? null,
       order: web ? null : (s.order ?? 'start-first'),
       stopTimeoutSec: s.stopTimeoutSec,
       health: { ...app.health, startSec: DEFAULT_START_SEC, ...defined(s.health) },

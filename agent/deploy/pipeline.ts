@@ -31,7 +31,7 @@ import { describePlan, planRecovery } from './plan.js'
 import { appEnvironment, prepareRelease, type Prepared, type PrepareDeps } from './prepare.js'
 import { planPrune } from './prune.js'
 import { asFailure, DeployRun } from './run.js'
-import { coreMembers, membersOf, singletonsOf, type Instance, type Member } from './runtime.js'
+import { coreMembers, imageTag, membersOf, singletonsOf, type Instance, type Member } from './runtime.js'
 import { isTerminal } from './states.js'
 import type { DeployListener } from './transition.js'
 
@@ -150,7 +150,7 @@ export class DeployPipeline {
       deployId: run.deploy.id,
       image: release.image,
       port: env.idlePort,
-      services: target.appConfig.services && candidateServices(target, env.idlePort),
+      services: target.appConfig.services && candidateServices(target, env.idlePort, release.serviceImages ?? {}),
       variables: await appEnvironment(this.deps, target),
       container: containerSettings(target),
     })
@@ -166,57 +166,68 @@ export class DeployPipeline {
     const members = which === 'core' ? coreMembers(instance) : singletonsOf(instance)
     const services = servicesOf(target)
     const cancel = new AbortController()
-    await Promise.all(
-      members.map((m) =>
-        this.verifyMember(run, serviceFor(services, m), instance, m, cancel.signal).catch((err: unknown) => {
-          cancel.abort()
-          throw err
-        }),
-      ),
-    )
+    let failed: Member | null = null
+    try {
+      await Promise.all(
+        members.map((m) =>
+          this.verifyMember(run, serviceFor(services, m), instance, m, cancel.signal).catch((err: unknown) => {
+            failed ??= m
+            cancel.abort()
+            throw err
+          }),
+        ),
+      )
+    } catch (err) {
+      // The output of the member that failed and of every member that died (a dead worker fails the web checks too).
+      for (const m of members) {
+        const dead =
+          m !== failed &&
+          !(await this.deps.runtime.memberState(m).then(
+            (s) => s.alive,
+            () => false,
+          ))
+        if (m !== failed && !dead) continue
+        const tail = await this.deps.runtime.logTail(m).catch(() => [])
+        await run.log({ event: 'container-log', ...(membersOf(instance).length > 1 ? { service: m.service } : {}), lines: tail })
+      }
+      throw err
+    }
   }
 
   private async verifyMember(run: DeployRun, spec: ServiceSpec, group: Instance, member: Member, signal: AbortSignal): Promise<void> {
     const { health, smoke } = spec
-    try {
-      if (member.port === null) {
-        await waitWorkerHealthy({
-          state: () => this.deps.runtime.memberState(member),
-          startSec: health.startSec,
-          deadlineMs: health.deadlineSec * 1000,
-          intervalMs: health.intervalMs,
-          clock: this.clock,
-          signal,
-        })
-        await run.log({ event: 'worker-healthy', service: member.service, container: member.id })
-        return
-      }
-      const base = `http://127.0.0.1:${member.port}`
-      await waitHealthy({
-        url: joinUrl(base, health.path),
-        intervalMs: health.intervalMs,
-        timeoutMs: health.timeoutMs,
-        healthyAfter: health.healthyAfter,
+    if (member.port === null) {
+      await waitWorkerHealthy({
+        state: () => this.deps.runtime.memberState(member),
+        startSec: health.startSec,
         deadlineMs: health.deadlineSec * 1000,
+        intervalMs: health.intervalMs,
         clock: this.clock,
         signal,
-        dockerHealth: () => this.deps.runtime.engineHealth(member),
-        // The group stands or falls together: a worker that dies while the web services warm up fails them too.
-        containerRunning: () => this.deps.runtime.isAlive(group),
-        onResult: (r) => {
-          if (!r.ok) run.probeFailed()
-          run.note({ event: 'health', port: member.port, ok: r.ok, status: r.status, error: r.error, streak: r.streak })
-        },
       })
-      if (smoke.length > 0) {
-        const results = await runSmoke(base, smoke, health.timeoutMs)
-        await run.log({ event: 'smoke', results })
-      }
-    } catch (err) {
-      if (isAbortError(err)) throw err
-      const tail = await this.deps.runtime.logTail(member).catch(() => [])
-      await run.log({ event: 'container-log', service: member.service, lines: tail })
-      throw err
+      await run.log({ event: 'worker-healthy', service: member.service, container: member.id })
+      return
+    }
+    const base = `http://127.0.0.1:${member.port}`
+    await waitHealthy({
+      url: joinUrl(base, health.path),
+      intervalMs: health.intervalMs,
+      timeoutMs: health.timeoutMs,
+      healthyAfter: health.healthyAfter,
+      deadlineMs: health.deadlineSec * 1000,
+      clock: this.clock,
+      signal,
+      dockerHealth: () => this.deps.runtime.engineHealth(member),
+      // The group stands or falls together: a worker that dies while the web services warm up fails them too.
+      containerRunning: () => this.deps.runtime.isAlive(group),
+      onResult: (r) => {
+        if (!r.ok) run.probeFailed()
+        run.note({ event: 'health', port: member.port, ok: r.ok, status: r.status, error: r.error, streak: r.streak })
+      },
+    })
+    if (smoke.length > 0) {
+      const results = await runSmoke(base, smoke, health.timeoutMs)
+      await run.log({ event: 'smoke', results })
     }
   }
 
@@ -408,6 +419,9 @@ export class DeployPipeline {
       await run.log({ event: 'pruned', container: c.id, release: c.release, reason: c.reason })
     }
     for (const img of plan.images) {
+      // The images of services with their own build go with the release's (a missing one is fine).
+      for (const s of servicesOf(target).filter((x) => x.build))
+        await this.deps.runtime.removeImage(imageTag(target.app, target.env, img.release, s.name))
       await this.deps.runtime.removeImage(img.ref)
       await run.log({ event: 'pruned', image: img.ref, release: img.release, reason: img.reason })
     }
@@ -423,6 +437,13 @@ export class DeployPipeline {
     const release = run.deploy.ref
     const kept = await this.deps.runtime.releaseImage(target, release)
     if (!kept) throw new NotFoundError(`release ${release} has no kept image`)
+    // A release is kept only when every image of it is: a service with its own build needs its own too.
+    const serviceImages: Record<string, string> = {}
+    for (const s of servicesOf(target).filter((x) => x.build)) {
+      const image = await this.deps.runtime.releaseImage(target, release, s.name)
+      if (!image) throw new NotFoundError(`release ${release} has no kept image of service ${s.name}`)
+      serviceImages[s.name] = image.ref
+    }
     const env = await observeEnv(this.deps.runtime, this.deps.router(target), target)
     await run.move('STARTING', {
       commit: kept.commit,
@@ -439,7 +460,7 @@ export class DeployPipeline {
           if (!candidate.running) await this.deps.runtime.revive(candidate)
           await run.log({ event: 'revived', container: candidate.id, release })
         } else {
-          candidate = await this.startOnIdlePort(run, target, env, { image: kept.ref, release, commit: kept.commit })
+          candidate = await this.startOnIdlePort(run, target, env, { image: kept.ref, release, commit: kept.commit, serviceImages })
           await run.log({ event: 'started', container: candidate.id, port: candidate.port, release })
         }
         await run.move('VERIFYING', { details: { candidateContainer: candidate.id } })
@@ -512,9 +533,10 @@ function serviceFor(services: ServiceSpec[], member: Member): ServiceSpec {
 }
 
 /** The members a candidate on `primaryPort`'s slot gets: every web service on its port of that slot. */
-function candidateServices(target: Target, primaryPort: number) {
+function candidateServices(target: Target, primaryPort: number, images: Record<string, string>) {
   const slot = primaryPorts(target).indexOf(primaryPort)
   return servicesOf(target).map((s) => ({
+    image: images[s.name],
     name: s.name,
     kind: s.kind,
     port: s.ports?.[slot] ?? null,

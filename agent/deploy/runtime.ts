@@ -102,6 +102,8 @@ export interface CandidateService {
   order: WorkerOrder | null
   stopTimeoutSec: number
   index: number
+  /** The service's own image; default: the spec's (the app's). */
+  image?: string
 }
 
 export interface CandidateSpec extends EnvTarget {
@@ -120,6 +122,8 @@ export interface CandidateSpec extends EnvTarget {
 
 export interface BuildSpec extends EnvTarget {
   release: string
+  /** A service with a build of its own: its image is `<app>-<service>:<env>-<release>`. */
+  service?: string
   commit: string
   /** A tar stream of the build context. */
   context: NodeJS.ReadableStream
@@ -148,8 +152,8 @@ export interface EnvImage {
 }
 
 export interface Runtime {
-  /** The kept image of `release`, or null. */
-  releaseImage(target: EnvTarget, release: string): Promise<EnvImage | null>
+  /** The kept image of `release` (of a service with its own build: that one's), or null. */
+  releaseImage(target: EnvTarget, release: string, service?: string): Promise<EnvImage | null>
   /** Builds the release's image and answers its reference. */
   buildRelease(spec: BuildSpec): Promise<string>
   /** Every kept image of the env, newest first. */
@@ -189,21 +193,21 @@ export function envLabels(target: EnvTarget): Labels {
   return { [LABEL.app]: target.app, [LABEL.env]: target.env }
 }
 
-export function imageTag(app: string, env: string, release: string): string {
-  return `${app}:${env}-${release}`
+export function imageTag(app: string, env: string, release: string, service?: string): string {
+  return service === undefined ? `${app}:${env}-${release}` : `${app}-${service}:${env}-${release}`
 }
 
 export class ContainerRuntime implements Runtime {
   constructor(private readonly docker: DockerEngine) {}
 
-  async releaseImage(target: EnvTarget, release: string): Promise<EnvImage | null> {
-    const ref = imageTag(target.app, target.env, release)
+  async releaseImage(target: EnvTarget, release: string, service?: string): Promise<EnvImage | null> {
+    const ref = imageTag(target.app, target.env, release, service)
     const details = await this.docker.inspectImage(ref)
     return details && { release, commit: details.labels[LABEL.commit] ?? '', ref, created: details.created }
   }
 
   async buildRelease(spec: BuildSpec): Promise<string> {
-    const tag = imageTag(spec.app, spec.env, spec.release)
+    const tag = imageTag(spec.app, spec.env, spec.release, spec.service)
     // Images get the commit label only: the classic builder adds a layer per build label, and the tag already
     // names app, env and release.
     await this.docker.buildImage({
@@ -286,7 +290,7 @@ export class ContainerRuntime implements Runtime {
         member.id = await this.docker.startContainer({
           // Without services the one container keeps the name it always had.
           name: spec.services ? `${spec.app}-${spec.env}-${service.name}-${spec.deployId}` : `${spec.app}-${spec.env}-${spec.deployId}`,
-          image: spec.image,
+          image: service.image ?? spec.image,
           cmd: service.command ?? undefined,
           env: service.port === null ? spec.variables : [...spec.variables, `PORT=${service.port}`],
           labels,

@@ -48,11 +48,18 @@ export class FakeRuntime implements Runtime {
     this.images.set(release, { release, commit, ref: `web:production-${release}`, created: new Date() })
   }
 
-  async releaseImage(_target: EnvTarget, release: string) {
-    return this.images.get(release) ?? null
+  /** Images of services with their own build, by `<service>:<release>`. */
+  readonly serviceImages = new Map<string, EnvImage>()
+  async releaseImage(_target: EnvTarget, release: string, service?: string) {
+    return (service === undefined ? this.images.get(release) : this.serviceImages.get(`${service}:${release}`)) ?? null
   }
   async buildRelease(spec: BuildSpec) {
     if (this.faults.build?.()) throw new Error('build failed: RUN false')
+    if (spec.service !== undefined) {
+      const ref = `web-${spec.service}:production-${spec.release}`
+      this.serviceImages.set(`${spec.service}:${spec.release}`, { release: spec.release, commit: spec.commit, ref, created: new Date() })
+      return ref
+    }
     this.keep(spec.release, spec.commit)
     return `web:production-${spec.release}`
   }

@@ -23,12 +23,22 @@ function release(v: Variant): Record<string, string> {
       `FROM ${BASE_IMAGE}`,
       'ARG VERSION',
       'COPY . /app',
-      'RUN mkdir -p /www /front && echo ok > /www/healthz && echo ok > /front/healthz && echo "$VERSION" > /www/version && echo "front-$VERSION" > /front/version',
+      'RUN mkdir -p /www && echo ok > /www/healthz && echo "$VERSION" > /www/version',
       'CMD ["sh", "/app/api.sh"]',
       '',
     ].join('\n'),
+    // The frontend has a build of its own (context `frontend`): the image `<app>-frontend:<env>-<release>`.
+    'frontend/Dockerfile': [
+      `FROM ${BASE_IMAGE}`,
+      'ARG VERSION',
+      'COPY serve.sh /serve.sh',
+      'RUN mkdir -p /front && echo ok > /front/healthz && echo "front-$VERSION" > /front/version',
+      'CMD ["sh", "/serve.sh"]',
+      '',
+    ].join('\n'),
+    'frontend/serve.sh': v.frontend ?? 'exec httpd -f -p 127.0.0.1:$PORT -h /front\n',
+    '.dockerignore': 'frontend\n',
     'api.sh': 'exec httpd -f -p 127.0.0.1:$PORT -h /www\n',
-    'front.sh': v.frontend ?? 'exec httpd -f -p 127.0.0.1:$PORT -h /front\n',
     'worker.sh': v.worker ?? LOOP,
     'beat.sh': LOOP,
     'migrate.sh': 'echo "migrated to $(cat /www/version)"\n',
@@ -56,10 +66,10 @@ export function makeServicesRepo(dir: string): Promise<GitRepo> {
   ])
 }
 
-/** The `services` of the sample: api and frontend (web), worker (start-first), beat (stop-first). */
+/** The `services` of the sample: api and frontend (web, its own build), worker (start-first), beat (stop-first). */
 export const SAMPLE_SERVICES = {
   api: { kind: 'web', command: ['sh', '/app/api.sh'] },
-  frontend: { kind: 'web', command: ['sh', '/app/front.sh'] },
+  frontend: { kind: 'web', build: { context: 'frontend' } },
   worker: { kind: 'worker', command: ['sh', '/app/worker.sh'], health: { startSec: 1 }, stopTimeoutSec: 5 },
   beat: { kind: 'worker', command: ['sh', '/app/beat.sh'], order: 'stop-first', health: { startSec: 1 }, stopTimeoutSec: 5 },
 }

@@ -185,6 +185,8 @@ t.test('Services on real Docker, git and nginx', { skip: skipUnless(await docker
   await t.test('one service failing while observed rolls every service back', async (t) => {
     const schedulers = sampleSchedulers()
     const bad = await deploy(f, SERVICE_TAGS.frontendFailsAfterSwitch)
+    const { stdout: images } = await run('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}', `${app}-frontend`])
+    t.ok(images.includes(`${app}-frontend:${env}-${SERVICE_TAGS.frontendFailsAfterSwitch}`), 'the frontend has its own image')
     t.equal(bad.state, 'ROLLED_BACK', JSON.stringify(bad.error))
     t.match(bad.error?.message, /^frontend: /)
     t.same(await served(f), [SERVICE_TAGS.good, `front-${SERVICE_TAGS.good}`])

@@ -46,7 +46,7 @@ const minimal = {
       repo: '/srv/a.git',
       migrate: { command: ['migrate'] },
       smoke: [{ path: '/' }],
-      services: { s: { kind: 'web', smoke: [{ path: '/' }] } },
+      services: { s: { kind: 'web', smoke: [{ path: '/' }], build: {} } },
       envs: {
         e: { ref: 'branch:main', ports: { s: [18001, 18002] }, database: { url: 'postgres://u@h/db' }, proxy: { upstreamFile: 'a.conf' } },
       },

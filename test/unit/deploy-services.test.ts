@@ -2,6 +2,7 @@
 // switch recorded in order) with real HTTP probes against loopback servers: the order of a switch for start-first
 // and stop-first workers, and that a release stands or falls as one group.
 import { createServer } from 'node:http'
+import { Readable } from 'node:stream'
 import t, { type Test } from 'tap'
 import { parseConfig } from '../../agent/config/load.js'
 import { findTarget } from '../../agent/config/targets.js'
@@ -50,7 +51,7 @@ function group(release: string, deployId: string, ports: { api: number; frontend
   }
 }
 
-async function setUp(t: Test, faults: RuntimeFaults = {}) {
+async function setUp(t: Test, faults: RuntimeFaults = {}, frontend = '{ kind: web, health: { path: / } }') {
   const dir = await tempDir(t)
   const [apiBlue, apiGreen, feBlue, feGreen] = (await freePorts(4)) as [number, number, number, number]
   for (const port of [apiBlue, apiGreen, feBlue, feGreen]) await serveHealthy(t, port)
@@ -63,7 +64,7 @@ apps:
     observe: { seconds: 1, intervalMs: 20, maxFailures: 0 }
     services:
       api: { kind: web }
-      frontend: { kind: web, health: { path: / } }
+      frontend: ${frontend}
       worker: { kind: worker, health: { startSec: 1 } }
       beat: { kind: worker, order: stop-first, health: { startSec: 1 } }
     envs:
@@ -98,9 +99,7 @@ apps:
       resolveTag: async () => ({ commit: COMMIT, annotated: false }),
       resolveBranch: async () => COMMIT,
       isAncestor: async () => true,
-      archive: () => {
-        throw new Error('no build expected')
-      },
+      archive: () => Readable.from([]),
     }),
     tags: { check: () => undefined, record: async () => undefined },
     router: () => router,
@@ -187,4 +186,18 @@ t.test('Pipeline services: a stop-first worker that fails at the switch puts the
   t.ok(rig.previous.members?.every((m) => m.running))
   t.same(rig.runtime.list, [rig.previous], 'the candidate is removed')
   t.same(rig.overlaps, [])
+})
+
+t.test('Pipeline services: a service with a build of its own gets its own image; a rollback needs it kept', async (t) => {
+  const rig = await setUp(t, {}, '{ kind: web, health: { path: / }, build: { context: frontend } }')
+  const done = await rig.pipeline.run(await rig.deploy(), rig.target)
+  t.equal(done.state, 'SUCCEEDED', JSON.stringify(done.error))
+  t.equal(rig.runtime.serviceImages.get('frontend:v2')?.ref, 'web-frontend:production-v2', 'built in BUILDING with the release')
+  // v1's app image is kept but not its frontend's: the release is not whole, so it is no rollback target.
+  rig.runtime.keep('v1', COMMIT)
+  const rollback = await rig.store.create({ app: 'shop', env: 'production', ref: 'v1', keyId: null, kind: 'rollback' })
+  const back = await rig.pipeline.run(rollback, rig.target)
+  t.equal(back.state, 'FAILED')
+  t.match(back.error, { code: 'not_found', message: /no kept image of service frontend/ })
+  t.equal(rig.router.routed, rig.apiGreen, 'v2 stays live')
 })
