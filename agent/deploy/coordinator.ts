@@ -15,7 +15,7 @@ import { liveRelease, type LiveRelease } from './live.js'
 import { observeEnv } from './observe-env.js'
 import { describeSteps, planKeep, planStartup, planUnknownEnv, type Step } from './plan.js'
 import type { DeployPipeline } from './pipeline.js'
-import { membersOf, type Runtime } from './runtime.js'
+import { imageTag, membersOf, type Instance, type Runtime } from './runtime.js'
 import type { DeployState } from './states.js'
 import { moveDeploy, type DeployListener } from './transition.js'
 
@@ -42,6 +42,8 @@ export interface ReleaseInfo {
   outcome: ReleaseOutcome | null
   /** That deploy's id (null with no record). */
   deployId: string | null
+  /** An app with `services`: each service of the release with its image and whether its container runs now. */
+  services?: Array<{ name: string; image: string; running: boolean | null }>
 }
 
 export type ReleaseOutcome = 'live' | 'served' | 'failed' | 'rolled_back'
@@ -235,7 +237,9 @@ export class DeployCoordinator implements Deployments {
 
   /** Kept releases (images of the env), newest first, which one is live, and how each one's last deploy ended. */
   async releases(target: Target): Promise<ReleaseInfo[]> {
-    const images = await this.deps.runtime.releases(target)
+    // Callers that name only app and env (no config) get the releases without services.
+    const services = (target.appConfig as Target['appConfig'] | undefined)?.services
+    const [images, groups] = await Promise.all([this.deps.runtime.releases(target), services ? this.deps.runtime.instances(target) : []])
     const live = this.liveRelease(target.app, target.env)
     const history = this.deps.store.list({ app: target.app, env: target.env }).filter((d) => d.release !== null)
     const served = new Set(history.filter((d) => d.state === 'SUCCEEDED').map((d) => d.release))
@@ -252,6 +256,7 @@ export class DeployCoordinator implements Deployments {
         wasLive: isLive || served.has(img.release),
         outcome: isLive ? 'live' : last ? OUTCOMES[last.state as keyof typeof OUTCOMES] : null,
         deployId: (isLive ? live?.deployId : undefined) ?? last?.id ?? null,
+        ...(services ? { services: releaseServices(target, img.release, img.ref, groups) } : {}),
       }
     })
   }
@@ -497,4 +502,14 @@ export class DeployCoordinator implements Deployments {
   private move(deploy: Deploy, state: DeployState, error?: { code: string; message: string }): Promise<Deploy> {
     return moveDeploy(this.deps, deploy, state, { error })
   }
+}
+
+/** Each service of a kept release: its image, and whether its container runs (null: the release has none now). */
+function releaseServices(target: Target, release: string, appImage: string, groups: Instance[]) {
+  const group = groups.find((g) => g.release === release && g.running) ?? groups.find((g) => g.release === release)
+  return servicesOf(target).map((s) => ({
+    name: s.name,
+    image: s.build ? imageTag(target.app, target.env, release, s.name) : appImage,
+    running: group ? (membersOf(group).find((m) => m.service === s.name)?.running ?? false) : null,
+  }))
 }

@@ -123,7 +123,7 @@ t.test('Services on real Docker, git and nginx', { skip: skipUnless(await docker
   t.same(await served(f), [SERVICE_TAGS.good, `front-${SERVICE_TAGS.good}`], 'both web services are served through nginx')
   t.same(await running(), ['api v1.0.0', 'beat v1.0.0', 'frontend v1.0.0', 'worker v1.0.0'])
 
-  await t.test('status lists every service of the live release; app logs pick one by name', async (t) => {
+  await t.test('status and releases list every service of the release; app logs pick one by name', async (t) => {
     const status = JSON.parse((await f.agent.app.inject({ url: '/v1/status', headers: token(f) })).body)
     const live = status.apps[app].envs[env].live
     const ports = f.web.env.ports as { api: number[]; frontend: number[] }
@@ -136,6 +136,13 @@ t.test('Services on real Docker, git and nginx', { skip: skipUnless(await docker
         ['beat', 'worker', null],
       ],
     )
+    const releases = JSON.parse((await f.agent.app.inject({ url: `/v1/apps/${app}/envs/${env}/releases`, headers: token(f) })).body)
+    t.same(releases.releases[0].services, [
+      { name: 'api', image: `${app}:${env}-${SERVICE_TAGS.good}`, running: true },
+      { name: 'frontend', image: `${app}-frontend:${env}-${SERVICE_TAGS.good}`, running: true },
+      { name: 'worker', image: `${app}:${env}-${SERVICE_TAGS.good}`, running: true },
+      { name: 'beat', image: `${app}:${env}-${SERVICE_TAGS.good}`, running: true },
+    ])
     const logs = await f.agent.app.inject({ url: `/v1/apps/${app}/envs/${env}/logs?service=beat&tail=10`, headers: token(f) })
     t.equal(logs.statusCode, 200, logs.body)
     t.match(logs.body, /"line":"start \d+"/, "the scheduler's own output")
