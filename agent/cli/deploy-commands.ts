@@ -224,7 +224,7 @@ export function addDeployCommands(program: Command): void {
       .description("print the output of an env's live app container; with -f, keep printing new lines")
       .argument('<app>', 'app name from the agent config')
       .argument('<env>', 'env of that app')
-      .option('--service <name>', 'the service whose output to show (default web)')
+      .option('--service <name>', 'the service whose output to show (default: the first web service, `web` without services)')
       .option('--tail <n>', 'the last n lines (default 200, at most 5000)')
       .option('--since <time>', 'only lines from this time on: ISO (2026-05-01T12:00:00Z) or unix seconds')
       .option('-f, --follow', 'keep printing new lines until Ctrl-C (or the container stops)')

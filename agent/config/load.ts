@@ -24,6 +24,11 @@ export function formatKeyPath(path: readonly PropertyKey[]): string {
 }
 
 function describeIssue(issue: z.core.$ZodIssue): string[] {
+  if (issue.code === 'invalid_union') {
+    // A value of one option's type (a map of port pairs, not a pair) gets that option's own messages.
+    const fitting = issue.errors.filter((errs) => !errs.some((e) => e.code === 'invalid_type' && e.path.length === 0))
+    if (fitting.length === 1) return (fitting[0] ?? []).flatMap((e) => describeIssue({ ...e, path: [...issue.path, ...e.path] }))
+  }
   if (issue.code === 'unrecognized_keys') {
     return issue.keys.map((key) => `${formatKeyPath([...issue.path, key])}: unknown key`)
   }

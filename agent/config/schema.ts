@@ -233,15 +233,20 @@ const containerOverride = z
   })
   .superRefine(noCapabilityTwice)
 
+const portPair = z
+  .tuple([port, port], { error: 'must be two port numbers [blue, green]' })
+  .refine(([a, b]) => a !== b, { error: 'the two ports must differ' })
+
 const envSchema = z.strictObject({
   ref: refRule,
   requireApproval: z.boolean({ error: 'must be true or false' }).default(false),
   backupBeforeDeploy: z.boolean({ error: 'must be true or false' }).default(false),
   /** A request while a deploy runs: `replace` queues it (a newer one replaces an older waiting one), `reject` answers 409. */
   queue: z.enum(['replace', 'reject'], { error: 'must be "replace" or "reject"' }).default('replace'),
-  ports: z
-    .tuple([port, port], { error: 'must be two port numbers [blue, green]' })
-    .refine(([a, b]) => a !== b, { error: 'the two ports must differ' }),
+  /** `[blue, green]`; with `services`, one such pair per web service: `{ api: [a, b], frontend: [c, d] }`. */
+  ports: z.union([portPair, z.record(name, portPair)], {
+    error: 'must be two port numbers [blue, green] (with services: a map of web service → [blue, green])',
+  }),
   envFile: filePath.optional(),
   database: databaseSchema.optional(),
   files: z.array(filePath).default([]),
@@ -258,6 +263,67 @@ const cpuShares = z
   .min(2, { error: 'must be ≥ 2' })
   .max(262144, { error: 'must be ≤ 262144' })
   .default(BACKGROUND_CPU_SHARES)
+
+const urlPath = z.string({ error: 'must be a string' }).regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' })
+const smokeSchema = z.array(
+  z.strictObject({
+    path: urlPath,
+    expectStatus: z.number().int().min(100).max(599).default(200),
+  }),
+)
+
+/** How an image is built from the repository (the app's, or a service's own). */
+const buildSchema = z.strictObject({
+  context: nonEmpty
+    .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), { error: 'must be a path inside the repository' })
+    .default('.'),
+  dockerfile: nonEmpty.default('Dockerfile'),
+  args: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string({ error: 'must be a string' })).default({}),
+  timeoutSec: positiveInt.default(900),
+  cpuShares,
+})
+
+/** `apps.<app>.services.<name>`: unset checks default to the app's (key by key). */
+const serviceSchema = z
+  .strictObject({
+    kind: z.enum(['web', 'worker'], { error: 'must be "web" or "worker"' }),
+    /** The container's command (argument array); default: the image's CMD. */
+    command: command.optional(),
+    /** The service's own image, `<app>-<service>:<env>-<release>`; default: the app's image. */
+    build: buildSchema.optional(),
+    health: z
+      .strictObject({
+        path: urlPath.optional(),
+        intervalMs: positiveInt.optional(),
+        timeoutMs: positiveInt.optional(),
+        healthyAfter: positiveInt.optional(),
+        deadlineSec: positiveInt.optional(),
+        /** Workers without a Docker HEALTHCHECK: healthy once running, not restarting, this long. */
+        startSec: positiveInt.max(600, { error: 'must be ≤ 600' }).optional(),
+      })
+      .optional(),
+    smoke: smokeSchema.optional(),
+    observe: z
+      .strictObject({ seconds: nonNegativeInt.optional(), intervalMs: positiveInt.optional(), maxFailures: nonNegativeInt.optional() })
+      .optional(),
+    /** Workers: `start-first` (new one healthy before the old one stops) or `stop-first` (never two at once). */
+    order: z.enum(['start-first', 'stop-first'], { error: 'must be "start-first" or "stop-first"' }).optional(),
+    /** SIGTERM, then SIGKILL after this many seconds. */
+    stopTimeoutSec: positiveInt.max(3600, { error: 'must be ≤ 3600' }).default(10),
+  })
+  .superRefine((service, ctx) => {
+    if (service.kind === 'web' && service.order !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['order'], message: 'only workers have an order (web services switch with nginx)' })
+    if (service.kind === 'worker') {
+      if (service.smoke !== undefined) ctx.addIssue({ code: 'custom', path: ['smoke'], message: 'a worker has no port to smoke-test' })
+      if (service.health?.path !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['health', 'path'],
+          message: 'a worker has no port to probe (healthy = HEALTHCHECK or startSec)',
+        })
+    }
+  })
 
 const DEFAULT_BUILD = { context: '.', dockerfile: 'Dockerfile', args: {}, timeoutSec: 900, cpuShares: BACKGROUND_CPU_SHARES }
 
@@ -292,38 +358,18 @@ const appSchema = z
     registryAuth: z.strictObject({ username: nonEmpty, passwordFile: filePath }).optional(),
     /** The longest a pull of `image` may take. */
     pullTimeoutSec: positiveInt.default(600),
-    build: z
-      .strictObject({
-        context: nonEmpty
-          .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), { error: 'must be a path inside the repository' })
-          .default('.'),
-        dockerfile: nonEmpty.default('Dockerfile'),
-        args: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string({ error: 'must be a string' })).default({}),
-        timeoutSec: positiveInt.default(900),
-        cpuShares,
-      })
-      .default(DEFAULT_BUILD),
+    build: buildSchema.default(DEFAULT_BUILD),
     migrate: z.strictObject({ command, timeoutSec: positiveInt.default(300), cpuShares }).optional(),
     health: z
       .strictObject({
-        path: z
-          .string()
-          .regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' })
-          .default('/healthz'),
+        path: urlPath.default('/healthz'),
         intervalMs: positiveInt.default(500),
         timeoutMs: positiveInt.default(2000),
         healthyAfter: positiveInt.default(2),
         deadlineSec: positiveInt.default(60),
       })
       .default({ path: '/healthz', intervalMs: 500, timeoutMs: 2000, healthyAfter: 2, deadlineSec: 60 }),
-    smoke: z
-      .array(
-        z.strictObject({
-          path: z.string().regex(/^\/[^\s]*$/, { error: 'must be a path starting with /' }),
-          expectStatus: z.number().int().min(100).max(599).default(200),
-        }),
-      )
-      .default([]),
+    smoke: smokeSchema.default([]),
     observe: z
       .strictObject({
         seconds: nonNegativeInt.default(30),
@@ -346,6 +392,8 @@ const appSchema = z
           .optional(),
       })
       .default({ seconds: 30, intervalMs: 1000, maxFailures: 3, maxErrorRate: 0.05, minRequests: 20 }),
+    /** Several containers per release (web services with their own ports, workers); without it: one web service. */
+    services: z.record(name, serviceSchema, { error: 'must be a map of service name → service' }).optional(),
     container: containerSchema.default(() => ({
       ...DEFAULT_CONTAINER_SETTINGS,
       capDrop: [...DEFAULT_CONTAINER_SETTINGS.capDrop],
@@ -369,6 +417,13 @@ const appSchema = z
     // build has defaults, so only settings other than those can tell that someone meant to build.
     if (JSON.stringify(app.build) !== JSON.stringify(DEFAULT_BUILD))
       ctx.addIssue({ code: 'custom', path: ['build'], message: 'is only for an app with repo: an image app is built by its CI' })
+    for (const [serviceName, service] of Object.entries(app.services ?? {}))
+      if (service.build)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['services', serviceName, 'build'],
+          message: 'is only for an app with repo: an image app is built by its CI',
+        })
     for (const [envName, env] of Object.entries(app.envs)) {
       // An image has tags, not branches: the deploy's ref is the tag to pull.
       if (env.ref.kind === 'branch')
@@ -450,19 +505,53 @@ export const configSchema = z
       keyIds.add(key.id)
     })
     for (const [appName, app] of Object.entries(config.apps)) {
+      const webServices = app.services && Object.keys(app.services).filter((s) => app.services?.[s]?.kind === 'web')
+      if (webServices?.length === 0)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['apps', appName, 'services'],
+          message: 'needs at least one web service (an app of workers only is not supported yet)',
+        })
       for (const { index, message } of dockerSocketProblems(app.volumes, app.allowDockerSocket))
         ctx.addIssue({ code: 'custom', path: ['apps', appName, 'volumes', index], message })
       for (const [envName, env] of Object.entries(app.envs)) {
         for (const { index, message } of dockerSocketProblems(env.volumes ?? [], app.allowDockerSocket))
           ctx.addIssue({ code: 'custom', path: ['apps', appName, 'envs', envName, 'volumes', index], message })
-        env.ports.forEach((p, i) => {
-          if (i === 1 && p === env.ports[0]) return // reported by the env's own rule
-          const owner = owners.get(p)
-          const path = ['apps', appName, 'envs', envName, 'ports', i]
-          if (owner) ctx.addIssue({ code: 'custom', path, message: `port ${p} is already used by ${owner}` })
-          else if (p === config.listen.port) ctx.addIssue({ code: 'custom', path, message: `port ${p} is the agent's own listen port` })
-          owners.set(p, `${appName}/${envName}`)
-        })
+        const envPath = ['apps', appName, 'envs', envName, 'ports']
+        const pairs: Array<[(string | number)[], [number, number]]> = []
+        if (Array.isArray(env.ports)) {
+          if (webServices)
+            ctx.addIssue({
+              code: 'custom',
+              path: envPath,
+              message: `must be a map of web service → [blue, green] (${webServices.join(', ')})`,
+            })
+          else pairs.push([envPath, env.ports])
+        } else if (!webServices) {
+          ctx.addIssue({ code: 'custom', path: envPath, message: 'must be two port numbers [blue, green] (a map only with services)' })
+        } else {
+          for (const service of webServices)
+            if (!Object.hasOwn(env.ports, service))
+              ctx.addIssue({ code: 'custom', path: envPath, message: `needs a [blue, green] pair for web service ${service}` })
+          for (const [service, pair] of Object.entries(env.ports)) {
+            if (webServices.includes(service)) pairs.push([[...envPath, service], pair])
+            else
+              ctx.addIssue({
+                code: 'custom',
+                path: [...envPath, service],
+                message: app.services?.[service] ? 'a worker has no ports' : `names no web service (${webServices.join(', ')})`,
+              })
+          }
+        }
+        for (const [pairPath, pair] of pairs)
+          pair.forEach((p, i) => {
+            if (i === 1 && p === pair[0]) return // reported by the pair's own rule
+            const owner = owners.get(p)
+            const path = [...pairPath, i]
+            if (owner) ctx.addIssue({ code: 'custom', path, message: `port ${p} is already used by ${owner}` })
+            else if (p === config.listen.port) ctx.addIssue({ code: 'custom', path, message: `port ${p} is the agent's own listen port` })
+            owners.set(p, pairPath.length > envPath.length ? `${appName}/${envName}/${String(pairPath.at(-1))}` : `${appName}/${envName}`)
+          })
         const pitr = env.database?.pitr
         if (pitr?.enabled) {
           const slot = pitrSlotName(appName, envName, pitr.slot)

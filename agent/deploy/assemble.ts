@@ -3,6 +3,7 @@
 import { join } from 'node:path'
 import type { BackupService } from '../backup/service.js'
 import type { Config } from '../config/schema.js'
+import { upstreamsOf } from '../config/services.js'
 import type { Target } from '../config/targets.js'
 import { DockerEngine } from '../docker/engine.js'
 import { GitMirror } from '../git/mirror.js'
@@ -61,6 +62,8 @@ export async function assembleDeploys(
       upstream = new NginxUpstream({
         upstreamFile: proxy.upstreamFile,
         upstreamName: proxy.upstreamName ?? `${target.app}_${target.env}`.replace(/-/g, '_'),
+        // Several web services: their upstreams share the env's one file (one nginx -t + reload switches them all).
+        upstreams: target.appConfig.services ? upstreamsOf(target) : undefined,
         testCommand: proxy.test,
         reloadCommand: proxy.reload,
         pidFile: proxy.pidFile,

@@ -2,6 +2,7 @@
 // which ends CANCELLED), or, with `queue: reject`, a request while one runs is refused with 409. Deploys of envs
 // that require approval wait in AWAITING_APPROVAL outside the lane until approved.
 import type { Config } from '../config/schema.js'
+import { primaryPorts, servicesOf, WEB_SERVICE } from '../config/services.js'
 import { findTarget, hasTarget, type Target } from '../config/targets.js'
 import type { ContainerLogLine } from '../docker/engine.js'
 import { AgentError, ConflictError, NotFoundError } from '../errors.js'
@@ -14,7 +15,7 @@ import { liveRelease, type LiveRelease } from './live.js'
 import { observeEnv } from './observe-env.js'
 import { describeSteps, planKeep, planStartup, planUnknownEnv, type Step } from './plan.js'
 import type { DeployPipeline } from './pipeline.js'
-import type { Runtime } from './runtime.js'
+import { imageTag, membersOf, type Instance, type Runtime } from './runtime.js'
 import type { DeployState } from './states.js'
 import { moveDeploy, type DeployListener } from './transition.js'
 
@@ -41,6 +42,8 @@ export interface ReleaseInfo {
   outcome: ReleaseOutcome | null
   /** That deploy's id (null with no record). */
   deployId: string | null
+  /** An app with `services`: each service of the release with its image and whether its container runs now. */
+  services?: Array<{ name: string; image: string; running: boolean | null }>
 }
 
 export type ReleaseOutcome = 'live' | 'served' | 'failed' | 'rolled_back'
@@ -103,13 +106,13 @@ export class UnknownServiceError extends AgentError {
   }
 }
 
-/** The one service of a release today; several services per release come later. */
-export const WEB_SERVICE = 'web'
+/** The service of an app without `services`. */
+export { WEB_SERVICE }
 
 export interface AppLogsInput {
   app: string
   env: string
-  /** Default: web. */
+  /** Default: the primary web service (`web` without services). */
   service?: string
   tail: number
   /** Unix seconds. */
@@ -154,14 +157,22 @@ export class DeployCoordinator implements Deployments {
 
   async appLogs(input: AppLogsInput): Promise<AsyncIterable<ContainerLogLine>> {
     const target = findTarget(this.deps.config, input.app, input.env)
-    const service = input.service ?? WEB_SERVICE
-    if (service !== WEB_SERVICE)
-      throw new UnknownServiceError(`${target.app}/${target.env} has no service "${service}" (its one service is ${WEB_SERVICE})`)
+    const names = servicesOf(target).map((s) => s.name)
+    // Default: the primary web service (`web` for an app without services).
+    const service = input.service ?? (names[0] as string)
+    if (!names.includes(service)) {
+      const known = names.length === 1 ? `its one service is ${names[0]}` : `its services: ${names.join(', ')}`
+      throw new UnknownServiceError(`${target.app}/${target.env} has no service "${service}" (${known})`)
+    }
     // What runs now, read from the engine and nginx (not the remembered live release: it may have stopped since).
     const { live } = target.envConfig.proxy ? await observeEnv(this.deps.runtime, this.deps.router(target), target) : { live: null }
     if (!live) throw new NoLiveReleaseError(`${target.app}/${target.env} has no live release running; deploy one first`)
+    // A release from before services has one member, `web`: it is every service's output there is.
+    const members = membersOf(live)
+    const member = members.find((m) => m.service === service) ?? (members.length === 1 ? members[0] : undefined)
+    if (!member) throw new NoLiveReleaseError(`the live release ${live.release} of ${target.app}/${target.env} has no ${service} container`)
     const { tail, since, follow, signal } = input
-    return this.deps.runtime.logs(live, { tail, since, follow, signal })
+    return this.deps.runtime.logs(member, { tail, since, follow, signal })
   }
 
   async request(input: NewDeploy): Promise<Deploy> {
@@ -226,7 +237,9 @@ export class DeployCoordinator implements Deployments {
 
   /** Kept releases (images of the env), newest first, which one is live, and how each one's last deploy ended. */
   async releases(target: Target): Promise<ReleaseInfo[]> {
-    const images = await this.deps.runtime.releases(target)
+    // Callers that name only app and env (no config) get the releases without services.
+    const services = (target.appConfig as Target['appConfig'] | undefined)?.services
+    const [images, groups] = await Promise.all([this.deps.runtime.releases(target), services ? this.deps.runtime.instances(target) : []])
     const live = this.liveRelease(target.app, target.env)
     const history = this.deps.store.list({ app: target.app, env: target.env }).filter((d) => d.release !== null)
     const served = new Set(history.filter((d) => d.state === 'SUCCEEDED').map((d) => d.release))
@@ -243,6 +256,7 @@ export class DeployCoordinator implements Deployments {
         wasLive: isLive || served.has(img.release),
         outcome: isLive ? 'live' : last ? OUTCOMES[last.state as keyof typeof OUTCOMES] : null,
         deployId: (isLive ? live?.deployId : undefined) ?? last?.id ?? null,
+        ...(services ? { services: releaseServices(target, img.release, img.ref, groups) } : {}),
       }
     })
   }
@@ -286,7 +300,7 @@ export class DeployCoordinator implements Deployments {
     await this.forEachEnv(
       this.proxiedEnvs(),
       async (target) => {
-        if (await this.deps.router(target).ensureFile?.(target.envConfig.ports[0])) {
+        if (await this.deps.router(target).ensureFile?.(primaryPorts(target)[0])) {
           this.deps.logger.info({ app: target.app, env: target.env }, 'wrote the upstream file nginx includes (no release is live yet)')
         }
       },
@@ -488,4 +502,14 @@ export class DeployCoordinator implements Deployments {
   private move(deploy: Deploy, state: DeployState, error?: { code: string; message: string }): Promise<Deploy> {
     return moveDeploy(this.deps, deploy, state, { error })
   }
+}
+
+/** Each service of a kept release: its image, and whether its container runs (null: the release has none now). */
+function releaseServices(target: Target, release: string, appImage: string, groups: Instance[]) {
+  const group = groups.find((g) => g.release === release && g.running) ?? groups.find((g) => g.release === release)
+  return servicesOf(target).map((s) => ({
+    name: s.name,
+    image: s.build ? imageTag(target.app, target.env, release, s.name) : appImage,
+    running: group ? (membersOf(group).find((m) => m.service === s.name)?.running ?? false) : null,
+  }))
 }

@@ -30,6 +30,12 @@ export async function executeSteps(steps: Step[], x: StepExecutor): Promise<void
       case 'switch':
         await x.router.switchTo(step.instance.port)
         break
+      case 'stop-singletons':
+        await x.runtime.stopSingletons(step.instance)
+        break
+      case 'start-singletons':
+        await x.runtime.startSingletons(step.instance)
+        break
       case 'remove-one-off':
         await x.runtime.removeOneOff(step.id)
         break

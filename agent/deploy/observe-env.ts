@@ -1,5 +1,6 @@
 // What runs in an env, read from the engine's labels and nginx's upstream file: the one place that decides which
 // instance is live. The pipeline, recovery, the keeper and status all start from this view.
+import { primaryPorts } from '../config/services.js'
 import type { Target } from '../config/targets.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 import type { Instance, Runtime } from './runtime.js'
@@ -11,13 +12,13 @@ export interface EnvView {
   routedPort: number | null
   /** The running instance on the routed port. */
   live: Instance | null
-  /** Where a candidate goes: the port of the pair nginx does not route to. */
+  /** Where a candidate goes: the primary's port of the slot nginx does not route to. */
   idlePort: number
 }
 
 export async function observeEnv(runtime: Runtime, router: UpstreamSwitch, target: Target): Promise<EnvView> {
   const [instances, routedPort] = await Promise.all([runtime.instances(target), router.currentPort()])
-  const [blue, green] = target.envConfig.ports
+  const [blue, green] = primaryPorts(target)
   return {
     instances,
     routedPort,

@@ -7,9 +7,20 @@
 //   observe   OBSERVING                                    a failure rolls back to the replaced release
 // A manual rollback is the candidate, switch, retire and observe phases with a kept release. Every state change is
 // journalled before the side effect it announces.
+import { primaryPorts, servicesOf, type ServiceSpec } from '../config/services.js'
 import { containerSettings, type Target } from '../config/targets.js'
 import { NotFoundError } from '../errors.js'
-import { joinUrl, observe, runSmoke, systemClock, waitHealthy, type Clock, type ObserveOutcome } from '../health/index.js'
+import {
+  isAbortError,
+  joinUrl,
+  observe,
+  runSmoke,
+  systemClock,
+  waitHealthy,
+  waitWorkerHealthy,
+  type Clock,
+  type ObserveOutcome,
+} from '../health/index.js'
 import type { Logger } from '../observability/logger.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 import type { Deploy, DeployStore } from '../store/deploys.js'
@@ -20,7 +31,7 @@ import { describePlan, planRecovery } from './plan.js'
 import { appEnvironment, prepareRelease, runnableImage, type Prepared, type PrepareDeps } from './prepare.js'
 import { planPrune } from './prune.js'
 import { asFailure, DeployRun } from './run.js'
-import type { Instance } from './runtime.js'
+import { coreMembers, imageTag, membersOf, singletonsOf, type Instance, type Member } from './runtime.js'
 import { isTerminal } from './states.js'
 import type { DeployListener } from './transition.js'
 
@@ -101,7 +112,7 @@ export class DeployPipeline {
     )
     if (!placed) return
     const { candidate: started, previous } = placed
-    if (!(await this.switchTo(run, target, started))) return
+    if (!(await this.switchTo(run, target, started, previous))) return
     if (previous) await this.retireReplaced(run, target, previous)
     await run.move('OBSERVING')
     const outcome = await this.watch(run, target, started)
@@ -141,37 +152,114 @@ export class DeployPipeline {
       deployId: run.deploy.id,
       image: release.image,
       port: env.idlePort,
+      services: target.appConfig.services && candidateServices(target, env.idlePort, release.serviceImages ?? {}),
       variables: await appEnvironment(this.deps, target),
       container: containerSettings(target),
     })
     return candidate
   }
 
-  private async verify(run: DeployRun, target: Target, instance: Instance): Promise<void> {
-    const { health, smoke } = target.appConfig
-    const base = `http://127.0.0.1:${instance.port}`
+  /**
+   * Health (and smoke) checks of a group: every web member on its port, every worker by its HEALTHCHECK or by
+   * staying up for `startSec`. `core`: the members that start with the group; `singletons`: its stop-first workers,
+   * checked once the switch has started them. The first failure cancels the other checks and is thrown.
+   */
+  private async verify(run: DeployRun, target: Target, instance: Instance, which: 'core' | 'singletons' = 'core'): Promise<void> {
+    const members = which === 'core' ? coreMembers(instance) : singletonsOf(instance)
+    const services = servicesOf(target)
+    const cancel = new AbortController()
+    let failed: Member | null = null
     try {
-      await waitHealthy({
-        url: joinUrl(base, health.path),
-        intervalMs: health.intervalMs,
-        timeoutMs: health.timeoutMs,
-        healthyAfter: health.healthyAfter,
+      await Promise.all(
+        members.map((m) =>
+          this.verifyMember(run, serviceFor(services, m), instance, m, cancel.signal).catch((err: unknown) => {
+            failed ??= m
+            cancel.abort()
+            throw err
+          }),
+        ),
+      )
+    } catch (err) {
+      // The output of the member that failed and of every member that died (a dead worker fails the web checks too).
+      for (const m of members) {
+        const dead =
+          m !== failed &&
+          !(await this.deps.runtime.memberState(m).then(
+            (s) => s.alive,
+            () => false,
+          ))
+        if (m !== failed && !dead) continue
+        const tail = await this.deps.runtime.logTail(m).catch(() => [])
+        await run.log({ event: 'container-log', ...(membersOf(instance).length > 1 ? { service: m.service } : {}), lines: tail })
+      }
+      throw err
+    }
+  }
+
+  private async verifyMember(run: DeployRun, spec: ServiceSpec, group: Instance, member: Member, signal: AbortSignal): Promise<void> {
+    const { health, smoke } = spec
+    if (member.port === null) {
+      await waitWorkerHealthy({
+        state: () => this.deps.runtime.memberState(member),
+        startSec: health.startSec,
         deadlineMs: health.deadlineSec * 1000,
+        intervalMs: health.intervalMs,
         clock: this.clock,
-        dockerHealth: () => this.deps.runtime.engineHealth(instance),
-        containerRunning: () => this.deps.runtime.isAlive(instance),
-        onResult: (r) => {
-          if (!r.ok) run.probeFailed()
-          run.note({ event: 'health', port: instance.port, ok: r.ok, status: r.status, error: r.error, streak: r.streak })
-        },
+        signal,
       })
-      if (smoke.length > 0) {
-        const results = await runSmoke(base, smoke, health.timeoutMs)
-        await run.log({ event: 'smoke', results })
+      await run.log({ event: 'worker-healthy', service: member.service, container: member.id })
+      return
+    }
+    const base = `http://127.0.0.1:${member.port}`
+    await waitHealthy({
+      url: joinUrl(base, health.path),
+      intervalMs: health.intervalMs,
+      timeoutMs: health.timeoutMs,
+      healthyAfter: health.healthyAfter,
+      deadlineMs: health.deadlineSec * 1000,
+      clock: this.clock,
+      signal,
+      dockerHealth: () => this.deps.runtime.engineHealth(member),
+      // The group stands or falls together: a worker that dies while the web services warm up fails them too.
+      containerRunning: () => this.deps.runtime.isAlive(group),
+      onResult: (r) => {
+        if (!r.ok) run.probeFailed()
+        run.note({ event: 'health', port: member.port, ok: r.ok, status: r.status, error: r.error, streak: r.streak })
+      },
+    })
+    if (smoke.length > 0) {
+      const results = await runSmoke(base, smoke, health.timeoutMs)
+      await run.log({ event: 'smoke', results })
+    }
+  }
+
+  /**
+   * Moves traffic and the stop-first workers from `from` to `to`: `from`'s stop-first workers stop (SIGTERM, then
+   * SIGKILL after their stopTimeoutSec), nginx switches every upstream at once, `to`'s stop-first workers start and
+   * must become healthy — never two of them running at once. A failure puts `from` back (its upstreams, its
+   * workers) before it is thrown.
+   */
+  private async switchGroups(run: DeployRun, target: Target, from: Instance | null, to: Instance): Promise<void> {
+    const router = this.deps.router(target)
+    let switched = false
+    try {
+      if (from && singletonsOf(from).length > 0) {
+        await this.deps.runtime.stopSingletons(from)
+        await run.log({ event: 'stopped-workers', release: from.release, services: singletonsOf(from).map((m) => m.service) })
+      }
+      await router.switchTo(to.port)
+      switched = true
+      if (singletonsOf(to).length > 0) {
+        await this.deps.runtime.startSingletons(to)
+        await this.verify(run, target, to, 'singletons')
+        await run.log({ event: 'started-workers', release: to.release, services: singletonsOf(to).map((m) => m.service) })
       }
     } catch (err) {
-      const tail = await this.deps.runtime.logTail(instance).catch(() => [])
-      await run.log({ event: 'container-log', lines: tail })
+      await this.deps.runtime.stopSingletons(to).catch((e: unknown) => run.logger.error({ err: e }, 'could not stop the new workers'))
+      if (from) {
+        if (switched) await router.switchTo(from.port).catch((e: unknown) => run.logger.error({ err: e }, 'could not switch nginx back'))
+        await this.deps.runtime.startSingletons(from).catch((e: unknown) => run.logger.error({ err: e }, 'could not start the old workers'))
+      }
       throw err
     }
   }
@@ -180,7 +268,7 @@ export class DeployPipeline {
    * SWITCHING. A switch that fails leaves nginx on the old upstream (the router restores it): the old release never
    * stopped serving, so the candidate goes and the deploy is ROLLED_BACK. Answers whether nginx now routes to it.
    */
-  private async switchTo(run: DeployRun, target: Target, candidate: Instance): Promise<boolean> {
+  private async switchTo(run: DeployRun, target: Target, candidate: Instance, previous: Instance | null): Promise<boolean> {
     // Until SWITCHING is journalled nothing has changed: a failure there (a full disk) is the candidate phase's.
     const journalled = await this.settle(
       run,
@@ -190,7 +278,7 @@ export class DeployPipeline {
     )
     if (!journalled) return false
     try {
-      await this.deps.router(target).switchTo(candidate.port)
+      await this.switchGroups(run, target, previous, candidate)
     } catch (err) {
       await run.move('ROLLING_BACK', { error: asFailure(err, 'switch_failed') })
       await this.discard(run, candidate)
@@ -237,37 +325,59 @@ export class DeployPipeline {
   }
 
   /**
-   * OBSERVING: the window's probes decide, unless the release's real traffic fails it first (then the window ends
-   * at once with that reason); an error while watching is a failed watch, never a crash.
+   * OBSERVING: every web service's probes and every member's life decide, unless the release's real traffic fails it
+   * first (then the window ends at once with that reason); the first service that fails ends the window for all.
+   * An error while watching is a failed watch, never a crash.
    */
   private async watch(run: DeployRun, target: Target, candidate: Instance): Promise<ObserveOutcome> {
-    const { observe: window, health } = target.appConfig
+    const services = servicesOf(target)
+    const cancel = new AbortController()
     const traffic = this.deps.watchTraffic?.(target, candidate) ?? null
-    const endProbes = new AbortController()
-    const failedByTraffic = traffic?.failed.then((reason): ObserveOutcome => ({ healthy: false, reason }))
-    try {
-      const probes = observe({
-        signal: endProbes.signal,
-        url: joinUrl(`http://127.0.0.1:${candidate.port}`, health.path),
+    const failedByTraffic = traffic?.failed.then((reason): ObserveOutcome => {
+      cancel.abort()
+      return { healthy: false, reason }
+    })
+    const watchOne = async (member: Member): Promise<ObserveOutcome> => {
+      const { observe: window, health } = serviceFor(services, member)
+      const outcome = await observe({
+        url: joinUrl(`http://127.0.0.1:${member.port}`, health.path),
         seconds: window.seconds,
         intervalMs: window.intervalMs,
         timeoutMs: health.timeoutMs,
         maxFailures: window.maxFailures,
         clock: this.clock,
+        signal: cancel.signal,
         // An engine that does not answer (dockerd restarting) says nothing about the app: the probes decide.
-        containerAlive: () => this.deps.runtime.isAlive(candidate).catch(() => true),
+        containerAlive: () => this.deps.runtime.isAlive(candidate, 'all').catch(() => true),
         onResult: (r) => {
           if (r.ok) return
           run.probeFailed()
-          run.note({ event: 'observe', ok: false, status: r.status, error: r.error, failures: r.failures })
+          run.note({ event: 'observe', service: member.service, ok: false, status: r.status, error: r.error, failures: r.failures })
         },
       })
+      if (!outcome.healthy) cancel.abort()
+      return outcome
+    }
+    const web = membersOf(candidate).filter((m) => m.port !== null)
+    const several = web.length > 1
+    try {
+      const probes = Promise.all(
+        web.map((m) =>
+          watchOne(m).then(
+            (o): ObserveOutcome => (o.healthy || !several ? o : { healthy: false, reason: `${m.service}: ${o.reason}` }),
+            (err: unknown): ObserveOutcome => {
+              if (isAbortError(err) && cancel.signal.aborted) return { healthy: true } // another check failed first
+              throw err
+            },
+          ),
+        ),
+      ).then((outcomes): ObserveOutcome => outcomes.find((o) => !o.healthy) ?? { healthy: true })
       return await (failedByTraffic ? Promise.race([probes, failedByTraffic]) : probes)
     } catch (err) {
       run.logger.error({ err }, 'observing the new release failed')
       return { healthy: false, reason: `observing the new release failed: ${asFailure(err, 'observe_failed').message}` }
     } finally {
-      endProbes.abort()
+      cancel.abort()
       traffic?.stop()
     }
   }
@@ -290,7 +400,7 @@ export class DeployPipeline {
     try {
       if (!(await this.deps.runtime.isAlive(previous))) await this.deps.runtime.revive(previous)
       await this.verify(run, target, previous)
-      await this.deps.router(target).switchTo(previous.port)
+      await this.switchGroups(run, target, bad, previous)
       await run.log({ event: 'switched', port: previous.port, rollback: true })
     } catch (err) {
       const failure = asFailure(err, 'rollback_failed')
@@ -319,6 +429,9 @@ export class DeployPipeline {
       await run.log({ event: 'pruned', container: c.id, release: c.release, reason: c.reason })
     }
     for (const img of plan.images) {
+      // The images of services with their own build go with the release's (a missing one is fine).
+      for (const s of servicesOf(target).filter((x) => x.build))
+        await this.deps.runtime.removeImage(imageTag(target.app, target.env, img.release, s.name))
       await this.deps.runtime.removeImage(img.ref)
       await run.log({ event: 'pruned', image: img.ref, release: img.release, reason: img.reason })
     }
@@ -334,6 +447,13 @@ export class DeployPipeline {
     const release = run.deploy.ref
     const kept = await this.deps.runtime.releaseImage(target, release)
     if (!kept) throw new NotFoundError(`release ${release} has no kept image`)
+    // A release is kept only when every image of it is: a service with its own build needs its own too.
+    const serviceImages: Record<string, string> = {}
+    for (const s of servicesOf(target).filter((x) => x.build)) {
+      const image = await this.deps.runtime.releaseImage(target, release, s.name)
+      if (!image) throw new NotFoundError(`release ${release} has no kept image of service ${s.name}`)
+      serviceImages[s.name] = image.ref
+    }
     const env = await observeEnv(this.deps.runtime, this.deps.router(target), target)
     await run.move('STARTING', {
       commit: kept.commit,
@@ -350,13 +470,18 @@ export class DeployPipeline {
           if (!candidate.running) await this.deps.runtime.revive(candidate)
           await run.log({ event: 'revived', container: candidate.id, release })
         } else {
-          candidate = await this.startOnIdlePort(run, target, env, { image: runnableImage(target, kept), release, commit: kept.commit })
+          candidate = await this.startOnIdlePort(run, target, env, {
+            image: runnableImage(target, kept),
+            release,
+            commit: kept.commit,
+            serviceImages,
+          })
           await run.log({ event: 'started', container: candidate.id, port: candidate.port, release })
         }
         await run.move('VERIFYING', { details: { candidateContainer: candidate.id } })
         await this.verify(run, target, candidate)
         await run.move('SWITCHING')
-        await this.deps.router(target).switchTo(candidate.port)
+        await this.switchGroups(run, target, env.live, candidate)
         return candidate
       },
       async () => {
@@ -415,4 +540,24 @@ export class DeployPipeline {
     await this.deps.runtime.remove(candidate).catch((err) => run.logger.error({ err }, 'could not remove the candidate'))
     await run.log({ event: 'removed', container: candidate.id, reason: 'candidate discarded' }).catch(() => undefined)
   }
+}
+
+/** The config of a member's service; a member of a service no longer configured gets the primary's checks. */
+function serviceFor(services: ServiceSpec[], member: Member): ServiceSpec {
+  return services.find((s) => s.name === member.service) ?? (services[0] as ServiceSpec)
+}
+
+/** The members a candidate on `primaryPort`'s slot gets: every web service on its port of that slot. */
+function candidateServices(target: Target, primaryPort: number, images: Record<string, string>) {
+  const slot = primaryPorts(target).indexOf(primaryPort)
+  return servicesOf(target).map((s) => ({
+    image: images[s.name],
+    name: s.name,
+    kind: s.kind,
+    port: s.ports?.[slot] ?? null,
+    command: s.command,
+    order: s.order,
+    stopTimeoutSec: s.stopTimeoutSec,
+    index: s.index,
+  }))
 }

@@ -4,7 +4,7 @@
 import type { Deploy } from '../store/deploys.js'
 import type { LiveRelease } from './live.js'
 import type { EnvView } from './observe-env.js'
-import type { Instance } from './runtime.js'
+import { singletonsOf, type Instance } from './runtime.js'
 import type { DeployState } from './states.js'
 
 export type Step =
@@ -17,6 +17,14 @@ export type Step =
   /** nginx may not run what its upstream file says (a crash between writing it and the reload): apply it again. */
   | { do: 'switch'; instance: Instance; cause: string }
   | { do: 'remove-one-off'; id: string; cause: string }
+  /** A group's stop-first workers (never two of an env at once: the other group's are stopped first). */
+  | { do: 'stop-singletons'; instance: Instance; cause: string }
+  | { do: 'start-singletons'; instance: Instance; cause: string }
+
+/** Stop-first worker steps only for groups that have such workers: other plans read exactly as before. */
+function singletons(what: 'stop-singletons' | 'start-singletons', instance: Instance | null | undefined, cause: string): Step[] {
+  return instance && singletonsOf(instance).length > 0 ? [{ do: what, instance, cause }] : []
+}
 
 export interface Observed {
   /** The port nginx sends traffic to now. */
@@ -53,9 +61,11 @@ export function planRecovery(deploy: Deploy, o: Observed): RecoveryPlan {
   if (rollback && !routedToCandidate && !AFTER_SWITCH.has(deploy.state)) {
     // A manual rollback that never got its switch: the kept release it started goes back to standby, stopped —
     // never removed, as the normal path does when a rollback fails.
-    const steps = o.candidates
+    const steps: Step[] = o.candidates
       .filter((c) => c.running)
       .map((instance) => ({ do: 'retire' as const, instance, cause: 'the rollback did not switch to it' }))
+    // A crash inside SWITCHING may have stopped the live release's stop-first workers: they run again.
+    if (o.previous?.running) steps.push(...singletons('start-singletons', o.previous, 'the live release keeps its workers'))
     return { steps, path: ['FAILED'], error: interrupted, requeue: false }
   }
   // The kept release a rollback switched to stays, stopped, as a standby; a deploy's candidate goes.
@@ -73,18 +83,21 @@ export function planRecovery(deploy: Deploy, o: Observed): RecoveryPlan {
     // The new release is live and healthy: finish the deploy; the old one stops as it would have.
     const steps: Step[] = [{ do: 'switch', instance: candidate, cause: 'make sure nginx runs the upstream file' }]
     if (o.previous?.running) steps.push({ do: 'retire', instance: o.previous, cause: 'replaced by the live release' })
+    // Its stop-first workers start once the replaced release's are stopped (a crash in SWITCHING may have left them off).
+    steps.push(...singletons('start-singletons', candidate, 'the live release runs its workers'))
     return { steps, path: ['SUCCEEDED'], error: null, requeue: false }
   }
   const rollbackPath: DeployState[] = deploy.state === 'ROLLING_BACK' ? ['ROLLED_BACK'] : ['ROLLING_BACK', 'ROLLED_BACK']
   if (!routedToCandidate) {
     // nginx still (or again) routes to the old release: make sure it runs, drop the candidate.
-    const steps: Step[] = []
+    const steps: Step[] = o.candidates.flatMap((c) => singletons('stop-singletons', c, 'the candidate is not live'))
     if (o.previous) {
       if (!o.previous.running) {
         steps.push({ do: 'revive', instance: o.previous, cause: 'nginx routes to it but it is stopped' })
         steps.push({ do: 'verify', instance: o.previous, cause: 'it must answer before nginx is reloaded for it' })
       }
       steps.push({ do: 'switch', instance: o.previous, cause: 'make sure nginx runs the upstream file' })
+      steps.push(...singletons('start-singletons', o.previous, 'the live release runs its workers'))
     }
     return { steps: [...steps, ...removeCandidates], path: rollbackPath, error: interrupted, requeue: false }
   }
@@ -99,9 +112,11 @@ export function planRecovery(deploy: Deploy, o: Observed): RecoveryPlan {
   }
   return {
     steps: [
+      ...o.candidates.flatMap((c) => singletons('stop-singletons', c, 'the new release is unhealthy')),
       { do: 'revive', instance: o.previous, cause: 'the new release is unhealthy' },
       { do: 'verify', instance: o.previous, cause: 'it must answer before nginx goes back to it' },
       { do: 'switch', instance: o.previous, cause: 'back to the previous release' },
+      ...singletons('start-singletons', o.previous, 'the live release runs its workers'),
       ...removeCandidates.map((s) => ({ ...s, do: 'retire' as const, cause: 'unhealthy release, kept stopped for inspection' })),
     ],
     path: rollbackPath,
@@ -140,7 +155,10 @@ export function planKeep(view: EnvView, live: LiveRelease | null): Step[] {
   const liveInstance = view.instances.find((i) => i.deployId === live.deployId && i.port === live.port)
   if (!liveInstance) return []
   if (!liveInstance.running)
-    return [{ do: 'revive', instance: liveInstance, cause: 'the live release was found stopped (dockerd restarted?)' }]
+    return [
+      { do: 'revive', instance: liveInstance, cause: 'the live release was found stopped (dockerd restarted?)' },
+      ...singletons('start-singletons', liveInstance, 'the live release runs its workers'),
+    ]
   return view.instances
     .filter((i) => i.running && i !== liveInstance)
     .map((instance) => ({ do: 'retire' as const, instance, cause: 'runs out of nginx (its retire after the switch failed)' }))

@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises'
 import { appDatabaseUrl } from '../config/database-url.js'
 import { readEnvFile } from '../config/envfile.js'
+import { servicesOf } from '../config/services.js'
 import { containerSettings, IMAGE_TAG, type Target } from '../config/targets.js'
 import { registryOf, type RegistryAuth } from '../docker/pull.js'
 import { ConflictError } from '../errors.js'
@@ -31,6 +32,8 @@ export interface Prepared {
   image: string
   release: string
   commit: string
+  /** The images of services with a build of their own, by service. */
+  serviceImages?: Record<string, string>
 }
 
 /** A release name usable in image tags and container labels: the tag name, or the short commit for branches. */
@@ -49,14 +52,17 @@ export async function prepareRelease(deps: PrepareDeps, run: DeployRun, target: 
   await run.move('BUILDING', { commit, release })
   const image = target.appConfig.image
     ? await keepPulled(deps, run, target, commit, release)
-    : await build(deps, run, target, commit, release)
+    : await build(deps, run, target, commit, release, target.appConfig.build)
+  // Every image of the release is built before anything runs: a service's failing build fails the deploy here.
+  const serviceImages: Record<string, string> = {}
+  for (const s of servicesOf(target)) if (s.build) serviceImages[s.name] = await build(deps, run, target, commit, release, s.build, s.name)
   if (target.appConfig.migrate) {
     const point = await deps.restorePoint?.(target, run.deploy.id)
     if (point) await run.log({ event: 'restorePoint', ...point })
     await run.move('MIGRATING', point ? { details: point } : {})
     await migrate(deps, run, target, image)
   }
-  return { image, release, commit }
+  return { image, release, commit, serviceImages }
 }
 
 async function resolve(deps: PrepareDeps, run: DeployRun, target: Target): Promise<{ commit: string; release: string }> {
@@ -154,18 +160,26 @@ async function backUp(deps: PrepareDeps, run: DeployRun, target: Target, release
   await run.log({ event: 'backup', backupId, pinnedBy: release })
 }
 
-async function build(deps: PrepareDeps, run: DeployRun, target: Target, commit: string, release: string): Promise<string> {
-  const existing = await deps.runtime.releaseImage(target, release)
+async function build(
+  deps: PrepareDeps,
+  run: DeployRun,
+  target: Target,
+  commit: string,
+  release: string,
+  build: Target['appConfig']['build'],
+  service?: string,
+): Promise<string> {
+  const existing = await deps.runtime.releaseImage(target, release, service)
   if (existing && existing.commit === commit) {
     await run.log({ event: 'build', cached: true, image: existing.ref })
     return existing.ref
   }
-  const { build } = target.appConfig
   let lines = 0 // only counted: a long build's output is in its log, not held here
   const image = await deps.runtime.buildRelease({
     app: target.app,
     env: target.env,
     release,
+    service,
     commit,
     context: deps.repo(target.app).archive(commit, build.context),
     dockerfile: build.dockerfile,
@@ -174,7 +188,7 @@ async function build(deps: PrepareDeps, run: DeployRun, target: Target, commit: 
     cpuShares: build.cpuShares,
     onLine: (line) => {
       lines += 1
-      run.note({ event: 'build', line })
+      run.note({ event: 'build', ...(service ? { service } : {}), line })
     },
   })
   await run.log({ event: 'build', image, lines })

@@ -2,9 +2,11 @@
 // reused, listed, pruned), its one-off containers (migrations), and its instances (start a candidate, check it,
 // retire or revive it, remove it). Containers on this host today; a Swarm runtime implements the same interface.
 // Labels on the engine's objects are the source of truth for which release runs where.
+import { WEB_SERVICE, type ServiceKind, type WorkerOrder } from '../config/services.js'
 import type { ContainerLogLine, ContainerLogOptions, DockerEngine } from '../docker/engine.js'
 import type { RegistryAuth } from '../docker/pull.js'
-import type { ContainerHealth, ContainerSettings, Labels, OneOffResult } from '../docker/types.js'
+import type { ContainerHealth, ContainerSettings, ContainerSummary, Labels, OneOffResult } from '../docker/types.js'
+import type { WorkerState } from '../health/index.js'
 
 export const LABEL = {
   app: 'deploy-agent.app',
@@ -14,6 +16,13 @@ export const LABEL = {
   role: 'deploy-agent.role',
   port: 'deploy-agent.port',
   commit: 'deploy-agent.commit',
+  /** The service a container runs (none: `web`, a container from before services). */
+  service: 'deploy-agent.service',
+  /** Its position in the config: the lowest web one is the group's primary. */
+  index: 'deploy-agent.index',
+  /** Workers: start-first or stop-first. */
+  order: 'deploy-agent.order',
+  stopTimeout: 'deploy-agent.stop-timeout',
 } as const
 
 export interface EnvTarget {
@@ -21,6 +30,25 @@ export interface EnvTarget {
   env: string
 }
 
+/** One container of a release: a web service on its port, or a worker. */
+export interface Member {
+  id: string
+  service: string
+  kind: ServiceKind
+  /** A web service's port; null for a worker. */
+  port: number | null
+  /** A worker's order; null for a web service. */
+  order: WorkerOrder | null
+  /** SIGTERM, then SIGKILL after this long. */
+  stopTimeoutSec: number
+  running: boolean
+}
+
+/**
+ * A release on the engine: the group of containers one deploy started (they share its deploy id). `id` and `port`
+ * are its primary's (the first web service): the port names the slot — blue or green — every web member is on.
+ * `running`: any member runs. Without `members` it is one web container (`id`, `port`).
+ */
 export interface Instance {
   id: string
   release: string
@@ -30,6 +58,53 @@ export interface Instance {
   image: string
   running: boolean
   created: Date
+  members?: Member[]
+}
+
+/** The group's containers (one web member when it lists none). */
+export function membersOf(instance: Instance): Member[] {
+  return (
+    instance.members ?? [
+      {
+        id: instance.id,
+        service: WEB_SERVICE,
+        kind: 'web',
+        port: instance.port,
+        order: null,
+        stopTimeoutSec: 10,
+        running: instance.running,
+      },
+    ]
+  )
+}
+
+/** Stop-first workers: never two of an env at once, so they start only after the switch (`startSingletons`). */
+export function isSingleton(member: Member): boolean {
+  return member.order === 'stop-first'
+}
+
+/** The members that start with the group and are revived with it: web services and start-first workers. */
+export function coreMembers(instance: Instance): Member[] {
+  return membersOf(instance).filter((m) => !isSingleton(m))
+}
+
+export function singletonsOf(instance: Instance): Member[] {
+  return membersOf(instance).filter(isSingleton)
+}
+
+/** One container of a candidate group; without `services` a candidate is one web container on `port`. */
+export interface CandidateService {
+  name: string
+  kind: ServiceKind
+  /** Web services only. */
+  port: number | null
+  /** Null: the image's CMD. */
+  command: string[] | null
+  order: WorkerOrder | null
+  stopTimeoutSec: number
+  index: number
+  /** The service's own image; default: the spec's (the app's). */
+  image?: string
 }
 
 export interface CandidateSpec extends EnvTarget {
@@ -37,14 +112,19 @@ export interface CandidateSpec extends EnvTarget {
   commit: string
   deployId: string
   image: string
+  /** The primary's port (the slot). */
   port: number
-  /** `KEY=VALUE` environment of the app (env file, database URL); PORT is added. */
+  /** Every service of the release, primary first; absent: one web container (named as before services). */
+  services?: CandidateService[]
+  /** `KEY=VALUE` environment of the app (env file, database URL); PORT is added for web services. */
   variables: string[]
   container: ContainerSettings
 }
 
 export interface BuildSpec extends EnvTarget {
   release: string
+  /** A service with a build of its own: its image is `<app>-<service>:<env>-<release>`. */
+  service?: string
   commit: string
   /** A tar stream of the build context. */
   context: NodeJS.ReadableStream
@@ -102,8 +182,8 @@ export interface EnvImage {
 }
 
 export interface Runtime {
-  /** The kept image of `release`, or null. */
-  releaseImage(target: EnvTarget, release: string): Promise<EnvImage | null>
+  /** The kept image of `release` (of a service with its own build: that one's), or null. */
+  releaseImage(target: EnvTarget, release: string, service?: string): Promise<EnvImage | null>
   /** Builds the release's image and answers its reference. */
   buildRelease(spec: BuildSpec): Promise<string>
   /** Pulls `image:tag` from its registry and answers the manifest digest the tag resolved to. */
@@ -117,34 +197,45 @@ export interface Runtime {
   /** Ids of the env's one-off (migration) containers, running or not. */
   oneOffs(target: EnvTarget): Promise<string[]>
   removeOneOff(id: string): Promise<void>
-  /** Every web instance of the env, running or stopped, newest first. */
+  /** Every release group of the env, running or stopped, newest first. */
   instances(target: EnvTarget): Promise<Instance[]>
+  /**
+   * Creates every member of the group and starts its web services and start-first workers; stop-first workers
+   * wait for `startSingletons`. A member that cannot be created or started takes the whole group with it.
+   */
   startCandidate(spec: CandidateSpec): Promise<Instance>
-  /** Running and not restarting. */
-  isAlive(instance: Instance): Promise<boolean>
-  engineHealth(instance: Instance): Promise<ContainerHealth | null>
-  /** Stops an instance but keeps it, so a rollback can revive it in a second. */
+  /** Its core members (`all`: every member) are running and not restarting. */
+  isAlive(instance: Instance, which?: 'core' | 'all'): Promise<boolean>
+  engineHealth(container: { id: string }): Promise<ContainerHealth | null>
+  /** A worker's state for its health check; a missing container is not alive. */
+  memberState(member: Member): Promise<WorkerState>
+  /** Stops every member (SIGTERM, SIGKILL after its stopTimeoutSec) but keeps them, for a rollback in a second. */
   retire(instance: Instance): Promise<void>
+  /** Starts its core members again (stop-first workers wait for `startSingletons`). */
   revive(instance: Instance): Promise<void>
   remove(instance: Instance): Promise<void>
-  logTail(instance: Instance, lines?: number): Promise<string[]>
-  /** The instance's output, line by line (the app's own log, for operators): see DockerEngine.containerLogLines. */
-  logs(instance: Instance, options: ContainerLogOptions): AsyncIterable<ContainerLogLine>
+  /** Starts the group's stop-first workers (after the other group's were stopped). */
+  startSingletons(instance: Instance): Promise<void>
+  /** Stops the group's stop-first workers (SIGTERM, SIGKILL after their stopTimeoutSec). */
+  stopSingletons(instance: Instance): Promise<void>
+  logTail(container: { id: string }, lines?: number): Promise<string[]>
+  /** A container's output, line by line (the app's own log, for operators): see DockerEngine.containerLogLines. */
+  logs(container: { id: string }, options: ContainerLogOptions): AsyncIterable<ContainerLogLine>
 }
 
 export function envLabels(target: EnvTarget): Labels {
   return { [LABEL.app]: target.app, [LABEL.env]: target.env }
 }
 
-export function imageTag(app: string, env: string, release: string): string {
-  return `${app}:${env}-${release}`
+export function imageTag(app: string, env: string, release: string, service?: string): string {
+  return service === undefined ? `${app}:${env}-${release}` : `${app}-${service}:${env}-${release}`
 }
 
 export class ContainerRuntime implements Runtime {
   constructor(private readonly docker: DockerEngine) {}
 
-  async releaseImage(target: EnvTarget, release: string): Promise<EnvImage | null> {
-    const ref = imageTag(target.app, target.env, release)
+  async releaseImage(target: EnvTarget, release: string, service?: string): Promise<EnvImage | null> {
+    const ref = imageTag(target.app, target.env, release, service)
     const details = await this.docker.inspectImage(ref)
     return details && { release, commit: details.labels[LABEL.commit] ?? '', ref, created: details.created, id: details.id }
   }
@@ -167,7 +258,7 @@ export class ContainerRuntime implements Runtime {
   }
 
   async buildRelease(spec: BuildSpec): Promise<string> {
-    const tag = imageTag(spec.app, spec.env, spec.release)
+    const tag = imageTag(spec.app, spec.env, spec.release, spec.service)
     // Images get the commit label only: the classic builder adds a layer per build label, and the tag already
     // names app, env and release.
     await this.docker.buildImage({
@@ -228,40 +319,55 @@ export class ContainerRuntime implements Runtime {
 
   async instances(target: EnvTarget): Promise<Instance[]> {
     const containers = await this.docker.listContainers({ ...envLabels(target), [LABEL.role]: 'web' })
-    return containers
-      .map((c) => ({
-        id: c.id,
-        release: c.labels[LABEL.release] ?? '',
-        commit: c.labels[LABEL.commit] ?? '',
-        deployId: c.labels[LABEL.deploy] ?? '',
-        port: Number(c.labels[LABEL.port]),
-        image: c.image,
-        running: c.state === 'running' || c.state === 'restarting',
-        created: c.created,
-      }))
-      .sort((a, b) => b.created.getTime() - a.created.getTime())
+    const groups = new Map<string, ContainerSummary[]>()
+    for (const c of containers) {
+      const key = c.labels[LABEL.deploy] || c.id
+      groups.set(key, [...(groups.get(key) ?? []), c])
+    }
+    return [...groups.values()].map(groupOf).sort((a, b) => b.created.getTime() - a.created.getTime())
   }
 
   async startCandidate(spec: CandidateSpec): Promise<Instance> {
-    const labels: Labels = {
+    const base: Labels = {
       ...envLabels(spec),
       [LABEL.release]: spec.release,
       [LABEL.deploy]: spec.deployId,
       [LABEL.role]: 'web',
-      [LABEL.port]: String(spec.port),
       [LABEL.commit]: spec.commit,
     }
-    const name = `${spec.app}-${spec.env}-${spec.deployId}`
-    const id = await this.docker.startContainer({
-      name,
-      image: spec.image,
-      env: [...spec.variables, `PORT=${spec.port}`],
-      labels,
-      restartPolicy: 'unless-stopped',
-      container: spec.container,
-    })
+    const services = spec.services ?? [
+      { name: WEB_SERVICE, kind: 'web', port: spec.port, command: null, order: null, stopTimeoutSec: 10, index: 0 },
+    ]
+    const members: Member[] = []
+    try {
+      for (const service of services) {
+        const labels: Labels = { ...base, [LABEL.service]: service.name, [LABEL.index]: String(service.index) }
+        if (service.port !== null) labels[LABEL.port] = String(service.port)
+        if (service.order !== null) labels[LABEL.order] = service.order
+        labels[LABEL.stopTimeout] = String(service.stopTimeoutSec)
+        const member: Member = { ...service, id: '', service: service.name, running: service.order !== 'stop-first' }
+        member.id = await this.docker.startContainer({
+          // Without services the one container keeps the name it always had.
+          name: spec.services ? `${spec.app}-${spec.env}-${service.name}-${spec.deployId}` : `${spec.app}-${spec.env}-${spec.deployId}`,
+          image: service.image ?? spec.image,
+          cmd: service.command ?? undefined,
+          env: service.port === null ? spec.variables : [...spec.variables, `PORT=${service.port}`],
+          labels,
+          restartPolicy: 'unless-stopped',
+          container: spec.container,
+          stopTimeoutSec: service.stopTimeoutSec,
+          start: member.running,
+        })
+        members.push(member)
+      }
+    } catch (err) {
+      // Half a release must not run: every member made so far goes with the one that failed.
+      for (const m of members) await this.docker.removeContainer(m.id).catch(() => undefined)
+      throw err
+    }
+    const primary = members[0] as Member
     return {
-      id,
+      id: primary.id,
       release: spec.release,
       commit: spec.commit,
       deployId: spec.deployId,
@@ -269,35 +375,94 @@ export class ContainerRuntime implements Runtime {
       image: spec.image,
       running: true,
       created: new Date(),
+      members,
     }
   }
 
-  async isAlive(instance: Instance): Promise<boolean> {
-    const details = await this.docker.inspectContainer(instance.id)
+  async isAlive(instance: Instance, which: 'core' | 'all' = 'core'): Promise<boolean> {
+    const members = which === 'all' ? membersOf(instance) : coreMembers(instance)
+    const alive = await Promise.all(members.map((m) => this.containerAlive(m.id)))
+    return alive.every(Boolean)
+  }
+
+  private async containerAlive(id: string): Promise<boolean> {
+    const details = await this.docker.inspectContainer(id)
     return details !== null && details.running && !details.restarting
   }
 
-  async engineHealth(instance: Instance): Promise<ContainerHealth | null> {
-    return (await this.docker.inspectContainer(instance.id))?.health ?? null
+  async engineHealth(container: { id: string }): Promise<ContainerHealth | null> {
+    return (await this.docker.inspectContainer(container.id))?.health ?? null
   }
 
-  retire(instance: Instance): Promise<void> {
-    return this.docker.stopContainer(instance.id)
+  async memberState(member: Member): Promise<WorkerState> {
+    const details = await this.docker.inspectContainer(member.id)
+    if (details === null) return { alive: false, restartCount: 0, health: null }
+    return { alive: details.running && !details.restarting, restartCount: details.restartCount, health: details.health }
   }
 
-  revive(instance: Instance): Promise<void> {
-    return this.docker.startExisting(instance.id)
+  async retire(instance: Instance): Promise<void> {
+    await Promise.all(membersOf(instance).map((m) => this.docker.stopContainer(m.id, m.stopTimeoutSec)))
+    for (const m of instance.members ?? []) m.running = false
   }
 
-  remove(instance: Instance): Promise<void> {
-    return this.docker.removeContainer(instance.id)
+  async revive(instance: Instance): Promise<void> {
+    for (const m of coreMembers(instance)) await this.docker.startExisting(m.id)
+    for (const m of instance.members ?? []) if (!isSingleton(m)) m.running = true
   }
 
-  logTail(instance: Instance, lines = 30): Promise<string[]> {
-    return this.docker.containerLogTail(instance.id, lines)
+  async remove(instance: Instance): Promise<void> {
+    for (const m of membersOf(instance)) await this.docker.removeContainer(m.id)
   }
 
-  logs(instance: Instance, options: ContainerLogOptions): AsyncIterable<ContainerLogLine> {
-    return this.docker.containerLogLines(instance.id, options)
+  async startSingletons(instance: Instance): Promise<void> {
+    for (const m of singletonsOf(instance)) {
+      await this.docker.startExisting(m.id)
+      m.running = true
+    }
+  }
+
+  async stopSingletons(instance: Instance): Promise<void> {
+    await Promise.all(singletonsOf(instance).map((m) => this.docker.stopContainer(m.id, m.stopTimeoutSec)))
+    for (const m of singletonsOf(instance)) m.running = false
+  }
+
+  logTail(container: { id: string }, lines = 30): Promise<string[]> {
+    return this.docker.containerLogTail(container.id, lines)
+  }
+
+  logs(container: { id: string }, options: ContainerLogOptions): AsyncIterable<ContainerLogLine> {
+    return this.docker.containerLogLines(container.id, options)
+  }
+}
+
+/** A release group from its containers' labels: the primary is the web member listed first in the config. */
+function groupOf(containers: ContainerSummary[]): Instance {
+  const members = containers
+    .map((c) => {
+      const port = c.labels[LABEL.port]
+      const order = c.labels[LABEL.order]
+      const member: Member = {
+        id: c.id,
+        service: c.labels[LABEL.service] ?? WEB_SERVICE,
+        kind: port === undefined ? 'worker' : 'web',
+        port: port === undefined ? null : Number(port),
+        order: port !== undefined ? null : order === 'stop-first' ? 'stop-first' : 'start-first',
+        stopTimeoutSec: Number(c.labels[LABEL.stopTimeout] ?? 10) || 10,
+        running: c.state === 'running' || c.state === 'restarting',
+      }
+      return { member, index: Number(c.labels[LABEL.index] ?? 0), c }
+    })
+    .sort((a, b) => Number(b.member.kind === 'web') - Number(a.member.kind === 'web') || a.index - b.index)
+  const { c: primary } = members[0] as (typeof members)[number]
+  return {
+    id: primary.id,
+    release: primary.labels[LABEL.release] ?? '',
+    commit: primary.labels[LABEL.commit] ?? '',
+    deployId: primary.labels[LABEL.deploy] ?? '',
+    port: Number(primary.labels[LABEL.port]),
+    image: primary.image,
+    running: members.some((m) => m.member.running),
+    created: primary.created,
+    members: members.map((m) => m.member),
   }
 }

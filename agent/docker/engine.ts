@@ -155,7 +155,7 @@ export class DockerEngine {
     return await runOneOff(await this.client(), opts)
   }
 
-  /** Creates and starts a long-running container; returns its id. A taken name is `container_exists`. */
+  /** Creates and starts (unless `start: false`) a long-running container; returns its id. A taken name is `container_exists`. */
   async startContainer(opts: StartContainerOptions): Promise<string> {
     const settings = opts.container ?? DEFAULT_CONTAINER_SETTINGS
     const mounts = await dockerMounts(settings)
@@ -166,6 +166,8 @@ export class DockerEngine {
       ).createContainer({
         name: opts.name,
         Image: opts.image,
+        ...(opts.cmd ? { Cmd: opts.cmd } : {}),
+        ...(opts.stopTimeoutSec !== undefined ? { StopTimeout: opts.stopTimeoutSec } : {}),
         Env: opts.env,
         Labels: opts.labels,
         // Init: a tiny init as PID 1 forwards SIGTERM, so an app that never installed a handler still stops
@@ -182,6 +184,7 @@ export class DockerEngine {
       if (engineStatus(err) === 409) throw new ContainerExistsError(opts.name)
       throw toDockerError(err, `create container ${opts.name}`)
     }
+    if (opts.start === false) return container.id
     try {
       await container.start()
     } catch (err) {

@@ -134,6 +134,12 @@ export interface StartContainerOptions {
   restartPolicy?: 'unless-stopped' | 'no'
   /** Default: DEFAULT_CONTAINER_SETTINGS. */
   container?: ContainerSettings
+  /** The command; default: the image's CMD. */
+  cmd?: string[]
+  /** SIGTERM, then SIGKILL after this long (also for a `docker stop` by hand); Docker's default when unset. */
+  stopTimeoutSec?: number
+  /** False: created, not started (a stop-first worker waits for the switch). Default true. */
+  start?: boolean
 }
 
 /** Docker's label filter: every `key=value` pair must match; an empty value only asks for the key. */

@@ -2,6 +2,7 @@
 // with the config (SIGHUP). Each logged request is counted for the metric; during OBSERVING the new release's
 // error rate can end the window early (`check`); after it, the live release's errors raise `observe.alert`s.
 import type { Config } from '../config/schema.js'
+import { envPorts } from '../config/services.js'
 import type { Target } from '../config/targets.js'
 import {
   classifyAnswers,
@@ -42,7 +43,7 @@ class EnvTraffic {
   /** One sliding window per port of the env (bounded: the env's own ports), so a check also sees the drain. */
   private windows = new Map<number, ReleaseTraffic>()
   private alerts: TrafficAlerts | null = null
-  private observing: { port: number; release: string; fail: (reason: string) => void } | null = null
+  private observing: { ports: number[]; release: string; fail: (reason: string) => void } | null = null
   /** The release last seen on each port, for the metric's label. */
   private readonly releases = new Map<number, string>()
   /**
@@ -88,19 +89,20 @@ class EnvTraffic {
       before.maxErrorRate !== maxErrorRate ||
       before.minRequests !== minRequests ||
       JSON.stringify(before.alert) !== JSON.stringify(alert) ||
-      this.settings.envConfig.ports.join() !== settings.envConfig.ports.join()
+      envPorts(this.settings.envConfig).join() !== envPorts(settings.envConfig).join()
     this.settings = settings
     if (!changed) return
-    this.windows = new Map(settings.envConfig.ports.map((p) => [p, new ReleaseTraffic(p, { maxErrorRate, minRequests })]))
+    this.windows = new Map(envPorts(settings.envConfig).map((p) => [p, new ReleaseTraffic(p, { maxErrorRate, minRequests })]))
     this.alerts = alert && (alert.errorsPerMinute !== undefined || alert.downMinutes !== undefined) ? new TrafficAlerts(alert) : null
   }
 
-  check(port: number, release: string): TrafficCheck {
+  /** Watches the new release's ports (one per web service) until `stop`. */
+  check(ports: number[], release: string): TrafficCheck {
     let fail: (reason: string) => void = () => undefined
     const failed = new Promise<string>((resolve) => (fail = resolve))
-    const observing = { port, release, fail }
+    const observing = { ports, release, fail }
     this.observing = observing
-    this.releases.set(port, release)
+    for (const port of ports) this.releases.set(port, release)
     this.flushPending(Date.now())
     return {
       failed,
@@ -115,7 +117,7 @@ class EnvTraffic {
 
   private releaseOn(port: number | null): string {
     if (port === null) return this.observing?.release ?? this.live()?.release ?? 'unknown'
-    if (this.observing?.port === port) return this.observing.release
+    if (this.observing?.ports.includes(port)) return this.observing.release
     const live = this.live()
     if (live?.port === port) this.releases.set(port, live.release)
     return this.releases.get(port) ?? 'unknown'
@@ -131,7 +133,7 @@ class EnvTraffic {
     this.flushPending(now)
     for (const answer of classifyAnswers(record)) {
       const release = this.releaseOn(answer.port)
-      if (release === 'unknown' && answer.port !== null && this.settings.envConfig.ports.includes(answer.port)) {
+      if (release === 'unknown' && answer.port !== null && envPorts(this.settings.envConfig).includes(answer.port)) {
         const held = this.pending.get(answer.port) ?? { since: now, counts: new Map<ResponseClass, number>() }
         held.counts.set(answer.class, (held.counts.get(answer.class) ?? 0) + 1)
         this.pending.set(answer.port, held)
@@ -140,7 +142,7 @@ class EnvTraffic {
     let verdict: string | null = null
     for (const [port, window] of this.windows) {
       const reason = window.record(record)
-      if (port === this.observing?.port) verdict = reason
+      if (reason !== null && this.observing?.ports.includes(port)) verdict = reason
     }
     if (this.observing && verdict !== null) {
       this.observing.fail(verdict)
@@ -214,8 +216,13 @@ export class TrafficWatch {
   }
 
   /** Judges the release on `port` by its traffic until stopped; null when the env has no accessLog. */
-  check(target: { app: string; env: string }, candidate: { port: number; release: string }): TrafficCheck | null {
-    return this.envs.get(`${target.app}/${target.env}`)?.check(candidate.port, candidate.release) ?? null
+  /** `candidate`: the new release; every web member's port is watched (the primary's alone without members). */
+  check(
+    target: { app: string; env: string },
+    candidate: { port: number; release: string; members?: Array<{ port: number | null }> },
+  ): TrafficCheck | null {
+    const ports = candidate.members?.flatMap((m) => (m.port === null ? [] : [m.port])) ?? [candidate.port]
+    return this.envs.get(`${target.app}/${target.env}`)?.check(ports, candidate.release) ?? null
   }
 
   async close(): Promise<void> {

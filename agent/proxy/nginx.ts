@@ -18,6 +18,12 @@ export const MANAGED_HEADER = '# managed by deploy-agent; do not edit'
 export interface NginxUpstreamOptions {
   upstreamFile: string
   upstreamName: string
+  /**
+   * Several upstreams in the one file (an app with several web services), primary first: each has a blue/green
+   * pair, and a switch to the primary's port of one slot writes every upstream's port of that slot. Without it the
+   * file holds the one upstream `upstreamName`.
+   */
+  upstreams?: Array<{ name: string; ports: readonly [number, number] }>
   /** e.g. `['nginx', '-t']` */
   testCommand: string[]
   /** e.g. `['nginx', '-s', 'reload']` */
@@ -66,6 +72,7 @@ function show(argv: readonly string[]): string {
 export class NginxUpstream implements UpstreamSwitch {
   readonly upstreamFile: string
   readonly upstreamName: string
+  private readonly upstreams: Array<{ name: string; ports: readonly [number, number] }> | null
   private readonly testCommand: readonly string[]
   private readonly reloadCommand: readonly string[]
   private readonly pidFile: string | undefined
@@ -77,9 +84,8 @@ export class NginxUpstream implements UpstreamSwitch {
   private retiring = new Set<number>()
 
   constructor(options: NginxUpstreamOptions) {
-    if (!NAME.test(options.upstreamName)) {
-      throw new ProxyError('proxy_invalid_config', `invalid upstream name: ${JSON.stringify(options.upstreamName)}`, undefined, 500)
-    }
+    for (const name of [options.upstreamName, ...(options.upstreams ?? []).map((u) => u.name)])
+      if (!NAME.test(name)) throw new ProxyError('proxy_invalid_config', `invalid upstream name: ${JSON.stringify(name)}`, undefined, 500)
     for (const [key, argv] of [
       ['testCommand', options.testCommand],
       ['reloadCommand', options.reloadCommand],
@@ -87,7 +93,8 @@ export class NginxUpstream implements UpstreamSwitch {
       if (argv.length === 0) throw new ProxyError('proxy_invalid_config', `${key} is empty`, undefined, 500)
     }
     this.upstreamFile = options.upstreamFile
-    this.upstreamName = options.upstreamName
+    this.upstreamName = options.upstreams?.[0]?.name ?? options.upstreamName
+    this.upstreams = options.upstreams && options.upstreams.length > 0 ? options.upstreams.map((u) => ({ ...u })) : null
     this.testCommand = [...options.testCommand]
     this.reloadCommand = [...options.reloadCommand]
     this.pidFile = options.pidFile
@@ -97,24 +104,48 @@ export class NginxUpstream implements UpstreamSwitch {
 
   render(port: number): string {
     assertPort(port)
-    return `${MANAGED_HEADER}\nupstream ${this.upstreamName} { server 127.0.0.1:${port}; }\n`
+    if (!this.upstreams) return `${MANAGED_HEADER}\nupstream ${this.upstreamName} { server 127.0.0.1:${port}; }\n`
+    const slot = this.slotOf(port)
+    return `${MANAGED_HEADER}\n${this.upstreams.map((u) => `upstream ${u.name} { server 127.0.0.1:${u.ports[slot]}; }\n`).join('')}`
   }
 
-  /** Parses a file in the format `render` writes (comment lines ignored); null when it is another upstream's or not ours. */
+  /** Which of the pairs (0 blue, 1 green) the primary's `port` names. */
+  private slotOf(port: number): 0 | 1 {
+    const slot = this.upstreams?.[0]?.ports.indexOf(port) ?? -1
+    if (slot === -1) throw new ProxyError('proxy_invalid_port', `port ${port} is not one of the primary upstream's pair`, undefined, 400)
+    return slot as 0 | 1
+  }
+
+  /**
+   * Parses a file in the format `render` writes (comment lines ignored); null when it is another upstream's or not
+   * ours. With several upstreams the primary's port answers: the agent writes them all from one slot, so upstreams
+   * that disagree were edited by hand — the primary's still says where the release's web traffic goes (answering
+   * null would send the next candidate onto a slot that may serve), and the next switch writes them all again.
+   */
   parse(text: string): number | null {
     const body = text
       .split('\n')
       .filter((line) => !line.trimStart().startsWith('#'))
       .join('\n')
-    const match = /^\s*upstream\s+(\S+)\s*\{\s*server\s+127\.0\.0\.1:(\d{1,5})\s*;\s*\}\s*$/.exec(body)
-    if (match === null || match[1] !== this.upstreamName) return null
-    const port = Number(match[2])
-    return port >= 1 && port <= 65535 ? port : null
+    const block = /\s*upstream\s+(\S+)\s*\{\s*server\s+127\.0\.0\.1:(\d{1,5})\s*;\s*\}/y
+    const found = new Map<string, number>()
+    let end = 0
+    for (let m = block.exec(body); m !== null; m = block.exec(body)) {
+      found.set(m[1] as string, Number(m[2]))
+      end = block.lastIndex
+    }
+    if (body.slice(end).trim() !== '' || found.size !== (this.upstreams?.length ?? 1)) return null
+    const port = found.get(this.upstreamName)
+    return port !== undefined && port >= 1 && port <= 65535 ? port : null
   }
 
   async ensureFile(placeholderPort: number): Promise<boolean> {
     assertPort(placeholderPort)
-    const placeholder = `${MANAGED_HEADER}\n# no release is live yet\nupstream ${this.upstreamName} { server 127.0.0.1:${placeholderPort} down; }\n`
+    const slot = this.upstreams ? this.slotOf(placeholderPort) : 0
+    const servers = (this.upstreams ?? [{ name: this.upstreamName, ports: [placeholderPort, placeholderPort] as const }]).map(
+      (u) => `upstream ${u.name} { server 127.0.0.1:${u.ports[slot]} down; }\n`,
+    )
+    const placeholder = `${MANAGED_HEADER}\n# no release is live yet\n${servers.join('')}`
     const run = this.tail.then(async () => {
       if ((await this.save()) !== null) return false
       await ensureDir(dirname(this.upstreamFile), 0o755)

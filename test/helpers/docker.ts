@@ -31,7 +31,8 @@ export async function removeContainersByLabel(label: string): Promise<void> {
 /** Removes every container and image the agent made for `app` (test teardown). */
 export async function removeAppFromDocker(app: string): Promise<void> {
   await removeContainersByLabel(`deploy-agent.app=${app}`)
-  const { stdout } = await run('docker', ['images', '--quiet', '--filter', `reference=${app}:*`])
+  // The app's images and those of its services with a build of their own (`<app>-<service>:…`).
+  const { stdout } = await run('docker', ['images', '--quiet', '--filter', `reference=${app}:*`, '--filter', `reference=${app}-*:*`])
   const ids = [...new Set(stdout.split('\n').filter((id) => id !== ''))]
   if (ids.length > 0) await run('docker', ['rmi', '--force', ...ids]).catch(() => undefined)
 }

@@ -1,16 +1,20 @@
 // An engine of plain records for unit tests of deploy decisions: instances and kept images in memory, one-off
 // results chosen by the test, and `faults` that make single operations throw as a dockerd going away would.
 import type { UpstreamSwitch } from '../../agent/proxy/nginx.js'
-import type {
-  BuildSpec,
-  CandidateSpec,
-  EnvImage,
-  EnvTarget,
-  Instance,
-  KeepPulledSpec,
-  MigrationSpec,
-  PullSpec,
-  Runtime,
+import {
+  coreMembers,
+  membersOf,
+  singletonsOf,
+  type BuildSpec,
+  type CandidateSpec,
+  type EnvImage,
+  type EnvTarget,
+  type Instance,
+  type KeepPulledSpec,
+  type Member,
+  type MigrationSpec,
+  type PullSpec,
+  type Runtime,
 } from '../../agent/deploy/runtime.js'
 import type { OneOffResult } from '../../agent/docker/types.js'
 
@@ -20,6 +24,8 @@ export interface RuntimeFaults {
   isAlive?: (i: Instance) => boolean
   retire?: (i: Instance) => boolean
   build?: () => boolean
+  /** A worker member that is dead (exited) whenever it is looked at. */
+  deadWorker?: (m: Member) => boolean
 }
 
 export class FakeRuntime implements Runtime {
@@ -34,6 +40,11 @@ export class FakeRuntime implements Runtime {
   /** The registry: `image:tag` → digest. */
   readonly registry = new Map<string, string>()
   readonly pulls: string[] = []
+  /**
+   * What happened to members, in order — `start <release>/<service>`, `stop …`, `remove …` — shared with a
+   * FakeRouter's `switch <port>` when given the same array: the order of a switch is read from it.
+   */
+  readonly ops: string[] = []
   migration: OneOffResult = { exitCode: 0, timedOut: false, logTail: [] }
 
   constructor(
@@ -45,12 +56,19 @@ export class FakeRuntime implements Runtime {
     this.images.set(release, { release, commit, ref: `web:production-${release}`, created: new Date() })
   }
 
-  async releaseImage(_target: EnvTarget, release: string) {
-    return this.images.get(release) ?? null
+  /** Images of services with their own build, by `<service>:<release>`. */
+  readonly serviceImages = new Map<string, EnvImage>()
+  async releaseImage(_target: EnvTarget, release: string, service?: string) {
+    return (service === undefined ? this.images.get(release) : this.serviceImages.get(`${service}:${release}`)) ?? null
   }
   async buildRelease(spec: BuildSpec) {
     this.builds.push(spec)
     if (this.faults.build?.()) throw new Error('build failed: RUN false')
+    if (spec.service !== undefined) {
+      const ref = `web-${spec.service}:production-${spec.release}`
+      this.serviceImages.set(`${spec.service}:${spec.release}`, { release: spec.release, commit: spec.commit, ref, created: new Date() })
+      return ref
+    }
     this.keep(spec.release, spec.commit)
     return `web:production-${spec.release}`
   }
@@ -84,6 +102,31 @@ export class FakeRuntime implements Runtime {
     return [...this.list]
   }
   async startCandidate(spec: CandidateSpec): Promise<Instance> {
+    if (spec.services) {
+      const members: Member[] = spec.services.map((s) => ({
+        id: `c-${spec.deployId}-${s.name}`,
+        service: s.name,
+        kind: s.kind,
+        port: s.port,
+        order: s.order,
+        stopTimeoutSec: s.stopTimeoutSec,
+        running: s.order !== 'stop-first',
+      }))
+      for (const m of members) if (m.running) this.ops.push(`start ${spec.release}/${m.service}`)
+      const group: Instance = {
+        id: (members[0] as Member).id,
+        release: spec.release,
+        commit: spec.commit,
+        deployId: spec.deployId,
+        port: spec.port,
+        image: spec.image,
+        running: true,
+        created: new Date(),
+        members,
+      }
+      this.list.unshift(group)
+      return group
+    }
     const instance = {
       id: `c-${spec.deployId}`,
       release: spec.release,
@@ -97,25 +140,55 @@ export class FakeRuntime implements Runtime {
     this.list.unshift(instance)
     return instance
   }
-  async isAlive(i: Instance) {
+  async isAlive(i: Instance, which: 'core' | 'all' = 'core') {
     if (this.faults.isAlive?.(i)) throw engineDown()
-    return i.running
+    if (!i.members) return i.running
+    const members = which === 'all' ? membersOf(i) : coreMembers(i)
+    return members.every((m) => m.running && !this.faults.deadWorker?.(m))
   }
   async engineHealth() {
     return null
   }
+  async memberState(m: Member) {
+    return { alive: m.running && !this.faults.deadWorker?.(m), restartCount: 0, health: null }
+  }
   async retire(i: Instance) {
     if (this.faults.retire?.(i)) throw engineDown()
+    for (const m of i.members ?? []) if (m.running) this.ops.push(`stop ${i.release}/${m.service}`)
+    for (const m of i.members ?? []) m.running = false
     i.running = false
     this.retired.push(i.id)
   }
   async revive(i: Instance) {
+    for (const m of coreMembers(i)) if (i.members && !m.running) this.ops.push(`start ${i.release}/${m.service}`)
+    for (const m of i.members ? coreMembers(i) : []) m.running = true
     i.running = true
     this.revived.push(i.id)
   }
   async remove(i: Instance) {
+    for (const m of i.members ?? []) this.ops.push(`remove ${i.release}/${m.service}`)
     this.removed.push(i.id)
     this.list.splice(this.list.indexOf(i), 1)
+  }
+  async startSingletons(i: Instance) {
+    for (const m of singletonsOf(i)) {
+      if (!m.running) this.ops.push(`start ${i.release}/${m.service}`)
+      m.running = true
+    }
+  }
+  async stopSingletons(i: Instance) {
+    for (const m of singletonsOf(i)) {
+      if (m.running) this.ops.push(`stop ${i.release}/${m.service}`)
+      m.running = false
+    }
+  }
+  /** Stop-first workers of the env running now, as `<release>/<service>`: never more than one per service. */
+  runningSingletons(): string[] {
+    return this.list.flatMap((i) =>
+      singletonsOf(i)
+        .filter((m) => m.running)
+        .map((m) => `${i.release}/${m.service}`),
+    )
   }
   async logTail() {
     return []
@@ -140,7 +213,11 @@ export class FakeRouter implements UpstreamSwitch {
   failSwitch = 0
   /** Placeholder ports written by ensureFile (only while nothing is routed). */
   readonly ensured: number[] = []
-  constructor(public routed: number | null) {}
+  constructor(
+    public routed: number | null,
+    /** Where each switch is recorded as `switch <port>` (a FakeRuntime's `ops`, to read the order of a switch). */
+    readonly ops: string[] = [],
+  ) {}
   async ensureFile(port: number) {
     if (this.routed !== null) return false
     this.ensured.push(port)
@@ -156,6 +233,7 @@ export class FakeRouter implements UpstreamSwitch {
     }
     const previousPort = this.routed
     this.routed = port
+    this.ops.push(`switch ${port}`)
     return { previousPort }
   }
 }

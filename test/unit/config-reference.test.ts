@@ -46,10 +46,11 @@ const minimal = {
       repo: '/srv/a.git',
       migrate: { command: ['migrate'] },
       smoke: [{ path: '/' }],
+      services: { s: { kind: 'web', smoke: [{ path: '/' }], build: {} } },
       envs: {
         e: {
           ref: 'branch:main',
-          ports: [18001, 18002],
+          ports: { s: [18001, 18002] },
           database: { url: 'postgres://u@h/db', pitr: {} },
           proxy: { upstreamFile: 'a.conf' },
         },
@@ -59,7 +60,8 @@ const minimal = {
   notify: [{ kind: 'slack', url: 'https://hooks.example.com/x' }],
 }
 
-const stepsOf = (path: string) => path.replaceAll('<app>', 'a').replaceAll('<env>', 'e').replaceAll('[]', '.0').split('.')
+const stepsOf = (path: string) =>
+  path.replaceAll('<app>', 'a').replaceAll('<env>', 'e').replaceAll('<service>', 's').replaceAll('[]', '.0').split('.')
 
 function valueAt(config: unknown, steps: string[]): unknown {
   return steps.reduce<unknown>((at, step) => (at as Record<string, unknown> | undefined)?.[step], config)

@@ -26,6 +26,18 @@ const statusResponse = {
                     port: { type: 'integer' },
                     deployId: { type: 'string' },
                     since: { type: 'string' },
+                    services: {
+                      type: 'array',
+                      items: {
+                        type: 'object',
+                        properties: {
+                          name: { type: 'string' },
+                          kind: { type: 'string' },
+                          port: nullable({ type: 'integer' }),
+                          container: { type: 'string' },
+                        },
+                      },
+                    },
                   },
                 }),
                 deploying: nullable({ type: 'object', properties: { id: { type: 'string' }, state: { type: 'string' } } }),

@@ -1,0 +1,46 @@
+// Waits for a worker (a service without a port) to become healthy: its Docker HEALTHCHECK says healthy or, without
+// one, it stays running — neither exiting nor restarting — for `startSec`. A crash that the restart policy hid
+// between two looks still counts: the restart count moved.
+import { systemClock, type Clock } from './clock.js'
+import { HealthError, throwIfAborted } from './errors.js'
+import type { DockerHealth } from './wait.js'
+
+export interface WorkerState {
+  /** Running and not restarting. */
+  alive: boolean
+  restartCount: number
+  /** The HEALTHCHECK's word; null when the image has none. */
+  health: DockerHealth
+}
+
+export interface WaitWorkerOptions {
+  state: () => Promise<WorkerState>
+  startSec: number
+  /** Overall budget, from the call (a HEALTHCHECK may take longer than startSec). */
+  deadlineMs: number
+  intervalMs: number
+  signal?: AbortSignal
+  clock?: Clock
+}
+
+export async function waitWorkerHealthy(options: WaitWorkerOptions): Promise<void> {
+  const { state, startSec, deadlineMs, intervalMs, signal } = options
+  const clock = options.clock ?? systemClock
+  const start = clock.now()
+  let restarts: number | null = null
+  for (;;) {
+    throwIfAborted(signal)
+    const now = await state()
+    throwIfAborted(signal)
+    restarts ??= now.restartCount
+    if (!now.alive || now.restartCount !== restarts)
+      throw new HealthError('container_exited', 'the worker exited or restarted before it became healthy')
+    if (now.health === 'healthy') return
+    if (now.health === 'unhealthy') throw new HealthError('health_check_failed', 'Docker reports the worker unhealthy')
+    const elapsed = clock.now() - start
+    if (now.health === null && elapsed >= startSec * 1000) return
+    if (elapsed >= deadlineMs)
+      throw new HealthError('health_check_failed', `the worker's HEALTHCHECK said ${now.health} until the deadline`)
+    await clock.sleep(Math.min(intervalMs, Math.max(1, startSec * 1000 - elapsed)), signal)
+  }
+}

@@ -1,0 +1,125 @@
+// The sample app of several services: one image (busybox) with an api and a frontend (httpd on their own ports), a
+// start-first worker and a stop-first scheduler ("beat"), in a real git repo with one tag per behaviour; and a
+// private nginx in front of both web services (one upstream file holding both upstreams).
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Test } from 'tap'
+import { BASE_IMAGE } from './docker.js'
+import { makeGitRepo, type GitRepo } from './git.js'
+import { startNginx, type NginxInstance } from './nginx.js'
+import { freePorts } from './ports.js'
+
+/** A worker loop that stops at once on SIGTERM (the agent's containers run an init that forwards it). */
+const LOOP = 'trap \'echo stop; exit 0\' TERM\necho "start $$"\nwhile true; do sleep 1 & wait $!; done\n'
+
+interface Variant {
+  worker?: string
+  frontend?: string
+}
+
+function release(v: Variant): Record<string, string> {
+  return {
+    Dockerfile: [
+      `FROM ${BASE_IMAGE}`,
+      'ARG VERSION',
+      'COPY . /app',
+      'RUN mkdir -p /www && echo ok > /www/healthz && echo "$VERSION" > /www/version',
+      'CMD ["sh", "/app/api.sh"]',
+      '',
+    ].join('\n'),
+    // The frontend has a build of its own (context `frontend`): the image `<app>-frontend:<env>-<release>`.
+    'frontend/Dockerfile': [
+      `FROM ${BASE_IMAGE}`,
+      'ARG VERSION',
+      'COPY serve.sh /serve.sh',
+      'RUN mkdir -p /front && echo ok > /front/healthz && echo "front-$VERSION" > /front/version',
+      'CMD ["sh", "/serve.sh"]',
+      '',
+    ].join('\n'),
+    'frontend/serve.sh': v.frontend ?? 'exec httpd -f -p 127.0.0.1:$PORT -h /front\n',
+    '.dockerignore': 'frontend\n',
+    'api.sh': 'exec httpd -f -p 127.0.0.1:$PORT -h /www\n',
+    'worker.sh': v.worker ?? LOOP,
+    'beat.sh': LOOP,
+    'migrate.sh': 'echo "migrated to $(cat /www/version)"\n',
+  }
+}
+
+export const SERVICE_TAGS = {
+  good: 'v1.0.0',
+  good2: 'v1.1.0',
+  /** Its worker exits at once: the candidate never gets healthy. */
+  workerExits: 'v1.2.0',
+  /** Its frontend stops answering /healthz 3 s after it starts: observe rolls the whole release back. */
+  frontendFailsAfterSwitch: 'v1.3.0',
+} as const
+
+export function makeServicesRepo(dir: string): Promise<GitRepo> {
+  return makeGitRepo(dir, [
+    { files: release({}), tag: SERVICE_TAGS.good, annotated: true },
+    { files: release({}), tag: SERVICE_TAGS.good2 },
+    { files: release({ worker: 'echo "worker: cannot connect to the queue" >&2\nexit 3\n' }), tag: SERVICE_TAGS.workerExits },
+    {
+      files: release({ frontend: 'httpd -p 127.0.0.1:$PORT -h /front && sleep 3 && rm /front/healthz && exec sleep 100000\n' }),
+      tag: SERVICE_TAGS.frontendFailsAfterSwitch,
+    },
+  ])
+}
+
+/** The `services` of the sample: api and frontend (web, its own build), worker (start-first), beat (stop-first). */
+export const SAMPLE_SERVICES = {
+  api: { kind: 'web', command: ['sh', '/app/api.sh'] },
+  frontend: { kind: 'web', build: { context: 'frontend' } },
+  worker: { kind: 'worker', command: ['sh', '/app/worker.sh'], health: { startSec: 1 }, stopTimeoutSec: 5 },
+  beat: { kind: 'worker', command: ['sh', '/app/beat.sh'], order: 'stop-first', health: { startSec: 1 }, stopTimeoutSec: 5 },
+}
+
+export interface ServicesEnv {
+  /** nginx in front of the api (its port) and of the frontend (`frontendPort`). */
+  nginx: NginxInstance
+  frontendPort: number
+  env: Record<string, unknown>
+}
+
+/** A private nginx with one server per web service, both upstreams in the env's one upstream file, and the env's config. */
+export async function servicesEnvBehindNginx(
+  t: Test,
+  dir: string,
+  name: string,
+  extra: Record<string, unknown> = {},
+): Promise<ServicesEnv> {
+  const [apiPort, frontendPort, ...pairs] = (await freePorts(6)) as number[]
+  const nginxDir = join(dir, `nginx-${name}`)
+  const upstreamFile = join(nginxDir, 'upstream.conf')
+  const prefix = `sample_${name.replace(/-/g, '_')}`
+  const site = join(dir, `site-${name}.conf`)
+  await mkdir(nginxDir, { recursive: true })
+  // nginx starts before the first deploy: both upstreams exist, marked down (what the agent's placeholder says).
+  await writeFile(
+    upstreamFile,
+    `upstream ${prefix}_api { server 127.0.0.1:${pairs[0]} down; }\nupstream ${prefix}_frontend { server 127.0.0.1:${pairs[2]} down; }\n`,
+  )
+  await writeFile(
+    site,
+    `server {\n  listen 127.0.0.1:${frontendPort};\n  location / {\n    proxy_pass http://${prefix}_frontend;\n    proxy_connect_timeout 2s;\n  }\n}\n`,
+  )
+  const nginx = await startNginx(nginxDir, { port: apiPort as number, upstreamFile, upstreamName: `${prefix}_api`, includes: [site] })
+  t.teardown(() => nginx.stop())
+  return {
+    nginx,
+    frontendPort: frontendPort as number,
+    env: {
+      ref: 'tag:v*',
+      ports: { api: [pairs[0], pairs[1]], frontend: [pairs[2], pairs[3]] },
+      proxy: {
+        upstreamFile,
+        upstreamName: prefix,
+        test: nginx.testCommand,
+        reload: nginx.reloadCommand,
+        pidFile: join(nginxDir, 'nginx.pid'),
+        drainMs: 300,
+      },
+      ...extra,
+    },
+  }
+}
