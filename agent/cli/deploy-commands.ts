@@ -11,6 +11,8 @@ interface Started {
   id: string
   state: string
   release?: string
+  /** The state that means it worked (a rollback that ended a deploy's observe window: ROLLED_BACK). */
+  endsAs?: string
 }
 
 interface ReleasesBody {
@@ -45,7 +47,7 @@ async function startedThen(client: AgentClient, started: Started, opts: { json?:
   }
   if (!opts.json) console.log(`${started.id}  ${painter().state(started.state)}  ${what}`)
   const done = await followDeploy(client, started.id, { json: opts.json })
-  if (done.state !== 'SUCCEEDED') process.exitCode = 1
+  if (done.state !== (started.endsAs ?? 'SUCCEEDED')) process.exitCode = 1
 }
 
 function parseLimit(value: string | undefined): number | undefined {
@@ -97,7 +99,10 @@ export function addDeployCommands(program: Command): void {
       .option('--to <release>', 'a kept release (see `deploy-agent releases`)')
       .option('--force', "allow a release that never served or whose last deploy failed (recorded in the rollback's reason)")
       .option('--reason <text>', 'recorded with the rollback')
-      .option('-f, --follow', 'stream the rollback log until it ends; exit 0 only on SUCCEEDED')
+      .option(
+        '-f, --follow',
+        'stream the rollback log until it ends; exit 0 only when it worked (SUCCEEDED; ROLLED_BACK for a deploy in its observe window)',
+      )
       .option('--json', 'print JSON'),
   )
     .addHelpText(
@@ -116,7 +121,8 @@ export function addDeployCommands(program: Command): void {
         ...(opts.reason !== undefined && { reason: opts.reason }),
       }
       const started = await client.post<Started>(`${envPath(app, env)}/rollback`, body)
-      await startedThen(client, started, opts, `rollback ${app}/${env} to ${started.release ?? '?'}`)
+      const inWindow = started.endsAs === 'ROLLED_BACK' ? ` (deploy ${started.id} was in its observe window: it rolls back)` : ''
+      await startedThen(client, started, opts, `rollback ${app}/${env} to ${started.release ?? '?'}${inWindow}`)
     })
 
   withClientOptions(

@@ -383,6 +383,8 @@ const appSchema = z
           .default(0.05),
         /** The fewest answers in that window the rate is judged on. */
         minRequests: positiveInt.default(20),
+        /** The replaced release keeps running (out of nginx) until the window ends: a rollback in it is one switch. */
+        warmStandby: z.boolean({ error: 'must be true or false' }).default(true),
         /** Notifications about the live release's traffic after OBSERVING (needs proxy.accessLog). */
         alert: z
           .strictObject({
@@ -391,7 +393,7 @@ const appSchema = z
           })
           .optional(),
       })
-      .default({ seconds: 30, intervalMs: 1000, maxFailures: 3, maxErrorRate: 0.05, minRequests: 20 }),
+      .default({ seconds: 30, intervalMs: 1000, maxFailures: 3, maxErrorRate: 0.05, minRequests: 20, warmStandby: true }),
     /** Several containers per release (web services with their own ports, workers); without it: one web service. */
     services: z.record(name, serviceSchema, { error: 'must be a map of service name → service' }).optional(),
     container: containerSchema.default(() => ({

@@ -52,7 +52,9 @@ export interface CoordinatorDeps {
   config: Config
   store: DeployStore
   /** Makes the pipeline, given where it reports a new live release (the coordinator's own setLive). */
-  pipeline: (onLive: (target: { app: string; env: string }, live: LiveRelease) => void) => Pick<DeployPipeline, 'run' | 'recover'>
+  pipeline: (
+    onLive: (target: { app: string; env: string }, live: LiveRelease) => void,
+  ) => Pick<DeployPipeline, 'run' | 'recover'> & Partial<Pick<DeployPipeline, 'rollBackInWindow'>>
   runtime: Runtime
   router(target: Target): UpstreamSwitch
   logger: Logger
@@ -140,7 +142,7 @@ export class DeployCoordinator implements Deployments {
   /** Deploys wait for start-up recovery, so they never act on an env that is still being put right. */
   private recovered: Promise<void> = Promise.resolve()
 
-  private readonly pipeline: Pick<DeployPipeline, 'run' | 'recover'>
+  private readonly pipeline: Pick<DeployPipeline, 'run' | 'recover'> & Partial<Pick<DeployPipeline, 'rollBackInWindow'>>
 
   constructor(private readonly deps: CoordinatorDeps) {
     this.pipeline = deps.pipeline(this.setLive)
@@ -201,6 +203,8 @@ export class DeployCoordinator implements Deployments {
   /** Rolls back to `to` (a kept release) or to the newest kept release that is not live. */
   async rollback(input: RollbackInput): Promise<Deploy> {
     const target = findTarget(this.deps.config, input.app, input.env)
+    const inWindow = await this.rollBackInWindow(target, input)
+    if (inWindow) return inWindow
     const releases = await this.releases(target)
     // By default the newest release whose last deploy served; one whose deploy failed is no rollback target.
     const release = input.to ?? releases.find((r) => r.outcome === 'served')?.release
@@ -233,6 +237,31 @@ export class DeployCoordinator implements Deployments {
         })
       return this.enqueue(target, deploy)
     })
+  }
+
+  /**
+   * A rollback asked for while a deploy (or rollback) of the env observes its new release, to the release it replaced
+   * (the default target then): that deploy's window ends at once and it rolls back — one switch to the warm standby —
+   * ending ROLLED_BACK (`rollback_requested`). Answers that deploy, or null when the request is an ordinary rollback.
+   */
+  private async rollBackInWindow(target: Target, input: RollbackInput): Promise<Deploy | null> {
+    const runningId = this.lane(target).runningId
+    const running = runningId ? this.deps.store.get(runningId) : undefined
+    const replaced = running?.details.previousRelease
+    if (!running || running.state !== 'OBSERVING' || typeof replaced !== 'string') return null
+    if (input.to !== undefined && input.to !== replaced) return null
+    input.checkRelease?.({ release: replaced, ref: this.refOf(target, replaced) })
+    const by = input.keyId ? ` by ${input.keyId}` : ''
+    const reason = `rolled back${by} during the observe window${input.reason ? `: ${input.reason}` : ''}`
+    if (!this.pipeline.rollBackInWindow?.(running.id, reason)) return null
+    await this.deps.store.appendLog(running.id, {
+      at: new Date().toISOString(),
+      event: 'rollback-requested',
+      keyId: input.keyId,
+      to: replaced,
+      reason: input.reason ?? null,
+    })
+    return this.deps.store.get(running.id) ?? running
   }
 
   /** Kept releases (images of the env), newest first, which one is live, and how each one's last deploy ended. */

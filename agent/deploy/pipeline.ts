@@ -53,14 +53,35 @@ export interface PipelineDeps extends PrepareDeps {
   watchTraffic?: (target: Target, candidate: Instance) => { failed: Promise<string>; stop(): void } | null
 }
 
+/** How OBSERVING ended: healthy, or a reason to roll back (`code`: observe_failed unless said otherwise). */
+type Verdict = ObserveOutcome | RollbackVerdict
+interface RollbackVerdict {
+  healthy: false
+  reason: string
+  code: string
+}
+
 /** The longest the old release waits for the proxy's old workers (long requests, websockets) before it stops. */
 const DRAIN_LIMIT_MS = 30_000
 
 export class DeployPipeline {
   private readonly clock: Clock
 
+  /** Deploys and rollbacks in their observe window: calling one's entry ends the window with a rollback. */
+  private readonly windows = new Map<string, (verdict: RollbackVerdict) => void>()
+
   constructor(private readonly deps: PipelineDeps) {
     this.clock = deps.clock ?? systemClock
+  }
+
+  /**
+   * A rollback asked for while `deployId` observes its release: the window ends at once and the release it replaced
+   * goes back into nginx (a warm standby: one upstream write and reload). False when it is not in its window.
+   */
+  rollBackInWindow(deployId: string, reason: string): boolean {
+    const end = this.windows.get(deployId)
+    end?.({ healthy: false, reason, code: 'rollback_requested' })
+    return end !== undefined
   }
 
   /** Drives a QUEUED deploy (or rollback) to a terminal state; never throws for a deploy that fails. */
@@ -113,11 +134,32 @@ export class DeployPipeline {
     if (!placed) return
     const { candidate: started, previous } = placed
     if (!(await this.switchTo(run, target, started, previous))) return
-    if (previous) await this.retireReplaced(run, target, previous)
-    await run.move('OBSERVING')
-    const outcome = await this.watch(run, target, started)
-    if (outcome.healthy) await this.finishLive(run, target, started)
-    else await this.rollBackAutomatically(run, target, started, previous, outcome.reason)
+    await this.observeSwitched(run, target, started, previous)
+  }
+
+  /**
+   * After a switch: OBSERVING decides between the release now live and the one it replaced. With a warm standby
+   * (`observe.warmStandby`, the default) the replaced release keeps running out of nginx until the window ends, so
+   * a rollback in it — automatic or by hand — is one upstream write and reload; without, it stops after the drain.
+   */
+  private async observeSwitched(run: DeployRun, target: Target, live: Instance, replaced: Instance | null): Promise<void> {
+    const switchedAt = this.clock.now()
+    const warm = target.appConfig.observe.warmStandby
+    // A rollback asked for from here on ends the window; asked for earlier, it waits in the queue.
+    let byHand!: (verdict: RollbackVerdict) => void
+    const rolledBackByHand = new Promise<RollbackVerdict>((resolve) => (byHand = resolve))
+    this.windows.set(run.deploy.id, byHand)
+    let outcome: Verdict
+    try {
+      if (replaced && !warm) await this.retireReplaced(run, target, replaced)
+      await run.move('OBSERVING')
+      outcome = await this.watch(run, target, live, rolledBackByHand)
+    } finally {
+      this.windows.delete(run.deploy.id)
+    }
+    if (!outcome.healthy) return await this.rollBackAutomatically(run, target, live, replaced, outcome)
+    if (replaced && warm) await this.retireReplaced(run, target, replaced, switchedAt)
+    await this.finishLive(run, target, live)
   }
 
   /**
@@ -164,7 +206,14 @@ export class DeployPipeline {
    * staying up for `startSec`. `core`: the members that start with the group; `singletons`: its stop-first workers,
    * checked once the switch has started them. The first failure cancels the other checks and is thrown.
    */
-  private async verify(run: DeployRun, target: Target, instance: Instance, which: 'core' | 'singletons' = 'core'): Promise<void> {
+  /** `quick`: one passing probe per web service and no smoke checks (a release that was serving a moment ago). */
+  private async verify(
+    run: DeployRun,
+    target: Target,
+    instance: Instance,
+    which: 'core' | 'singletons' = 'core',
+    quick = false,
+  ): Promise<void> {
     const members = which === 'core' ? coreMembers(instance) : singletonsOf(instance)
     const services = servicesOf(target)
     const cancel = new AbortController()
@@ -172,7 +221,7 @@ export class DeployPipeline {
     try {
       await Promise.all(
         members.map((m) =>
-          this.verifyMember(run, serviceFor(services, m), instance, m, cancel.signal).catch((err: unknown) => {
+          this.verifyMember(run, serviceFor(services, m), instance, m, cancel.signal, quick).catch((err: unknown) => {
             failed ??= m
             cancel.abort()
             throw err
@@ -196,7 +245,14 @@ export class DeployPipeline {
     }
   }
 
-  private async verifyMember(run: DeployRun, spec: ServiceSpec, group: Instance, member: Member, signal: AbortSignal): Promise<void> {
+  private async verifyMember(
+    run: DeployRun,
+    spec: ServiceSpec,
+    group: Instance,
+    member: Member,
+    signal: AbortSignal,
+    quick: boolean,
+  ): Promise<void> {
     const { health, smoke } = spec
     if (member.port === null) {
       await waitWorkerHealthy({
@@ -215,7 +271,7 @@ export class DeployPipeline {
       url: joinUrl(base, health.path),
       intervalMs: health.intervalMs,
       timeoutMs: health.timeoutMs,
-      healthyAfter: health.healthyAfter,
+      healthyAfter: quick ? 1 : health.healthyAfter,
       deadlineMs: health.deadlineSec * 1000,
       clock: this.clock,
       signal,
@@ -227,7 +283,7 @@ export class DeployPipeline {
         run.note({ event: 'health', port: member.port, ok: r.ok, status: r.status, error: r.error, streak: r.streak })
       },
     })
-    if (smoke.length > 0) {
+    if (smoke.length > 0 && !quick) {
       const results = await runSmoke(base, smoke, health.timeoutMs)
       await run.log({ event: 'smoke', results })
     }
@@ -293,9 +349,9 @@ export class DeployPipeline {
    * Stops the replaced release once the proxy's old workers have finished the requests they still had for it. A
    * failure here never reverts a healthy release: it is logged, and the keeper stops the instance later.
    */
-  private async retireReplaced(run: DeployRun, target: Target, replaced: Instance): Promise<void> {
+  private async retireReplaced(run: DeployRun, target: Target, replaced: Instance, switchedAt?: number): Promise<void> {
     try {
-      await this.retireAfterDrain(run, target, replaced)
+      await this.retireAfterDrain(run, target, replaced, switchedAt)
     } catch (err) {
       run.logger.warn({ err, container: replaced.id }, 'could not stop the replaced release; the keeper retries')
       await run.log({
@@ -307,11 +363,12 @@ export class DeployPipeline {
     }
   }
 
-  private async retireAfterDrain(run: DeployRun, target: Target, replaced: Instance): Promise<void> {
+  /** `switchedAt`: the drain began then (a warm standby retired after OBSERVING waits only for what is left of it). */
+  private async retireAfterDrain(run: DeployRun, target: Target, replaced: Instance, switchedAt?: number): Promise<void> {
     const drainMs = target.envConfig.proxy?.drainMs ?? 1000
     const started = this.clock.now()
     const [, drained] = await Promise.all([
-      this.clock.sleep(drainMs),
+      this.clock.sleep(Math.max(0, drainMs - (switchedAt === undefined ? 0 : started - switchedAt))),
       this.deps.router(target).drained?.(DRAIN_LIMIT_MS) ?? Promise.resolve(false),
     ])
     await this.deps.runtime.retire(replaced)
@@ -329,9 +386,13 @@ export class DeployPipeline {
    * first (then the window ends at once with that reason); the first service that fails ends the window for all.
    * An error while watching is a failed watch, never a crash.
    */
-  private async watch(run: DeployRun, target: Target, candidate: Instance): Promise<ObserveOutcome> {
+  private async watch(run: DeployRun, target: Target, candidate: Instance, byHand: Promise<RollbackVerdict>): Promise<Verdict> {
     const services = servicesOf(target)
     const cancel = new AbortController()
+    const endedByHand = byHand.then((verdict) => {
+      cancel.abort()
+      return verdict
+    })
     const traffic = this.deps.watchTraffic?.(target, candidate) ?? null
     const failedByTraffic = traffic?.failed.then((reason): ObserveOutcome => {
       cancel.abort()
@@ -372,7 +433,7 @@ export class DeployPipeline {
           ),
         ),
       ).then((outcomes): ObserveOutcome => outcomes.find((o) => !o.healthy) ?? { healthy: true })
-      return await (failedByTraffic ? Promise.race([probes, failedByTraffic]) : probes)
+      return await Promise.race([probes, endedByHand, ...(failedByTraffic ? [failedByTraffic] : [])])
     } catch (err) {
       run.logger.error({ err }, 'observing the new release failed')
       return { healthy: false, reason: `observing the new release failed: ${asFailure(err, 'observe_failed').message}` }
@@ -387,19 +448,22 @@ export class DeployPipeline {
     target: Target,
     bad: Instance,
     previous: Instance | null,
-    reason: string,
+    verdict: { reason: string; code?: string },
   ): Promise<void> {
-    const error = { code: 'observe_failed', message: reason }
+    const { reason, code = 'observe_failed' } = verdict
+    const error = { code, message: reason }
     await run.move('ROLLING_BACK', { error })
     if (!previous) {
       await run.move('FAILED', {
-        error: { code: 'observe_failed', message: `${reason}; there is no previous release to roll back to, so it stays live` },
+        error: { code, message: `${reason}; there is no previous release to roll back to, so it stays live` },
       })
       return
     }
     try {
-      if (!(await this.deps.runtime.isAlive(previous))) await this.deps.runtime.revive(previous)
-      await this.verify(run, target, previous)
+      // A warm standby still runs and served seconds ago: one passing probe is proof enough, the switch comes first.
+      const warm = await this.deps.runtime.isAlive(previous)
+      if (!warm) await this.deps.runtime.revive(previous)
+      await this.verify(run, target, previous, 'core', warm)
       await this.switchGroups(run, target, bad, previous)
       await run.log({ event: 'switched', port: previous.port, rollback: true })
     } catch (err) {
@@ -490,12 +554,8 @@ export class DeployPipeline {
     )
     if (!switched) return
     await run.log({ event: 'switched', port: switched.port })
-    if (env.live) await this.retireReplaced(run, target, env.live)
     // A kept release is no proof it still works (a dependency moved since): the same window as a deploy decides.
-    await run.move('OBSERVING')
-    const outcome = await this.watch(run, target, switched)
-    if (outcome.healthy) await this.finishLive(run, target, switched)
-    else await this.rollBackAutomatically(run, target, switched, env.live, outcome.reason)
+    await this.observeSwitched(run, target, switched, env.live)
   }
 
   /**

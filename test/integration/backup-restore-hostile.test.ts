@@ -289,7 +289,7 @@ t.test(
 
     const refused = await runScript(args, env)
     t.equal(refused.code, 1)
-    t.match(refused.stderr, new RegExp(`needs CREATEROLE.*ALTER ROLE "${user}" CREATEROLE`))
+    t.match(refused.stderr, new RegExp(`lacks CREATEROLE, which a restore needs.*ALTER ROLE "${user}" CREATEROLE`))
     t.same(await query(r.live, 'SELECT id, label FROM items ORDER BY id'), [
       { id: 1, label: 'changed' },
       { id: 2, label: 'changed' },

@@ -116,7 +116,12 @@ export function deployRoutes(app: FastifyInstance): void {
         keyId: key.id,
         checkRelease: (release) => deps.authenticator.authorizeRollback(key, { env, ...release }),
       })
-      return reply.code(202).send({ id: deploy.id, state: deploy.state, release: deploy.ref })
+      // A deploy still in its observe window was told to roll back (kind deploy, ends ROLLED_BACK); else a rollback.
+      const inWindow = deploy.kind === 'deploy'
+      const release = inWindow ? deploy.details.previousRelease : deploy.ref
+      return reply
+        .code(202)
+        .send({ id: deploy.id, kind: deploy.kind, state: deploy.state, release, endsAs: inWindow ? 'ROLLED_BACK' : 'SUCCEEDED' })
     },
   )
 

@@ -1,0 +1,149 @@
+// Warm standby (observe.warmStandby, default on): the replaced release keeps running out of nginx through OBSERVING,
+// so a rollback in the window — automatic, or asked for by hand — is one switch back, with no start and no
+// cold health checks; after a healthy window it stops. Fake runtime and router, real loopback probes.
+import { createServer } from 'node:http'
+import t, { type Test } from 'tap'
+import { parseConfig } from '../../agent/config/load.js'
+import { findTarget } from '../../agent/config/targets.js'
+import { DeployPipeline } from '../../agent/deploy/pipeline.js'
+import type { Instance } from '../../agent/deploy/runtime.js'
+import { createLogger } from '../../agent/observability/logger.js'
+import { DeployStore } from '../../agent/store/deploys.js'
+import { FakeRouter, FakeRuntime } from '../helpers/fake-runtime.js'
+import { freePorts } from '../helpers/ports.js'
+import { tempDir } from '../helpers/tmp.js'
+
+const COMMIT = 'a'.repeat(40)
+
+async function serve(t: Test, port: number, answer: () => number): Promise<void> {
+  const server = createServer((_req, res) => {
+    res.statusCode = answer()
+    res.end('ok')
+  })
+  t.teardown(() => new Promise((resolve) => server.close(resolve)))
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+}
+
+interface Options {
+  warmStandby?: boolean
+  observeSeconds?: number
+  /** The new release's health answer. */
+  newHealth?: () => number
+}
+
+async function setUp(t: Test, options: Options = {}) {
+  const dir = await tempDir(t)
+  const [blue, green] = (await freePorts(2)) as [number, number]
+  await serve(t, blue, () => 200)
+  await serve(t, green, options.newHealth ?? (() => 200))
+  const warm = options.warmStandby === undefined ? '' : `, warmStandby: ${options.warmStandby}`
+  const yaml = `
+audience: a
+apps:
+  web:
+    repo: /srv/web.git
+    health: { path: /healthz, intervalMs: 10, timeoutMs: 500, healthyAfter: 3, deadlineSec: 3 }
+    smoke: []
+    observe: { seconds: ${options.observeSeconds ?? 1}, intervalMs: 20, maxFailures: 1${warm} }
+    envs:
+      production:
+        ref: "tag:v*"
+        ports: [${blue}, ${green}]
+        proxy: { upstreamFile: ${dir}/upstream.conf, drainMs: 0 }
+`
+  const target = findTarget(parseConfig(yaml, {}, 'a', dir), 'web', 'production')
+  const store = await DeployStore.open(dir)
+  t.teardown(() => store.close())
+  const previous: Instance = {
+    id: 'old',
+    release: 'v1',
+    commit: COMMIT,
+    deployId: 'd_old',
+    port: blue,
+    image: 'web:production-v1',
+    running: true,
+    created: new Date(0),
+  }
+  const runtime = new FakeRuntime([previous])
+  runtime.keep('v2', COMMIT)
+  const router = new FakeRouter(blue)
+  /** Whether the replaced release had been stopped when OBSERVING began. */
+  const retiredAtObserve: boolean[] = []
+  const pipeline = new DeployPipeline({
+    store,
+    runtime,
+    repo: () => ({
+      fetch: async () => undefined,
+      resolveTag: async () => ({ commit: COMMIT, annotated: false }),
+      resolveBranch: async () => COMMIT,
+      isAncestor: async () => true,
+      archive: () => {
+        throw new Error('no build expected')
+      },
+    }),
+    tags: { check: () => undefined, record: async () => undefined },
+    router: () => router,
+    logger: createLogger({ level: 'silent' }),
+    watchTraffic: () => {
+      retiredAtObserve.push(runtime.retired.includes('old'))
+      return null
+    },
+  })
+  const deploy = () => store.create({ app: 'web', env: 'production', ref: 'v2', keyId: null })
+  return { pipeline, target, deploy, store, runtime, routed: () => router.routed, blue, green, retiredAtObserve }
+}
+
+t.test('Warm standby: the replaced release runs through OBSERVING and stops after a healthy window', async (t) => {
+  const rig = await setUp(t)
+  const done = await rig.pipeline.run(await rig.deploy(), rig.target)
+  t.equal(done.state, 'SUCCEEDED', JSON.stringify(done.error))
+  t.same(rig.retiredAtObserve, [false], 'still running when the window began (the default)')
+  t.ok(rig.runtime.retired.includes('old'), 'stopped once the window ended')
+  t.equal(rig.routed(), rig.green)
+})
+
+t.test('Warm standby off: the replaced release stops after the drain, before OBSERVING', async (t) => {
+  const rig = await setUp(t, { warmStandby: false })
+  const done = await rig.pipeline.run(await rig.deploy(), rig.target)
+  t.equal(done.state, 'SUCCEEDED', JSON.stringify(done.error))
+  t.same(rig.retiredAtObserve, [true])
+})
+
+t.test('Warm standby: an automatic rollback switches back without starting or re-checking it at length', async (t) => {
+  let bad = false
+  const rig = await setUp(t, { observeSeconds: 30, newHealth: () => (bad ? 500 : 200) })
+  const running = rig.pipeline.run(await rig.deploy(), rig.target)
+  await waitFor(() => rig.store.list({ app: 'web', env: 'production' })[0]?.state === 'OBSERVING')
+  bad = true
+  const done = await running
+  t.equal(done.state, 'ROLLED_BACK', JSON.stringify(done.error))
+  t.equal(done.error?.code, 'observe_failed')
+  t.same(rig.runtime.revived, [], 'the standby was running: nothing to start')
+  t.equal(rig.routed(), rig.blue)
+  const log = (await rig.store.readLog(done.id)).split('\n').filter((line) => line !== '')
+  const health = log.map((line) => JSON.parse(line) as { event?: string; port?: number }).filter((l) => l.event === 'health')
+  t.ok(health.filter((l) => l.port === rig.green).length >= 3, 'the candidate got its full check (healthyAfter 3)')
+  t.equal(health.filter((l) => l.port === rig.blue).length, 1, 'the standby one probe')
+})
+
+t.test('Warm standby: a rollback asked for in the window ends it at once and switches back', async (t) => {
+  const rig = await setUp(t, { observeSeconds: 60 })
+  t.notOk(rig.pipeline.rollBackInWindow('d_nothing', 'x'), 'no deploy in its window: not taken')
+  const deploy = await rig.deploy()
+  const started = Date.now()
+  const running = rig.pipeline.run(deploy, rig.target)
+  await waitFor(() => rig.store.get(deploy.id)?.state === 'OBSERVING')
+  t.ok(rig.pipeline.rollBackInWindow(deploy.id, 'rolled back by ops during the observe window'))
+  const done = await running
+  t.ok(Date.now() - started < 10_000, 'long before the 60 s window ends')
+  t.equal(done.state, 'ROLLED_BACK')
+  t.same(done.error, { code: 'rollback_requested', message: 'rolled back by ops during the observe window' })
+  t.equal(rig.routed(), rig.blue, 'nginx routes to the replaced release again')
+  t.same(rig.runtime.revived, [])
+  t.notOk(rig.pipeline.rollBackInWindow(deploy.id, 'again'), 'the window is over')
+})
+
+async function waitFor(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  if (!condition()) throw new Error('condition never held')
+}
