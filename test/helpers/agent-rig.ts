@@ -56,6 +56,8 @@ export interface AgentRig {
   restart(signal?: NodeJS.Signals): Promise<void>
   /** POSTs a signed deploy of `ref` (to `env`, default production) and answers its id. */
   startDeploy(ref: string, env?: string): Promise<string>
+  /** POSTs `payload` to `path`, signed with the CI key. */
+  signedPost(path: string, payload: object): Promise<Response>
   getDeploy(id: string): Promise<Deploy>
   /** Polls the deploy every 20 ms until `done` says so; throws after `timeoutMs`. */
   waitFor(id: string, done: (d: Deploy) => boolean | Promise<boolean>, timeoutMs?: number): Promise<Deploy>
@@ -109,6 +111,11 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
   let agent = await startServe(configPath, url, dockerEnv, READY_TIMEOUT_MS)
   t.teardown(() => agent.stop('SIGKILL'))
   const statusHeaders = { authorization: `Bearer ${keys.statusToken}` }
+  const signedPost = async (path: string, payload: object): Promise<Response> => {
+    const body = JSON.stringify(payload)
+    const headers = signRequest({ keyId: 'ci', key: ed25519Key(keys), audience: AUDIENCE, method: 'POST', path, body })
+    return await fetch(`${url}${path}`, { method: 'POST', body, headers: { ...headers, 'content-type': 'application/json' } })
+  }
 
   const getDeploy = async (id: string): Promise<Deploy> => {
     const res = await fetch(`${url}/v1/deploys/${id}`, { headers: statusHeaders })
@@ -144,13 +151,11 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
       agent = await startServe(configPath, url, dockerEnv, READY_TIMEOUT_MS)
     },
     startDeploy: async (ref, to = env) => {
-      const path = `/v1/apps/${app}/envs/${to}/deploys`
-      const body = JSON.stringify({ ref })
-      const headers = signRequest({ keyId: 'ci', key: ed25519Key(keys), audience: AUDIENCE, method: 'POST', path, body })
-      const res = await fetch(`${url}${path}`, { method: 'POST', body, headers: { ...headers, 'content-type': 'application/json' } })
+      const res = await signedPost(`/v1/apps/${app}/envs/${to}/deploys`, { ref })
       if (res.status !== 202) throw new Error(`deploy ${ref}: ${res.status} ${await res.text()}`)
       return ((await res.json()) as { id: string }).id
     },
+    signedPost,
     getDeploy,
     waitFor,
     waitFinished: (id, timeoutMs) => waitFor(id, (d) => d.finishedAt !== null, timeoutMs),
