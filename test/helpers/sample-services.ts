@@ -38,10 +38,11 @@ function release(v: Variant): Record<string, string> {
     ].join('\n'),
     'frontend/serve.sh': v.frontend ?? 'exec httpd -f -p 127.0.0.1:$PORT -h /front\n',
     '.dockerignore': 'frontend\n',
-    'api.sh': 'exec httpd -f -p 127.0.0.1:$PORT -h /www\n',
+    // With the uploads volume mounted (the done-when test), the api and the migration leave a trace in it.
+    'api.sh': '[ -d /uploads ] && cp /www/version /uploads/api-started\nexec httpd -f -p 127.0.0.1:$PORT -h /www\n',
     'worker.sh': v.worker ?? LOOP,
     'beat.sh': LOOP,
-    'migrate.sh': 'echo "migrated to $(cat /www/version)"\n',
+    'migrate.sh': '[ -d /uploads ] && echo "$DATABASE_URL" > /uploads/database-url\necho "migrated to $(cat /www/version)"\n',
   }
 }
 
