@@ -1,12 +1,18 @@
 // The installer and the units under a real systemd (PID 1 in a container, as on a Debian server): one start on a
 // fresh install, the nginx reload helper surviving a burst of switches, and an admin's restart loop within the
 // start limits. The unit files' own syntax is checked by systemd-analyze in install.test.ts.
+import { execFile } from 'node:child_process'
+import { realpath } from 'node:fs/promises'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import t from 'tap'
 import { dockerAvailable } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
+import { tempDir } from '../helpers/tmp.js'
 import { bootSystemd, debootstrapAvailable, ensureSystemdImage, type BootedSystemd } from '../helpers/systemd.js'
 
+const run = promisify(execFile)
 const checkout = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '')
 const available = (await dockerAvailable()) && (await debootstrapAvailable())
 
@@ -40,15 +46,21 @@ async function burst(box: BootedSystemd, touches: number): Promise<void> {
 
 t.test('the units under a real systemd', { skip: skipUnless(available, 'docker and debootstrap') }, async (t) => {
   await ensureSystemdImage()
+  // Built on the host (the checkout's node_modules may be a symlink the container cannot follow), installed as
+  // DEPLOY_AGENT_DIST; the checkout's node_modules stand in for `npm ci --omit=dev` (no registry in the tests).
+  const dist = join(await tempDir(t, 'deploy-agent-systemd-dist-'), 'dist')
+  await run(process.execPath, [join(checkout, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', dist], {
+    cwd: checkout,
+  })
   const box = await bootSystemd('deploy-agent-test-systemd', [
     `${checkout}:/src:ro`,
-    // The checkout's node_modules stand in for `npm ci --omit=dev` (no registry in the tests).
-    `${checkout}/node_modules:/opt/deploy-agent/node_modules:ro`,
+    `${dist}:/dist:ro`,
+    `${await realpath(join(checkout, 'node_modules'))}:/opt/deploy-agent/node_modules:ro`,
   ])
   t.teardown(() => box.remove())
 
   t.test('a fresh install starts the agent once', async (t) => {
-    const install = await box.exec(['bash', '/src/scripts/install.sh'], { DEPLOY_AGENT_SKIP_NPM: '1' })
+    const install = await box.exec(['bash', '/src/scripts/install.sh'], { DEPLOY_AGENT_SKIP_NPM: '1', DEPLOY_AGENT_DIST: '/dist' })
     t.match(install.stdout, /started deploy-agent\.service/)
     t.notMatch(install.stdout, /restarted deploy-agent/, 'no restart after the first start')
     t.ok(await agentAnswers(box), 'the installed agent answers /healthz')
