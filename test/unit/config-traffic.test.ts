@@ -28,9 +28,9 @@ function problems(text: string): string[] {
   return []
 }
 
-t.test('Config: the traffic keys default to a 5% error rate over 20 answers, no access log, no alerts', async (t) => {
+t.test('Config: the traffic keys default to a 5% error rate over 20 answers, no access log, no alerts; a warm standby', async (t) => {
   const app = parseConfig(yaml('', 'seconds: 10'), {}, 'agent.yaml', '/etc/deploy-agent').apps.shop
-  t.same(app?.observe, { seconds: 10, intervalMs: 1000, maxFailures: 3, maxErrorRate: 0.05, minRequests: 20 })
+  t.same(app?.observe, { seconds: 10, intervalMs: 1000, maxFailures: 3, maxErrorRate: 0.05, minRequests: 20, warmStandby: true })
   t.equal(app?.envs.production?.proxy?.accessLog, undefined)
 })
 
