@@ -61,7 +61,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const ms = (n: number) => `${fmt(n)} ms`
 
 /** Polls `url` through nginx on fresh connections (~every 5 ms) and records each change of the answer. */
-class ServedWatch {
+export class ServedWatch {
   readonly changes: Array<{ at: number; version: string }> = []
   private stopped = false
   private readonly loop: Promise<void>

@@ -30,6 +30,8 @@ export interface RateLoadOptions {
   maxSockets?: number
   timeoutMs?: number
   maxAttempts?: number
+  /** Called with every final answer (status 0 for a socket error), for timelines of who answered when. */
+  onAnswer?: (answer: { firedAt: number; at: number; status: number; body: string }) => void
 }
 
 interface Answer {
@@ -92,6 +94,7 @@ export function rateLoad(url: string, options: RateLoadOptions = {}) {
     for (let attempt = 1; ; attempt++) {
       try {
         const { status, body } = await get(url, attempt === 1 ? agent : fresh, timeoutMs)
+        options.onAnswer?.({ firedAt, at: Date.now(), status, body: body.trim() })
         if (status >= 200 && status < 300) {
           result.ok++
           bump(result.served, body.trim())
@@ -108,6 +111,7 @@ export function rateLoad(url: string, options: RateLoadOptions = {}) {
           continue
         }
         result.socketErrors++
+        options.onAnswer?.({ firedAt, at: Date.now(), status: 0, body: e.code ?? e.message })
         bump(result.errors, e.code ?? e.message)
         fail(firedAt, `${e.code ?? e.message}${e.reused === true ? ' (reused socket)' : ''}`)
         break

@@ -2,6 +2,7 @@
 // BENCH_SKIP_BACKUP=1 leaves out the backup benchmark (bench/backup.ts, ~1 min; needs PostgreSQL on 127.0.0.1:5432).
 // Each script also runs alone (`node --import tsx bench/<name>.ts`) where it says so.
 import { backupNotes, benchBackup } from './backup.js'
+import { badReleaseNotes, benchBadRelease } from './bad-release.js'
 import { benchDeploy, deployNotes } from './deploy.js'
 import { writeResults, type Row } from './lib.js'
 import { benchSignatures, signatureNotes } from './signatures.js'
@@ -13,7 +14,15 @@ const rows: Row[] = [
   ...(await benchStartup()),
   ...(await benchStatus()),
   ...(await benchDeploy()),
+  ...(await benchBadRelease()),
   ...(process.env.BENCH_SKIP_BACKUP === '1' ? [] : await benchBackup()),
 ]
-const text = await writeResults(rows, [...signatureNotes, ...startupNotes, ...statusNotes, ...deployNotes, ...backupNotes])
+const text = await writeResults(rows, [
+  ...signatureNotes,
+  ...startupNotes,
+  ...statusNotes,
+  ...deployNotes,
+  ...badReleaseNotes,
+  ...backupNotes,
+])
 console.log(text)
