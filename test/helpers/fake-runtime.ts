@@ -237,3 +237,22 @@ export class FakeRouter implements UpstreamSwitch {
     return { previousPort }
   }
 }
+
+/** A source repository whose every tag and branch is `commit`, and a tag memory that accepts anything. */
+export function fakeSource(
+  commit: string,
+  archive: () => NodeJS.ReadableStream = () => {
+    throw new Error('no build expected')
+  },
+) {
+  return {
+    repo: () => ({
+      fetch: async () => undefined,
+      resolveTag: async () => ({ commit, annotated: false }),
+      resolveBranch: async () => commit,
+      isAncestor: async () => true,
+      archive,
+    }),
+    tags: { check: () => undefined, record: async () => undefined },
+  }
+}

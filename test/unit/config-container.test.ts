@@ -2,7 +2,7 @@ import t from 'tap'
 import { parseConfig } from '../../agent/config/load.js'
 import { findTarget, containerSettings } from '../../agent/config/targets.js'
 import { hardeningOf } from '../../agent/docker/types.js'
-import { ConfigError } from '../../agent/errors.js'
+import { configProblems } from '../helpers/config.js'
 
 const app = (container: string, envContainer = '') => `
 audience: web-1
@@ -15,15 +15,7 @@ ${container === '' ? '' : `    container: ${container}\n`}    envs:
         ports: [18001, 18002]
 ${envContainer === '' ? '' : `        container: ${envContainer}\n`}`
 
-function problems(yaml: string): string[] {
-  try {
-    parseConfig(yaml, {}, 'agent.yaml', '/etc/deploy-agent')
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems
-    throw err
-  }
-  return []
-}
+const problems = configProblems
 
 const settings = (container: string, envContainer = '') =>
   containerSettings(findTarget(parseConfig(app(container, envContainer), {}, 'agent.yaml', '/etc/deploy-agent'), 'shop', 'production'))

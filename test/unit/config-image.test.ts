@@ -1,19 +1,11 @@
 import { writeFile } from 'node:fs/promises'
 import t from 'tap'
 import { loadConfig, parseConfig } from '../../agent/config/load.js'
-import { ConfigError } from '../../agent/errors.js'
 import { knownSecrets } from '../../agent/observability/sentry.js'
 import { tempDir } from '../helpers/tmp.js'
+import { configProblems } from '../helpers/config.js'
 
-function problems(yaml: string): string[] {
-  try {
-    parseConfig(yaml, {}, 'agent.yaml', '/etc/deploy-agent')
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems
-    throw err
-  }
-  return []
-}
+const problems = configProblems
 
 const app = (keys: string, ref = 'tag:v*') => `
 audience: web-1

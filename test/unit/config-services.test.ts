@@ -2,17 +2,9 @@ import t from 'tap'
 import { parseConfig } from '../../agent/config/load.js'
 import { servicesOf, upstreamsOf } from '../../agent/config/services.js'
 import { findTarget } from '../../agent/config/targets.js'
-import { ConfigError } from '../../agent/errors.js'
+import { configProblems } from '../helpers/config.js'
 
-function problems(yaml: string): string[] {
-  try {
-    parseConfig(yaml, {}, 'agent.yaml', '/etc/deploy-agent')
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems
-    throw err
-  }
-  return []
-}
+const problems = configProblems
 
 const shop = `
 audience: web-1

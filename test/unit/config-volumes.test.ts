@@ -4,8 +4,8 @@ import t from 'tap'
 import { loadConfig, parseConfig } from '../../agent/config/load.js'
 import { containerSettings, findTarget } from '../../agent/config/targets.js'
 import { dockerMounts } from '../../agent/docker/mounts.js'
-import { ConfigError } from '../../agent/errors.js'
 import { tempDir } from '../helpers/tmp.js'
+import { configProblems } from '../helpers/config.js'
 
 const app = (appKeys: string, envKeys = '') => `
 audience: web-1
@@ -18,15 +18,7 @@ ${appKeys}    envs:
         ports: [18001, 18002]
 ${envKeys}`
 
-function problems(yaml: string): string[] {
-  try {
-    parseConfig(yaml, {}, 'agent.yaml', '/etc/deploy-agent')
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems
-    throw err
-  }
-  return []
-}
+const problems = configProblems
 
 const settings = (appKeys: string, envKeys = '') =>
   containerSettings(findTarget(parseConfig(app(appKeys, envKeys), {}, 'agent.yaml', '/etc/deploy-agent'), 'shop', 'production'))

@@ -7,7 +7,7 @@ import { prepareRelease, type PrepareDeps } from '../../agent/deploy/prepare.js'
 import { DeployRun } from '../../agent/deploy/run.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import { DeployStore } from '../../agent/store/deploys.js'
-import { FakeRuntime } from '../helpers/fake-runtime.js'
+import { FakeRuntime, fakeSource } from '../helpers/fake-runtime.js'
 import { tempDir } from '../helpers/tmp.js'
 
 const COMMIT = 'b'.repeat(40)
@@ -39,16 +39,7 @@ apps:
   }
   const deps: PrepareDeps = {
     runtime,
-    repo: () => ({
-      fetch: async () => undefined,
-      resolveTag: async () => ({ commit: COMMIT, annotated: false }),
-      resolveBranch: async () => COMMIT,
-      isAncestor: async () => true,
-      archive: () => {
-        throw new Error('no build expected')
-      },
-    }),
-    tags: { check: () => undefined, record: async () => undefined },
+    ...fakeSource(COMMIT),
     restorePoint:
       restorePoint &&
       (async (target: Target, id: string) => {

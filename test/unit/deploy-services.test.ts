@@ -10,7 +10,7 @@ import { DeployPipeline } from '../../agent/deploy/pipeline.js'
 import type { Instance, Member } from '../../agent/deploy/runtime.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import { DeployStore } from '../../agent/store/deploys.js'
-import { FakeRouter, FakeRuntime, type RuntimeFaults } from '../helpers/fake-runtime.js'
+import { FakeRouter, FakeRuntime, type RuntimeFaults, fakeSource } from '../helpers/fake-runtime.js'
 import { freePorts } from '../helpers/ports.js'
 import { tempDir } from '../helpers/tmp.js'
 
@@ -94,14 +94,7 @@ apps:
   const pipeline = new DeployPipeline({
     store,
     runtime,
-    repo: () => ({
-      fetch: async () => undefined,
-      resolveTag: async () => ({ commit: COMMIT, annotated: false }),
-      resolveBranch: async () => COMMIT,
-      isAncestor: async () => true,
-      archive: () => Readable.from([]),
-    }),
-    tags: { check: () => undefined, record: async () => undefined },
+    ...fakeSource(COMMIT, () => Readable.from([])),
     router: () => router,
     logger: createLogger({ level: 'silent' }),
   })

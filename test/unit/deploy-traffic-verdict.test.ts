@@ -8,7 +8,7 @@ import { DeployPipeline } from '../../agent/deploy/pipeline.js'
 import type { Instance } from '../../agent/deploy/runtime.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import { DeployStore } from '../../agent/store/deploys.js'
-import { FakeRouter, FakeRuntime } from '../helpers/fake-runtime.js'
+import { FakeRouter, FakeRuntime, fakeSource } from '../helpers/fake-runtime.js'
 import { freePorts } from '../helpers/ports.js'
 import { tempDir } from '../helpers/tmp.js'
 
@@ -60,16 +60,7 @@ apps:
   const pipeline = new DeployPipeline({
     store,
     runtime,
-    repo: () => ({
-      fetch: async () => undefined,
-      resolveTag: async () => ({ commit: COMMIT, annotated: false }),
-      resolveBranch: async () => COMMIT,
-      isAncestor: async () => true,
-      archive: () => {
-        throw new Error('no build expected')
-      },
-    }),
-    tags: { check: () => undefined, record: async () => undefined },
+    ...fakeSource(COMMIT),
     router: () => router,
     logger: createLogger({ level: 'silent' }),
     watchTraffic: (_target, candidate) => {

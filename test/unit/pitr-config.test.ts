@@ -1,18 +1,10 @@
 import t from 'tap'
 import { parseConfig } from '../../agent/config/load.js'
 import { findTarget } from '../../agent/config/targets.js'
-import { ConfigError } from '../../agent/errors.js'
 import { pitrSlot } from '../../agent/pitr/paths.js'
+import { configProblems } from '../helpers/config.js'
 
-function problems(yaml: string): string[] {
-  try {
-    parseConfig(yaml, {}, 'agent.yaml', '/etc/deploy-agent')
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems
-    throw err
-  }
-  return []
-}
+const problems = configProblems
 
 const env = (name: string, ports: string, extra: string) => `      ${name}: { ref: "tag:v*", ports: [${ports}], ${extra} }\n`
 
