@@ -29,6 +29,8 @@ export async function executeSteps(steps: Step[], x: StepExecutor): Promise<void
         break
       case 'switch':
         await x.router.switchTo(step.instance.port)
+        // A candidate recovery keeps live gets a serving release's CPU weight (a no-op for one that has it).
+        await x.runtime.promote(step.instance).catch(() => undefined)
         break
       case 'stop-singletons':
         await x.runtime.stopSingletons(step.instance)

@@ -305,6 +305,11 @@ export class DeployPipeline {
       }
       await router.switchTo(to.port)
       switched = true
+      // It serves now: the CPU weight of a live release. A failure leaves it at a build's weight, which only matters
+      // when the host is busy: logged, never a reason to undo a switch.
+      await this.deps.runtime
+        .promote(to)
+        .catch((err: unknown) => run.logger.warn({ err }, 'could not give the live release its CPU weight'))
       if (singletonsOf(to).length > 0) {
         await this.deps.runtime.startSingletons(to)
         await this.verify(run, target, to, 'singletons')

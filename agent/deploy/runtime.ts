@@ -5,7 +5,15 @@
 import { WEB_SERVICE, type ServiceKind, type WorkerOrder } from '../config/services.js'
 import type { ContainerLogLine, ContainerLogOptions, DockerEngine } from '../docker/engine.js'
 import type { RegistryAuth } from '../docker/pull.js'
-import type { ContainerHealth, ContainerSettings, ContainerSummary, Labels, OneOffResult } from '../docker/types.js'
+import {
+  BACKGROUND_CPU_SHARES,
+  LIVE_CPU_SHARES,
+  type ContainerHealth,
+  type ContainerSettings,
+  type ContainerSummary,
+  type Labels,
+  type OneOffResult,
+} from '../docker/types.js'
 import type { WorkerState } from '../health/index.js'
 
 export const LABEL = {
@@ -209,6 +217,8 @@ export interface Runtime {
   engineHealth(container: { id: string }): Promise<ContainerHealth | null>
   /** A worker's state for its health check; a missing container is not alive. */
   memberState(member: Member): Promise<WorkerState>
+  /** Gives every member the CPU weight of a serving release (a candidate starts at the weight of a build). */
+  promote(instance: Instance): Promise<void>
   /** Stops every member (SIGTERM, SIGKILL after its stopTimeoutSec) but keeps them, for a rollback in a second. */
   retire(instance: Instance): Promise<void>
   /** Starts its core members again (stop-first workers wait for `startSingletons`). */
@@ -356,6 +366,8 @@ export class ContainerRuntime implements Runtime {
           restartPolicy: 'unless-stopped',
           container: spec.container,
           stopTimeoutSec: service.stopTimeoutSec,
+          // Until it serves, a candidate must not take the CPU from the live release: promote() raises it.
+          cpuShares: BACKGROUND_CPU_SHARES,
           start: member.running,
         })
         members.push(member)
@@ -398,6 +410,10 @@ export class ContainerRuntime implements Runtime {
     const details = await this.docker.inspectContainer(member.id)
     if (details === null) return { alive: false, restartCount: 0, health: null }
     return { alive: details.running && !details.restarting, restartCount: details.restartCount, health: details.health }
+  }
+
+  async promote(instance: Instance): Promise<void> {
+    await Promise.all(membersOf(instance).map((m) => this.docker.setCpuShares(m.id, LIVE_CPU_SHARES)))
   }
 
   async retire(instance: Instance): Promise<void> {

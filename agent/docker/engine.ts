@@ -176,6 +176,7 @@ export class DockerEngine {
           NetworkMode: 'host',
           Init: true,
           RestartPolicy: { Name: opts.restartPolicy ?? 'unless-stopped' },
+          ...(opts.cpuShares !== undefined ? { CpuShares: opts.cpuShares } : {}),
           ...hardeningOf(settings),
           Mounts: mounts,
         },
@@ -193,6 +194,13 @@ export class DockerEngine {
       throw new DockerError('container_start_failed', 500, toDockerError(err, `start container ${opts.name}`).message, { cause: err })
     }
     return container.id
+  }
+
+  /** Changes a container's CPU weight, running or not (`docker update --cpu-shares`). */
+  async setCpuShares(id: string, shares: number): Promise<void> {
+    await this.call(`update container ${id}`, async () => {
+      await (await this.client()).getContainer(id).update({ CpuShares: shares })
+    })
   }
 
   async inspectContainer(idOrName: string): Promise<ContainerDetails | null> {

@@ -84,6 +84,8 @@ export const DEFAULT_CONTAINER_SETTINGS: Readonly<ContainerSettings> = Object.fr
  * build or migration still gets all the idle CPU there is (a weight is not a cap).
  */
 export const BACKGROUND_CPU_SHARES = 128
+/** The CPU weight of a serving release: Docker's default, one host process's. */
+export const LIVE_CPU_SHARES = 1024
 
 /** The HostConfig fields that apply `settings`. */
 export function hardeningOf(settings: ContainerSettings): {
@@ -138,6 +140,8 @@ export interface StartContainerOptions {
   cmd?: string[]
   /** SIGTERM, then SIGKILL after this long (also for a `docker stop` by hand); Docker's default when unset. */
   stopTimeoutSec?: number
+  /** The container's CPU weight (HostConfig.CpuShares); Docker's default (1024) when unset. */
+  cpuShares?: number
   /** False: created, not started (a stop-first worker waits for the switch). Default true. */
   start?: boolean
 }

@@ -152,6 +152,11 @@ export class FakeRuntime implements Runtime {
   async memberState(m: Member) {
     return { alive: m.running && !this.faults.deadWorker?.(m), restartCount: 0, health: null }
   }
+  /** Ids of the instances given a serving release's CPU weight, in order. */
+  readonly promoted: string[] = []
+  async promote(i: Instance) {
+    this.promoted.push(i.id)
+  }
   async retire(i: Instance) {
     if (this.faults.retire?.(i)) throw engineDown()
     for (const m of i.members ?? []) if (m.running) this.ops.push(`stop ${i.release}/${m.service}`)

@@ -90,6 +90,8 @@ t.test('Warm standby: the replaced release runs through OBSERVING and stops afte
   t.equal(done.state, 'SUCCEEDED', JSON.stringify(done.error))
   t.same(rig.retiredAtObserve, [false], 'still running when the window began (the default)')
   t.ok(rig.runtime.retired.includes('old'), 'stopped once the window ended')
+  t.equal(rig.runtime.promoted.length, 1, 'the new release got the CPU weight of a serving one at the switch')
+  t.notOk(rig.runtime.promoted.includes('old'))
   t.equal(rig.routed(), rig.green)
 })
 
