@@ -23,12 +23,13 @@ export async function moveDeploy(
   const was = deploy.state
   nextState(deploy.kind, was, state)
   const moved = await deps.store.transition(deploy.id, state, { ...patch, terminal: isTerminal(state) })
+  // Announced as soon as the record shows it: a client that sees the deploy finished then sees it in the metrics.
+  announce(deps, { type: 'state', deploy: moved, was })
   const error = patch.error ? { error: patch.error } : {}
   // Who let a held deploy go is part of its story: in the agent's log and the deploy's own.
   const approval = patch.approvedBy !== undefined ? { approvedBy: patch.approvedBy } : {}
   deps.logger.info({ app: deploy.app, env: deploy.env, deployId: deploy.id, state, was, ...approval, ...error }, 'deploy state')
   await deps.store.appendLog(deploy.id, { at: new Date().toISOString(), event: 'state', state, was, ...approval, ...error })
-  announce(deps, { type: 'state', deploy: moved, was })
   return moved
 }
 
