@@ -261,7 +261,8 @@ export class DeployCoordinator implements Deployments {
       to: replaced,
       reason: input.reason ?? null,
     })
-    return this.deps.store.get(running.id) ?? running
+    // The record as the request found it (OBSERVING): by now it may already be rolling back.
+    return running
   }
 
   /** Kept releases (images of the env), newest first, which one is live, and how each one's last deploy ended. */
