@@ -2,6 +2,7 @@
 // outcome is read from the stream's events, never from how the stream ends.
 import type Docker from 'dockerode'
 import { BuildError, engineMessage } from './errors.js'
+import { followEngineEvents, type EngineEvent } from './events.js'
 import { capLine, LineSplitter, MAX_LINE_CHARS, Tail } from './lines.js'
 import { BACKGROUND_CPU_SHARES } from './types.js'
 
@@ -20,20 +21,10 @@ export interface BuildImageOptions {
 }
 
 const TAIL_LINES = 20
-/** The engine's JSON events are small; a longer one is broken, and is cut rather than held. */
-const MAX_EVENT_CHARS = 1024 * 1024
 
-interface BuildEvent {
+interface BuildEvent extends EngineEvent {
   stream?: unknown
   status?: unknown
-  error?: unknown
-  errorDetail?: { message?: unknown }
-}
-
-function errorOf(event: BuildEvent): string | null {
-  if (typeof event.errorDetail?.message === 'string') return event.errorDetail.message
-  if (event.error !== undefined && event.error !== null) return String(event.error)
-  return null
 }
 
 /**
@@ -41,51 +32,17 @@ function errorOf(event: BuildEvent): string | null {
  * (null when none was reported) and rejects when the stream breaks or is destroyed early.
  */
 export function followBuild(stream: NodeJS.ReadableStream, emit: (line: string) => void): Promise<string | null> {
-  return new Promise((resolve, reject) => {
-    const json = new LineSplitter(MAX_EVENT_CHARS)
-    const text = new LineSplitter(MAX_LINE_CHARS)
-    let settled = false
-    let ended = false
-    const settle = (fn: () => void): void => {
-      if (settled) return
-      settled = true
-      fn()
-    }
-    const emitText = (lines: string[]): void => {
-      for (const line of lines) if (line.trim() !== '') emit(line.trim())
-    }
-    const onEvent = (raw: string): void => {
-      if (raw.trim() === '') return
-      let event: BuildEvent
-      try {
-        event = JSON.parse(raw) as BuildEvent
-      } catch {
-        emitText([capLine(raw)]) // not JSON: still worth showing
-        return
-      }
+  const text = new LineSplitter(MAX_LINE_CHARS)
+  const emitText = (lines: string[]): void => {
+    for (const line of lines) if (line.trim() !== '') emit(line.trim())
+  }
+  return followEngineEvents<BuildEvent>(stream, 'build', {
+    event: (event) => {
       if (typeof event.stream === 'string') emitText(text.push(event.stream))
       else if (typeof event.status === 'string') emitText([capLine(event.status)])
-      const error = errorOf(event)
-      if (error !== null) {
-        emitText(text.flush())
-        settle(() => resolve(error))
-        // The engine has nothing more to say after an error; do not wait on the connection.
-        ;(stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.()
-      }
-    }
-    stream.on('data', (chunk: Buffer | string) => {
-      for (const raw of json.push(chunk.toString())) onEvent(raw)
-    })
-    stream.on('end', () => {
-      ended = true
-      for (const raw of json.flush()) onEvent(raw)
-      emitText(text.flush())
-      settle(() => resolve(null))
-    })
-    stream.on('error', (err: Error) => settle(() => reject(err)))
-    stream.on('close', () => {
-      if (!ended) settle(() => reject(new Error('the build stream closed before the build finished')))
-    })
+    },
+    text: (line) => emitText([line]),
+    done: () => emitText(text.flush()),
   })
 }
 

@@ -3,7 +3,8 @@
 // the one place that says which manifest this pull resolved the tag to.
 import type Docker from 'dockerode'
 import { engineMessage, PullError } from './errors.js'
-import { capLine, LineSplitter } from './lines.js'
+import { followEngineEvents, type EngineEvent } from './events.js'
+import { capLine } from './lines.js'
 
 export interface RegistryAuth {
   username: string
@@ -24,7 +25,6 @@ export interface PullImageOptions {
 
 export const DIGEST = /^sha256:[0-9a-f]{64}$/
 const DOCKER_HUB = 'https://index.docker.io/v1/'
-const MAX_EVENT_CHARS = 1024 * 1024
 
 /** The registry an image name points to, as the engine's auth config names it. */
 export function registryOf(image: string): string {
@@ -33,58 +33,29 @@ export function registryOf(image: string): string {
   return isHost && first !== 'docker.io' && first !== 'index.docker.io' ? first : DOCKER_HUB
 }
 
-interface PullEvent {
+interface PullEvent extends EngineEvent {
   id?: unknown
   status?: unknown
   progressDetail?: { total?: unknown }
-  error?: unknown
-  errorDetail?: { message?: unknown }
 }
 
 /** Reads the pull's events; resolves with the digest it reported, or the engine's error. */
-function followPull(stream: NodeJS.ReadableStream, emit: (line: string) => void): Promise<{ digest: string | null; error: string | null }> {
-  return new Promise((resolve, reject) => {
-    const json = new LineSplitter(MAX_EVENT_CHARS)
-    let digest: string | null = null
-    let done = false
-    const finish = (error: string | null) => {
-      if (done) return
-      done = true
-      resolve({ digest, error })
-    }
-    const onEvent = (raw: string) => {
-      if (raw.trim() === '') return
-      let event: PullEvent
-      try {
-        event = JSON.parse(raw) as PullEvent
-      } catch {
-        return emit(capLine(raw))
-      }
-      const message = typeof event.errorDetail?.message === 'string' ? event.errorDetail.message : event.error
-      if (message !== undefined && message !== null) {
-        finish(String(message))
-        ;(stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.()
-        return
-      }
+async function followPull(
+  stream: NodeJS.ReadableStream,
+  emit: (line: string) => void,
+): Promise<{ digest: string | null; error: string | null }> {
+  let digest: string | null = null
+  const error = await followEngineEvents<PullEvent>(stream, 'pull', {
+    event: (event) => {
+      // Progress bars are left out; an error event has no status and settles the outcome.
       if (typeof event.status !== 'string' || event.progressDetail?.total !== undefined) return
       const found = /^Digest: (sha256:[0-9a-f]{64})$/.exec(event.status)
       if (found) digest = found[1] as string
       emit(capLine(typeof event.id === 'string' ? `${event.id}: ${event.status}` : event.status))
-    }
-    stream.on('data', (chunk: Buffer | string) => json.push(chunk.toString()).forEach(onEvent))
-    stream.on('end', () => {
-      json.flush().forEach(onEvent)
-      finish(null)
-    })
-    stream.on('error', (err: Error) => {
-      if (!done) reject(err)
-      done = true
-    })
-    stream.on('close', () => {
-      if (!done) reject(new Error('the pull stream closed before the pull finished'))
-      done = true
-    })
+    },
+    text: emit,
   })
+  return { digest, error }
 }
 
 /** What the registry's answer means for the operator: credentials, a missing image, or anything else. */
