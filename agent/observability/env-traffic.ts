@@ -133,7 +133,7 @@ class EnvTraffic {
     this.flushPending(now)
     for (const answer of classifyAnswers(record)) {
       const release = this.releaseOn(answer.port)
-      if (release === 'unknown' && answer.port !== null && envPorts(this.settings.envConfig).includes(answer.port)) {
+      if (release === 'unknown' && answer.port !== null && this.windows.has(answer.port)) {
         const held = this.pending.get(answer.port) ?? { since: now, counts: new Map<ResponseClass, number>() }
         held.counts.set(answer.class, (held.counts.get(answer.class) ?? 0) + 1)
         this.pending.set(answer.port, held)
