@@ -1,74 +1,13 @@
 // The pipeline under engine faults, with a real store and real HTTP probes against loopback servers but a fake
 // runtime, image builder, repo and router: what happens when Docker stops answering after the switch, or the disk
 // refuses the deploy log.
-import { createServer, type Server } from 'node:http'
 import t, { type Test } from 'tap'
-import { parseConfig } from '../../agent/config/load.js'
-import { findTarget } from '../../agent/config/targets.js'
-import { DeployPipeline } from '../../agent/deploy/pipeline.js'
-import type { Instance } from '../../agent/deploy/runtime.js'
-import { createLogger } from '../../agent/observability/logger.js'
-import { DeployStore } from '../../agent/store/deploys.js'
-import { FakeRouter, FakeRuntime, type RuntimeFaults, fakeSource } from '../helpers/fake-runtime.js'
-import { freePorts } from '../helpers/ports.js'
-import { tempDir } from '../helpers/tmp.js'
-
-const COMMIT = 'a'.repeat(40)
-
-function serveHealthy(t: Test, port: number): Promise<Server> {
-  const server = createServer((_req, res) => res.end('ok'))
-  t.teardown(() => new Promise((resolve) => server.close(resolve)))
-  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve(server)))
-}
+import type { RuntimeFaults } from '../helpers/fake-runtime.js'
+import { startPipelineRig } from '../helpers/pipeline-rig.js'
 
 const diskFull = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' })
 
-async function setUp(t: Test, faults: RuntimeFaults = {}) {
-  const dir = await tempDir(t)
-  const [blue, green] = (await freePorts(2)) as [number, number]
-  await serveHealthy(t, blue)
-  await serveHealthy(t, green)
-  const yaml = `
-audience: a
-apps:
-  web:
-    repo: /srv/web.git
-    health: { path: /healthz, intervalMs: 10, timeoutMs: 500, healthyAfter: 1, deadlineSec: 3 }
-    smoke: []
-    observe: { seconds: 1, intervalMs: 20, maxFailures: 0 }
-    envs:
-      production:
-        ref: "tag:v*"
-        ports: [${blue}, ${green}]
-        proxy: { upstreamFile: ${dir}/upstream.conf, drainMs: 0 }
-`
-  const config = parseConfig(yaml, {}, 'a', dir)
-  const target = findTarget(config, 'web', 'production')
-  const store = await DeployStore.open(dir)
-  t.teardown(() => store.close())
-  const previous: Instance = {
-    id: 'old',
-    release: 'v1',
-    commit: COMMIT,
-    deployId: 'd_old',
-    port: blue,
-    image: 'web:production-v1',
-    running: true,
-    created: new Date(0),
-  }
-  const runtime = new FakeRuntime([previous], faults)
-  runtime.keep('v2', COMMIT)
-  const router = new FakeRouter(blue)
-  const pipeline = new DeployPipeline({
-    store,
-    runtime,
-    ...fakeSource(COMMIT),
-    router: () => router,
-    logger: createLogger({ level: 'silent' }),
-  })
-  const deploy = () => store.create({ app: 'web', env: 'production', ref: 'v2', keyId: null })
-  return { store, runtime, pipeline, target, previous, deploy, routed: () => router.routed, blue, green }
-}
+const setUp = (t: Test, faults: RuntimeFaults = {}) => startPipelineRig(t, { faults })
 
 t.test('Pipeline: Docker not answering during OBSERVING leaves the switched-in release live (the probes decide)', async (t) => {
   // The engine goes away once nginx routes to the new release.

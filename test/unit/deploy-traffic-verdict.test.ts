@@ -1,75 +1,20 @@
 // The pipeline's hook for the traffic verdict (proxy.accessLog): a verdict ends OBSERVING at once and rolls back
 // with its reason; no verdict leaves the probes to decide. Fake runtime and router, real loopback probes.
-import { createServer } from 'node:http'
 import t, { type Test } from 'tap'
-import { parseConfig } from '../../agent/config/load.js'
-import { findTarget } from '../../agent/config/targets.js'
-import { DeployPipeline } from '../../agent/deploy/pipeline.js'
 import type { Instance } from '../../agent/deploy/runtime.js'
-import { createLogger } from '../../agent/observability/logger.js'
-import { DeployStore } from '../../agent/store/deploys.js'
-import { FakeRouter, FakeRuntime, fakeSource } from '../helpers/fake-runtime.js'
-import { freePorts } from '../helpers/ports.js'
-import { tempDir } from '../helpers/tmp.js'
-
-const COMMIT = 'a'.repeat(40)
-
-async function serveHealthy(t: Test, port: number): Promise<void> {
-  const server = createServer((_req, res) => res.end('ok'))
-  t.teardown(() => new Promise((resolve) => server.close(resolve)))
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
-}
+import { startPipelineRig } from '../helpers/pipeline-rig.js'
 
 async function setUp(t: Test, observeSeconds: number, verdict: (candidate: Instance) => Promise<string>) {
-  const dir = await tempDir(t)
-  const [blue, green] = (await freePorts(2)) as [number, number]
-  await serveHealthy(t, blue)
-  await serveHealthy(t, green)
-  const yaml = `
-audience: a
-apps:
-  web:
-    repo: /srv/web.git
-    health: { path: /healthz, intervalMs: 10, timeoutMs: 500, healthyAfter: 1, deadlineSec: 3 }
-    smoke: []
-    observe: { seconds: ${observeSeconds}, intervalMs: 20, maxFailures: 0 }
-    envs:
-      production:
-        ref: "tag:v*"
-        ports: [${blue}, ${green}]
-        proxy: { upstreamFile: ${dir}/upstream.conf, drainMs: 0 }
-`
-  const target = findTarget(parseConfig(yaml, {}, 'a', dir), 'web', 'production')
-  const store = await DeployStore.open(dir)
-  t.teardown(() => store.close())
-  const previous: Instance = {
-    id: 'old',
-    release: 'v1',
-    commit: COMMIT,
-    deployId: 'd_old',
-    port: blue,
-    image: 'web:production-v1',
-    running: true,
-    created: new Date(0),
-  }
-  const runtime = new FakeRuntime([previous])
-  runtime.keep('v2', COMMIT)
-  const router = new FakeRouter(blue)
   const watched: Instance[] = []
   let stops = 0
-  const pipeline = new DeployPipeline({
-    store,
-    runtime,
-    ...fakeSource(COMMIT),
-    router: () => router,
-    logger: createLogger({ level: 'silent' }),
-    watchTraffic: (_target, candidate) => {
+  const rig = await startPipelineRig(t, {
+    observe: `{ seconds: ${observeSeconds}, intervalMs: 20, maxFailures: 0 }`,
+    watchTraffic: () => (_target, candidate) => {
       watched.push(candidate)
       return { failed: verdict(candidate), stop: () => void stops++ }
     },
   })
-  const deploy = () => store.create({ app: 'web', env: 'production', ref: 'v2', keyId: null })
-  return { pipeline, target, deploy, routed: () => router.routed, blue, green, watched, stops: () => stops }
+  return { ...rig, watched, stops: () => stops }
 }
 
 t.test('Pipeline: a traffic verdict ends OBSERVING at once and rolls back with its reason', async (t) => {

@@ -1,28 +1,8 @@
 // Warm standby (observe.warmStandby, default on): the replaced release keeps running out of nginx through OBSERVING,
 // so a rollback in the window — automatic, or asked for by hand — is one switch back, with no start and no
 // cold health checks; after a healthy window it stops. Fake runtime and router, real loopback probes.
-import { createServer } from 'node:http'
 import t, { type Test } from 'tap'
-import { parseConfig } from '../../agent/config/load.js'
-import { findTarget } from '../../agent/config/targets.js'
-import { DeployPipeline } from '../../agent/deploy/pipeline.js'
-import type { Instance } from '../../agent/deploy/runtime.js'
-import { createLogger } from '../../agent/observability/logger.js'
-import { DeployStore } from '../../agent/store/deploys.js'
-import { FakeRouter, FakeRuntime, fakeSource } from '../helpers/fake-runtime.js'
-import { freePorts } from '../helpers/ports.js'
-import { tempDir } from '../helpers/tmp.js'
-
-const COMMIT = 'a'.repeat(40)
-
-async function serve(t: Test, port: number, answer: () => number): Promise<void> {
-  const server = createServer((_req, res) => {
-    res.statusCode = answer()
-    res.end('ok')
-  })
-  t.teardown(() => new Promise((resolve) => server.close(resolve)))
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
-}
+import { startPipelineRig } from '../helpers/pipeline-rig.js'
 
 interface Options {
   warmStandby?: boolean
@@ -32,56 +12,19 @@ interface Options {
 }
 
 async function setUp(t: Test, options: Options = {}) {
-  const dir = await tempDir(t)
-  const [blue, green] = (await freePorts(2)) as [number, number]
-  await serve(t, blue, () => 200)
-  await serve(t, green, options.newHealth ?? (() => 200))
   const warm = options.warmStandby === undefined ? '' : `, warmStandby: ${options.warmStandby}`
-  const yaml = `
-audience: a
-apps:
-  web:
-    repo: /srv/web.git
-    health: { path: /healthz, intervalMs: 10, timeoutMs: 500, healthyAfter: 3, deadlineSec: 3 }
-    smoke: []
-    observe: { seconds: ${options.observeSeconds ?? 1}, intervalMs: 20, maxFailures: 1${warm} }
-    envs:
-      production:
-        ref: "tag:v*"
-        ports: [${blue}, ${green}]
-        proxy: { upstreamFile: ${dir}/upstream.conf, drainMs: 0 }
-`
-  const target = findTarget(parseConfig(yaml, {}, 'a', dir), 'web', 'production')
-  const store = await DeployStore.open(dir)
-  t.teardown(() => store.close())
-  const previous: Instance = {
-    id: 'old',
-    release: 'v1',
-    commit: COMMIT,
-    deployId: 'd_old',
-    port: blue,
-    image: 'web:production-v1',
-    running: true,
-    created: new Date(0),
-  }
-  const runtime = new FakeRuntime([previous])
-  runtime.keep('v2', COMMIT)
-  const router = new FakeRouter(blue)
   /** Whether the replaced release had been stopped when OBSERVING began. */
   const retiredAtObserve: boolean[] = []
-  const pipeline = new DeployPipeline({
-    store,
-    runtime,
-    ...fakeSource(COMMIT),
-    router: () => router,
-    logger: createLogger({ level: 'silent' }),
-    watchTraffic: () => {
+  const rig = await startPipelineRig(t, {
+    health: '{ path: /healthz, intervalMs: 10, timeoutMs: 500, healthyAfter: 3, deadlineSec: 3 }',
+    observe: `{ seconds: ${options.observeSeconds ?? 1}, intervalMs: 20, maxFailures: 1${warm} }`,
+    ...(options.newHealth && { newHealth: options.newHealth }),
+    watchTraffic: (runtime) => () => {
       retiredAtObserve.push(runtime.retired.includes('old'))
       return null
     },
   })
-  const deploy = () => store.create({ app: 'web', env: 'production', ref: 'v2', keyId: null })
-  return { pipeline, target, deploy, store, runtime, routed: () => router.routed, blue, green, retiredAtObserve }
+  return { ...rig, retiredAtObserve }
 }
 
 t.test('Warm standby: the replaced release runs through OBSERVING and stops after a healthy window', async (t) => {
