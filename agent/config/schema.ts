@@ -237,6 +237,26 @@ const portPair = z
   .tuple([port, port], { error: 'must be two port numbers [blue, green]' })
   .refine(([a, b]) => a !== b, { error: 'the two ports must differ' })
 
+/** `registry.example.com`, `127.0.0.1:5000`, `registry.example.com:5000/team`: where the swarm's nodes pull from. */
+const registryAddress = z
+  .string({ error: 'must be a string' })
+  .regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/, {
+    error: 'must be a registry address such as registry.example.com:5000 (host[:port][/path], no scheme, no tag)',
+  })
+/** A Swarm placement constraint: `node.labels.app==lifeos`, `node.role!=manager`. */
+const placementConstraint = z
+  .string({ error: 'must be a string' })
+  .regex(/^[A-Za-z0-9_.-]+\s*(==|!=)\s*[^\s]+$/, { error: 'must be a constraint such as node.labels.app==lifeos (== or !=)' })
+
+/** `envs.<env>.swarm`: where and how many when the env's runtime is a swarm. */
+const swarmSchema = z.strictObject({
+  /** Tasks per web service (at most one per node: they share the node's port). */
+  replicas: positiveInt.default(2),
+  /** The registry the agent pushes each release to and every node pulls from. */
+  registry: registryAddress,
+  constraints: z.array(placementConstraint, { error: 'must be a list of constraints' }).default([]),
+})
+
 const envSchema = z.strictObject({
   ref: refRule,
   requireApproval: z.boolean({ error: 'must be true or false' }).default(false),
@@ -254,6 +274,9 @@ const envSchema = z.strictObject({
   container: containerOverride.optional(),
   /** Replaces the app's whole `volumes` list for this env. */
   volumes: volumesSchema.optional(),
+  /** `docker`: containers on this host; `swarm`: services on the swarm this host manages. */
+  runtime: z.enum(['docker', 'swarm'], { error: 'must be "docker" or "swarm"' }).default('docker'),
+  swarm: swarmSchema.optional(),
 })
 
 /** The CPU weight of a build or migration against 1024 for a serving container (Docker's limits: 2 to 262144). */
@@ -519,6 +542,17 @@ export const configSchema = z
       for (const [envName, env] of Object.entries(app.envs)) {
         for (const { index, message } of dockerSocketProblems(env.volumes ?? [], app.allowDockerSocket))
           ctx.addIssue({ code: 'custom', path: ['apps', appName, 'envs', envName, 'volumes', index], message })
+        const envKey = ['apps', appName, 'envs', envName]
+        if (env.runtime === 'swarm' && !env.swarm)
+          ctx.addIssue({ code: 'custom', path: [...envKey, 'swarm'], message: 'is required with runtime: swarm (at least { registry })' })
+        if (env.runtime !== 'swarm' && env.swarm)
+          ctx.addIssue({ code: 'custom', path: [...envKey, 'swarm'], message: 'is only for runtime: swarm' })
+        if (env.runtime === 'swarm' && (env.volumes ?? app.volumes).length > 0)
+          ctx.addIssue({
+            code: 'custom',
+            path: [...envKey, 'runtime'],
+            message: 'swarm envs cannot mount volumes yet (a host path would have to exist on every node)',
+          })
         const envPath = ['apps', appName, 'envs', envName, 'ports']
         const pairs: Array<[(string | number)[], [number, number]]> = []
         if (Array.isArray(env.ports)) {

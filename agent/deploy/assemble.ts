@@ -3,7 +3,7 @@
 import { join } from 'node:path'
 import type { BackupService } from '../backup/service.js'
 import type { Config } from '../config/schema.js'
-import { upstreamsOf } from '../config/services.js'
+import { primaryPorts, upstreamsOf } from '../config/services.js'
 import type { Target } from '../config/targets.js'
 import { DockerEngine } from '../docker/engine.js'
 import { GitMirror } from '../git/mirror.js'
@@ -16,7 +16,8 @@ import type { DeployStore } from '../store/deploys.js'
 import { DeployCoordinator } from './coordinator.js'
 import type { LiveRelease } from './live.js'
 import { DeployFailure, DeployPipeline, type PipelineDeps } from './pipeline.js'
-import { ContainerRuntime } from './runtime.js'
+import { ContainerRuntime, type Runtime } from './runtime.js'
+import { SwarmRuntime } from './swarm-runtime.js'
 import type { DeployListener } from './transition.js'
 
 export interface AssembleOptions {
@@ -73,10 +74,18 @@ export async function assembleDeploys(
     return upstream
   }
   const runtime = new ContainerRuntime(docker)
+  const swarm = docker.swarm()
+  // A swarm env's services on the swarm this host manages; its images and migrations stay on this host.
+  const runtimeFor = (target: Target): Runtime => {
+    const settings = target.envConfig.swarm
+    if (target.envConfig.runtime !== 'swarm' || !settings) return runtime
+    return new SwarmRuntime(runtime, swarm, { ...settings, ports: primaryPorts(target) })
+  }
   const pipeline = (onLive: (target: Target, live: LiveRelease) => void) =>
     new DeployPipeline({
       store,
       runtime,
+      runtimeFor,
       repo,
       tags,
       router,
@@ -94,6 +103,7 @@ export async function assembleDeploys(
     store,
     pipeline,
     runtime,
+    runtimeFor,
     router,
     logger,
     notify: options.notify,

@@ -56,6 +56,8 @@ export interface CoordinatorDeps {
     onLive: (target: { app: string; env: string }, live: LiveRelease) => void,
   ) => Pick<DeployPipeline, 'run' | 'recover'> & Partial<Pick<DeployPipeline, 'rollBackInWindow'>>
   runtime: Runtime
+  /** An env's own runtime when it is not the host's containers (`runtime: swarm`). */
+  runtimeFor?: (target: Target) => Runtime
   router(target: Target): UpstreamSwitch
   logger: Logger
   notify?: (notice: Notice) => void
@@ -157,6 +159,10 @@ export class DeployCoordinator implements Deployments {
     return this.live.get(laneKey({ app, env })) ?? null
   }
 
+  private runtime(target: Target): Runtime {
+    return this.deps.runtimeFor?.(target) ?? this.deps.runtime
+  }
+
   async appLogs(input: AppLogsInput): Promise<AsyncIterable<ContainerLogLine>> {
     const target = findTarget(this.deps.config, input.app, input.env)
     const names = servicesOf(target).map((s) => s.name)
@@ -167,14 +173,14 @@ export class DeployCoordinator implements Deployments {
       throw new UnknownServiceError(`${target.app}/${target.env} has no service "${service}" (${known})`)
     }
     // What runs now, read from the engine and nginx (not the remembered live release: it may have stopped since).
-    const { live } = target.envConfig.proxy ? await observeEnv(this.deps.runtime, this.deps.router(target), target) : { live: null }
+    const { live } = target.envConfig.proxy ? await observeEnv(this.runtime(target), this.deps.router(target), target) : { live: null }
     if (!live) throw new NoLiveReleaseError(`${target.app}/${target.env} has no live release running; deploy one first`)
     // A release from before services has one member, `web`: it is every service's output there is.
     const members = membersOf(live)
     const member = members.find((m) => m.service === service) ?? (members.length === 1 ? members[0] : undefined)
     if (!member) throw new NoLiveReleaseError(`the live release ${live.release} of ${target.app}/${target.env} has no ${service} container`)
     const { tail, since, follow, signal } = input
-    return this.deps.runtime.logs(member, { tail, since, follow, signal })
+    return this.runtime(target).logs(member, { tail, since, follow, signal })
   }
 
   async request(input: NewDeploy): Promise<Deploy> {
@@ -269,7 +275,10 @@ export class DeployCoordinator implements Deployments {
   async releases(target: Target): Promise<ReleaseInfo[]> {
     // Callers that name only app and env (no config) get the releases without services.
     const services = (target.appConfig as Target['appConfig'] | undefined)?.services
-    const [images, groups] = await Promise.all([this.deps.runtime.releases(target), services ? this.deps.runtime.instances(target) : []])
+    const [images, groups] = await Promise.all([
+      this.runtime(target).releases(target),
+      services ? this.runtime(target).instances(target) : [],
+    ])
     const live = this.liveRelease(target.app, target.env)
     const history = this.deps.store.list({ app: target.app, env: target.env }).filter((d) => d.release !== null)
     const served = new Set(history.filter((d) => d.state === 'SUCCEEDED').map((d) => d.release))
@@ -341,7 +350,7 @@ export class DeployCoordinator implements Deployments {
     // migration container running behind it).
     await this.forEachEnv(
       this.allEnvs(),
-      async (target) => this.execute(target, planStartup(await this.deps.runtime.oneOffs(target))),
+      async (target) => this.execute(target, planStartup(await this.runtime(target).oneOffs(target))),
       'could not clean up the env at start-up',
     )
     for (const deploy of this.deps.store.unfinished()) {
@@ -368,7 +377,7 @@ export class DeployCoordinator implements Deployments {
   /** Looks at what really runs (nginx's port, the running instance there) to know each env's live release. */
   async observeLive(): Promise<void> {
     for (const target of this.proxiedEnvs()) {
-      const { live } = await observeEnv(this.deps.runtime, this.deps.router(target), target)
+      const { live } = await observeEnv(this.runtime(target), this.deps.router(target), target)
       if (live) this.setLive(target, liveRelease(live, live.created))
     }
   }
@@ -383,7 +392,7 @@ export class DeployCoordinator implements Deployments {
       this.proxiedEnvs(),
       async (target) => {
         if (this.lane(target).runningId) return
-        const view = await observeEnv(this.deps.runtime, this.deps.router(target), target)
+        const view = await observeEnv(this.runtime(target), this.deps.router(target), target)
         // A deploy may have started while the env was looked at: it owns the env then.
         if (!this.lane(target).runningId) await this.execute(target, planKeep(view, this.liveRelease(target.app, target.env)))
         // An engine that does not answer (dockerd restarting) is tried again at the next look.
@@ -421,7 +430,7 @@ export class DeployCoordinator implements Deployments {
     if (steps.length === 0) return
     this.deps.logger.warn({ app: target.app, env: target.env, plan: describeSteps(steps) }, 'putting the env right')
     await executeSteps(steps, {
-      runtime: this.deps.runtime,
+      runtime: this.runtime(target),
       router: this.deps.router(target),
       verify: async () => undefined,
       done: (_step, text) => this.deps.logger.info({ app: target.app, env: target.env, step: text }, 'done'),

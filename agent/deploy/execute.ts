@@ -1,7 +1,7 @@
 // Runs a plan's steps in order, making no decisions of its own: what to do, and why, was decided by plan.ts.
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 import { describeSteps, type Step } from './plan.js'
-import type { Instance, Runtime } from './runtime.js'
+import { placementOf, type Instance, type Runtime } from './runtime.js'
 
 export interface StepExecutor {
   runtime: Runtime
@@ -28,7 +28,7 @@ export async function executeSteps(steps: Step[], x: StepExecutor): Promise<void
         await x.verify(step.instance)
         break
       case 'switch':
-        await x.router.switchTo(step.instance.port)
+        await x.router.switchTo(step.instance.port, placementOf(step.instance))
         // A candidate recovery keeps live gets a serving release's CPU weight (a no-op for one that has it).
         await x.runtime.promote(step.instance).catch(() => undefined)
         break

@@ -31,7 +31,17 @@ import { describePlan, planRecovery } from './plan.js'
 import { appEnvironment, prepareRelease, runnableImage, type Prepared, type PrepareDeps } from './prepare.js'
 import { planPrune } from './prune.js'
 import { asFailure, DeployRun } from './run.js'
-import { coreMembers, imageTag, membersOf, singletonsOf, type Instance, type Member } from './runtime.js'
+import {
+  coreMembers,
+  hostsOf,
+  imageTag,
+  membersOf,
+  placementOf,
+  singletonsOf,
+  type Instance,
+  type Member,
+  type Runtime,
+} from './runtime.js'
 import { isTerminal } from './states.js'
 import type { DeployListener } from './transition.js'
 
@@ -105,6 +115,11 @@ export class DeployPipeline {
     return run.deploy
   }
 
+  /** The runtime of the env: its own (a swarm) or the host's containers. */
+  private runtime(target: Target): Runtime {
+    return this.deps.runtimeFor?.(target) ?? this.deps.runtime
+  }
+
   private startRun(deploy: Deploy, target: Target): DeployRun {
     return new DeployRun(this.deps, deploy, this.deps.logger.child({ app: target.app, env: target.env, deployId: deploy.id }))
   }
@@ -117,7 +132,7 @@ export class DeployPipeline {
       run,
       'deploy_failed',
       async () => {
-        const env = await observeEnv(this.deps.runtime, this.deps.router(target), target)
+        const env = await observeEnv(this.runtime(target), this.deps.router(target), target)
         await run.move('STARTING', {
           details: { candidatePort: env.idlePort, previousPort: env.live?.port ?? null, previousRelease: env.live?.release ?? null },
         })
@@ -128,7 +143,7 @@ export class DeployPipeline {
         return { candidate, previous: env.live }
       },
       async () => {
-        if (candidate) await this.discard(run, candidate)
+        if (candidate) await this.discard(run, target, candidate)
       },
     )
     if (!placed) return
@@ -183,10 +198,10 @@ export class DeployPipeline {
    */
   private async startOnIdlePort(run: DeployRun, target: Target, env: EnvView, release: Prepared): Promise<Instance> {
     for (const old of env.instances.filter((i) => i.port === env.idlePort)) {
-      await this.deps.runtime.remove(old)
+      await this.runtime(target).remove(old)
       await run.log({ event: 'removed', container: old.id, release: old.release, reason: 'frees the idle port' })
     }
-    const candidate = await this.deps.runtime.startCandidate({
+    const candidate = await this.runtime(target).startCandidate({
       app: target.app,
       env: target.env,
       release: release.release,
@@ -221,7 +236,7 @@ export class DeployPipeline {
     try {
       await Promise.all(
         members.map((m) =>
-          this.verifyMember(run, serviceFor(services, m), instance, m, cancel.signal, quick).catch((err: unknown) => {
+          this.verifyMember(run, target, serviceFor(services, m), instance, m, cancel.signal, quick).catch((err: unknown) => {
             failed ??= m
             cancel.abort()
             throw err
@@ -233,12 +248,16 @@ export class DeployPipeline {
       for (const m of members) {
         const dead =
           m !== failed &&
-          !(await this.deps.runtime.memberState(m).then(
-            (s) => s.alive,
-            () => false,
-          ))
+          !(await this.runtime(target)
+            .memberState(m)
+            .then(
+              (s) => s.alive,
+              () => false,
+            ))
         if (m !== failed && !dead) continue
-        const tail = await this.deps.runtime.logTail(m).catch(() => [])
+        const tail = await this.runtime(target)
+          .logTail(m)
+          .catch(() => [])
         await run.log({ event: 'container-log', ...(membersOf(instance).length > 1 ? { service: m.service } : {}), lines: tail })
       }
       throw err
@@ -247,6 +266,7 @@ export class DeployPipeline {
 
   private async verifyMember(
     run: DeployRun,
+    target: Target,
     spec: ServiceSpec,
     group: Instance,
     member: Member,
@@ -256,7 +276,7 @@ export class DeployPipeline {
     const { health, smoke } = spec
     if (member.port === null) {
       await waitWorkerHealthy({
-        state: () => this.deps.runtime.memberState(member),
+        state: () => this.runtime(target).memberState(member),
         startSec: health.startSec,
         deadlineMs: health.deadlineSec * 1000,
         intervalMs: health.intervalMs,
@@ -266,27 +286,40 @@ export class DeployPipeline {
       await run.log({ event: 'worker-healthy', service: member.service, container: member.id })
       return
     }
-    const base = `http://127.0.0.1:${member.port}`
-    await waitHealthy({
-      url: joinUrl(base, health.path),
-      intervalMs: health.intervalMs,
-      timeoutMs: health.timeoutMs,
-      healthyAfter: quick ? 1 : health.healthyAfter,
-      deadlineMs: health.deadlineSec * 1000,
-      clock: this.clock,
-      signal,
-      dockerHealth: () => this.deps.runtime.engineHealth(member),
-      // The group stands or falls together: a worker that dies while the web services warm up fails them too.
-      containerRunning: () => this.deps.runtime.isAlive(group),
-      onResult: (r) => {
-        if (!r.ok) run.probeFailed()
-        run.note({ event: 'health', port: member.port, ok: r.ok, status: r.status, error: r.error, streak: r.streak })
-      },
-    })
-    if (smoke.length > 0 && !quick) {
-      const results = await runSmoke(base, smoke, health.timeoutMs)
-      await run.log({ event: 'smoke', results })
-    }
+    // Every address the member serves on must pass (a swarm: each node running one of its tasks).
+    await Promise.all(
+      hostsOf(member).map(async (host) => {
+        const base = `http://${host}:${member.port}`
+        await waitHealthy({
+          url: joinUrl(base, health.path),
+          intervalMs: health.intervalMs,
+          timeoutMs: health.timeoutMs,
+          healthyAfter: quick ? 1 : health.healthyAfter,
+          deadlineMs: health.deadlineSec * 1000,
+          clock: this.clock,
+          signal,
+          dockerHealth: () => this.runtime(target).engineHealth(member),
+          // The group stands or falls together: a worker that dies while the web services warm up fails them too.
+          containerRunning: () => this.runtime(target).isAlive(group),
+          onResult: (r) => {
+            if (!r.ok) run.probeFailed()
+            run.note({
+              event: 'health',
+              port: member.port,
+              ...hostField(member, host),
+              ok: r.ok,
+              status: r.status,
+              error: r.error,
+              streak: r.streak,
+            })
+          },
+        })
+        if (smoke.length > 0 && !quick) {
+          const results = await runSmoke(base, smoke, health.timeoutMs)
+          await run.log({ event: 'smoke', ...hostField(member, host), results })
+        }
+      }),
+    )
   }
 
   /**
@@ -300,26 +333,33 @@ export class DeployPipeline {
     let switched = false
     try {
       if (from && singletonsOf(from).length > 0) {
-        await this.deps.runtime.stopSingletons(from)
+        await this.runtime(target).stopSingletons(from)
         await run.log({ event: 'stopped-workers', release: from.release, services: singletonsOf(from).map((m) => m.service) })
       }
-      await router.switchTo(to.port)
+      await router.switchTo(to.port, placementOf(to))
       switched = true
       // It serves now: the CPU weight of a live release. A failure leaves it at a build's weight, which only matters
       // when the host is busy: logged, never a reason to undo a switch.
-      await this.deps.runtime
+      await this.runtime(target)
         .promote(to)
         .catch((err: unknown) => run.logger.warn({ err }, 'could not give the live release its CPU weight'))
       if (singletonsOf(to).length > 0) {
-        await this.deps.runtime.startSingletons(to)
+        await this.runtime(target).startSingletons(to)
         await this.verify(run, target, to, 'singletons')
         await run.log({ event: 'started-workers', release: to.release, services: singletonsOf(to).map((m) => m.service) })
       }
     } catch (err) {
-      await this.deps.runtime.stopSingletons(to).catch((e: unknown) => run.logger.error({ err: e }, 'could not stop the new workers'))
+      await this.runtime(target)
+        .stopSingletons(to)
+        .catch((e: unknown) => run.logger.error({ err: e }, 'could not stop the new workers'))
       if (from) {
-        if (switched) await router.switchTo(from.port).catch((e: unknown) => run.logger.error({ err: e }, 'could not switch nginx back'))
-        await this.deps.runtime.startSingletons(from).catch((e: unknown) => run.logger.error({ err: e }, 'could not start the old workers'))
+        if (switched)
+          await router
+            .switchTo(from.port, placementOf(from))
+            .catch((e: unknown) => run.logger.error({ err: e }, 'could not switch nginx back'))
+        await this.runtime(target)
+          .startSingletons(from)
+          .catch((e: unknown) => run.logger.error({ err: e }, 'could not start the old workers'))
       }
       throw err
     }
@@ -335,14 +375,14 @@ export class DeployPipeline {
       run,
       'deploy_failed',
       () => run.move('SWITCHING').then(() => true),
-      () => this.discard(run, candidate),
+      () => this.discard(run, target, candidate),
     )
     if (!journalled) return false
     try {
       await this.switchGroups(run, target, previous, candidate)
     } catch (err) {
       await run.move('ROLLING_BACK', { error: asFailure(err, 'switch_failed') })
-      await this.discard(run, candidate)
+      await this.discard(run, target, candidate)
       await run.move('ROLLED_BACK')
       return false
     }
@@ -376,7 +416,7 @@ export class DeployPipeline {
       this.clock.sleep(Math.max(0, drainMs - (switchedAt === undefined ? 0 : started - switchedAt))),
       this.deps.router(target).drained?.(DRAIN_LIMIT_MS) ?? Promise.resolve(false),
     ])
-    await this.deps.runtime.retire(replaced)
+    await this.runtime(target).retire(replaced)
     await run.log({
       event: 'retired',
       container: replaced.id,
@@ -403,10 +443,10 @@ export class DeployPipeline {
       cancel.abort()
       return { healthy: false, reason }
     })
-    const watchOne = async (member: Member): Promise<ObserveOutcome> => {
+    const watchOne = async (member: Member, host: string): Promise<ObserveOutcome> => {
       const { observe: window, health } = serviceFor(services, member)
       const outcome = await observe({
-        url: joinUrl(`http://127.0.0.1:${member.port}`, health.path),
+        url: joinUrl(`http://${host}:${member.port}`, health.path),
         seconds: window.seconds,
         intervalMs: window.intervalMs,
         timeoutMs: health.timeoutMs,
@@ -414,11 +454,22 @@ export class DeployPipeline {
         clock: this.clock,
         signal: cancel.signal,
         // An engine that does not answer (dockerd restarting) says nothing about the app: the probes decide.
-        containerAlive: () => this.deps.runtime.isAlive(candidate, 'all').catch(() => true),
+        containerAlive: () =>
+          this.runtime(target)
+            .isAlive(candidate, 'all')
+            .catch(() => true),
         onResult: (r) => {
           if (r.ok) return
           run.probeFailed()
-          run.note({ event: 'observe', service: member.service, ok: false, status: r.status, error: r.error, failures: r.failures })
+          run.note({
+            event: 'observe',
+            service: member.service,
+            ...hostField(member, host),
+            ok: false,
+            status: r.status,
+            error: r.error,
+            failures: r.failures,
+          })
         },
       })
       if (!outcome.healthy) cancel.abort()
@@ -426,11 +477,19 @@ export class DeployPipeline {
     }
     const web = membersOf(candidate).filter((m) => m.port !== null)
     const several = web.length > 1
+    // Every web service on every address it serves on: the first one failing ends the window.
+    const watched = web.flatMap((m) => hostsOf(m).map((host) => ({ m, host })))
     try {
       const probes = Promise.all(
-        web.map((m) =>
-          watchOne(m).then(
-            (o): ObserveOutcome => (o.healthy || !several ? o : { healthy: false, reason: `${m.service}: ${o.reason}` }),
+        watched.map(({ m, host }) =>
+          watchOne(m, host).then(
+            (o): ObserveOutcome =>
+              o.healthy || (!several && m.hosts === undefined)
+                ? o
+                : {
+                    healthy: false,
+                    reason: `${[several ? m.service : '', m.hosts ? `on ${host}` : ''].filter(Boolean).join(' ')}: ${o.reason}`,
+                  },
             (err: unknown): ObserveOutcome => {
               if (isAbortError(err) && cancel.signal.aborted) return { healthy: true } // another check failed first
               throw err
@@ -466,8 +525,8 @@ export class DeployPipeline {
     }
     try {
       // A warm standby still runs and served seconds ago: one passing probe is proof enough, the switch comes first.
-      const warm = await this.deps.runtime.isAlive(previous)
-      if (!warm) await this.deps.runtime.revive(previous)
+      const warm = await this.runtime(target).isAlive(previous)
+      if (!warm) await this.runtime(target).revive(previous)
       await this.verify(run, target, previous, 'core', warm)
       await this.switchGroups(run, target, bad, previous)
       await run.log({ event: 'switched', port: previous.port, rollback: true })
@@ -490,18 +549,18 @@ export class DeployPipeline {
 
   /** Removes what `keepReleases` no longer keeps; the deploy has succeeded whatever happens here. */
   private async prune(run: DeployRun, target: Target, live: Instance): Promise<void> {
-    const [images, instances] = await Promise.all([this.deps.runtime.releases(target), this.deps.runtime.instances(target)])
+    const [images, instances] = await Promise.all([this.runtime(target).releases(target), this.runtime(target).instances(target)])
     const plan = planPrune({ images, instances, livePort: live.port, keepReleases: target.appConfig.keepReleases })
     for (const c of plan.containers) {
       const instance = instances.find((i) => i.id === c.id)
-      if (instance) await this.deps.runtime.remove(instance)
+      if (instance) await this.runtime(target).remove(instance)
       await run.log({ event: 'pruned', container: c.id, release: c.release, reason: c.reason })
     }
     for (const img of plan.images) {
       // The images of services with their own build go with the release's (a missing one is fine).
       for (const s of servicesOf(target).filter((x) => x.build))
-        await this.deps.runtime.removeImage(imageTag(target.app, target.env, img.release, s.name))
-      await this.deps.runtime.removeImage(img.ref)
+        await this.runtime(target).removeImage(imageTag(target.app, target.env, img.release, s.name))
+      await this.runtime(target).removeImage(img.ref)
       await run.log({ event: 'pruned', image: img.ref, release: img.release, reason: img.reason })
     }
   }
@@ -514,16 +573,16 @@ export class DeployPipeline {
    */
   private async rollBackByHand(run: DeployRun, target: Target): Promise<void> {
     const release = run.deploy.ref
-    const kept = await this.deps.runtime.releaseImage(target, release)
+    const kept = await this.runtime(target).releaseImage(target, release)
     if (!kept) throw new NotFoundError(`release ${release} has no kept image`)
     // A release is kept only when every image of it is: a service with its own build needs its own too.
     const serviceImages: Record<string, string> = {}
     for (const s of servicesOf(target).filter((x) => x.build)) {
-      const image = await this.deps.runtime.releaseImage(target, release, s.name)
+      const image = await this.runtime(target).releaseImage(target, release, s.name)
       if (!image) throw new NotFoundError(`release ${release} has no kept image of service ${s.name}`)
       serviceImages[s.name] = image.ref
     }
-    const env = await observeEnv(this.deps.runtime, this.deps.router(target), target)
+    const env = await observeEnv(this.runtime(target), this.deps.router(target), target)
     await run.move('STARTING', {
       commit: kept.commit,
       release,
@@ -536,7 +595,7 @@ export class DeployPipeline {
       async () => {
         if (candidate) {
           // The stopped container of that release is still there: starting it is the fast path.
-          if (!candidate.running) await this.deps.runtime.revive(candidate)
+          if (!candidate.running) await this.runtime(target).revive(candidate)
           await run.log({ event: 'revived', container: candidate.id, release })
         } else {
           candidate = await this.startOnIdlePort(run, target, env, {
@@ -554,7 +613,10 @@ export class DeployPipeline {
         return candidate
       },
       async () => {
-        if (candidate) await this.deps.runtime.retire(candidate).catch(() => undefined)
+        if (candidate)
+          await this.runtime(target)
+            .retire(candidate)
+            .catch(() => undefined)
       },
     )
     if (!switched) return
@@ -570,7 +632,7 @@ export class DeployPipeline {
   async recover(deploy: Deploy, target: Target): Promise<boolean> {
     const run = this.startRun(deploy, target)
     const router = this.deps.router(target)
-    const env = await observeEnv(this.deps.runtime, router, target)
+    const env = await observeEnv(this.runtime(target), router, target)
     const candidateId = deploy.details.candidateContainer
     const candidates = env.instances.filter((i) => i.deployId === deploy.id || i.id === candidateId)
     const previous = env.instances.find((i) => i.port === deploy.details.previousPort && !candidates.includes(i)) ?? null
@@ -586,7 +648,7 @@ export class DeployPipeline {
     run.logger.warn({ plan: describePlan(plan) }, 'recovering an interrupted deploy')
     await run.log({ event: 'recovery', plan: describePlan(plan) })
     await executeSteps(plan.steps, {
-      runtime: this.deps.runtime,
+      runtime: this.runtime(target),
       router,
       verify: (instance) => this.verify(run, target, instance),
       done: (step, text) => run.log({ event: 'recovery-step', do: step.do, step: text, cause: step.cause }),
@@ -599,12 +661,21 @@ export class DeployPipeline {
   }
 
   /** Removes a candidate that will not serve; its log lines are best effort (the disk may be what failed). */
-  private async discard(run: DeployRun, candidate: Instance): Promise<void> {
-    const tail = await this.deps.runtime.logTail(candidate).catch(() => [])
+  private async discard(run: DeployRun, target: Target, candidate: Instance): Promise<void> {
+    const tail = await this.runtime(target)
+      .logTail(candidate)
+      .catch(() => [])
     if (tail.length > 0) await run.log({ event: 'container-log', lines: tail }).catch(() => undefined)
-    await this.deps.runtime.remove(candidate).catch((err) => run.logger.error({ err }, 'could not remove the candidate'))
+    await this.runtime(target)
+      .remove(candidate)
+      .catch((err) => run.logger.error({ err }, 'could not remove the candidate'))
     await run.log({ event: 'removed', container: candidate.id, reason: 'candidate discarded' }).catch(() => undefined)
   }
+}
+
+/** Names the address of a probe in the log when the member serves on several (a swarm). */
+function hostField(member: Member, host: string): { host?: string } {
+  return member.hosts === undefined ? {} : { host }
 }
 
 /** The config of a member's service; a member of a service no longer configured gets the primary's checks. */

@@ -16,7 +16,10 @@ import { DeployFailure, type DeployRun } from './run.js'
 import type { Runtime } from './runtime.js'
 
 export interface PrepareDeps {
+  /** The host's engine: images, builds, pulls and migrations (a swarm env's too: it runs them on its manager). */
   runtime: Runtime
+  /** An env's own runtime when it is not the host's containers (`runtime: swarm`). */
+  runtimeFor?: (target: Target) => Runtime
   repo(app: string): SourceRepo
   tags: TagMemory
   /** Takes a verified pre-deploy backup pinned to the release and answers its id. */

@@ -15,6 +15,7 @@ import {
   type OneOffResult,
 } from '../docker/types.js'
 import type { WorkerState } from '../health/index.js'
+import type { Placement } from '../proxy/nginx.js'
 
 export const LABEL = {
   app: 'deploy-agent.app',
@@ -50,6 +51,21 @@ export interface Member {
   /** SIGTERM, then SIGKILL after this long. */
   stopTimeoutSec: number
   running: boolean
+  /** Where a web member answers: each node running one of its tasks (a swarm). Absent: this host, 127.0.0.1. */
+  hosts?: string[]
+}
+
+export const LOOPBACK = '127.0.0.1'
+
+/** The addresses a web member answers on. */
+export function hostsOf(member: Member): string[] {
+  return member.hosts ?? [LOOPBACK]
+}
+
+/** Which addresses serve each web port of the group, for the proxy; null when all are this host's loopback. */
+export function placementOf(instance: Instance): Placement | undefined {
+  const members = membersOf(instance).filter((m) => m.port !== null && m.hosts !== undefined)
+  return members.length === 0 ? undefined : new Map(members.map((m) => [m.port as number, m.hosts as string[]]))
 }
 
 /**

@@ -2,11 +2,12 @@
 // Containers always use host networking: apps listen on their blue/green port on 127.0.0.1 and nginx proxies there.
 import type Docker from 'dockerode'
 import { buildImage, type BuildImageOptions } from './build.js'
-import { ContainerExistsError, DockerError, engineStatus, toDockerError } from './errors.js'
-import { StringDecoder } from 'node:string_decoder'
-import { demuxLogBuffer, FrameReader, LineSplitter, MAX_LINE_CHARS, nonEmptyLines, splitTimestamp, type LogStream } from './lines.js'
+import { callEngine, ContainerExistsError, DockerError, engineStatus, toDockerError } from './errors.js'
+import { demuxLogBuffer, nonEmptyLines } from './lines.js'
+import { logLines, type ContainerLogLine, type ContainerLogOptions } from './log-lines.js'
 import { dockerMounts } from './mounts.js'
 import { runOneOff } from './one-off.js'
+import { SwarmEngine } from './swarm.js'
 import { pullImage, type PullImageOptions } from './pull.js'
 import { tarOf } from './tar.js'
 import {
@@ -24,6 +25,8 @@ import {
   type OneOffResult,
   type StartContainerOptions,
 } from './types.js'
+
+export type { ContainerLogLine, ContainerLogOptions } from './log-lines.js'
 
 const HEALTH: ReadonlySet<string> = new Set<ContainerHealth>(['healthy', 'unhealthy', 'starting'])
 
@@ -44,15 +47,13 @@ export class DockerEngine {
     return this.#docker
   }
 
-  /** Runs `fn`, turning engine failures into AgentErrors; answers `fallback` for the listed HTTP statuses. */
-  private async call<T>(what: string, fn: () => Promise<T>, fallback?: { statuses: number[]; value: T }): Promise<T> {
-    try {
-      return await fn()
-    } catch (err) {
-      const status = engineStatus(err)
-      if (fallback !== undefined && status !== undefined && fallback.statuses.includes(status)) return fallback.value
-      throw toDockerError(err, what)
-    }
+  private call<T>(what: string, fn: () => Promise<T>, fallback?: { statuses: number[]; value: T }): Promise<T> {
+    return callEngine(what, fn, fallback)
+  }
+
+  /** The same engine's Swarm side (services, tasks, nodes, pushes), on the same client. */
+  swarm(): SwarmEngine {
+    return new SwarmEngine(() => this.client())
   }
 
   /** How the engine places containers in cgroups (`docker info`: CgroupDriver, CgroupVersion). */
@@ -291,53 +292,7 @@ export class DockerEngine {
    * since `since` (unix seconds), then, with `follow`, new lines until the container stops or `signal` aborts.
    * Each line is cut at MAX_LINE_CHARS.
    */
-  async *containerLogLines(id: string, options: ContainerLogOptions): AsyncGenerator<ContainerLogLine> {
-    const { tail, since, follow, signal } = options
-    const what = `read logs of container ${id}`
-    const container = (await this.client()).getContainer(id)
-    const base = { stdout: true, stderr: true, timestamps: true, tail, ...(since !== undefined ? { since } : {}) }
-    const source: AsyncIterable<Buffer> | Buffer[] = follow
-      ? ((await this.call(what, () => container.logs({ ...base, follow: true }))) as NodeJS.ReadableStream & AsyncIterable<Buffer>)
-      : [await this.call(what, () => container.logs({ ...base, follow: false }))]
-    const stop = () => (source as { destroy?: () => void }).destroy?.()
-    if (signal?.aborted) return stop()
-    signal?.addEventListener('abort', stop, { once: true })
-    // One splitter and decoder per stream: a line (or a UTF-8 character) may span frames. The time prefix is
-    // allowed on top of the cap.
-    const frames = new FrameReader()
-    const split = { stdout: new LineSplitter(MAX_LINE_CHARS + 40), stderr: new LineSplitter(MAX_LINE_CHARS + 40) }
-    const text = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') }
-    const lines = (stream: LogStream, raw: string[]) =>
-      raw.map((entry) => {
-        const { at, text: line } = splitTimestamp(entry)
-        return { at, stream, line }
-      })
-    try {
-      for await (const chunk of source) {
-        for (const { stream, data } of frames.push(Buffer.from(chunk))) yield* lines(stream, split[stream].push(text[stream].write(data)))
-      }
-    } catch (err) {
-      if (!signal?.aborted) throw toDockerError(err, what)
-    } finally {
-      signal?.removeEventListener('abort', stop)
-      stop()
-    }
-    for (const stream of ['stdout', 'stderr'] as const)
-      yield* lines(stream, split[stream].push(text[stream].end()).concat(split[stream].flush()))
+  containerLogLines(id: string, options: ContainerLogOptions): AsyncGenerator<ContainerLogLine> {
+    return logLines(`read logs of container ${id}`, async (o) => (await this.client()).getContainer(id).logs(o as never), options)
   }
-}
-
-export interface ContainerLogOptions {
-  tail: number
-  /** Unix seconds. */
-  since?: number
-  follow: boolean
-  signal?: AbortSignal
-}
-
-export interface ContainerLogLine {
-  /** ISO time the engine read the line. */
-  at: string
-  stream: LogStream
-  line: string
 }

@@ -62,3 +62,14 @@ export function toDockerError(err: unknown, what: string): AgentError {
   if (status === 409) return new DockerError('docker_conflict', 409, message, { cause: err })
   return new DockerError('docker_error', 502, message, { cause: err })
 }
+
+/** Runs `fn`, turning engine failures into AgentErrors; answers `fallback` for the listed HTTP statuses. */
+export async function callEngine<T>(what: string, fn: () => Promise<T>, fallback?: { statuses: number[]; value: T }): Promise<T> {
+  try {
+    return await fn()
+  } catch (err) {
+    const status = engineStatus(err)
+    if (fallback !== undefined && status !== undefined && fallback.statuses.includes(status)) return fallback.value
+    throw toDockerError(err, what)
+  }
+}

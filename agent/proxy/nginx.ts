@@ -36,10 +36,13 @@ export interface NginxUpstreamOptions {
   confirmTimeoutMs?: number
 }
 
+/** The addresses serving each port of a switch (a swarm: every node running a task); a port not in it: 127.0.0.1. */
+export type Placement = ReadonlyMap<number, readonly string[]>
+
 /** What the deploy state machine needs from a proxy; NginxUpstream is the one implementation. */
 export interface UpstreamSwitch {
   currentPort(): Promise<number | null>
-  switchTo(port: number): Promise<{ previousPort: number | null }>
+  switchTo(port: number, placement?: Placement): Promise<{ previousPort: number | null }>
   /**
    * Resolves true once the proxy processes that ran before the last switch are gone (their in-flight requests
    * done), false when that cannot be known (no pid file) or `timeoutMs` passed first.
@@ -58,6 +61,7 @@ interface Saved {
 }
 
 const NAME = /^[A-Za-z0-9_.-]{1,128}$/
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
 
 function assertPort(port: number): void {
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
@@ -102,11 +106,18 @@ export class NginxUpstream implements UpstreamSwitch {
     this.confirmTimeoutMs = options.confirmTimeoutMs ?? 5_000
   }
 
-  render(port: number): string {
+  render(port: number, placement?: Placement): string {
     assertPort(port)
-    if (!this.upstreams) return `${MANAGED_HEADER}\nupstream ${this.upstreamName} { server 127.0.0.1:${port}; }\n`
+    const block = (name: string, p: number) => {
+      const hosts = placement?.get(p) ?? ['127.0.0.1']
+      if (hosts.length === 0) throw new ProxyError('proxy_invalid_port', `no address serves port ${p}`, undefined, 400)
+      for (const host of hosts)
+        if (!IPV4.test(host)) throw new ProxyError('proxy_invalid_port', `not an IPv4 address: ${JSON.stringify(host)}`, undefined, 400)
+      return `upstream ${name} { ${hosts.map((h) => `server ${h}:${p};`).join(' ')} }\n`
+    }
+    if (!this.upstreams) return `${MANAGED_HEADER}\n${block(this.upstreamName, port)}`
     const slot = this.slotOf(port)
-    return `${MANAGED_HEADER}\n${this.upstreams.map((u) => `upstream ${u.name} { server 127.0.0.1:${u.ports[slot]}; }\n`).join('')}`
+    return `${MANAGED_HEADER}\n${this.upstreams.map((u) => block(u.name, u.ports[slot])).join('')}`
   }
 
   /** Which of the pairs (0 blue, 1 green) the primary's `port` names. */
@@ -127,11 +138,14 @@ export class NginxUpstream implements UpstreamSwitch {
       .split('\n')
       .filter((line) => !line.trimStart().startsWith('#'))
       .join('\n')
-    const block = /\s*upstream\s+(\S+)\s*\{\s*server\s+127\.0\.0\.1:(\d{1,5})\s*;\s*\}/y
+    // One or more servers (a swarm: one per node), all on the slot's port.
+    const block = /\s*upstream\s+(\S+)\s*\{((?:\s*server\s+\d{1,3}(?:\.\d{1,3}){3}:\d{1,5}\s*;)+)\s*\}/y
     const found = new Map<string, number>()
     let end = 0
     for (let m = block.exec(body); m !== null; m = block.exec(body)) {
-      found.set(m[1] as string, Number(m[2]))
+      const ports = new Set([...(m[2] as string).matchAll(/:(\d{1,5})\s*;/g)].map((p) => Number(p[1])))
+      if (ports.size !== 1) return null
+      found.set(m[1] as string, [...ports][0] as number)
       end = block.lastIndex
     }
     if (body.slice(end).trim() !== '' || found.size !== (this.upstreams?.length ?? 1)) return null
@@ -169,14 +183,14 @@ export class NginxUpstream implements UpstreamSwitch {
    * Points the upstream at 127.0.0.1:<port>: write the file, `nginx -t`, reload, confirm. On any failure the old
    * file is put back (and nginx reloaded with it when a reload had been attempted) before the error is thrown.
    */
-  switchTo(port: number): Promise<{ previousPort: number | null }> {
-    const run = this.tail.then(() => this.switchNow(port))
+  switchTo(port: number, placement?: Placement): Promise<{ previousPort: number | null }> {
+    const run = this.tail.then(() => this.switchNow(port, placement))
     this.tail = run.catch(() => undefined)
     return run
   }
 
-  private async switchNow(port: number): Promise<{ previousPort: number | null }> {
-    const next = this.render(port)
+  private async switchNow(port: number, placement?: Placement): Promise<{ previousPort: number | null }> {
+    const next = this.render(port, placement)
     const saved = await this.save()
     const previousPort = saved === null ? null : this.parse(saved.content.toString('utf8'))
 

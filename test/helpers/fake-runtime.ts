@@ -1,6 +1,6 @@
 // An engine of plain records for unit tests of deploy decisions: instances and kept images in memory, one-off
 // results chosen by the test, and `faults` that make single operations throw as a dockerd going away would.
-import type { UpstreamSwitch } from '../../agent/proxy/nginx.js'
+import type { Placement, UpstreamSwitch } from '../../agent/proxy/nginx.js'
 import {
   coreMembers,
   membersOf,
@@ -46,6 +46,8 @@ export class FakeRuntime implements Runtime {
    */
   readonly ops: string[] = []
   migration: OneOffResult = { exitCode: 0, timedOut: false, logTail: [] }
+  /** A candidate without services serves on these addresses (a swarm's nodes) instead of this host's loopback. */
+  candidateHosts: string[] | undefined
 
   constructor(
     readonly list: Instance[],
@@ -127,7 +129,7 @@ export class FakeRuntime implements Runtime {
       this.list.unshift(group)
       return group
     }
-    const instance = {
+    const instance: Instance = {
       id: `c-${spec.deployId}`,
       release: spec.release,
       commit: spec.commit,
@@ -137,6 +139,19 @@ export class FakeRuntime implements Runtime {
       running: true,
       created: new Date(),
     }
+    if (this.candidateHosts)
+      instance.members = [
+        {
+          id: instance.id,
+          service: 'web',
+          kind: 'web',
+          port: spec.port,
+          order: null,
+          stopTimeoutSec: 10,
+          running: true,
+          hosts: this.candidateHosts,
+        },
+      ]
     this.list.unshift(instance)
     return instance
   }
@@ -231,7 +246,10 @@ export class FakeRouter implements UpstreamSwitch {
   async currentPort() {
     return this.routed
   }
-  async switchTo(port: number) {
+  /** The placement of each switch (undefined: this host's loopback). */
+  readonly placements: Array<Placement | undefined> = []
+  async switchTo(port: number, placement?: Placement) {
+    this.placements.push(placement)
     if (this.failSwitch > 0) {
       this.failSwitch -= 1
       throw new Error('nginx -t failed: the old upstream was put back')

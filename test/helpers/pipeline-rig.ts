@@ -78,5 +78,5 @@ apps:
     ...(options.watchTraffic && { watchTraffic: options.watchTraffic(runtime) }),
   })
   const deploy = () => store.create({ app: 'web', env: 'production', ref: 'v2', keyId: null })
-  return { store, runtime, pipeline, target, previous, deploy, routed: () => router.routed, blue, green }
+  return { store, runtime, router, pipeline, target, previous, deploy, routed: () => router.routed, blue, green }
 }

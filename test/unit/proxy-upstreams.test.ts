@@ -56,3 +56,28 @@ t.test('NginxUpstream: the placeholder and the switch write every upstream', asy
   t.equal(await nginx.currentPort(), 18012)
   t.equal(await readFile(file, 'utf8'), nginx.render(18012))
 })
+
+t.test('NginxUpstream: a placement lists every address serving a port (a swarm: one server per node)', async (t) => {
+  const nginx = several()
+  const placement = new Map([
+    [18012, ['127.0.0.1', '10.77.0.2']],
+    [18022, ['10.77.0.2']],
+  ])
+  t.equal(
+    nginx.render(18012, placement),
+    `${MANAGED_HEADER}\nupstream shop_production_api { server 127.0.0.1:18012; server 10.77.0.2:18012; }\nupstream shop_production_frontend { server 10.77.0.2:18022; }\n`,
+  )
+  t.equal(nginx.parse(nginx.render(18012, placement)), 18012, 'the file written for several nodes is read back')
+  t.equal(
+    nginx.parse(
+      'upstream shop_production_api { server 10.0.0.1:18011; server 10.0.0.2:18012; }\nupstream shop_production_frontend { server 127.0.0.1:18021; }\n',
+    ),
+    null,
+    'servers of one upstream on two ports: not ours',
+  )
+  t.throws(() => nginx.render(18012, new Map([[18012, []]])), { code: 'proxy_invalid_port', message: /no address serves port 18012/ })
+  t.throws(() => nginx.render(18012, new Map([[18012, ['evil; include /etc/passwd']]])), {
+    code: 'proxy_invalid_port',
+    message: /not an IPv4 address/,
+  })
+})

@@ -1,0 +1,387 @@
+// The runtime of an env with `runtime: swarm`: a release's services run as Swarm services, two colours per web
+// service (`<app>_<env>_<service>_blue|green`, blue on the first port of each pair), each task on its node's host
+// network. A candidate is the idle colour made anew from the release's image, pushed to the env's registry and run
+// by digest; it is ready when every task runs that image, and the pipeline then probes each node's address. Retire
+// scales a colour to 0 (kept for a rollback in a second), revive scales it back up. Images, builds and migrations
+// stay on this host (the manager): a swarm env shares them with the container runtime.
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { ContainerLogLine, ContainerLogOptions } from '../docker/engine.js'
+import { DockerError } from '../docker/errors.js'
+import type { ServiceDefinition, SwarmEngine, SwarmService, SwarmTask } from '../docker/swarm.js'
+import type { ContainerHealth, Labels, OneOffResult } from '../docker/types.js'
+import type { WorkerState } from '../health/index.js'
+import {
+  coreMembers,
+  envLabels,
+  LABEL,
+  LOOPBACK,
+  membersOf,
+  singletonsOf,
+  type BuildSpec,
+  type CandidateService,
+  type CandidateSpec,
+  type EnvImage,
+  type EnvTarget,
+  type Instance,
+  type KeepPulledSpec,
+  type Member,
+  type MigrationSpec,
+  type PullSpec,
+  type Runtime,
+} from './runtime.js'
+
+export interface SwarmSettings {
+  /** Tasks per web service. */
+  replicas: number
+  /** `host[:port][/path]`: the agent pushes there and every node pulls from there. */
+  registry: string
+  constraints: string[]
+  /** The primary web service's [blue, green] ports: which colour a slot is. */
+  ports: readonly [number, number]
+}
+
+/** How long tasks may take to run (a pull on each node, a start) or to stop. */
+const CONVERGE_MS = 120_000
+const POLL_MS = 250
+/** A task that failed this many times while converging fails the candidate (a crash loop, a bad image). */
+const FAILED_TASKS_LIMIT = 3
+
+export class SwarmRuntimeError extends DockerError {
+  constructor(message: string) {
+    super('docker_error', 502, message)
+  }
+}
+
+export class SwarmRuntime implements Runtime {
+  constructor(
+    /** The manager's own engine, for images and migrations. */
+    private readonly local: Runtime,
+    private readonly swarm: SwarmEngine,
+    private readonly settings: SwarmSettings,
+  ) {}
+
+  // ── images and one-offs: on this host ─────────────────────────────────────────────────────────────────────
+
+  releaseImage(target: EnvTarget, release: string, service?: string): Promise<EnvImage | null> {
+    return this.local.releaseImage(target, release, service)
+  }
+  buildRelease(spec: BuildSpec): Promise<string> {
+    return this.local.buildRelease(spec)
+  }
+  pullImage(spec: PullSpec): Promise<{ digest: string }> {
+    return this.local.pullImage(spec)
+  }
+  keepPulled(spec: KeepPulledSpec): Promise<EnvImage> {
+    return this.local.keepPulled(spec)
+  }
+  releases(target: EnvTarget): Promise<EnvImage[]> {
+    return this.local.releases(target)
+  }
+  removeImage(ref: string): Promise<void> {
+    return this.local.removeImage(ref)
+  }
+  /** Once per release, on the manager, before any colour changes. */
+  runMigration(spec: MigrationSpec): Promise<OneOffResult> {
+    return this.local.runMigration(spec)
+  }
+  oneOffs(target: EnvTarget): Promise<string[]> {
+    return this.local.oneOffs(target)
+  }
+  removeOneOff(id: string): Promise<void> {
+    return this.local.removeOneOff(id)
+  }
+
+  // ── releases: services on the swarm ───────────────────────────────────────────────────────────────────────
+
+  async instances(target: EnvTarget): Promise<Instance[]> {
+    const services = await this.swarm.services({ ...envLabels(target), [LABEL.role]: 'web' })
+    const hosts = await this.addresses()
+    const groups = new Map<string, SwarmService[]>()
+    for (const s of services) {
+      const key = s.labels[LABEL.deploy] || s.id
+      groups.set(key, [...(groups.get(key) ?? []), s])
+    }
+    const instances: Instance[] = []
+    for (const group of groups.values()) {
+      // The primary is the group's first web service in the config; it names the slot.
+      const ordered = group.sort(
+        (a, b) =>
+          Number(b.labels[LABEL.port] !== undefined) - Number(a.labels[LABEL.port] !== undefined) ||
+          Number(a.labels[LABEL.index] ?? 0) - Number(b.labels[LABEL.index] ?? 0),
+      )
+      const members: Member[] = []
+      for (const s of ordered) {
+        const member = memberOf(s)
+        if (member.port !== null) member.hosts = hosts(await this.swarm.tasks(s.id), s)
+        members.push(member)
+      }
+      const primary = ordered[0] as SwarmService
+      instances.push({
+        id: primary.id,
+        release: primary.labels[LABEL.release] ?? '',
+        commit: primary.labels[LABEL.commit] ?? '',
+        deployId: primary.labels[LABEL.deploy] ?? '',
+        port: Number(primary.labels[LABEL.port]),
+        image: primary.image,
+        running: members.some((m) => m.running),
+        created: primary.created,
+        members,
+      })
+    }
+    return instances.sort((a, b) => b.created.getTime() - a.created.getTime())
+  }
+
+  async startCandidate(spec: CandidateSpec): Promise<Instance> {
+    const colour = this.colourOf(spec.port)
+    const services: CandidateService[] = spec.services ?? [
+      { name: 'web', kind: 'web', port: spec.port, command: null, order: null, stopTimeoutSec: 10, index: 0 },
+    ]
+    // One image string for every node: pushed to the registry, run by digest.
+    const pushed = new Map<string, string>()
+    for (const image of new Set(services.map((s) => s.image ?? spec.image)))
+      pushed.set(image, await this.pushed(spec, image, image === spec.image ? spec.app : repoOf(image)))
+    const base: Labels = {
+      ...envLabels(spec),
+      [LABEL.release]: spec.release,
+      [LABEL.deploy]: spec.deployId,
+      [LABEL.role]: 'web',
+      [LABEL.commit]: spec.commit,
+    }
+    const members: Member[] = []
+    try {
+      for (const service of services) {
+        const name = `${spec.app}_${spec.env}_${service.name}_${colour}`
+        // A service of that name left by a crash between remove and create: this colour is being made anew.
+        for (const stale of await this.swarm.services({ ...envLabels(spec) })) if (stale.name === name) await this.removeAndWait(stale.id)
+        const labels: Labels = { ...base, [LABEL.service]: service.name, [LABEL.index]: String(service.index) }
+        if (service.port !== null) labels[LABEL.port] = String(service.port)
+        if (service.order !== null) labels[LABEL.order] = service.order
+        labels[LABEL.stopTimeout] = String(service.stopTimeoutSec)
+        const member: Member = {
+          id: '',
+          service: service.name,
+          kind: service.kind,
+          port: service.port,
+          order: service.order,
+          stopTimeoutSec: service.stopTimeoutSec,
+          running: service.order !== 'stop-first',
+        }
+        member.id = await this.swarm.createService(
+          this.definition(name, labels, service, pushed.get(service.image ?? spec.image) as string, spec),
+        )
+        members.push(member)
+      }
+      await Promise.all(members.filter((m) => m.running).map((m) => this.converge(m)))
+    } catch (err) {
+      // Half a release must not run: every service made so far goes with the one that failed.
+      for (const m of members) await this.removeAndWait(m.id).catch(() => undefined)
+      throw err
+    }
+    const primary = members[0] as Member
+    return {
+      id: primary.id,
+      release: spec.release,
+      commit: spec.commit,
+      deployId: spec.deployId,
+      port: spec.port,
+      image: spec.image,
+      running: true,
+      created: new Date(),
+      members,
+    }
+  }
+
+  async isAlive(instance: Instance, which: 'core' | 'all' = 'core'): Promise<boolean> {
+    const members = which === 'all' ? membersOf(instance) : coreMembers(instance)
+    const alive = await Promise.all(members.map(async (m) => (await this.memberState(m)).alive))
+    return alive.every(Boolean)
+  }
+
+  engineHealth(): Promise<ContainerHealth | null> {
+    // A task's HEALTHCHECK is the node's; the agent's probes of every node decide.
+    return Promise.resolve(null)
+  }
+
+  /** Alive: the service wants tasks and every task it wants runs (a task being replaced, or waiting for a node, is not). */
+  async memberState(member: Member): Promise<WorkerState> {
+    const service = await this.swarm.service(member.id)
+    if (service === null) return { alive: false, restartCount: 0, health: null }
+    const tasks = await this.swarm.tasks(member.id)
+    const wanted = tasks.filter((t) => t.desired === 'running')
+    const alive = service.replicas > 0 && wanted.length >= service.replicas && wanted.every((t) => t.state === 'running')
+    return { alive, restartCount: tasks.filter((t) => t.state === 'failed').length, health: null }
+  }
+
+  promote(): Promise<void> {
+    // Tasks get no CPU weight of their own: builds and migrations run on the manager, not beside them.
+    return Promise.resolve()
+  }
+
+  async retire(instance: Instance): Promise<void> {
+    await Promise.all(membersOf(instance).map((m) => this.scaleTo(m, 0)))
+  }
+
+  async revive(instance: Instance): Promise<void> {
+    await Promise.all(coreMembers(instance).map((m) => this.scaleTo(m, this.replicasOf(m))))
+  }
+
+  async remove(instance: Instance): Promise<void> {
+    for (const m of membersOf(instance)) await this.removeAndWait(m.id)
+  }
+
+  async startSingletons(instance: Instance): Promise<void> {
+    await Promise.all(singletonsOf(instance).map((m) => this.scaleTo(m, 1)))
+  }
+
+  async stopSingletons(instance: Instance): Promise<void> {
+    await Promise.all(singletonsOf(instance).map((m) => this.scaleTo(m, 0)))
+  }
+
+  async logTail(container: { id: string }, lines = 30): Promise<string[]> {
+    const out: string[] = []
+    for await (const l of this.swarm.serviceLogLines(container.id, { tail: lines, follow: false })) out.push(l.line)
+    return out.filter((l) => l.trim() !== '').slice(-lines)
+  }
+
+  logs(container: { id: string }, options: ContainerLogOptions): AsyncIterable<ContainerLogLine> {
+    return this.swarm.serviceLogLines(container.id, options)
+  }
+
+  // ── helpers ───────────────────────────────────────────────────────────────────────────────────────────────
+
+  private colourOf(port: number): 'blue' | 'green' {
+    const slot = this.settings.ports.indexOf(port)
+    if (slot === -1) throw new SwarmRuntimeError(`port ${port} is not one of the env's pair ${this.settings.ports.join('/')}`)
+    return slot === 0 ? 'blue' : 'green'
+  }
+
+  private replicasOf(member: Member): number {
+    return member.kind === 'web' ? this.settings.replicas : 1
+  }
+
+  /** `<registry>/<repo>@sha256:…` of the local image, pushed under the release's tag. */
+  private async pushed(spec: CandidateSpec, image: string, repo: string): Promise<string> {
+    const remote = `${this.settings.registry}/${repo}`
+    const digest = await this.swarm.push(image, remote, `${spec.env}-${spec.release}`, () => undefined)
+    return `${remote}@${digest}`
+  }
+
+  private definition(name: string, labels: Labels, service: CandidateService, image: string, spec: CandidateSpec): ServiceDefinition {
+    const member = { kind: service.kind } as Member
+    return {
+      name,
+      labels,
+      image,
+      ...(service.command ? { command: service.command } : {}),
+      env: service.port === null ? spec.variables : [...spec.variables, `PORT=${service.port}`],
+      // Stop-first workers start only after the other colour's have stopped (startSingletons).
+      replicas: service.order === 'stop-first' ? 0 : this.replicasOf(member),
+      // Tasks of a web service share their node's port.
+      ...(service.kind === 'web' ? { maxPerNode: 1 } : {}),
+      constraints: this.settings.constraints,
+      stopGraceSec: service.stopTimeoutSec,
+      updateOrder: service.order ?? 'start-first',
+    }
+  }
+
+  private async scaleTo(member: Member, replicas: number): Promise<void> {
+    await this.swarm.scale(member.id, replicas)
+    if (replicas === 0) await this.drained(member.id)
+    else await this.converge(member, replicas)
+    member.running = replicas > 0
+  }
+
+  private async removeAndWait(id: string): Promise<void> {
+    await this.swarm.removeService(id)
+    // The port is free only once the tasks have stopped: the next candidate of this colour binds it.
+    await this.drained(id)
+  }
+
+  /** Until no task of the service runs (or is about to). */
+  private async drained(serviceId: string): Promise<void> {
+    await this.until(`the tasks of service ${serviceId} to stop`, async () => {
+      const tasks = await this.swarm.tasks(serviceId)
+      const live = tasks.filter((t) => ACTIVE.has(t.state))
+      return live.length === 0 ? true : `${live.length} still ${[...new Set(live.map((t) => t.state))].join('/')}`
+    })
+  }
+
+  /**
+   * Until `replicas` tasks of the member run its current image, each on its own node; then its hosts are the
+   * nodes' addresses. A task that keeps failing (a crash loop, a pull refused) fails it at once with the task's
+   * own words.
+   */
+  private async converge(member: Member, replicas?: number): Promise<void> {
+    const hosts = await this.addresses()
+    const since = Date.now() - 1000
+    await this.until(`service ${member.service} to run`, async () => {
+      const service = await this.swarm.service(member.id)
+      if (service === null) throw new SwarmRuntimeError(`service ${member.service} (${member.id}) is gone`)
+      const want = replicas ?? service.replicas
+      const tasks = await this.swarm.tasks(member.id)
+      const failed = tasks.filter((t) => (t.state === 'failed' || t.state === 'rejected') && t.created.getTime() >= since)
+      if (failed.length >= FAILED_TASKS_LIMIT || tasks.some((t) => t.state === 'rejected' && t.created.getTime() >= since)) {
+        const last = failed.sort((a, b) => b.created.getTime() - a.created.getTime())[0] as SwarmTask
+        throw new SwarmRuntimeError(`service ${member.service}: task ${last.state}: ${last.message || 'no reason given'}`)
+      }
+      const running = tasks.filter((t) => t.desired === 'running' && t.state === 'running' && t.image === service.image)
+      if (running.length >= want) {
+        if (member.port !== null) member.hosts = hosts(running, service)
+        return true
+      }
+      const waiting = tasks.filter((t) => t.desired === 'running' && t.state !== 'running')
+      return `${running.length} of ${want} running${waiting.length > 0 ? ` (${waiting.map((t) => `${t.state}: ${t.message}`).join('; ')})` : ''}`
+    })
+  }
+
+  /** Polls `check` (true: done; a string: why not yet) until done or CONVERGE_MS, then fails with the last why. */
+  private async until(what: string, check: () => Promise<true | string>): Promise<void> {
+    const deadline = Date.now() + CONVERGE_MS
+    for (;;) {
+      const answer = await check()
+      if (answer === true) return
+      if (Date.now() >= deadline) throw new SwarmRuntimeError(`timed out after ${CONVERGE_MS / 1000} s waiting for ${what}: ${answer}`)
+      await sleep(POLL_MS)
+    }
+  }
+
+  /**
+   * Maps tasks to the addresses nginx and the probes use: a node's advertised address, this manager's own tasks on
+   * loopback. Nodes are known by id, never by hostname.
+   */
+  private async addresses(): Promise<(tasks: SwarmTask[], service: SwarmService) => string[]> {
+    const [self, nodes] = await Promise.all([this.swarm.localNodeId(), this.swarm.nodes()])
+    const addr = new Map(nodes.map((n) => [n.id, n.id === self ? LOOPBACK : n.addr]))
+    return (tasks, service) =>
+      [
+        ...new Set(
+          tasks
+            .filter((t) => t.desired === 'running' && t.state === 'running' && t.image === service.image)
+            .map((t) => addr.get(t.nodeId))
+            .filter((a): a is string => a !== undefined && a !== ''),
+        ),
+      ].sort()
+  }
+}
+
+/** Task states in which a task holds (or is about to hold) its node's port. */
+const ACTIVE = new Set(['new', 'pending', 'assigned', 'accepted', 'preparing', 'ready', 'starting', 'running'])
+
+function memberOf(s: SwarmService): Member {
+  const port = s.labels[LABEL.port]
+  const order = s.labels[LABEL.order]
+  return {
+    id: s.id,
+    service: s.labels[LABEL.service] ?? 'web',
+    kind: port === undefined ? 'worker' : 'web',
+    port: port === undefined ? null : Number(port),
+    order: port !== undefined ? null : order === 'stop-first' ? 'stop-first' : 'start-first',
+    stopTimeoutSec: Number(s.labels[LABEL.stopTimeout] ?? 10) || 10,
+    running: s.replicas > 0,
+  }
+}
+
+/** `lifeos-api:prod-v1` → `lifeos-api`: the repository a service's own image is pushed to. */
+function repoOf(image: string): string {
+  return image.replace(/[:@].*$/, '').replace(/^.*\//, '')
+}
