@@ -46,7 +46,7 @@ t.test('Config: swarm mistakes are named by key', async (t) => {
     /swarm\.replicas: must be > 0/,
   ])
   t.match(configProblems(config('        runtime: swarm\n        swarm: { registry: "r:5000", constraints: ["node.role"] }\n')), [
-    /swarm\.constraints\.0: must be a constraint/,
+    /swarm\.constraints\[0\]: must be a constraint/,
   ])
   t.match(configProblems(config('        runtime: swarm\n        swarm: { registry: "r:5000", replica: 2 }\n')), [/swarm.*replica/])
   t.match(
