@@ -23,7 +23,8 @@
 #
 # Environment: DAR_SWARM_REGISTRY_PORT (default 5577); DAR_SWARM_HEARTBEAT (the dispatcher heartbeat, default 1s:
 # a killed worker shows Down after ~3 s; ~13 s with Docker's own 5s); DAR_SWARM_SUBNET (default 10.77.0: the veth
-# pair is <subnet>.1 and <subnet>.2, /24), for a machine where 10.77.0.0/24 is taken.
+# pair is <subnet>.1 and <subnet>.2, /24; the next free 10.77.N when the host's dockerd still holds 10.77.0.1:7946
+# from an earlier swarm), for a machine where 10.77.0.0/24 is taken.
 set -euo pipefail
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
@@ -31,13 +32,20 @@ SCRIPTS=$(dirname "$SELF")
 NETNS=dar-w1
 VETH_HOST=dar-w1h
 VETH_NS=dar-w1n
-SUBNET=${DAR_SWARM_SUBNET:-10.77.0} # the first three octets of the veth pair's /24
-MANAGER_ADDR=$SUBNET.1
-WORKER_ADDR=$SUBNET.2
-WORKER_HOSTNAME=dar-w1
-PORT=${DAR_SWARM_REGISTRY_PORT:-5577}
-HEARTBEAT=${DAR_SWARM_HEARTBEAT:-1s}
 STATE=/run/dar-swarm
+DEFAULT_SUBNET=10.77.0 # the first three octets of the veth pair's /24 (see free_subnet)
+DEFAULT_PORT=5577
+WORKER_HOSTNAME=dar-w1
+use_settings() {
+  SUBNET=$1 PORT=$2
+  MANAGER_ADDR=$SUBNET.1 WORKER_ADDR=$SUBNET.2
+}
+# The other commands act on the rig `up` made (its settings are kept); `up` on the environment's or the defaults.
+RIG_SUBNET=$DEFAULT_SUBNET RIG_PORT=$DEFAULT_PORT
+# shellcheck disable=SC1091
+if [ -f "$STATE/settings" ]; then . "$STATE/settings"; fi
+use_settings "${DAR_SWARM_SUBNET:-$RIG_SUBNET}" "${DAR_SWARM_REGISTRY_PORT:-$RIG_PORT}"
+HEARTBEAT=${DAR_SWARM_HEARTBEAT:-1s}
 DATA=/var/lib/dar-swarm
 W1=$STATE/w1 # short: containerd's socket lives under the exec root and unix socket paths are limited to 108 bytes
 W1_SOCK=$W1/docker.sock
@@ -106,7 +114,7 @@ host_swarm_state() { docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.No
 # Run through `unshare --uts` by start_worker: its own hostname (else both nodes are called the same), then dockerd
 # in the namespace. nsenter and unshare exec in place, so the pid stays dockerd's.
 worker_exec() {
-  hostname "$WORKER_HOSTNAME"
+  echo "$WORKER_HOSTNAME" >/proc/sys/kernel/hostname # this UTS namespace's only
   exec nsenter --net="/run/netns/$NETNS" -- dockerd --host "$W1_HOST" --data-root "$W1_DATA" --exec-root "$W1_EXEC" \
     --pidfile "$W1/docker.pid" --bridge=none --iptables=false
 }
@@ -150,6 +158,21 @@ remove_gwbridge() {
   docker network rm docker_gwbridge >/dev/null 2>&1
 }
 
+# A manager whose leave timed out keeps its gossip listener (port 7946) on the old address until dockerd restarts.
+gossip_port_held() { ss -Hltn "src $1:7946" | grep -q .; }
+
+# 10.77.0, or the next 10.77.N whose manager address no such leftover listener holds.
+free_subnet() {
+  for n in 0 1 2 3 4 5 6 7 8 9; do
+    if ! gossip_port_held "10.77.$n.1"; then
+      [ "$n" = 0 ] || log "10.77.0.1:7946 is held by the host's dockerd (an earlier swarm's leftover): using 10.77.$n.0/24"
+      echo "10.77.$n"
+      return
+    fi
+  done
+  echo "$DEFAULT_SUBNET"
+}
+
 # --- up / down --------------------------------------------------------------------------------------------------------
 
 write_facts() {
@@ -174,6 +197,11 @@ node_ready() { [ "$(docker node inspect --format '{{.Status.State}}' "$1" 2>/dev
 cmd_up() {
   local state
   do_down
+  use_settings "${DAR_SWARM_SUBNET:-$(free_subnet)}" "${DAR_SWARM_REGISTRY_PORT:-$DEFAULT_PORT}"
+  if gossip_port_held "$MANAGER_ADDR"; then
+    log "warning: the host's dockerd still listens on $MANAGER_ADDR:7946 from an earlier swarm (a leave that timed out):" \
+      "the swarm's gossip cannot start there (host-network services still run). Restart dockerd, or pick another DAR_SWARM_SUBNET"
+  fi
   state=$(host_swarm_state)
   case $state in
     inactive*) ;;
@@ -181,15 +209,12 @@ cmd_up() {
     *) die "the host's dockerd is already in a swarm the rig did not make ($state): leave it first (docker swarm leave --force)" ;;
   esac
   mkdir -p "$STATE" "$DATA"
+  printf 'RIG_SUBNET=%s RIG_PORT=%s\n' "$SUBNET" "$PORT" >"$STATE/settings"
   trap 'status=$?; if [ $status -ne 0 ]; then log "up failed: cleaning up"; do_down || true; fi' EXIT
 
   # swarm init makes docker_gwbridge unless it exists; `down` removes it only when the rig made it.
   docker network inspect docker_gwbridge >/dev/null 2>&1 || touch "$STATE/made-gwbridge"
 
-  if ss -Hltn "src $MANAGER_ADDR:7946" | grep -q .; then
-    log "warning: the host's dockerd still listens on $MANAGER_ADDR:7946 from an earlier swarm (a leave that timed out):" \
-      "the swarm's gossip cannot start on that address (host-network services still run). Restart dockerd, or set DAR_SWARM_SUBNET"
-  fi
   ip netns add "$NETNS"
   ip link add "$VETH_HOST" type veth peer name "$VETH_NS" netns "$NETNS"
   ip addr add "$MANAGER_ADDR/24" dev "$VETH_HOST"
