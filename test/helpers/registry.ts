@@ -74,6 +74,37 @@ function follow(stream: NodeJS.ReadableStream): Promise<string> {
   })
 }
 
+/**
+ * Builds `dockerfile` as `ref` (`<registry>/<name>:<tag>`) through the Docker API, pushes it and removes the local
+ * tag, so that whoever runs it must pull it (its layers stay, so the pull is quick). Returns the pushed digest.
+ */
+export async function buildAndPush(
+  ref: string,
+  dockerfile: string,
+  authconfig: Docker.AuthConfig | object = {},
+): Promise<{ digest: string }> {
+  const docker = new Docker()
+  const engine = new DockerEngine(docker)
+  await engine.buildImage({
+    context: tarOf({ Dockerfile: dockerfile }),
+    dockerfile: 'Dockerfile',
+    tag: ref,
+    buildArgs: {},
+    labels: {},
+    timeoutMs: 60_000,
+    onLine: () => undefined,
+  })
+  try {
+    // An empty auth still sends X-Registry-Auth, which the engine wants for every push.
+    const text = await follow((await docker.getImage(ref).push({ authconfig })) as NodeJS.ReadableStream)
+    const digest = /digest: (sha256:[0-9a-f]{64})/.exec(text)?.[1]
+    if (!digest) throw new Error(`push of ${ref} reported no digest:\n${text}`)
+    return { digest }
+  } finally {
+    await engine.removeImage(ref)
+  }
+}
+
 /** Starts a registry in `dir` for the test; stopped and its pushed images removed in `t`'s teardown. */
 export async function startRegistry(t: Test, dir: string): Promise<TestRegistry> {
   const port = await freePort()
@@ -108,8 +139,8 @@ export async function startRegistry(t: Test, dir: string): Promise<TestRegistry>
   t.teardown(stop)
   await waitUp(`http://${host}/v2/`, child, () => output)
 
-  const docker = new Docker()
-  const engine = new DockerEngine(docker)
+  // What was pushed comes back when the agent pulls it by tag.
+  const engine = new DockerEngine(new Docker())
   const pushed = new Set<string>()
   t.teardown(async () => {
     for (const ref of pushed) await engine.removeImage(ref).catch(() => undefined)
@@ -129,22 +160,8 @@ export async function startRegistry(t: Test, dir: string): Promise<TestRegistry>
         'CMD ["sh", "-c", "exec httpd -f -p 127.0.0.1:$PORT -h /www"]',
         '',
       ].join('\n')
-      await engine.buildImage({
-        context: tarOf({ Dockerfile: dockerfile }),
-        dockerfile: 'Dockerfile',
-        tag: ref,
-        buildArgs: {},
-        labels: {},
-        timeoutMs: 60_000,
-        onLine: () => undefined,
-      })
       pushed.add(ref)
-      const text = await follow((await docker.getImage(ref).push({ authconfig })) as NodeJS.ReadableStream)
-      const digest = /digest: (sha256:[0-9a-f]{64})/.exec(text)?.[1]
-      if (!digest) throw new Error(`push of ${ref} reported no digest:\n${text}`)
-      // The agent must pull it: the local copy goes (its layers stay, so the pull is quick).
-      await engine.removeImage(ref)
-      return { digest }
+      return await buildAndPush(ref, dockerfile, authconfig)
     },
   }
 }
