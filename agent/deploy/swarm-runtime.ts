@@ -147,6 +147,7 @@ export class SwarmRuntime implements Runtime {
       [LABEL.role]: 'web',
       [LABEL.commit]: spec.commit,
     }
+    const hostNetwork = await this.swarm.hostNetworkId()
     const members: Member[] = []
     try {
       for (const service of services) {
@@ -166,9 +167,10 @@ export class SwarmRuntime implements Runtime {
           stopTimeoutSec: service.stopTimeoutSec,
           running: service.order !== 'stop-first',
         }
-        member.id = await this.swarm.createService(
-          this.definition(name, labels, service, pushed.get(service.image ?? spec.image) as string, spec),
-        )
+        member.id = await this.swarm.createService({
+          ...this.definition(name, labels, service, pushed.get(service.image ?? spec.image) as string, spec),
+          hostNetwork,
+        })
         members.push(member)
       }
       await Promise.all(members.filter((m) => m.running).map((m) => this.converge(m)))
@@ -202,13 +204,21 @@ export class SwarmRuntime implements Runtime {
     return Promise.resolve(null)
   }
 
-  /** Alive: the service wants tasks and every task it wants runs (a task being replaced, or waiting for a node, is not). */
+  /**
+   * Alive: at least one task runs, every task the service wants runs (or waits for a node it cannot have: a node
+   * is down), and every node the member was checked on still runs one (a node that went down since is a death).
+   */
   async memberState(member: Member): Promise<WorkerState> {
     const service = await this.swarm.service(member.id)
     if (service === null) return { alive: false, restartCount: 0, health: null }
     const tasks = await this.swarm.tasks(member.id)
-    const wanted = tasks.filter((t) => t.desired === 'running')
-    const alive = service.replicas > 0 && wanted.length >= service.replicas && wanted.every((t) => t.state === 'running')
+    const placed = placementOf(tasks, service)
+    const hosts = member.hosts === undefined ? [] : (await this.addresses())(tasks, service)
+    const alive =
+      service.replicas > 0 &&
+      placed.running.length > 0 &&
+      placed.starting.length === 0 &&
+      (member.hosts ?? []).every((h) => hosts.includes(h))
     return { alive, restartCount: tasks.filter((t) => t.state === 'failed').length, health: null }
   }
 
@@ -266,7 +276,13 @@ export class SwarmRuntime implements Runtime {
     return `${remote}@${digest}`
   }
 
-  private definition(name: string, labels: Labels, service: CandidateService, image: string, spec: CandidateSpec): ServiceDefinition {
+  private definition(
+    name: string,
+    labels: Labels,
+    service: CandidateService,
+    image: string,
+    spec: CandidateSpec,
+  ): Omit<ServiceDefinition, 'hostNetwork'> {
     const member = { kind: service.kind } as Member
     return {
       name,
@@ -324,13 +340,14 @@ export class SwarmRuntime implements Runtime {
         const last = failed.sort((a, b) => b.created.getTime() - a.created.getTime())[0] as SwarmTask
         throw new SwarmRuntimeError(`service ${member.service}: task ${last.state}: ${last.message || 'no reason given'}`)
       }
-      const running = tasks.filter((t) => t.desired === 'running' && t.state === 'running' && t.image === service.image)
-      if (running.length >= want) {
-        if (member.port !== null) member.hosts = hosts(running, service)
+      const placed = placementOf(tasks, service)
+      // Fewer nodes than replicas (one down, constraints): the release runs where it can, never nowhere.
+      if (placed.running.length >= want || (placed.running.length > 0 && placed.starting.length === 0)) {
+        if (member.port !== null) member.hosts = hosts(placed.running, service)
         return true
       }
-      const waiting = tasks.filter((t) => t.desired === 'running' && t.state !== 'running')
-      return `${running.length} of ${want} running${waiting.length > 0 ? ` (${waiting.map((t) => `${t.state}: ${t.message}`).join('; ')})` : ''}`
+      const waiting = [...placed.starting, ...placed.unplaceable]
+      return `${placed.running.length} of ${want} running${waiting.length > 0 ? ` (${waiting.map((t) => `${t.state}: ${t.message}`).join('; ')})` : ''}`
     })
   }
 
@@ -362,6 +379,18 @@ export class SwarmRuntime implements Runtime {
         ),
       ].sort()
   }
+}
+
+/**
+ * The tasks a service wants, by where they are: running its current image, on their way (pulling, starting, a
+ * restart), or waiting for a node they cannot have (every eligible node has one, or is down).
+ */
+export function placementOf(tasks: SwarmTask[], service: Pick<SwarmService, 'image'>) {
+  const wanted = tasks.filter((t) => t.desired === 'running')
+  const running = wanted.filter((t) => t.state === 'running' && t.image === service.image)
+  const unplaceable = wanted.filter((t) => t.state === 'pending' && /no suitable node/i.test(t.message))
+  const starting = wanted.filter((t) => !running.includes(t) && !unplaceable.includes(t))
+  return { running, starting, unplaceable }
 }
 
 /** Task states in which a task holds (or is about to hold) its node's port. */

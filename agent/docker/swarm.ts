@@ -49,6 +49,8 @@ export interface ServiceDefinition {
   labels: Labels
   /** `<registry>/<repo>@sha256:…`: every node pulls the same bytes. */
   image: string
+  /** The swarm-scope id of the host network (hostNetworkId). */
+  hostNetwork: string
   command?: string[]
   env: string[]
   replicas: number
@@ -76,6 +78,15 @@ export class SwarmEngine {
     if (!swarm.ControlAvailable)
       throw new DockerError('docker_error', 503, 'this engine is a swarm worker: the agent must run on a manager')
     return swarm.NodeID
+  }
+
+  /**
+   * The swarm-scope id of the `host` network, for a service's `Networks: [{ Target }]`: the local network's id (or
+   * its name) is not what the orchestrator resolves.
+   */
+  async hostNetworkId(): Promise<string> {
+    const host = (await this.client()).getNetwork('host') as unknown as { inspect(opts: { scope: string }): Promise<{ Id: string }> }
+    return (await callEngine('inspect the swarm host network', () => host.inspect({ scope: 'swarm' }))).Id
   }
 
   async nodes(): Promise<SwarmNode[]> {
@@ -207,7 +218,7 @@ function specOf(def: ServiceDefinition): Docker.ServiceSpec {
         StopGracePeriod: def.stopGraceSec * SECOND_NS,
       },
       // Host networking: each task listens on its node's port, which nginx lists (no routing mesh).
-      Networks: [{ Target: 'host' }],
+      Networks: [{ Target: def.hostNetwork }],
       Placement: { Constraints: def.constraints, ...(def.maxPerNode ? { MaxReplicas: def.maxPerNode } : {}) },
       // The agent's observe window judges a release; Swarm only restarts a task that exits.
       RestartPolicy: { Condition: 'any', Delay: SECOND_NS, MaxAttempts: 0 },
