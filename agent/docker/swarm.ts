@@ -174,7 +174,10 @@ export class SwarmEngine {
     const ref = `${repo}:${tag}`
     await callEngine(`tag ${source} as ${ref}`, () => docker.getImage(source).tag({ repo, tag }))
     let digest: string | null = null
-    const stream = (await callEngine(`push ${ref}`, () => docker.getImage(ref).push({}))) as NodeJS.ReadableStream
+    // The engine wants X-Registry-Auth on every push, even an empty one (a registry without auth).
+    const stream = (await callEngine(`push ${ref}`, () =>
+      docker.getImage(ref).push({ authconfig: { serveraddress: repo.split('/')[0] } }),
+    )) as NodeJS.ReadableStream
     const error = await followEngineEvents<EngineEvent & { status?: unknown; aux?: { Digest?: unknown } }>(stream, 'push', {
       event: (event) => {
         if (typeof event.aux?.Digest === 'string' && DIGEST.test(event.aux.Digest)) digest = event.aux.Digest
