@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # swarm-rig.sh — a two-node Docker Swarm on one machine, for the swarm runtime's tests and for developers. Run as root.
 #
-# Usage: scripts/swarm-rig.sh up|down|status|kill-worker|start-worker
+# Usage: scripts/swarm-rig.sh up|down|status|kill-worker [all]|start-worker
 #   up            cleans up what a crashed run left (as `down`), then builds the rig and prints its facts
 #                 (KEY=value lines, also in /run/dar-swarm/rig.env)
 #   down          removes everything the rig made; idempotent, safe after a crash or a half-done `up`
 #   status        prints the rig's facts and the swarm's nodes; exits 0 when both nodes are ready, 3 otherwise
-#   kill-worker   SIGKILLs the worker's dockerd (and its containerd): the "node goes down" case
+#   kill-worker [all]  SIGKILLs the worker's dockerd (and its containerd): the "node goes down" case; its tasks'
+#                 processes live on (and answer) until it starts again, unless `all` kills them too
 #   start-worker  starts the worker's dockerd again on the same data root: it rejoins as the same node
 #
 # What `up` builds:
@@ -149,6 +150,12 @@ kill_worker() {
   if [ -n "$cpid" ]; then
     kill -KILL "$cpid" 2>/dev/null || true
     wait_for 100 gone "$cpid" || die "the worker's containerd ($cpid) outlived SIGKILL for 10 s"
+  fi
+  # `all`: the machine dies, tasks too: every process in the namespace but the registry's forwarder.
+  if [ "${1:-}" = all ]; then
+    local keep
+    keep=$(pid_of "$STATE/forward-w1.pid" swarm-rig-forward.js) || keep=
+    ip netns pids "$NETNS" | grep -vx -- "${keep:-none}" | xargs -r kill -KILL 2>/dev/null || true
   fi
 }
 
@@ -359,7 +366,7 @@ case $cmd in
   up) cmd_up ;;
   down) do_down ;;
   status) cmd_status ;;
-  kill-worker) kill_worker ;;
+  kill-worker) kill_worker "${2:-}" ;;
   start-worker) start_worker || exit 1 ;;
-  *) die "usage: $0 up|down|status|kill-worker|start-worker (got '${cmd}')" ;;
+  *) die "usage: $0 up|down|status|kill-worker [all]|start-worker (got '${cmd}')" ;;
 esac
