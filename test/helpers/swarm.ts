@@ -75,15 +75,12 @@ async function exists(path: string): Promise<boolean> {
 /** Whether this process can build the rig: root, a running dockerd, iproute2, util-linux's tools, docker-registry. */
 export async function canRunSwarmRig(): Promise<boolean> {
   if (process.getuid?.() !== 0) return false
-  for (const tool of ['ip', 'nsenter', 'unshare', 'flock', 'findmnt', 'curl', 'dockerd']) {
-    if (
-      !(await run('which', [tool]).then(
-        () => true,
-        () => false,
-      ))
-    )
-      return false
-  }
+  const found = await Promise.all(
+    ['ip', 'ss', 'nsenter', 'unshare', 'flock', 'findmnt', 'curl', 'dockerd'].map((tool) =>
+      run('which', [tool]).then(Boolean, () => false),
+    ),
+  )
+  if (found.includes(false)) return false
   return (await exists(REGISTRY_BIN)) && (await dockerAvailable())
 }
 
