@@ -95,7 +95,7 @@ gone() { ! alive "$1"; }
 start_bg() {
   local name=$1
   shift
-  setsid "$@" >"$STATE/$name.log" 2>&1 </dev/null 9>&- &
+  setsid "$@" >"$STATE/$name.log" 2>&1 </dev/null 8>&- 9>&- &
   echo $! >"$STATE/$name.pid"
 }
 
@@ -357,10 +357,16 @@ cmd_status() {
 cmd=${1:-}
 if [ "$cmd" = _worker-exec ]; then worker_exec; fi
 
-# One command at a time (a test's `down` and a developer's `up` must not interleave); daemons close this fd.
+# One command at a time (a test's `down` and a developer's `up` must not interleave); daemons close these fds.
 mkdir -p "$(dirname "$STATE")"
 exec 9>/run/dar-swarm.ops.lock
 flock --wait 120 9 || die "another swarm-rig.sh command held /run/dar-swarm.ops.lock for 120 s"
+# A test holds the rig's lock while it uses the rig (test/helpers/swarm.ts, which says so in the environment): a
+# command from anywhere else must not pull the rig from under it.
+if [ "$cmd" != status ] && [ "${DAR_SWARM_LOCK_HELD:-}" != 1 ]; then
+  exec 8>/run/dar-swarm.lock
+  flock --nonblock 8 || die "a test is using the swarm rig ($(cat /run/dar-swarm.holder 2>/dev/null || echo 'see /run/dar-swarm.lock')): wait for it to finish"
+fi
 
 case $cmd in
   up) cmd_up ;;

@@ -132,7 +132,10 @@ async function script(
   args: string[] = [],
 ): Promise<string> {
   try {
-    const { stdout } = await run('bash', [SWARM_RIG_SCRIPT, command, ...args], { env: { ...process.env, ...env }, timeout: 180_000 })
+    const { stdout } = await run('bash', [SWARM_RIG_SCRIPT, command, ...args], {
+      env: { ...process.env, ...env, DAR_SWARM_LOCK_HELD: '1' },
+      timeout: 180_000,
+    })
     return stdout
   } catch (err) {
     const e = err as { stderr?: string; message: string }
