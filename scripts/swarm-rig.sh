@@ -9,6 +9,7 @@
 #   kill-worker [all]  SIGKILLs the worker's dockerd (and its containerd): the "node goes down" case; its tasks'
 #                 processes live on (and answer) until it starts again, unless `all` kills them too
 #   start-worker  starts the worker's dockerd again on the same data root: it rejoins as the same node
+# Every command but `status` refuses while a test holds the rig (test/helpers/swarm.ts holds /run/dar-swarm.lock).
 #
 # What `up` builds:
 #   - manager: this host's dockerd (/var/run/docker.sock), `swarm init` advertising 10.77.0.1 (the host end of a
