@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # swarm-rig.sh — a two-node Docker Swarm on one machine, for the swarm runtime's tests and for developers. Run as root.
 #
-# Usage: scripts/swarm-rig.sh up|down|status|kill-worker|start-worker
+# Usage: scripts/swarm-rig.sh up|down|status|kill-worker [all]|start-worker
 #   up            cleans up what a crashed run left (as `down`), then builds the rig and prints its facts
 #                 (KEY=value lines, also in /run/dar-swarm/rig.env)
 #   down          removes everything the rig made; idempotent, safe after a crash or a half-done `up`
 #   status        prints the rig's facts and the swarm's nodes; exits 0 when both nodes are ready, 3 otherwise
-#   kill-worker   SIGKILLs the worker's dockerd (and its containerd): the "node goes down" case
+#   kill-worker [all]  SIGKILLs the worker's dockerd (and its containerd): the "node goes down" case; its tasks'
+#                 processes live on (and answer) until it starts again, unless `all` kills them too
 #   start-worker  starts the worker's dockerd again on the same data root: it rejoins as the same node
+# Every command but `status` refuses while a test holds the rig (test/helpers/swarm.ts holds /run/dar-swarm.lock).
 #
 # What `up` builds:
 #   - manager: this host's dockerd (/var/run/docker.sock), `swarm init` advertising 10.77.0.1 (the host end of a
@@ -94,7 +96,7 @@ gone() { ! alive "$1"; }
 start_bg() {
   local name=$1
   shift
-  setsid "$@" >"$STATE/$name.log" 2>&1 </dev/null 9>&- &
+  setsid "$@" >"$STATE/$name.log" 2>&1 </dev/null 8>&- 9>&- &
   echo $! >"$STATE/$name.pid"
 }
 
@@ -149,6 +151,12 @@ kill_worker() {
   if [ -n "$cpid" ]; then
     kill -KILL "$cpid" 2>/dev/null || true
     wait_for 100 gone "$cpid" || die "the worker's containerd ($cpid) outlived SIGKILL for 10 s"
+  fi
+  # `all`: the machine dies, tasks too: every process in the namespace but the registry's forwarder.
+  if [ "${1:-}" = all ]; then
+    local keep
+    keep=$(pid_of "$STATE/forward-w1.pid" swarm-rig-forward.js) || keep=
+    ip netns pids "$NETNS" | grep -vx -- "${keep:-none}" | xargs -r kill -KILL 2>/dev/null || true
   fi
 }
 
@@ -350,16 +358,22 @@ cmd_status() {
 cmd=${1:-}
 if [ "$cmd" = _worker-exec ]; then worker_exec; fi
 
-# One command at a time (a test's `down` and a developer's `up` must not interleave); daemons close this fd.
+# One command at a time (a test's `down` and a developer's `up` must not interleave); daemons close these fds.
 mkdir -p "$(dirname "$STATE")"
 exec 9>/run/dar-swarm.ops.lock
 flock --wait 120 9 || die "another swarm-rig.sh command held /run/dar-swarm.ops.lock for 120 s"
+# A test holds the rig's lock while it uses the rig (test/helpers/swarm.ts, which says so in the environment): a
+# command from anywhere else must not pull the rig from under it.
+if [ "$cmd" != status ] && [ "${DAR_SWARM_LOCK_HELD:-}" != 1 ]; then
+  exec 8>/run/dar-swarm.lock
+  flock --nonblock 8 || die "a test is using the swarm rig ($(cat /run/dar-swarm.holder 2>/dev/null || echo 'see /run/dar-swarm.lock')): wait for it to finish"
+fi
 
 case $cmd in
   up) cmd_up ;;
   down) do_down ;;
   status) cmd_status ;;
-  kill-worker) kill_worker ;;
+  kill-worker) kill_worker "${2:-}" ;;
   start-worker) start_worker || exit 1 ;;
-  *) die "usage: $0 up|down|status|kill-worker|start-worker (got '${cmd}')" ;;
+  *) die "usage: $0 up|down|status|kill-worker [all]|start-worker (got '${cmd}')" ;;
 esac

@@ -47,8 +47,11 @@ export interface SwarmRig {
   nodeState(nodeId: string): Promise<NodeState>
   /** Waits until the manager reports the node in `state`; returns how long that took (ms). */
   waitForNode(nodeId: string, state: NodeState, timeoutMs?: number): Promise<number>
-  /** SIGKILLs the worker's dockerd (and its containerd; the tasks' processes live on): the node goes Down. */
-  killWorker(): Promise<void>
+  /**
+   * SIGKILLs the worker's dockerd (and its containerd): the node goes Down. Its tasks' processes live on, and answer,
+   * until the worker starts again (then they are replaced), unless `tasks` kills them too (the machine dies).
+   */
+  killWorker(options?: { tasks?: boolean }): Promise<void>
   /** Starts the worker's dockerd again on the same data root: it rejoins as the same node. */
   startWorker(): Promise<void>
   /** Removes the rig (`swarm-rig.sh down`: the swarm left, no namespace, veth, dockerd or gwbridge) and frees the lock. */
@@ -72,15 +75,12 @@ async function exists(path: string): Promise<boolean> {
 /** Whether this process can build the rig: root, a running dockerd, iproute2, util-linux's tools, docker-registry. */
 export async function canRunSwarmRig(): Promise<boolean> {
   if (process.getuid?.() !== 0) return false
-  for (const tool of ['ip', 'nsenter', 'unshare', 'flock', 'findmnt', 'curl', 'dockerd']) {
-    if (
-      !(await run('which', [tool]).then(
-        () => true,
-        () => false,
-      ))
-    )
-      return false
-  }
+  const found = await Promise.all(
+    ['ip', 'ss', 'nsenter', 'unshare', 'flock', 'findmnt', 'curl', 'dockerd'].map((tool) =>
+      run('which', [tool]).then(Boolean, () => false),
+    ),
+  )
+  if (found.includes(false)) return false
   return (await exists(REGISTRY_BIN)) && (await dockerAvailable())
 }
 
@@ -126,9 +126,16 @@ export async function acquireRigLock(timeoutMs: number): Promise<RigLock> {
   }
 }
 
-async function script(command: 'up' | 'down' | 'kill-worker' | 'start-worker', env: NodeJS.ProcessEnv = {}): Promise<string> {
+async function script(
+  command: 'up' | 'down' | 'kill-worker' | 'start-worker',
+  env: NodeJS.ProcessEnv = {},
+  args: string[] = [],
+): Promise<string> {
   try {
-    const { stdout } = await run('bash', [SWARM_RIG_SCRIPT, command], { env: { ...process.env, ...env }, timeout: 180_000 })
+    const { stdout } = await run('bash', [SWARM_RIG_SCRIPT, command, ...args], {
+      env: { ...process.env, ...env, DAR_SWARM_LOCK_HELD: '1' },
+      timeout: 180_000,
+    })
     return stdout
   } catch (err) {
     const e = err as { stderr?: string; message: string }
@@ -217,7 +224,7 @@ export async function startSwarmRig(t: { teardown: (fn: () => unknown) => void }
       }
       throw new Error(`node ${nodeId} was still ${last}, not ${state}, after ${timeoutMs} ms`)
     },
-    killWorker: async () => void (await script('kill-worker')),
+    killWorker: async (opts = {}) => void (await script('kill-worker', {}, opts.tasks ? ['all'] : [])),
     startWorker: async () => void (await script('start-worker')),
     stop,
   }

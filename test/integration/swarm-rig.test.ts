@@ -12,7 +12,7 @@ import t from 'tap'
 import { ensureBaseImage } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
 import { freePort } from '../helpers/ports.js'
-import { acquireRigLock, canRunSwarmRig, startSwarmRig, SWARM_RIG_LOCK, type SwarmRig } from '../helpers/swarm.js'
+import { acquireRigLock, canRunSwarmRig, startSwarmRig, SWARM_RIG_LOCK, SWARM_RIG_SCRIPT, type SwarmRig } from '../helpers/swarm.js'
 
 const run = promisify(execFile)
 const skip = skipUnless(await canRunSwarmRig(), 'the two-node swarm rig (root, dockerd, iproute2, util-linux, docker-registry)')
@@ -103,6 +103,14 @@ t.test('Swarm rig: two nodes, a service by digest on both, the worker down and b
   t.match(worker, { Status: { State: 'ready', Addr: rig.workerAddr }, Spec: { Role: 'worker' } })
   t.not(manager.Description?.Hostname, worker.Description?.Hostname, 'the nodes have their own hostnames')
   t.equal((await rig.worker.info()).Swarm.NodeID, workerId, 'the worker socket is the worker node')
+  // The script run by hand (without the helper's lock) refuses to touch the rig a test holds.
+  const { DAR_SWARM_LOCK_HELD: _held, ...env } = process.env
+  const refused = await run('bash', [SWARM_RIG_SCRIPT, 'down'], { env }).then(
+    () => '',
+    (err: { stderr?: string }) => err.stderr ?? '',
+  )
+  t.match(refused, /a test is using the swarm rig/, '`down` by hand is refused')
+  t.equal(await rig.nodeState(workerId), 'ready', 'the rig is still up')
 
   // An image pushed through the API, run by digest: one image string for both nodes.
   const { image } = await rig.push('rigtest/web', 'v1', 'v1')
@@ -127,15 +135,26 @@ t.test('Swarm rig: two nodes, a service by digest on both, the worker down and b
   t.equal(rig.addressOf(workerId), rig.workerAddr)
   t.equal(await get(`http://${rig.addressOf(managerId)}:${port}/version`), 'v1')
 
-  // The worker's dockerd SIGKILLed: the manager marks the node down; started again, it is the same node, ready.
+  // The worker's dockerd SIGKILLed: the manager marks the node down, while its task's process lives on and answers.
+  // Started again, it is the same node, ready, and its task is replaced.
   await rig.killWorker()
   t.comment(`worker down after ${await rig.waitForNode(workerId, 'down', 30_000)} ms`)
   t.equal(await rig.nodeState(managerId), 'ready')
+  t.equal(await get(`http://${rig.workerAddr}:${port}/node`), workerId, "a killed dockerd's task still answers")
   await rig.startWorker()
   t.comment(`worker ready after ${await rig.waitForNode(workerId, 'ready', 30_000)} ms`)
   t.equal((await rig.worker.info()).Swarm.NodeID, workerId, 'rejoined as the same node')
   await runningTasks(rig, name, 2)
   t.equal(await eventually('the worker task again', () => get(`http://${rig.workerAddr}:${port}/node`)), workerId)
+
+  // The whole machine down (tasks too): nothing answers on the worker until it is back.
+  await rig.killWorker({ tasks: true })
+  await t.rejects(get(`http://${rig.workerAddr}:${port}/node`), 'the worker task died with it')
+  await rig.waitForNode(workerId, 'down', 30_000)
+  await rig.startWorker()
+  await rig.waitForNode(workerId, 'ready', 30_000)
+  await runningTasks(rig, name, 2)
+  t.equal(await eventually('the worker task after the machine came back', () => get(`http://${rig.workerAddr}:${port}/node`)), workerId)
   await rig.manager.getService(service.id).remove()
 
   // stop(): the swarm left, no namespace, veth, worker dockerd, socket or gwbridge, no image from the rig's registry.
