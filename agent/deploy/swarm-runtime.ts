@@ -307,17 +307,24 @@ export class SwarmRuntime implements Runtime {
     member.running = replicas > 0
   }
 
+  /**
+   * Scales to 0 and waits for the tasks to stop before the service goes: the port is free only then (the next
+   * candidate of this colour binds it), and a removed service's tasks can no longer be listed.
+   */
   private async removeAndWait(id: string): Promise<void> {
-    await this.swarm.removeService(id)
-    // The port is free only once the tasks have stopped: the next candidate of this colour binds it.
+    if ((await this.swarm.service(id)) === null) return
+    await this.swarm.scale(id, 0)
     await this.drained(id)
+    await this.swarm.removeService(id)
   }
 
   /** Until no task of the service runs (or is about to). */
   private async drained(serviceId: string): Promise<void> {
     await this.until(`the tasks of service ${serviceId} to stop`, async () => {
-      const tasks = await this.swarm.tasks(serviceId)
-      const live = tasks.filter((t) => ACTIVE.has(t.state))
+      const [tasks, nodes] = await Promise.all([this.swarm.tasks(serviceId), this.swarm.nodes()])
+      // A node that is down cannot report its tasks stopped (nor serve them): they are not waited for.
+      const ready = new Set(nodes.filter((n) => n.state === 'ready').map((n) => n.id))
+      const live = tasks.filter((t) => ACTIVE.has(t.state) && ready.has(t.nodeId))
       return live.length === 0 ? true : `${live.length} still ${[...new Set(live.map((t) => t.state))].join('/')}`
     })
   }
