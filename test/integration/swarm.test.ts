@@ -22,13 +22,13 @@ const TAGS = { v1: 'v1.0.0', v2: 'v1.1.0', unhealthyOnWorker: 'v1.2.0', failsOnW
 /** httpd on every address of the node (the worker's tasks answer on its own address), stopping on TERM. */
 const serve = (before = '') => `${before}trap 'exit 0' TERM; httpd -f -p $PORT -h /www & wait`
 
-/** The sample releases; `onWorker` runs first on the worker node only (known by its address). */
+/** The sample releases; `onWorker` runs first on the worker node only (known by its address); it ends in `;` or `&`. */
 function swarmRepo(dir: string, workerAddr: string) {
-  const onWorker = (what: string) => `if ip addr | grep -q 'inet ${workerAddr}/'; then ${what}; fi; `
+  const onWorker = (what: string) => `if ip addr | grep -q 'inet ${workerAddr}/'; then ${what} fi; `
   return makeGitRepo(dir, [
     { files: sampleReleaseFiles({ command: serve() }), tag: TAGS.v1, annotated: true },
     { files: sampleReleaseFiles({ command: serve() }), tag: TAGS.v2 },
-    { files: sampleReleaseFiles({ command: serve(onWorker('rm /www/healthz')) }), tag: TAGS.unhealthyOnWorker },
+    { files: sampleReleaseFiles({ command: serve(onWorker('rm /www/healthz;')) }), tag: TAGS.unhealthyOnWorker },
     { files: sampleReleaseFiles({ command: serve(onWorker('(sleep 3; rm /www/healthz) &')) }), tag: TAGS.failsOnWorker },
     { files: sampleReleaseFiles({ command: serve() }), tag: TAGS.v3 },
   ])
@@ -79,6 +79,10 @@ t.test('Swarm runtime on a two-node swarm', { skip, timeout: 600_000 }, async (t
     t.equal(await versionAt(rig.workerAddr, port), TAGS.v1, 'the worker’s task answers on its own address')
     t.equal(await agent.served(), TAGS.v1)
     t.same(await services(agent), ['blue 2/2'])
+    const status = (await (
+      await fetch(`${agent.url}/v1/status`, { headers: { authorization: `Bearer ${agent.keys.statusToken}` } })
+    ).json()) as { apps: Record<string, { envs: { production: { live: { nodes?: string[] } } } }> }
+    t.same(status.apps[agent.app]?.envs.production.live.nodes?.sort(), [rig.workerAddr, '127.0.0.1'].sort(), 'status shows the nodes')
     const image = (
       await agent.docker([
         'service',

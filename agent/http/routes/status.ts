@@ -26,6 +26,7 @@ const statusResponse = {
                     port: { type: 'integer' },
                     deployId: { type: 'string' },
                     since: { type: 'string' },
+                    nodes: { type: 'array', items: { type: 'string' } },
                     services: {
                       type: 'array',
                       items: {
@@ -35,6 +36,7 @@ const statusResponse = {
                           kind: { type: 'string' },
                           port: nullable({ type: 'integer' }),
                           container: { type: 'string' },
+                          nodes: { type: 'array', items: { type: 'string' } },
                         },
                       },
                     },
