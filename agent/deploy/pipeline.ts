@@ -71,6 +71,9 @@ interface RollbackVerdict {
   code: string
 }
 
+/** Why a release serving on several nodes is no longer alive (one address's probes are not what found it). */
+const SWARM_DEAD = 'a task of the release stopped, or a node running it went down'
+
 /** The longest the old release waits for the proxy's old workers (long requests, websockets) before it stops. */
 const DRAIN_LIMIT_MS = 30_000
 
@@ -458,6 +461,7 @@ export class DeployPipeline {
           this.runtime(target)
             .isAlive(candidate, 'all')
             .catch(() => true),
+        ...(member.hosts && { deadReason: SWARM_DEAD }),
         onResult: (r) => {
           if (r.ok) return
           run.probeFailed()
@@ -484,11 +488,11 @@ export class DeployPipeline {
         watched.map(({ m, host }) =>
           watchOne(m, host).then(
             (o): ObserveOutcome =>
-              o.healthy || (!several && m.hosts === undefined)
+              o.healthy || (!several && (m.hosts === undefined || o.reason === SWARM_DEAD))
                 ? o
                 : {
                     healthy: false,
-                    reason: `${[several ? m.service : '', m.hosts ? `on ${host}` : ''].filter(Boolean).join(' ')}: ${o.reason}`,
+                    reason: `${[several ? m.service : '', m.hosts && o.reason !== SWARM_DEAD ? `on ${host}` : ''].filter(Boolean).join(' ')}: ${o.reason}`,
                   },
             (err: unknown): ObserveOutcome => {
               if (isAbortError(err) && cancel.signal.aborted) return { healthy: true } // another check failed first

@@ -12,6 +12,8 @@ export interface ObserveOptions {
   maxFailures: number
   /** False when the container has exited or is restarting. */
   containerAlive?: () => Promise<boolean>
+  /** The reason given when `containerAlive` says no (default: the container exited or is restarting). */
+  deadReason?: string
   signal?: AbortSignal
   onResult?: ProbeListener<{ failures: number }>
   clock?: Clock
@@ -34,7 +36,7 @@ export async function observe(options: ObserveOptions): Promise<ObserveOutcome> 
     throwIfAborted(signal)
     return result
   }
-  const dead = { healthy: false, reason: 'the container exited or is restarting' } as const
+  const dead = { healthy: false, reason: options.deadReason ?? 'the container exited or is restarting' } as const
 
   for (;;) {
     throwIfAborted(signal)

@@ -156,6 +156,7 @@ t.test('Swarm runtime on a two-node swarm', { skip, timeout: 600_000 }, async (t
     await rig.killWorker()
     const done = await agent.waitFinished(id, 120_000)
     t.equal(done.state, 'ROLLED_BACK', JSON.stringify(done.error))
+    t.match(done.error?.message, /a node running it went down/, 'the reason says what happened')
     t.equal(await agent.served(), TAGS.v2, 'the previous release serves from the manager')
     t.notMatch(await agent.upstream(), new RegExp(rig.workerAddr.replace(/\./g, '\\.')), 'the dead node is out of nginx')
     await rig.startWorker()
