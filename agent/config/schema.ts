@@ -310,6 +310,8 @@ const serviceSchema = z
     order: z.enum(['start-first', 'stop-first'], { error: 'must be "start-first" or "stop-first"' }).optional(),
     /** SIGTERM, then SIGKILL after this many seconds. */
     stopTimeoutSec: positiveInt.max(3600, { error: 'must be ≤ 3600' }).default(10),
+    /** What this service mounts, in every env: replaces the app's (and an env's) `volumes` for it. */
+    volumes: volumesSchema.optional(),
   })
   .superRefine((service, ctx) => {
     if (service.kind === 'web' && service.order !== undefined)
@@ -516,6 +518,9 @@ export const configSchema = z
         })
       for (const { index, message } of dockerSocketProblems(app.volumes, app.allowDockerSocket))
         ctx.addIssue({ code: 'custom', path: ['apps', appName, 'volumes', index], message })
+      for (const [serviceName, service] of Object.entries(app.services ?? {}))
+        for (const { index, message } of dockerSocketProblems(service.volumes ?? [], app.allowDockerSocket))
+          ctx.addIssue({ code: 'custom', path: ['apps', appName, 'services', serviceName, 'volumes', index], message })
       for (const [envName, env] of Object.entries(app.envs)) {
         for (const { index, message } of dockerSocketProblems(env.volumes ?? [], app.allowDockerSocket))
           ctx.addIssue({ code: 'custom', path: ['apps', appName, 'envs', envName, 'volumes', index], message })

@@ -624,5 +624,6 @@ function candidateServices(target: Target, primaryPort: number, images: Record<s
     order: s.order,
     stopTimeoutSec: s.stopTimeoutSec,
     index: s.index,
+    container: containerSettings(target, s.name),
   }))
 }

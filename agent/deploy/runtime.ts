@@ -113,6 +113,8 @@ export interface CandidateService {
   index: number
   /** The service's own image; default: the spec's (the app's). */
   image?: string
+  /** The service's own settings (its own `volumes`); default: the spec's. */
+  container?: ContainerSettings
 }
 
 export interface CandidateSpec extends EnvTarget {
@@ -364,7 +366,7 @@ export class ContainerRuntime implements Runtime {
           env: service.port === null ? spec.variables : [...spec.variables, `PORT=${service.port}`],
           labels,
           restartPolicy: 'unless-stopped',
-          container: spec.container,
+          container: service.container ?? spec.container,
           stopTimeoutSec: service.stopTimeoutSec,
           // Until it serves, a candidate must not take the CPU from the live release: promote() raises it.
           cpuShares: BACKGROUND_CPU_SHARES,
