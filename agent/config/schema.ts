@@ -291,6 +291,13 @@ const serviceSchema = z
     command: command.optional(),
     /** The service's own image, `<app>-<service>:<env>-<release>`; default: the app's image. */
     build: buildSchema.optional(),
+    // A second pulled image would need a tag and a digest pin of its own in every request: a release is one image.
+    image: z
+      .never({
+        error:
+          "is not supported: every service of a release runs the app's image (an image app's tag, pinned by one digest; a repo app's build or the service's own build); give the service its own command",
+      })
+      .optional(),
     health: z
       .strictObject({
         path: urlPath.optional(),
