@@ -230,12 +230,13 @@ export class DeployPipeline {
       )
     } catch (err) {
       // The output of the member that failed and of every member that died (a dead worker fails the web checks too).
+      // One its restart policy has started again since is running now, but it died: its restarts tell.
       for (const m of members) {
         const dead =
           m !== failed &&
-          !(await this.deps.runtime.memberState(m).then(
-            (s) => s.alive,
-            () => false,
+          (await this.deps.runtime.memberState(m).then(
+            (s) => !s.alive || s.restartCount > 0,
+            () => true,
           ))
         if (m !== failed && !dead) continue
         const tail = await this.deps.runtime.logTail(m).catch(() => [])

@@ -26,6 +26,11 @@ export interface RuntimeFaults {
   build?: () => boolean
   /** A worker member that is dead (exited) whenever it is looked at. */
   deadWorker?: (m: Member) => boolean
+  /**
+   * A worker member that keeps exiting and being restarted by its restart policy: down when its group is checked,
+   * running again (restarted once) when looked at alone.
+   */
+  restartingWorker?: (m: Member) => boolean
 }
 
 export class FakeRuntime implements Runtime {
@@ -144,13 +149,14 @@ export class FakeRuntime implements Runtime {
     if (this.faults.isAlive?.(i)) throw engineDown()
     if (!i.members) return i.running
     const members = which === 'all' ? membersOf(i) : coreMembers(i)
-    return members.every((m) => m.running && !this.faults.deadWorker?.(m))
+    return members.every((m) => m.running && !this.faults.deadWorker?.(m) && !this.faults.restartingWorker?.(m))
   }
   async engineHealth() {
     return null
   }
   async memberState(m: Member) {
-    return { alive: m.running && !this.faults.deadWorker?.(m), restartCount: 0, health: null }
+    const restarted = this.faults.restartingWorker?.(m) === true
+    return { alive: m.running && !this.faults.deadWorker?.(m), restartCount: restarted ? 1 : 0, health: null }
   }
   /** Ids of the instances given a serving release's CPU weight, in order. */
   readonly promoted: string[] = []
