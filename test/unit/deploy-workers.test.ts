@@ -1,11 +1,14 @@
 // Decisions for an app of workers only: no port names a group, its deploy id does, and the hand-over record (not
 // nginx) says which group is live. Plans compared as text, and run on the fake engine: two stop-first workers of the
 // env never run at once on any path.
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import t, { type Test } from 'tap'
 import { parseConfig } from '../../agent/config/load.js'
 import { findTarget } from '../../agent/config/targets.js'
 import { executeSteps } from '../../agent/deploy/execute.js'
+import { HandOverFile } from '../../agent/deploy/handover.js'
 import { DeployPipeline } from '../../agent/deploy/pipeline.js'
 import { describePlan, describeSteps, planKeep, planRecovery, type Observed } from '../../agent/deploy/plan.js'
 import { planPrune } from '../../agent/deploy/prune.js'
@@ -272,4 +275,15 @@ t.test('Pipeline workers: a manual rollback revives the kept group and hands the
   t.same(rig.runtime.revived, ['c-v1-worker'], 'its stopped containers, not new ones')
   t.ok(rig.previous.members?.every((m) => m.running))
   t.notOk(rig.runtime.list.find((i) => i.release === 'v2')?.members?.some((m) => m.running))
+})
+
+t.test('HandOverFile: no record before the first hand-over; the last deploy id handed to; a foreign file is refused', async (t) => {
+  const dir = await tempDir(t)
+  const record = new HandOverFile(join(dir, 'handover', 'jobs.production.json'))
+  t.equal(await record.current(), null)
+  await record.handTo('d-v1')
+  await record.handTo('d-v2')
+  t.equal(await record.current(), 'd-v2')
+  await writeFile(record.path, '{"deployId": 7}\n')
+  await t.rejects(record.current(), /is not a hand-over record of version 1/)
 })
