@@ -7,6 +7,7 @@ import { Readable } from 'node:stream'
 import t, { type Test } from 'tap'
 import { parseConfig } from '../../agent/config/load.js'
 import { findTarget } from '../../agent/config/targets.js'
+import { DeployCoordinator } from '../../agent/deploy/coordinator.js'
 import { executeSteps } from '../../agent/deploy/execute.js'
 import { HandOverFile } from '../../agent/deploy/handover.js'
 import { DeployPipeline } from '../../agent/deploy/pipeline.js'
@@ -286,4 +287,53 @@ t.test('HandOverFile: no record before the first hand-over; the last deploy id h
   t.equal(await record.current(), 'd-v2')
   await writeFile(record.path, '{"deployId": 7}\n')
   await t.rejects(record.current(), /is not a hand-over record of version 1/)
+})
+
+t.test('DeployCoordinator workers: start-up reads the live group from the hand-over record; the keeper looks after it', async (t) => {
+  const dir = await tempDir(t)
+  const config = parseConfig(
+    `
+audience: a
+apps:
+  jobs:
+    repo: /srv/jobs.git
+    services:
+      worker: { kind: worker }
+      beat: { kind: worker, order: stop-first }
+    envs:
+      production: { ref: "tag:v*" }
+`,
+    {},
+    'a',
+    dir,
+  )
+  const store = await DeployStore.open(dir)
+  t.teardown(() => store.close())
+  const live = group('v1', false)
+  const leftover = group('v2', true, false, 5)
+  const runtime = new FakeRuntime([leftover, live])
+  const coordinator = new DeployCoordinator({
+    config,
+    store,
+    pipeline: () => ({ run: async (d: Deploy) => d, recover: async () => false }),
+    runtime,
+    router: () => {
+      throw new Error('a worker-only env has no nginx')
+    },
+    handOver: () => new FakeHandOver('d-v1'),
+    logger: createLogger({ level: 'silent' }),
+  })
+  await coordinator.recover()
+  t.equal(coordinator.liveRelease('jobs', 'production'), null, 'the group the record names is stopped: nothing is live yet')
+  live.running = true
+  await coordinator.observeLive()
+  t.match(coordinator.liveRelease('jobs', 'production'), { release: 'v1', port: null, deployId: 'd-v1' })
+  live.running = false
+  for (const m of live.members ?? []) m.running = false
+  await coordinator.keep()
+  t.same(runtime.revived, ['c-v1-worker'], 'the live group found stopped is started again')
+  t.same(runtime.runningSingletons(), ['v1/beat'], 'with its stop-first worker')
+  t.same(runtime.retired, [])
+  await coordinator.keep()
+  t.same(runtime.retired, ['c-v2-worker'], 'at the next look, a group running beside it is stopped')
 })
