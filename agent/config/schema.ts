@@ -237,16 +237,20 @@ const portPair = z
   .tuple([port, port], { error: 'must be two port numbers [blue, green]' })
   .refine(([a, b]) => a !== b, { error: 'the two ports must differ' })
 
+const PORTS_MESSAGE = 'must be two port numbers [blue, green] (with services: a map of web service → [blue, green])'
+
 const envSchema = z.strictObject({
   ref: refRule,
   requireApproval: z.boolean({ error: 'must be true or false' }).default(false),
   backupBeforeDeploy: z.boolean({ error: 'must be true or false' }).default(false),
   /** A request while a deploy runs: `replace` queues it (a newer one replaces an older waiting one), `reject` answers 409. */
   queue: z.enum(['replace', 'reject'], { error: 'must be "replace" or "reject"' }).default('replace'),
-  /** `[blue, green]`; with `services`, one such pair per web service: `{ api: [a, b], frontend: [c, d] }`. */
-  ports: z.union([portPair, z.record(name, portPair)], {
-    error: 'must be two port numbers [blue, green] (with services: a map of web service → [blue, green])',
-  }),
+  /** `[blue, green]`; with `services`, one such pair per web service: `{ api: [a, b], frontend: [c, d] }`. None for workers only. */
+  ports: z
+    .union([portPair, z.record(name, portPair)], {
+      error: PORTS_MESSAGE,
+    })
+    .optional(),
   envFile: filePath.optional(),
   database: databaseSchema.optional(),
   files: z.array(filePath).default([]),
@@ -517,12 +521,10 @@ export const configSchema = z
     })
     for (const [appName, app] of Object.entries(config.apps)) {
       const webServices = app.services && Object.keys(app.services).filter((s) => app.services?.[s]?.kind === 'web')
-      if (webServices?.length === 0)
-        ctx.addIssue({
-          code: 'custom',
-          path: ['apps', appName, 'services'],
-          message: 'needs at least one web service (an app of workers only is not supported yet)',
-        })
+      // An app of workers only has nothing to route: no ports, no nginx, no smoke checks.
+      const workerOnly = webServices?.length === 0
+      if (workerOnly && app.smoke.length > 0)
+        ctx.addIssue({ code: 'custom', path: ['apps', appName, 'smoke'], message: 'a worker-only app has no port to smoke-test' })
       for (const { index, message } of dockerSocketProblems(app.volumes, app.allowDockerSocket))
         ctx.addIssue({ code: 'custom', path: ['apps', appName, 'volumes', index], message })
       for (const [serviceName, service] of Object.entries(app.services ?? {}))
@@ -533,7 +535,18 @@ export const configSchema = z
           ctx.addIssue({ code: 'custom', path: ['apps', appName, 'envs', envName, 'volumes', index], message })
         const envPath = ['apps', appName, 'envs', envName, 'ports']
         const pairs: Array<[(string | number)[], [number, number]]> = []
-        if (Array.isArray(env.ports)) {
+        if (workerOnly) {
+          if (env.ports !== undefined)
+            ctx.addIssue({ code: 'custom', path: envPath, message: 'a worker-only app has no ports (its services are all workers)' })
+          if (env.proxy !== undefined)
+            ctx.addIssue({
+              code: 'custom',
+              path: ['apps', appName, 'envs', envName, 'proxy'],
+              message: 'a worker-only app has nothing for nginx to route (its services are all workers)',
+            })
+        } else if (env.ports === undefined) {
+          ctx.addIssue({ code: 'custom', path: envPath, message: PORTS_MESSAGE })
+        } else if (Array.isArray(env.ports)) {
           if (webServices)
             ctx.addIssue({
               code: 'custom',

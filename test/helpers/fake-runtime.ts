@@ -1,5 +1,6 @@
 // An engine of plain records for unit tests of deploy decisions: instances and kept images in memory, one-off
 // results chosen by the test, and `faults` that make single operations throw as a dockerd going away would.
+import type { HandOver } from '../../agent/deploy/handover.js'
 import type { UpstreamSwitch } from '../../agent/proxy/nginx.js'
 import {
   coreMembers,
@@ -246,6 +247,21 @@ export class FakeRouter implements UpstreamSwitch {
     this.routed = port
     this.ops.push(`switch ${port}`)
     return { previousPort }
+  }
+}
+
+/** The hand-over record of a worker-only env as a variable; `ops` as FakeRouter's (`hand-over <deploy id>`). */
+export class FakeHandOver implements HandOver {
+  constructor(
+    public handedTo: string | null,
+    readonly ops: string[] = [],
+  ) {}
+  async current() {
+    return this.handedTo
+  }
+  async handTo(deployId: string) {
+    this.handedTo = deployId
+    this.ops.push(`hand-over ${deployId}`)
   }
 }
 

@@ -124,6 +124,49 @@ export function sampleServices(source: 'repo' | 'image', jobs: string) {
   }
 }
 
+export const WORKER_TAGS = {
+  good: 'v1.0.0',
+  good2: 'v1.1.0',
+  /** Its worker exits at once: the candidate never gets healthy. */
+  workerExits: 'v1.2.0',
+  /** Its worker exits 3 s after it starts: healthy at first (startSec 1), it dies while observed. */
+  workerDiesLater: 'v1.3.0',
+  good3: 'v1.4.0',
+} as const
+
+/**
+ * An app of workers only (no web service, no port): a start-first worker and a stop-first scheduler ("beat") that
+ * print their release, and a migration, in a real git repo with one tag per behaviour.
+ */
+export function makeWorkersRepo(dir: string): Promise<GitRepo> {
+  const files = (worker: string = LOOP) => ({
+    Dockerfile: [
+      `FROM ${BASE_IMAGE}`,
+      'ARG VERSION',
+      'COPY . /app',
+      'RUN echo "$VERSION" > /app/version',
+      'CMD ["sh", "/app/worker.sh"]',
+      '',
+    ].join('\n'),
+    'worker.sh': worker,
+    'beat.sh': LOOP,
+    'migrate.sh': 'echo "migrated to $(cat /app/version)"\n',
+  })
+  return makeGitRepo(dir, [
+    { files: files(), tag: WORKER_TAGS.good, annotated: true },
+    { files: files(), tag: WORKER_TAGS.good2 },
+    { files: files('echo "worker: cannot connect to the queue" >&2\nexit 3\n'), tag: WORKER_TAGS.workerExits },
+    { files: files('echo "worker: up for a moment"\nsleep 3\nexit 4\n'), tag: WORKER_TAGS.workerDiesLater },
+    { files: files(), tag: WORKER_TAGS.good3 },
+  ])
+}
+
+/** The `services` of the worker-only sample: a start-first worker and a stop-first scheduler. */
+export const WORKER_SERVICES = {
+  worker: { kind: 'worker', command: ['sh', '/app/worker.sh'], health: { startSec: 1 }, stopTimeoutSec: 5 },
+  beat: { kind: 'worker', command: ['sh', '/app/beat.sh'], order: 'stop-first', health: { startSec: 1 }, stopTimeoutSec: 5 },
+}
+
 export interface ServicesEnv {
   /** nginx in front of the api (its port) and of the frontend (`frontendPort`). */
   nginx: NginxInstance
