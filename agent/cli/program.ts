@@ -40,7 +40,8 @@ interface StatusBody {
       envs: Record<
         string,
         {
-          live: { release: string; port: number } | null
+          /** port: null for an app of workers only. */
+          live: { release: string; port: number | null } | null
           deploying: { id: string; state: string } | null
           lastBackup: { id: string; createdAt: string } | null
         }
@@ -201,7 +202,7 @@ export function buildProgram(): Command {
             appName,
             envName,
             env.live?.release ?? '-',
-            env.live ? String(env.live.port) : '-',
+            env.live?.port != null ? String(env.live.port) : '-',
             env.deploying ? `${env.deploying.id} ${paint.state(env.deploying.state)}` : '-',
             env.lastBackup?.createdAt ?? '-',
           ])

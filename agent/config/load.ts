@@ -118,6 +118,8 @@ export async function volumeHostProblems(config: Config): Promise<string[]> {
   for (const [appName, app] of Object.entries(config.apps)) {
     const lists: [string, Config['apps'][string]['volumes']][] = [[`apps.${appName}.volumes`, app.volumes]]
     for (const [envName, e] of Object.entries(app.envs)) if (e.volumes) lists.push([`apps.${appName}.envs.${envName}.volumes`, e.volumes])
+    for (const [name, s] of Object.entries(app.services ?? {}))
+      if (s.volumes) lists.push([`apps.${appName}.services.${name}.volumes`, s.volumes])
     for (const [where, mounts] of lists) {
       for (const [i, m] of mounts.entries()) {
         if (m.kind !== 'bind') continue

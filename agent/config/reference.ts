@@ -27,9 +27,12 @@ interface JsonSchema {
   anyOf?: JsonSchema[]
   format?: string
   default?: unknown
+  /** `{ not: {} }`: a key that is named only to be refused with a reason. */
+  not?: JsonSchema
 }
 
 function typeOf(s: JsonSchema): string {
+  if (s.not) return 'refused'
   if (s.anyOf) return [...new Set(s.anyOf.filter((m) => Object.keys(m).length > 0).map(typeOf))].join(' or ')
   if (s.enum) return s.enum.map((v) => JSON.stringify(v)).join(' / ')
   if (s.prefixItems) return `[${s.prefixItems.map(typeOf).join(', ')}]`

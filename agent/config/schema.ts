@@ -257,16 +257,20 @@ const swarmSchema = z.strictObject({
   constraints: z.array(placementConstraint, { error: 'must be a list of constraints' }).default([]),
 })
 
+const PORTS_MESSAGE = 'must be two port numbers [blue, green] (with services: a map of web service → [blue, green])'
+
 const envSchema = z.strictObject({
   ref: refRule,
   requireApproval: z.boolean({ error: 'must be true or false' }).default(false),
   backupBeforeDeploy: z.boolean({ error: 'must be true or false' }).default(false),
   /** A request while a deploy runs: `replace` queues it (a newer one replaces an older waiting one), `reject` answers 409. */
   queue: z.enum(['replace', 'reject'], { error: 'must be "replace" or "reject"' }).default('replace'),
-  /** `[blue, green]`; with `services`, one such pair per web service: `{ api: [a, b], frontend: [c, d] }`. */
-  ports: z.union([portPair, z.record(name, portPair)], {
-    error: 'must be two port numbers [blue, green] (with services: a map of web service → [blue, green])',
-  }),
+  /** `[blue, green]`; with `services`, one such pair per web service: `{ api: [a, b], frontend: [c, d] }`. None for workers only. */
+  ports: z
+    .union([portPair, z.record(name, portPair)], {
+      error: PORTS_MESSAGE,
+    })
+    .optional(),
   envFile: filePath.optional(),
   database: databaseSchema.optional(),
   files: z.array(filePath).default([]),
@@ -314,6 +318,13 @@ const serviceSchema = z
     command: command.optional(),
     /** The service's own image, `<app>-<service>:<env>-<release>`; default: the app's image. */
     build: buildSchema.optional(),
+    // A second pulled image would need a tag and a digest pin of its own in every request: a release is one image.
+    image: z
+      .never({
+        error:
+          "is not supported: every service of a release runs the app's image (an image app's tag, pinned by one digest; a repo app's build or the service's own build); give the service its own command",
+      })
+      .optional(),
     health: z
       .strictObject({
         path: urlPath.optional(),
@@ -333,6 +344,8 @@ const serviceSchema = z
     order: z.enum(['start-first', 'stop-first'], { error: 'must be "start-first" or "stop-first"' }).optional(),
     /** SIGTERM, then SIGKILL after this many seconds. */
     stopTimeoutSec: positiveInt.max(3600, { error: 'must be ≤ 3600' }).default(10),
+    /** What this service mounts, in every env: replaces the app's (and an env's) `volumes` for it. */
+    volumes: volumesSchema.optional(),
   })
   .superRefine((service, ctx) => {
     if (service.kind === 'web' && service.order !== undefined)
@@ -531,14 +544,15 @@ export const configSchema = z
     })
     for (const [appName, app] of Object.entries(config.apps)) {
       const webServices = app.services && Object.keys(app.services).filter((s) => app.services?.[s]?.kind === 'web')
-      if (webServices?.length === 0)
-        ctx.addIssue({
-          code: 'custom',
-          path: ['apps', appName, 'services'],
-          message: 'needs at least one web service (an app of workers only is not supported yet)',
-        })
+      // An app of workers only has nothing to route: no ports, no nginx, no smoke checks.
+      const workerOnly = webServices?.length === 0
+      if (workerOnly && app.smoke.length > 0)
+        ctx.addIssue({ code: 'custom', path: ['apps', appName, 'smoke'], message: 'a worker-only app has no port to smoke-test' })
       for (const { index, message } of dockerSocketProblems(app.volumes, app.allowDockerSocket))
         ctx.addIssue({ code: 'custom', path: ['apps', appName, 'volumes', index], message })
+      for (const [serviceName, service] of Object.entries(app.services ?? {}))
+        for (const { index, message } of dockerSocketProblems(service.volumes ?? [], app.allowDockerSocket))
+          ctx.addIssue({ code: 'custom', path: ['apps', appName, 'services', serviceName, 'volumes', index], message })
       for (const [envName, env] of Object.entries(app.envs)) {
         for (const { index, message } of dockerSocketProblems(env.volumes ?? [], app.allowDockerSocket))
           ctx.addIssue({ code: 'custom', path: ['apps', appName, 'envs', envName, 'volumes', index], message })
@@ -547,6 +561,8 @@ export const configSchema = z
           ctx.addIssue({ code: 'custom', path: [...envKey, 'swarm'], message: 'is required with runtime: swarm (at least { registry })' })
         if (env.runtime !== 'swarm' && env.swarm)
           ctx.addIssue({ code: 'custom', path: [...envKey, 'swarm'], message: 'is only for runtime: swarm' })
+        if (env.runtime === 'swarm' && workerOnly)
+          ctx.addIssue({ code: 'custom', path: [...envKey, 'runtime'], message: 'an app of workers only cannot run on a swarm yet' })
         if (env.runtime === 'swarm' && (env.volumes ?? app.volumes).length > 0)
           ctx.addIssue({
             code: 'custom',
@@ -555,7 +571,18 @@ export const configSchema = z
           })
         const envPath = ['apps', appName, 'envs', envName, 'ports']
         const pairs: Array<[(string | number)[], [number, number]]> = []
-        if (Array.isArray(env.ports)) {
+        if (workerOnly) {
+          if (env.ports !== undefined)
+            ctx.addIssue({ code: 'custom', path: envPath, message: 'a worker-only app has no ports (its services are all workers)' })
+          if (env.proxy !== undefined)
+            ctx.addIssue({
+              code: 'custom',
+              path: ['apps', appName, 'envs', envName, 'proxy'],
+              message: 'a worker-only app has nothing for nginx to route (its services are all workers)',
+            })
+        } else if (env.ports === undefined) {
+          ctx.addIssue({ code: 'custom', path: envPath, message: PORTS_MESSAGE })
+        } else if (Array.isArray(env.ports)) {
           if (webServices)
             ctx.addIssue({
               code: 'custom',

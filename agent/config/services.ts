@@ -37,7 +37,7 @@ function upstreamPrefix(target: Target): string {
   return target.envConfig.proxy?.upstreamName ?? `${target.app}_${target.env}`.replace(/-/g, '_')
 }
 
-/** Every service of the target's app in config order; the first one is always a web service (the primary). */
+/** Every service of the target's app in config order, the primary (the first web service) first. */
 export function servicesOf(target: Target): ServiceSpec[] {
   const { appConfig: app, envConfig: env } = target
   if (!app.services) {
@@ -46,7 +46,7 @@ export function servicesOf(target: Target): ServiceSpec[] {
         name: WEB_SERVICE,
         kind: 'web',
         index: 0,
-        ports: Array.isArray(env.ports) ? env.ports : (Object.values(env.ports)[0] ?? null),
+        ports: Array.isArray(env.ports) ? env.ports : (Object.values(env.ports ?? {})[0] ?? null),
         upstream: upstreamPrefix(target),
         command: null,
         build: null,
@@ -58,7 +58,7 @@ export function servicesOf(target: Target): ServiceSpec[] {
       },
     ]
   }
-  const portMap = Array.isArray(env.ports) ? {} : env.ports
+  const portMap = Array.isArray(env.ports) ? {} : (env.ports ?? {})
   const specs = Object.entries(app.services).map(([name, s], index): ServiceSpec => {
     const web = s.kind === 'web'
     const defined = <T extends object>(o: T | undefined) => Object.fromEntries(Object.entries(o ?? {}).filter(([, v]) => v !== undefined))
@@ -82,6 +82,11 @@ export function servicesOf(target: Target): ServiceSpec[] {
   return primary ? [primary, ...specs.filter((s) => s !== primary)] : specs
 }
 
+/** An app whose services are all workers: no ports, no nginx; its groups are named by their deploy ids. */
+export function isWorkerOnly(target: Target): boolean {
+  return servicesOf(target).every((s) => s.kind === 'worker')
+}
+
 /** The primary web service's `[blue, green]`: the slot every web service of a release shares. */
 export function primaryPorts(target: Target): [number, number] {
   const ports = servicesOf(target)[0]?.ports
@@ -91,7 +96,7 @@ export function primaryPorts(target: Target): [number, number] {
 
 /** Every web port of an env, both slots of every web service. */
 export function envPorts(env: Pick<Target['envConfig'], 'ports'>): number[] {
-  return Array.isArray(env.ports) ? env.ports : Object.values(env.ports).flat()
+  return Array.isArray(env.ports) ? env.ports : Object.values(env.ports ?? {}).flat()
 }
 
 /** The web services' upstreams, primary first: what the env's one upstream file holds. */

@@ -43,15 +43,19 @@ export function checkPins(target: Target, request: { ref: string; commit?: strin
   }
 }
 
-/** The env's container settings: the app's, with each key the env sets replacing the app's. */
-export function containerSettings(target: Target): ContainerSettings {
+/**
+ * The env's container settings: the app's, with each key the env sets replacing the app's. `service`: that
+ * service's containers, whose own `volumes` (if any) replace the env's and the app's; without it, the migration's.
+ */
+export function containerSettings(target: Target, service?: string): ContainerSettings {
   const merged: ContainerSettings = { ...target.appConfig.container }
   for (const [key, value] of Object.entries(target.envConfig.container ?? {})) {
     if (value !== undefined) Object.assign(merged, { [key]: value })
   }
   for (const key of ['memory', 'pids'] as const) if (merged[key] === undefined) delete merged[key]
-  // The env's list replaces the app's, as a list under `container` does.
-  const volumes = target.envConfig.volumes ?? target.appConfig.volumes
+  // The most specific list wins whole (service, env, app), as a list under `container` does: lists never merge.
+  const own = service === undefined ? undefined : target.appConfig.services?.[service]?.volumes
+  const volumes = own ?? target.envConfig.volumes ?? target.appConfig.volumes
   if (volumes.length > 0) merged.volumes = volumes.map((v) => ({ ...v }))
   if (target.appConfig.allowDockerSocket) merged.allowDockerSocket = true
   return merged

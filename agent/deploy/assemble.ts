@@ -14,6 +14,7 @@ import type { PitrService } from '../pitr/service.js'
 import { NginxUpstream, type UpstreamSwitch } from '../proxy/nginx.js'
 import type { DeployStore } from '../store/deploys.js'
 import { DeployCoordinator } from './coordinator.js'
+import { HandOverFile, type HandOver } from './handover.js'
 import type { LiveRelease } from './live.js'
 import { DeployFailure, DeployPipeline, type PipelineDeps } from './pipeline.js'
 import { ContainerRuntime, type Runtime } from './runtime.js'
@@ -73,6 +74,8 @@ export async function assembleDeploys(
     }
     return upstream
   }
+  // An app of workers only has no nginx: the agent records which group is live (agent/deploy/handover.ts).
+  const handOver = (target: Target): HandOver => new HandOverFile(join(config.stateDir, 'handover', `${target.app}.${target.env}.json`))
   const runtime = new ContainerRuntime(docker)
   const swarm = docker.swarm()
   // A swarm env's services on the swarm this host manages; its images and migrations stay on this host.
@@ -89,6 +92,7 @@ export async function assembleDeploys(
       repo,
       tags,
       router,
+      handOver,
       logger,
       backup: backups && (async (target, release) => (await backups.take(target, 'predeploy', { pinnedBy: release })).id),
       restorePoint:
@@ -105,6 +109,7 @@ export async function assembleDeploys(
     runtime,
     runtimeFor,
     router,
+    handOver,
     logger,
     notify: options.notify,
     onDeployEvent: options.onDeployEvent,

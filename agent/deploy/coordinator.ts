@@ -2,7 +2,7 @@
 // which ends CANCELLED), or, with `queue: reject`, a request while one runs is refused with 409. Deploys of envs
 // that require approval wait in AWAITING_APPROVAL outside the lane until approved.
 import type { Config } from '../config/schema.js'
-import { primaryPorts, servicesOf, WEB_SERVICE } from '../config/services.js'
+import { isWorkerOnly, primaryPorts, servicesOf, WEB_SERVICE } from '../config/services.js'
 import { findTarget, hasTarget, type Target } from '../config/targets.js'
 import type { ContainerLogLine } from '../docker/engine.js'
 import { AgentError, ConflictError, NotFoundError } from '../errors.js'
@@ -11,8 +11,9 @@ import type { Logger } from '../observability/logger.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 import type { Deploy, DeployStore, NewDeploy } from '../store/deploys.js'
 import { executeSteps } from './execute.js'
+import type { HandOver } from './handover.js'
 import { liveRelease, type LiveRelease } from './live.js'
-import { observeEnv } from './observe-env.js'
+import { envSwitch, observeEnv, type EnvSwitch } from './observe-env.js'
 import { describeSteps, planKeep, planStartup, planUnknownEnv, type Step } from './plan.js'
 import type { DeployPipeline } from './pipeline.js'
 import { imageTag, membersOf, type Instance, type Runtime } from './runtime.js'
@@ -59,6 +60,8 @@ export interface CoordinatorDeps {
   /** An env's own runtime when it is not the host's containers (`runtime: swarm`). */
   runtimeFor?: (target: Target) => Runtime
   router(target: Target): UpstreamSwitch
+  /** An app of workers only: the env's record of which group is live (it has no nginx). */
+  handOver?(target: Target): HandOver
   logger: Logger
   notify?: (notice: Notice) => void
   /** Hears every state change (metrics, error reporting). */
@@ -173,7 +176,7 @@ export class DeployCoordinator implements Deployments {
       throw new UnknownServiceError(`${target.app}/${target.env} has no service "${service}" (${known})`)
     }
     // What runs now, read from the engine and nginx (not the remembered live release: it may have stopped since).
-    const { live } = target.envConfig.proxy ? await observeEnv(this.runtime(target), this.deps.router(target), target) : { live: null }
+    const { live } = this.canBeLive(target) ? await observeEnv(this.runtime(target), this.switchOf(target), target) : { live: null }
     if (!live) throw new NoLiveReleaseError(`${target.app}/${target.env} has no live release running; deploy one first`)
     // A release from before services has one member, `web`: it is every service's output there is.
     const members = membersOf(live)
@@ -337,7 +340,7 @@ export class DeployCoordinator implements Deployments {
 
   private async recoverNow(): Promise<void> {
     await this.forEachEnv(
-      this.proxiedEnvs(),
+      this.liveEnvs().filter((target) => !isWorkerOnly(target)),
       async (target) => {
         if (await this.deps.router(target).ensureFile?.(primaryPorts(target)[0])) {
           this.deps.logger.info({ app: target.app, env: target.env }, 'wrote the upstream file nginx includes (no release is live yet)')
@@ -376,8 +379,8 @@ export class DeployCoordinator implements Deployments {
 
   /** Looks at what really runs (nginx's port, the running instance there) to know each env's live release. */
   async observeLive(): Promise<void> {
-    for (const target of this.proxiedEnvs()) {
-      const { live } = await observeEnv(this.runtime(target), this.deps.router(target), target)
+    for (const target of this.liveEnvs()) {
+      const { live } = await observeEnv(this.runtime(target), this.switchOf(target), target)
       if (live) this.setLive(target, liveRelease(live, live.created))
     }
   }
@@ -389,10 +392,10 @@ export class DeployCoordinator implements Deployments {
   async keep(): Promise<void> {
     await this.recovered.catch(() => undefined)
     await this.forEachEnv(
-      this.proxiedEnvs(),
+      this.liveEnvs(),
       async (target) => {
         if (this.lane(target).runningId) return
-        const view = await observeEnv(this.runtime(target), this.deps.router(target), target)
+        const view = await observeEnv(this.runtime(target), this.switchOf(target), target)
         // A deploy may have started while the env was looked at: it owns the env then.
         if (!this.lane(target).runningId) await this.execute(target, planKeep(view, this.liveRelease(target.app, target.env)))
         // An engine that does not answer (dockerd restarting) is tried again at the next look.
@@ -408,9 +411,18 @@ export class DeployCoordinator implements Deployments {
     )
   }
 
-  /** The envs nginx switches: the only ones with a live release. */
-  private proxiedEnvs(): Target[] {
-    return this.allEnvs().filter((target) => target.envConfig.proxy !== undefined)
+  /** The envs that can have a live release: those nginx switches, and those of apps of workers only. */
+  private liveEnvs(): Target[] {
+    return this.allEnvs().filter((target) => this.canBeLive(target))
+  }
+
+  private canBeLive(target: Target): boolean {
+    return isWorkerOnly(target) || target.envConfig.proxy !== undefined
+  }
+
+  /** nginx's upstream, or for an app of workers only the hand-over record. */
+  private switchOf(target: Target): EnvSwitch {
+    return envSwitch(target, this.deps)
   }
 
   /** Runs `fn` for each env in turn; one env's failure is logged (at `level`) and does not stop the others. */
@@ -431,7 +443,7 @@ export class DeployCoordinator implements Deployments {
     this.deps.logger.warn({ app: target.app, env: target.env, plan: describeSteps(steps) }, 'putting the env right')
     await executeSteps(steps, {
       runtime: this.runtime(target),
-      router: this.deps.router(target),
+      router: this.switchOf(target),
       verify: async () => undefined,
       done: (_step, text) => this.deps.logger.info({ app: target.app, env: target.env, step: text }, 'done'),
     })

@@ -1,11 +1,12 @@
 // Runs a plan's steps in order, making no decisions of its own: what to do, and why, was decided by plan.ts.
-import type { UpstreamSwitch } from '../proxy/nginx.js'
+import { routeTo, type EnvSwitch } from './observe-env.js'
 import { describeSteps, type Step } from './plan.js'
-import { placementOf, type Instance, type Runtime } from './runtime.js'
+import type { Instance, Runtime } from './runtime.js'
 
 export interface StepExecutor {
   runtime: Runtime
-  router: UpstreamSwitch
+  /** nginx's upstream, or an env of workers only: its hand-over record. */
+  router: EnvSwitch
   /** Health and smoke checks of an instance; throws when it fails them. */
   verify(instance: Instance): Promise<void>
   /** Hears each step once it is done, with its text. */
@@ -28,7 +29,7 @@ export async function executeSteps(steps: Step[], x: StepExecutor): Promise<void
         await x.verify(step.instance)
         break
       case 'switch':
-        await x.router.switchTo(step.instance.port, placementOf(step.instance))
+        await routeTo(x.router, step.instance)
         // A candidate recovery keeps live gets a serving release's CPU weight (a no-op for one that has it).
         await x.runtime.promote(step.instance).catch(() => undefined)
         break

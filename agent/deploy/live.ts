@@ -4,8 +4,8 @@ import { membersOf, type Instance } from './runtime.js'
 export interface LiveRelease {
   release: string
   commit: string
-  /** The primary web service's port (the slot). */
-  port: number
+  /** The primary web service's port (the slot); null for an app of workers only. */
+  port: number | null
   deployId: string
   since: string
   /** Each service of a release of several (absent for an app's one `web` container). */

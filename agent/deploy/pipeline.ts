@@ -6,14 +6,17 @@
 //   retire    (after the drain)                            a failure is logged; the keeper stops it later
 //   observe   OBSERVING                                    a failure rolls back to the replaced release
 // A manual rollback is the candidate, switch, retire and observe phases with a kept release. Every state change is
-// journalled before the side effect it announces.
-import { primaryPorts, servicesOf, type ServiceSpec } from '../config/services.js'
+// journalled before the side effect it announces. An app of workers only runs the same phases without nginx: its
+// groups have no port, the "switch" is the hand-over of the work (the stop-first workers, and the hand-over record
+// that names the live group by its deploy id), and its observe window watches each worker's life.
+import { isWorkerOnly, primaryPorts, servicesOf, type ServiceSpec } from '../config/services.js'
 import { containerSettings, type Target } from '../config/targets.js'
 import { NotFoundError } from '../errors.js'
 import {
   isAbortError,
   joinUrl,
   observe,
+  observeWorker,
   runSmoke,
   systemClock,
   waitHealthy,
@@ -25,23 +28,14 @@ import type { Logger } from '../observability/logger.js'
 import type { UpstreamSwitch } from '../proxy/nginx.js'
 import type { Deploy, DeployStore } from '../store/deploys.js'
 import { executeSteps } from './execute.js'
+import type { HandOver } from './handover.js'
 import { liveRelease, type LiveRelease } from './live.js'
-import { observeEnv, type EnvView } from './observe-env.js'
+import { envSwitch, isRouted, observeEnv, routeTo, type EnvSwitch, type EnvView } from './observe-env.js'
 import { describePlan, planRecovery } from './plan.js'
 import { appEnvironment, prepareRelease, runnableImage, type Prepared, type PrepareDeps } from './prepare.js'
 import { planPrune } from './prune.js'
 import { asFailure, DeployRun } from './run.js'
-import {
-  coreMembers,
-  hostsOf,
-  imageTag,
-  membersOf,
-  placementOf,
-  singletonsOf,
-  type Instance,
-  type Member,
-  type Runtime,
-} from './runtime.js'
+import { coreMembers, hostsOf, imageTag, membersOf, singletonsOf, type Instance, type Member, type Runtime } from './runtime.js'
 import { isTerminal } from './states.js'
 import type { DeployListener } from './transition.js'
 
@@ -53,6 +47,8 @@ export { releaseName } from './prepare.js'
 export interface PipelineDeps extends PrepareDeps {
   store: DeployStore
   router(target: Target): UpstreamSwitch
+  /** An app of workers only: the env's record of which group is live (it has no nginx). */
+  handOver?(target: Target): HandOver
   logger: Logger
   /** Time for the drain and the health probes; the system clock by default. */
   clock?: Clock
@@ -97,6 +93,11 @@ export class DeployPipeline {
     return end !== undefined
   }
 
+  /** nginx's upstream, or for an app of workers only the hand-over record. */
+  private switchOf(target: Target): EnvSwitch {
+    return envSwitch(target, this.deps)
+  }
+
   /** Drives a QUEUED deploy (or rollback) to a terminal state; never throws for a deploy that fails. */
   async run(deploy: Deploy, target: Target): Promise<Deploy> {
     const run = this.startRun(deploy, target)
@@ -135,10 +136,8 @@ export class DeployPipeline {
       run,
       'deploy_failed',
       async () => {
-        const env = await observeEnv(this.runtime(target), this.deps.router(target), target)
-        await run.move('STARTING', {
-          details: { candidatePort: env.idlePort, previousPort: env.live?.port ?? null, previousRelease: env.live?.release ?? null },
-        })
+        const env = await observeEnv(this.runtime(target), this.switchOf(target), target)
+        await run.move('STARTING', { details: startDetails(env) })
         candidate = await this.startOnIdlePort(run, target, env, prepared)
         await run.log({ event: 'started', container: candidate.id, port: candidate.port, release: candidate.release })
         await run.move('VERIFYING', { details: { candidateContainer: candidate.id } })
@@ -200,7 +199,8 @@ export class DeployPipeline {
    * instance before it logs anything, so a log write that fails (a full disk) cannot leave the candidate running.
    */
   private async startOnIdlePort(run: DeployRun, target: Target, env: EnvView, release: Prepared): Promise<Instance> {
-    for (const old of env.instances.filter((i) => i.port === env.idlePort)) {
+    // A group of workers only needs no port: nothing to free.
+    for (const old of env.instances.filter((i) => env.idlePort !== null && i.port === env.idlePort)) {
       await this.runtime(target).remove(old)
       await run.log({ event: 'removed', container: old.id, release: old.release, reason: 'frees the idle port' })
     }
@@ -248,14 +248,15 @@ export class DeployPipeline {
       )
     } catch (err) {
       // The output of the member that failed and of every member that died (a dead worker fails the web checks too).
+      // One its restart policy has started again since is running now, but it died: its restarts tell.
       for (const m of members) {
         const dead =
           m !== failed &&
-          !(await this.runtime(target)
+          (await this.runtime(target)
             .memberState(m)
             .then(
-              (s) => s.alive,
-              () => false,
+              (s) => !s.alive || s.restartCount > 0,
+              () => true,
             ))
         if (m !== failed && !dead) continue
         const tail = await this.runtime(target)
@@ -332,14 +333,14 @@ export class DeployPipeline {
    * workers) before it is thrown.
    */
   private async switchGroups(run: DeployRun, target: Target, from: Instance | null, to: Instance): Promise<void> {
-    const router = this.deps.router(target)
+    const router = this.switchOf(target)
     let switched = false
     try {
       if (from && singletonsOf(from).length > 0) {
         await this.runtime(target).stopSingletons(from)
         await run.log({ event: 'stopped-workers', release: from.release, services: singletonsOf(from).map((m) => m.service) })
       }
-      await router.switchTo(to.port, placementOf(to))
+      await routeTo(router, to)
       switched = true
       // It serves now: the CPU weight of a live release. A failure leaves it at a build's weight, which only matters
       // when the host is busy: logged, never a reason to undo a switch.
@@ -356,10 +357,7 @@ export class DeployPipeline {
         .stopSingletons(to)
         .catch((e: unknown) => run.logger.error({ err: e }, 'could not stop the new workers'))
       if (from) {
-        if (switched)
-          await router
-            .switchTo(from.port, placementOf(from))
-            .catch((e: unknown) => run.logger.error({ err: e }, 'could not switch nginx back'))
+        if (switched) await routeTo(router, from).catch((e: unknown) => run.logger.error({ err: e }, 'could not switch back'))
         await this.runtime(target)
           .startSingletons(from)
           .catch((e: unknown) => run.logger.error({ err: e }, 'could not start the old workers'))
@@ -413,11 +411,13 @@ export class DeployPipeline {
 
   /** `switchedAt`: the drain began then (a warm standby retired after OBSERVING waits only for what is left of it). */
   private async retireAfterDrain(run: DeployRun, target: Target, replaced: Instance, switchedAt?: number): Promise<void> {
-    const drainMs = target.envConfig.proxy?.drainMs ?? 1000
+    // Workers have no requests in flight to wait for.
+    const workers = isWorkerOnly(target)
+    const drainMs = workers ? 0 : (target.envConfig.proxy?.drainMs ?? 1000)
     const started = this.clock.now()
     const [, drained] = await Promise.all([
       this.clock.sleep(Math.max(0, drainMs - (switchedAt === undefined ? 0 : started - switchedAt))),
-      this.deps.router(target).drained?.(DRAIN_LIMIT_MS) ?? Promise.resolve(false),
+      (!workers && this.deps.router(target).drained?.(DRAIN_LIMIT_MS)) || Promise.resolve(false),
     ])
     await this.runtime(target).retire(replaced)
     await run.log({
@@ -448,41 +448,24 @@ export class DeployPipeline {
     })
     const watchOne = async (member: Member, host: string): Promise<ObserveOutcome> => {
       const { observe: window, health } = serviceFor(services, member)
-      const outcome = await observe({
-        url: joinUrl(`http://${host}:${member.port}`, health.path),
-        seconds: window.seconds,
-        intervalMs: window.intervalMs,
-        timeoutMs: health.timeoutMs,
-        maxFailures: window.maxFailures,
-        clock: this.clock,
-        signal: cancel.signal,
-        // An engine that does not answer (dockerd restarting) says nothing about the app: the probes decide.
-        containerAlive: () =>
-          this.runtime(target)
-            .isAlive(candidate, 'all')
-            .catch(() => true),
-        ...(member.hosts && { deadReason: SWARM_DEAD }),
-        onResult: (r) => {
-          if (r.ok) return
-          run.probeFailed()
-          run.note({
-            event: 'observe',
-            service: member.service,
-            ...hostField(member, host),
-            ok: false,
-            status: r.status,
-            error: r.error,
-            failures: r.failures,
+      const outcome = await (member.port === null
+        ? observeWorker({
+            state: () => this.runtime(target).memberState(member),
+            seconds: window.seconds,
+            intervalMs: window.intervalMs,
+            clock: this.clock,
+            signal: cancel.signal,
           })
-        },
-      })
+        : this.observeWeb(run, target, candidate, member, host, window, health, cancel.signal))
       if (!outcome.healthy) cancel.abort()
       return outcome
     }
+    // A group of workers only has no probes: each worker's own life decides.
     const web = membersOf(candidate).filter((m) => m.port !== null)
-    const several = web.length > 1
-    // Every web service on every address it serves on: the first one failing ends the window.
-    const watched = web.flatMap((m) => hostsOf(m).map((host) => ({ m, host })))
+    const members = web.length > 0 ? web : membersOf(candidate)
+    const several = members.length > 1
+    // Every web service on every address it serves on (a swarm: each node): the first one failing ends the window.
+    const watched = members.flatMap((m) => (m.port === null ? [{ m, host: '' }] : hostsOf(m).map((host) => ({ m, host }))))
     try {
       const probes = Promise.all(
         watched.map(({ m, host }) =>
@@ -509,6 +492,47 @@ export class DeployPipeline {
       cancel.abort()
       traffic?.stop()
     }
+  }
+
+  /** One web member's probes through the observe window; the group's every member must stay alive meanwhile. */
+  private observeWeb(
+    run: DeployRun,
+    target: Target,
+    candidate: Instance,
+    member: Member,
+    host: string,
+    window: ServiceSpec['observe'],
+    health: ServiceSpec['health'],
+    signal: AbortSignal,
+  ): Promise<ObserveOutcome> {
+    return observe({
+      url: joinUrl(`http://${host}:${member.port}`, health.path),
+      seconds: window.seconds,
+      intervalMs: window.intervalMs,
+      timeoutMs: health.timeoutMs,
+      maxFailures: window.maxFailures,
+      clock: this.clock,
+      signal,
+      // An engine that does not answer (dockerd restarting) says nothing about the app: the probes decide.
+      containerAlive: () =>
+        this.runtime(target)
+          .isAlive(candidate, 'all')
+          .catch(() => true),
+      ...(member.hosts && { deadReason: SWARM_DEAD }),
+      onResult: (r) => {
+        if (r.ok) return
+        run.probeFailed()
+        run.note({
+          event: 'observe',
+          service: member.service,
+          ...hostField(member, host),
+          ok: false,
+          status: r.status,
+          error: r.error,
+          failures: r.failures,
+        })
+      },
+    })
   }
 
   private async rollBackAutomatically(
@@ -554,7 +578,13 @@ export class DeployPipeline {
   /** Removes what `keepReleases` no longer keeps; the deploy has succeeded whatever happens here. */
   private async prune(run: DeployRun, target: Target, live: Instance): Promise<void> {
     const [images, instances] = await Promise.all([this.runtime(target).releases(target), this.runtime(target).instances(target)])
-    const plan = planPrune({ images, instances, livePort: live.port, keepReleases: target.appConfig.keepReleases })
+    const plan = planPrune({
+      images,
+      instances,
+      livePort: live.port,
+      liveDeployId: live.deployId,
+      keepReleases: target.appConfig.keepReleases,
+    })
     for (const c of plan.containers) {
       const instance = instances.find((i) => i.id === c.id)
       if (instance) await this.runtime(target).remove(instance)
@@ -586,13 +616,11 @@ export class DeployPipeline {
       if (!image) throw new NotFoundError(`release ${release} has no kept image of service ${s.name}`)
       serviceImages[s.name] = image.ref
     }
-    const env = await observeEnv(this.runtime(target), this.deps.router(target), target)
-    await run.move('STARTING', {
-      commit: kept.commit,
-      release,
-      details: { candidatePort: env.idlePort, previousPort: env.live?.port ?? null, previousRelease: env.live?.release ?? null },
-    })
-    let candidate: Instance | null = env.instances.find((i) => i.port === env.idlePort && i.release === release) ?? null
+    const env = await observeEnv(this.runtime(target), this.switchOf(target), target)
+    await run.move('STARTING', { commit: kept.commit, release, details: startDetails(env) })
+    // Its stopped group, when still there: on the idle port, or (workers only, no port) any group but the live one.
+    const keptHere = (i: Instance) => (env.idlePort === null ? i !== env.live && i.port === null : i.port === env.idlePort)
+    let candidate: Instance | null = env.instances.find((i) => keptHere(i) && i.release === release) ?? null
     const switched = await this.settle(
       run,
       'rollback_failed',
@@ -635,20 +663,23 @@ export class DeployPipeline {
    */
   async recover(deploy: Deploy, target: Target): Promise<boolean> {
     const run = this.startRun(deploy, target)
-    const router = this.deps.router(target)
+    const router = this.switchOf(target)
     const env = await observeEnv(this.runtime(target), router, target)
     const candidateId = deploy.details.candidateContainer
     const candidates = env.instances.filter((i) => i.deployId === deploy.id || i.id === candidateId)
-    const previous = env.instances.find((i) => i.port === deploy.details.previousPort && !candidates.includes(i)) ?? null
+    // The replaced group: on the port it served from, or (workers only) by its deploy id.
+    const wasPrevious = (i: Instance) =>
+      i.port === null ? i.deployId === deploy.details.previousDeploy : i.port === deploy.details.previousPort
+    const previous = env.instances.find((i) => wasPrevious(i) && !candidates.includes(i)) ?? null
     const candidate = candidates[0]
     const candidateHealthy =
       candidate !== undefined &&
-      candidate.port === env.routedPort &&
+      isRouted(candidate, env) &&
       (await this.verify(run, target, candidate).then(
         () => true,
         () => false,
       ))
-    const plan = planRecovery(deploy, { routedPort: env.routedPort, candidates, previous, candidateHealthy })
+    const plan = planRecovery(deploy, { routedPort: env.routedPort, handedTo: env.handedTo, candidates, previous, candidateHealthy })
     run.logger.warn({ plan: describePlan(plan) }, 'recovering an interrupted deploy')
     await run.log({ event: 'recovery', plan: describePlan(plan) })
     await executeSteps(plan.steps, {
@@ -687,9 +718,20 @@ function serviceFor(services: ServiceSpec[], member: Member): ServiceSpec {
   return services.find((s) => s.name === member.service) ?? (services[0] as ServiceSpec)
 }
 
-/** The members a candidate on `primaryPort`'s slot gets: every web service on its port of that slot. */
-function candidateServices(target: Target, primaryPort: number, images: Record<string, string>) {
-  const slot = primaryPorts(target).indexOf(primaryPort)
+/** The details STARTING records: where the candidate goes and which group it replaces (recovery reads them). */
+function startDetails(env: EnvView) {
+  return {
+    candidatePort: env.idlePort,
+    previousPort: env.live?.port ?? null,
+    previousRelease: env.live?.release ?? null,
+    // A group of workers only has no port: its deploy id names it.
+    ...(env.live && env.live.port === null ? { previousDeploy: env.live.deployId } : {}),
+  }
+}
+
+/** The members a candidate on `primaryPort`'s slot gets: every web service on its port of that slot (none: workers). */
+function candidateServices(target: Target, primaryPort: number | null, images: Record<string, string>) {
+  const slot = primaryPort === null ? -1 : primaryPorts(target).indexOf(primaryPort)
   return servicesOf(target).map((s) => ({
     image: images[s.name],
     name: s.name,
@@ -699,5 +741,6 @@ function candidateServices(target: Target, primaryPort: number, images: Record<s
     order: s.order,
     stopTimeoutSec: s.stopTimeoutSec,
     index: s.index,
+    container: containerSettings(target, s.name),
   }))
 }

@@ -3,7 +3,7 @@
 // start-up, the start-up clean-up of an env, and the keeper's look every few seconds are all plans.
 import type { Deploy } from '../store/deploys.js'
 import type { LiveRelease } from './live.js'
-import type { EnvView } from './observe-env.js'
+import { isRouted, type EnvView } from './observe-env.js'
 import { singletonsOf, type Instance } from './runtime.js'
 import type { DeployState } from './states.js'
 
@@ -29,6 +29,8 @@ function singletons(what: 'stop-singletons' | 'start-singletons', instance: Inst
 export interface Observed {
   /** The port nginx sends traffic to now. */
   routedPort: number | null
+  /** An app of workers only: the deploy id of the group the hand-over record names (its groups have no port). */
+  handedTo?: string | null
   /** Web instances created or revived by this deploy (its candidate), newest first. */
   candidates: Instance[]
   /** The release that was live before this deploy, if its instance still exists. */
@@ -55,7 +57,7 @@ export function planRecovery(deploy: Deploy, o: Observed): RecoveryPlan {
   if (deploy.state === 'QUEUED') return { steps: [], path: [], error: null, requeue: true }
 
   const candidate = o.candidates[0] ?? null
-  const routedToCandidate = candidate !== null && o.routedPort === candidate.port
+  const routedToCandidate = candidate !== null && isRouted(candidate, o)
   const rollback = deploy.kind === 'rollback'
   // A rollback in OBSERVING or ROLLING_BACK got its switch: it is recovered like a deploy there.
   if (rollback && !routedToCandidate && !AFTER_SWITCH.has(deploy.state)) {
@@ -81,7 +83,7 @@ export function planRecovery(deploy: Deploy, o: Observed): RecoveryPlan {
 
   if (routedToCandidate && o.candidateHealthy && deploy.state !== 'ROLLING_BACK') {
     // The new release is live and healthy: finish the deploy; the old one stops as it would have.
-    const steps: Step[] = [{ do: 'switch', instance: candidate, cause: 'make sure nginx runs the upstream file' }]
+    const steps: Step[] = [{ do: 'switch', instance: candidate, cause: switchAgain(candidate) }]
     if (o.previous?.running) steps.push({ do: 'retire', instance: o.previous, cause: 'replaced by the live release' })
     // Its stop-first workers start once the replaced release's are stopped (a crash in SWITCHING may have left them off).
     steps.push(...singletons('start-singletons', candidate, 'the live release runs its workers'))
@@ -96,7 +98,7 @@ export function planRecovery(deploy: Deploy, o: Observed): RecoveryPlan {
         steps.push({ do: 'revive', instance: o.previous, cause: 'nginx routes to it but it is stopped' })
         steps.push({ do: 'verify', instance: o.previous, cause: 'it must answer before nginx is reloaded for it' })
       }
-      steps.push({ do: 'switch', instance: o.previous, cause: 'make sure nginx runs the upstream file' })
+      steps.push({ do: 'switch', instance: o.previous, cause: switchAgain(o.previous) })
       steps.push(...singletons('start-singletons', o.previous, 'the live release runs its workers'))
     }
     return { steps: [...steps, ...removeCandidates], path: rollbackPath, error: interrupted, requeue: false }
@@ -125,6 +127,11 @@ export function planRecovery(deploy: Deploy, o: Observed): RecoveryPlan {
   }
 }
 
+/** Why a switch to the group already routed to is applied again (a group of workers only has no nginx). */
+function switchAgain(group: Instance): string {
+  return group.port === null ? 'make sure the hand-over record names it' : 'make sure nginx runs the upstream file'
+}
+
 /** An unfinished deploy whose app or env left the config: nothing of it can be looked at, so it just ends. */
 export function planUnknownEnv(deploy: Deploy): RecoveryPlan {
   const waiting = deploy.state === 'QUEUED' || deploy.state === 'AWAITING_APPROVAL'
@@ -151,7 +158,7 @@ export function planStartup(oneOffs: string[]): Step[] {
  * nginx (its retire after a switch failed) is stopped. Only the release the agent knows is live is started.
  */
 export function planKeep(view: EnvView, live: LiveRelease | null): Step[] {
-  if (!live || view.routedPort !== live.port) return []
+  if (!live || !isRouted(live, view)) return []
   const liveInstance = view.instances.find((i) => i.deployId === live.deployId && i.port === live.port)
   if (!liveInstance) return []
   if (!liveInstance.running)
@@ -161,13 +168,22 @@ export function planKeep(view: EnvView, live: LiveRelease | null): Step[] {
     ]
   return view.instances
     .filter((i) => i.running && i !== liveInstance)
-    .map((instance) => ({ do: 'retire' as const, instance, cause: 'runs out of nginx (its retire after the switch failed)' }))
+    .map((instance) => ({
+      do: 'retire' as const,
+      instance,
+      cause:
+        live.port === null
+          ? 'runs beside the live group (its retire after the hand-over failed)'
+          : 'runs out of nginx (its retire after the switch failed)',
+    }))
 }
 
 /** Steps as text, one line a step, for the log and for tests. */
 export function describeSteps(steps: Step[]): string[] {
   return steps.map((s) =>
-    s.do === 'remove-one-off' ? `remove-one-off ${s.id}: ${s.cause}` : `${s.do} ${s.instance.release}@${s.instance.port}: ${s.cause}`,
+    s.do === 'remove-one-off'
+      ? `remove-one-off ${s.id}: ${s.cause}`
+      : `${s.do} ${s.instance.release}@${s.instance.port ?? s.instance.deployId}: ${s.cause}`,
   )
 }
 

@@ -8,11 +8,19 @@ export interface PrunePlan {
   images: Array<{ ref: string; release: string; reason: string }>
 }
 
-export function planPrune(input: { images: EnvImage[]; instances: Instance[]; livePort: number | null; keepReleases: number }): PrunePlan {
+export function planPrune(input: {
+  images: EnvImage[]
+  instances: Instance[]
+  livePort: number | null
+  /** An app of workers only: its groups have no port, the live one is named by its deploy id. */
+  liveDeployId?: string
+  keepReleases: number
+}): PrunePlan {
   const { instances, livePort, keepReleases } = input
-  const live = instances.find((i) => i.port === livePort && i.running)
-  // instances come newest first: the first one on the other port is the quick rollback target.
-  const standby = instances.find((i) => i.port !== livePort && i !== live)
+  const live = instances.find((i) => (i.port === null ? i.deployId === input.liveDeployId : i.port === livePort) && i.running)
+  // instances come newest first: the first one on the other port (any other group of workers) is the quick
+  // rollback target.
+  const standby = instances.find((i) => (i.port === null || i.port !== livePort) && i !== live)
   const keptContainers = new Set([live, standby].filter((i): i is Instance => i !== undefined))
   const containers = instances
     .filter((i) => !keptContainers.has(i) && !i.running)

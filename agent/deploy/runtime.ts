@@ -70,15 +70,16 @@ export function placementOf(instance: Instance): Placement | undefined {
 
 /**
  * A release on the engine: the group of containers one deploy started (they share its deploy id). `id` and `port`
- * are its primary's (the first web service): the port names the slot — blue or green — every web member is on.
- * `running`: any member runs. Without `members` it is one web container (`id`, `port`).
+ * are its primary's (the first web service): the port names the slot — blue or green — every web member is on. A
+ * group of workers only has no port (null): its deploy id names it. `running`: any member runs. Without `members`
+ * it is one web container (`id`, `port`).
  */
 export interface Instance {
   id: string
   release: string
   commit: string
   deployId: string
-  port: number
+  port: number | null
   image: string
   running: boolean
   created: Date
@@ -129,6 +130,8 @@ export interface CandidateService {
   index: number
   /** The service's own image; default: the spec's (the app's). */
   image?: string
+  /** The service's own settings (its own `volumes`); default: the spec's. */
+  container?: ContainerSettings
 }
 
 export interface CandidateSpec extends EnvTarget {
@@ -136,8 +139,8 @@ export interface CandidateSpec extends EnvTarget {
   commit: string
   deployId: string
   image: string
-  /** The primary's port (the slot). */
-  port: number
+  /** The primary's port (the slot); null for a group of workers only. */
+  port: number | null
   /** Every service of the release, primary first; absent: one web container (named as before services). */
   services?: CandidateService[]
   /** `KEY=VALUE` environment of the app (env file, database URL); PORT is added for web services. */
@@ -380,7 +383,7 @@ export class ContainerRuntime implements Runtime {
           env: service.port === null ? spec.variables : [...spec.variables, `PORT=${service.port}`],
           labels,
           restartPolicy: 'unless-stopped',
-          container: spec.container,
+          container: service.container ?? spec.container,
           stopTimeoutSec: service.stopTimeoutSec,
           // Until it serves, a candidate must not take the CPU from the live release: promote() raises it.
           cpuShares: BACKGROUND_CPU_SHARES,
@@ -491,7 +494,7 @@ function groupOf(containers: ContainerSummary[]): Instance {
     release: primary.labels[LABEL.release] ?? '',
     commit: primary.labels[LABEL.commit] ?? '',
     deployId: primary.labels[LABEL.deploy] ?? '',
-    port: Number(primary.labels[LABEL.port]),
+    port: primary.labels[LABEL.port] === undefined ? null : Number(primary.labels[LABEL.port]),
     image: primary.image,
     running: members.some((m) => m.member.running),
     created: primary.created,

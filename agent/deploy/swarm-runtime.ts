@@ -259,7 +259,8 @@ export class SwarmRuntime implements Runtime {
 
   // ── helpers ───────────────────────────────────────────────────────────────────────────────────────────────
 
-  private colourOf(port: number): 'blue' | 'green' {
+  private colourOf(port: number | null): 'blue' | 'green' {
+    if (port === null) throw new SwarmRuntimeError('an app of workers only cannot run on a swarm yet')
     const slot = this.settings.ports.indexOf(port)
     if (slot === -1) throw new SwarmRuntimeError(`port ${port} is not one of the env's pair ${this.settings.ports.join('/')}`)
     return slot === 0 ? 'blue' : 'green'

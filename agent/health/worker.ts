@@ -3,6 +3,7 @@
 // between two looks still counts: the restart count moved.
 import { systemClock, type Clock } from './clock.js'
 import { HealthError, throwIfAborted } from './errors.js'
+import type { ObserveOutcome } from './observe.js'
 import type { DockerHealth } from './wait.js'
 
 export interface WorkerState {
@@ -42,5 +43,35 @@ export async function waitWorkerHealthy(options: WaitWorkerOptions): Promise<voi
     if (elapsed >= deadlineMs)
       throw new HealthError('health_check_failed', `the worker's HEALTHCHECK said ${now.health} until the deadline`)
     await clock.sleep(Math.min(intervalMs, Math.max(1, startSec * 1000 - elapsed)), signal)
+  }
+}
+
+export interface ObserveWorkerOptions {
+  state: () => Promise<WorkerState>
+  seconds: number
+  intervalMs: number
+  signal?: AbortSignal
+  clock?: Clock
+}
+
+/**
+ * The observe window of a worker (an app of workers only has no probes): it must stay running, not restart and not
+ * turn unhealthy for `seconds`. Cancelling rejects with an AbortError, as `observe` does.
+ */
+export async function observeWorker(options: ObserveWorkerOptions): Promise<ObserveOutcome> {
+  const { state, seconds, intervalMs, signal } = options
+  const clock = options.clock ?? systemClock
+  const end = clock.now() + seconds * 1000
+  let restarts: number | null = null
+  for (;;) {
+    throwIfAborted(signal)
+    const now = await state()
+    throwIfAborted(signal)
+    restarts ??= now.restartCount
+    if (!now.alive || now.restartCount !== restarts) return { healthy: false, reason: 'the worker exited or restarted' }
+    if (now.health === 'unhealthy') return { healthy: false, reason: 'Docker reports the worker unhealthy' }
+    const left = end - clock.now()
+    if (left <= 0) return { healthy: true }
+    await clock.sleep(Math.min(intervalMs, left), signal)
   }
 }

@@ -23,7 +23,7 @@ export interface EnvTrafficDeps {
   metrics?: Pick<Metrics, 'upstreamResponses'>
   notify?: (notice: Notice) => void
   /** The env's live release (the one nginx routes to once a deploy has ended). */
-  live: (app: string, env: string) => { release: string; port: number } | null
+  live: (app: string, env: string) => { release: string; port: number | null } | null
   pollMs?: number
 }
 
@@ -123,7 +123,7 @@ class EnvTraffic {
     return this.releases.get(port) ?? 'unknown'
   }
 
-  private live(): { release: string; port: number } | null {
+  private live(): { release: string; port: number | null } | null {
     return this.deps.live(this.settings.app, this.settings.env)
   }
 
@@ -219,9 +219,9 @@ export class TrafficWatch {
   /** `candidate`: the new release; every web member's port is watched (the primary's alone without members). */
   check(
     target: { app: string; env: string },
-    candidate: { port: number; release: string; members?: Array<{ port: number | null }> },
+    candidate: { port: number | null; release: string; members?: Array<{ port: number | null }> },
   ): TrafficCheck | null {
-    const ports = candidate.members?.flatMap((m) => (m.port === null ? [] : [m.port])) ?? [candidate.port]
+    const ports = (candidate.members ?? [candidate]).flatMap((m) => (m.port === null ? [] : [m.port]))
     return this.envs.get(`${target.app}/${target.env}`)?.check(ports, candidate.release) ?? null
   }
 

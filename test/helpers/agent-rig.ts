@@ -37,6 +37,8 @@ export interface AgentRigOptions {
   serveEnv?: Record<string, string>
   /** The repo to deploy from (default: the sample repo with SAMPLE_TAGS). */
   repo?: (dir: string) => Promise<string>
+  /** An app of workers only: its envs have no nginx, no ports and no proxy (`nginx`, `served`, `upstream` throw). */
+  withoutNginx?: boolean
 }
 
 export interface AgentRig {
@@ -86,11 +88,20 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
   const repoPath = options.repo ? await options.repo(dir) : (await makeSampleRepo(join(dir, 'repo'))).path
   const [agentPort] = (await freePorts(1)) as [number]
   const envs: Record<string, Awaited<ReturnType<typeof envBehindNginx>>> = {}
+  const bare: Record<string, Record<string, unknown>> = {}
   for (const [name, extra] of Object.entries(options.envs ?? { [env]: options.env ?? {} })) {
+    if (options.withoutNginx) {
+      bare[name] = { ref: 'tag:v*', ...extra }
+      continue
+    }
     envs[name] = await envBehindNginx(t, dir, name, extra, { accessLog: options.accessLog })
     Object.assign(envs[name].env.proxy, options.proxy ?? {})
   }
-  const production = envs[env] ?? (Object.values(envs)[0] as (typeof envs)[string])
+  const production = envs[env] ?? Object.values(envs)[0]
+  const proxied = () => {
+    if (!production) throw new Error('the rig has no nginx (withoutNginx)')
+    return production
+  }
   const dockerEnv = { ...options.serveEnv, ...(options.dockerHost ? { DOCKER_HOST: options.dockerHost } : {}) }
   const docker = async (args: string[]): Promise<string> =>
     (await run('docker', [...(options.dockerHost ? ['-H', options.dockerHost] : []), ...args], { timeout: 60_000 })).stdout
@@ -103,7 +114,11 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
       listen: { host: '127.0.0.1', port: agentPort },
       ...options.config?.(dir),
       apps: {
-        [app]: sampleAppConfig(repoPath, Object.fromEntries(Object.entries(envs).map(([name, e]) => [name, e.env])), options.app ?? {}),
+        [app]: sampleAppConfig(
+          repoPath,
+          { ...bare, ...Object.fromEntries(Object.entries(envs).map(([name, e]) => [name, e.env])) },
+          options.app ?? {},
+        ),
       },
     }),
   )
@@ -137,8 +152,12 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
     dir,
     url,
     keys,
-    nginx: production.nginx,
-    upstreamFile: production.env.proxy.upstreamFile,
+    get nginx() {
+      return proxied().nginx
+    },
+    get upstreamFile() {
+      return proxied().env.proxy.upstreamFile
+    },
     nginxOf: (name) => {
       const found = envs[name]
       if (!found) throw new Error(`the rig has no env ${name}`)
@@ -159,8 +178,8 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
     getDeploy,
     waitFor,
     waitFinished: (id, timeoutMs) => waitFor(id, (d) => d.finishedAt !== null, timeoutMs),
-    served: () => servedVersion(production.nginx),
-    upstream: () => readFile(production.env.proxy.upstreamFile, 'utf8'),
+    served: () => servedVersion(proxied().nginx),
+    upstream: () => readFile(proxied().env.proxy.upstreamFile, 'utf8'),
     containers: async () => {
       const format =
         '{{.State}} {{.Label "deploy-agent.role"}} {{.Label "deploy-agent.release"}} {{.Label "deploy-agent.port"}} {{.Label "deploy-agent.deploy"}}'

@@ -17,6 +17,7 @@ import { createLogger, type Logger } from '../../agent/observability/logger.js'
 import { Metrics, recordBackup } from '../../agent/observability/metrics.js'
 import { BackupService } from '../../agent/backup/service.js'
 import { NoLiveReleaseError, type Deployments } from '../../agent/deploy/coordinator.js'
+import type { LiveRelease } from '../../agent/deploy/live.js'
 import type { ContainerLogLine } from '../../agent/docker/engine.js'
 import type { Deploy, DeployStore } from '../../agent/store/deploys.js'
 import { Scrubber } from '../../agent/observability/scrub.js'
@@ -125,7 +126,7 @@ export class RecordingDeployments implements Deployments {
   async releases() {
     return []
   }
-  liveRelease() {
+  liveRelease(): LiveRelease | null {
     return null
   }
   async appLogs(input: unknown): Promise<AsyncIterable<ContainerLogLine>> {

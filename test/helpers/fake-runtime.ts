@@ -1,5 +1,6 @@
 // An engine of plain records for unit tests of deploy decisions: instances and kept images in memory, one-off
 // results chosen by the test, and `faults` that make single operations throw as a dockerd going away would.
+import type { HandOver } from '../../agent/deploy/handover.js'
 import type { Placement, UpstreamSwitch } from '../../agent/proxy/nginx.js'
 import {
   coreMembers,
@@ -26,6 +27,11 @@ export interface RuntimeFaults {
   build?: () => boolean
   /** A worker member that is dead (exited) whenever it is looked at. */
   deadWorker?: (m: Member) => boolean
+  /**
+   * A worker member that keeps exiting and being restarted by its restart policy: down when its group is checked,
+   * running again (restarted once) when looked at alone.
+   */
+  restartingWorker?: (m: Member) => boolean
 }
 
 export class FakeRuntime implements Runtime {
@@ -159,13 +165,14 @@ export class FakeRuntime implements Runtime {
     if (this.faults.isAlive?.(i)) throw engineDown()
     if (!i.members) return i.running
     const members = which === 'all' ? membersOf(i) : coreMembers(i)
-    return members.every((m) => m.running && !this.faults.deadWorker?.(m))
+    return members.every((m) => m.running && !this.faults.deadWorker?.(m) && !this.faults.restartingWorker?.(m))
   }
   async engineHealth() {
     return null
   }
   async memberState(m: Member) {
-    return { alive: m.running && !this.faults.deadWorker?.(m), restartCount: 0, health: null }
+    const restarted = this.faults.restartingWorker?.(m) === true
+    return { alive: m.running && !this.faults.deadWorker?.(m), restartCount: restarted ? 1 : 0, health: null }
   }
   /** Ids of the instances given a serving release's CPU weight, in order. */
   readonly promoted: string[] = []
@@ -258,6 +265,21 @@ export class FakeRouter implements UpstreamSwitch {
     this.routed = port
     this.ops.push(`switch ${port}`)
     return { previousPort }
+  }
+}
+
+/** The hand-over record of a worker-only env as a variable; `ops` as FakeRouter's (`hand-over <deploy id>`). */
+export class FakeHandOver implements HandOver {
+  constructor(
+    public handedTo: string | null,
+    readonly ops: string[] = [],
+  ) {}
+  async current() {
+    return this.handedTo
+  }
+  async handTo(deployId: string) {
+    this.handedTo = deployId
+    this.ops.push(`hand-over ${deployId}`)
   }
 }
 

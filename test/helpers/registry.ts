@@ -35,6 +35,8 @@ export interface TestRegistry {
   stop(): Promise<void>
   /** Builds a small web image (busybox httpd serving /healthz and /version = `version`) and pushes it as `name:tag`. */
   push(name: string, tag: string, version: string): Promise<{ digest: string }>
+  /** Builds an image of these files (a `Dockerfile` among them) and pushes it as `name:tag`. */
+  pushFiles(name: string, tag: string, files: Record<string, string>, buildArgs?: Record<string, string>): Promise<{ digest: string }>
 }
 
 /** A bcrypt hash from the C library's crypt(3) (libxcrypt), through perl: no htpasswd or bcrypt module needed. */
@@ -80,16 +82,17 @@ function follow(stream: NodeJS.ReadableStream): Promise<string> {
  */
 export async function buildAndPush(
   ref: string,
-  dockerfile: string,
+  files: Record<string, string>,
   authconfig: Docker.AuthConfig | object = {},
+  buildArgs: Record<string, string> = {},
 ): Promise<{ digest: string }> {
   const docker = new Docker()
   const engine = new DockerEngine(docker)
   await engine.buildImage({
-    context: tarOf({ Dockerfile: dockerfile }),
+    context: tarOf(files),
     dockerfile: 'Dockerfile',
     tag: ref,
-    buildArgs: {},
+    buildArgs,
     labels: {},
     timeoutMs: 60_000,
     onLine: () => undefined,
@@ -144,24 +147,32 @@ export async function startRegistry(t: Test, dir: string): Promise<TestRegistry>
   const pushed = new Set<string>()
   t.teardown(async () => {
     for (const ref of pushed) await engine.removeImage(ref).catch(() => undefined)
+    // And whatever a test's agent pulled and left under this registry's name (a refused pull keeps its image).
+    const { stdout } = await run('docker', ['images', '--quiet', '--filter', `reference=${host}/*/*`])
+    const ids = [...new Set(stdout.split('\n').filter(Boolean))]
+    if (ids.length > 0) await run('docker', ['rmi', '--force', ...ids]).catch(() => undefined)
   })
   const authconfig = { username, password, serveraddress: host }
+  const pushFiles: TestRegistry['pushFiles'] = async (name, tag, files, buildArgs = {}) => {
+    const ref = `${host}/${name}:${tag}`
+    pushed.add(ref)
+    return await buildAndPush(ref, files, authconfig, buildArgs)
+  }
   return {
     host,
     username,
     password,
     passwordFile,
     stop,
-    push: async (name, tag, version) => {
-      const ref = `${host}/${name}:${tag}`
+    pushFiles,
+    push: (name, tag, version) => {
       const dockerfile = [
         `FROM ${BASE_IMAGE}`,
         `RUN mkdir -p /www && echo ok > /www/healthz && echo ${version} > /www/version && echo 'echo "migrated to $(cat /www/version)"' > /migrate.sh`,
         'CMD ["sh", "-c", "exec httpd -f -p 127.0.0.1:$PORT -h /www"]',
         '',
       ].join('\n')
-      pushed.add(ref)
-      return await buildAndPush(ref, dockerfile, authconfig)
+      return pushFiles(name, tag, { Dockerfile: dockerfile })
     },
   }
 }

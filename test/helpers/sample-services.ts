@@ -1,6 +1,7 @@
 // The sample app of several services: one image (busybox) with an api and a frontend (httpd on their own ports), a
-// start-first worker and a stop-first scheduler ("beat"), in a real git repo with one tag per behaviour; and a
-// private nginx in front of both web services (one upstream file holding both upstreams).
+// start-first worker and a stop-first scheduler ("beat"), in a real git repo with one tag per behaviour — or, for a
+// prebuilt image app, one image per tag holding every service, pushed to a registry; and a private nginx in front
+// of both web services (one upstream file holding both upstreams).
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Test } from 'tap'
@@ -8,6 +9,7 @@ import { BASE_IMAGE } from './docker.js'
 import { makeGitRepo, type GitRepo } from './git.js'
 import { startNginx, type NginxInstance } from './nginx.js'
 import { freePorts } from './ports.js'
+import type { TestRegistry } from './registry.js'
 
 /** A worker loop that stops at once on SIGTERM (the agent's containers run an init that forwards it). */
 const LOOP = 'trap \'echo stop; exit 0\' TERM\necho "start $$"\nwhile true; do sleep 1 & wait $!; done\n'
@@ -55,22 +57,112 @@ export const SERVICE_TAGS = {
   frontendFailsAfterSwitch: 'v1.3.0',
 } as const
 
+/** Each tag of the sample and what is different in it. */
+const RELEASES: Array<{ tag: string; variant: Variant }> = [
+  { tag: SERVICE_TAGS.good, variant: {} },
+  { tag: SERVICE_TAGS.good2, variant: {} },
+  { tag: SERVICE_TAGS.workerExits, variant: { worker: 'echo "worker: cannot connect to the queue" >&2\nexit 3\n' } },
+  {
+    tag: SERVICE_TAGS.frontendFailsAfterSwitch,
+    variant: { frontend: 'httpd -p 127.0.0.1:$PORT -h /front && sleep 3 && rm /front/healthz && exec sleep 100000\n' },
+  },
+]
+
 export function makeServicesRepo(dir: string): Promise<GitRepo> {
-  return makeGitRepo(dir, [
-    { files: release({}), tag: SERVICE_TAGS.good, annotated: true },
-    { files: release({}), tag: SERVICE_TAGS.good2 },
-    { files: release({ worker: 'echo "worker: cannot connect to the queue" >&2\nexit 3\n' }), tag: SERVICE_TAGS.workerExits },
-    {
-      files: release({ frontend: 'httpd -p 127.0.0.1:$PORT -h /front && sleep 3 && rm /front/healthz && exec sleep 100000\n' }),
-      tag: SERVICE_TAGS.frontendFailsAfterSwitch,
+  return makeGitRepo(
+    dir,
+    RELEASES.map(({ tag, variant }, i) => ({ files: release(variant), tag, ...(i === 0 && { annotated: true }) })),
+  )
+}
+
+/**
+ * The same releases as prebuilt images, as CI would push them: one image per tag holding every service (the
+ * frontend's files too), pushed as `<registry>/<name>:<tag>`. Answers each tag's digest.
+ */
+export async function pushServicesImages(registry: TestRegistry, name: string): Promise<Record<string, string>> {
+  const digests: Record<string, string> = {}
+  for (const { tag, variant } of RELEASES) {
+    // The agent's tar writer takes plain names: the frontend's script is /app/frontend.sh here.
+    const {
+      Dockerfile: _built,
+      '.dockerignore': _ignored,
+      'frontend/Dockerfile': _own,
+      'frontend/serve.sh': frontend,
+      ...files
+    } = release(variant)
+    const dockerfile = [
+      `FROM ${BASE_IMAGE}`,
+      'ARG VERSION',
+      'COPY . /app',
+      'RUN mkdir -p /www /front && echo ok > /www/healthz && echo "$VERSION" > /www/version && echo ok > /front/healthz && echo "front-$VERSION" > /front/version',
+      'CMD ["sh", "/app/api.sh"]',
+      '',
+    ].join('\n')
+    const context = { ...files, 'frontend.sh': frontend as string, Dockerfile: dockerfile }
+    digests[tag] = (await registry.pushFiles(name, tag, context, { VERSION: tag })).digest
+  }
+  return digests
+}
+
+/**
+ * The `services` of the sample: api and frontend (web), worker (start-first, mounting `jobs` instead of the app's
+ * volumes), beat (stop-first). Built from git the frontend has a build of its own; from an image, every service
+ * runs the one image with its own command.
+ */
+export function sampleServices(source: 'repo' | 'image', jobs: string) {
+  return {
+    api: { kind: 'web', command: ['sh', '/app/api.sh'] },
+    frontend: source === 'repo' ? { kind: 'web', build: { context: 'frontend' } } : { kind: 'web', command: ['sh', '/app/frontend.sh'] },
+    worker: {
+      kind: 'worker',
+      command: ['sh', '/app/worker.sh'],
+      health: { startSec: 1 },
+      stopTimeoutSec: 5,
+      volumes: [`${jobs}:/jobs`],
     },
+    beat: { kind: 'worker', command: ['sh', '/app/beat.sh'], order: 'stop-first', health: { startSec: 1 }, stopTimeoutSec: 5 },
+  }
+}
+
+export const WORKER_TAGS = {
+  good: 'v1.0.0',
+  good2: 'v1.1.0',
+  /** Its worker exits at once: the candidate never gets healthy. */
+  workerExits: 'v1.2.0',
+  /** Its worker exits 3 s after it starts: healthy at first (startSec 1), it dies while observed. */
+  workerDiesLater: 'v1.3.0',
+  good3: 'v1.4.0',
+} as const
+
+/**
+ * An app of workers only (no web service, no port): a start-first worker and a stop-first scheduler ("beat") that
+ * print their release, and a migration, in a real git repo with one tag per behaviour.
+ */
+export function makeWorkersRepo(dir: string): Promise<GitRepo> {
+  const files = (worker: string = LOOP) => ({
+    Dockerfile: [
+      `FROM ${BASE_IMAGE}`,
+      'ARG VERSION',
+      'COPY . /app',
+      'RUN echo "$VERSION" > /app/version',
+      'CMD ["sh", "/app/worker.sh"]',
+      '',
+    ].join('\n'),
+    'worker.sh': worker,
+    'beat.sh': LOOP,
+    'migrate.sh': 'echo "migrated to $(cat /app/version)"\n',
+  })
+  return makeGitRepo(dir, [
+    { files: files(), tag: WORKER_TAGS.good, annotated: true },
+    { files: files(), tag: WORKER_TAGS.good2 },
+    { files: files('echo "worker: cannot connect to the queue" >&2\nexit 3\n'), tag: WORKER_TAGS.workerExits },
+    { files: files('echo "worker: up for a moment"\nsleep 3\nexit 4\n'), tag: WORKER_TAGS.workerDiesLater },
+    { files: files(), tag: WORKER_TAGS.good3 },
   ])
 }
 
-/** The `services` of the sample: api and frontend (web, its own build), worker (start-first), beat (stop-first). */
-export const SAMPLE_SERVICES = {
-  api: { kind: 'web', command: ['sh', '/app/api.sh'] },
-  frontend: { kind: 'web', build: { context: 'frontend' } },
+/** The `services` of the worker-only sample: a start-first worker and a stop-first scheduler. */
+export const WORKER_SERVICES = {
   worker: { kind: 'worker', command: ['sh', '/app/worker.sh'], health: { startSec: 1 }, stopTimeoutSec: 5 },
   beat: { kind: 'worker', command: ['sh', '/app/beat.sh'], order: 'stop-first', health: { startSec: 1 }, stopTimeoutSec: 5 },
 }

@@ -210,7 +210,7 @@ export async function startSwarmRig(t: { teardown: (fn: () => unknown) => void }
         `CMD ["sh", "-c", "trap 'exit 0' TERM; echo \\"$NODE_ID\\" > /www/node; httpd -f -p \\"$PORT\\" -h /www & wait"]`,
         '',
       ].join('\n')
-      const { digest } = await buildAndPush(`${registry}/${name}:${tag}`, dockerfile)
+      const { digest } = await buildAndPush(`${registry}/${name}:${tag}`, { Dockerfile: dockerfile })
       return { digest, image: `${registry}/${name}@${digest}` }
     },
     nodeState,

@@ -60,9 +60,6 @@ async function setUp(t: Test): Promise<Fixture> {
   t.teardown(async () => {
     await agent.close()
     await removeAppFromDocker(app)
-    const { stdout } = await run('docker', ['images', '--quiet', '--filter', `reference=${registry.host}/${app}/*`])
-    const ids = [...new Set(stdout.split('\n').filter(Boolean))]
-    if (ids.length > 0) await run('docker', ['rmi', '--force', ...ids]).catch(() => undefined)
   })
   return { agent, nginx: production.nginx, registry, logged, digests }
 }

@@ -79,3 +79,27 @@ t.test('Config: the registry password is one of the secrets scrubbed from logs a
   )
   t.ok((await knownSecrets(await loadConfig(`${dir}/agent.yaml`, {}))).includes('reg-pw-0123456789'))
 })
+
+const NO_SERVICE_IMAGE =
+  "is not supported: every service of a release runs the app's image (an image app's tag, pinned by one digest; a repo app's build or the service's own build); give the service its own command"
+
+t.test("Config: an image app's services run its one image; a service names no image or build of its own", async (t) => {
+  const services = (keys: string, service: string) => `
+audience: web-1
+apps:
+  api:
+    ${keys}
+    services:
+      api: { kind: web, command: [sh, /app/api.sh] }
+      worker: { kind: worker, ${service} }
+    envs:
+      production: { ref: "tag:v*", ports: { api: [18011, 18012] } }
+`
+  t.same(problems(services('image: registry.example.com/api', 'command: [sh, /app/worker.sh]')), [], 'services with their own commands')
+  const image = 'image: registry.example.com/worker'
+  t.same(problems(services('image: registry.example.com/api', image)), [`apps.api.services.worker.image: ${NO_SERVICE_IMAGE}`])
+  t.same(problems(services('image: registry.example.com/api', 'build: { context: worker }')), [
+    'apps.api.services.worker.build: is only for an app with repo: an image app is built by its CI',
+  ])
+  t.same(problems(services('repo: /srv/git/api.git', image)), [`apps.api.services.worker.image: ${NO_SERVICE_IMAGE}`])
+})

@@ -135,7 +135,7 @@ apps:
       'apps.shop.envs.qa.ports.api[0]: port 18011 is already used by shop/production/api',
       'apps.shop.envs.qa.ports.frontend: the two ports must differ',
       'apps.shop.envs.staging.ports: must be a map of web service → [blue, green] (api, frontend)',
-      'apps.workers.services: needs at least one web service (an app of workers only is not supported yet)',
+      'apps.workers.envs.production.ports: a worker-only app has no ports (its services are all workers)',
     ],
   )
 })

@@ -146,3 +146,75 @@ t.test('loadConfig: an existing host path that is a symlink to the Docker socket
   await writeFile(file, app(`    allowDockerSocket: true\n    volumes: ["${dir}/sock-dir:/app/s"]\n`))
   t.ok(await loadConfig(file, {}), 'allowed explicitly')
 })
+
+/** An app of services; `worker` and `beat` take the keys given (`volumes: …`), the env its own. */
+const servicesApp = (appKeys: string, workerKeys: string, envKeys = '') => `
+audience: web-1
+apps:
+  shop:
+    repo: /srv/shop.git
+${appKeys}    services:
+      api: { kind: web }
+      worker: { kind: worker${workerKeys} }
+      beat: { kind: worker, order: stop-first, volumes: [] }
+    envs:
+      production:
+        ref: "tag:v*"
+        ports: { api: [18001, 18002] }
+${envKeys}`
+
+const mounted = (yaml: string, service?: string) =>
+  containerSettings(findTarget(parseConfig(yaml, {}, 'agent.yaml', '/etc/deploy-agent'), 'shop', 'production'), service).volumes
+
+t.test(
+  "Config: a service's volumes replace the app's and the env's for that service; the others and the migration keep theirs",
+  async (t) => {
+    const yaml = servicesApp('    volumes: ["/srv/shop/uploads:/app/uploads"]\n', ', volumes: ["/srv/shop/jobs:/jobs", "cache:/cache:ro"]')
+    const jobs = [
+      { kind: 'bind', source: '/srv/shop/jobs', target: '/jobs', readOnly: false },
+      { kind: 'volume', source: 'cache', target: '/cache', readOnly: true },
+    ]
+    const uploads = [{ kind: 'bind', source: '/srv/shop/uploads', target: '/app/uploads', readOnly: false }]
+    t.same(mounted(yaml, 'worker'), jobs, "the worker's own list")
+    t.same(mounted(yaml, 'api'), uploads, "a service without a list gets the app's")
+    t.same(mounted(yaml), uploads, "the migration gets the app's")
+    t.same(mounted(yaml, 'beat'), undefined, 'an empty list of its own mounts nothing')
+
+    const withEnv = yaml + '        volumes: ["/srv/shop-prod/uploads:/app/uploads"]\n'
+    const prodUploads = [{ kind: 'bind', source: '/srv/shop-prod/uploads', target: '/app/uploads', readOnly: false }]
+    t.same(mounted(withEnv, 'worker'), jobs, "the service's list beats the env's")
+    t.same(mounted(withEnv, 'api'), prodUploads, "the env's list replaces the app's for the others")
+    t.same(mounted(withEnv), prodUploads, '…and for the migration')
+  },
+)
+
+t.test("Config: a service's volumes are checked like the app's, the Docker socket rule included", async (t) => {
+  t.same(problems(servicesApp('', ', volumes: ["jobs/x:/jobs", "/srv/a:/x", "/srv/b:/x/"]')), [
+    'apps.shop.services.worker.volumes[0]: host path "jobs/x" must be an absolute path (or name a volume)',
+    'apps.shop.services.worker.volumes[2]: container path "/x" is already mounted by volumes[1]',
+  ])
+  t.same(problems(servicesApp('', ', volumes: ["/srv/a:/x", "/run/docker.sock:/docker.sock"]')), [
+    'apps.shop.services.worker.volumes[1]: host path "/run/docker.sock" is or holds the Docker socket (root on the host); set allowDockerSocket: true to allow it',
+  ])
+  t.same(problems(servicesApp('', ', volumes: "/srv/a:/x"')), [
+    'apps.shop.services.worker.volumes: must be a list of "SOURCE:TARGET[:ro]" strings',
+  ])
+  t.same(
+    problems(servicesApp('    allowDockerSocket: true\n', ', volumes: ["/run/docker.sock:/docker.sock:ro"]')),
+    [],
+    'allowed explicitly',
+  )
+})
+
+t.test("loadConfig: a service's host path that is a symlink to the Docker socket is refused with its key path", async (t) => {
+  const dir = await tempDir(t)
+  await symlink('/var/run', join(dir, 'sock-dir'))
+  const file = join(dir, 'agent.yaml')
+  await writeFile(file, servicesApp('', `, volumes: ["${dir}/missing:/m", "${dir}/sock-dir:/s"]`))
+  await t.rejects(loadConfig(file, {}), {
+    code: 'invalid_config',
+    problems: [
+      `apps.shop.services.worker.volumes[1]: host path "${dir}/sock-dir" is or holds the Docker socket (root on the host); set allowDockerSocket: true to allow it (a symlink to /run)`,
+    ],
+  })
+})

@@ -150,6 +150,18 @@ t.test('Pipeline services: a candidate whose worker dies leaves no member of it 
   t.notOk(rig.runtime.ops.includes('start v2/beat'), 'the candidate’s stop-first worker never ran')
 })
 
+t.test(
+  'Pipeline services: a worker restarted by its restart policy is in the failed candidate’s log, whichever check failed',
+  async (t) => {
+    // The web checks see the group down; by the time the worker is looked at alone it runs again (restarted once).
+    const rig = await setUp(t, { restartingWorker: (m) => m.id.startsWith('c-') && m.service === 'worker' })
+    const done = await rig.pipeline.run(await rig.deploy(), rig.target)
+    t.equal(done.state, 'FAILED')
+    t.equal(done.error?.code, 'container_exited')
+    t.match(await rig.store.readLog(done.id), /"event":"container-log","service":"worker"/, "the worker's output is in the deploy log")
+  },
+)
+
 t.test('Pipeline services: a worker that dies while observed rolls the whole release back', async (t) => {
   const rig = await setUp(t, { deadWorker: (m) => m.id.startsWith('c-') && m.service === 'worker' && rig.router.routed === rig.apiGreen })
   const done = await rig.pipeline.run(await rig.deploy(), rig.target)

@@ -23,7 +23,7 @@ const statusResponse = {
                   properties: {
                     release: { type: 'string' },
                     commit: { type: 'string' },
-                    port: { type: 'integer' },
+                    port: nullable({ type: 'integer' }),
                     deployId: { type: 'string' },
                     since: { type: 'string' },
                     nodes: { type: 'array', items: { type: 'string' } },
