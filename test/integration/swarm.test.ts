@@ -7,58 +7,25 @@
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
-import { startAgentRig, type AgentRig } from '../helpers/agent-rig.js'
+import { startAgentRig } from '../helpers/agent-rig.js'
 import { ensureBaseImage } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
-import { makeGitRepo } from '../helpers/git.js'
 import { requestLoop } from '../helpers/load.js'
-import { sampleReleaseFiles } from '../helpers/sample-app.js'
+import { makeSwarmRepo, SWARM_TAGS, swarmServices } from '../helpers/sample-swarm.js'
 import { canRunSwarmRig, startSwarmRig, type SwarmRig } from '../helpers/swarm.js'
 
 const skip = skipUnless(await canRunSwarmRig(), 'the two-node swarm rig (root, dockerd, iproute2, util-linux, docker-registry)')
-
-const TAGS = { v1: 'v1.0.0', v2: 'v1.1.0', unhealthyOnWorker: 'v1.2.0', failsOnWorker: 'v1.3.0', v3: 'v1.4.0' } as const
-
-/** httpd on every address of the node (the worker's tasks answer on its own address), stopping on TERM. */
-const serve = (before = '') => `${before}trap 'exit 0' TERM; httpd -f -p $PORT -h /www & wait`
-
-/** The sample releases; `onWorker` runs first on the worker node only (known by its address); it ends in `;` or `&`. */
-function swarmRepo(dir: string, workerAddr: string) {
-  const onWorker = (what: string) => `if ip addr | grep -q 'inet ${workerAddr}/'; then ${what} fi; `
-  return makeGitRepo(dir, [
-    { files: sampleReleaseFiles({ command: serve() }), tag: TAGS.v1, annotated: true },
-    { files: sampleReleaseFiles({ command: serve() }), tag: TAGS.v2 },
-    { files: sampleReleaseFiles({ command: serve(onWorker('rm /www/healthz;')) }), tag: TAGS.unhealthyOnWorker },
-    { files: sampleReleaseFiles({ command: serve(onWorker('(sleep 3; rm /www/healthz) &')) }), tag: TAGS.failsOnWorker },
-    { files: sampleReleaseFiles({ command: serve() }), tag: TAGS.v3 },
-  ])
-}
 
 async function versionAt(address: string, port: number): Promise<string> {
   const res = await fetch(`http://${address}:${port}/version`, { signal: AbortSignal.timeout(2_000) })
   return (await res.text()).trim()
 }
 
-/** `<colour> <replicas> <release>` of each of the app's swarm services. */
-async function services(agent: AgentRig): Promise<string[]> {
-  const format = '{{.Name}} {{.Replicas}} {{.Image}}'
-  const lines = (await agent.docker(['service', 'ls', '--filter', `label=deploy-agent.app=${agent.app}`, '--format', format])).split('\n')
-  return lines
-    .filter(Boolean)
-    .map((l) =>
-      l
-        .replace(`${agent.app}_production_web_`, '')
-        .replace(/ \S+@sha256:\S+$/, '')
-        .replace(' (max 1 per node)', ''),
-    )
-    .sort()
-}
-
 t.test('Swarm runtime on a two-node swarm', { skip, timeout: 600_000 }, async (t) => {
   await ensureBaseImage()
   const rig: SwarmRig = await startSwarmRig(t, { heartbeatSeconds: 1 })
   const agent = await startAgentRig(t, {
-    repo: (dir) => swarmRepo(join(dir, 'repo'), rig.workerAddr).then((r) => r.path),
+    repo: (dir) => makeSwarmRepo(join(dir, 'repo'), rig.workerAddr).then((r) => r.path),
     env: { runtime: 'swarm', swarm: { replicas: 2, registry: rig.registry } },
     app: {
       health: { path: '/healthz', intervalMs: 100, timeoutMs: 1000, healthyAfter: 2, deadlineSec: 6 },
@@ -69,16 +36,16 @@ t.test('Swarm runtime on a two-node swarm', { skip, timeout: 600_000 }, async (t
   const livePort = async () => Number(/server 127\.0\.0\.1:(\d+);/.exec(await agent.upstream())?.[1])
 
   await t.test('a tag runs on both nodes by digest, and nginx lists both', async (t) => {
-    const done = await deploy(TAGS.v1)
+    const done = await deploy(SWARM_TAGS.v1)
     t.equal(done.state, 'SUCCEEDED', JSON.stringify(done.error))
     const upstream = await agent.upstream()
     const port = await livePort()
     t.match(upstream, `server 127.0.0.1:${port};`, 'the manager’s task is on loopback')
     t.match(upstream, `server ${rig.workerAddr}:${port};`, 'the worker’s on its own address')
-    t.equal(await versionAt('127.0.0.1', port), TAGS.v1, 'the manager’s task answers')
-    t.equal(await versionAt(rig.workerAddr, port), TAGS.v1, 'the worker’s task answers on its own address')
-    t.equal(await agent.served(), TAGS.v1)
-    t.same(await services(agent), ['blue 2/2'])
+    t.equal(await versionAt('127.0.0.1', port), SWARM_TAGS.v1, 'the manager’s task answers')
+    t.equal(await versionAt(rig.workerAddr, port), SWARM_TAGS.v1, 'the worker’s task answers on its own address')
+    t.equal(await agent.served(), SWARM_TAGS.v1)
+    t.same(await swarmServices(agent), ['blue 2/2'])
     const status = (await (
       await fetch(`${agent.url}/v1/status`, { headers: { authorization: `Bearer ${agent.keys.statusToken}` } })
     ).json()) as { apps: Record<string, { envs: { production: { live: { nodes?: string[] } } } }> }
@@ -101,33 +68,33 @@ t.test('Swarm runtime on a two-node swarm', { skip, timeout: 600_000 }, async (t
 
   await t.test('a deploy under a request loop through nginx fails no request; the old colour is kept at 0', async (t) => {
     const loop = requestLoop(`http://127.0.0.1:${agent.nginx.port}/version`, { concurrency: 2 })
-    const done = await deploy(TAGS.v2)
+    const done = await deploy(SWARM_TAGS.v2)
     const load = await loop.stop()
     t.equal(done.state, 'SUCCEEDED', JSON.stringify(done.error))
     t.same(load.failures, [], `zero failed requests (${load.ok} answered)`)
     t.ok(load.ok > 20, `${load.ok} requests`)
     const port = await livePort()
-    t.equal(await versionAt(rig.workerAddr, port), TAGS.v2)
-    t.same(await services(agent), ['blue 0/0', 'green 2/2'], 'blue kept for a rollback, scaled to 0')
+    t.equal(await versionAt(rig.workerAddr, port), SWARM_TAGS.v2)
+    t.same(await swarmServices(agent), ['blue 0/0', 'green 2/2'], 'blue kept for a rollback, scaled to 0')
   })
 
   await t.test('a release unhealthy on one node never switches; its services go', async (t) => {
-    const done = await deploy(TAGS.unhealthyOnWorker)
+    const done = await deploy(SWARM_TAGS.unhealthyOnWorker)
     t.equal(done.state, 'FAILED')
     t.match(done.error?.message, new RegExp(rig.workerAddr.replace(/\./g, '\\.')), 'the failing node is named')
-    t.equal(await agent.served(), TAGS.v2)
-    t.same(await services(agent), ['green 2/2'], 'the candidate colour was removed')
+    t.equal(await agent.served(), SWARM_TAGS.v2)
+    t.same(await swarmServices(agent), ['green 2/2'], 'the candidate colour was removed')
   })
 
   await t.test('a manual rollback scales the kept colour back up: traffic moves in under 3 s', async (t) => {
     // A kept colour is needed: v1 was removed to make room for the failed candidate, so deploy v3 first.
-    t.equal((await deploy(TAGS.v3)).state, 'SUCCEEDED')
+    t.equal((await deploy(SWARM_TAGS.v3)).state, 'SUCCEEDED')
     const loop = requestLoop(`http://127.0.0.1:${agent.nginx.port}/version`, { concurrency: 2 })
     const started = Date.now()
     const res = await agent.signedPost(`/v1/apps/${agent.app}/envs/production/rollback`, {})
     t.equal(res.status, 202, await res.clone().text())
     const { id } = (await res.json()) as { id: string }
-    while ((await agent.served()) !== TAGS.v2) {
+    while ((await agent.served()) !== SWARM_TAGS.v2) {
       if (Date.now() - started > 30_000) throw new Error('the rollback never reached traffic')
       await sleep(20)
     }
@@ -137,27 +104,27 @@ t.test('Swarm runtime on a two-node swarm', { skip, timeout: 600_000 }, async (t
     t.equal(done.state, 'SUCCEEDED', JSON.stringify(done.error))
     t.ok(toTraffic < 3_000, `rollback reached traffic in ${toTraffic} ms`)
     t.same(load.failures, [], `zero failed requests (${load.ok} answered)`)
-    t.equal(await versionAt(rig.workerAddr, await livePort()), TAGS.v2, 'on both nodes')
+    t.equal(await versionAt(rig.workerAddr, await livePort()), SWARM_TAGS.v2, 'on both nodes')
   })
 
   await t.test('a release failing after the switch on one node is rolled back on both', async (t) => {
-    const done = await deploy(TAGS.failsOnWorker)
+    const done = await deploy(SWARM_TAGS.failsOnWorker)
     t.equal(done.state, 'ROLLED_BACK', JSON.stringify(done.error))
     t.match(done.error?.message, new RegExp(`on ${rig.workerAddr.replace(/\./g, '\\.')}`))
     const port = await livePort()
-    t.equal(await versionAt('127.0.0.1', port), TAGS.v2)
-    t.equal(await versionAt(rig.workerAddr, port), TAGS.v2)
-    t.equal(await agent.served(), TAGS.v2)
+    t.equal(await versionAt('127.0.0.1', port), SWARM_TAGS.v2)
+    t.equal(await versionAt(rig.workerAddr, port), SWARM_TAGS.v2)
+    t.equal(await agent.served(), SWARM_TAGS.v2)
   })
 
   await t.test('the worker node dying while a release is new rolls it back to the nodes that are left', async (t) => {
-    const id = await agent.startDeploy(TAGS.v3)
+    const id = await agent.startDeploy(SWARM_TAGS.v3)
     await agent.waitFor(id, (d) => d.state === 'OBSERVING' || d.finishedAt !== null, 180_000)
     await rig.killWorker()
     const done = await agent.waitFinished(id, 120_000)
     t.equal(done.state, 'ROLLED_BACK', JSON.stringify(done.error))
     t.match(done.error?.message, /a node running it went down/, 'the reason says what happened')
-    t.equal(await agent.served(), TAGS.v2, 'the previous release serves from the manager')
+    t.equal(await agent.served(), SWARM_TAGS.v2, 'the previous release serves from the manager')
     t.notMatch(await agent.upstream(), new RegExp(rig.workerAddr.replace(/\./g, '\\.')), 'the dead node is out of nginx')
     await rig.startWorker()
   })
