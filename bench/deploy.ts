@@ -395,7 +395,7 @@ const logSize = (file: string) =>
   )
 
 /** Median duration of each state of the agent's deploys (time from entering it to entering the next). */
-function phaseMedians(deploys: Deploy[]): string {
+export function phaseMedians(deploys: Deploy[]): string {
   const per = new Map<string, number[]>()
   for (const d of deploys) {
     for (let i = 0; i + 1 < d.states.length; i++) {
