@@ -48,7 +48,7 @@ t.test('Swarm recovery: SIGKILL in each deploy state converges after restart', {
       await agent.restart('SIGKILL')
       const after = await agent.waitFinished(id, 180_000)
       t.equal(after.state, c.expect, JSON.stringify(after.error))
-      if (c.expect === 'FAILED') t.equal(after.error?.code, 'interrupted', after.error?.message)
+      if (c.expect === 'FAILED') t.equal(after.error?.code, 'interrupted', after.error?.message ?? 'no error')
       t.equal(await agent.served(), c.serves === 'old' ? before : c.ref, `serves the ${c.serves} release`)
       const services = await swarmServices(agent)
       t.equal(services.filter((s) => !s.endsWith(' 0/0')).length, 1, `exactly one colour runs: ${services.join('; ')}`)
