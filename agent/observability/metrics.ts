@@ -10,7 +10,8 @@ export interface EnvSnapshot {
   app: string
   env: string
   queued: number
-  live: { release: string; commit: string } | null
+  /** `nodes`: a swarm env's nodes serving it. */
+  live: { release: string; commit: string; nodes?: string[] } | null
 }
 
 export class Metrics {
@@ -110,6 +111,18 @@ export class Metrics {
       this.releaseInfo.reset()
       for (const { app, env, live } of this.envs())
         if (live) this.releaseInfo.set({ app, env, release: live.release, commit: live.commit }, 1)
+    },
+  })
+
+  readonly releaseNodes = new Gauge({
+    name: 'deploy_agent_release_node_info',
+    help: "A swarm env: each node (by address) serving the live release's primary web service (value 1)",
+    labelNames: ['app', 'env', 'release', 'node'] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.releaseNodes.reset()
+      for (const { app, env, live } of this.envs())
+        for (const node of live?.nodes ?? []) this.releaseNodes.set({ app, env, release: live?.release ?? '', node }, 1)
     },
   })
 

@@ -212,3 +212,18 @@ t.test('recordDeploy: a deploy ended by an unconfirmed nginx reload counts once 
     { value: 1, labels: { app: 'shop', env: 'staging' } },
   ])
 })
+
+t.test('Metrics: a swarm release has one series per node serving it, gone when the release is replaced', async (t) => {
+  const metrics = new Metrics({ defaultMetrics: false })
+  let envs: EnvSnapshot[] = [
+    { app: 'shop', env: 'production', queued: 0, live: { release: 'v1.0.0', commit: 'a'.repeat(40), nodes: ['10.0.0.6', '127.0.0.1'] } },
+  ]
+  metrics.watchEnvs(() => envs)
+  let text = await metrics.text()
+  t.match(text, 'deploy_agent_release_node_info{app="shop",env="production",release="v1.0.0",node="10.0.0.6"} 1')
+  t.match(text, 'deploy_agent_release_node_info{app="shop",env="production",release="v1.0.0",node="127.0.0.1"} 1')
+  envs = [{ app: 'shop', env: 'production', queued: 0, live: { release: 'v1.1.0', commit: 'b'.repeat(40), nodes: ['127.0.0.1'] } }]
+  text = await metrics.text()
+  t.notMatch(text, 'node="10.0.0.6"', 'a node that no longer serves has no series')
+  t.notMatch(text, 'release="v1.0.0"')
+})
