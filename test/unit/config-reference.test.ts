@@ -60,6 +60,10 @@ const minimal = {
   notify: [{ kind: 'slack', url: 'https://hooks.example.com/x' }],
 }
 
+/** `minimal` with env e on a swarm, for the keys of `swarm` (required with runtime: swarm, refused without). */
+const onSwarm = structuredClone(minimal)
+Object.assign(onSwarm.apps.a.envs.e, { runtime: 'swarm', swarm: { registry: '127.0.0.1:5000' } })
+
 const stepsOf = (path: string) =>
   path.replaceAll('<app>', 'a').replaceAll('<env>', 'e').replaceAll('<service>', 's').replaceAll('[]', '.0').split('.')
 
@@ -69,7 +73,7 @@ function valueAt(config: unknown, steps: string[]): unknown {
 
 /** `minimal` with the key at `steps` left out. */
 function without(steps: string[]): unknown {
-  const copy = structuredClone(minimal) as Record<string, unknown>
+  const copy = structuredClone(steps.includes('swarm') ? onSwarm : minimal) as Record<string, unknown>
   const parent = valueAt(copy, steps.slice(0, -1)) as Record<string, unknown> | undefined
   if (parent) delete parent[steps.at(-1) as string]
   return copy
