@@ -260,6 +260,64 @@ export function imageTag(app: string, env: string, release: string, service?: st
   return service === undefined ? `${app}:${env}-${release}` : `${app}-${service}:${env}-${release}`
 }
 
+/** The labels every member of a candidate group carries, and each member's own (its service, port, order). */
+export function memberLabels(spec: CandidateSpec, service: CandidateService): Labels {
+  const labels: Labels = {
+    ...envLabels(spec),
+    [LABEL.release]: spec.release,
+    [LABEL.deploy]: spec.deployId,
+    [LABEL.role]: 'web',
+    [LABEL.commit]: spec.commit,
+    [LABEL.service]: service.name,
+    [LABEL.index]: String(service.index),
+  }
+  if (service.port !== null) labels[LABEL.port] = String(service.port)
+  if (service.order !== null) labels[LABEL.order] = service.order
+  labels[LABEL.stopTimeout] = String(service.stopTimeoutSec)
+  return labels
+}
+
+/** A candidate's services: its own, or the one web container of an app without `services`. */
+export function candidateServices(spec: CandidateSpec): CandidateService[] {
+  return spec.services ?? [{ name: WEB_SERVICE, kind: 'web', port: spec.port, command: null, order: null, stopTimeoutSec: 10, index: 0 }]
+}
+
+/** A member as `startCandidate` makes it: stop-first workers are not running until `startSingletons`. */
+export function newMember(id: string, service: CandidateService): Member {
+  const { name, kind, port, order, stopTimeoutSec } = service
+  return { id, service: name, kind, port, order, stopTimeoutSec, running: order !== 'stop-first' }
+}
+
+/** A member read back from its labels (a container's, a Swarm service's). */
+export function memberFromLabels(id: string, labels: Labels, running: boolean): Member {
+  const port = labels[LABEL.port]
+  const order = labels[LABEL.order]
+  return {
+    id,
+    service: labels[LABEL.service] ?? WEB_SERVICE,
+    kind: port === undefined ? 'worker' : 'web',
+    port: port === undefined ? null : Number(port),
+    order: port !== undefined ? null : order === 'stop-first' ? 'stop-first' : 'start-first',
+    stopTimeoutSec: Number(labels[LABEL.stopTimeout] ?? 10) || 10,
+    running,
+  }
+}
+
+/** The group a candidate's members make, its primary (the first member) naming it. */
+export function startedGroup(spec: CandidateSpec, members: Member[]): Instance {
+  return {
+    id: (members[0] as Member).id,
+    release: spec.release,
+    commit: spec.commit,
+    deployId: spec.deployId,
+    port: spec.port,
+    image: spec.image,
+    running: true,
+    created: new Date(),
+    members,
+  }
+}
+
 export class ContainerRuntime implements Runtime {
   constructor(private readonly docker: DockerEngine) {}
 
@@ -357,31 +415,17 @@ export class ContainerRuntime implements Runtime {
   }
 
   async startCandidate(spec: CandidateSpec): Promise<Instance> {
-    const base: Labels = {
-      ...envLabels(spec),
-      [LABEL.release]: spec.release,
-      [LABEL.deploy]: spec.deployId,
-      [LABEL.role]: 'web',
-      [LABEL.commit]: spec.commit,
-    }
-    const services = spec.services ?? [
-      { name: WEB_SERVICE, kind: 'web', port: spec.port, command: null, order: null, stopTimeoutSec: 10, index: 0 },
-    ]
     const members: Member[] = []
     try {
-      for (const service of services) {
-        const labels: Labels = { ...base, [LABEL.service]: service.name, [LABEL.index]: String(service.index) }
-        if (service.port !== null) labels[LABEL.port] = String(service.port)
-        if (service.order !== null) labels[LABEL.order] = service.order
-        labels[LABEL.stopTimeout] = String(service.stopTimeoutSec)
-        const member: Member = { ...service, id: '', service: service.name, running: service.order !== 'stop-first' }
+      for (const service of candidateServices(spec)) {
+        const member = newMember('', service)
         member.id = await this.docker.startContainer({
           // Without services the one container keeps the name it always had.
           name: spec.services ? `${spec.app}-${spec.env}-${service.name}-${spec.deployId}` : `${spec.app}-${spec.env}-${spec.deployId}`,
           image: service.image ?? spec.image,
           cmd: service.command ?? undefined,
           env: service.port === null ? spec.variables : [...spec.variables, `PORT=${service.port}`],
-          labels,
+          labels: memberLabels(spec, service),
           restartPolicy: 'unless-stopped',
           container: service.container ?? spec.container,
           stopTimeoutSec: service.stopTimeoutSec,
@@ -396,18 +440,7 @@ export class ContainerRuntime implements Runtime {
       for (const m of members) await this.docker.removeContainer(m.id).catch(() => undefined)
       throw err
     }
-    const primary = members[0] as Member
-    return {
-      id: primary.id,
-      release: spec.release,
-      commit: spec.commit,
-      deployId: spec.deployId,
-      port: spec.port,
-      image: spec.image,
-      running: true,
-      created: new Date(),
-      members,
-    }
+    return startedGroup(spec, members)
   }
 
   async isAlive(instance: Instance, which: 'core' | 'all' = 'core'): Promise<boolean> {
@@ -474,17 +507,7 @@ export class ContainerRuntime implements Runtime {
 function groupOf(containers: ContainerSummary[]): Instance {
   const members = containers
     .map((c) => {
-      const port = c.labels[LABEL.port]
-      const order = c.labels[LABEL.order]
-      const member: Member = {
-        id: c.id,
-        service: c.labels[LABEL.service] ?? WEB_SERVICE,
-        kind: port === undefined ? 'worker' : 'web',
-        port: port === undefined ? null : Number(port),
-        order: port !== undefined ? null : order === 'stop-first' ? 'stop-first' : 'start-first',
-        stopTimeoutSec: Number(c.labels[LABEL.stopTimeout] ?? 10) || 10,
-        running: c.state === 'running' || c.state === 'restarting',
-      }
+      const member = memberFromLabels(c.id, c.labels, c.state === 'running' || c.state === 'restarting')
       return { member, index: Number(c.labels[LABEL.index] ?? 0), c }
     })
     .sort((a, b) => Number(b.member.kind === 'web') - Number(a.member.kind === 'web') || a.index - b.index)

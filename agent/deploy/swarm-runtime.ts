@@ -11,12 +11,17 @@ import type { ServiceDefinition, SwarmEngine, SwarmService, SwarmTask } from '..
 import type { ContainerHealth, Labels, OneOffResult } from '../docker/types.js'
 import type { WorkerState } from '../health/index.js'
 import {
+  candidateServices,
   coreMembers,
   envLabels,
   LABEL,
   LOOPBACK,
+  memberFromLabels,
+  memberLabels,
   membersOf,
+  newMember,
   singletonsOf,
+  startedGroup,
   type BuildSpec,
   type CandidateService,
   type CandidateSpec,
@@ -133,20 +138,11 @@ export class SwarmRuntime implements Runtime {
 
   async startCandidate(spec: CandidateSpec): Promise<Instance> {
     const colour = this.colourOf(spec.port)
-    const services: CandidateService[] = spec.services ?? [
-      { name: 'web', kind: 'web', port: spec.port, command: null, order: null, stopTimeoutSec: 10, index: 0 },
-    ]
+    const services = candidateServices(spec)
     // One image string for every node: pushed to the registry, run by digest.
     const pushed = new Map<string, string>()
     for (const image of new Set(services.map((s) => s.image ?? spec.image)))
       pushed.set(image, await this.pushed(spec, image, image === spec.image ? spec.app : repoOf(image)))
-    const base: Labels = {
-      ...envLabels(spec),
-      [LABEL.release]: spec.release,
-      [LABEL.deploy]: spec.deployId,
-      [LABEL.role]: 'web',
-      [LABEL.commit]: spec.commit,
-    }
     const hostNetwork = await this.swarm.hostNetworkId()
     const members: Member[] = []
     try {
@@ -154,21 +150,9 @@ export class SwarmRuntime implements Runtime {
         const name = `${spec.app}_${spec.env}_${service.name}_${colour}`
         // A service of that name left by a crash between remove and create: this colour is being made anew.
         for (const stale of await this.swarm.services({ ...envLabels(spec) })) if (stale.name === name) await this.removeAndWait(stale.id)
-        const labels: Labels = { ...base, [LABEL.service]: service.name, [LABEL.index]: String(service.index) }
-        if (service.port !== null) labels[LABEL.port] = String(service.port)
-        if (service.order !== null) labels[LABEL.order] = service.order
-        labels[LABEL.stopTimeout] = String(service.stopTimeoutSec)
-        const member: Member = {
-          id: '',
-          service: service.name,
-          kind: service.kind,
-          port: service.port,
-          order: service.order,
-          stopTimeoutSec: service.stopTimeoutSec,
-          running: service.order !== 'stop-first',
-        }
+        const member = newMember('', service)
         member.id = await this.swarm.createService({
-          ...this.definition(name, labels, service, pushed.get(service.image ?? spec.image) as string, spec),
+          ...this.definition(name, memberLabels(spec, service), service, pushed.get(service.image ?? spec.image) as string, spec),
           hostNetwork,
         })
         members.push(member)
@@ -179,18 +163,7 @@ export class SwarmRuntime implements Runtime {
       for (const m of members) await this.removeAndWait(m.id).catch(() => undefined)
       throw err
     }
-    const primary = members[0] as Member
-    return {
-      id: primary.id,
-      release: spec.release,
-      commit: spec.commit,
-      deployId: spec.deployId,
-      port: spec.port,
-      image: spec.image,
-      running: true,
-      created: new Date(),
-      members,
-    }
+    return startedGroup(spec, members)
   }
 
   async isAlive(instance: Instance, which: 'core' | 'all' = 'core'): Promise<boolean> {
@@ -405,17 +378,7 @@ export function placementOf(tasks: SwarmTask[], service: Pick<SwarmService, 'ima
 const ACTIVE = new Set(['new', 'pending', 'assigned', 'accepted', 'preparing', 'ready', 'starting', 'running'])
 
 function memberOf(s: SwarmService): Member {
-  const port = s.labels[LABEL.port]
-  const order = s.labels[LABEL.order]
-  return {
-    id: s.id,
-    service: s.labels[LABEL.service] ?? 'web',
-    kind: port === undefined ? 'worker' : 'web',
-    port: port === undefined ? null : Number(port),
-    order: port !== undefined ? null : order === 'stop-first' ? 'stop-first' : 'start-first',
-    stopTimeoutSec: Number(s.labels[LABEL.stopTimeout] ?? 10) || 10,
-    running: s.replicas > 0,
-  }
+  return memberFromLabels(s.id, s.labels, s.replicas > 0)
 }
 
 /** `lifeos-api:prod-v1` → `lifeos-api`: the repository a service's own image is pushed to. */
