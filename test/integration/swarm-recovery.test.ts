@@ -10,6 +10,8 @@ import { skipUnless } from '../helpers/engines.js'
 import { makeSwarmRepo, SWARM_TAGS, swarmServices } from '../helpers/sample-swarm.js'
 import { canRunSwarmRig, startSwarmRig } from '../helpers/swarm.js'
 
+// The swarm test files take the rig one after the other (its lock): a file may wait for the others first.
+t.setTimeout(1_500_000)
 const skip = skipUnless(await canRunSwarmRig(), 'the two-node swarm rig (root, dockerd, iproute2, util-linux, docker-registry)')
 
 const CASES = [

@@ -14,6 +14,8 @@ import { requestLoop } from '../helpers/load.js'
 import { makeSwarmRepo, SWARM_TAGS, swarmServices } from '../helpers/sample-swarm.js'
 import { canRunSwarmRig, startSwarmRig, type SwarmRig } from '../helpers/swarm.js'
 
+// The swarm test files take the rig one after the other (its lock): a file may wait for the others first.
+t.setTimeout(1_500_000)
 const skip = skipUnless(await canRunSwarmRig(), 'the two-node swarm rig (root, dockerd, iproute2, util-linux, docker-registry)')
 
 async function versionAt(address: string, port: number): Promise<string> {
