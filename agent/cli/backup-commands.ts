@@ -33,6 +33,8 @@ interface VerifyBody {
 interface PruneBody {
   plan: Array<{ id: string; keep: boolean; reasons: string[] }>
   text: string
+  /** For an env with PITR: its base backups and WAL. */
+  pitr?: { text: string }
 }
 
 interface RestoreBody {
@@ -279,6 +281,7 @@ export function addBackupCommands(program: Command): void {
       }
       if (result.plan.length === 0) console.log(`no backups of ${app}/${env} to plan for`)
       else console.log(result.text)
+      if (result.pitr) console.log(`point-in-time recovery (base backups and WAL):\n${result.pitr.text}`)
       if (opts.dryRun) console.log('(dry run: nothing was deleted)')
     })
 

@@ -112,7 +112,10 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
     expression: config.backups.schedule,
     run: async () => {
       const { failed } = await backups.nightly()
+      // PITR's base backups and WAL follow the same retention, on the same night.
+      const pitrRetention = await pitr.pruneAll()
       if (failed > 0) throw new Error(`${failed} nightly backup(s) failed`)
+      if (pitrRetention.failed > 0) throw new Error(`PITR retention failed for ${pitrRetention.failed} env(s)`)
     },
     lastRunAt: () => backups.lastNightlyAt(),
     logger,

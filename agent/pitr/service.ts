@@ -14,12 +14,14 @@ import type { Config } from '../config/schema.js'
 import { findTarget, type Target } from '../config/targets.js'
 import type { Logger } from '../observability/logger.js'
 import { connectionOf, type Connection } from '../pg/connection.js'
+import { listDir } from '../files.js'
 import { CronJob } from '../schedule/nightly.js'
-import { listBaseBackups, takeBaseBackup } from './base-backup.js'
+import { listBaseBackups, removeBaseBackup, takeBaseBackup } from './base-backup.js'
 import { PitrError } from './errors.js'
 import { ensurePitrDirs, pitrPaths, pitrSlot, type PitrPaths } from './paths.js'
 import { commitNow, createRestorePoint, ensureSlot, flushedLsn, waitFlushed } from './pg.js'
 import { WalReceiver } from './receiver.js'
+import { formatPitrPlan, planPitrRetention, type PitrRetentionPlan } from './retention.js'
 import { recoverToDump, recoveryUser, removeWorkLeftovers, serverBinDir, type RunAs } from './recover.js'
 import { planRecovery, type BaseBackupInfo, type DeployPoint, type PitrTarget } from './target.js'
 
@@ -67,7 +69,8 @@ const RETRY_MAX_MS = 60_000
 
 export class PitrService {
   private readonly envs = new Map<string, EnvState>()
-  private readonly restoring = new Set<string>()
+  /** What runs on an env's PITR files now: a restore reads the base backup and WAL that retention removes. */
+  private readonly busy = new Map<string, 'restore' | 'retention'>()
   private stopped = false
   /** Ends the start-up retries' waits at once on stop. */
   private readonly stopping = new AbortController()
@@ -210,8 +213,7 @@ export class PitrService {
   ): Promise<PitrRestoreResult> {
     if (!this.enabled(target)) throw new PitrError('pitr_disabled', `${target.app}/${target.env} has no database.pitr enabled`)
     const key = `${target.app}/${target.env}`
-    if (this.restoring.has(key)) throw new PitrError('pitr_busy', `a PITR restore of ${key} is already running`)
-    this.restoring.add(key)
+    this.claim(key, 'restore')
     const started = Date.now()
     const logger = this.o.logger.child({ app: target.app, env: target.env })
     const progress = (step: string, detail: Record<string, unknown> = {}) => {
@@ -261,8 +263,55 @@ export class PitrService {
       }
     } finally {
       await rm(dumpPath, { force: true })
-      this.restoring.delete(key)
+      this.busy.delete(key)
     }
+  }
+
+  /**
+   * Applies retention to the env's base backups and WAL (`backups.retention.days`; see retention.ts); with `dryRun`
+   * only the plan. Skipped while a restore of the env runs: it reads the base backup and WAL it chose.
+   */
+  async prune(target: Target, opts: { dryRun?: boolean } = {}): Promise<{ plan: PitrRetentionPlan; text: string }> {
+    const key = `${target.app}/${target.env}`
+    const paths = this.paths(target)
+    const plan = planPitrRetention(await listBaseBackups(paths.base), await listDir(paths.wal), this.o.config.backups.retention.days)
+    if (opts.dryRun) return { plan, text: formatPitrPlan(plan) }
+    this.claim(key, 'retention')
+    try {
+      const logger = this.o.logger.child({ app: target.app, env: target.env })
+      for (const decision of plan.bases.filter((d) => !d.keep)) {
+        await removeBaseBackup(paths.base, decision.id)
+        logger.info({ baseBackup: decision.id }, 'base backup removed by retention')
+      }
+      for (const name of plan.removeWal) await rm(join(paths.wal, name), { force: true })
+      if (plan.removeWal.length > 0)
+        logger.info({ files: plan.removeWal.length, keptFrom: plan.keepWalFrom }, 'WAL before the oldest kept base backup removed')
+    } finally {
+      this.busy.delete(key)
+    }
+    return { plan, text: formatPitrPlan(plan) }
+  }
+
+  private claim(key: string, what: 'restore' | 'retention'): void {
+    const running = this.busy.get(key)
+    if (running !== undefined)
+      throw new PitrError(
+        'pitr_busy',
+        `${what === 'restore' ? 'a PITR restore' : 'PITR retention'} of ${key} waits: its ${running} is running`,
+      )
+    this.busy.set(key, what)
+  }
+
+  /** Retention for every env with PITR (the nightly job): one env failing does not stop the others. */
+  async pruneAll(): Promise<{ failed: number }> {
+    let failed = 0
+    for (const target of this.targets()) {
+      await this.prune(target).catch((err: unknown) => {
+        failed++
+        this.o.logger.error({ err, app: target.app, env: target.env }, 'PITR retention failed; nothing more was removed')
+      })
+    }
+    return { failed }
   }
 
   private async conn(target: Target): Promise<Connection> {

@@ -10,6 +10,7 @@ import { tempDir } from '../helpers/tmp.js'
 
 let agent: TestAgent
 const calls: Array<{ env: string; point: PitrTarget }> = []
+const pruned: Array<{ env: string; dryRun: boolean }> = []
 let address = 0
 
 t.before(async () => {
@@ -28,6 +29,11 @@ t.before(async () => {
       },
     },
     pitr: {
+      enabled: (target: Target) => target.env === 'production',
+      prune: async (target: Target, opts: { dryRun?: boolean } = {}) => {
+        pruned.push({ env: target.env, dryRun: opts.dryRun === true })
+        return { plan: { bases: [], removeWal: [], keepWalFrom: null }, text: 'keep   20270101T020000Z  newest' }
+      },
       restore: async (target: Target, point: PitrTarget) => {
         calls.push({ env: target.env, point })
         return { target: 'x', baseBackup: 'b', database: 'web', oldDatabase: 'web_old_1', prerestore: 'p', durationMs: 1 }
@@ -36,6 +42,13 @@ t.before(async () => {
   })
 })
 t.teardown(() => agent.close())
+
+/** The CLI's environment for this agent, listening from the first call on. */
+let listening: Promise<string> | undefined
+const cliEnv = async () => {
+  listening ??= agent.app.listen({ host: '127.0.0.1', port: 0 })
+  return cliEnvFor(await listening, join(dirname(agent.configPath), 'keys'))
+}
 
 const restore = (keyId: 'legacy' | 'ci', body: Record<string, unknown>) =>
   signedInject(agent, {
@@ -74,8 +87,7 @@ t.test('PITR API: refused without the confirmation, for another env, or with no 
 
 t.test('CLI restore --pitr: one target, --app and --env, sent to the PITR route', async (t) => {
   calls.length = 0
-  const address = await agent.app.listen({ host: '127.0.0.1', port: 0 })
-  const env = cliEnvFor(address, join(dirname(agent.configPath), 'keys'))
+  const env = await cliEnv()
   const ok = await runCli(['restore', '--pitr', '--app', 'web', '--env', 'production', '--before-deploy', 'd_abcdefghijkl', '--yes'], env)
   t.equal(ok.code, 0, ok.stderr)
   t.match(ok.stdout, /restored web to x \(base backup b\)/)
@@ -87,4 +99,15 @@ t.test('CLI restore --pitr: one target, --app and --env, sent to the PITR route'
   const noEnv = await runCli(['restore', '--pitr', '--to-lsn', '0/1', '--yes'], env)
   t.match(noEnv.stderr, /needs --app and --env/)
   t.equal(calls.length, 1)
+})
+
+t.test("PITR API: prune applies the env's PITR retention beside its dumps", async (t) => {
+  pruned.length = 0
+  const env = await cliEnv()
+  const dry = await runCli(['backups', 'prune', 'web', 'production', '--dry-run'], env)
+  t.equal(dry.code, 0, dry.stderr)
+  t.match(dry.stdout, /point-in-time recovery \(base backups and WAL\):\nkeep {3}20270101T020000Z  newest/)
+  const staging = await runCli(['backups', 'prune', 'web', 'staging', '--json'], env)
+  t.notMatch(staging.stdout, /pitr/, 'an env without PITR has no PITR plan')
+  t.same(pruned, [{ env: 'production', dryRun: true }])
 })
