@@ -106,7 +106,7 @@ t.test("PITR API: prune applies the env's PITR retention beside its dumps", asyn
   const env = await cliEnv()
   const dry = await runCli(['backups', 'prune', 'web', 'production', '--dry-run'], env)
   t.equal(dry.code, 0, dry.stderr)
-  t.match(dry.stdout, /point-in-time recovery \(base backups and WAL\):\nkeep {3}20270101T020000Z  newest/)
+  t.match(dry.stdout, /point-in-time recovery \(base backups and WAL\):\nkeep {3}20270101T020000Z {2}newest/)
   const staging = await runCli(['backups', 'prune', 'web', 'staging', '--json'], env)
   t.notMatch(staging.stdout, /pitr/, 'an env without PITR has no PITR plan')
   t.same(pruned, [{ env: 'production', dryRun: true }])
