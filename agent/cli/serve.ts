@@ -88,6 +88,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
       if (!deploy || deploy.app !== target.app || deploy.env !== target.env) return undefined
       return { restorePoint: deploy.details.restorePoint, lsn: deploy.details.lsn }
     },
+    notify: (notice) => notifier.send(notice),
   })
   const docker = new DockerEngine()
   // The two sides need each other; the backup callbacks above run only once backups run, after this line.
@@ -107,6 +108,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   })
   await traffic.sync(config)
   metrics.watchEnvs(() => deployments.envSnapshot())
+  metrics.watchPitr(() => pitr.statuses())
   const nightly = new CronJob({
     name: 'nightly-backups',
     expression: config.backups.schedule,

@@ -77,3 +77,44 @@ export async function waitFlushed(conn: Connection, slot: string, lsn: string, t
     await sleep(pollMs)
   }
 }
+
+/** The slot as the server sees it, and the WAL position and clock now (one query: they are read together). */
+export interface SlotHealth {
+  /** Null when the slot does not exist. */
+  slot: { walStatus: string | null; safeWalSize: number | null; active: boolean; restartLsn: string | null } | null
+  currentLsn: string
+  serverNow: Date
+}
+
+export async function slotHealth(conn: Connection, slot: string): Promise<SlotHealth> {
+  const { rows } = await withClient(admin(conn), (client) =>
+    client.query<{
+      slot_name: string | null
+      wal_status: string | null
+      safe_wal_size: string | null
+      active: boolean | null
+      restart_lsn: string | null
+      current: string
+      now: Date
+    }>(
+      `SELECT s.slot_name, s.wal_status, s.safe_wal_size::text, s.active, s.restart_lsn::text,
+              pg_current_wal_lsn()::text AS current, clock_timestamp() AS now
+         FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = $1`,
+      [slot],
+    ),
+  )
+  const row = rows[0] as (typeof rows)[number]
+  return {
+    slot:
+      row.slot_name === null
+        ? null
+        : {
+            walStatus: row.wal_status,
+            safeWalSize: row.safe_wal_size === null ? null : Number(row.safe_wal_size),
+            active: row.active === true,
+            restartLsn: row.restart_lsn,
+          },
+    currentLsn: row.current,
+    serverNow: row.now,
+  }
+}

@@ -12,6 +12,7 @@ import { formatStamp } from '../backup/names.js'
 import { backupDir } from '../config/load.js'
 import type { Config } from '../config/schema.js'
 import { findTarget, type Target } from '../config/targets.js'
+import type { Notice } from '../notify/notifier.js'
 import type { Logger } from '../observability/logger.js'
 import { connectionOf, type Connection } from '../pg/connection.js'
 import { listDir } from '../files.js'
@@ -20,6 +21,7 @@ import { listBaseBackups, removeBaseBackup, takeBaseBackup } from './base-backup
 import { PitrError } from './errors.js'
 import { ensurePitrDirs, pitrPaths, pitrSlot, type PitrPaths } from './paths.js'
 import { commitNow, createRestorePoint, ensureSlot, flushedLsn, waitFlushed } from './pg.js'
+import { PitrMonitor, type PitrEnvStatus } from './monitor.js'
 import { WalReceiver } from './receiver.js'
 import { formatPitrPlan, planPitrRetention, type PitrRetentionPlan } from './retention.js'
 import { recoverToDump, recoveryUser, removeWorkLeftovers, serverBinDir, type RunAs } from './recover.js'
@@ -45,6 +47,12 @@ export interface PitrServiceOptions {
   receiverBackoffMs?: number
   /** The OS user of the recovery instance; default `postgres` when root, else the agent's own. */
   runAs?: RunAs
+  /** Where a lost slot, a receiver down or a full WAL disk is announced (beside an error in the log). */
+  notify?: (notice: Notice) => void
+  /** How often each env's slot, receiver and WAL disk are checked; default 15 s. */
+  healthIntervalMs?: number
+  /** How long the receiver may not stream before it is announced down; default 5 min. */
+  receiverDownAfterMs?: number
 }
 
 export interface PitrRestoreResult {
@@ -62,10 +70,15 @@ interface EnvState {
   receiver: WalReceiver | null
   cron: CronJob
   ready: Promise<void>
+  monitor: PitrMonitor
+  timer: NodeJS.Timeout | null
 }
 
 const RETRY_START_MS = 2_000
 const RETRY_MAX_MS = 60_000
+const HEALTH_INTERVAL_MS = 15_000
+/** Five minutes: the receiver's back-off (up to 60 s) has then retried several times; shorter would page on a blip. */
+const RECEIVER_DOWN_AFTER_MS = 5 * 60_000
 
 export class PitrService {
   private readonly envs = new Map<string, EnvState>()
@@ -111,15 +124,46 @@ export class PitrService {
         },
         logger,
       })
-      const state: EnvState = { target, paths: this.paths(target), receiver: null, cron, ready: Promise.resolve() }
+      const paths = this.paths(target)
+      const monitor = new PitrMonitor({
+        app: target.app,
+        env: target.env,
+        slot: pitrSlot(target),
+        paths,
+        conn: () => this.conn(target),
+        receiver: () => this.receiver(target),
+        logger,
+        notify: this.o.notify,
+        downAfterMs: this.o.receiverDownAfterMs ?? RECEIVER_DOWN_AFTER_MS,
+      })
+      const state: EnvState = { target, paths, receiver: null, cron, ready: Promise.resolve(), monitor, timer: null }
       state.ready = this.startEnv(state, logger)
       this.envs.set(key, state)
+      // Checked from the start: a database that never answers is a receiver down too.
+      state.timer = setInterval(() => void state.monitor.check(), this.o.healthIntervalMs ?? HEALTH_INTERVAL_MS)
+      state.timer.unref()
+      void state.ready.then(() => state.monitor.check())
     }
   }
 
   /** Resolves once the env's receiver runs and it has a base backup (tests, and a restore right after start-up). */
   async ready(target: Target): Promise<void> {
     await this.envs.get(`${target.app}/${target.env}`)?.ready
+  }
+
+  /** The env's PITR as last checked (recoverable window, receiver, slot, disk, problems); null before the first check. */
+  status(target: Target): PitrEnvStatus | null {
+    return this.envs.get(`${target.app}/${target.env}`)?.monitor.status ?? null
+  }
+
+  /** Every env's, for GET /v1/backups and the metrics. */
+  statuses(): ({ app: string; env: string } & PitrEnvStatus)[] {
+    return [...this.envs.values()].flatMap((s) => (s.monitor.status ? [{ app: s.target.app, env: s.target.env, ...s.monitor.status }] : []))
+  }
+
+  /** Checks the env now (tests, and a status asked for right after a change). */
+  async check(target: Target): Promise<PitrEnvStatus | null> {
+    return (await this.envs.get(`${target.app}/${target.env}`)?.monitor.check()) ?? null
   }
 
   receiver(target: Target): WalReceiver | null {
@@ -146,7 +190,8 @@ export class PitrService {
       try {
         const conn = await this.conn(state.target)
         await ensurePitrDirs(state.paths)
-        if (await ensureSlot(conn, slot)) logger.info({ slot }, 'replication slot created')
+        const created = await ensureSlot(conn, slot)
+        if (created) logger.info({ slot }, 'replication slot created')
         if (this.stopped) return
         state.receiver ??= new WalReceiver({
           conn,
@@ -157,7 +202,9 @@ export class PitrService {
           backoffMs: this.o.receiverBackoffMs,
         })
         state.receiver.start()
-        if ((await listBaseBackups(state.paths.base)).length === 0) await this.baseBackup(state.target)
+        // A new slot reserves WAL from now on: what came before it (a lost or dropped slot's gap) is not received,
+        // so recovery needs a base backup taken after it.
+        if (created || (await listBaseBackups(state.paths.base)).length === 0) await this.baseBackup(state.target)
         state.cron.start()
         return
       } catch (err) {
@@ -174,6 +221,7 @@ export class PitrService {
     this.stopped = true
     this.stopping.abort()
     for (const state of this.envs.values()) {
+      if (state.timer) clearInterval(state.timer)
       await state.ready
       await state.cron.stop()
       await state.receiver?.stop()

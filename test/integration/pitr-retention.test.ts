@@ -3,10 +3,14 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
+import type { Target } from '../../agent/config/targets.js'
+import type { Notice } from '../../agent/notify/notifier.js'
 import { listBaseBackups } from '../../agent/pitr/base-backup.js'
+import type { PitrEnvStatus } from '../../agent/pitr/monitor.js'
+import type { PitrService } from '../../agent/pitr/service.js'
 import { segmentName, parseLsn, type BaseBackupInfo } from '../../agent/pitr/target.js'
 import { skipUnless } from '../helpers/engines.js'
-import { pgAvailable } from '../helpers/pg.js'
+import { pgAvailable, query } from '../helpers/pg.js'
 import { beforeMigration, ids, insert, range, setUpPitr } from '../helpers/pitr.js'
 
 const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
@@ -72,3 +76,52 @@ t.test('PITR retention: old base backups and the WAL before the oldest kept one 
   t.same(await ids(s.db), range(1, 30))
   await t.rejects(s.pitr.restore(s.target, { lsn: a.endLsn }), { code: 'pitr_target_unreachable' })
 })
+
+t.test(
+  'PITR status: the window runs from the oldest base backup to what was flushed; a receiver down is announced once',
+  { skip },
+  async (t) => {
+    const notices: Notice[] = []
+    const s = await setUpPitr(t, { service: { notify: (n) => notices.push(n), receiverDownAfterMs: 1500, healthIntervalMs: 200 } })
+    const [base] = (await listBaseBackups(s.pitr.paths(s.target).base)) as [BaseBackupInfo]
+    // A write after the base backup: the receiver confirms what it flushed as new WAL arrives (the base backup ends
+    // with a segment switch, and a quiet server may send nothing after it for a while).
+    await s.sql('CREATE TABLE items (id int PRIMARY KEY, name text)')
+    const past = (st: PitrEnvStatus | null) =>
+      st?.window.latest?.time != null && (parseLsn(st.window.latest.lsn) as bigint) >= (parseLsn(base.endLsn) as bigint)
+    let status = (await s.pitr.check(s.target)) as PitrEnvStatus
+    for (let i = 0; i < 50 && !past(status); i++) status = (await waitCheck(s)) as PitrEnvStatus
+    t.ok(past(status), 'the latest point is past the base backup, and dated')
+    t.match(status, {
+      slot: s.slot,
+      window: {
+        earliest: { baseBackup: base.id, lsn: base.endLsn, time: base.endTime },
+        latest: { lsn: /^[0-9A-F]+\/[0-9A-F]+$/, time: /Z$/ },
+      },
+      receiver: { running: true, streaming: true, downSince: null },
+      walStatus: 'reserved',
+      safeWalSize: null,
+      problems: [],
+      error: null,
+    })
+    t.ok(typeof status.receiveLagBytes === 'number' && (status.walDiskFreeBytes as number) > 0)
+
+    // The role loses REPLICATION and its walsender is ended: pg_receivewal cannot stream again until it is back.
+    await query('postgres', `ALTER ROLE ${s.role} NOREPLICATION`)
+    await query('postgres', `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '${s.slot}'`)
+    for (let i = 0; i < 100 && notices.length === 0; i++) await pause(100)
+    t.match(notices, [{ event: 'pitr.receiver_down', app: 'shop', env: 'prod', reason: /has not streamed from slot/ }])
+    t.match(s.pitr.status(s.target), { receiver: { streaming: false }, problems: [{ kind: 'receiver_down' }] })
+    await pause(600)
+    t.equal(notices.length, 1, 'announced once while it lasts')
+    await query('postgres', `ALTER ROLE ${s.role} REPLICATION`)
+    for (let i = 0; i < 200 && s.pitr.status(s.target)?.receiver.streaming !== true; i++) await pause(100)
+    t.match(s.pitr.status(s.target), { receiver: { streaming: true }, problems: [] }, 'streaming again')
+  },
+)
+
+/** A check a little later. */
+async function waitCheck(s: { pitr: PitrService; target: Target }) {
+  await pause(100)
+  return s.pitr.check(s.target)
+}

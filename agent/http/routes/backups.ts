@@ -65,6 +65,8 @@ export function backupRoutes(app: FastifyInstance): void {
     async () => ({
       backups: await deps.backups.list(),
       failures: deps.backups.recentFailures(),
+      // Each PITR env's recoverable window and health, as last checked.
+      pitr: deps.pitr?.statuses() ?? [],
     }),
   )
 
