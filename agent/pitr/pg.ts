@@ -10,11 +10,19 @@ export const MAINTENANCE_DB = 'postgres'
 
 const admin = (conn: Connection) => onDatabase(conn, MAINTENANCE_DB)
 
-/** Creates the physical slot, WAL reserved at once, unless it exists; answers whether it was created. */
-export async function ensureSlot(conn: Connection, slot: string): Promise<boolean> {
+/**
+ * Creates the physical slot, WAL reserved at once, unless it exists (after `beforeCreate`: the agent records the
+ * slots it makes); answers whether it was created.
+ */
+export async function ensureSlot(
+  conn: Connection,
+  slot: string,
+  beforeCreate: () => Promise<void> = async () => undefined,
+): Promise<boolean> {
   return withClient(admin(conn), async (client) => {
     const { rowCount } = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot])
     if (rowCount === 1) return false
+    await beforeCreate()
     await client.query('SELECT pg_create_physical_replication_slot($1, true)', [slot])
     return true
   })

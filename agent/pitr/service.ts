@@ -20,9 +20,10 @@ import { CronJob } from '../schedule/nightly.js'
 import { listBaseBackups, removeBaseBackup, takeBaseBackup } from './base-backup.js'
 import { PitrError } from './errors.js'
 import { ensurePitrDirs, pitrPaths, pitrSlot, type PitrPaths } from './paths.js'
-import { commitNow, createRestorePoint, ensureSlot, flushedLsn, waitFlushed } from './pg.js'
+import { commitNow, createRestorePoint, dropSlot, ensureSlot, flushedLsn, waitFlushed } from './pg.js'
 import { PitrMonitor, type PitrEnvStatus } from './monitor.js'
 import { WalReceiver } from './receiver.js'
+import { planSlotDrops, serverOf, SlotLedger } from './slots.js'
 import { formatPitrPlan, planPitrRetention, type PitrRetentionPlan } from './retention.js'
 import { recoverToDump, recoveryUser, removeWorkLeftovers, serverBinDir, type RunAs } from './recover.js'
 import { planRecovery, type BaseBackupInfo, type DeployPoint, type PitrTarget } from './target.js'
@@ -85,10 +86,14 @@ export class PitrService {
   /** What runs on an env's PITR files now: a restore reads the base backup and WAL that retention removes. */
   private readonly busy = new Map<string, 'restore' | 'retention'>()
   private stopped = false
+  private readonly ledger: SlotLedger
+  private slotCleanup: Promise<void> = Promise.resolve()
   /** Ends the start-up retries' waits at once on stop. */
   private readonly stopping = new AbortController()
 
-  constructor(private readonly o: PitrServiceOptions) {}
+  constructor(private readonly o: PitrServiceOptions) {
+    this.ledger = new SlotLedger(o.config.stateDir)
+  }
 
   /** The envs with PITR enabled, in config order. */
   targets(): Target[] {
@@ -109,6 +114,9 @@ export class PitrService {
 
   /** Starts every env's PITR in the background; `ready(target)` resolves once its receiver runs and a base backup exists. */
   start(): void {
+    this.slotCleanup = this.dropForgottenSlots().catch((err: unknown) =>
+      this.o.logger.error({ err }, 'could not read the record of the replication slots the agent made'),
+    )
     for (const target of this.targets()) {
       const key = `${target.app}/${target.env}`
       const logger = this.o.logger.child({ app: target.app, env: target.env })
@@ -190,7 +198,16 @@ export class PitrService {
       try {
         const conn = await this.conn(state.target)
         await ensurePitrDirs(state.paths)
-        const created = await ensureSlot(conn, slot)
+        // Recorded before it is made: a crash in between leaves a record of a slot that may not exist (harmless).
+        const created = await ensureSlot(conn, slot, () =>
+          this.ledger.add({
+            slot,
+            app: state.target.app,
+            env: state.target.env,
+            server: serverOf(conn.url),
+            createdAt: new Date().toISOString(),
+          }),
+        )
         if (created) logger.info({ slot }, 'replication slot created')
         if (this.stopped) return
         state.receiver ??= new WalReceiver({
@@ -217,7 +234,48 @@ export class PitrService {
   }
 
   /** Stops the schedules and receivers, after letting a start-up step under way (a base backup) finish. */
+  /** Resolves once start-up has dropped the slots of envs whose PITR was removed (tests). */
+  async slotsSettled(): Promise<void> {
+    await this.slotCleanup
+  }
+
+  /**
+   * Drops the slots this agent created that no env with PITR uses any more (its PITR removed, the env gone, the slot
+   * renamed): a forgotten slot keeps the server's WAL and fills its disk. A slot it cannot reach or drop (still
+   * active) is logged as an error and tried again at the next start-up.
+   */
+  private async dropForgottenSlots(): Promise<void> {
+    const envs = Object.entries(this.o.config.apps).flatMap(([app, appConfig]) =>
+      Object.entries(appConfig.envs).map(([env, envConfig]) => {
+        const target = findTarget(this.o.config, app, env)
+        return {
+          app,
+          env,
+          server: envConfig.database ? serverOf(envConfig.database.url) : null,
+          slot: this.enabled(target) ? pitrSlot(target) : null,
+        }
+      }),
+    )
+    for (const { record, via } of planSlotDrops(await this.ledger.list(), envs)) {
+      const logger = this.o.logger.child({ app: record.app, env: record.env, slot: record.slot, server: record.server })
+      if (via === null) {
+        logger.error(
+          `replication slot ${record.slot} is no longer used but no env's database reaches ${record.server} to drop it; drop it there: SELECT pg_drop_replication_slot('${record.slot}')`,
+        )
+        continue
+      }
+      try {
+        await dropSlot(await this.conn(findTarget(this.o.config, via.app, via.env)), record.slot)
+        await this.ledger.remove(record)
+        logger.warn('replication slot dropped: PITR is no longer configured for it')
+      } catch (err) {
+        logger.error({ err }, `could not drop the unused replication slot ${record.slot}; retried at the next start-up`)
+      }
+    }
+  }
+
   async stop(): Promise<void> {
+    await this.slotCleanup
     this.stopped = true
     this.stopping.abort()
     for (const state of this.envs.values()) {

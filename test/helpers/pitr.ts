@@ -40,8 +40,11 @@ export async function makePitrDatabase(t: Teardown, user: { stop?: () => Promise
   return { role, db, slot, password, sql, url: `postgres://${role}:${password}@127.0.0.1:5432/${db}` }
 }
 
-/** An agent config of one env (shop/prod) with PITR on the test database; `backups` adds to the backups section. */
-export function pitrConfig(dir: string, d: { url: string; slot: string }, backups = '') {
+/**
+ * An agent config of one env (shop/prod) with PITR on the test database; `backups` adds to the backups section, and
+ * `pitr: false` leaves PITR out (the database stays).
+ */
+export function pitrConfig(dir: string, d: { url: string; slot: string }, backups = '', pitr = true) {
   return parseConfig(
     `audience: web-1
 stateDir: ${dir}/state
@@ -53,7 +56,7 @@ apps:
       prod:
         ref: "tag:v*"
         ports: [18101, 18102]
-        database: { url: "${d.url}", pitr: { slot: ${d.slot} } }
+        database: { url: "${d.url}"${pitr ? `, pitr: { slot: ${d.slot} }` : ''} }
 `,
     {},
     'agent.yaml',

@@ -7,11 +7,13 @@ import type { Target } from '../../agent/config/targets.js'
 import type { Notice } from '../../agent/notify/notifier.js'
 import { listBaseBackups } from '../../agent/pitr/base-backup.js'
 import type { PitrEnvStatus } from '../../agent/pitr/monitor.js'
-import type { PitrService } from '../../agent/pitr/service.js'
+import { PitrService } from '../../agent/pitr/service.js'
+import { BackupService } from '../../agent/backup/service.js'
+import { createLogger } from '../../agent/observability/logger.js'
 import { segmentName, parseLsn, type BaseBackupInfo } from '../../agent/pitr/target.js'
 import { skipUnless } from '../helpers/engines.js'
 import { pgAvailable, query } from '../helpers/pg.js'
-import { beforeMigration, ids, insert, range, setUpPitr } from '../helpers/pitr.js'
+import { beforeMigration, ids, insert, pitrConfig, range, setUpPitr } from '../helpers/pitr.js'
 
 const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
 const DAY_MS = 86_400_000
@@ -125,3 +127,38 @@ async function waitCheck(s: { pitr: PitrService; target: Target }) {
   await pause(100)
   return s.pitr.check(s.target)
 }
+
+t.test(
+  'PITR slots: removing PITR from the config drops the slot the agent made at start-up, never one it did not make',
+  { skip },
+  async (t) => {
+    const s = await setUpPitr(t)
+    const foreign = `${s.slot}_theirs`
+    await query('postgres', `SELECT pg_create_physical_replication_slot('${foreign}')`)
+    await s.pitr.stop()
+    const slots = async () =>
+      (
+        await query<{ slot_name: string }>(
+          'postgres',
+          `SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE '${s.slot}%' ORDER BY 1`,
+        )
+      ).map((r) => r.slot_name)
+    t.same(await slots(), [s.slot, foreign])
+    const ledger = JSON.parse(await readFile(join(s.dir, 'state', 'pitr-slots.json'), 'utf8')) as { slots: { slot: string }[] }
+    t.same(
+      ledger.slots.map((r) => r.slot),
+      [s.slot],
+      'the agent recorded the slot it made',
+    )
+
+    // The same env, its database kept, PITR gone from its config: start-up drops the recorded slot only.
+    const logger = createLogger({ level: 'silent' })
+    const config = pitrConfig(s.dir, s, '', false)
+    const after = new PitrService({ config, logger, backups: new BackupService({ config, logger }), deployPoint: () => undefined })
+    after.start()
+    await after.slotsSettled()
+    await after.stop()
+    t.same(await slots(), [foreign], "the agent's slot is dropped; the other one stays")
+    t.same(JSON.parse(await readFile(join(s.dir, 'state', 'pitr-slots.json'), 'utf8')), { version: 1, slots: [] })
+  },
+)
