@@ -122,6 +122,17 @@ t.test('PITR: serve starts the receiver and a base backup, and the signed API re
   })
   t.equal(res.statusCode, 200, res.body)
   t.same(await ids(d.db), [1, 2, 3])
+  // The env's window and health reach the status and the metrics (checked every 15 s; the first right after start-up).
+  const bearer = { authorization: `Bearer ${keys.statusToken}` }
+  const statusRes = await agent.app.inject({ url: '/v1/status', headers: bearer })
+  t.equal(statusRes.statusCode, 200, statusRes.body)
+  const status = JSON.parse(statusRes.body) as {
+    apps: { web: { envs: { production: { pitr: { slot: string; window: { earliest: unknown } } | null } } } }
+  }
+  t.match(status.apps.web.envs.production.pitr, { slot: d.slot, window: { earliest: { baseBackup: /^\d{8}T\d{6}Z$/ } } })
+  const metrics = (await agent.app.inject({ url: '/metrics', headers: bearer })).body
+  t.match(metrics, /deploy_agent_pitr_receiver_up\{app="web",env="production"\} 1/)
+  t.match(metrics, /deploy_agent_pitr_slot_wal_status\{app="web",env="production",status="reserved"\} 1/)
 })
 
 /** The rows of `text` on the server and database of `url` (the private server's). */

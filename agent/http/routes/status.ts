@@ -73,7 +73,8 @@ const statusResponse = {
                 deploying: nullable({ type: 'object', properties: { id: { type: 'string' }, state: { type: 'string' } } }),
                 lastBackup: nullable({
                   type: 'object',
-                  properties: { id: { type: 'string' }, createdAt: { type: 'string' }, verified: { type: 'boolean' } },
+                  // verified is null for a backup not verified (backups.verify: none)
+                  properties: { id: { type: 'string' }, createdAt: { type: 'string' }, verified: nullable({ type: 'boolean' }) },
                 }),
                 pitr: pitrStatus,
               },
