@@ -13,7 +13,7 @@ import { parseLsn, segmentName, type BaseBackupInfo } from './target.js'
 export interface PitrRetentionPlan {
   /** Newest first. */
   bases: { id: string; keep: boolean; reasons: string[] }[]
-  /** WAL file names (in the WAL dir) to remove, sorted. */
+  /** WAL file names to remove (relative to the WAL dir, set-aside ones too), sorted. */
   removeWal: string[]
   /** The segment the oldest kept base backup starts in; null without any base backup (then nothing is pruned). */
   keepWalFrom: string | null
@@ -40,7 +40,7 @@ export function planPitrRetention(bases: readonly BaseBackupInfo[], walFiles: re
   // The 16 hex digits after the timeline are the segment number: compared as text they order as numbers.
   const removeWal = walFiles
     .filter((name) => {
-      const m = WAL_FILE.exec(name)
+      const m = WAL_FILE.exec(name.slice(name.lastIndexOf('/') + 1))
       return m !== null && (m[1] as string) < keepWalFrom.slice(8)
     })
     .sort()

@@ -15,11 +15,10 @@ import { findTarget, type Target } from '../config/targets.js'
 import type { Notice } from '../notify/notifier.js'
 import type { Logger } from '../observability/logger.js'
 import { connectionOf, type Connection } from '../pg/connection.js'
-import { listDir } from '../files.js'
 import { CronJob } from '../schedule/nightly.js'
 import { listBaseBackups, removeBaseBackup, takeBaseBackup } from './base-backup.js'
 import { PitrError } from './errors.js'
-import { ensurePitrDirs, pitrPaths, pitrSlot, type PitrPaths } from './paths.js'
+import { ensurePitrDirs, listWalFiles, pitrPaths, pitrSlot, setAsideWal, type PitrPaths } from './paths.js'
 import { commitNow, createRestorePoint, dropSlot, ensureSlot, flushedLsn, waitFlushed } from './pg.js'
 import { PitrMonitor, type PitrEnvStatus } from './monitor.js'
 import { WalReceiver } from './receiver.js'
@@ -208,7 +207,11 @@ export class PitrService {
             createdAt: new Date().toISOString(),
           }),
         )
-        if (created) logger.info({ slot }, 'replication slot created')
+        if (created) {
+          logger.info({ slot }, 'replication slot created')
+          const moved = await setAsideWal(state.paths.wal, formatStamp(new Date()))
+          if (moved > 0) logger.warn({ files: moved }, 'a new slot starts a new stream: the WAL received before it was set aside')
+        }
         if (this.stopped) return
         state.receiver ??= new WalReceiver({
           conn,
@@ -380,7 +383,7 @@ export class PitrService {
   async prune(target: Target, opts: { dryRun?: boolean } = {}): Promise<{ plan: PitrRetentionPlan; text: string }> {
     const key = `${target.app}/${target.env}`
     const paths = this.paths(target)
-    const plan = planPitrRetention(await listBaseBackups(paths.base), await listDir(paths.wal), this.o.config.backups.retention.days)
+    const plan = planPitrRetention(await listBaseBackups(paths.base), await listWalFiles(paths.wal), this.o.config.backups.retention.days)
     if (opts.dryRun) return { plan, text: formatPitrPlan(plan) }
     this.claim(key, 'retention')
     try {

@@ -2,8 +2,10 @@
 // and slot of the test's own: test/helpers/pitr.ts).
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import pg from 'pg'
 import t from 'tap'
-import type { Target } from '../../agent/config/targets.js'
+import { parseConfig } from '../../agent/config/load.js'
+import { findTarget, type Target } from '../../agent/config/targets.js'
 import type { Notice } from '../../agent/notify/notifier.js'
 import { listBaseBackups } from '../../agent/pitr/base-backup.js'
 import type { PitrEnvStatus } from '../../agent/pitr/monitor.js'
@@ -13,9 +15,12 @@ import { createLogger } from '../../agent/observability/logger.js'
 import { segmentName, parseLsn, type BaseBackupInfo } from '../../agent/pitr/target.js'
 import { skipUnless } from '../helpers/engines.js'
 import { pgAvailable, query } from '../helpers/pg.js'
+import { canRunPrivatePostgres, startPrivatePostgres } from '../helpers/private-pg.js'
+import { tempDir } from '../helpers/tmp.js'
 import { beforeMigration, ids, insert, pitrConfig, range, setUpPitr } from '../helpers/pitr.js'
 
 const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
+const privateSkip = skipUnless(await canRunPrivatePostgres(), 'a private PostgreSQL server (root, a postgres user, the server binaries)')
 const DAY_MS = 86_400_000
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -162,3 +167,87 @@ t.test(
     t.same(JSON.parse(await readFile(join(s.dir, 'state', 'pitr-slots.json'), 'utf8')), { version: 1, slots: [] })
   },
 )
+
+t.test(
+  'PITR health: a slot lost to max_slot_wal_keep_size is announced; a new slot gets a new base backup',
+  { skip: privateSkip },
+  async (t) => {
+    const server = await startPrivatePostgres(t)
+    const sql = (text: string, db = 'postgres') => queryAt(server.url(db), text)
+    await sql('CREATE DATABASE app')
+    await sql("ALTER SYSTEM SET max_slot_wal_keep_size = '16MB'")
+    await sql('SELECT pg_reload_conf()')
+    const dir = await tempDir(t, 'deploy-agent-pitr-lost-')
+    const config = parseConfig(
+      `audience: web-1
+stateDir: ${dir}/state
+backups: { dir: ${dir}/backups, verify: none }
+apps:
+  shop:
+    repo: /srv/shop.git
+    envs:
+      prod: { ref: "tag:v*", ports: [18121, 18122], database: { url: "${server.url('app')}", pitr: {} } }
+`,
+      {},
+      'agent.yaml',
+      dir,
+    )
+    const logger = createLogger({ level: process.env.PITR_TEST_LOG ?? 'silent' })
+    const notices: Notice[] = []
+    const target = findTarget(config, 'shop', 'prod')
+    /** An agent's PITR on this config (each stopped in teardown, before the server's own teardown removes it). */
+    const run = async () => {
+      const pitr = new PitrService({
+        config,
+        logger,
+        backups: new BackupService({ config, logger }),
+        deployPoint: () => undefined,
+        receiverBackoffMs: 100,
+        healthIntervalMs: 200,
+        notify: (n) => notices.push(n),
+      })
+      t.teardown(() => pitr.stop())
+      pitr.start()
+      await pitr.ready(target)
+      return pitr
+    }
+    const first = await run()
+    const bases = (await listBaseBackups(first.paths(target).base)).length
+    // The agent is down while the server writes past max_slot_wal_keep_size: the next checkpoint invalidates the slot.
+    await first.stop()
+    await sql('CREATE TABLE filler (x text)', 'app')
+    for (let i = 0; i < 4; i++) {
+      await sql(`INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 20000)`, 'app')
+      await sql('SELECT pg_switch_wal()')
+    }
+    await sql('CHECKPOINT')
+    const second = await run()
+    for (let i = 0; i < 100 && !notices.some((n) => n.event === 'pitr.slot_lost'); i++) await pause(100)
+    t.match(notices, [{ event: 'pitr.slot_lost', app: 'shop', env: 'prod', reason: /is lost/, hint: /pg_drop_replication_slot/ }])
+    t.match(second.status(target), { walStatus: 'lost', problems: [{ kind: 'slot_lost' }] })
+    await second.stop()
+
+    // What the hint says: drop the slot, start again. The agent makes a new slot, and a base backup after it.
+    await sql('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots')
+    const third = await run()
+    t.equal((await listBaseBackups(third.paths(target).base)).length, bases + 1, 'a new base backup for the new slot')
+    let status = await third.check(target)
+    for (let i = 0; i < 100 && status?.receiver.streaming !== true; i++) status = await waitCheck({ pitr: third, target })
+    t.match(status, { walStatus: 'reserved', receiver: { streaming: true }, problems: [] }, 'the receiver streams from the new slot')
+    t.ok(
+      (await readdir(third.paths(target).wal)).some((n) => n.startsWith('before-')),
+      'the WAL of the lost slot was set aside',
+    )
+  },
+)
+
+/** The rows of `text` on the server and database of `url` (the private server's). */
+async function queryAt(url: string, text: string): Promise<unknown[]> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 })
+  await client.connect()
+  try {
+    return (await client.query(text)).rows
+  } finally {
+    await client.end()
+  }
+}

@@ -78,3 +78,12 @@ t.test('PITR retention: the WAL of a newer timeline before the cut goes too; a .
   )
   t.same(plan.removeWal, ['00000001000000000000000A.partial', '00000002000000000000000F.gz'])
 })
+
+t.test('PITR retention: WAL set aside when a new slot started a new stream is pruned the same way', async (t) => {
+  const plan = planPitrRetention(
+    [base('2027-01-01', 0x10)],
+    ['before-20261201T000000Z/00000001000000000000000F.gz', 'before-20261201T000000Z/000000010000000000000010.gz.partial', wal(0x11)],
+    30,
+  )
+  t.same(plan.removeWal, ['before-20261201T000000Z/00000001000000000000000F.gz'])
+})
