@@ -33,6 +33,8 @@ interface VerifyBody {
 interface PruneBody {
   plan: Array<{ id: string; keep: boolean; reasons: string[] }>
   text: string
+  /** For an env with PITR: its base backups and WAL. */
+  pitr?: { text: string }
 }
 
 interface RestoreBody {
@@ -78,6 +80,40 @@ export function humanSize(bytes: number): string {
 export function verifiedCell(verified: BackupView['verified']): string {
   if (verified === null) return '-'
   return verified.ok ? 'yes' : 'no'
+}
+
+/** An env's PITR as GET /v1/backups lists it (agent/pitr/monitor.ts). */
+export interface PitrView {
+  app: string
+  env: string
+  window: { earliest: { time: string; lsn: string } | null; latest: { lsn: string; time: string | null } | null }
+  receiver: { streaming: boolean; downSince: string | null }
+  walStatus: string | null
+  receiveLagBytes: number | null
+  walDiskFreeBytes: number | null
+  problems: { message: string; hint: string }[]
+}
+
+/** One row per env: the window's earliest and latest point, the receiver, the slot, the disk; then any problem. */
+export function formatPitr(list: readonly PitrView[]): string {
+  const point = (p: { time: string | null; lsn: string } | null) => (p === null ? '-' : `${p.time ? shortTime(p.time) : '?'} (${p.lsn})`)
+  const size = (n: number | null) => (n === null ? '-' : humanSize(n))
+  const rows = [['APP', 'ENV', 'EARLIEST', 'LATEST', 'RECEIVER', 'LAG', 'SLOT', 'DISK FREE']]
+  for (const p of list) {
+    const receiver = p.receiver.streaming ? 'streaming' : `down since ${p.receiver.downSince ? shortTime(p.receiver.downSince) : '?'}`
+    rows.push([
+      p.app,
+      p.env,
+      point(p.window.earliest),
+      point(p.window.latest),
+      receiver,
+      size(p.receiveLagBytes),
+      p.walStatus ?? '-',
+      size(p.walDiskFreeBytes),
+    ])
+  }
+  const problems = list.flatMap((p) => p.problems.map((x) => `${p.app}/${p.env}: ${x.message} (${x.hint})`))
+  return [formatTable(rows), ...problems].join('\n')
 }
 
 function checkBackupName(id: string): string {
@@ -217,12 +253,13 @@ export function addBackupCommands(program: Command): void {
       ),
     )
     .action(async (opts: ClientFlags & { app?: string; env?: string }) => {
-      const body = await (await clientFrom(opts)).get<{ backups: BackupView[] }>('/v1/backups')
-      const list = body.backups.filter(
-        (b) => (opts.app === undefined || b.app === opts.app) && (opts.env === undefined || b.env === opts.env),
-      )
+      const body = await (await clientFrom(opts)).get<{ backups: BackupView[]; pitr?: PitrView[] }>('/v1/backups')
+      const wanted = (b: { app: string | null; env: string | null }) =>
+        (opts.app === undefined || b.app === opts.app) && (opts.env === undefined || b.env === opts.env)
+      const list = body.backups.filter(wanted)
+      const pitr = (body.pitr ?? []).filter(wanted)
       if (opts.json) {
-        console.log(JSON.stringify({ backups: list }, null, 2))
+        console.log(JSON.stringify({ backups: list, pitr }, null, 2))
         return
       }
       const rows = [['ID', 'APP', 'ENV', 'KIND', 'CREATED', 'SIZE', 'VERIFIED', 'PINNED']]
@@ -239,6 +276,7 @@ export function addBackupCommands(program: Command): void {
         ])
       }
       console.log(formatTable(rows))
+      if (pitr.length > 0) console.log(`\npoint-in-time recovery (recoverable window per env):\n${formatPitr(pitr)}`)
     })
 
   withClientOptions(
@@ -279,6 +317,7 @@ export function addBackupCommands(program: Command): void {
       }
       if (result.plan.length === 0) console.log(`no backups of ${app}/${env} to plan for`)
       else console.log(result.text)
+      if (result.pitr) console.log(`point-in-time recovery (base backups and WAL):\n${result.pitr.text}`)
       if (opts.dryRun) console.log('(dry run: nothing was deleted)')
     })
 

@@ -88,6 +88,7 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
       if (!deploy || deploy.app !== target.app || deploy.env !== target.env) return undefined
       return { restorePoint: deploy.details.restorePoint, lsn: deploy.details.lsn }
     },
+    notify: (notice) => notifier.send(notice),
   })
   const docker = new DockerEngine()
   // The two sides need each other; the backup callbacks above run only once backups run, after this line.
@@ -107,12 +108,16 @@ export async function startAgent(configPath: string, logger: Logger = createLogg
   })
   await traffic.sync(config)
   metrics.watchEnvs(() => deployments.envSnapshot())
+  metrics.watchPitr(() => pitr.statuses())
   const nightly = new CronJob({
     name: 'nightly-backups',
     expression: config.backups.schedule,
     run: async () => {
       const { failed } = await backups.nightly()
+      // PITR's base backups and WAL follow the same retention, on the same night.
+      const pitrRetention = await pitr.pruneAll()
       if (failed > 0) throw new Error(`${failed} nightly backup(s) failed`)
+      if (pitrRetention.failed > 0) throw new Error(`PITR retention failed for ${pitrRetention.failed} env(s)`)
     },
     lastRunAt: () => backups.lastNightlyAt(),
     logger,

@@ -16,7 +16,7 @@ export interface AppDeps {
   deployments: Deployments
   backups: Backups
   /** Point-in-time recovery; absent in an agent built without it (its route then answers pitr_disabled). */
-  pitr?: Pick<PitrService, 'restore'>
+  pitr?: Pick<PitrService, 'restore' | 'prune' | 'enabled' | 'status' | 'statuses'>
   metrics: Metrics
   logger: Logger
   version: string

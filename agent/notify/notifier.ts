@@ -18,6 +18,9 @@ export interface Notice {
     | 'proxy.reload_unconfirmed'
     | 'traffic.errors'
     | 'traffic.down'
+    | 'pitr.slot_lost'
+    | 'pitr.receiver_down'
+    | 'pitr.disk_full'
   app: string
   env: string
   release?: string | null
@@ -45,6 +48,9 @@ export function describeNotice(n: Notice): string {
     'proxy.reload_unconfirmed': 'nginx reload NOT CONFIRMED',
     'traffic.errors': 'live release is ANSWERING ERRORS',
     'traffic.down': 'live release is DOWN',
+    'pitr.slot_lost': 'PITR replication slot LOST',
+    'pitr.receiver_down': 'PITR WAL receiver DOWN',
+    'pitr.disk_full': 'PITR WAL disk FULL',
   }[n.event]
   const parts = [`${n.app}/${n.env}: ${what}`]
   if (n.release) parts.push(`release ${n.release}${n.commit ? ` (${n.commit.slice(0, 12)})` : ''}`)

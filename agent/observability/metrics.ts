@@ -14,6 +14,17 @@ export interface EnvSnapshot {
   live: { release: string; commit: string; nodes?: string[] } | null
 }
 
+/** One PITR env as the metrics read it. */
+export interface PitrSnapshot {
+  app: string
+  env: string
+  receiveLagBytes: number | null
+  walStatus: string | null
+  safeWalSize: number | null
+  walDiskFreeBytes: number | null
+  receiver: { streaming: boolean }
+}
+
 export class Metrics {
   readonly registry = new Registry()
   readonly httpRequests = new Counter({
@@ -125,9 +136,49 @@ export class Metrics {
         for (const node of live?.nodes ?? []) this.releaseNodes.set({ app, env, release: live?.release ?? '', node }, 1)
     },
   })
+  readonly pitrReceiveLag: Gauge<'app' | 'env'> = new Gauge({
+    name: 'deploy_agent_pitr_receive_lag_bytes',
+    help: "WAL the database server wrote that the env's pg_receivewal has not flushed yet (at the last check)",
+    labelNames: ['app', 'env'] as const,
+    registers: [this.registry],
+    collect: (): void => this.setPitr(this.pitrReceiveLag, (s) => s.receiveLagBytes),
+  })
+  readonly pitrSlotWalStatus = new Gauge({
+    name: 'deploy_agent_pitr_slot_wal_status',
+    help: "1 for the env's replication slot wal_status (reserved, extended, unreserved, lost, or missing)",
+    labelNames: ['app', 'env', 'status'] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.pitrSlotWalStatus.reset()
+      for (const s of this.pitr()) if (s.walStatus !== null) this.pitrSlotWalStatus.set({ app: s.app, env: s.env, status: s.walStatus }, 1)
+    },
+  })
+  readonly pitrSlotSafeWalSize: Gauge<'app' | 'env'> = new Gauge({
+    name: 'deploy_agent_pitr_slot_safe_wal_size_bytes',
+    help: "WAL the server may still write before the env's slot is lost (max_slot_wal_keep_size; absent without it)",
+    labelNames: ['app', 'env'] as const,
+    registers: [this.registry],
+    collect: (): void => this.setPitr(this.pitrSlotSafeWalSize, (s) => s.safeWalSize),
+  })
+  readonly pitrWalDiskFree: Gauge<'app' | 'env'> = new Gauge({
+    name: 'deploy_agent_pitr_wal_disk_free_bytes',
+    help: "Free space on the filesystem of the env's WAL dir",
+    labelNames: ['app', 'env'] as const,
+    registers: [this.registry],
+    collect: (): void => this.setPitr(this.pitrWalDiskFree, (s) => s.walDiskFreeBytes),
+  })
+  readonly pitrReceiverUp: Gauge<'app' | 'env'> = new Gauge({
+    name: 'deploy_agent_pitr_receiver_up',
+    help: "1 while the env's pg_receivewal streams from its slot, else 0",
+    labelNames: ['app', 'env'] as const,
+    registers: [this.registry],
+    collect: (): void => this.setPitr(this.pitrReceiverUp, (s) => (s.receiver.streaming ? 1 : 0)),
+  })
 
   /** Read at every scrape, so a replaced live release leaves no stale label set behind. */
   private envs: () => EnvSnapshot[] = () => []
+  /** Each PITR env as last checked (the checks run on their own timer: a scrape never queries a database). */
+  private pitr: () => PitrSnapshot[] = () => []
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'deploy_agent_' })
@@ -136,6 +187,19 @@ export class Metrics {
   /** The deploy side's per-env view (queue length, live release). */
   watchEnvs(source: () => EnvSnapshot[]): void {
     this.envs = source
+  }
+
+  /** The PITR side's per-env health. */
+  watchPitr(source: () => PitrSnapshot[]): void {
+    this.pitr = source
+  }
+
+  private setPitr(gauge: Gauge<'app' | 'env'>, value: (s: PitrSnapshot) => number | null): void {
+    gauge.reset()
+    for (const s of this.pitr()) {
+      const v = value(s)
+      if (v !== null) gauge.set({ app: s.app, env: s.env }, v)
+    }
   }
 
   text(): Promise<string> {

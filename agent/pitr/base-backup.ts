@@ -60,3 +60,9 @@ export async function listBaseBackups(baseDir: string): Promise<BaseBackupInfo[]
   }
   return found
 }
+
+/** Removes a base backup: its base.json first (without it the directory is no base backup), then the rest. */
+export async function removeBaseBackup(baseDir: string, id: string): Promise<void> {
+  await rm(join(baseDir, id, INFO), { force: true })
+  await rm(join(baseDir, id), { recursive: true, force: true })
+}

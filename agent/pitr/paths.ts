@@ -1,9 +1,10 @@
 // Where an env's point-in-time recovery keeps its files: `<backups.dir>/pitr/<app>_<env>/` with `base/` (one dir per
 // base backup) and `wal/` (what pg_receivewal writes). Every dir 0700: WAL holds every row the database ever wrote.
+import { rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pitrSlotName } from '../config/schema.js'
 import type { Target } from '../config/targets.js'
-import { ensureDir } from '../files.js'
+import { ensureDir, fsyncDir, listDir } from '../files.js'
 
 export interface PitrPaths {
   root: string
@@ -24,4 +25,31 @@ export async function ensurePitrDirs(paths: PitrPaths): Promise<void> {
 /** The env's replication slot name. */
 export function pitrSlot(target: Target): string {
   return pitrSlotName(target.app, target.env, target.envConfig.database?.pitr?.slot)
+}
+
+const SET_ASIDE = /^before-\d{8}T\d{6}Z$/
+const WAL_NAME = /^[0-9A-F]{24}(\.gz)?(\.partial)?$/
+
+/** The WAL files of an env, relative to its WAL dir: the receiver's, and those set aside in `before-<time>/`. */
+export async function listWalFiles(walDir: string): Promise<string[]> {
+  const names = await listDir(walDir)
+  const aside = await Promise.all(
+    names.filter((n) => SET_ASIDE.test(n)).map(async (dir) => (await listDir(join(walDir, dir))).map((n) => `${dir}/${n}`)),
+  )
+  return [...names.filter((n) => !SET_ASIDE.test(n)), ...aside.flat()]
+}
+
+/**
+ * Moves the receiver's WAL segments into `before-<stamp>/` (recovery still reads them): pg_receivewal resumes after
+ * the newest segment in its dir, which a new slot (after a lost or dropped one) no longer has on the server, so it
+ * would fail forever. Answers how many were moved.
+ */
+export async function setAsideWal(walDir: string, stamp: string): Promise<number> {
+  const names = (await listDir(walDir)).filter((n) => WAL_NAME.test(n))
+  if (names.length === 0) return 0
+  const aside = join(walDir, `before-${stamp}`)
+  await ensureDir(aside, 0o700)
+  for (const name of names) await rename(join(walDir, name), join(aside, name))
+  await fsyncDir(walDir)
+  return names.length
 }

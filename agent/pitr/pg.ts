@@ -10,11 +10,19 @@ export const MAINTENANCE_DB = 'postgres'
 
 const admin = (conn: Connection) => onDatabase(conn, MAINTENANCE_DB)
 
-/** Creates the physical slot, WAL reserved at once, unless it exists; answers whether it was created. */
-export async function ensureSlot(conn: Connection, slot: string): Promise<boolean> {
+/**
+ * Creates the physical slot, WAL reserved at once, unless it exists (after `beforeCreate`: the agent records the
+ * slots it makes); answers whether it was created.
+ */
+export async function ensureSlot(
+  conn: Connection,
+  slot: string,
+  beforeCreate: () => Promise<void> = async () => undefined,
+): Promise<boolean> {
   return withClient(admin(conn), async (client) => {
     const { rowCount } = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot])
     if (rowCount === 1) return false
+    await beforeCreate()
     await client.query('SELECT pg_create_physical_replication_slot($1, true)', [slot])
     return true
   })
@@ -75,5 +83,46 @@ export async function waitFlushed(conn: Connection, slot: string, lsn: string, t
         `the WAL receiver of slot ${slot} has not flushed past ${formatLsn(want)} within ${Math.round(timeoutMs / 1000)} s (it is at ${at ?? 'nothing yet'}); is pg_receivewal running?`,
       )
     await sleep(pollMs)
+  }
+}
+
+/** The slot as the server sees it, and the WAL position and clock now (one query: they are read together). */
+export interface SlotHealth {
+  /** Null when the slot does not exist. */
+  slot: { walStatus: string | null; safeWalSize: number | null; active: boolean; restartLsn: string | null } | null
+  currentLsn: string
+  serverNow: Date
+}
+
+export async function slotHealth(conn: Connection, slot: string): Promise<SlotHealth> {
+  const { rows } = await withClient(admin(conn), (client) =>
+    client.query<{
+      slot_name: string | null
+      wal_status: string | null
+      safe_wal_size: string | null
+      active: boolean | null
+      restart_lsn: string | null
+      current: string
+      now: Date
+    }>(
+      `SELECT s.slot_name, s.wal_status, s.safe_wal_size::text, s.active, s.restart_lsn::text,
+              pg_current_wal_lsn()::text AS current, clock_timestamp() AS now
+         FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = $1`,
+      [slot],
+    ),
+  )
+  const row = rows[0] as (typeof rows)[number]
+  return {
+    slot:
+      row.slot_name === null
+        ? null
+        : {
+            walStatus: row.wal_status,
+            safeWalSize: row.safe_wal_size === null ? null : Number(row.safe_wal_size),
+            active: row.active === true,
+            restartLsn: row.restart_lsn,
+          },
+    currentLsn: row.current,
+    serverNow: row.now,
   }
 }

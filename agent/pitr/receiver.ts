@@ -47,6 +47,12 @@ export class WalReceiver {
     return this.child?.pid
   }
 
+  /** pg_receivewal's process is alive (it may still be connecting). */
+  get running(): boolean {
+    const child = this.child
+    return child !== null && child.pid !== undefined && child.exitCode === null && child.signalCode === null
+  }
+
   start(): void {
     this.loop ??= this.run()
   }

@@ -9,12 +9,13 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { chown, mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { gunzipSync, constants as zlib } from 'node:zlib'
 import pg from 'pg'
 import { captureToFile, exitProblem } from '../backup/proc.js'
 import { PitrError } from './errors.js'
+import { listWalFiles } from './paths.js'
 import { parseLsn, segmentName, type RecoveryPlan } from './target.js'
 
 export interface RunAs {
@@ -186,10 +187,10 @@ async function layOutWal(walDir: string, into: string, plan: RecoveryPlan, runAs
   // An LSN target needs nothing past the segment after its own (where the record that ends recovery may start).
   const target = plan.setting.name === 'recovery_target_lsn' ? parseLsn(plan.setting.value) : null
   const last = target === null ? null : segmentName(plan.base.timeline, target + BigInt(size), size)
-  const names = await readdir(walDir)
+  const names = await listWalFiles(walDir)
   const chosen = new Map<string, string>()
   for (const name of names.sort()) {
-    const m = /^([0-9A-F]{24})(\.gz)?(\.partial)?$/.exec(name)
+    const m = /^([0-9A-F]{24})(\.gz)?(\.partial)?$/.exec(basename(name))
     if (m === null || (m[1] as string) < first || (last !== null && (m[1] as string) > last)) continue
     const seg = m[1] as string
     if (m[3] === undefined || !chosen.has(seg)) chosen.set(seg, name)
@@ -201,9 +202,9 @@ async function layOutWal(walDir: string, into: string, plan: RecoveryPlan, runAs
     await writeFile(join(into, seg), bytes, { mode: 0o600 })
     await chown(join(into, seg), runAs.uid, runAs.gid)
   }
-  for (const name of names.filter((n) => /^[0-9A-F]{8}\.history$/.test(n))) {
-    await writeFile(join(into, name), await readFile(join(walDir, name)), { mode: 0o600 })
-    await chown(join(into, name), runAs.uid, runAs.gid)
+  for (const name of names.filter((n) => /^[0-9A-F]{8}\.history$/.test(basename(n)))) {
+    await writeFile(join(into, basename(name)), await readFile(join(walDir, name)), { mode: 0o600 })
+    await chown(join(into, basename(name)), runAs.uid, runAs.gid)
   }
   return chosen.size
 }

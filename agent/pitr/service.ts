@@ -12,14 +12,18 @@ import { formatStamp } from '../backup/names.js'
 import { backupDir } from '../config/load.js'
 import type { Config } from '../config/schema.js'
 import { findTarget, type Target } from '../config/targets.js'
+import type { Notice } from '../notify/notifier.js'
 import type { Logger } from '../observability/logger.js'
 import { connectionOf, type Connection } from '../pg/connection.js'
 import { CronJob } from '../schedule/nightly.js'
-import { listBaseBackups, takeBaseBackup } from './base-backup.js'
+import { listBaseBackups, removeBaseBackup, takeBaseBackup } from './base-backup.js'
 import { PitrError } from './errors.js'
-import { ensurePitrDirs, pitrPaths, pitrSlot, type PitrPaths } from './paths.js'
-import { commitNow, createRestorePoint, ensureSlot, flushedLsn, waitFlushed } from './pg.js'
+import { ensurePitrDirs, listWalFiles, pitrPaths, pitrSlot, setAsideWal, type PitrPaths } from './paths.js'
+import { commitNow, createRestorePoint, dropSlot, ensureSlot, flushedLsn, waitFlushed } from './pg.js'
+import { PitrMonitor, type PitrEnvStatus } from './monitor.js'
 import { WalReceiver } from './receiver.js'
+import { planSlotDrops, serverOf, SlotLedger } from './slots.js'
+import { formatPitrPlan, planPitrRetention, type PitrRetentionPlan } from './retention.js'
 import { recoverToDump, recoveryUser, removeWorkLeftovers, serverBinDir, type RunAs } from './recover.js'
 import { planRecovery, type BaseBackupInfo, type DeployPoint, type PitrTarget } from './target.js'
 
@@ -43,6 +47,12 @@ export interface PitrServiceOptions {
   receiverBackoffMs?: number
   /** The OS user of the recovery instance; default `postgres` when root, else the agent's own. */
   runAs?: RunAs
+  /** Where a lost slot, a receiver down or a full WAL disk is announced (beside an error in the log). */
+  notify?: (notice: Notice) => void
+  /** How often each env's slot, receiver and WAL disk are checked; default 15 s. */
+  healthIntervalMs?: number
+  /** How long the receiver may not stream before it is announced down; default 5 min. */
+  receiverDownAfterMs?: number
 }
 
 export interface PitrRestoreResult {
@@ -60,19 +70,29 @@ interface EnvState {
   receiver: WalReceiver | null
   cron: CronJob
   ready: Promise<void>
+  monitor: PitrMonitor
+  timer: NodeJS.Timeout | null
 }
 
 const RETRY_START_MS = 2_000
 const RETRY_MAX_MS = 60_000
+const HEALTH_INTERVAL_MS = 15_000
+/** Five minutes: the receiver's back-off (up to 60 s) has then retried several times; shorter would page on a blip. */
+const RECEIVER_DOWN_AFTER_MS = 5 * 60_000
 
 export class PitrService {
   private readonly envs = new Map<string, EnvState>()
-  private readonly restoring = new Set<string>()
+  /** What runs on an env's PITR files now: a restore reads the base backup and WAL that retention removes. */
+  private readonly busy = new Map<string, 'restore' | 'retention'>()
   private stopped = false
+  private readonly ledger: SlotLedger
+  private slotCleanup: Promise<void> = Promise.resolve()
   /** Ends the start-up retries' waits at once on stop. */
   private readonly stopping = new AbortController()
 
-  constructor(private readonly o: PitrServiceOptions) {}
+  constructor(private readonly o: PitrServiceOptions) {
+    this.ledger = new SlotLedger(o.config.stateDir)
+  }
 
   /** The envs with PITR enabled, in config order. */
   targets(): Target[] {
@@ -93,6 +113,9 @@ export class PitrService {
 
   /** Starts every env's PITR in the background; `ready(target)` resolves once its receiver runs and a base backup exists. */
   start(): void {
+    this.slotCleanup = this.dropForgottenSlots().catch((err: unknown) =>
+      this.o.logger.error({ err }, 'could not read the record of the replication slots the agent made'),
+    )
     for (const target of this.targets()) {
       const key = `${target.app}/${target.env}`
       const logger = this.o.logger.child({ app: target.app, env: target.env })
@@ -108,15 +131,46 @@ export class PitrService {
         },
         logger,
       })
-      const state: EnvState = { target, paths: this.paths(target), receiver: null, cron, ready: Promise.resolve() }
+      const paths = this.paths(target)
+      const monitor = new PitrMonitor({
+        app: target.app,
+        env: target.env,
+        slot: pitrSlot(target),
+        paths,
+        conn: () => this.conn(target),
+        receiver: () => this.receiver(target),
+        logger,
+        notify: this.o.notify,
+        downAfterMs: this.o.receiverDownAfterMs ?? RECEIVER_DOWN_AFTER_MS,
+      })
+      const state: EnvState = { target, paths, receiver: null, cron, ready: Promise.resolve(), monitor, timer: null }
       state.ready = this.startEnv(state, logger)
       this.envs.set(key, state)
+      // Checked from the start: a database that never answers is a receiver down too.
+      state.timer = setInterval(() => void state.monitor.check(), this.o.healthIntervalMs ?? HEALTH_INTERVAL_MS)
+      state.timer.unref()
+      void state.ready.then(() => state.monitor.check())
     }
   }
 
   /** Resolves once the env's receiver runs and it has a base backup (tests, and a restore right after start-up). */
   async ready(target: Target): Promise<void> {
     await this.envs.get(`${target.app}/${target.env}`)?.ready
+  }
+
+  /** The env's PITR as last checked (recoverable window, receiver, slot, disk, problems); null before the first check. */
+  status(target: Target): PitrEnvStatus | null {
+    return this.envs.get(`${target.app}/${target.env}`)?.monitor.status ?? null
+  }
+
+  /** Every env's, for GET /v1/backups and the metrics. */
+  statuses(): ({ app: string; env: string } & PitrEnvStatus)[] {
+    return [...this.envs.values()].flatMap((s) => (s.monitor.status ? [{ app: s.target.app, env: s.target.env, ...s.monitor.status }] : []))
+  }
+
+  /** Checks the env now (tests, and a status asked for right after a change). */
+  async check(target: Target): Promise<PitrEnvStatus | null> {
+    return (await this.envs.get(`${target.app}/${target.env}`)?.monitor.check()) ?? null
   }
 
   receiver(target: Target): WalReceiver | null {
@@ -143,7 +197,21 @@ export class PitrService {
       try {
         const conn = await this.conn(state.target)
         await ensurePitrDirs(state.paths)
-        if (await ensureSlot(conn, slot)) logger.info({ slot }, 'replication slot created')
+        // Recorded before it is made: a crash in between leaves a record of a slot that may not exist (harmless).
+        const created = await ensureSlot(conn, slot, () =>
+          this.ledger.add({
+            slot,
+            app: state.target.app,
+            env: state.target.env,
+            server: serverOf(conn.url),
+            createdAt: new Date().toISOString(),
+          }),
+        )
+        if (created) {
+          logger.info({ slot }, 'replication slot created')
+          const moved = await setAsideWal(state.paths.wal, formatStamp(new Date()))
+          if (moved > 0) logger.warn({ files: moved }, 'a new slot starts a new stream: the WAL received before it was set aside')
+        }
         if (this.stopped) return
         state.receiver ??= new WalReceiver({
           conn,
@@ -154,7 +222,9 @@ export class PitrService {
           backoffMs: this.o.receiverBackoffMs,
         })
         state.receiver.start()
-        if ((await listBaseBackups(state.paths.base)).length === 0) await this.baseBackup(state.target)
+        // A new slot reserves WAL from now on: what came before it (a lost or dropped slot's gap) is not received,
+        // so recovery needs a base backup taken after it.
+        if (created || (await listBaseBackups(state.paths.base)).length === 0) await this.baseBackup(state.target)
         state.cron.start()
         return
       } catch (err) {
@@ -167,10 +237,52 @@ export class PitrService {
   }
 
   /** Stops the schedules and receivers, after letting a start-up step under way (a base backup) finish. */
+  /** Resolves once start-up has dropped the slots of envs whose PITR was removed (tests). */
+  async slotsSettled(): Promise<void> {
+    await this.slotCleanup
+  }
+
+  /**
+   * Drops the slots this agent created that no env with PITR uses any more (its PITR removed, the env gone, the slot
+   * renamed): a forgotten slot keeps the server's WAL and fills its disk. A slot it cannot reach or drop (still
+   * active) is logged as an error and tried again at the next start-up.
+   */
+  private async dropForgottenSlots(): Promise<void> {
+    const envs = Object.entries(this.o.config.apps).flatMap(([app, appConfig]) =>
+      Object.entries(appConfig.envs).map(([env, envConfig]) => {
+        const target = findTarget(this.o.config, app, env)
+        return {
+          app,
+          env,
+          server: envConfig.database ? serverOf(envConfig.database.url) : null,
+          slot: this.enabled(target) ? pitrSlot(target) : null,
+        }
+      }),
+    )
+    for (const { record, via } of planSlotDrops(await this.ledger.list(), envs)) {
+      const logger = this.o.logger.child({ app: record.app, env: record.env, slot: record.slot, server: record.server })
+      if (via === null) {
+        logger.error(
+          `replication slot ${record.slot} is no longer used but no env's database reaches ${record.server} to drop it; drop it there: SELECT pg_drop_replication_slot('${record.slot}')`,
+        )
+        continue
+      }
+      try {
+        await dropSlot(await this.conn(findTarget(this.o.config, via.app, via.env)), record.slot)
+        await this.ledger.remove(record)
+        logger.warn('replication slot dropped: PITR is no longer configured for it')
+      } catch (err) {
+        logger.error({ err }, `could not drop the unused replication slot ${record.slot}; retried at the next start-up`)
+      }
+    }
+  }
+
   async stop(): Promise<void> {
+    await this.slotCleanup
     this.stopped = true
     this.stopping.abort()
     for (const state of this.envs.values()) {
+      if (state.timer) clearInterval(state.timer)
       await state.ready
       await state.cron.stop()
       await state.receiver?.stop()
@@ -210,8 +322,7 @@ export class PitrService {
   ): Promise<PitrRestoreResult> {
     if (!this.enabled(target)) throw new PitrError('pitr_disabled', `${target.app}/${target.env} has no database.pitr enabled`)
     const key = `${target.app}/${target.env}`
-    if (this.restoring.has(key)) throw new PitrError('pitr_busy', `a PITR restore of ${key} is already running`)
-    this.restoring.add(key)
+    this.claim(key, 'restore')
     const started = Date.now()
     const logger = this.o.logger.child({ app: target.app, env: target.env })
     const progress = (step: string, detail: Record<string, unknown> = {}) => {
@@ -261,8 +372,55 @@ export class PitrService {
       }
     } finally {
       await rm(dumpPath, { force: true })
-      this.restoring.delete(key)
+      this.busy.delete(key)
     }
+  }
+
+  /**
+   * Applies retention to the env's base backups and WAL (`backups.retention.days`; see retention.ts); with `dryRun`
+   * only the plan. Skipped while a restore of the env runs: it reads the base backup and WAL it chose.
+   */
+  async prune(target: Target, opts: { dryRun?: boolean } = {}): Promise<{ plan: PitrRetentionPlan; text: string }> {
+    const key = `${target.app}/${target.env}`
+    const paths = this.paths(target)
+    const plan = planPitrRetention(await listBaseBackups(paths.base), await listWalFiles(paths.wal), this.o.config.backups.retention.days)
+    if (opts.dryRun) return { plan, text: formatPitrPlan(plan) }
+    this.claim(key, 'retention')
+    try {
+      const logger = this.o.logger.child({ app: target.app, env: target.env })
+      for (const decision of plan.bases.filter((d) => !d.keep)) {
+        await removeBaseBackup(paths.base, decision.id)
+        logger.info({ baseBackup: decision.id }, 'base backup removed by retention')
+      }
+      for (const name of plan.removeWal) await rm(join(paths.wal, name), { force: true })
+      if (plan.removeWal.length > 0)
+        logger.info({ files: plan.removeWal.length, keptFrom: plan.keepWalFrom }, 'WAL before the oldest kept base backup removed')
+    } finally {
+      this.busy.delete(key)
+    }
+    return { plan, text: formatPitrPlan(plan) }
+  }
+
+  private claim(key: string, what: 'restore' | 'retention'): void {
+    const running = this.busy.get(key)
+    if (running !== undefined)
+      throw new PitrError(
+        'pitr_busy',
+        `${what === 'restore' ? 'a PITR restore' : 'PITR retention'} of ${key} waits: its ${running} is running`,
+      )
+    this.busy.set(key, what)
+  }
+
+  /** Retention for every env with PITR (the nightly job): one env failing does not stop the others. */
+  async pruneAll(): Promise<{ failed: number }> {
+    let failed = 0
+    for (const target of this.targets()) {
+      await this.prune(target).catch((err: unknown) => {
+        failed++
+        this.o.logger.error({ err, app: target.app, env: target.env }, 'PITR retention failed; nothing more was removed')
+      })
+    }
+    return { failed }
   }
 
   private async conn(target: Target): Promise<Connection> {

@@ -1,7 +1,5 @@
-// Point-in-time recovery against the real PostgreSQL on 127.0.0.1:5432: a role of the test's own with LOGIN
-// REPLICATION (and CREATEDB CREATEROLE to restore), its own database and slot, a real pg_receivewal and
-// pg_basebackup, a private recovery instance. The slot is dropped at the end: a forgotten slot fills the disk.
-import { randomBytes } from 'node:crypto'
+// Point-in-time recovery against the real PostgreSQL on 127.0.0.1:5432 (test/helpers/pitr.ts: a role, database and
+// slot of the test's own), a real pg_receivewal and pg_basebackup, a private recovery instance.
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -11,12 +9,13 @@ import { startAgent } from '../../agent/cli/serve.js'
 import { listBaseBackups } from '../../agent/pitr/base-backup.js'
 import { BackupService } from '../../agent/backup/service.js'
 import { parseConfig } from '../../agent/config/load.js'
-import { findTarget, type Target } from '../../agent/config/targets.js'
+import { findTarget } from '../../agent/config/targets.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import { PitrService } from '../../agent/pitr/service.js'
 import type { DeployPoint } from '../../agent/pitr/target.js'
 import { skipUnless } from '../helpers/engines.js'
 import { pgAvailable, query, withClient } from '../helpers/pg.js'
+import { beforeMigration, ids, insert, makePitrDatabase, range, setUpPitr } from '../helpers/pitr.js'
 import { tempDir } from '../helpers/tmp.js'
 import { signedInject, testConfigDocument, writeTestKeys, type TestAgent } from '../helpers/agent.js'
 import { freePort } from '../helpers/ports.js'
@@ -25,79 +24,8 @@ import { canRunPrivatePostgres, startPrivatePostgres } from '../helpers/private-
 const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
 const privateSkip = skipUnless(await canRunPrivatePostgres(), 'a private PostgreSQL server (root, a postgres user, the server binaries)')
 
-/**
- * A role with LOGIN REPLICATION (and what a restore needs), its database, a slot name; all removed in one teardown
- * that first stops `user` (the service or agent streaming from the slot: an active slot cannot be dropped).
- */
-async function makeDatabase(t: { teardown: (fn: () => unknown) => void }, user: { stop?: () => Promise<unknown> } = {}) {
-  const tag = `${process.pid}_${randomBytes(3).toString('hex')}`
-  const role = `da_pitr_${tag}`
-  const db = `da_pitr_${tag}`
-  const slot = `da_pitr_${tag}`
-  const password = randomBytes(12).toString('hex')
-  await query('postgres', `CREATE ROLE ${role} LOGIN REPLICATION CREATEDB CREATEROLE PASSWORD '${password}'`)
-  await query('postgres', `CREATE DATABASE ${db} OWNER ${role}`)
-  // Granted in the postgres database, where the agent makes restore points: no GRANT lands in the app's dumps.
-  await query('postgres', `GRANT EXECUTE ON FUNCTION pg_create_restore_point(text) TO ${role}`)
-  t.teardown(async () => {
-    await user.stop?.()
-    await query('postgres', `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}'`)
-    const dbs = await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db}%'`)
-    for (const { datname } of dbs) await query('postgres', `DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
-    await query('postgres', `REVOKE EXECUTE ON FUNCTION pg_create_restore_point(text) FROM ${role}`)
-    await query('postgres', `DROP ROLE IF EXISTS ${role}`)
-  })
-  // The app's tables belong to the env's role, as they do when its migrations create them.
-  const sql = (text: string) => query(db, `SET ROLE ${role}; ${text}`)
-  return { role, db, slot, password, sql, url: `postgres://${role}:${password}@127.0.0.1:5432/${db}` }
-}
-
-async function setUp(t: { teardown: (fn: () => unknown) => void }) {
-  const user: { stop?: () => Promise<unknown> } = {}
-  const { role, db, slot, password, sql } = await makeDatabase(t, user)
-  const dir = await tempDir(t, 'deploy-agent-pitr-test-')
-  const config = parseConfig(
-    `audience: web-1
-stateDir: ${dir}/state
-backups: { dir: ${dir}/backups, verify: none }
-apps:
-  shop:
-    repo: /srv/shop.git
-    envs:
-      prod:
-        ref: "tag:v*"
-        ports: [18101, 18102]
-        database: { url: "postgres://${role}:${password}@127.0.0.1:5432/${db}", pitr: { slot: ${slot} } }
-`,
-    {},
-    'agent.yaml',
-    dir,
-  )
-  const logger = createLogger({ level: process.env.PITR_TEST_LOG ?? 'silent' })
-  const backups = new BackupService({ config, logger })
-  const points = new Map<string, DeployPoint>()
-  const pitr = new PitrService({ config, logger, backups, deployPoint: (_t, id) => points.get(id), receiverBackoffMs: 200 })
-  const target = findTarget(config, 'shop', 'prod')
-  user.stop = () => pitr.stop()
-  pitr.start()
-  await pitr.ready(target)
-  return { pitr, target, db, points, slot, sql }
-}
-
-const ids = async (db: string): Promise<number[]> => (await query<{ id: number }>(db, 'SELECT id FROM items ORDER BY id')).map((r) => r.id)
-const insert = (s: { sql: (text: string) => Promise<unknown> }, from: number, to: number) =>
-  s.sql(`INSERT INTO items SELECT g, 'row ' || g FROM generate_series(${from}, ${to}) g`)
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
-
-/** A deploy's restore point, taken the way the pipeline takes it before MIGRATING, kept as its record keeps it. */
-async function beforeMigration(s: { pitr: PitrService; target: Target; points: Map<string, DeployPoint> }, id: string) {
-  const point = await s.pitr.restorePoint(s.target, id)
-  s.points.set(id, point ?? {})
-  return point
-}
-
 t.test('PITR: restore to before a destructive migration brings the rows back and drops its change', { skip }, async (t) => {
-  const s = await setUp(t)
+  const s = await setUpPitr(t)
   await s.sql("CREATE TABLE items (id int PRIMARY KEY, name text); CREATE TABLE notes (x text); INSERT INTO notes VALUES ('kept')")
   await insert(s, 1, 100)
   const point = await beforeMigration(s, 'd_migrate01')
@@ -125,7 +53,7 @@ t.test('PITR: restore to before a destructive migration brings the rows back and
 })
 
 t.test('PITR: unreachable targets are refused up front and change nothing', { skip }, async (t) => {
-  const s = await setUp(t)
+  const s = await setUpPitr(t)
   await s.sql('CREATE TABLE items (id int PRIMARY KEY, name text)')
   await insert(s, 1, 3)
   const refusal = (p: Promise<unknown>) =>
@@ -149,7 +77,7 @@ t.test('PITR: unreachable targets are refused up front and change nothing', { sk
 })
 
 t.test('PITR: a receiver SIGKILLed is restarted and recovery stays exact', { skip }, async (t) => {
-  const s = await setUp(t)
+  const s = await setUpPitr(t)
   await s.sql('CREATE TABLE items (id int PRIMARY KEY, name text)')
   await insert(s, 1, 50)
   const receiver = s.pitr.receiver(s.target)
@@ -166,7 +94,7 @@ t.test('PITR: a receiver SIGKILLed is restarted and recovery stays exact', { ski
 
 t.test('PITR: serve starts the receiver and a base backup, and the signed API restores to a time', { skip }, async (t) => {
   const user: { stop?: () => Promise<unknown> } = {}
-  const d = await makeDatabase(t, user)
+  const d = await makePitrDatabase(t, user)
   const dir = await tempDir(t, 'deploy-agent-pitr-serve-')
   const keys = await writeTestKeys(dir)
   const port = await freePort()
@@ -194,6 +122,17 @@ t.test('PITR: serve starts the receiver and a base backup, and the signed API re
   })
   t.equal(res.statusCode, 200, res.body)
   t.same(await ids(d.db), [1, 2, 3])
+  // The env's window and health reach the status and the metrics (checked every 15 s; the first right after start-up).
+  const bearer = { authorization: `Bearer ${keys.statusToken}` }
+  const statusRes = await agent.app.inject({ url: '/v1/status', headers: bearer })
+  t.equal(statusRes.statusCode, 200, statusRes.body)
+  const status = JSON.parse(statusRes.body) as {
+    apps: { web: { envs: { production: { pitr: { slot: string; window: { earliest: unknown } } | null } } } }
+  }
+  t.match(status.apps.web.envs.production.pitr, { slot: d.slot, window: { earliest: { baseBackup: /^\d{8}T\d{6}Z$/ } } })
+  const metrics = (await agent.app.inject({ url: '/metrics', headers: bearer })).body
+  t.match(metrics, /deploy_agent_pitr_receiver_up\{app="web",env="production"\} 1/)
+  t.match(metrics, /deploy_agent_pitr_slot_wal_status\{app="web",env="production",status="reserved"\} 1/)
 })
 
 /** The rows of `text` on the server and database of `url` (the private server's). */

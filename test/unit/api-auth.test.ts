@@ -219,7 +219,7 @@ t.test('API: read endpoints need the status token', async (t) => {
   const ok = await agent.app.inject({ url: '/v1/status', headers: { authorization: `Bearer ${agent.keys.statusToken}` } })
   t.equal(ok.statusCode, 200)
   const status = JSON.parse(ok.body)
-  t.same(status.apps.web.envs.staging, { live: null, deploying: null, lastBackup: null })
+  t.same(status.apps.web.envs.staging, { live: null, deploying: null, lastBackup: null, pitr: null })
   t.equal(status.agent.version, '0.0.0-test')
   const health = await agent.app.inject({ url: '/healthz' })
   t.equal(health.statusCode, 200, '/healthz needs no auth')

@@ -3,13 +3,32 @@
 import { dirname, join } from 'node:path'
 import t from 'tap'
 import type { Target } from '../../agent/config/targets.js'
+import type { PitrEnvStatus } from '../../agent/pitr/monitor.js'
 import type { PitrTarget } from '../../agent/pitr/target.js'
 import { buildTestAgent, signedInject, type TestAgent } from '../helpers/agent.js'
 import { cliEnvFor, runCli } from '../helpers/cli.js'
 import { tempDir } from '../helpers/tmp.js'
 
+/** What the PITR side last checked of web/production. */
+const PRODUCTION: PitrEnvStatus = {
+  slot: 'deploy_agent_web_production',
+  window: {
+    earliest: { time: '2027-01-03T02:00:05.123Z', lsn: '0/3000100', baseBackup: '20270103T020000Z' },
+    latest: { lsn: '0/9A000F0', time: '2027-01-05T10:15:00.456Z' },
+  },
+  receiver: { running: false, streaming: false, restarts: 4, downSince: '2027-01-05T10:15:30.000Z' },
+  walStatus: 'extended',
+  safeWalSize: null,
+  receiveLagBytes: 2_500_000,
+  walDiskFreeBytes: 12_000_000_000,
+  problems: [{ kind: 'receiver_down', message: 'pg_receivewal has not streamed', hint: 'see the log' }],
+  error: null,
+  checkedAt: '2027-01-05T10:21:00.000Z',
+}
+
 let agent: TestAgent
 const calls: Array<{ env: string; point: PitrTarget }> = []
+const pruned: Array<{ env: string; dryRun: boolean }> = []
 let address = 0
 
 t.before(async () => {
@@ -28,6 +47,13 @@ t.before(async () => {
       },
     },
     pitr: {
+      enabled: (target: Target) => target.env === 'production',
+      status: (target: Target) => (target.env === 'production' ? PRODUCTION : null),
+      statuses: () => [{ app: 'web', env: 'production', ...PRODUCTION }],
+      prune: async (target: Target, opts: { dryRun?: boolean } = {}) => {
+        pruned.push({ env: target.env, dryRun: opts.dryRun === true })
+        return { plan: { bases: [], removeWal: [], keepWalFrom: null }, text: 'keep   20270101T020000Z  newest' }
+      },
       restore: async (target: Target, point: PitrTarget) => {
         calls.push({ env: target.env, point })
         return { target: 'x', baseBackup: 'b', database: 'web', oldDatabase: 'web_old_1', prerestore: 'p', durationMs: 1 }
@@ -36,6 +62,13 @@ t.before(async () => {
   })
 })
 t.teardown(() => agent.close())
+
+/** The CLI's environment for this agent, listening from the first call on. */
+let listening: Promise<string> | undefined
+const cliEnv = async () => {
+  listening ??= agent.app.listen({ host: '127.0.0.1', port: 0 })
+  return cliEnvFor(await listening, join(dirname(agent.configPath), 'keys'))
+}
 
 const restore = (keyId: 'legacy' | 'ci', body: Record<string, unknown>) =>
   signedInject(agent, {
@@ -74,8 +107,7 @@ t.test('PITR API: refused without the confirmation, for another env, or with no 
 
 t.test('CLI restore --pitr: one target, --app and --env, sent to the PITR route', async (t) => {
   calls.length = 0
-  const address = await agent.app.listen({ host: '127.0.0.1', port: 0 })
-  const env = cliEnvFor(address, join(dirname(agent.configPath), 'keys'))
+  const env = await cliEnv()
   const ok = await runCli(['restore', '--pitr', '--app', 'web', '--env', 'production', '--before-deploy', 'd_abcdefghijkl', '--yes'], env)
   t.equal(ok.code, 0, ok.stderr)
   t.match(ok.stdout, /restored web to x \(base backup b\)/)
@@ -87,4 +119,37 @@ t.test('CLI restore --pitr: one target, --app and --env, sent to the PITR route'
   const noEnv = await runCli(['restore', '--pitr', '--to-lsn', '0/1', '--yes'], env)
   t.match(noEnv.stderr, /needs --app and --env/)
   t.equal(calls.length, 1)
+})
+
+t.test("PITR API: prune applies the env's PITR retention beside its dumps", async (t) => {
+  pruned.length = 0
+  const env = await cliEnv()
+  const dry = await runCli(['backups', 'prune', 'web', 'production', '--dry-run'], env)
+  t.equal(dry.code, 0, dry.stderr)
+  t.match(dry.stdout, /point-in-time recovery \(base backups and WAL\):\nkeep {3}20270101T020000Z {2}newest/)
+  const staging = await runCli(['backups', 'prune', 'web', 'staging', '--json'], env)
+  t.notMatch(staging.stdout, /pitr/, 'an env without PITR has no PITR plan')
+  t.same(pruned, [{ env: 'production', dryRun: true }])
+})
+
+t.test('PITR status: the recoverable window and health in GET /v1/status and `deploy-agent backups`', async (t) => {
+  const status = await agent.app.inject({ url: '/v1/status', headers: { authorization: `Bearer ${agent.keys.statusToken}` } })
+  t.equal(status.statusCode, 200, status.body)
+  const envs = (JSON.parse(status.body) as { apps: { web: { envs: Record<string, { pitr: unknown }> } } }).apps.web.envs
+  t.same(envs.production?.pitr, PRODUCTION)
+  t.equal(envs.staging?.pitr, null, 'an env without PITR')
+  const env = await cliEnv()
+  const list = await runCli(['backups'], env)
+  t.equal(list.code, 0, list.stderr)
+  t.match(
+    list.stdout,
+    /point-in-time recovery \(recoverable window per env\):\nAPP +ENV +EARLIEST +LATEST +RECEIVER +LAG +SLOT +DISK FREE\n/,
+  )
+  t.match(
+    list.stdout,
+    /web +production +2027-01-03 02:00:05Z \(0\/3000100\) +2027-01-05 10:15:00Z \(0\/9A000F0\) +down since 2027-01-05 10:15:30Z +2\.5 MB +extended +12\.0 GB/,
+  )
+  t.match(list.stdout, /web\/production: pg_receivewal has not streamed \(see the log\)/)
+  const json = JSON.parse((await runCli(['backups', '--json', '--env', 'staging'], env)).stdout) as { pitr: unknown[] }
+  t.same(json.pitr, [], 'filtered by env like the backups')
 })

@@ -2,7 +2,7 @@
 // from the deploy side at a scrape.
 import t from 'tap'
 import type { DeployEvent } from '../../agent/deploy/transition.js'
-import { Metrics, recordDeploy, type EnvSnapshot } from '../../agent/observability/metrics.js'
+import { Metrics, recordDeploy, type EnvSnapshot, type PitrSnapshot } from '../../agent/observability/metrics.js'
 import type { Deploy, DeployState } from '../../agent/store/deploys.js'
 
 /** A deploy whose trail is `states`, each entry `seconds` after the start. */
@@ -226,4 +226,43 @@ t.test('Metrics: a swarm release has one series per node serving it, gone when t
   text = await metrics.text()
   t.notMatch(text, 'node="10.0.0.6"', 'a node that no longer serves has no series')
   t.notMatch(text, 'release="v1.0.0"')
+})
+
+t.test('Metrics: each PITR env as last checked, read at the scrape; a value not read leaves no series', async (t) => {
+  const metrics = new Metrics({ defaultMetrics: false })
+  let envs: PitrSnapshot[] = [
+    {
+      app: 'shop',
+      env: 'production',
+      receiveLagBytes: 4096,
+      walStatus: 'reserved',
+      safeWalSize: null,
+      walDiskFreeBytes: 5_000_000,
+      receiver: { streaming: true },
+    },
+    {
+      app: 'shop',
+      env: 'staging',
+      receiveLagBytes: null,
+      walStatus: null,
+      safeWalSize: null,
+      walDiskFreeBytes: 7,
+      receiver: { streaming: false },
+    },
+  ]
+  metrics.watchPitr(() => envs)
+  const text = await metrics.text()
+  t.match(text, /deploy_agent_pitr_receive_lag_bytes\{app="shop",env="production"\} 4096/)
+  t.notMatch(text, /deploy_agent_pitr_receive_lag_bytes\{app="shop",env="staging"\}/, 'a database not read has no lag')
+  t.match(text, /deploy_agent_pitr_slot_wal_status\{app="shop",env="production",status="reserved"\} 1/)
+  t.notMatch(text, /deploy_agent_pitr_slot_safe_wal_size_bytes\{/, 'no max_slot_wal_keep_size, no safe_wal_size')
+  t.match(text, /deploy_agent_pitr_wal_disk_free_bytes\{app="shop",env="staging"\} 7/)
+  t.match(text, /deploy_agent_pitr_receiver_up\{app="shop",env="production"\} 1/)
+  t.match(text, /deploy_agent_pitr_receiver_up\{app="shop",env="staging"\} 0/)
+  envs = [{ ...(envs[0] as PitrSnapshot), walStatus: 'lost', safeWalSize: -1024 }]
+  const after = await metrics.text()
+  t.match(after, /deploy_agent_pitr_slot_wal_status\{app="shop",env="production",status="lost"\} 1/)
+  t.notMatch(after, /status="reserved"/, 'the old status goes')
+  t.notMatch(after, /env="staging"/, 'an env no longer watched goes')
+  t.match(after, /deploy_agent_pitr_slot_safe_wal_size_bytes\{app="shop",env="production"\} -1024/)
 })

@@ -65,6 +65,8 @@ export function backupRoutes(app: FastifyInstance): void {
     async () => ({
       backups: await deps.backups.list(),
       failures: deps.backups.recentFailures(),
+      // Each PITR env's recoverable window and health, as last checked.
+      pitr: deps.pitr?.statuses() ?? [],
     }),
   )
 
@@ -90,7 +92,12 @@ export function backupRoutes(app: FastifyInstance): void {
     async (request) => {
       const target = findTarget(deps.config, request.params.app, request.params.env)
       deps.authenticator.authorize(signer(request), { env: target.env })
-      return deps.backups.prune(target, { dryRun: request.body?.dryRun ?? false })
+      const dryRun = request.body?.dryRun ?? false
+      const result = await deps.backups.prune(target, { dryRun })
+      // The env's PITR base backups and WAL follow the same retention (the nightly run applies both).
+      if (!deps.pitr?.enabled(target)) return result
+      const pitr = await deps.pitr.prune(target, { dryRun })
+      return { ...result, pitr: { plan: pitr.plan, text: pitr.text } }
     },
   )
 

@@ -1,7 +1,37 @@
 import type { FastifyInstance } from 'fastify'
+import { findTarget } from '../../config/targets.js'
 import { errorResponse } from '../schemas.js'
 
 const nullable = (schema: object) => ({ anyOf: [{ type: 'null' }, schema] })
+
+const str = { type: 'string' }
+const nullableInt = nullable({ type: 'integer' })
+
+/** An env's PITR as last checked (agent/pitr/monitor.ts); null for an env without it. */
+const pitrStatus = nullable({
+  type: 'object',
+  properties: {
+    slot: str,
+    window: {
+      type: 'object',
+      properties: {
+        earliest: nullable({ type: 'object', properties: { time: str, lsn: str, baseBackup: str } }),
+        latest: nullable({ type: 'object', properties: { lsn: str, time: nullable(str) } }),
+      },
+    },
+    receiver: {
+      type: 'object',
+      properties: { running: { type: 'boolean' }, streaming: { type: 'boolean' }, restarts: { type: 'integer' }, downSince: nullable(str) },
+    },
+    walStatus: nullable(str),
+    safeWalSize: nullableInt,
+    receiveLagBytes: nullableInt,
+    walDiskFreeBytes: nullableInt,
+    problems: { type: 'array', items: { type: 'object', properties: { kind: str, message: str, hint: str } } },
+    error: nullable(str),
+    checkedAt: str,
+  },
+})
 
 const statusResponse = {
   type: 'object',
@@ -45,8 +75,10 @@ const statusResponse = {
                 deploying: nullable({ type: 'object', properties: { id: { type: 'string' }, state: { type: 'string' } } }),
                 lastBackup: nullable({
                   type: 'object',
-                  properties: { id: { type: 'string' }, createdAt: { type: 'string' }, verified: { type: 'boolean' } },
+                  // verified is null for a backup not verified (backups.verify: none)
+                  properties: { id: { type: 'string' }, createdAt: { type: 'string' }, verified: nullable({ type: 'boolean' }) },
                 }),
+                pitr: pitrStatus,
               },
             },
           },
@@ -63,7 +95,7 @@ export function statusRoutes(app: FastifyInstance): void {
     {
       config: { auth: 'token-or-signed' },
       schema: {
-        summary: 'Apps, envs, live release, in-flight deploy, last backup',
+        summary: 'Apps, envs, live release, in-flight deploy, last backup, point-in-time recovery',
         response: { 200: statusResponse, '4xx': errorResponse },
       },
     },
@@ -82,6 +114,7 @@ export function statusRoutes(app: FastifyInstance): void {
                     live: deps.deployments.liveRelease(appName, envName),
                     deploying: deploying ? { id: deploying.id, state: deploying.state } : null,
                     lastBackup: deps.backups.lastBackup(appName, envName),
+                    pitr: deps.pitr?.status(findTarget(deps.config, appName, envName)) ?? null,
                   },
                 ]
               }),
