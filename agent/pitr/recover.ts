@@ -195,8 +195,10 @@ async function layOutWal(walDir: string, into: string, plan: RecoveryPlan, runAs
     const seg = m[1] as string
     if (m[3] === undefined || !chosen.has(seg)) chosen.set(seg, name)
   }
-  for (const [seg, name] of chosen) {
-    let bytes = await readFile(join(walDir, name))
+  for (const [seg, listed] of chosen) {
+    // The receiver runs on: a `.partial` listed a moment ago may have been completed (renamed) since.
+    const { name, bytes: raw } = await readWalFile(walDir, listed)
+    let bytes = raw
     if (name.includes('.gz')) bytes = gunzipSync(bytes, { finishFlush: zlib.Z_SYNC_FLUSH })
     if (bytes.length < size) bytes = Buffer.concat([bytes, Buffer.alloc(size - bytes.length)])
     await writeFile(join(into, seg), bytes, { mode: 0o600 })
@@ -207,6 +209,17 @@ async function layOutWal(walDir: string, into: string, plan: RecoveryPlan, runAs
     await chown(join(into, basename(name)), runAs.uid, runAs.gid)
   }
   return chosen.size
+}
+
+/** Reads a WAL file; a `.partial` that is gone was completed meanwhile, and its complete segment is read instead. */
+async function readWalFile(walDir: string, name: string): Promise<{ name: string; bytes: Buffer }> {
+  try {
+    return { name, bytes: await readFile(join(walDir, name)) }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !name.endsWith('.partial')) throw err
+    const complete = name.slice(0, -'.partial'.length)
+    return { name: complete, bytes: await readFile(join(walDir, complete)) }
+  }
 }
 
 /** Polls until the instance accepts connections and is out of recovery; its exit is a failed recovery. */

@@ -5,7 +5,9 @@ import type { Placement, UpstreamSwitch } from '../../agent/proxy/nginx.js'
 import {
   coreMembers,
   membersOf,
+  newMember,
   singletonsOf,
+  startedGroup,
   type BuildSpec,
   type CandidateSpec,
   type EnvImage,
@@ -111,27 +113,9 @@ export class FakeRuntime implements Runtime {
   }
   async startCandidate(spec: CandidateSpec): Promise<Instance> {
     if (spec.services) {
-      const members: Member[] = spec.services.map((s) => ({
-        id: `c-${spec.deployId}-${s.name}`,
-        service: s.name,
-        kind: s.kind,
-        port: s.port,
-        order: s.order,
-        stopTimeoutSec: s.stopTimeoutSec,
-        running: s.order !== 'stop-first',
-      }))
+      const members = spec.services.map((s) => newMember(`c-${spec.deployId}-${s.name}`, s))
       for (const m of members) if (m.running) this.ops.push(`start ${spec.release}/${m.service}`)
-      const group: Instance = {
-        id: (members[0] as Member).id,
-        release: spec.release,
-        commit: spec.commit,
-        deployId: spec.deployId,
-        port: spec.port,
-        image: spec.image,
-        running: true,
-        created: new Date(),
-        members,
-      }
+      const group = startedGroup(spec, members)
       this.list.unshift(group)
       return group
     }

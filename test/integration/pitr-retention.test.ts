@@ -4,7 +4,6 @@ import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import pg from 'pg'
 import t from 'tap'
-import { parseConfig } from '../../agent/config/load.js'
 import { findTarget, type Target } from '../../agent/config/targets.js'
 import type { Notice } from '../../agent/notify/notifier.js'
 import { listBaseBackups } from '../../agent/pitr/base-backup.js'
@@ -178,20 +177,7 @@ t.test(
     await sql("ALTER SYSTEM SET max_slot_wal_keep_size = '16MB'")
     await sql('SELECT pg_reload_conf()')
     const dir = await tempDir(t, 'deploy-agent-pitr-lost-')
-    const config = parseConfig(
-      `audience: web-1
-stateDir: ${dir}/state
-backups: { dir: ${dir}/backups, verify: none }
-apps:
-  shop:
-    repo: /srv/shop.git
-    envs:
-      prod: { ref: "tag:v*", ports: [18121, 18122], database: { url: "${server.url('app')}", pitr: {} } }
-`,
-      {},
-      'agent.yaml',
-      dir,
-    )
+    const config = pitrConfig(dir, { url: server.url('app'), slot: 'deploy_agent_shop_prod' })
     const logger = createLogger({ level: process.env.PITR_TEST_LOG ?? 'silent' })
     const notices: Notice[] = []
     const target = findTarget(config, 'shop', 'prod')

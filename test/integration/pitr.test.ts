@@ -8,14 +8,13 @@ import { stringify } from 'yaml'
 import { startAgent } from '../../agent/cli/serve.js'
 import { listBaseBackups } from '../../agent/pitr/base-backup.js'
 import { BackupService } from '../../agent/backup/service.js'
-import { parseConfig } from '../../agent/config/load.js'
 import { findTarget } from '../../agent/config/targets.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import { PitrService } from '../../agent/pitr/service.js'
 import type { DeployPoint } from '../../agent/pitr/target.js'
 import { skipUnless } from '../helpers/engines.js'
 import { pgAvailable, query, withClient } from '../helpers/pg.js'
-import { beforeMigration, ids, insert, makePitrDatabase, range, setUpPitr } from '../helpers/pitr.js'
+import { beforeMigration, ids, insert, makePitrDatabase, pitrConfig, range, setUpPitr } from '../helpers/pitr.js'
 import { tempDir } from '../helpers/tmp.js'
 import { signedInject, testConfigDocument, writeTestKeys, type TestAgent } from '../helpers/agent.js'
 import { freePort } from '../helpers/ports.js'
@@ -150,20 +149,7 @@ t.test('PITR: the database server restarted: the receiver reconnects and recover
   const server = await startPrivatePostgres(t)
   await queryAt(server.url(), 'CREATE DATABASE app')
   const dir = await tempDir(t, 'deploy-agent-pitr-restart-')
-  const config = parseConfig(
-    `audience: web-1
-stateDir: ${dir}/state
-backups: { dir: ${dir}/backups, verify: none }
-apps:
-  shop:
-    repo: /srv/shop.git
-    envs:
-      prod: { ref: "tag:v*", ports: [18111, 18112], database: { url: "${server.url('app')}", pitr: {} } }
-`,
-    {},
-    'agent.yaml',
-    dir,
-  )
+  const config = pitrConfig(dir, { url: server.url('app'), slot: 'deploy_agent_shop_prod' })
   const logger = createLogger({ level: process.env.PITR_TEST_LOG ?? 'silent' })
   const points = new Map<string, DeployPoint>()
   const pitr = new PitrService({
