@@ -327,19 +327,15 @@ export class DeployPipeline {
   }
 
   /**
-   * Moves traffic and the stop-first workers from `from` to `to`: `from`'s stop-first workers stop (SIGTERM, then
-   * SIGKILL after their stopTimeoutSec), nginx switches every upstream at once, `to`'s stop-first workers start and
-   * must become healthy — never two of them running at once. A failure puts `from` back (its upstreams, its
-   * workers) before it is thrown.
+   * Moves traffic and the stop-first workers from `from` to `to`: nginx switches every upstream at once, then
+   * `from`'s stop-first workers stop (SIGTERM, then SIGKILL after their stopTimeoutSec), then `to`'s start and must
+   * become healthy — never two of them running at once. A failure puts `from` back (its upstreams, its workers)
+   * before it is thrown.
    */
   private async switchGroups(run: DeployRun, target: Target, from: Instance | null, to: Instance): Promise<void> {
     const router = this.switchOf(target)
     let switched = false
     try {
-      if (from && singletonsOf(from).length > 0) {
-        await this.runtime(target).stopSingletons(from)
-        await run.log({ event: 'stopped-workers', release: from.release, services: singletonsOf(from).map((m) => m.service) })
-      }
       await routeTo(router, to)
       switched = true
       // It serves now: the CPU weight of a live release. A failure leaves it at a build's weight, which only matters
@@ -347,6 +343,11 @@ export class DeployPipeline {
       await this.runtime(target)
         .promote(to)
         .catch((err: unknown) => run.logger.warn({ err }, 'could not give the live release its CPU weight'))
+      // After the switch, not before: traffic need not wait for the old scheduler to stop (seconds on a swarm).
+      if (from && singletonsOf(from).length > 0) {
+        await this.runtime(target).stopSingletons(from)
+        await run.log({ event: 'stopped-workers', release: from.release, services: singletonsOf(from).map((m) => m.service) })
+      }
       if (singletonsOf(to).length > 0) {
         await this.runtime(target).startSingletons(to)
         await this.verify(run, target, to, 'singletons')

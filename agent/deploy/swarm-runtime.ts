@@ -317,7 +317,11 @@ export class SwarmRuntime implements Runtime {
       const want = replicas ?? service.replicas
       const tasks = await this.swarm.tasks(member.id)
       const failed = tasks.filter((t) => (t.state === 'failed' || t.state === 'rejected') && t.created.getTime() >= since)
-      if (failed.length >= FAILED_TASKS_LIMIT || tasks.some((t) => t.state === 'rejected' && t.created.getTime() >= since)) {
+      const rejected = failed.some((t) => t.state === 'rejected')
+      // A worker whose task exited has started; the health checks judge it as on one box (container_exited, its
+      // output in the deploy log). Seen here or not depended on a poll catching its task running.
+      if (member.port === null && !rejected && failed.length > 0) return true
+      if (failed.length >= FAILED_TASKS_LIMIT || rejected) {
         const last = failed.sort((a, b) => b.created.getTime() - a.created.getTime())[0] as SwarmTask
         throw new SwarmRuntimeError(`service ${member.service}: task ${last.state}: ${last.message || 'no reason given'}`)
       }

@@ -37,6 +37,8 @@ export interface AgentRigOptions {
   serveEnv?: Record<string, string>
   /** The repo to deploy from (default: the sample repo with SAMPLE_TAGS). */
   repo?: (dir: string) => Promise<string>
+  /** The app's one web service (`services`): nginx proxies to its upstream, the env's ports are its. */
+  webService?: string
   /** An app of workers only: its envs have no nginx, no ports and no proxy (`nginx`, `served`, `upstream` throw). */
   withoutNginx?: boolean
 }
@@ -94,7 +96,7 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
       bare[name] = { ref: 'tag:v*', ...extra }
       continue
     }
-    envs[name] = await envBehindNginx(t, dir, name, extra, { accessLog: options.accessLog })
+    envs[name] = await envBehindNginx(t, dir, name, extra, { accessLog: options.accessLog, service: options.webService })
     Object.assign(envs[name].env.proxy, options.proxy ?? {})
   }
   const production = envs[env] ?? Object.values(envs)[0]

@@ -73,25 +73,33 @@ export function makeSampleRepo(dir: string): Promise<GitRepo> {
 
 /**
  * An nginx of the test's own in front of one env, and that env's config: `tag:v*` refs, free blue/green ports.
- * With `accessLog`, nginx also writes the JSON access log the agent follows (`<nginx dir>/access.json`).
+ * With `accessLog`, nginx also writes the JSON access log the agent follows (`<nginx dir>/access.json`). With
+ * `service`, the app's one web service of that name (`services`): the ports are its, and nginx proxies to its
+ * upstream (`<upstreamName>_<service>`).
  */
 export async function envBehindNginx(
   t: Test,
   dir: string,
   name: string,
   extra: Record<string, unknown> = {},
-  options: { accessLog?: boolean } = {},
+  options: { accessLog?: boolean; service?: string } = {},
 ) {
   const [nginxPort, blue, green] = (await freePorts(3)) as [number, number, number]
   const nginxDir = join(dir, `nginx-${name}`)
   const upstreamFile = join(nginxDir, 'upstream.conf')
   const upstreamName = `sample_${name.replace(/-/g, '_')}`
   const accessLog = options.accessLog ? join(nginxDir, 'access.json') : undefined
-  const nginx = await startNginx(nginxDir, { port: nginxPort, upstreamFile, upstreamName, accessLog })
+  const { service } = options
+  const nginx = await startNginx(nginxDir, {
+    port: nginxPort,
+    upstreamFile,
+    upstreamName: service === undefined ? upstreamName : `${upstreamName}_${service}`,
+    accessLog,
+  })
   t.teardown(() => nginx.stop())
   const env = {
     ref: 'tag:v*',
-    ports: [blue, green],
+    ports: service === undefined ? [blue, green] : { [service]: [blue, green] },
     proxy: {
       upstreamFile,
       upstreamName,

@@ -11,8 +11,11 @@ import { startNginx, type NginxInstance } from './nginx.js'
 import { freePorts } from './ports.js'
 import type { TestRegistry } from './registry.js'
 
-/** A worker loop that stops at once on SIGTERM (the agent's containers run an init that forwards it). */
-const LOOP = 'trap \'echo stop; exit 0\' TERM\necho "start $$"\nwhile true; do sleep 1 & wait $!; done\n'
+/**
+ * A worker loop that stops at once on SIGTERM (the agent's containers run an init that forwards it; as a swarm
+ * task's PID 1, without an init, its own trap does).
+ */
+export const LOOP = 'trap \'echo stop; exit 0\' TERM\necho "start $$"\nwhile true; do sleep 1 & wait $!; done\n'
 
 interface Variant {
   worker?: string

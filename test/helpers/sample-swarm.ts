@@ -1,8 +1,10 @@
-// The sample app of the swarm tests: busybox httpd on every address of its node (the worker's tasks answer on its
-// own address), stopping on TERM, in a git repo with one tag per behaviour; and what the swarm has of an app.
+// The sample apps of the swarm tests: busybox httpd on every address of its node (the worker's tasks answer on its
+// own address), stopping on TERM, in a git repo with one tag per behaviour — one web service, or (swarm-services) an
+// api with a start-first worker and a stop-first beat; and what the swarm has of an app.
 import type { AgentRig } from './agent-rig.js'
 import { makeGitRepo } from './git.js'
 import { sampleReleaseFiles } from './sample-app.js'
+import { LOOP } from './sample-services.js'
 
 export const SWARM_TAGS = {
   v1: 'v1.0.0',
@@ -37,4 +39,39 @@ export async function swarmServices(agent: AgentRig): Promise<string[]> {
     .filter(Boolean)
     .map((l) => l.replace(`${agent.app}_${agent.env}_web_`, '').replace(' (max 1 per node)', ''))
     .sort()
+}
+
+export const SWARM_SERVICE_TAGS = {
+  v1: 'v1.0.0',
+  v2: 'v1.1.0',
+  /** Its worker exits at once: the candidate never runs. */
+  workerExits: 'v1.2.0',
+  /** Its api stops answering /healthz 4 s after it starts: observe rolls every service back. */
+  failsAfterSwitch: 'v1.3.0',
+} as const
+
+/**
+ * The app of several services on a swarm, from one image: the web service `api` (httpd on every address of its
+ * node), a start-first `worker` and a stop-first `beat` (TERM-trapping sleep loops), each its own script.
+ */
+export function makeSwarmServicesRepo(dir: string) {
+  const files = (api = serve(), worker = LOOP) => ({
+    ...sampleReleaseFiles({ command: 'sh /app/api.sh', extra: 'COPY api.sh worker.sh beat.sh /app/' }),
+    'api.sh': `${api}\n`,
+    'worker.sh': worker,
+    'beat.sh': LOOP,
+  })
+  return makeGitRepo(dir, [
+    { files: files(), tag: SWARM_SERVICE_TAGS.v1, annotated: true },
+    { files: files(), tag: SWARM_SERVICE_TAGS.v2 },
+    { files: files(serve(), 'echo "worker: cannot connect to the queue" >&2\nexit 3\n'), tag: SWARM_SERVICE_TAGS.workerExits },
+    { files: files(serve('(sleep 4; rm /www/healthz) & ')), tag: SWARM_SERVICE_TAGS.failsAfterSwitch },
+  ])
+}
+
+/** The `services` of makeSwarmServicesRepo's app. */
+export const SWARM_SERVICES = {
+  api: { kind: 'web', command: ['sh', '/app/api.sh'] },
+  worker: { kind: 'worker', command: ['sh', '/app/worker.sh'], health: { startSec: 1 }, stopTimeoutSec: 5 },
+  beat: { kind: 'worker', command: ['sh', '/app/beat.sh'], order: 'stop-first', health: { startSec: 1 }, stopTimeoutSec: 5 },
 }

@@ -116,8 +116,9 @@ t.test('Pipeline services: a release starts every service, switches once, and mo
     [`switch ${rig.apiGreen}`],
     'one switch moves every upstream',
   )
-  t.ok(before(ops, 'stop v1/beat', `switch ${rig.apiGreen}`), 'the old stop-first worker stops before the switch')
-  t.ok(before(ops, `switch ${rig.apiGreen}`, 'start v2/beat'), 'the new one starts after it')
+  // Traffic does not wait for the old scheduler to stop (seconds on a swarm): nginx first, then old off, new on.
+  t.ok(before(ops, `switch ${rig.apiGreen}`, 'stop v1/beat'), 'the old stop-first worker stops after the switch')
+  t.ok(before(ops, 'stop v1/beat', 'start v2/beat'), 'the new one starts after it has stopped')
   t.ok(before(ops, 'start v2/worker', 'stop v1/worker'), 'a start-first worker: new one up before the old one stops')
   t.same(rig.overlaps, [], 'never two stop-first workers at once')
   const live = rig.runtime.list.find((i) => i.release === 'v2')
@@ -168,6 +169,7 @@ t.test('Pipeline services: a worker that dies while observed rolls the whole rel
   t.equal(done.state, 'ROLLED_BACK', JSON.stringify(done.error))
   t.equal(rig.router.routed, rig.apiBlue, 'nginx is back on the old release')
   const { ops } = rig.runtime
+  t.ok(before(ops, `switch ${rig.apiBlue}`, 'stop v2/beat'), 'nginx goes back first')
   t.ok(before(ops, 'stop v2/beat', 'start v1/beat'), 'the new stop-first worker stops before the old one starts again')
   t.ok(
     rig.previous.members?.every((m) => m.running),

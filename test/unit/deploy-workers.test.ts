@@ -227,8 +227,8 @@ t.test('Pipeline workers: a release is handed over without nginx — start-first
     ops.filter((o) => o.startsWith('hand-over')),
     [`hand-over ${id}`],
   )
-  t.ok(before(ops, 'stop v1/beat', `hand-over ${id}`), 'the old stop-first worker stops before the hand-over')
-  t.ok(before(ops, `hand-over ${id}`, 'start v2/beat'), 'the new one starts after it')
+  t.ok(before(ops, `hand-over ${id}`, 'stop v1/beat'), 'the old stop-first worker stops after the hand-over')
+  t.ok(before(ops, 'stop v1/beat', 'start v2/beat'), 'the new one starts after it has stopped')
   t.ok(before(ops, 'start v2/beat', 'stop v1/worker'), 'the old start-first worker stops once the new group is observed')
   t.equal(done.details.previousDeploy, 'd-v1', 'recovery can find the replaced group by its deploy id')
   t.notOk(

@@ -1,0 +1,110 @@
+// The swarm runtime's decisions on a candidate, against a fake SwarmEngine: a worker whose task exits has started
+// (the health checks judge it, as on one box: container_exited, its output in the deploy log), while a task the
+// engine rejects (an image no node can pull) fails the candidate at once, and every service made goes with it.
+import t from 'tap'
+import type { CandidateSpec, Runtime } from '../../agent/deploy/runtime.js'
+import { SwarmRuntime } from '../../agent/deploy/swarm-runtime.js'
+import type { ServiceDefinition, SwarmEngine, SwarmService, SwarmTask } from '../../agent/docker/swarm.js'
+
+const DIGEST = `sha256:${'a'.repeat(64)}`
+
+/** A one-node swarm whose services get the tasks `tasksOf` says (by service name) as soon as they are created. */
+class FakeSwarm {
+  readonly byId = new Map<string, SwarmService>()
+  readonly taskList = new Map<string, SwarmTask[]>()
+  readonly removed: string[] = []
+  private next = 0
+  constructor(private readonly tasksOf: (name: string, image: string) => Array<Partial<SwarmTask>> | null) {}
+
+  push = async () => DIGEST
+  hostNetworkId = async () => 'host-net'
+  localNodeId = async () => 'n1'
+  nodes = async () => [{ id: 'n1', addr: '10.0.0.1', state: 'ready', availability: 'active' }]
+  services = async () => [...this.byId.values()]
+  service = async (id: string) => this.byId.get(id) ?? null
+  tasks = async (id: string) => this.taskList.get(id) ?? []
+  createService = async (def: ServiceDefinition) => {
+    const id = `s${++this.next}`
+    this.byId.set(id, { id, name: def.name, version: 1, labels: def.labels, replicas: def.replicas, image: def.image, created: new Date() })
+    const running = Array.from({ length: def.replicas }, () => ({ state: 'running' }))
+    const tasks = this.tasksOf(def.name, def.image) ?? running
+    this.taskList.set(
+      id,
+      tasks.map((task, i) => ({
+        id: `${id}-t${i}`,
+        serviceId: id,
+        nodeId: 'n1',
+        desired: 'running',
+        state: 'running',
+        message: '',
+        image: def.image,
+        created: new Date(),
+        ...task,
+      })),
+    )
+    return id
+  }
+  scale = async (id: string, replicas: number) => {
+    const s = this.byId.get(id)
+    if (s) s.replicas = replicas
+    if (replicas === 0) this.taskList.set(id, [])
+  }
+  removeService = async (id: string) => {
+    this.byId.delete(id)
+    this.removed.push(id)
+  }
+}
+
+function candidate(): CandidateSpec {
+  return {
+    app: 'shop',
+    env: 'production',
+    release: 'v2',
+    commit: 'c0ffee',
+    deployId: 'd-v2',
+    image: 'shop:production-v2',
+    port: 18001,
+    services: [
+      { name: 'api', kind: 'web', port: 18001, command: null, order: null, stopTimeoutSec: 10, index: 0 },
+      { name: 'worker', kind: 'worker', port: null, command: ['sh', '/app/worker.sh'], order: 'start-first', stopTimeoutSec: 5, index: 1 },
+    ],
+    variables: [],
+    container: {} as CandidateSpec['container'],
+  }
+}
+
+const runtimeOn = (swarm: FakeSwarm) =>
+  new SwarmRuntime({} as Runtime, swarm as unknown as SwarmEngine, {
+    replicas: 1,
+    registry: '127.0.0.1:5000',
+    constraints: [],
+    ports: [18001, 18002],
+  })
+
+t.test('SwarmRuntime: a candidate whose worker exits has started; its state says it died, for the health checks', async (t) => {
+  const exited = { desired: 'shutdown', state: 'failed', message: 'task: non-zero exit (3)' }
+  const swarm = new FakeSwarm((name) => (name.endsWith('_worker_blue') ? [exited, exited, exited, { state: 'starting' }] : null))
+  const group = await runtimeOn(swarm).startCandidate(candidate())
+  t.same(
+    group.members?.map((m) => [m.service, m.running]),
+    [
+      ['api', true],
+      ['worker', true],
+    ],
+  )
+  t.same(group.members?.[0]?.hosts, ['127.0.0.1'], 'the api answers on this node')
+  const worker = group.members?.[1]
+  if (!worker) throw new Error('no worker member')
+  const state = await runtimeOn(swarm).memberState(worker)
+  t.equal(state.alive, false, 'the worker is not alive')
+  t.equal(state.restartCount, 3, 'its exits count as restarts')
+  t.same(swarm.removed, [], 'nothing removed: the pipeline discards the candidate with its output')
+})
+
+t.test('SwarmRuntime: a task the engine rejects fails the candidate at once; every service made goes', async (t) => {
+  const swarm = new FakeSwarm((name) =>
+    name.endsWith('_worker_blue') ? [{ desired: 'shutdown', state: 'rejected', message: 'No such image: 127.0.0.1:5000/shop' }] : null,
+  )
+  await t.rejects(runtimeOn(swarm).startCandidate(candidate()), { code: 'docker_error', message: /worker: task rejected: No such image/ })
+  t.equal(swarm.removed.length, 2, 'the api and the worker are removed')
+})
