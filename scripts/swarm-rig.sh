@@ -297,7 +297,11 @@ do_down() {
   # The worker's engine: a graceful stop (stops its containers, unmounts its layers), then anything left in its namespace.
   if pid=$(pid_of "$W1/docker.pid" "$W1_EXEC"); then
     kill -TERM "$pid" 2>/dev/null || true
-    wait_for 100 gone "$pid" || kill -KILL "$pid" 2>/dev/null || true
+    # A slow graceful stop (a loaded box) is killed, and down returns only once it is gone.
+    if ! wait_for 100 gone "$pid"; then
+      kill -KILL "$pid" 2>/dev/null || true
+      wait_for 50 gone "$pid" || true
+    fi
   fi
   if [ -e "/run/netns/$NETNS" ]; then
     ip netns pids "$NETNS" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true

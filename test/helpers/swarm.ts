@@ -54,7 +54,9 @@ export interface SwarmRig {
   killWorker(options?: { tasks?: boolean }): Promise<void>
   /** Starts the worker's dockerd again on the same data root: it rejoins as the same node. */
   startWorker(): Promise<void>
-  /** Removes the rig (`swarm-rig.sh down`: the swarm left, no namespace, veth, dockerd or gwbridge) and frees the lock. */
+  /** Removes the rig (`swarm-rig.sh down`: the swarm left, no namespace, veth, dockerd or gwbridge), keeping the lock. */
+  down(): Promise<void>
+  /** `down()`, then frees the lock (another test file may take the rig at once). */
   stop(): Promise<void>
 }
 
@@ -154,11 +156,17 @@ function parseFacts(text: string): Record<string, string> {
 export async function startSwarmRig(t: { teardown: (fn: () => unknown) => void }, options: SwarmRigOptions = {}): Promise<SwarmRig> {
   const lock = await acquireRigLock(options.lockTimeoutMs ?? 8 * 60_000)
   let stopped = false
+  let isDown = false
+  const down = async (): Promise<void> => {
+    if (isDown) return
+    isDown = true
+    await script('down')
+  }
   const stop = async (): Promise<void> => {
     if (stopped) return
     stopped = true
     try {
-      await script('down')
+      await down()
     } finally {
       await lock.release()
     }
@@ -226,6 +234,7 @@ export async function startSwarmRig(t: { teardown: (fn: () => unknown) => void }
     },
     killWorker: async (opts = {}) => void (await script('kill-worker', {}, opts.tasks ? ['all'] : [])),
     startWorker: async () => void (await script('start-worker')),
+    down,
     stop,
   }
 }
