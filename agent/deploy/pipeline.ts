@@ -471,13 +471,7 @@ export class DeployPipeline {
       const probes = Promise.all(
         watched.map(({ m, host }) =>
           watchOne(m, host).then(
-            (o): ObserveOutcome =>
-              o.healthy || (!several && (m.hosts === undefined || o.reason === SWARM_DEAD))
-                ? o
-                : {
-                    healthy: false,
-                    reason: `${[several ? m.service : '', m.hosts && o.reason !== SWARM_DEAD ? `on ${host}` : ''].filter(Boolean).join(' ')}: ${o.reason}`,
-                  },
+            (o) => namedVerdict(o, m, host, several),
             (err: unknown): ObserveOutcome => {
               if (isAbortError(err) && cancel.signal.aborted) return { healthy: true } // another check failed first
               throw err
@@ -707,6 +701,16 @@ export class DeployPipeline {
       .catch((err) => run.logger.error({ err }, 'could not remove the candidate'))
     await run.log({ event: 'removed', container: candidate.id, reason: 'candidate discarded' }).catch(() => undefined)
   }
+}
+
+/**
+ * A failed watch names its service (a group of several) and its address (a member on several nodes); a group that
+ * died (SWARM_DEAD) is no one address's failure.
+ */
+function namedVerdict(o: ObserveOutcome, m: Member, host: string, several: boolean): ObserveOutcome {
+  if (o.healthy) return o
+  const names = [several ? m.service : '', m.hosts && o.reason !== SWARM_DEAD ? `on ${host}` : ''].filter(Boolean)
+  return names.length === 0 ? o : { healthy: false, reason: `${names.join(' ')}: ${o.reason}` }
 }
 
 /** Names the address of a probe in the log when the member serves on several (a swarm). */

@@ -144,12 +144,13 @@ export class SwarmRuntime implements Runtime {
     for (const image of new Set(services.map((s) => s.image ?? spec.image)))
       pushed.set(image, await this.pushed(spec, image, image === spec.image ? spec.app : repoOf(image)))
     const hostNetwork = await this.swarm.hostNetworkId()
+    // Services of these names left by a crash between remove and create: this colour is being made anew.
+    const existing = await this.swarm.services({ ...envLabels(spec) })
     const members: Member[] = []
     try {
       for (const service of services) {
         const name = `${spec.app}_${spec.env}_${service.name}_${colour}`
-        // A service of that name left by a crash between remove and create: this colour is being made anew.
-        for (const stale of await this.swarm.services({ ...envLabels(spec) })) if (stale.name === name) await this.removeAndWait(stale.id)
+        for (const stale of existing) if (stale.name === name) await this.removeAndWait(stale.id)
         const member = newMember('', service)
         member.id = await this.swarm.createService({
           ...this.definition(name, memberLabels(spec, service), service, pushed.get(service.image ?? spec.image) as string, spec),
@@ -239,7 +240,7 @@ export class SwarmRuntime implements Runtime {
     return slot === 0 ? 'blue' : 'green'
   }
 
-  private replicasOf(member: Member): number {
+  private replicasOf(member: Pick<Member, 'kind'>): number {
     return member.kind === 'web' ? this.settings.replicas : 1
   }
 
@@ -257,7 +258,6 @@ export class SwarmRuntime implements Runtime {
     image: string,
     spec: CandidateSpec,
   ): Omit<ServiceDefinition, 'hostNetwork'> {
-    const member = { kind: service.kind } as Member
     return {
       name,
       labels,
@@ -265,7 +265,7 @@ export class SwarmRuntime implements Runtime {
       ...(service.command ? { command: service.command } : {}),
       env: service.port === null ? spec.variables : [...spec.variables, `PORT=${service.port}`],
       // Stop-first workers start only after the other colour's have stopped (startSingletons).
-      replicas: service.order === 'stop-first' ? 0 : this.replicasOf(member),
+      replicas: service.order === 'stop-first' ? 0 : this.replicasOf(service),
       // Tasks of a web service share their node's port.
       ...(service.kind === 'web' ? { maxPerNode: 1 } : {}),
       constraints: this.settings.constraints,
