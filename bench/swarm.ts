@@ -61,7 +61,7 @@ const loadText = (rs: LoopResult[]) => {
 const tally = (failures: string[]) =>
   JSON.stringify(failures.reduce<Record<string, number>>((m, f) => ({ ...m, [f]: (m[f] ?? 0) + 1 }), {}))
 
-/** The sample app as in test/integration/swarm.test.ts: httpd on every address of its node, stopping on TERM. */
+/** The sample app as in test/swarm/deploy.swarm.ts: httpd on every address of its node, stopping on TERM. */
 const SERVE = `trap 'exit 0' TERM; httpd -f -p $PORT -h /www & wait`
 /**
  * The scripted service's command: the same, but with host networking and start-first the new task starts on a node

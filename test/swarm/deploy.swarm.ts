@@ -14,7 +14,7 @@ import { requestLoop } from '../helpers/load.js'
 import { makeSwarmRepo, SWARM_TAGS, swarmServices } from '../helpers/sample-swarm.js'
 import { canRunSwarmRig, startSwarmRig, type SwarmRig } from '../helpers/swarm.js'
 
-// The swarm test files take the rig one after the other (its lock): a file may wait for the others first.
+// The swarm suite runs its files one at a time (`npm run test:swarm`); the rig's lock still guards a run beside it.
 t.setTimeout(1_500_000)
 const skip = skipUnless(await canRunSwarmRig(), 'the two-node swarm rig (root, dockerd, iproute2, util-linux, docker-registry)')
 

@@ -10,7 +10,7 @@ import { skipUnless } from '../helpers/engines.js'
 import { makeSwarmRepo, SWARM_TAGS, swarmServices } from '../helpers/sample-swarm.js'
 import { canRunSwarmRig, startSwarmRig } from '../helpers/swarm.js'
 
-// The swarm test files take the rig one after the other (its lock): a file may wait for the others first.
+// The swarm suite runs its files one at a time (`npm run test:swarm`); the rig's lock still guards a run beside it.
 t.setTimeout(1_500_000)
 const skip = skipUnless(await canRunSwarmRig(), 'the two-node swarm rig (root, dockerd, iproute2, util-linux, docker-registry)')
 

@@ -15,7 +15,7 @@ import { freePort } from '../helpers/ports.js'
 import { acquireRigLock, canRunSwarmRig, startSwarmRig, SWARM_RIG_SCRIPT, type SwarmRig } from '../helpers/swarm.js'
 
 const run = promisify(execFile)
-// The swarm test files take the rig one after the other (its lock): a file may wait for the others first.
+// The swarm suite runs its files one at a time (`npm run test:swarm`); the rig's lock still guards a run beside it.
 t.setTimeout(1_500_000)
 const skip = skipUnless(await canRunSwarmRig(), 'the two-node swarm rig (root, dockerd, iproute2, util-linux, docker-registry)')
 const gone = (path: string): Promise<boolean> =>
