@@ -24,18 +24,23 @@ export interface WaitWorkerOptions {
   clock?: Clock
 }
 
+/** One look at the worker, and whether it died: not running, or restarted since the first look (`restarts`). */
+async function look(state: () => Promise<WorkerState>, signal: AbortSignal | undefined, restarts: number | null) {
+  throwIfAborted(signal)
+  const now = await state()
+  throwIfAborted(signal)
+  return { now, died: !now.alive || now.restartCount !== (restarts ?? now.restartCount) }
+}
+
 export async function waitWorkerHealthy(options: WaitWorkerOptions): Promise<void> {
   const { state, startSec, deadlineMs, intervalMs, signal } = options
   const clock = options.clock ?? systemClock
   const start = clock.now()
   let restarts: number | null = null
   for (;;) {
-    throwIfAborted(signal)
-    const now = await state()
-    throwIfAborted(signal)
+    const { now, died } = await look(state, signal, restarts)
     restarts ??= now.restartCount
-    if (!now.alive || now.restartCount !== restarts)
-      throw new HealthError('container_exited', 'the worker exited or restarted before it became healthy')
+    if (died) throw new HealthError('container_exited', 'the worker exited or restarted before it became healthy')
     if (now.health === 'healthy') return
     if (now.health === 'unhealthy') throw new HealthError('health_check_failed', 'Docker reports the worker unhealthy')
     const elapsed = clock.now() - start
@@ -64,11 +69,9 @@ export async function observeWorker(options: ObserveWorkerOptions): Promise<Obse
   const end = clock.now() + seconds * 1000
   let restarts: number | null = null
   for (;;) {
-    throwIfAborted(signal)
-    const now = await state()
-    throwIfAborted(signal)
+    const { now, died } = await look(state, signal, restarts)
     restarts ??= now.restartCount
-    if (!now.alive || now.restartCount !== restarts) return { healthy: false, reason: 'the worker exited or restarted' }
+    if (died) return { healthy: false, reason: 'the worker exited or restarted' }
     if (now.health === 'unhealthy') return { healthy: false, reason: 'Docker reports the worker unhealthy' }
     const left = end - clock.now()
     if (left <= 0) return { healthy: true }

@@ -18,6 +18,7 @@ import { requestLoop } from './load.js'
 import { createTempDatabase, query } from './pg.js'
 import { sampleServices, SERVICE_TAGS, servicesEnvBehindNginx, type ServicesEnv } from './sample-services.js'
 import { tempDir } from './tmp.js'
+import { sampleEvery } from './sampler.js'
 
 const run = promisify(execFile)
 
@@ -153,26 +154,7 @@ export async function startServicesRig(
     },
     served: async () => [await text(web.nginx.port, '/version'), await text(web.frontendPort, '/version')],
     running: () => ps(),
-    sampleSchedulers() {
-      let stopped = false
-      let most = 0
-      const seen: string[][] = []
-      const loop = (async () => {
-        while (!stopped) {
-          const now = await ps('label=deploy-agent.service=beat')
-          if (now.length > most) most = now.length
-          if (now.length > 1) seen.push(now)
-          await new Promise((r) => setTimeout(r, 50))
-        }
-      })()
-      return {
-        async stop() {
-          stopped = true
-          await loop
-          return { most, seen }
-        },
-      }
-    },
+    sampleSchedulers: () => sampleEvery(() => ps('label=deploy-agent.service=beat')),
   }
 }
 

@@ -8,6 +8,7 @@ import t from 'tap'
 import { startAgentRig, type AgentRig } from '../helpers/agent-rig.js'
 import { dockerAvailable, ensureBaseImage } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
+import { sampleEvery } from '../helpers/sampler.js'
 import { makeWorkersRepo, WORKER_SERVICES, WORKER_TAGS } from '../helpers/sample-services.js'
 
 /** `<service> <release>` of every running container of the app. */
@@ -17,14 +18,11 @@ async function running(rig: AgentRig): Promise<string[]> {
   return out.split('\n').filter(Boolean).sort()
 }
 
-/** Samples the running schedulers ("beat") every 50 ms until stopped: every look that saw more than one. */
-function sampleSchedulers(rig: AgentRig) {
-  let stopped = false
-  let looks = 0
-  const seen: string[][] = []
-  const loop = (async () => {
-    while (!stopped) {
-      const out = await rig.docker([
+/** Samples the running schedulers ("beat") every 50 ms until stopped. */
+const sampleSchedulers = (rig: AgentRig) =>
+  sampleEvery(async () =>
+    (
+      await rig.docker([
         'ps',
         '--filter',
         `label=deploy-agent.app=${rig.app}`,
@@ -33,20 +31,10 @@ function sampleSchedulers(rig: AgentRig) {
         '--format',
         '{{.Label "deploy-agent.release"}}',
       ])
-      looks++
-      const now = out.split('\n').filter(Boolean)
-      if (now.length > 1) seen.push(now)
-      await new Promise((r) => setTimeout(r, 50))
-    }
-  })()
-  return {
-    async stop() {
-      stopped = true
-      await loop
-      return { looks, seen }
-    },
-  }
-}
+    )
+      .split('\n')
+      .filter(Boolean),
+  )
 
 const statusHeaders = (rig: AgentRig) => ({ authorization: `Bearer ${rig.keys.statusToken}` })
 
