@@ -108,6 +108,10 @@ export async function benchPitr(): Promise<Row[]> {
     await queryAt(admin, `CREATE DATABASE ${DB}`)
     const init = await timed(() => run(bin('pgbench'), ['-i', '-q', '-s', String(SCALE), ...pgArgs, DB], { maxBuffer: 16 * MB }))
     const size = Number((await queryAt<{ s: string }>(admin, `SELECT pg_database_size('${DB}') AS s`))[0]?.s)
+    const settings = await queryAt<{ name: string; setting: string }>(
+      admin,
+      "SELECT name, current_setting(name) AS setting FROM pg_settings WHERE name IN ('fsync', 'shared_buffers', 'max_wal_size', 'synchronous_commit') ORDER BY name",
+    )
     const clusterSize = Number((await queryAt<{ s: string }>(admin, 'SELECT sum(pg_database_size(datname)) AS s FROM pg_database'))[0]?.s)
 
     // The agent's PITR on it, as `serve` sets it up (backups.verify left at its default, full).
@@ -251,7 +255,7 @@ apps:
     const after = loadavg()
 
     pitrNotes.push(
-      `PITR cluster: a private PostgreSQL 15 (initdb, 127.0.0.1, fsync on, Debian defaults otherwise: shared_buffers 128 MB, max_wal_size 1 GB) holding only \`${DB}\`: pgbench -i -s ${SCALE} in ${sec(init.ms)}, pg_database_size ${fmt(size)} bytes (${mbOf(size)}), the whole cluster ${mbOf(clusterSize)} (what a base backup copies and recovery replays into).`,
+      `PITR cluster: a private PostgreSQL 15 (initdb, 127.0.0.1, initdb's defaults but fsync on: ${settings.map((r) => `${r.name} ${r.setting}`).join(', ')}) holding only \`${DB}\`: pgbench -i -s ${SCALE} in ${sec(init.ms)}, pg_database_size ${fmt(size)} bytes (${mbOf(size)}), the whole cluster ${mbOf(clusterSize)} (what a base backup copies and recovery replays into).`,
       `PITR set-up: PitrService as \`serve\` runs it (slot, supervised pg_receivewal --synchronous --compress=gzip, start-up base backup pg_basebackup -Ft -z -X stream -c fast), backups.verify at its default (full); start → ready ${sec(startUp.ms)}; base backup ${base.id}: ${mbOf(baseBytes)} on disk (${fmt(clusterSize / baseBytes, 1)}× smaller than the cluster).`,
       `Write load: \`pgbench -T ${LOAD_SECONDS} -c ${CLIENTS} -j 2\` (TPC-B-like) on \`${DB}\` right after the base backup, once the agent reported a receive lag of 0 (${sec(idleCatchUpMs)} after start-up was ready: see the lag note): ${fmt(tps)} TPS (${fmt(transactions)} transactions in ${sec(loadMs)}); raw WAL ${mbOf(rawWal)} (pg_current_wal_lsn after − before, ${mbOf(walRate, 1)}/s).`,
       `Receive lag: PitrService.check() (PitrMonitor, whose receiveLagBytes is the metric deploy_agent_pitr_receive_lag_bytes: pg_current_wal_lsn − the slot's restart_lsn) every ${SAMPLE_MS} ms during the load: ${lags.length} samples${checkErrors > 0 ? `, ${checkErrors} without a figure` : ''}; p50 ${fmt(quantile(lags, 0.5))}, p99 ${fmt(quantile(lags, 0.99))}, max ${fmt(Math.max(...lags))} bytes; in seconds = bytes ÷ the load's mean WAL rate. After the load the receiver was at 0 again ${sec(loadCatchUpMs)} later; after the baseline's restores (whose WAL it streams too) ${sec(baselineCatchUpMs)} later, before the agent's restore started.`,
