@@ -41,8 +41,14 @@ export async function canRunPrivatePostgres(): Promise<boolean> {
   return process.getuid?.() === 0 && (await postgresBin()) !== null && (await postgresUser()) !== null
 }
 
-/** initdb + start; the server is stopped and its directory removed in `t`'s teardown. */
-export async function startPrivatePostgres(t: { teardown: (fn: () => unknown) => void }): Promise<PrivatePostgres> {
+/**
+ * initdb + start; the server is stopped and its directory removed in `t`'s teardown. `settings` are passed as
+ * `-c name=value` after the defaults (a benchmark turns fsync back on).
+ */
+export async function startPrivatePostgres(
+  t: { teardown: (fn: () => unknown) => void },
+  o: { settings?: Record<string, string> } = {},
+): Promise<PrivatePostgres> {
   const bin = (await postgresBin()) as string
   const user = (await postgresUser()) as { uid: number; gid: number }
   const root = await mkdtemp('/tmp/dapg-')
@@ -71,7 +77,10 @@ export async function startPrivatePostgres(t: { teardown: (fn: () => unknown) =>
   const start = async () => {
     const child = spawn(
       join(bin, 'postgres'),
-      ['-D', data, '-p', String(port), '-k', root, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off'],
+      [
+        ...['-D', data, '-p', String(port), '-k', root, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off'],
+        ...Object.entries(o.settings ?? {}).flatMap(([name, value]) => ['-c', `${name}=${value}`]),
+      ],
       {
         ...user,
         stdio: ['ignore', 'ignore', 'pipe'],
