@@ -10,6 +10,7 @@ import { BackupService } from '../../agent/backup/service.js'
 import { parseConfig } from '../../agent/config/load.js'
 import { findTarget } from '../../agent/config/targets.js'
 import { createLogger } from '../../agent/observability/logger.js'
+import { receiverArgs } from '../../agent/pitr/receiver.js'
 import { PitrService } from '../../agent/pitr/service.js'
 import { tempDir } from '../helpers/tmp.js'
 
@@ -67,4 +68,11 @@ apps:
   const stopping = Date.now()
   await pitr.stop()
   t.ok(Date.now() - stopping < 1000, 'stop() ends the retries at once')
+})
+
+t.test('PITR receiver: pg_receivewal reports each second, never prompts, and gets no password on its command line', async (t) => {
+  const argv = receiverArgs({ conn: { url: 'postgresql://agent@127.0.0.1:5432/app' } as never, slot: 's1', walDir: '/w' })
+  t.ok(argv.includes('--status-interval=1'), 'a finished segment shows in the lag within a second, not 10')
+  t.ok(argv.includes('--no-password'))
+  t.notOk(argv.some((a) => /password=|:[^@/]+@/.test(a)))
 })
