@@ -18,7 +18,7 @@ import { connectionOf, type Connection } from '../pg/connection.js'
 import { CronJob } from '../schedule/nightly.js'
 import { listBaseBackups, removeBaseBackup, takeBaseBackup } from './base-backup.js'
 import { PitrError } from './errors.js'
-import { ensurePitrDirs, listWalFiles, pitrPaths, pitrSlot, setAsideWal, type PitrPaths } from './paths.js'
+import { ensurePitrDirs, listWalFileInfos, listWalFiles, pitrPaths, pitrSlot, setAsideWal, type PitrPaths } from './paths.js'
 import { commitNow, createRestorePoint, dropSlot, ensureSlot, flushedLsn, waitFlushed } from './pg.js'
 import { PitrMonitor, type PitrEnvStatus } from './monitor.js'
 import { WalReceiver } from './receiver.js'
@@ -26,6 +26,7 @@ import { planSlotDrops, serverOf, SlotLedger } from './slots.js'
 import { formatPitrPlan, planPitrRetention, type PitrRetentionPlan } from './retention.js'
 import { recoverToDump, recoveryUser, removeWorkLeftovers, serverBinDir, type RunAs } from './recover.js'
 import { planRecovery, type BaseBackupInfo, type DeployPoint, type PitrTarget } from './target.js'
+import { windowGaps } from './window.js'
 
 export interface PitrTools {
   pgReceivewal?: string
@@ -337,12 +338,14 @@ export class PitrService {
       // A commit now: every earlier point then has a record after it to stop at, and the clock is the server's.
       const latest = await commitNow(conn)
       await waitFlushed(conn, slot, latest.lsn, this.o.flushTimeoutMs ?? 60_000)
+      const bases = await listBaseBackups(paths.base)
       const plan = planRecovery({
         target: point,
-        bases: await listBaseBackups(paths.base),
+        bases,
         flushedLsn: await flushedLsn(conn, slot),
         serverNow: latest.now,
         deploy: 'beforeDeploy' in point ? this.o.deployPoint(target, point.beforeDeploy) : undefined,
+        gaps: windowGaps(bases, await listWalFileInfos(paths.wal)),
       })
       await checkRestorePrivileges(await this.o.backups.databaseOf(target), plan.described)
       progress('recovering', { target: plan.described, baseBackup: plan.base.id })
