@@ -59,15 +59,15 @@ t.test(
     t.ok((await statusOf())?.window.earliest, 'a base backup at start-up')
 
     const v1 = await rig.waitFinished(await rig.startDeploy('v1.0.0'))
-    t.equal(v1.state, 'SUCCEEDED', JSON.stringify(v1))
+    t.equal(v1.state, 'SUCCEEDED', `v1 deploys ${v1.state === 'SUCCEEDED' ? '' : JSON.stringify(v1.error)}`)
     // The app's data, written before the next release.
     await d.sql("CREATE TABLE items (id int PRIMARY KEY, name text); CREATE TABLE notes (x text); INSERT INTO notes VALUES ('kept')")
     await insert(d, 1, 100)
 
     const v2id = await rig.startDeploy('v2.0.0')
     const v2 = await rig.waitFinished(v2id)
-    t.equal(v2.state, 'SUCCEEDED', JSON.stringify(v2))
-    t.equal(await rig.served(), 'v2.0.0')
+    t.equal(v2.state, 'SUCCEEDED', `v2 and its migration deploy ${v2.state === 'SUCCEEDED' ? '' : JSON.stringify(v2.error)}`)
+    t.equal(await rig.served(), 'v2.0.0', 'v2 is live')
     t.same(await ids(d.db), range(1, 10), 'the migration deleted rows')
     t.same(await query(d.db, `SELECT 1 FROM pg_tables WHERE tablename = 'notes'`), [], '… and dropped a table')
 
