@@ -41,7 +41,7 @@ import {
   type SidePath,
 } from './files-restore.js'
 import { readManifest, type Manifest } from './manifest.js'
-import { resolveBackupPath, type ResolvedBackup } from './names.js'
+import { BACKUP_ID_PATTERN, resolveBackupPath, type ResolvedBackup } from './names.js'
 import {
   asRole,
   connectionOf,
@@ -148,6 +148,34 @@ export async function checkRestorePrivileges(database: DatabaseTarget, label: st
     (err: unknown) => `cannot check the privileges of the database role: ${describe(err)}`,
   )
   if (privileges !== null) throw new BackupError('restore_failed', `cannot restore ${label}; ${conn.database} is unchanged`, privileges)
+}
+
+/**
+ * Drops what a restore of `conn`'s database cut short by a killed agent left: `<db>_restore_<id>` databases and their
+ * roles (before the swap, the live database is as it was). One still in use (a restore under way) is left alone.
+ * Answers the databases dropped.
+ */
+export async function dropRestoreLeftovers(conn: Connection): Promise<string[]> {
+  const side = derivedName(conn.database, 'restore', '00000000').slice(0, -8)
+  const isSide = (name: string) => name.startsWith(side) && BACKUP_ID_PATTERN.test(name.slice(side.length))
+  const admin = onDatabase(conn, 'postgres')
+  const { databases, roles } = await withClient(admin, async (client) => ({
+    databases: (await client.query<{ name: string }>('SELECT datname AS name FROM pg_database')).rows.map((r) => r.name).filter(isSide),
+    roles: (await client.query<{ name: string }>('SELECT rolname AS name FROM pg_roles')).rows.map((r) => r.name).filter(isSide),
+  }))
+  const dropped: string[] = []
+  for (const name of databases) {
+    const ok = await withClient(admin, (client) => client.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)}`)).then(
+      () => true,
+      (err: unknown) => {
+        if (sqlState(err) === '55006') return false // in use
+        throw err
+      },
+    )
+    if (ok) dropped.push(name)
+  }
+  for (const role of roles.filter((r) => !databases.includes(r) || dropped.includes(r))) await dropRole(conn, role)
+  return dropped
 }
 
 /**

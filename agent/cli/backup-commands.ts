@@ -86,7 +86,12 @@ export function verifiedCell(verified: BackupView['verified']): string {
 export interface PitrView {
   app: string
   env: string
-  window: { earliest: { time: string; lsn: string } | null; latest: { lsn: string; time: string | null } | null }
+  window: {
+    earliest: { time: string; lsn: string } | null
+    latest: { lsn: string; time: string | null } | null
+    /** Absent from an older agent. */
+    gaps?: { from: { time: string; lsn: string }; to: { time: string; lsn: string } }[]
+  }
   receiver: { streaming: boolean; downSince: string | null }
   walStatus: string | null
   receiveLagBytes: number | null
@@ -112,8 +117,13 @@ export function formatPitr(list: readonly PitrView[]): string {
       size(p.walDiskFreeBytes),
     ])
   }
+  const gaps = list.flatMap((p) =>
+    (p.window.gaps ?? []).map(
+      (g) => `${p.app}/${p.env}: cannot recover between ${point(g.from)} and ${point(g.to)}: no WAL was received there (a slot lost)`,
+    ),
+  )
   const problems = list.flatMap((p) => p.problems.map((x) => `${p.app}/${p.env}: ${x.message} (${x.hint})`))
-  return [formatTable(rows), ...problems].join('\n')
+  return [formatTable(rows), ...gaps, ...problems].join('\n')
 }
 
 function checkBackupName(id: string): string {

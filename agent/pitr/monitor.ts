@@ -7,10 +7,11 @@ import type { Logger } from '../observability/logger.js'
 import type { Connection } from '../pg/connection.js'
 import { listBaseBackups } from './base-backup.js'
 import { assessHealth, INITIAL_HEALTH, type HealthState, type PitrProblem } from './health.js'
-import type { PitrPaths } from './paths.js'
+import { listWalFileInfos, type PitrPaths } from './paths.js'
 import { slotHealth, type SlotHealth } from './pg.js'
 import type { WalReceiver } from './receiver.js'
-import { parseLsn } from './target.js'
+import { parseLsn, type WindowGap } from './target.js'
+import { windowGaps } from './window.js'
 
 /** What GET /v1/status and GET /v1/backups show of an env's PITR. */
 export interface PitrEnvStatus {
@@ -20,6 +21,8 @@ export interface PitrEnvStatus {
     earliest: { time: string; lsn: string; baseBackup: string } | null
     /** `time`: every write the server made up to then was received (the last check that saw it; null if unknown). */
     latest: { lsn: string; time: string | null } | null
+    /** Stretches inside the window that cannot be recovered (no WAL received there: a slot lost), oldest first. */
+    gaps: WindowGap[]
   }
   receiver: { running: boolean; streaming: boolean; restarts: number; downSince: string | null }
   /** The slot's wal_status (reserved, extended, unreserved, lost), `missing` without a slot, null when not read. */
@@ -111,6 +114,7 @@ export class PitrMonitor {
       window: {
         earliest: oldest ? { time: oldest.endTime, lsn: oldest.endLsn, baseBackup: oldest.id } : null,
         latest: flushed === null ? null : { lsn: (slot as { restartLsn: string }).restartLsn, time: caughtUp?.at.toISOString() ?? null },
+        gaps: windowGaps(bases, await listWalFileInfos(this.o.paths.wal).catch(() => [])),
       },
       receiver: {
         running: receiver?.running ?? false,

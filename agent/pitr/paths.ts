@@ -1,6 +1,6 @@
 // Where an env's point-in-time recovery keeps its files: `<backups.dir>/pitr/<app>_<env>/` with `base/` (one dir per
 // base backup) and `wal/` (what pg_receivewal writes). Every dir 0700: WAL holds every row the database ever wrote.
-import { rename } from 'node:fs/promises'
+import { rename, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pitrSlotName } from '../config/schema.js'
 import type { Target } from '../config/targets.js'
@@ -37,6 +37,17 @@ export async function listWalFiles(walDir: string): Promise<string[]> {
     names.filter((n) => SET_ASIDE.test(n)).map(async (dir) => (await listDir(join(walDir, dir))).map((n) => `${dir}/${n}`)),
   )
   return [...names.filter((n) => !SET_ASIDE.test(n)), ...aside.flat()]
+}
+
+/** `listWalFiles` with each file's mtime (a file gone meanwhile, completed or pruned, is left out). */
+export async function listWalFileInfos(walDir: string): Promise<{ name: string; mtime: Date }[]> {
+  const infos = await Promise.all(
+    (await listWalFiles(walDir)).map(async (name) => {
+      const s = await stat(join(walDir, name)).catch(() => null)
+      return s?.isFile() ? [{ name, mtime: s.mtime }] : []
+    }),
+  )
+  return infos.flat()
 }
 
 /**

@@ -28,6 +28,21 @@ export async function ensureSlot(
   })
 }
 
+/**
+ * Ends the connection streaming from `slot`, if one does: at start-up that is the pg_receivewal a killed agent left
+ * running (it exits, --no-loop), which would hold the slot and keep the agent's own receiver out. Only the agent's
+ * receiver uses its slot. Answers the ended backend's pid, or null.
+ */
+export async function releaseSlot(conn: Connection, slot: string): Promise<number | null> {
+  const { rows } = await withClient(admin(conn), (client) =>
+    client.query<{ pid: number }>(
+      'SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL AND pg_terminate_backend(active_pid)',
+      [slot],
+    ),
+  )
+  return rows[0]?.pid ?? null
+}
+
 export async function dropSlot(conn: Connection, slot: string): Promise<void> {
   await withClient(admin(conn), (client) =>
     client.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [slot]),

@@ -45,13 +45,42 @@ export interface RecoverOptions {
 }
 
 /**
- * Removes the work dirs a killed agent left under the temp dir for this prefix. A recovery instance still running in
- * one shuts itself down once its postmaster.pid is gone (PostgreSQL rechecks it every minute).
+ * Removes the work dirs a killed agent left under the temp dir for this prefix, after stopping a recovery instance
+ * still running in one (killed during the dump, it is promoted and would serve on; its pid file is only rechecked
+ * every minute). Answers the dirs removed and the postmasters stopped.
  */
-export async function removeWorkLeftovers(workPrefix: string): Promise<string[]> {
-  const names = (await readdir(tmpdir()).catch(() => [] as string[])).filter((n) => n.startsWith(workPrefix))
-  for (const name of names) await rm(join(tmpdir(), name), { recursive: true, force: true })
-  return names
+export async function removeWorkLeftovers(workPrefix: string): Promise<{ dirs: string[]; stopped: number[] }> {
+  const dirs = (await readdir(tmpdir()).catch(() => [] as string[])).filter((n) => n.startsWith(workPrefix))
+  const stopped: number[] = []
+  for (const name of dirs) {
+    const pid = await stopLeftoverPostmaster(join(tmpdir(), name, 'data'))
+    if (pid !== null) stopped.push(pid)
+    await rm(join(tmpdir(), name), { recursive: true, force: true })
+  }
+  return { dirs, stopped }
+}
+
+/** Alive and not a zombie (a killed agent's child is reaped by whoever adopted it, maybe late). */
+async function running(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => null)
+  return stat !== null && !/^\d+ \(.*\) [ZX]/s.test(stat)
+}
+
+/**
+ * Stops the postmaster of `data` if its postmaster.pid names a live one (immediate shutdown, SIGKILL after 10 s);
+ * a pid reused by another process (its command line does not name `data`) is left alone. Answers the pid stopped.
+ */
+async function stopLeftoverPostmaster(data: string): Promise<number | null> {
+  const pid = Number((await readFile(join(data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0])
+  if (!Number.isInteger(pid) || pid <= 0) return null
+  const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0')
+  if (!argv.includes(data) || !(await running(pid))) return null
+  process.kill(pid, 'SIGQUIT')
+  for (let waited = 0; await running(pid); waited += 100) {
+    if (waited === 10_000) process.kill(pid, 'SIGKILL')
+    await sleep(100)
+  }
+  return pid
 }
 
 /** The newest /usr/lib/postgresql/<major>/bin, where Debian keeps `postgres` (not on PATH). */

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto'
 import { readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { checkRestorePrivileges } from '../backup/restore.js'
+import { checkRestorePrivileges, dropRestoreLeftovers } from '../backup/restore.js'
 import type { BackupService } from '../backup/service.js'
 import { formatStamp } from '../backup/names.js'
 import { backupDir } from '../config/load.js'
@@ -18,14 +18,15 @@ import { connectionOf, type Connection } from '../pg/connection.js'
 import { CronJob } from '../schedule/nightly.js'
 import { listBaseBackups, removeBaseBackup, takeBaseBackup } from './base-backup.js'
 import { PitrError } from './errors.js'
-import { ensurePitrDirs, listWalFiles, pitrPaths, pitrSlot, setAsideWal, type PitrPaths } from './paths.js'
-import { commitNow, createRestorePoint, dropSlot, ensureSlot, flushedLsn, waitFlushed } from './pg.js'
+import { ensurePitrDirs, listWalFileInfos, listWalFiles, pitrPaths, pitrSlot, setAsideWal, type PitrPaths } from './paths.js'
+import { commitNow, createRestorePoint, dropSlot, ensureSlot, flushedLsn, releaseSlot, waitFlushed } from './pg.js'
 import { PitrMonitor, type PitrEnvStatus } from './monitor.js'
 import { WalReceiver } from './receiver.js'
 import { planSlotDrops, serverOf, SlotLedger } from './slots.js'
 import { formatPitrPlan, planPitrRetention, type PitrRetentionPlan } from './retention.js'
 import { recoverToDump, recoveryUser, removeWorkLeftovers, serverBinDir, type RunAs } from './recover.js'
 import { planRecovery, type BaseBackupInfo, type DeployPoint, type PitrTarget } from './target.js'
+import { windowGaps } from './window.js'
 
 export interface PitrTools {
   pgReceivewal?: string
@@ -186,8 +187,8 @@ export class PitrService {
   private async removeLeftovers(state: EnvState, logger: Logger): Promise<void> {
     const dumps = (await readdir(state.paths.root).catch(() => [] as string[])).filter((n) => /^restore-.*\.dump$/.test(n))
     for (const name of dumps) await rm(join(state.paths.root, name), { force: true })
-    const dirs = await removeWorkLeftovers(this.workPrefix(state.target))
-    if (dumps.length + dirs.length > 0) logger.warn({ dumps, dirs }, 'removed what an interrupted PITR restore left')
+    const { dirs, stopped } = await removeWorkLeftovers(this.workPrefix(state.target))
+    if (dumps.length + dirs.length > 0) logger.warn({ dumps, dirs, stopped }, 'removed what an interrupted PITR restore left')
   }
 
   private async startEnv(state: EnvState, logger: Logger): Promise<void> {
@@ -213,6 +214,13 @@ export class PitrService {
           if (moved > 0) logger.warn({ files: moved }, 'a new slot starts a new stream: the WAL received before it was set aside')
         }
         if (this.stopped) return
+        if (state.receiver === null) {
+          // What a killed agent left on the server: its pg_receivewal holding the slot, a restore's side database.
+          const pid = await releaseSlot(conn, slot)
+          if (pid !== null) logger.warn({ slot, pid }, "ended the stream a previous agent's pg_receivewal left on the slot")
+          const sides = await dropRestoreLeftovers(conn)
+          if (sides.length > 0) logger.warn({ databases: sides }, 'dropped the side databases of an interrupted restore')
+        }
         state.receiver ??= new WalReceiver({
           conn,
           slot,
@@ -337,12 +345,14 @@ export class PitrService {
       // A commit now: every earlier point then has a record after it to stop at, and the clock is the server's.
       const latest = await commitNow(conn)
       await waitFlushed(conn, slot, latest.lsn, this.o.flushTimeoutMs ?? 60_000)
+      const bases = await listBaseBackups(paths.base)
       const plan = planRecovery({
         target: point,
-        bases: await listBaseBackups(paths.base),
+        bases,
         flushedLsn: await flushedLsn(conn, slot),
         serverNow: latest.now,
         deploy: 'beforeDeploy' in point ? this.o.deployPoint(target, point.beforeDeploy) : undefined,
+        gaps: windowGaps(bases, await listWalFileInfos(paths.wal)),
       })
       await checkRestorePrivileges(await this.o.backups.databaseOf(target), plan.described)
       progress('recovering', { target: plan.described, baseBackup: plan.base.id })

@@ -32,6 +32,17 @@ export interface RecoveryPlan {
   described: string
 }
 
+/** A stretch of the recoverable window with no WAL received (window.ts finds them). */
+export interface WindowGap {
+  /**
+   * The end of the last WAL segment received before the gap, and when that file was last written (the receiver
+   * writes as the server does, so about the time of the last write before the gap).
+   */
+  from: { lsn: string; time: string }
+  /** The end of the first base backup after the gap: the first recoverable point again. */
+  to: { lsn: string; time: string; baseBackup: string }
+}
+
 const LSN = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/
 /** ISO 8601 with seconds and an explicit zone (Z or ±hh:mm): a time without one would be read in the server's zone. */
 const TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$/
@@ -71,10 +82,16 @@ export function planRecovery(input: {
   serverNow: Date
   /** The deploy `beforeDeploy` names: undefined when there is none of this env. */
   deploy?: DeployPoint
+  /** The window's gaps (window.ts): a target inside one is refused. */
+  gaps?: readonly WindowGap[]
 }): RecoveryPlan {
   const { target, bases } = input
   const flushed = input.flushedLsn === null ? null : parseLsn(input.flushedLsn)
   const unreachable = (message: string) => new PitrError('pitr_target_unreachable', message)
+  const inGap = (described: string, g: WindowGap) =>
+    unreachable(
+      `${described} is in a gap of the recoverable window: no WAL was received from ${g.from.lsn} (${g.from.time}) until base backup ${g.to.baseBackup} ended at ${g.to.lsn} (${g.to.time}), e.g. after a replication slot was lost; recover to a point up to the first or from the second`,
+    )
   if (bases.length === 0) throw unreachable('there is no base backup yet: nothing can be recovered to a point')
   const byEnd = [...bases].sort((a, b) => ((parseLsn(a.endLsn) ?? 0n) < (parseLsn(b.endLsn) ?? 0n) ? -1 : 1))
   const earliest = byEnd[0] as BaseBackupInfo
@@ -96,6 +113,8 @@ export function planRecovery(input: {
       throw unreachable(
         `time ${target.time} is before the end of the oldest base backup (${earliest.endTime}): the earliest recoverable point`,
       )
+    const gap = gapAtTime(input.gaps ?? [], at)
+    if (gap) throw inGap(`time ${target.time}`, gap)
     return { base, setting: { name: 'recovery_target_time', value: recoveryTime(at) }, inclusive: true, described: `time ${target.time}` }
   }
 
@@ -119,5 +138,17 @@ export function planRecovery(input: {
   const base = byEnd.filter((b) => (parseLsn(b.endLsn) ?? 0n) <= lsn).at(-1)
   if (!base)
     throw unreachable(`${described} is before the end of the oldest base backup (${earliest.endLsn}): the earliest recoverable point`)
+  const gap = gapAtLsn(input.gaps ?? [], lsn)
+  if (gap) throw inGap(described, gap)
   return { base, setting: { name: 'recovery_target_lsn', value: formatLsn(lsn) }, inclusive: !('beforeDeploy' in target), described }
+}
+
+/** The gap `lsn` falls in (strictly between its ends), if any. */
+export function gapAtLsn(gaps: readonly WindowGap[], lsn: bigint): WindowGap | undefined {
+  return gaps.find((g) => lsn > (parseLsn(g.from.lsn) ?? 0n) && lsn < (parseLsn(g.to.lsn) ?? 0n))
+}
+
+/** The gap the time `at` falls in (strictly between its ends), if any. */
+export function gapAtTime(gaps: readonly WindowGap[], at: Date): WindowGap | undefined {
+  return gaps.find((g) => at.getTime() > Date.parse(g.from.time) && at.getTime() < Date.parse(g.to.time))
 }

@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process'
-import { chmod, copyFile, cp, mkdir, mkdtemp, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises'
+import { chmod, copyFile, cp, mkdir, mkdtemp, readdir, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -185,5 +185,41 @@ export async function ensureBaseImage(): Promise<string> {
       await rm(dir, { recursive: true, force: true })
     }
     return BASE_IMAGE
+  })
+}
+
+/** The base image plus the host's `psql` and the shared libraries `ldd` names: for migrations that run SQL. */
+export const PSQL_IMAGE = 'deploy-agent-test-psql:1'
+
+/** The host's newest PostgreSQL client binary (Debian keeps it under /usr/lib/postgresql/<major>/bin). */
+async function hostPsql(): Promise<string> {
+  const versions = await readdir('/usr/lib/postgresql').catch(() => [] as string[])
+  const newest = versions.filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a))[0]
+  if (newest === undefined) throw new Error('no psql under /usr/lib/postgresql/<major>/bin')
+  return join('/usr/lib/postgresql', newest, 'bin/psql')
+}
+
+/** Builds PSQL_IMAGE (busybox + the host's psql at /usr/bin/psql) unless it exists; returns the image name. */
+export async function ensurePsqlImage(): Promise<string> {
+  if (await imageExists(PSQL_IMAGE)) return PSQL_IMAGE
+  return await withLock(async () => {
+    if (await imageExists(PSQL_IMAGE)) return PSQL_IMAGE
+    const dir = await mkdtemp(join(tmpdir(), 'deploy-agent-psql-rootfs-'))
+    try {
+      await makeRootfs(dir)
+      const psql = await hostPsql()
+      const { stdout } = await run('ldd', [psql])
+      const libraries = [...stdout.matchAll(/(?:=>\s*)?(\/\S+)\s+\(0x/g)].map((m) => m[1] as string)
+      for (const path of libraries) {
+        await mkdir(join(dir, dirname(path)), { recursive: true })
+        await copyFile(await realpath(path), join(dir, path))
+      }
+      await copyFile(psql, join(dir, 'bin/psql')) // /usr/bin is a link to /bin
+      await chmod(join(dir, 'bin/psql'), 0o755)
+      await importRootfs(dir, PSQL_IMAGE, 'psql')
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+    return PSQL_IMAGE
   })
 }

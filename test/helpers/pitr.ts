@@ -29,7 +29,15 @@ export async function makePitrDatabase(t: Teardown, user: { stop?: () => Promise
   await query('postgres', `GRANT EXECUTE ON FUNCTION pg_create_restore_point(text) TO ${role}`)
   t.teardown(async () => {
     await user.stop?.()
-    await query('postgres', `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE '${slot}%'`)
+    // A pg_receivewal an agent killed by the test left behind still streams: its walsender is ended (it then exits,
+    // --no-loop), and the slot is dropped once it is no longer active.
+    const drop = `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name LIKE '${slot}%' AND active_pid IS NOT NULL;
+      SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE '${slot}%' AND NOT active`
+    for (let i = 0; i < 50; i++) {
+      await query('postgres', drop)
+      if ((await query('postgres', `SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE '${slot}%'`)).length === 0) break
+      await new Promise((r) => setTimeout(r, 100))
+    }
     const dbs = await query<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db}%'`)
     for (const { datname } of dbs) await query('postgres', `DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
     await query('postgres', `REVOKE EXECUTE ON FUNCTION pg_create_restore_point(text) FROM ${role}`)

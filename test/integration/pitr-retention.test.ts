@@ -11,7 +11,7 @@ import type { PitrEnvStatus } from '../../agent/pitr/monitor.js'
 import { PitrService } from '../../agent/pitr/service.js'
 import { BackupService } from '../../agent/backup/service.js'
 import { createLogger } from '../../agent/observability/logger.js'
-import { segmentName, parseLsn, type BaseBackupInfo } from '../../agent/pitr/target.js'
+import { formatLsn, segmentName, parseLsn, type BaseBackupInfo } from '../../agent/pitr/target.js'
 import { skipUnless } from '../helpers/engines.js'
 import { pgAvailable, query } from '../helpers/pg.js'
 import { canRunPrivatePostgres, startPrivatePostgres } from '../helpers/private-pg.js'
@@ -224,6 +224,17 @@ t.test(
       (await readdir(third.paths(target).wal)).some((n) => n.startsWith('before-')),
       'the WAL of the lost slot was set aside',
     )
+    // What the lost slot did not receive is a gap in the window: up to the new base backup, and refused inside it.
+    const [oldBase, newBase] = (await listBaseBackups(third.paths(target).base)) as [BaseBackupInfo, BaseBackupInfo]
+    const gaps = status?.window.gaps ?? []
+    t.match(gaps, [{ from: { lsn: /\//, time: /Z$/ }, to: { lsn: newBase.endLsn, time: newBase.endTime, baseBackup: newBase.id } }])
+    const from = parseLsn(gaps[0]?.from.lsn ?? '') as bigint
+    t.ok(from > (parseLsn(oldBase.endLsn) as bigint) && from < (parseLsn(newBase.endLsn) as bigint), 'from the last WAL of the old slot')
+    const inside = formatLsn((from + (parseLsn(newBase.endLsn) as bigint)) / 2n)
+    await t.rejects(third.restore(target, { lsn: inside }), {
+      code: 'pitr_target_unreachable',
+      message: /is in a gap of the recoverable window/,
+    })
   },
 )
 

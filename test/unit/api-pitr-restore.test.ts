@@ -15,6 +15,12 @@ const PRODUCTION: PitrEnvStatus = {
   window: {
     earliest: { time: '2027-01-03T02:00:05.123Z', lsn: '0/3000100', baseBackup: '20270103T020000Z' },
     latest: { lsn: '0/9A000F0', time: '2027-01-05T10:15:00.456Z' },
+    gaps: [
+      {
+        from: { lsn: '0/5000000', time: '2027-01-04T01:00:00.000Z' },
+        to: { lsn: '0/8000100', time: '2027-01-04T09:30:00.000Z', baseBackup: '20270104T093000Z' },
+      },
+    ],
   },
   receiver: { running: false, streaming: false, restarts: 4, downSince: '2027-01-05T10:15:30.000Z' },
   walStatus: 'extended',
@@ -150,6 +156,10 @@ t.test('PITR status: the recoverable window and health in GET /v1/status and `de
     /web +production +2027-01-03 02:00:05Z \(0\/3000100\) +2027-01-05 10:15:00Z \(0\/9A000F0\) +down since 2027-01-05 10:15:30Z +2\.5 MB +extended +12\.0 GB/,
   )
   t.match(list.stdout, /web\/production: pg_receivewal has not streamed \(see the log\)/)
+  t.match(
+    list.stdout,
+    /web\/production: cannot recover between 2027-01-04 01:00:00Z \(0\/5000000\) and 2027-01-04 09:30:00Z \(0\/8000100\): no WAL was received there/,
+  )
   const json = JSON.parse((await runCli(['backups', '--json', '--env', 'staging'], env)).stdout) as { pitr: unknown[] }
   t.same(json.pitr, [], 'filtered by env like the backups')
 })

@@ -17,6 +17,16 @@ const pitrStatus = nullable({
       properties: {
         earliest: nullable({ type: 'object', properties: { time: str, lsn: str, baseBackup: str } }),
         latest: nullable({ type: 'object', properties: { lsn: str, time: nullable(str) } }),
+        gaps: {
+          type: 'array',
+          items: {
+            type: 'object',
+            properties: {
+              from: { type: 'object', properties: { lsn: str, time: str } },
+              to: { type: 'object', properties: { lsn: str, time: str, baseBackup: str } },
+            },
+          },
+        },
       },
     },
     receiver: {
