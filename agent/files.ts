@@ -29,8 +29,15 @@ export async function ensureDir(dir: string, mode = 0o700): Promise<void> {
 /**
  * Replaces `path` with `data`: write a temp file beside it (O_EXCL, so never someone else's), fsync, rename over
  * the target, fsync the directory. A crash leaves either the old file or the new one (and at worst a stray temp).
+ * `syncDir: false` leaves the directory's fsync to the caller (`fsyncDir`), who has something more urgent to do
+ * first: until then a crash may still leave the old file, never a partial one.
  */
-export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array,
+  mode = 0o600,
+  options: { syncDir?: boolean } = {},
+): Promise<void> {
   const dir = dirname(path)
   const temp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`)
   const handle = await open(temp, 'wx', mode)
@@ -47,7 +54,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
     await rm(temp, { force: true })
     throw err
   }
-  await fsyncDir(dir)
+  if (options.syncDir !== false) await fsyncDir(dir)
 }
 
 /** The names in `dir`; a directory that does not exist yet is empty. */

@@ -9,7 +9,8 @@
 // Then a manual rollback asked for during OBSERVING (warm standby) vs a bare upstream rewrite + nginx -s reload
 // between two running containers, alternating.
 // The agent is built in-process as in bench/deploy.ts, with the access-log watch wired as `deploy-agent serve` does.
-// Alone: `node --import tsx bench/bad-release.ts` (prints the rows and notes; BENCH_BAD_RUNS=n for fewer runs).
+// Alone: `node --import tsx bench/bad-release.ts` (prints the rows and notes; BENCH_BAD_RUNS=n for fewer runs,
+// BENCH_BAD_ONLY=rollback for the manual rollback part alone).
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
@@ -35,6 +36,8 @@ import { rateLoad } from './load.js'
 const run = promisify(execFile)
 
 const RUNS = Math.max(1, Number(process.env.BENCH_BAD_RUNS ?? 3))
+/** BENCH_BAD_ONLY=rollback: only the manual rollback in the window vs the bare switch (the bad deploys skipped). */
+const ONLY_ROLLBACK = process.env.BENCH_BAD_ONLY === 'rollback'
 const RATE = 200
 const ENV = 'production'
 /** The bad release answers 500 on `/` this long after its first request through nginx. */
@@ -368,7 +371,7 @@ export async function benchBadRelease(): Promise<Row[]> {
       { key: 'B', label: 'B, warm standby, probes only, health failing too', env: envs.B, ref: BAD_HEALTH, runs: [] },
       { key: 'C', label: 'C, warm standby + access log, health green', env: envs.C, ref: BAD, runs: [] },
     ]
-    for (let i = 0; i < RUNS; i++) {
+    for (let i = 0; i < (ONLY_ROLLBACK ? 0 : RUNS); i++) {
       for (const c of configs) {
         const r = await badDeploy(drv, c.env, c.ref)
         c.runs.push(r)
@@ -429,14 +432,14 @@ export async function benchBadRelease(): Promise<Row[]> {
       return backs.some((b) => b === null) ? null : median(backs as number[])
     }
     const [a, a2, , c] = configs as [Config, Config, Config, Config]
-    const today = `${fmt(medFailed(a2))} (${pct(medShare(a2))}), A'`
-    for (const cfg of configs) {
+    const today = () => `${fmt(medFailed(a2))} (${pct(medShare(a2))}), A'`
+    for (const cfg of ONLY_ROLLBACK ? [] : configs) {
       const back = medBack(cfg)
       const isC = cfg === c
       rows.push({
         figure: `bad release (500 on / ${BAD_AFTER_SEC} s after the switch, ${RATE} req/s), ${cfg.label}: failed requests in the bad window (median of ${RUNS})`,
         value: `${fmt(medFailed(cfg))} (${pct(medShare(cfg))} of ${ms(median(cfg.runs.map((r) => r.windowMs)))})${cfg === a ? `, over the whole ${OBSERVE.seconds} s window: never rolled back` : ''}`,
-        baseline: cfg === a2 ? '—' : today,
+        baseline: cfg === a2 ? '—' : today(),
         ratio: cfg === a2 || cfg === a ? '—' : `${fmt((100 * medFailed(cfg)) / medFailed(a2), 1)} %`,
         target: isC ? "≤ 1 % of today's" : '—',
         met: isC ? medFailed(cfg) <= 0.01 * medFailed(a2) : null,
@@ -469,10 +472,10 @@ export async function benchBadRelease(): Promise<Row[]> {
         `Bad window: from the first 500 to the last failed answer (answer end times); its share = failed ÷ answers ending in it. Back: first 200 from ${GOOD} after the last failed answer. ` +
         `The agent runs in the bench process (like bench/deploy.ts), its access-log watch wired as deploy-agent serve wires it.`,
     )
-    for (const cfg of configs) badReleaseNotes.push(`Bad release ${cfg.label}, all runs — ${describeRuns(cfg.runs)}.`)
+    for (const cfg of ONLY_ROLLBACK ? [] : configs) badReleaseNotes.push(`Bad release ${cfg.label}, all runs — ${describeRuns(cfg.runs)}.`)
     badReleaseNotes.push(
       `Manual rollback in the window: ${RUNS} deploys of ${GOOD2} over ${GOOD} on app C; once OBSERVING and ${GOOD2} answers through nginx (+300 ms), a signed POST …/rollback; ` +
-        `"traffic" = the first answer of ${GOOD} through nginx (fresh connection every ~5 ms, bench/deploy.ts ServedWatch); each ended ROLLED_BACK / rollback_requested. ` +
+        `"traffic" = the first answer of ${GOOD} through nginx (fresh connection every ~5 ms from a worker thread, so the in-process agent does not delay its clock: bench/deploy.ts ServedWatch, the same watch for the bare switch); each ended ROLLED_BACK / rollback_requested. ` +
         `Bare: two busybox httpd containers already running, upstream file rewritten + nginx -s reload, until nginx answers with the other one; alternating with the rollbacks. ` +
         `All runs — in the window: ${inWindow.map((x) => fmt(x)).join(', ')} ms (request → ROLLED_BACK ${inWindowDone.map((x) => fmt(x)).join(', ')} ms; deploy log after the request: ${inWindowLog.join(' | ')}); bare: ${bareMs.map((x) => fmt(x)).join(', ')} ms; \`nginx -t\` alone on the bare nginx (the agent runs it before each reload; the bare switch does not): ${nginxTest.map((x) => fmt(x)).join(', ')} ms.`,
       `Bad-release machine: ${cpus().length} CPUs; load average (1 / 5 / 15 min) before ${loadBefore}, after ${load()}.`,

@@ -12,21 +12,21 @@ import { execFile, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { Worker } from 'node:worker_threads'
 import { assembleDeploys } from '../agent/deploy/assemble.js'
 import type { DeployCoordinator } from '../agent/deploy/coordinator.js'
 import { createLogger } from '../agent/observability/logger.js'
-import { probeThrough } from '../agent/proxy/through.js'
 import type { Deploy } from '../agent/store/deploys.js'
 import { buildTestAgent, signedInject, type TestAgent } from '../test/helpers/agent.js'
 import { removeAppFromDocker, dockerAvailable, ensureBaseImage, removeContainersByLabel } from '../test/helpers/docker.js'
 import { startNginx, writeUpstreamFile, type NginxInstance } from '../test/helpers/nginx.js'
 import { freePorts } from '../test/helpers/ports.js'
 import { FAILS_AFTER_SEC, makeSampleRepo, SAMPLE_TAGS } from '../test/helpers/sample-app.js'
-import { fmt, type Row } from './lib.js'
+import { fmt, formatRows, type Row } from './lib.js'
 import { rateLoad, type RateLoadResult } from './load.js'
 
 const run = promisify(execFile)
@@ -34,13 +34,17 @@ const BASELINE_SCRIPT = fileURLToPath(new URL('./baseline-deploy.sh', import.met
 
 // Development knobs (the defaults are the benchmark): BENCH_DEPLOY_RUNS (timed runs per side), BENCH_DEPLOY_PHASES
 // (e.g. "3,compose": which of 2, 3, compose, 4 run after phase 1), BENCH_DEPLOY_KEEP=1 (keep the temp dir and its
-// nginx logs).
+// nginx logs), BENCH_DEPLOY_LOAD_RUNS (deploys and rollbacks under load in phase 3, default 3), BENCH_BURNERS=n (n
+// CPU-burning host processes, at the default nice, beside phase 3 from its reference to its bare reloads).
+// Alone: `node --import tsx bench/deploy.ts` (prints the rows and notes).
 /** Timed deploys and rollbacks per side (medians). */
 const RUNS = Math.max(1, Number(process.env.BENCH_DEPLOY_RUNS ?? 5))
 const PHASES = process.env.BENCH_DEPLOY_PHASES?.split(',')
 const want = (phase: string) => PHASES === undefined || PHASES.includes(phase)
 /** Deploys, rollbacks and compose updates under load (summed). */
-const LOAD_RUNS = 3
+const LOAD_RUNS = Math.max(1, Number(process.env.BENCH_DEPLOY_LOAD_RUNS ?? 3))
+/** CPU-burning processes beside phase 3. */
+const BURNERS = Math.max(0, Number(process.env.BENCH_BURNERS ?? 0))
 /** Bad-release deploys (median). */
 const BAD_RUNS = 3
 const RATE = 200
@@ -60,27 +64,50 @@ export const deployNotes: string[] = []
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number
 const ms = (n: number) => `${fmt(n)} ms`
 
-/** Polls `url` through nginx on fresh connections (~every 5 ms) and records each change of the answer. */
+// The poll loop of ServedWatch, in a worker thread: its clock reads are not delayed by what the bench's own thread
+// runs meanwhile (the in-process agent), so the agent and a bare switch are timed alike. Plain JS (no loader).
+const WATCH_LOOP = `
+const { get } = require('node:http')
+const { parentPort, workerData } = require('node:worker_threads')
+let stopped = false
+parentPort.on('message', () => { stopped = true })
+// One GET on a fresh connection (as agent/proxy/through.ts probeThrough): status 200 answers its body.
+const probe = () => new Promise((resolve) => {
+  const req = get(workerData.url, { agent: false }, (res) => {
+    let body = ''
+    res.setEncoding('utf8')
+    res.on('data', (c) => { if (body.length < 4096) body += c })
+    res.on('end', () => resolve(res.statusCode === 200 ? body.trim() : 'HTTP ' + res.statusCode))
+    res.on('error', (e) => resolve('error ' + (e.code || e.message)))
+  })
+  req.setTimeout(1000, () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })))
+  req.on('error', (e) => resolve('error ' + (e.code || e.message)))
+})
+;(async () => {
+  let last
+  while (!stopped) {
+    const version = await probe()
+    if (version !== last) parentPort.postMessage({ at: Date.now(), version })
+    last = version
+    await new Promise((r) => setTimeout(r, 5))
+  }
+  parentPort.close()
+})()
+`
+
+/**
+ * Polls `url` through nginx on fresh connections (~every 5 ms, in a worker thread) and records each change of the
+ * answer, timed when the answer arrived.
+ */
 export class ServedWatch {
   readonly changes: Array<{ at: number; version: string }> = []
-  private stopped = false
-  private readonly loop: Promise<void>
+  private readonly worker: Worker
+  private readonly done: Promise<void>
 
   constructor(url: string) {
-    this.loop = this.poll(url)
-  }
-
-  private async poll(url: string): Promise<void> {
-    let last: string | undefined
-    while (!this.stopped) {
-      const version = await probeThrough(url, 1000).then(
-        (r) => (r.status === 200 ? r.body.trim() : `HTTP ${r.status}`),
-        (err: NodeJS.ErrnoException) => `error ${err.code ?? err.message}`,
-      )
-      if (version !== last) this.changes.push({ at: Date.now(), version })
-      last = version
-      await sleep(5)
-    }
+    this.worker = new Worker(WATCH_LOOP, { eval: true, workerData: { url } })
+    this.worker.on('message', (c: { at: number; version: string }) => this.changes.push(c))
+    this.done = new Promise((resolve) => this.worker.once('exit', () => resolve()))
   }
 
   /** When `version` was first seen at or after `after`; null if never. */
@@ -100,8 +127,8 @@ export class ServedWatch {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true
-    await this.loop
+    this.worker.postMessage('stop')
+    await this.done
   }
 }
 
@@ -609,7 +636,22 @@ async function rollbackTime(b: Bench): Promise<void> {
 }
 
 // ── 3. failed requests under a steady 200 req/s ───────────────────────────────────────────────────────────────────
+/** `n` host processes spinning on a CPU each (plain `node -e`, the default nice); stop() kills them. */
+function burnCpus(n: number): { stop: () => void } {
+  const burners = Array.from({ length: n }, () => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }))
+  return { stop: () => burners.forEach((c) => c.kill('SIGKILL')) }
+}
+
 async function failedRequests(b: Bench): Promise<void> {
+  const burners = burnCpus(BURNERS)
+  try {
+    await failedRequestsLoaded(b)
+  } finally {
+    burners.stop()
+  }
+}
+
+async function failedRequestsLoaded(b: Bench): Promise<void> {
   const errorsFrom = await logSize(b.ngA.errorLog)
   // Control: the same load on the same nginx and app for as long as a deploy takes, with nothing deployed.
   const controlMs = Number.isFinite(b.deployMs) ? b.deployMs : 6000
@@ -720,7 +762,7 @@ async function failedRequests(b: Bench): Promise<void> {
     },
   )
   deployNotes.push(
-    `Load: bench/load.ts, an open-loop client firing GET /version through nginx at a fixed ${RATE} req/s (keep-alive agent, ≤ 32 sockets, 5 s timeout) from 500 ms before the request until 500 ms after its end (compose: after the new release answers through nginx). ` +
+    `${BURNERS > 0 ? `With ${BURNERS} CPU-burning host processes (\`node -e 'for (;;) {}'\`, default nice) running through phase 3. ` : ''}Load: bench/load.ts, an open-loop client firing GET /version through nginx at a fixed ${RATE} req/s (keep-alive agent, ≤ 32 sockets, 5 s timeout) from 500 ms before the request until 500 ms after its end (compose: after the new release answers through nginx). ` +
       `Like test/helpers/load.ts it sends a request again when it fails on a reused keep-alive connection before any answer (an idle connection closed by nginx's old workers at a reload), counted as "retried"; every other error is a socket error; non-2xx answers are counted apart. ` +
       `Reference with nothing deployed: ${describeLoad(control)}. Agent deploys: ${describeLoad(dl)}; served ${JSON.stringify(dl.served)}. Agent rollbacks: ${describeLoad(rl)}; served ${JSON.stringify(rl.served)}. ` +
       `Agent failures by the state the deploy or rollback was in when the request ended: ${failuresByState([...dl.failures, ...rl.failures], deploys)}. Agent's nginx over the reference, deploys and rollbacks: ${agentUpstream}. ` +
@@ -913,4 +955,9 @@ export async function benchDeploy(): Promise<Row[]> {
     if (process.env.BENCH_DEPLOY_KEEP === '1') console.error(`bench/deploy.ts: kept ${dir}`)
     else await rm(dir, { recursive: true, force: true })
   }
+}
+
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const rows = await benchDeploy()
+  console.log(`${formatRows(rows)}\n\n${deployNotes.map((n) => `- ${n}`).join('\n')}`)
 }

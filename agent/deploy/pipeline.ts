@@ -539,6 +539,10 @@ export class DeployPipeline {
   ): Promise<void> {
     const { reason, code = 'observe_failed' } = verdict
     const error = { code, message: reason }
+    // The release to go back to is made ready while ROLLING_BACK is journalled: both come before the switch and
+    // neither needs the other (the checks read, or start a stopped release out of nginx).
+    const ready = previous ? this.readyToRollBackTo(run, target, previous) : null
+    ready?.catch(() => undefined) // awaited below; must not go unhandled meanwhile
     await run.move('ROLLING_BACK', { error })
     if (!previous) {
       await run.move('FAILED', {
@@ -547,10 +551,7 @@ export class DeployPipeline {
       return
     }
     try {
-      // A warm standby still runs and served seconds ago: one passing probe is proof enough, the switch comes first.
-      const warm = await this.runtime(target).isAlive(previous)
-      if (!warm) await this.runtime(target).revive(previous)
-      await this.verify(run, target, previous, 'core', warm)
+      await ready
       await this.switchGroups(run, target, bad, previous)
       await run.log({ event: 'switched', port: previous.port, rollback: true })
     } catch (err) {
@@ -562,6 +563,13 @@ export class DeployPipeline {
     this.deps.onLive?.(target, liveRelease(previous))
     await this.retireReplaced(run, target, bad)
     await run.move('ROLLED_BACK', { error })
+  }
+
+  private async readyToRollBackTo(run: DeployRun, target: Target, previous: Instance): Promise<void> {
+    // A warm standby still runs and served seconds ago: one passing probe is proof enough, the switch comes first.
+    const warm = await this.runtime(target).isAlive(previous)
+    if (!warm) await this.runtime(target).revive(previous)
+    await this.verify(run, target, previous, 'core', warm)
   }
 
   private async finishLive(run: DeployRun, target: Target, live: Instance): Promise<void> {

@@ -267,6 +267,47 @@ t.test(
   },
 )
 
+t.test(
+  'NginxUpstream: a switch back to a content nginx -t passed skips the test; a config broken since is caught with nginx’s words',
+  { skip: skipUnless(hasNginx, 'nginx') },
+  async (t) => {
+    const r = await rig(t)
+    // The real `nginx -t`, each run noted.
+    const runs = join(r.dir, 'tests')
+    const [nginx, ...testArgs] = r.nginx.testCommand
+    const counted = node(
+      `require('fs').appendFileSync(${JSON.stringify(runs)}, '.'); ` +
+        `process.exit(require('child_process').spawnSync(${JSON.stringify(nginx)}, ${JSON.stringify(testArgs)}, { stdio: 'inherit' }).status ?? 1)`,
+    )
+    const tested = async (): Promise<number> => (await readFile(runs, 'utf8').catch(() => '')).length
+    const master = Number((await readFile(r.pidFile, 'utf8')).trim())
+    // Reloaded by a signal (as a service manager does: no config parsed on the way) and by `nginx -s reload`.
+    const bySignal = r.upstream({ testCommand: counted, reloadCommand: node(`process.kill(${master}, 'SIGHUP')`), confirmTimeoutMs: 1000 })
+    const byNginx = r.upstream({ testCommand: counted, confirmTimeoutMs: 1000 })
+    for (const up of [bySignal, byNginx]) {
+      await up.switchTo(r.green)
+      await up.switchTo(r.blue)
+    }
+    t.equal(await tested(), 4)
+    await bySignal.switchTo(r.green)
+    t.equal(await r.through(), 'green')
+    await byNginx.switchTo(r.blue)
+    t.equal(await r.through(), 'blue')
+    t.equal(await tested(), 4, 'no test for contents tested before')
+
+    // Someone breaks nginx's config: the reload does not take, and `nginx -t` then says why.
+    await writeFile(r.nginx.configPath, `bogus_directive on;\n${await readFile(r.nginx.configPath, 'utf8')}`)
+    const old = await readFile(r.file)
+    for (const up of [bySignal, byNginx]) {
+      const err = await up.switchTo(r.green).catch((e: unknown) => e)
+      t.match(err, { code: 'proxy_test_failed', stderr: /unknown directive "bogus_directive"/ })
+      t.same(await readFile(r.file), old, 'the old file, byte for byte')
+      t.equal(await r.through(), 'blue')
+    }
+    t.equal(await tested(), 6)
+  },
+)
+
 t.test('NginxUpstream: a reload that never takes is unconfirmed and rolled back', { skip: skipUnless(hasNginx, 'nginx') }, async (t) => {
   const r = await rig(t)
   const old = await readFile(r.file)

@@ -79,6 +79,40 @@ t.test('Warm standby: a rollback asked for in the window ends it at once and swi
   t.notOk(rig.pipeline.rollBackInWindow(deploy.id, 'again'), 'the window is over')
 })
 
+t.test('Warm standby: a rollback checks the standby while ROLLING_BACK is journalled, and switches after both', async (t) => {
+  const rig = await setUp(t, { observeSeconds: 60 })
+  const events: string[] = []
+  // A slow journal write (a busy disk): the standby's check need not wait for it, the switch must.
+  const transition = rig.store.transition.bind(rig.store)
+  rig.store.transition = async (id, state, patch) => {
+    if (state !== 'ROLLING_BACK') return transition(id, state, patch)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const moved = await transition(id, state, patch)
+    events.push('ROLLING_BACK journalled')
+    return moved
+  }
+  const isAlive = rig.runtime.isAlive.bind(rig.runtime)
+  rig.runtime.isAlive = async (instance, which) => {
+    if (instance.release === rig.previous.release) events.push('standby checked')
+    return isAlive(instance, which)
+  }
+  const switchTo = rig.router.switchTo.bind(rig.router)
+  rig.router.switchTo = async (port, placement) => {
+    events.push(`switch ${port}`)
+    return switchTo(port, placement)
+  }
+  const deploy = await rig.deploy()
+  const running = rig.pipeline.run(deploy, rig.target)
+  await waitFor(() => rig.store.get(deploy.id)?.state === 'OBSERVING')
+  events.length = 0
+  rig.pipeline.rollBackInWindow(deploy.id, 'by hand')
+  const done = await running
+  t.equal(done.state, 'ROLLED_BACK')
+  const at = (event: string) => events.indexOf(event)
+  t.ok(at('standby checked') !== -1 && at('standby checked') < at('ROLLING_BACK journalled'), events.join(', '))
+  t.ok(at('ROLLING_BACK journalled') < at(`switch ${rig.blue}`), 'the switch waits for the journal')
+})
+
 async function waitFor(condition: () => boolean): Promise<void> {
   for (let i = 0; i < 500 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 10))
   if (!condition()) throw new Error('condition never held')
