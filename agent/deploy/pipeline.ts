@@ -156,10 +156,10 @@ export class DeployPipeline {
 
   /**
    * After a switch: OBSERVING decides between the release now live and the one it replaced. With a warm standby
-   * (`observe.warmStandby`, the default) the replaced release keeps running out of nginx until the window ends, so
-   * a rollback in it — automatic or by hand — is one upstream write and reload; without, it stops after the drain.
-   * The switch listed a warm standby as nginx's backup (`standbyOf`): a healthy window ends by writing the new
-   * release alone, and the standby stops once the proxy workers that may still retry on it are gone.
+   * (`observe.warmStandby`, the default) the replaced release keeps running, as nginx's backup of the new one
+   * (`standbyOf`), until the window ends, so a rollback in it — automatic or by hand — is one upstream write and
+   * reload; without, it stops after the drain. A healthy window ends by writing the new release alone, and the
+   * standby stops once the proxy workers that may still retry on it are gone.
    */
   private async observeSwitched(run: DeployRun, target: Target, live: Instance, replaced: Instance | null): Promise<void> {
     const switchedAt = this.clock.now()
