@@ -5,7 +5,10 @@
 //   A. today: no warm standby, no access log — probes only. With /healthz green the release is never rolled back;
 //      the variant A' whose health check fails too is what the probes can catch;
 //   B. warm standby + probes only (health failing too);
-//   C. warm standby + proxy.accessLog (observe.maxErrorRate 0.05, minRequests 20), health green.
+//   C. warm standby + proxy.accessLog (observe.maxErrorRate 0.05, minRequests 20), health green;
+//   D. as C, and the site retries on the warm standby (nginx's backup while OBSERVING) what the release fails:
+//      `proxy_next_upstream error timeout http_500 http_502 http_503 http_504;`. The client sees no 500, so the
+//      release's first bad answer is read from nginx's access log.
 // Then a manual rollback asked for during OBSERVING (warm standby) vs a bare upstream rewrite + nginx -s reload
 // between two running containers, alternating.
 // The agent is built in-process as in bench/deploy.ts, with the access-log watch wired as `deploy-agent serve` does.
@@ -13,7 +16,7 @@
 // BENCH_BAD_ONLY=rollback for the manual rollback part alone).
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -21,6 +24,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { assembleDeploys } from '../agent/deploy/assemble.js'
 import type { DeployCoordinator } from '../agent/deploy/coordinator.js'
+import { parseAccessLine } from '../agent/health/traffic.js'
 import { TrafficWatch } from '../agent/observability/env-traffic.js'
 import { createLogger } from '../agent/observability/logger.js'
 import type { Deploy } from '../agent/store/deploys.js'
@@ -98,6 +102,8 @@ interface Env {
   app: string
   nginx: NginxInstance
   url: string
+  /** D: nginx's JSON access log, where the release's 500s retried on the standby are seen. */
+  accessLog?: string
 }
 
 interface Answer {
@@ -121,6 +127,10 @@ interface BadRun {
   backMs: number | null
   /** first bad answer → the deploy's ROLLING_BACK */
   detectMs: number | null
+  /** first bad answer → the rollback's upstream switch (its `switched` log line) */
+  switchMs: number | null
+  /** D: the release's 500s nginx logged (each retried on the standby) */
+  upstream500: number
   /** failures outside the bad window (during the switch) */
   other: number
   /** the deploy log from ROLLING_BACK on, ms after the first bad answer */
@@ -165,12 +175,16 @@ class Driver {
   }
 
   /** The deploy log's entries from `from` on, as `event +ms` after `zero`. */
-  async eventsAfter(id: string, from: number, zero: number): Promise<string> {
+  async log(id: string): Promise<string> {
     const res = await this.agent.app.inject({
       url: `/v1/deploys/${id}/log`,
       headers: { authorization: `Bearer ${this.agent.keys.statusToken}` },
     })
     return res.body
+  }
+
+  async eventsAfter(id: string, from: number, zero: number): Promise<string> {
+    return (await this.log(id))
       .split('\n')
       .filter(Boolean)
       .map((l) => JSON.parse(l) as { at: string; event?: string; state?: string; ok?: boolean })
@@ -186,9 +200,29 @@ class Driver {
 
 const at = (d: Deploy, state: string) => Date.parse(d.states.find((s) => s.state === state)?.at ?? 'NaN')
 
+/** The times (epoch ms, as nginx logged them) of the answers in which an upstream said 500, from `sinceMs` on. */
+async function upstream500s(accessLog: string, sinceMs: number): Promise<number[]> {
+  return (await readFile(accessLog, 'utf8'))
+    .split('\n')
+    .map(parseAccessLine)
+    .filter((r) => r !== null && r.atMs >= sinceMs && r.upstreamStatus.split(/[,:]\s*/).some((s) => s.trim() === '500'))
+    .map((r) => (r as { atMs: number }).atMs)
+}
+
+/** The rollback's `switched` line in the deploy log, epoch ms. */
+async function rollbackSwitchAt(drv: Driver, id: string): Promise<number> {
+  const line = (await drv.log(id))
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { at: string; event?: string; rollback?: boolean })
+    .find((l) => l.event === 'switched' && l.rollback === true)
+  return line ? Date.parse(line.at) : NaN
+}
+
 /** Deploys `ref` on `env` under RATE req/s through its nginx and cuts the answers at the bad window. */
 async function badDeploy(drv: Driver, env: Env, ref: string): Promise<BadRun> {
   const answers: Answer[] = []
+  const startedAt = Date.now()
   const load = rateLoad(env.url, { rate: RATE, onAnswer: (a) => answers.push(a) })
   let deploy: Deploy
   try {
@@ -200,12 +234,14 @@ async function badDeploy(drv: Driver, env: Env, ref: string): Promise<BadRun> {
   }
   answers.sort((a, b) => a.at - b.at)
   const bad = (a: Answer) => a.status !== 200
+  const rollingBack = at(deploy, 'ROLLING_BACK')
+  const switchedAt = await rollbackSwitchAt(drv, deploy.id)
+  if (env.accessLog) return retriedRun(drv, deploy, answers, await upstream500s(env.accessLog, startedAt), rollingBack, switchedAt)
   const firstBad = answers.find((a) => a.status === 500)
   if (!firstBad) throw new Error(`${env.app}: ${ref} never answered 500 through nginx (deploy ${deploy.state})`)
   const lastBad = [...answers].reverse().find(bad) as Answer
   const inWindow = answers.filter((a) => a.at >= firstBad.at && a.at <= lastBad.at)
   const back = answers.find((a) => a.at > lastBad.at && a.status === 200 && a.body === GOOD)
-  const rollingBack = at(deploy, 'ROLLING_BACK')
   return {
     state: deploy.state,
     code: deploy.error?.code,
@@ -214,8 +250,44 @@ async function badDeploy(drv: Driver, env: Env, ref: string): Promise<BadRun> {
     windowMs: lastBad.at - firstBad.at,
     backMs: back ? back.at - firstBad.at : null,
     detectMs: Number.isFinite(rollingBack) ? rollingBack - firstBad.at : null,
+    switchMs: Number.isFinite(switchedAt) ? switchedAt - firstBad.at : null,
+    upstream500: 0,
     other: answers.filter((a) => bad(a) && a.at < firstBad.at).length,
     events: Number.isFinite(rollingBack) ? await drv.eventsAfter(deploy.id, rollingBack - 1, firstBad.at) : '',
+  }
+}
+
+/**
+ * D: the client may see no 500 at all (the standby answered the very request the release failed), so the bad
+ * window is the release's: from its first 500 in nginx's access log to its last one (or the last failed answer the
+ * client saw, if later). Back: the client's first answer of GOOD from the first bad answer on.
+ */
+async function retriedRun(
+  drv: Driver,
+  deploy: Deploy,
+  answers: Answer[],
+  bad500s: number[],
+  rollingBack: number,
+  switchedAt: number,
+): Promise<BadRun> {
+  const first = bad500s[0]
+  if (first === undefined) throw new Error(`${deploy.app}: the release never answered 500 through nginx (deploy ${deploy.state})`)
+  const failedAt = answers.filter((a) => a.status !== 200 && a.at >= first).map((a) => a.at)
+  const end = Math.max(bad500s.at(-1) as number, ...failedAt)
+  const inWindow = answers.filter((a) => a.at >= first && a.at <= end)
+  const back = answers.find((a) => a.at >= first && a.status === 200 && a.body === GOOD)
+  return {
+    state: deploy.state,
+    code: deploy.error?.code,
+    failed: inWindow.filter((a) => a.status !== 200).length,
+    window: inWindow.length,
+    windowMs: end - first,
+    backMs: back ? back.at - first : null,
+    detectMs: Number.isFinite(rollingBack) ? rollingBack - first : null,
+    switchMs: Number.isFinite(switchedAt) ? switchedAt - first : null,
+    upstream500: bad500s.length,
+    other: answers.filter((a) => a.status !== 200 && a.at < first).length,
+    events: Number.isFinite(rollingBack) ? await drv.eventsAfter(deploy.id, rollingBack - 1, first) : '',
   }
 }
 
@@ -232,7 +304,9 @@ const describeRuns = (runs: BadRun[]) =>
     .map(
       (r) =>
         `${r.state}${r.code ? `/${r.code}` : ''}: ${r.failed} of ${r.window} failed (${pct(r.failed / r.window)}) in ${ms(r.windowMs)}, back ${r.backMs === null ? 'never' : ms(r.backMs)}, ` +
-        `ROLLING_BACK ${r.detectMs === null ? '—' : `${ms(r.detectMs)} after the first 500`}, ${r.other} failed before the first 500${r.events ? ` (log: ${r.events})` : ''}`,
+        `ROLLING_BACK ${r.detectMs === null ? '—' : `${ms(r.detectMs)} after the first 500`}, rollback's switch ${r.switchMs === null ? '—' : ms(r.switchMs)}, ` +
+        `${r.upstream500 > 0 ? `${r.upstream500} 500s of the release in nginx's access log (each retried on the standby), ` : ''}` +
+        `${r.other} failed before the first 500${r.events ? ` (log: ${r.events})` : ''}`,
     )
     .join('; ')
 
@@ -298,7 +372,7 @@ export async function benchBadRelease(): Promise<Row[]> {
   const runId = randomBytes(3).toString('hex')
   const dir = await mkdtemp(join(tmpdir(), 'deploy-agent-bench-bad-'))
   const nginxes: NginxInstance[] = []
-  const apps = { A: `bad-${runId}-a`, B: `bad-${runId}-b`, C: `bad-${runId}-c` }
+  const apps = { A: `bad-${runId}-a`, B: `bad-${runId}-b`, C: `bad-${runId}-c`, D: `bad-${runId}-d` }
   let agent: TestAgent | undefined
   let traffic: TrafficWatch | undefined
   const load = () =>
@@ -313,23 +387,25 @@ export async function benchBadRelease(): Promise<Row[]> {
       { files: release('traffic'), tag: BAD },
       { files: release('traffic+health'), tag: BAD_HEALTH },
     ])
-    const ports = await freePorts(12)
+    const ports = await freePorts(15)
     const port = (i: number) => ports[i] as number
     const envs: Record<keyof typeof apps, Env> = {} as Record<keyof typeof apps, Env>
     const appConfigs: Record<string, unknown> = {}
-    for (const [i, key] of (['A', 'B', 'C'] as const).entries()) {
+    for (const [i, key] of (['A', 'B', 'C', 'D'] as const).entries()) {
       const d = join(dir, `nginx-${key}`)
       await mkdir(d, { recursive: true })
       const upstreamFile = join(d, 'upstream.conf')
       const upstreamName = `bench_${key}`
-      const accessLog = key === 'C' ? join(d, 'access.json') : undefined
-      const nginx = await startNginx(d, { port: port(3 * i), upstreamFile, upstreamName, accessLog })
+      const logged = key === 'C' || key === 'D'
+      const accessLog = logged ? join(d, 'access.json') : undefined
+      const retryOnStandby = key === 'D'
+      const nginx = await startNginx(d, { port: port(3 * i), upstreamFile, upstreamName, accessLog, retryOnStandby })
       nginxes.push(nginx)
-      envs[key] = { app: apps[key], nginx, url: `http://127.0.0.1:${port(3 * i)}/` }
+      envs[key] = { app: apps[key], nginx, url: `http://127.0.0.1:${port(3 * i)}/`, ...(retryOnStandby && accessLog ? { accessLog } : {}) }
       appConfigs[apps[key]] = {
         repo: repo.path,
         health: HEALTH,
-        observe: { ...OBSERVE, warmStandby: key !== 'A', ...(key === 'C' ? { maxErrorRate: 0.05, minRequests: 20 } : {}) },
+        observe: { ...OBSERVE, warmStandby: key !== 'A', ...(logged ? { maxErrorRate: 0.05, minRequests: 20 } : {}) },
         keepReleases: 3,
         envs: {
           [ENV]: {
@@ -370,6 +446,13 @@ export async function benchBadRelease(): Promise<Row[]> {
       { key: "A'", label: "A', today (no standby, probes only), health failing too", env: envs.A, ref: BAD_HEALTH, runs: [] },
       { key: 'B', label: 'B, warm standby, probes only, health failing too', env: envs.B, ref: BAD_HEALTH, runs: [] },
       { key: 'C', label: 'C, warm standby + access log, health green', env: envs.C, ref: BAD, runs: [] },
+      {
+        key: 'D',
+        label: 'D, warm standby + access log + proxy_next_upstream (retry on the standby), health green',
+        env: envs.D,
+        ref: BAD,
+        runs: [],
+      },
     ]
     for (let i = 0; i < (ONLY_ROLLBACK ? 0 : RUNS); i++) {
       for (const c of configs) {
@@ -382,7 +465,7 @@ export async function benchBadRelease(): Promise<Row[]> {
     }
 
     // ── manual rollback in the observe window vs a bare switch ────────────────────────────────────────────────
-    const bare = await bareSide(dir, runId, [port(9), port(10), port(11)])
+    const bare = await bareSide(dir, runId, [port(12), port(13), port(14)])
     nginxes.push(bare.nginx)
     const inWindow: number[] = []
     const inWindowDone: number[] = []
@@ -431,26 +514,38 @@ export async function benchBadRelease(): Promise<Row[]> {
       const backs = c.runs.map((r) => r.backMs)
       return backs.some((b) => b === null) ? null : median(backs as number[])
     }
-    const [a, a2, , c] = configs as [Config, Config, Config, Config]
+    const [a, a2, , , d] = configs as [Config, Config, Config, Config, Config]
     const today = () => `${fmt(medFailed(a2))} (${pct(medShare(a2))}), A'`
     for (const cfg of ONLY_ROLLBACK ? [] : configs) {
       const back = medBack(cfg)
-      const isC = cfg === c
+      // The issue's targets are D's (C is the same without the retry line: the figure without it).
+      const isD = cfg === d
       rows.push({
         figure: `bad release (500 on / ${BAD_AFTER_SEC} s after the switch, ${RATE} req/s), ${cfg.label}: failed requests in the bad window (median of ${RUNS})`,
         value: `${fmt(medFailed(cfg))} (${pct(medShare(cfg))} of ${ms(median(cfg.runs.map((r) => r.windowMs)))})${cfg === a ? `, over the whole ${OBSERVE.seconds} s window: never rolled back` : ''}`,
         baseline: cfg === a2 ? '—' : today(),
         ratio: cfg === a2 || cfg === a ? '—' : `${fmt((100 * medFailed(cfg)) / medFailed(a2), 1)} %`,
-        target: isC ? "≤ 1 % of today's" : '—',
-        met: isC ? medFailed(cfg) <= 0.01 * medFailed(a2) : null,
+        target: isD ? "≤ 1 % of today's" : '—',
+        met: isD ? medFailed(cfg) <= 0.01 * medFailed(a2) : null,
       })
       rows.push({
         figure: `bad release, ${cfg.label}: first bad answer → old release served again (median of ${RUNS})`,
         value: back === null ? 'never' : ms(back),
         baseline: cfg === a2 ? '—' : medBack(a2) === null ? '—' : `${ms(medBack(a2) as number)}, A'`,
         ratio: back === null || cfg === a2 || medBack(a2) === null ? '—' : `${fmt(back / (medBack(a2) as number), 2)}×`,
-        target: isC ? '≤ 1 s' : '—',
-        met: isC ? back !== null && back <= 1000 : null,
+        target: isD ? '≤ 1 s' : '—',
+        met: isD ? back !== null && back <= 1000 : null,
+      })
+    }
+    for (const cfg of configs.slice(3)) {
+      const switches = cfg.runs.map((r) => r.switchMs)
+      rows.push({
+        figure: `bad release, ${cfg.label}: first bad answer → the rollback's upstream switch (median of ${RUNS})`,
+        value: switches.some((s) => s === null) ? 'never' : ms(median(switches as number[])),
+        baseline: '—',
+        ratio: '—',
+        target: '—',
+        met: null,
       })
     }
     const inMed = median(inWindow)
@@ -468,8 +563,11 @@ export async function benchBadRelease(): Promise<Row[]> {
         `${BAD} keeps its health check (/cgi-bin/health) green, ${BAD_HEALTH} fails it from then on too. Good release ${GOOD}: static \`/\`. ` +
         `Load: bench/load.ts, GET / through the env's nginx at ${RATE} req/s from 500 ms before the deploy request until 1 s after it ended. ` +
         `Health probe every ${HEALTH.intervalMs} ms, healthy after ${HEALTH.healthyAfter}; drainMs ${DRAIN_MS}; observe { seconds: ${OBSERVE.seconds}, intervalMs: ${OBSERVE.intervalMs}, maxFailures: ${OBSERVE.maxFailures} }; ` +
-        `A and A' on one app (warmStandby false, no accessLog), B (warmStandby true), C (warmStandby true, proxy.accessLog, maxErrorRate 0.05, minRequests 20); ${RUNS} rounds of A, A', B, C in that order. ` +
+        `A and A' on one app (warmStandby false, no accessLog), B (warmStandby true), C (warmStandby true, proxy.accessLog, maxErrorRate 0.05, minRequests 20), ` +
+        `D (as C, and its nginx site has \`proxy_next_upstream error timeout http_500 http_502 http_503 http_504;\`: during OBSERVING the standby is the upstream's backup and answers again what the release failed); ${RUNS} rounds of A, A', B, C, D in that order. ` +
         `Bad window: from the first 500 to the last failed answer (answer end times); its share = failed ÷ answers ending in it. Back: first 200 from ${GOOD} after the last failed answer. ` +
+        `D: the client sees no 500, so its bad window runs from the release's first 500 in nginx's access log (msec, the request's end) to its last one (or the client's last failure, if later), and back is the client's first 200 from ${GOOD} from that first 500 on (the standby's answer to that very request). ` +
+        `Rollback's switch: the deploy log's \`switched\` line of the rollback (after its nginx -t and confirmed reload). ` +
         `The agent runs in the bench process (like bench/deploy.ts), its access-log watch wired as deploy-agent serve wires it.`,
     )
     for (const cfg of ONLY_ROLLBACK ? [] : configs) badReleaseNotes.push(`Bad release ${cfg.label}, all runs — ${describeRuns(cfg.runs)}.`)

@@ -419,7 +419,7 @@ const appSchema = z
           .default(0.05),
         /** The fewest answers in that window the rate is judged on. */
         minRequests: positiveInt.default(20),
-        /** The replaced release keeps running (out of nginx) until the window ends: a rollback in it is one switch. */
+        /** The replaced release keeps running (nginx's backup) until the window ends: a rollback in it is one switch. */
         warmStandby: z.boolean({ error: 'must be true or false' }).default(true),
         /** Notifications about the live release's traffic after OBSERVING (needs proxy.accessLog). */
         alert: z

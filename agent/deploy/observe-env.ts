@@ -42,11 +42,16 @@ export function isRouted(group: Pick<Instance, 'port' | 'deployId'>, at: Pick<En
   return group.port === null ? group.deployId === at.handedTo : group.port === at.routedPort
 }
 
-/** Points the env's switch at `group`: nginx's upstream to its port, or the hand-over record to its deploy id. */
-export async function routeTo(sw: EnvSwitch, group: Instance): Promise<void> {
+/**
+ * Points the env's switch at `group`: nginx's upstream to its port, or the hand-over record to its deploy id.
+ * `standby`: the release it replaces, kept warm as nginx's backup while `group` is observed (nginx only).
+ */
+export async function routeTo(sw: EnvSwitch, group: Instance, standby?: Instance | null): Promise<void> {
   if (isHandOver(sw)) return sw.handTo(group.deployId)
   if (group.port === null) throw new Error(`release ${group.release} has no web service for nginx to route to`)
-  await sw.switchTo(group.port, placementOf(group))
+  const placement = standby ? placementOf(standby) : undefined
+  const backup = standby && standby.port !== null ? { port: standby.port, ...(placement && { placement }) } : undefined
+  await sw.switchTo(group.port, placementOf(group), backup)
 }
 
 export async function observeEnv(runtime: Runtime, sw: EnvSwitch, target: Target): Promise<EnvView> {

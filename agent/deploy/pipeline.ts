@@ -156,8 +156,10 @@ export class DeployPipeline {
 
   /**
    * After a switch: OBSERVING decides between the release now live and the one it replaced. With a warm standby
-   * (`observe.warmStandby`, the default) the replaced release keeps running out of nginx until the window ends, so
-   * a rollback in it — automatic or by hand — is one upstream write and reload; without, it stops after the drain.
+   * (`observe.warmStandby`, the default) the replaced release keeps running, as nginx's backup of the new one
+   * (`standbyOf`), until the window ends, so a rollback in it — automatic or by hand — is one upstream write and
+   * reload; without, it stops after the drain. A healthy window ends by writing the new release alone, and the
+   * standby stops once the proxy workers that may still retry on it are gone.
    */
   private async observeSwitched(run: DeployRun, target: Target, live: Instance, replaced: Instance | null): Promise<void> {
     const switchedAt = this.clock.now()
@@ -175,7 +177,11 @@ export class DeployPipeline {
       this.windows.delete(run.deploy.id)
     }
     if (!outcome.healthy) return await this.rollBackAutomatically(run, target, live, replaced, outcome)
-    if (replaced && warm) await this.retireReplaced(run, target, replaced, switchedAt)
+    if (replaced && warm) {
+      const listed = standbyOf(target, replaced) !== null
+      if (listed) await this.unlistStandby(run, target, live, replaced)
+      await this.retireReplaced(run, target, replaced, listed ? undefined : switchedAt)
+    }
     await this.finishLive(run, target, live)
   }
 
@@ -330,13 +336,13 @@ export class DeployPipeline {
    * Moves traffic and the stop-first workers from `from` to `to`: nginx switches every upstream at once, then
    * `from`'s stop-first workers stop (SIGTERM, then SIGKILL after their stopTimeoutSec), then `to`'s start and must
    * become healthy — never two of them running at once. A failure puts `from` back (its upstreams, its workers)
-   * before it is thrown.
+   * before it is thrown. `standby`: `from` stays in nginx as the backup of `to` (a warm standby, `standbyOf`).
    */
-  private async switchGroups(run: DeployRun, target: Target, from: Instance | null, to: Instance): Promise<void> {
+  private async switchGroups(run: DeployRun, target: Target, from: Instance | null, to: Instance, standby = false): Promise<void> {
     const router = this.switchOf(target)
     let switched = false
     try {
-      await routeTo(router, to)
+      await routeTo(router, to, standby ? from : null)
       switched = true
       // It serves now: the CPU weight of a live release. A failure leaves it at a build's weight, which only matters
       // when the host is busy: logged, never a reason to undo a switch.
@@ -380,16 +386,31 @@ export class DeployPipeline {
       () => this.discard(run, target, candidate),
     )
     if (!journalled) return false
+    const standby = standbyOf(target, previous)
     try {
-      await this.switchGroups(run, target, previous, candidate)
+      await this.switchGroups(run, target, previous, candidate, standby !== null)
     } catch (err) {
       await run.move('ROLLING_BACK', { error: asFailure(err, 'switch_failed') })
       await this.discard(run, target, candidate)
       await run.move('ROLLED_BACK')
       return false
     }
-    await run.log({ event: 'switched', port: candidate.port })
+    await run.log({ event: 'switched', port: candidate.port, ...(standby && { standby: standby.port }) })
     return true
+  }
+
+  /**
+   * The end of a healthy window with a warm standby: nginx's file names the new release alone again. A failure is
+   * logged and the standby still stops (a backup that refuses is what nginx had without one).
+   */
+  private async unlistStandby(run: DeployRun, target: Target, live: Instance, standby: Instance): Promise<void> {
+    try {
+      await routeTo(this.switchOf(target), live)
+      await run.log({ event: 'standby-unlisted', port: live.port, standby: standby.port, release: standby.release })
+    } catch (err) {
+      run.logger.warn({ err }, 'could not take the warm standby out of nginx')
+      await run.log({ event: 'standby-unlist-failed', standby: standby.port, error: asFailure(err, 'switch_failed').message })
+    }
   }
 
   /**
@@ -644,7 +665,7 @@ export class DeployPipeline {
         await run.move('VERIFYING', { details: { candidateContainer: candidate.id } })
         await this.verify(run, target, candidate)
         await run.move('SWITCHING')
-        await this.switchGroups(run, target, env.live, candidate)
+        await this.switchGroups(run, target, env.live, candidate, standbyOf(target, env.live) !== null)
         return candidate
       },
       async () => {
@@ -655,7 +676,8 @@ export class DeployPipeline {
       },
     )
     if (!switched) return
-    await run.log({ event: 'switched', port: switched.port })
+    const standby = standbyOf(target, env.live)
+    await run.log({ event: 'switched', port: switched.port, ...(standby && { standby: standby.port }) })
     // A kept release is no proof it still works (a dependency moved since): the same window as a deploy decides.
     await this.observeSwitched(run, target, switched, env.live)
   }
@@ -719,6 +741,15 @@ function namedVerdict(o: ObserveOutcome, m: Member, host: string, several: boole
   if (o.healthy) return o
   const names = [several ? m.service : '', m.hosts && o.reason !== SWARM_DEAD ? `on ${host}` : ''].filter(Boolean)
   return names.length === 0 ? o : { healthy: false, reason: `${names.join(' ')}: ${o.reason}` }
+}
+
+/**
+ * The release a switch keeps in nginx as the backup of the new one while it is observed: the replaced one when
+ * `observe.warmStandby` is on and it has a port (a group of workers only has no nginx). nginx retries on it what
+ * the new release fails, so clients do not see the bad window.
+ */
+function standbyOf(target: Target, replaced: Instance | null): Instance | null {
+  return target.appConfig.observe.warmStandby && replaced !== null && replaced.port !== null ? replaced : null
 }
 
 /** Names the address of a probe in the log when the member serves on several (a swarm). */

@@ -53,10 +53,19 @@ const TESTED_KEPT = 8
 /** The addresses serving each port of a switch (a swarm: every node running a task); a port not in it: 127.0.0.1. */
 export type Placement = ReadonlyMap<number, readonly string[]>
 
+/**
+ * The replaced release kept warm while the new one is observed: nginx's `backup` for every upstream (`port`: the
+ * primary's, of the other slot), so a request the new release fails is retried there. Its `placement` as a switch's.
+ */
+export interface Standby {
+  port: number
+  placement?: Placement
+}
+
 /** What the deploy state machine needs from a proxy; NginxUpstream is the one implementation. */
 export interface UpstreamSwitch {
   currentPort(): Promise<number | null>
-  switchTo(port: number, placement?: Placement): Promise<{ previousPort: number | null }>
+  switchTo(port: number, placement?: Placement, standby?: Standby): Promise<{ previousPort: number | null }>
   /**
    * Resolves true once the proxy processes that ran before the last switch are gone (their in-flight requests
    * done), false when that cannot be known (no pid file) or `timeoutMs` passed first.
@@ -128,18 +137,37 @@ export class NginxUpstream implements UpstreamSwitch {
     this.host = options.host ?? realHost
   }
 
-  render(port: number, placement?: Placement): string {
+  /**
+   * With a standby, the new release's servers get `max_fails=0`: nginx's default (one failure hides a server for
+   * 10 s) would send all its traffic to the backup, and the traffic verdict would never see it fail.
+   */
+  render(port: number, placement?: Placement, standby?: Standby): string {
     assertPort(port)
-    const block = (name: string, p: number) => {
-      const hosts = placement?.get(p) ?? ['127.0.0.1']
-      if (hosts.length === 0) throw new ProxyError('proxy_invalid_port', `no address serves port ${p}`, undefined, 400)
+    if (standby) {
+      assertPort(standby.port)
+      if (standby.port === port) throw new ProxyError('proxy_invalid_port', `the standby's port ${port} is the live one's`, undefined, 400)
+    }
+    const servers = (p: number, hosts: readonly string[], param: string) => {
       for (const host of hosts)
         if (!IPV4.test(host)) throw new ProxyError('proxy_invalid_port', `not an IPv4 address: ${JSON.stringify(host)}`, undefined, 400)
-      return `upstream ${name} { ${hosts.map((h) => `server ${h}:${p};`).join(' ')} }\n`
+      return hosts.map((h) => `server ${h}:${p}${param};`)
     }
-    if (!this.upstreams) return `${MANAGED_HEADER}\n${block(this.upstreamName, port)}`
+    const block = (name: string, p: number, backup: number | undefined) => {
+      const hosts = placement?.get(p) ?? ['127.0.0.1']
+      if (hosts.length === 0) throw new ProxyError('proxy_invalid_port', `no address serves port ${p}`, undefined, 400)
+      // A standby with no address left (a swarm colour with no task running) is no backup: the switch goes on.
+      const lines =
+        backup === undefined
+          ? servers(p, hosts, '')
+          : [...servers(p, hosts, ' max_fails=0'), ...servers(backup, standby?.placement?.get(backup) ?? ['127.0.0.1'], ' backup')]
+      return `upstream ${name} { ${lines.join(' ')} }\n`
+    }
+    if (!this.upstreams) return `${MANAGED_HEADER}\n${block(this.upstreamName, port, standby?.port)}`
     const slot = this.slotOf(port)
-    return `${MANAGED_HEADER}\n${this.upstreams.map((u) => block(u.name, u.ports[slot])).join('')}`
+    if (standby && this.slotOf(standby.port) === slot)
+      throw new ProxyError('proxy_invalid_port', `the standby's port ${standby.port} is on the live slot`, undefined, 400)
+    const other = slot === 0 ? 1 : 0
+    return `${MANAGED_HEADER}\n${this.upstreams.map((u) => block(u.name, u.ports[slot], standby && u.ports[other])).join('')}`
   }
 
   /** Which of the pairs (0 blue, 1 green) the primary's `port` names. */
@@ -154,18 +182,24 @@ export class NginxUpstream implements UpstreamSwitch {
    * ours. With several upstreams the primary's port answers: the agent writes them all from one slot, so upstreams
    * that disagree were edited by hand — the primary's still says where the release's web traffic goes (answering
    * null would send the next candidate onto a slot that may serve), and the next switch writes them all again.
+   * A warm standby's `backup` servers name no port: the primaries are live.
    */
   parse(text: string): number | null {
     const body = text
       .split('\n')
       .filter((line) => !line.trimStart().startsWith('#'))
       .join('\n')
-    // One or more servers (a swarm: one per node), all on the slot's port.
-    const block = /\s*upstream\s+(\S+)\s*\{((?:\s*server\s+\d{1,3}(?:\.\d{1,3}){3}:\d{1,5}\s*;)+)\s*\}/y
+    // One or more servers (a swarm: one per node), all on the slot's port; `max_fails=0` and `backup` the only
+    // parameters (a warm standby's).
+    const server = String.raw`\s*server\s+\d{1,3}(?:\.\d{1,3}){3}:\d{1,5}(?:\s+(?:max_fails=0|backup))*\s*;`
+    const block = new RegExp(String.raw`\s*upstream\s+(\S+)\s*\{((?:${server})+)\s*\}`, 'y')
     const found = new Map<string, number>()
     let end = 0
     for (let m = block.exec(body); m !== null; m = block.exec(body)) {
-      const ports = new Set([...(m[2] as string).matchAll(/:(\d{1,5})\s*;/g)].map((p) => Number(p[1])))
+      const primaries = [...(m[2] as string).matchAll(/:(\d{1,5})((?:\s+(?:max_fails=0|backup))*)\s*;/g)].filter(
+        (p) => !/\bbackup\b/.test(p[2] as string),
+      )
+      const ports = new Set(primaries.map((p) => Number(p[1])))
       if (ports.size !== 1) return null
       found.set(m[1] as string, [...ports][0] as number)
       end = block.lastIndex
@@ -204,15 +238,16 @@ export class NginxUpstream implements UpstreamSwitch {
   /**
    * Points the upstream at 127.0.0.1:<port>: write the file, `nginx -t`, reload, confirm. On any failure the old
    * file is put back (and nginx reloaded with it when a reload had been attempted) before the error is thrown.
+   * With a `standby` the replaced release stays in the file as every upstream's backup (see `render`).
    */
-  switchTo(port: number, placement?: Placement): Promise<{ previousPort: number | null }> {
-    const run = this.tail.then(() => this.switchNow(port, placement))
+  switchTo(port: number, placement?: Placement, standby?: Standby): Promise<{ previousPort: number | null }> {
+    const run = this.tail.then(() => this.switchNow(port, placement, standby))
     this.tail = run.catch(() => undefined)
     return run
   }
 
-  private async switchNow(port: number, placement?: Placement): Promise<{ previousPort: number | null }> {
-    const next = this.render(port, placement)
+  private async switchNow(port: number, placement?: Placement, standby?: Standby): Promise<{ previousPort: number | null }> {
+    const next = this.render(port, placement, standby)
     // Only a reload confirmed by new workers can stand in for the test: without a pid file every content is tested.
     const skipTest = this.pidFile !== undefined && this.tested.has(next)
     // The workers before the reload, read while the file is written (they are only compared after the reload).

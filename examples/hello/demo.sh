@@ -93,7 +93,8 @@ http {
   include $upstream;
   server {
     listen 127.0.0.1:$nginx_port;
-    location / { proxy_pass http://hello_demo; proxy_connect_timeout 2s; }
+    # A 5xx or no answer from a release being observed is answered again by the warm standby (never a POST).
+    location / { proxy_pass http://hello_demo; proxy_connect_timeout 2s; proxy_next_upstream error timeout http_500 http_502 http_503 http_504; }
   }
 }
 EOF

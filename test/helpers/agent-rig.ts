@@ -29,6 +29,8 @@ export interface AgentRigOptions {
   /** Keys of the proxy config (drainMs…) of every env. */ proxy?: Record<string, unknown>
   /** Each env's nginx writes the JSON access log the agent follows (`proxy.accessLog`). */
   accessLog?: boolean
+  /** Each env's nginx site has the recommended `proxy_next_upstream` line (a 5xx retried on the warm standby). */
+  retryOnStandby?: boolean
   /** Top-level config keys (stateDir, backups, notify…). */
   config?: (dir: string) => Record<string, unknown>
   /** `unix:///…` of a private Docker engine: the agent and the rig's docker CLI calls use it. */
@@ -96,7 +98,11 @@ export async function startAgentRig(t: Test, options: AgentRigOptions = {}): Pro
       bare[name] = { ref: 'tag:v*', ...extra }
       continue
     }
-    envs[name] = await envBehindNginx(t, dir, name, extra, { accessLog: options.accessLog, service: options.webService })
+    envs[name] = await envBehindNginx(t, dir, name, extra, {
+      accessLog: options.accessLog,
+      service: options.webService,
+      retryOnStandby: options.retryOnStandby,
+    })
     Object.assign(envs[name].env.proxy, options.proxy ?? {})
   }
   const production = envs[env] ?? Object.values(envs)[0]

@@ -1,7 +1,7 @@
 // An engine of plain records for unit tests of deploy decisions: instances and kept images in memory, one-off
 // results chosen by the test, and `faults` that make single operations throw as a dockerd going away would.
 import type { HandOver } from '../../agent/deploy/handover.js'
-import type { Placement, UpstreamSwitch } from '../../agent/proxy/nginx.js'
+import type { Placement, Standby, UpstreamSwitch } from '../../agent/proxy/nginx.js'
 import {
   coreMembers,
   membersOf,
@@ -239,8 +239,11 @@ export class FakeRouter implements UpstreamSwitch {
   }
   /** The placement of each switch (undefined: this host's loopback). */
   readonly placements: Array<Placement | undefined> = []
-  async switchTo(port: number, placement?: Placement) {
+  /** The warm standby of each switch (undefined: the file names the live release alone). */
+  readonly standbys: Array<Standby | undefined> = []
+  async switchTo(port: number, placement?: Placement, standby?: Standby) {
     this.placements.push(placement)
+    this.standbys.push(standby)
     if (this.failSwitch > 0) {
       this.failSwitch -= 1
       throw new Error('nginx -t failed: the old upstream was put back')

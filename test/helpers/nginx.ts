@@ -17,7 +17,12 @@ export interface NginxOptions {
   staticDir?: string
   /** A second access log in the agent's JSON `deploy_agent` format (the env's `proxy.accessLog`). */
   accessLog?: string
+  /** The site's `location /` retries a failed answer on the next server (the warm standby): RETRY_ON_STANDBY. */
+  retryOnStandby?: boolean
 }
+
+/** The line docs/deploys.md recommends in a site: a 5xx of the new release is answered again by the warm standby. */
+export const RETRY_ON_STANDBY = 'proxy_next_upstream error timeout http_500 http_502 http_503 http_504;'
 
 export interface NginxInstance {
   port: number
@@ -57,6 +62,7 @@ function renderConfig(dir: string, opts: NginxOptions): string {
     '    location / {',
     `      proxy_pass http://${opts.upstreamName};`,
     '      proxy_connect_timeout 2s;',
+    ...(opts.retryOnStandby ? [`      ${RETRY_ON_STANDBY}`] : []),
     '    }',
     '  }',
     '}',

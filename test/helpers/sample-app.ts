@@ -82,7 +82,7 @@ export async function envBehindNginx(
   dir: string,
   name: string,
   extra: Record<string, unknown> = {},
-  options: { accessLog?: boolean; service?: string } = {},
+  options: { accessLog?: boolean; service?: string; retryOnStandby?: boolean } = {},
 ) {
   const [nginxPort, blue, green] = (await freePorts(3)) as [number, number, number]
   const nginxDir = join(dir, `nginx-${name}`)
@@ -95,6 +95,7 @@ export async function envBehindNginx(
     upstreamFile,
     upstreamName: service === undefined ? upstreamName : `${upstreamName}_${service}`,
     accessLog,
+    retryOnStandby: options.retryOnStandby,
   })
   t.teardown(() => nginx.stop())
   const env = {

@@ -113,8 +113,12 @@ t.test('Pipeline services: a release starts every service, switches once, and mo
   t.same(ops.slice(0, 3), ['start v2/api', 'start v2/frontend', 'start v2/worker'], 'the stop-first worker is not started with the group')
   t.same(
     ops.filter((o) => o.startsWith('switch')),
-    [`switch ${rig.apiGreen}`],
-    'one switch moves every upstream',
+    [`switch ${rig.apiGreen}`, `switch ${rig.apiGreen}`],
+    'one switch moves every upstream; the end of the observe window takes the warm standby out of them',
+  )
+  t.same(
+    rig.router.standbys.map((s) => s?.port),
+    [rig.apiBlue, undefined],
   )
   // Traffic does not wait for the old scheduler to stop (seconds on a swarm): nginx first, then old off, new on.
   t.ok(before(ops, `switch ${rig.apiGreen}`, 'stop v1/beat'), 'the old stop-first worker stops after the switch')

@@ -2,7 +2,14 @@
 // so a rollback in the window — automatic, or asked for by hand — is one switch back, with no start and no
 // cold health checks; after a healthy window it stops. Fake runtime and router, real loopback probes.
 import t, { type Test } from 'tap'
-import { startPipelineRig } from '../helpers/pipeline-rig.js'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { DeployPipeline } from '../../agent/deploy/pipeline.js'
+import { createLogger } from '../../agent/observability/logger.js'
+import { MANAGED_HEADER, NginxUpstream, type UpstreamSwitch } from '../../agent/proxy/nginx.js'
+import { fakeSource } from '../helpers/fake-runtime.js'
+import { RIG_COMMIT, startPipelineRig } from '../helpers/pipeline-rig.js'
+import { tempDir } from '../helpers/tmp.js'
 
 interface Options {
   warmStandby?: boolean
@@ -97,9 +104,9 @@ t.test('Warm standby: a rollback checks the standby while ROLLING_BACK is journa
     return isAlive(instance, which)
   }
   const switchTo = rig.router.switchTo.bind(rig.router)
-  rig.router.switchTo = async (port, placement) => {
+  rig.router.switchTo = async (port, placement, standby) => {
     events.push(`switch ${port}`)
-    return switchTo(port, placement)
+    return switchTo(port, placement, standby)
   }
   const deploy = await rig.deploy()
   const running = rig.pipeline.run(deploy, rig.target)
@@ -111,6 +118,117 @@ t.test('Warm standby: a rollback checks the standby while ROLLING_BACK is journa
   const at = (event: string) => events.indexOf(event)
   t.ok(at('standby checked') !== -1 && at('standby checked') < at('ROLLING_BACK journalled'), events.join(', '))
   t.ok(at('ROLLING_BACK journalled') < at(`switch ${rig.blue}`), 'the switch waits for the journal')
+})
+
+/** The order of switches (with their standby), drains and stops, as the router and runtime see them. */
+function trace(rig: Awaited<ReturnType<typeof setUp>>): string[] {
+  const events: string[] = []
+  const { router, runtime } = rig
+  const switchTo = router.switchTo.bind(router)
+  router.switchTo = async (port, placement, standby) => {
+    const done = await switchTo(port, placement, standby)
+    events.push(
+      `switch ${port === rig.green ? 'green' : 'blue'}${standby ? ` standby ${standby.port === rig.blue ? 'blue' : standby.port}` : ''}`,
+    )
+    return done
+  }
+  ;(router as UpstreamSwitch).drained = async () => {
+    events.push('drained')
+    return true
+  }
+  const retire = runtime.retire.bind(runtime)
+  runtime.retire = async (i) => {
+    events.push(`retire ${i.id}`)
+    return retire(i)
+  }
+  return events
+}
+
+t.test(
+  'Warm standby: nginx retries on it through OBSERVING; after a healthy window the new release alone, then the drain, then the stop',
+  async (t) => {
+    const rig = await setUp(t)
+    const order = trace(rig)
+    const done = await rig.pipeline.run(await rig.deploy(), rig.target)
+    t.equal(done.state, 'SUCCEEDED', JSON.stringify(done.error))
+    t.same(order, ['switch green standby blue', 'switch green', 'drained', 'retire old'])
+    t.same(rig.router.standbys[0], { port: rig.blue }, 'this host: no placement of its own')
+    const log = (await rig.store.readLog(done.id)).split('\n').filter((line) => line !== '')
+    const events = log.map((line) => JSON.parse(line) as Record<string, unknown>)
+    t.same(
+      events.filter((l) => l.event === 'switched' || l.event === 'standby-unlisted').map((l) => [l.event, l.port, l.standby]),
+      [
+        ['switched', rig.green, rig.blue],
+        ['standby-unlisted', rig.green, rig.blue],
+      ],
+      'the deploy log says when the standby was in nginx and when it left',
+    )
+  },
+)
+
+t.test('Warm standby off: the switch names the new release alone, once', async (t) => {
+  const rig = await setUp(t, { warmStandby: false })
+  const events = trace(rig)
+  const done = await rig.pipeline.run(await rig.deploy(), rig.target)
+  t.equal(done.state, 'SUCCEEDED', JSON.stringify(done.error))
+  t.same(events, ['switch green', 'drained', 'retire old'])
+})
+
+t.test('Warm standby: the rollback writes the old release alone', async (t) => {
+  let bad = false
+  const rig = await setUp(t, { observeSeconds: 30, newHealth: () => (bad ? 500 : 200) })
+  const events = trace(rig)
+  const running = rig.pipeline.run(await rig.deploy(), rig.target)
+  await waitFor(() => rig.store.list({ app: 'web', env: 'production' })[0]?.state === 'OBSERVING')
+  bad = true
+  const done = await running
+  t.equal(done.state, 'ROLLED_BACK', JSON.stringify(done.error))
+  t.same(events, ['switch green standby blue', 'switch blue', 'drained', 'retire ' + String(rig.runtime.retired.at(-1))])
+  t.equal(rig.runtime.retired.includes('old'), false, 'the standby serves again')
+})
+
+t.test('Warm standby: on a swarm its placement (the nodes running it) goes with it', async (t) => {
+  const rig = await setUp(t)
+  rig.previous.members = [
+    {
+      id: 'old',
+      service: 'web',
+      kind: 'web',
+      port: rig.blue,
+      order: null,
+      stopTimeoutSec: 10,
+      running: true,
+      hosts: ['127.0.0.1', '127.0.0.2'],
+    },
+  ]
+  const done = await rig.pipeline.run(await rig.deploy(), rig.target)
+  t.equal(done.state, 'SUCCEEDED', JSON.stringify(done.error))
+  t.same(rig.router.standbys, [{ port: rig.blue, placement: new Map([[rig.blue, ['127.0.0.1', '127.0.0.2']]]) }, undefined])
+})
+
+t.test('Warm standby: a crash in OBSERVING is recovered from the file with the backup line (its primary is live)', async (t) => {
+  const rig = await setUp(t)
+  const file = join(await tempDir(t), 'upstream.conf')
+  const nginx = new NginxUpstream({ upstreamFile: file, upstreamName: 'web_production', testCommand: ['true'], reloadCommand: ['true'] })
+  const d = await rig.store.create({ app: 'web', env: 'production', ref: 'v2', keyId: null, state: 'OBSERVING' })
+  rig.runtime.list.unshift({ ...rig.previous, id: 'cand', deployId: d.id, release: 'v2', port: rig.green, created: new Date() })
+  // What the switch wrote before the agent stopped: the new release, and the warm standby as its backup.
+  await writeFile(
+    file,
+    `${MANAGED_HEADER}\nupstream web_production { server 127.0.0.1:${rig.green} max_fails=0; server 127.0.0.1:${rig.blue} backup; }\n`,
+  )
+  const pipeline = new DeployPipeline({
+    store: rig.store,
+    runtime: rig.runtime,
+    ...fakeSource(RIG_COMMIT),
+    router: () => nginx,
+    logger: createLogger({ level: 'silent' }),
+  })
+  const details = { candidateContainer: 'cand', candidatePort: rig.green, previousPort: rig.blue }
+  await pipeline.recover(await rig.store.transition(d.id, 'OBSERVING', { details }), rig.target)
+  t.equal(rig.store.get(d.id)?.state, 'SUCCEEDED', 'the healthy new release stays live')
+  t.equal(await readFile(file, 'utf8'), nginx.render(rig.green), 'the file names it alone')
+  t.ok(rig.runtime.retired.includes('old'), 'the standby is stopped')
 })
 
 async function waitFor(condition: () => boolean): Promise<void> {

@@ -146,3 +146,17 @@ t.test('traffic: a down alert after downMinutes of nothing but errors', async (t
   t.equal(a.record(703_000, true).length, 1)
   t.same(new TrafficAlerts({}).record(0, true), [], 'no limits, no alerts')
 })
+
+t.test('traffic: a 500 the warm standby answered again still counts against the new release', async (t) => {
+  // nginx with the standby as `backup` and `proxy_next_upstream ... http_500`: the client got the standby's 200.
+  const retried = (atMs: number) => rec(atMs, 200, '500, 200', `127.0.0.1:${NEW}, 127.0.0.1:${OLD}`)
+  t.same(classifyAnswers(retried(0)), [
+    { port: NEW, class: '5xx' },
+    { port: OLD, class: '2xx' },
+  ])
+  const v = new ReleaseTraffic(NEW, { maxErrorRate: 0.05, minRequests: 20 })
+  for (let i = 0; i < 400; i++) t.equal(v.record(rec(1_000 + i * 4, 200)), null)
+  let reason: string | null = null
+  for (let i = 0; i < 40 && reason === null; i++) reason = v.record(retried(2_700 + i))
+  t.match(reason, /error rate of the new release's answers/, 'rolled back although no client saw the 500')
+})
