@@ -24,7 +24,9 @@ t.test('Rollback in the observe window: one switch back to the warm standby, no 
   })
   const first = await rig.waitFinished(await rig.startDeploy(OLD))
   t.equal(first.state, 'SUCCEEDED', JSON.stringify(first.error))
-  const standby = (await rig.docker(['ps', '--quiet', '--filter', `label=deploy-agent.release=${OLD}`])).trim()
+  const standby = (
+    await rig.docker(['ps', '--quiet', '--filter', `label=deploy-agent.app=${rig.app}`, '--filter', `label=deploy-agent.release=${OLD}`])
+  ).trim()
   const startedAt = async () => (await rig.docker(['inspect', '--format', '{{.State.StartedAt}}', standby])).trim()
   const since = await startedAt()
 
