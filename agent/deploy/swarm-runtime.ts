@@ -7,7 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { ContainerLogLine, ContainerLogOptions } from '../docker/engine.js'
 import { DockerError } from '../docker/errors.js'
-import type { ServiceDefinition, SwarmEngine, SwarmService, SwarmTask } from '../docker/swarm.js'
+import type { ServiceDefinition, SwarmEngine, SwarmNode, SwarmService, SwarmTask } from '../docker/swarm.js'
 import type { ContainerHealth, Labels, OneOffResult } from '../docker/types.js'
 import type { WorkerState } from '../health/index.js'
 import {
@@ -16,6 +16,7 @@ import {
   envLabels,
   LABEL,
   LOOPBACK,
+  MemberExitedError,
   memberFromLabels,
   memberLabels,
   membersOf,
@@ -31,6 +32,7 @@ import {
   type KeepPulledSpec,
   type Member,
   type MigrationSpec,
+  type NodeTask,
   type PullSpec,
   type Runtime,
 } from './runtime.js'
@@ -50,6 +52,8 @@ const CONVERGE_MS = 120_000
 const POLL_MS = 250
 /** A task that failed this many times while converging fails the candidate (a crash loop, a bad image). */
 const FAILED_TASKS_LIMIT = 3
+/** How much of a crash-looping task's output goes in the deploy's log and error. */
+const TASK_OUTPUT_LINES = 20
 
 export class SwarmRuntimeError extends DockerError {
   constructor(message: string) {
@@ -99,8 +103,8 @@ export class SwarmRuntime implements Runtime {
   // ── releases: services on the swarm ───────────────────────────────────────────────────────────────────────
 
   async instances(target: EnvTarget): Promise<Instance[]> {
-    const services = await this.swarm.services({ ...envLabels(target), [LABEL.role]: 'web' })
-    const hosts = await this.addresses()
+    const [services, nodes] = await Promise.all([this.swarm.services({ ...envLabels(target), [LABEL.role]: 'web' }), this.swarm.nodes()])
+    const hosts = await this.addresses(nodes)
     const groups = new Map<string, SwarmService[]>()
     for (const s of services) {
       const key = s.labels[LABEL.deploy] || s.id
@@ -117,7 +121,9 @@ export class SwarmRuntime implements Runtime {
       const members: Member[] = []
       for (const s of ordered) {
         const member = memberOf(s)
-        if (member.port !== null) member.hosts = hosts(await this.swarm.tasks(s.id), s)
+        const tasks = await this.swarm.tasks(s.id)
+        if (member.port !== null) member.hosts = hosts(tasks, s)
+        member.tasks = nodeTasks(tasks, nodes)
         members.push(member)
       }
       const primary = ordered[0] as SwarmService
@@ -231,6 +237,17 @@ export class SwarmRuntime implements Runtime {
     return this.swarm.serviceLogLines(container.id, options)
   }
 
+  /** The last lines a task printed; none when its node cannot be asked (the failure is reported all the same). */
+  private async taskOutput(taskId: string): Promise<string[]> {
+    const out: string[] = []
+    try {
+      for await (const l of this.swarm.taskLogLines(taskId, { tail: TASK_OUTPUT_LINES, follow: false })) out.push(l.line)
+    } catch {
+      return []
+    }
+    return out.filter((l) => l.trim() !== '').slice(-TASK_OUTPUT_LINES)
+  }
+
   // ── helpers ───────────────────────────────────────────────────────────────────────────────────────────────
 
   private colourOf(port: number | null): 'blue' | 'green' {
@@ -323,7 +340,11 @@ export class SwarmRuntime implements Runtime {
       if (member.port === null && !rejected && failed.length > 0) return true
       if (failed.length >= FAILED_TASKS_LIMIT || rejected) {
         const last = failed.sort((a, b) => b.created.getTime() - a.created.getTime())[0] as SwarmTask
-        throw new SwarmRuntimeError(`service ${member.service}: task ${last.state}: ${last.message || 'no reason given'}`)
+        const words = `service ${member.service}: task ${last.state}: ${last.message || 'no reason given'}`
+        if (rejected) throw new SwarmRuntimeError(words)
+        // Its tasks ran and exited (a crash loop): the app's own words say why, as for a container that exits.
+        const lines = await this.taskOutput(last.id)
+        throw new MemberExitedError(lines.length > 0 ? `${words}; last lines:\n${lines.join('\n')}` : words, member.service, lines)
       }
       const placed = placementOf(tasks, service)
       // Fewer nodes than replicas (one down, constraints): the release runs where it can, never nowhere.
@@ -351,8 +372,8 @@ export class SwarmRuntime implements Runtime {
    * Maps tasks to the addresses nginx and the probes use: a node's advertised address, this manager's own tasks on
    * loopback. Nodes are known by id, never by hostname.
    */
-  private async addresses(): Promise<(tasks: SwarmTask[], service: SwarmService) => string[]> {
-    const [self, nodes] = await Promise.all([this.swarm.localNodeId(), this.swarm.nodes()])
+  private async addresses(known?: SwarmNode[]): Promise<(tasks: SwarmTask[], service: SwarmService) => string[]> {
+    const [self, nodes] = await Promise.all([this.swarm.localNodeId(), known ?? this.swarm.nodes()])
     const addr = new Map(nodes.map((n) => [n.id, n.id === self ? LOOPBACK : n.addr]))
     return (tasks, service) =>
       [
@@ -376,6 +397,15 @@ export function placementOf(tasks: SwarmTask[], service: Pick<SwarmService, 'ima
   const unplaceable = wanted.filter((t) => t.state === 'pending' && /no suitable node/i.test(t.message))
   const starting = wanted.filter((t) => !running.includes(t) && !unplaceable.includes(t))
   return { running, starting, unplaceable }
+}
+
+/** The tasks the orchestrator wants running, by node (its advertised address: the manager's too), for the releases. */
+export function nodeTasks(tasks: SwarmTask[], nodes: SwarmNode[]): NodeTask[] {
+  const addr = new Map(nodes.map((n) => [n.id, n.addr]))
+  return tasks
+    .filter((t) => t.desired === 'running')
+    .map((t) => ({ node: t.nodeId, addr: addr.get(t.nodeId) ?? '', state: t.state }))
+    .sort((a, b) => a.addr.localeCompare(b.addr) || a.node.localeCompare(b.node))
 }
 
 /** Task states in which a task holds (or is about to hold) its node's port. */

@@ -193,6 +193,17 @@ export class SwarmEngine {
   serviceLogLines(id: string, options: ContainerLogOptions): AsyncGenerator<ContainerLogLine> {
     return logLines(`read logs of service ${id}`, async (o) => (await this.client()).getService(id).logs(o as never), options)
   }
+
+  /** One task's output (a task that exited: why it did), from whichever node ran it. */
+  taskLogLines(id: string, options: ContainerLogOptions): AsyncGenerator<ContainerLogLine> {
+    // dockerode has Task#logs (GET /tasks/{id}/logs); @types/dockerode does not declare it.
+    type TaskLogs = { logs(o: never): Promise<NodeJS.ReadableStream> }
+    return logLines(
+      `read logs of task ${id}`,
+      async (o) => ((await this.client()).getTask(id) as unknown as TaskLogs).logs(o as never),
+      options,
+    )
+  }
 }
 
 function serviceOf(s: Docker.Service): SwarmService {
