@@ -7,6 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { ContainerLogLine, ContainerLogOptions } from '../docker/engine.js'
 import { DockerError } from '../docker/errors.js'
+import type { RegistryAuth } from '../docker/pull.js'
 import type { ServiceDefinition, SwarmEngine, SwarmNode, SwarmService, SwarmTask } from '../docker/swarm.js'
 import type { ContainerHealth, Labels, OneOffResult } from '../docker/types.js'
 import type { WorkerState } from '../health/index.js'
@@ -45,6 +46,8 @@ export interface SwarmSettings {
   constraints: string[]
   /** The primary web service's [blue, green] ports: which colour a slot is. */
   ports: readonly [number, number]
+  /** The registry's credentials (`swarm.registryAuth`), read at each deploy: a rotated password is used at once. */
+  credentials?: () => Promise<RegistryAuth>
 }
 
 /** How long tasks may take to run (a pull on each node, a start) or to stop. */
@@ -145,10 +148,11 @@ export class SwarmRuntime implements Runtime {
   async startCandidate(spec: CandidateSpec): Promise<Instance> {
     const colour = this.colourOf(spec.port)
     const services = candidateServices(spec)
+    const auth = await this.settings.credentials?.()
     // One image string for every node: pushed to the registry, run by digest.
     const pushed = new Map<string, string>()
     for (const image of new Set(services.map((s) => s.image ?? spec.image)))
-      pushed.set(image, await this.pushed(spec, image, image === spec.image ? spec.app : repoOf(image)))
+      pushed.set(image, await this.pushed(spec, image, image === spec.image ? spec.app : repoOf(image), auth))
     const hostNetwork = await this.swarm.hostNetworkId()
     // Services of these names left by a crash between remove and create: this colour is being made anew.
     const existing = await this.swarm.services({ ...envLabels(spec) })
@@ -158,10 +162,14 @@ export class SwarmRuntime implements Runtime {
         const name = `${spec.app}_${spec.env}_${service.name}_${colour}`
         for (const stale of existing) if (stale.name === name) await this.removeAndWait(stale.id)
         const member = newMember('', service)
-        member.id = await this.swarm.createService({
-          ...this.definition(name, memberLabels(spec, service), service, pushed.get(service.image ?? spec.image) as string, spec),
-          hostNetwork,
-        })
+        // The credentials stay with the service: each node pulls with them, now and when a revive needs a pull.
+        member.id = await this.swarm.createService(
+          {
+            ...this.definition(name, memberLabels(spec, service), service, pushed.get(service.image ?? spec.image) as string, spec),
+            hostNetwork,
+          },
+          auth,
+        )
         members.push(member)
       }
       await Promise.all(members.filter((m) => m.running).map((m) => this.converge(m)))
@@ -262,9 +270,9 @@ export class SwarmRuntime implements Runtime {
   }
 
   /** `<registry>/<repo>@sha256:…` of the local image, pushed under the release's tag. */
-  private async pushed(spec: CandidateSpec, image: string, repo: string): Promise<string> {
+  private async pushed(spec: CandidateSpec, image: string, repo: string, auth: RegistryAuth | undefined): Promise<string> {
     const remote = `${this.settings.registry}/${repo}`
-    const digest = await this.swarm.push(image, remote, `${spec.env}-${spec.release}`, () => undefined)
+    const digest = await this.swarm.push(image, remote, `${spec.env}-${spec.release}`, () => undefined, auth)
     return `${remote}@${digest}`
   }
 

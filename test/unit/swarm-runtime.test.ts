@@ -16,14 +16,20 @@ class FakeSwarm {
   private next = 0
   constructor(private readonly tasksOf: (name: string, image: string) => Array<Partial<SwarmTask>> | null) {}
 
-  push = async () => DIGEST
+  /** The credentials each push and each service create was given. */
+  readonly auths: Array<[string, unknown]> = []
+  push = async (_source: string, _repo: string, _tag: string, _onLine: unknown, auth?: unknown) => {
+    this.auths.push(['push', auth])
+    return DIGEST
+  }
   hostNetworkId = async () => 'host-net'
   localNodeId = async () => 'n1'
   nodes = async () => [{ id: 'n1', addr: '10.0.0.1', state: 'ready', availability: 'active' }]
   services = async () => [...this.byId.values()]
   service = async (id: string) => this.byId.get(id) ?? null
   tasks = async (id: string) => this.taskList.get(id) ?? []
-  createService = async (def: ServiceDefinition) => {
+  createService = async (def: ServiceDefinition, auth?: unknown) => {
+    this.auths.push([def.name, auth])
     const id = `s${++this.next}`
     this.byId.set(id, { id, name: def.name, version: 1, labels: def.labels, replicas: def.replicas, image: def.image, created: new Date() })
     const running = Array.from({ length: def.replicas }, () => ({ state: 'running' }))
@@ -189,4 +195,38 @@ t.test('SwarmRuntime: a web service whose tasks keep exiting fails as container_
     lastLines: ['exit-3: line 1', 'exit-3: line 2', 'exit-3: line 3'],
   })
   t.equal(swarm.removed.length, 2, 'the api and the worker are removed')
+})
+
+t.test('SwarmRuntime: registry credentials, read once per candidate, go with the push and every service create', async (t) => {
+  const swarm = new FakeSwarm(() => null)
+  let reads = 0
+  const auth = { username: 'ci', password: 'pw', serveraddress: '127.0.0.1:5000' }
+  const runtime = new SwarmRuntime({} as Runtime, swarm as unknown as SwarmEngine, {
+    replicas: 1,
+    registry: '127.0.0.1:5000',
+    constraints: [],
+    ports: [18001, 18002],
+    credentials: async () => {
+      reads++
+      return auth
+    },
+  })
+  await runtime.startCandidate(candidate())
+  t.same(swarm.auths, [
+    ['push', auth],
+    ['shop_production_api_blue', auth],
+    ['shop_production_worker_blue', auth],
+  ])
+  t.equal(reads, 1, 'the password file is read at each deploy, once')
+  const without = new FakeSwarm(() => null)
+  await runtimeOn(without).startCandidate(candidate())
+  t.same(
+    without.auths,
+    [
+      ['push', undefined],
+      ['shop_production_api_blue', undefined],
+      ['shop_production_worker_blue', undefined],
+    ],
+    'no registryAuth: none',
+  )
 })
