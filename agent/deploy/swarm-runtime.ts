@@ -55,6 +55,8 @@ const CONVERGE_MS = 120_000
 const POLL_MS = 250
 /** A task that failed this many times while converging fails the candidate (a crash loop, a bad image). */
 const FAILED_TASKS_LIMIT = 3
+/** How long no web task may have exited before its tasks count as started (Swarm restarts one after a second). */
+const QUIET_MS = 3_000
 /** How much of a crash-looping task's output goes in the deploy's log and error. */
 const TASK_OUTPUT_LINES = 20
 
@@ -354,6 +356,10 @@ export class SwarmRuntime implements Runtime {
         const lines = await this.taskOutput(last.id)
         throw new MemberExitedError(lines.length > 0 ? `${words}; last lines:\n${lines.join('\n')}` : words, member.service, lines)
       }
+      // A web task that exits at once runs for an instant between restarts (a second apart): until none has exited
+      // for a while, tasks caught running prove nothing, and a crash loop reaches the limit above, with its output.
+      const lastExit = Math.max(0, ...failed.map((t) => t.created.getTime()))
+      if (member.port !== null && Date.now() - lastExit < QUIET_MS) return `a task exited ${failed.length} time(s); waiting`
       const placed = placementOf(tasks, service)
       // Fewer nodes than replicas (one down, constraints): the release runs where it can, never nowhere.
       if (placed.running.length >= want || (placed.running.length > 0 && placed.starting.length === 0)) {

@@ -230,3 +230,12 @@ t.test('SwarmRuntime: registry credentials, read once per candidate, go with the
     'no registryAuth: none',
   )
 })
+
+t.test('SwarmRuntime: a web service whose task just exited has not started yet, though its tasks run now', async (t) => {
+  // A task that exits at once runs for an instant between restarts: a poll that catches it running is no proof.
+  const exited = { desired: 'shutdown', state: 'failed', message: 'task: non-zero exit (1)', created: new Date() }
+  const swarm = new FakeSwarm((name) => (name.endsWith('_api_blue') ? [{ state: 'running' }, exited] : null))
+  const started = Date.now()
+  await runtimeOn(swarm).startCandidate(candidate())
+  t.ok(Date.now() - started >= 2_500, `started only once no task had exited for a while (${Date.now() - started} ms)`)
+})
