@@ -24,6 +24,8 @@ interface ReleasesBody {
     live: boolean
     outcome: 'live' | 'served' | 'failed' | 'rolled_back' | null
     deployId: string | null
+    /** A swarm env: null when no colour holds the release, [] when its colour is kept scaled to 0. */
+    tasks?: Array<{ service: string; node: string; addr: string; state: string }> | null
   }>
   keepReleases: number
 }
@@ -32,6 +34,24 @@ const envPath = (app: string, env: string) => `/v1/apps/${encodeURIComponent(app
 
 /** `2024-05-01T12:00:01.123Z` → `2024-05-01 12:00:01Z`: one column width, still UTC and unambiguous. */
 const shortTime = (iso: string) => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z')
+
+/** A swarm env's tasks of each release that has a colour: a table per release, or why it has none. */
+function releaseTasks(releases: ReleasesBody['releases']): string[] {
+  return releases.flatMap((r) => {
+    if (!r.tasks) return []
+    if (r.tasks.length === 0) return [`${r.release}: no task (its colour is kept, scaled to 0)`]
+    const rows = [
+      ['SERVICE', 'NODE', 'ADDRESS', 'STATE'],
+      ...r.tasks.map((task) => [task.service, task.node.slice(0, 12), task.addr, task.state]),
+    ]
+    return [
+      `${r.release}:`,
+      ...formatTable(rows)
+        .split('\n')
+        .map((line) => `  ${line}`),
+    ]
+  })
+}
 
 /** Prints what a signed POST started, then either returns or follows it; a deploy that did not succeed exits 1. */
 async function startedThen(client: AgentClient, started: Started, opts: { json?: boolean; follow?: boolean }, what: string): Promise<void> {
@@ -222,6 +242,8 @@ export function addDeployCommands(program: Command): void {
           r.deployId ?? '-',
         ])
       console.log(formatTable(rows))
+      const tasks = releaseTasks(body.releases)
+      if (tasks.length > 0) console.log(`\n${tasks.join('\n')}`)
     })
 
   withClientOptions(

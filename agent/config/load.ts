@@ -30,7 +30,9 @@ function describeIssue(issue: z.core.$ZodIssue): string[] {
     if (fitting.length === 1) return (fitting[0] ?? []).flatMap((e) => describeIssue({ ...e, path: [...issue.path, ...e.path] }))
   }
   if (issue.code === 'unrecognized_keys') {
-    return issue.keys.map((key) => `${formatKeyPath([...issue.path, key])}: unknown key`)
+    // A password written into the config: say where it goes instead.
+    const hint = (key: string) => (key === 'password' ? ' (a password is never in the config: name a file holding it in passwordFile)' : '')
+    return issue.keys.map((key) => `${formatKeyPath([...issue.path, key])}: unknown key${hint(key)}`)
   }
   if (issue.code === 'invalid_key') {
     return [`${formatKeyPath(issue.path)}: ${issue.issues[0]?.message ?? issue.message}`]
@@ -67,6 +69,12 @@ function resolvePaths(config: Config, baseDir: string): Config {
               envName,
               {
                 ...env,
+                swarm: env.swarm && {
+                  ...env.swarm,
+                  ...(env.swarm.registryAuth && {
+                    registryAuth: { ...env.swarm.registryAuth, passwordFile: at(env.swarm.registryAuth.passwordFile) },
+                  }),
+                },
                 envFile: maybe(env.envFile),
                 files: env.files.map(at),
                 database: env.database && { ...env.database, passwordFile: maybe(env.database.passwordFile) },

@@ -248,12 +248,20 @@ const placementConstraint = z
   .string({ error: 'must be a string' })
   .regex(/^[A-Za-z0-9_.-]+\s*(==|!=)\s*[^\s]+$/, { error: 'must be a constraint such as node.labels.app==lifeos (== or !=)' })
 
+/** Registry credentials: a user and the file holding its password (read at each use, never in the config). */
+const registryAuthSchema = z.strictObject(
+  { username: nonEmpty, passwordFile: filePath },
+  { error: 'must be { username, passwordFile } (the password in a file of its own)' },
+)
+
 /** `envs.<env>.swarm`: where and how many when the env's runtime is a swarm. */
 const swarmSchema = z.strictObject({
   /** Tasks per web service (at most one per node: they share the node's port). */
   replicas: positiveInt.default(2),
   /** The registry the agent pushes each release to and every node pulls from. */
   registry: registryAddress,
+  /** Credentials for the push, also handed to the swarm so that every node can pull. */
+  registryAuth: registryAuthSchema.optional(),
   constraints: z.array(placementConstraint, { error: 'must be a list of constraints' }).default([]),
 })
 
@@ -391,7 +399,7 @@ const appSchema = z
     /** A prebuilt image pulled from a registry, instead of `repo` + `build`. */
     image: imageName.optional(),
     /** Credentials for pulling `image`; the password file is read at each pull. */
-    registryAuth: z.strictObject({ username: nonEmpty, passwordFile: filePath }).optional(),
+    registryAuth: registryAuthSchema.optional(),
     /** The longest a pull of `image` may take. */
     pullTimeoutSec: positiveInt.default(600),
     build: buildSchema.default(DEFAULT_BUILD),

@@ -17,6 +17,7 @@ import { DeployCoordinator } from './coordinator.js'
 import { HandOverFile, type HandOver } from './handover.js'
 import type { LiveRelease } from './live.js'
 import { DeployFailure, DeployPipeline, type PipelineDeps } from './pipeline.js'
+import { readRegistryAuth } from './prepare.js'
 import { ContainerRuntime, type Runtime } from './runtime.js'
 import { SwarmRuntime } from './swarm-runtime.js'
 import type { DeployListener } from './transition.js'
@@ -82,7 +83,14 @@ export async function assembleDeploys(
   const runtimeFor = (target: Target): Runtime => {
     const settings = target.envConfig.swarm
     if (target.envConfig.runtime !== 'swarm' || !settings) return runtime
-    return new SwarmRuntime(runtime, swarm, { ...settings, ports: primaryPorts(target) })
+    const { registryAuth, ...rest } = settings
+    // The registry's host: what the engine keys credentials by (`host:port`, without the path).
+    const server = settings.registry.split('/')[0] as string
+    return new SwarmRuntime(runtime, swarm, {
+      ...rest,
+      ports: primaryPorts(target),
+      ...(registryAuth && { credentials: () => readRegistryAuth(registryAuth, server, options.learnSecrets) }),
+    })
   }
   const pipeline = (onLive: (target: Target, live: LiveRelease) => void) =>
     new DeployPipeline({

@@ -16,7 +16,7 @@ import { liveRelease, type LiveRelease } from './live.js'
 import { envSwitch, observeEnv, type EnvSwitch } from './observe-env.js'
 import { describeSteps, planKeep, planStartup, planUnknownEnv, type Step } from './plan.js'
 import type { DeployPipeline } from './pipeline.js'
-import { imageTag, membersOf, type Instance, type Runtime } from './runtime.js'
+import { imageTag, membersOf, type Instance, type NodeTask, type Runtime } from './runtime.js'
 import type { DeployState } from './states.js'
 import { moveDeploy, type DeployListener } from './transition.js'
 
@@ -45,6 +45,16 @@ export interface ReleaseInfo {
   deployId: string | null
   /** An app with `services`: each service of the release with its image and whether its container runs now. */
   services?: Array<{ name: string; image: string; running: boolean | null }>
+  /**
+   * A swarm env: the tasks of the release's services, one per service and node. Null when none of its services is
+   * on the swarm (only its image is kept); empty when its colour is kept scaled to 0.
+   */
+  tasks?: ReleaseTask[] | null
+}
+
+/** A task of a release on a swarm: its service, its node (id and advertised address) and the task's state. */
+export interface ReleaseTask extends NodeTask {
+  service: string
 }
 
 export type ReleaseOutcome = 'live' | 'served' | 'failed' | 'rolled_back'
@@ -278,9 +288,10 @@ export class DeployCoordinator implements Deployments {
   async releases(target: Target): Promise<ReleaseInfo[]> {
     // Callers that name only app and env (no config) get the releases without services.
     const services = (target.appConfig as Target['appConfig'] | undefined)?.services
+    const swarm = (target.envConfig as Target['envConfig'] | undefined)?.runtime === 'swarm'
     const [images, groups] = await Promise.all([
       this.runtime(target).releases(target),
-      services ? this.runtime(target).instances(target) : [],
+      services || swarm ? this.runtime(target).instances(target) : [],
     ])
     const live = this.liveRelease(target.app, target.env)
     const history = this.deps.store.list({ app: target.app, env: target.env }).filter((d) => d.release !== null)
@@ -299,6 +310,7 @@ export class DeployCoordinator implements Deployments {
         outcome: isLive ? 'live' : last ? OUTCOMES[last.state as keyof typeof OUTCOMES] : null,
         deployId: (isLive ? live?.deployId : undefined) ?? last?.id ?? null,
         ...(services ? { services: releaseServices(target, img.release, img.ref, groups) } : {}),
+        ...(swarm ? { tasks: releaseTasks(img.release, groups) } : {}),
       }
     })
   }
@@ -556,11 +568,22 @@ export class DeployCoordinator implements Deployments {
 }
 
 /** Each service of a kept release: its image, and whether its container runs (null: the release has none now). */
+/** The group that runs `release`: a running one first (a release deployed again may have both colours). */
+function groupOf(release: string, groups: Instance[]): Instance | undefined {
+  return groups.find((g) => g.release === release && g.running) ?? groups.find((g) => g.release === release)
+}
+
 function releaseServices(target: Target, release: string, appImage: string, groups: Instance[]) {
-  const group = groups.find((g) => g.release === release && g.running) ?? groups.find((g) => g.release === release)
+  const group = groupOf(release, groups)
   return servicesOf(target).map((s) => ({
     name: s.name,
     image: s.build ? imageTag(target.app, target.env, release, s.name) : appImage,
     running: group ? (membersOf(group).find((m) => m.service === s.name)?.running ?? false) : null,
   }))
+}
+
+/** Each service's tasks of the release on the swarm; null when no colour holds it. */
+export function releaseTasks(release: string, groups: Instance[]): ReleaseTask[] | null {
+  const group = groupOf(release, groups)
+  return group ? membersOf(group).flatMap((m) => (m.tasks ?? []).map((task) => ({ service: m.service, ...task }))) : null
 }

@@ -35,7 +35,17 @@ import { describePlan, planRecovery } from './plan.js'
 import { appEnvironment, prepareRelease, runnableImage, type Prepared, type PrepareDeps } from './prepare.js'
 import { planPrune } from './prune.js'
 import { asFailure, DeployRun } from './run.js'
-import { coreMembers, hostsOf, imageTag, membersOf, singletonsOf, type Instance, type Member, type Runtime } from './runtime.js'
+import {
+  coreMembers,
+  hostsOf,
+  imageTag,
+  MemberExitedError,
+  membersOf,
+  singletonsOf,
+  type Instance,
+  type Member,
+  type Runtime,
+} from './runtime.js'
 import { isTerminal } from './states.js'
 import type { DeployListener } from './transition.js'
 
@@ -210,18 +220,29 @@ export class DeployPipeline {
       await this.runtime(target).remove(old)
       await run.log({ event: 'removed', container: old.id, release: old.release, reason: 'frees the idle port' })
     }
-    const candidate = await this.runtime(target).startCandidate({
-      app: target.app,
-      env: target.env,
-      release: release.release,
-      commit: release.commit,
-      deployId: run.deploy.id,
-      image: release.image,
-      port: env.idlePort,
-      services: target.appConfig.services && candidateServices(target, env.idlePort, release.serviceImages ?? {}),
-      variables: await appEnvironment(this.deps, target),
-      container: containerSettings(target),
-    })
+    const services = target.appConfig.services && candidateServices(target, env.idlePort, release.serviceImages ?? {})
+    const candidate = await this.runtime(target)
+      .startCandidate({
+        app: target.app,
+        env: target.env,
+        release: release.release,
+        commit: release.commit,
+        deployId: run.deploy.id,
+        image: release.image,
+        port: env.idlePort,
+        services,
+        variables: await appEnvironment(this.deps, target),
+        container: containerSettings(target),
+      })
+      .catch(async (err: unknown) => {
+        // A member that kept exiting as it started (a swarm's crash loop; the runtime removed the group): its
+        // output goes in the log, as a candidate container's that exits does. Best effort: the disk may be full.
+        if (err instanceof MemberExitedError)
+          await run
+            .log({ event: 'container-log', ...(services && services.length > 1 ? { service: err.service } : {}), lines: err.lastLines })
+            .catch(() => undefined)
+        throw err
+      })
     return candidate
   }
 

@@ -118,10 +118,18 @@ async function pull(deps: PrepareDeps, run: DeployRun, target: Target, image: st
 /** The registry credentials of the app, the password read now (so a rotated one is used) and learnt as a secret. */
 async function registryAuth(deps: PrepareDeps, target: Target, image: string): Promise<RegistryAuth | undefined> {
   const auth = target.appConfig.registryAuth
-  if (!auth) return undefined
+  return auth && readRegistryAuth(auth, registryOf(image), deps.learnSecrets)
+}
+
+/** Credentials for `serveraddress` from config (`registryAuth`), the password read from its file and learnt as a secret. */
+export async function readRegistryAuth(
+  auth: { username: string; passwordFile: string },
+  serveraddress: string,
+  learnSecrets?: (values: string[]) => void,
+): Promise<RegistryAuth> {
   const password = (await readFile(auth.passwordFile, 'utf8')).trim()
-  deps.learnSecrets?.([password])
-  return { username: auth.username, password, serveraddress: registryOf(image) }
+  learnSecrets?.([password])
+  return { username: auth.username, password, serveraddress }
 }
 
 /** The pulled image under the release's local tag, labelled with its digest; kept, rolled back to and pruned like a built one. */

@@ -5,6 +5,7 @@
 import { WEB_SERVICE, type ServiceKind, type WorkerOrder } from '../config/services.js'
 import type { ContainerLogLine, ContainerLogOptions, DockerEngine } from '../docker/engine.js'
 import type { RegistryAuth } from '../docker/pull.js'
+import { AgentError } from '../errors.js'
 import {
   BACKGROUND_CPU_SHARES,
   LIVE_CPU_SHARES,
@@ -16,6 +17,20 @@ import {
 } from '../docker/types.js'
 import type { WorkerState } from '../health/index.js'
 import type { Placement } from '../proxy/nginx.js'
+
+/**
+ * A member whose tasks kept exiting while its group started (a crash loop on a swarm): judged as a candidate
+ * container that exits on one box, with the last lines of its output for the deploy log.
+ */
+export class MemberExitedError extends AgentError {
+  constructor(
+    message: string,
+    readonly service: string,
+    readonly lastLines: string[],
+  ) {
+    super('container_exited', 502, message)
+  }
+}
 
 export const LABEL = {
   app: 'deploy-agent.app',
@@ -53,6 +68,15 @@ export interface Member {
   running: boolean
   /** Where a web member answers: each node running one of its tasks (a swarm). Absent: this host, 127.0.0.1. */
   hosts?: string[]
+  /** A swarm member's tasks the orchestrator wants running (none when scaled to 0). Absent: containers on this host. */
+  tasks?: NodeTask[]
+}
+
+/** One task of a swarm service: the node it is on (id and advertised address) and its state (`running`, `pending`, …). */
+export interface NodeTask {
+  node: string
+  addr: string
+  state: string
 }
 
 export const LOOPBACK = '127.0.0.1'

@@ -7,7 +7,8 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { ContainerLogLine, ContainerLogOptions } from '../docker/engine.js'
 import { DockerError } from '../docker/errors.js'
-import type { ServiceDefinition, SwarmEngine, SwarmService, SwarmTask } from '../docker/swarm.js'
+import type { RegistryAuth } from '../docker/pull.js'
+import type { ServiceDefinition, SwarmEngine, SwarmNode, SwarmService, SwarmTask } from '../docker/swarm.js'
 import type { ContainerHealth, Labels, OneOffResult } from '../docker/types.js'
 import type { WorkerState } from '../health/index.js'
 import {
@@ -16,6 +17,7 @@ import {
   envLabels,
   LABEL,
   LOOPBACK,
+  MemberExitedError,
   memberFromLabels,
   memberLabels,
   membersOf,
@@ -31,6 +33,7 @@ import {
   type KeepPulledSpec,
   type Member,
   type MigrationSpec,
+  type NodeTask,
   type PullSpec,
   type Runtime,
 } from './runtime.js'
@@ -43,6 +46,8 @@ export interface SwarmSettings {
   constraints: string[]
   /** The primary web service's [blue, green] ports: which colour a slot is. */
   ports: readonly [number, number]
+  /** The registry's credentials (`swarm.registryAuth`), read at each deploy: a rotated password is used at once. */
+  credentials?: () => Promise<RegistryAuth>
 }
 
 /** How long tasks may take to run (a pull on each node, a start) or to stop. */
@@ -50,6 +55,10 @@ const CONVERGE_MS = 120_000
 const POLL_MS = 250
 /** A task that failed this many times while converging fails the candidate (a crash loop, a bad image). */
 const FAILED_TASKS_LIMIT = 3
+/** How long no web task may have exited before its tasks count as started (Swarm restarts one after a second). */
+const QUIET_MS = 3_000
+/** How much of a crash-looping task's output goes in the deploy's log and error. */
+const TASK_OUTPUT_LINES = 20
 
 export class SwarmRuntimeError extends DockerError {
   constructor(message: string) {
@@ -99,8 +108,8 @@ export class SwarmRuntime implements Runtime {
   // ── releases: services on the swarm ───────────────────────────────────────────────────────────────────────
 
   async instances(target: EnvTarget): Promise<Instance[]> {
-    const services = await this.swarm.services({ ...envLabels(target), [LABEL.role]: 'web' })
-    const hosts = await this.addresses()
+    const [services, nodes] = await Promise.all([this.swarm.services({ ...envLabels(target), [LABEL.role]: 'web' }), this.swarm.nodes()])
+    const hosts = await this.addresses(nodes)
     const groups = new Map<string, SwarmService[]>()
     for (const s of services) {
       const key = s.labels[LABEL.deploy] || s.id
@@ -117,7 +126,9 @@ export class SwarmRuntime implements Runtime {
       const members: Member[] = []
       for (const s of ordered) {
         const member = memberOf(s)
-        if (member.port !== null) member.hosts = hosts(await this.swarm.tasks(s.id), s)
+        const tasks = await this.swarm.tasks(s.id)
+        if (member.port !== null) member.hosts = hosts(tasks, s)
+        member.tasks = nodeTasks(tasks, nodes)
         members.push(member)
       }
       const primary = ordered[0] as SwarmService
@@ -139,10 +150,11 @@ export class SwarmRuntime implements Runtime {
   async startCandidate(spec: CandidateSpec): Promise<Instance> {
     const colour = this.colourOf(spec.port)
     const services = candidateServices(spec)
+    const auth = await this.settings.credentials?.()
     // One image string for every node: pushed to the registry, run by digest.
     const pushed = new Map<string, string>()
     for (const image of new Set(services.map((s) => s.image ?? spec.image)))
-      pushed.set(image, await this.pushed(spec, image, image === spec.image ? spec.app : repoOf(image)))
+      pushed.set(image, await this.pushed(spec, image, image === spec.image ? spec.app : repoOf(image), auth))
     const hostNetwork = await this.swarm.hostNetworkId()
     // Services of these names left by a crash between remove and create: this colour is being made anew.
     const existing = await this.swarm.services({ ...envLabels(spec) })
@@ -152,10 +164,14 @@ export class SwarmRuntime implements Runtime {
         const name = `${spec.app}_${spec.env}_${service.name}_${colour}`
         for (const stale of existing) if (stale.name === name) await this.removeAndWait(stale.id)
         const member = newMember('', service)
-        member.id = await this.swarm.createService({
-          ...this.definition(name, memberLabels(spec, service), service, pushed.get(service.image ?? spec.image) as string, spec),
-          hostNetwork,
-        })
+        // The credentials stay with the service: each node pulls with them, now and when a revive needs a pull.
+        member.id = await this.swarm.createService(
+          {
+            ...this.definition(name, memberLabels(spec, service), service, pushed.get(service.image ?? spec.image) as string, spec),
+            hostNetwork,
+          },
+          auth,
+        )
         members.push(member)
       }
       await Promise.all(members.filter((m) => m.running).map((m) => this.converge(m)))
@@ -231,6 +247,17 @@ export class SwarmRuntime implements Runtime {
     return this.swarm.serviceLogLines(container.id, options)
   }
 
+  /** The last lines a task printed; none when its node cannot be asked (the failure is reported all the same). */
+  private async taskOutput(taskId: string): Promise<string[]> {
+    const out: string[] = []
+    try {
+      for await (const l of this.swarm.taskLogLines(taskId, { tail: TASK_OUTPUT_LINES, follow: false })) out.push(l.line)
+    } catch {
+      return []
+    }
+    return out.filter((l) => l.trim() !== '').slice(-TASK_OUTPUT_LINES)
+  }
+
   // ── helpers ───────────────────────────────────────────────────────────────────────────────────────────────
 
   private colourOf(port: number | null): 'blue' | 'green' {
@@ -245,9 +272,9 @@ export class SwarmRuntime implements Runtime {
   }
 
   /** `<registry>/<repo>@sha256:…` of the local image, pushed under the release's tag. */
-  private async pushed(spec: CandidateSpec, image: string, repo: string): Promise<string> {
+  private async pushed(spec: CandidateSpec, image: string, repo: string, auth: RegistryAuth | undefined): Promise<string> {
     const remote = `${this.settings.registry}/${repo}`
-    const digest = await this.swarm.push(image, remote, `${spec.env}-${spec.release}`, () => undefined)
+    const digest = await this.swarm.push(image, remote, `${spec.env}-${spec.release}`, () => undefined, auth)
     return `${remote}@${digest}`
   }
 
@@ -323,8 +350,16 @@ export class SwarmRuntime implements Runtime {
       if (member.port === null && !rejected && failed.length > 0) return true
       if (failed.length >= FAILED_TASKS_LIMIT || rejected) {
         const last = failed.sort((a, b) => b.created.getTime() - a.created.getTime())[0] as SwarmTask
-        throw new SwarmRuntimeError(`service ${member.service}: task ${last.state}: ${last.message || 'no reason given'}`)
+        const words = `service ${member.service}: task ${last.state}: ${last.message || 'no reason given'}`
+        if (rejected) throw new SwarmRuntimeError(words)
+        // Its tasks ran and exited (a crash loop): the app's own words say why, as for a container that exits.
+        const lines = await this.taskOutput(last.id)
+        throw new MemberExitedError(lines.length > 0 ? `${words}; last lines:\n${lines.join('\n')}` : words, member.service, lines)
       }
+      // A web task that exits at once runs for an instant between restarts (a second apart): until none has exited
+      // for a while, tasks caught running prove nothing, and a crash loop reaches the limit above, with its output.
+      const lastExit = Math.max(0, ...failed.map((t) => t.created.getTime()))
+      if (member.port !== null && Date.now() - lastExit < QUIET_MS) return `a task exited ${failed.length} time(s); waiting`
       const placed = placementOf(tasks, service)
       // Fewer nodes than replicas (one down, constraints): the release runs where it can, never nowhere.
       if (placed.running.length >= want || (placed.running.length > 0 && placed.starting.length === 0)) {
@@ -351,8 +386,8 @@ export class SwarmRuntime implements Runtime {
    * Maps tasks to the addresses nginx and the probes use: a node's advertised address, this manager's own tasks on
    * loopback. Nodes are known by id, never by hostname.
    */
-  private async addresses(): Promise<(tasks: SwarmTask[], service: SwarmService) => string[]> {
-    const [self, nodes] = await Promise.all([this.swarm.localNodeId(), this.swarm.nodes()])
+  private async addresses(known?: SwarmNode[]): Promise<(tasks: SwarmTask[], service: SwarmService) => string[]> {
+    const [self, nodes] = await Promise.all([this.swarm.localNodeId(), known ?? this.swarm.nodes()])
     const addr = new Map(nodes.map((n) => [n.id, n.id === self ? LOOPBACK : n.addr]))
     return (tasks, service) =>
       [
@@ -376,6 +411,15 @@ export function placementOf(tasks: SwarmTask[], service: Pick<SwarmService, 'ima
   const unplaceable = wanted.filter((t) => t.state === 'pending' && /no suitable node/i.test(t.message))
   const starting = wanted.filter((t) => !running.includes(t) && !unplaceable.includes(t))
   return { running, starting, unplaceable }
+}
+
+/** The tasks the orchestrator wants running, by node (its advertised address: the manager's too), for the releases. */
+export function nodeTasks(tasks: SwarmTask[], nodes: SwarmNode[]): NodeTask[] {
+  const addr = new Map(nodes.map((n) => [n.id, n.addr]))
+  return tasks
+    .filter((t) => t.desired === 'running')
+    .map((t) => ({ node: t.nodeId, addr: addr.get(t.nodeId) ?? '', state: t.state }))
+    .sort((a, b) => a.addr.localeCompare(b.addr) || a.node.localeCompare(b.node))
 }
 
 /** Task states in which a task holds (or is about to hold) its node's port. */

@@ -30,7 +30,14 @@ export class ContainerExistsError extends ConflictError {
   }
 }
 
-export type DockerErrorCode = 'docker_error' | 'docker_not_found' | 'docker_conflict' | 'image_in_use' | 'container_start_failed'
+export type DockerErrorCode =
+  | 'docker_error'
+  | 'docker_not_found'
+  | 'docker_conflict'
+  | 'image_in_use'
+  | 'container_start_failed'
+  /** A push the registry refused for its credentials (a swarm's `registryAuth`), as a pull's PullError says. */
+  | 'registry_unauthorized'
 
 /** Any other failure of the engine, keeping dockerode's error as `cause`. */
 export class DockerError extends AgentError {

@@ -58,9 +58,14 @@ async function followPull(
   return { digest, error }
 }
 
+/** The registry refused the credentials (or wanted some): its words, as pulls and pushes report them. */
+export function isUnauthorized(message: string): boolean {
+  return /unauthorized|authentication required|no basic auth credentials|denied/i.test(message)
+}
+
 /** What the registry's answer means for the operator: credentials, a missing image, or anything else. */
 function pullErrorCode(message: string): 'registry_unauthorized' | 'image_not_found' | 'pull_failed' {
-  if (/unauthorized|authentication required|no basic auth credentials|denied/i.test(message)) return 'registry_unauthorized'
+  if (isUnauthorized(message)) return 'registry_unauthorized'
   if (/manifest unknown|not found|does not exist/i.test(message)) return 'image_not_found'
   return 'pull_failed'
 }

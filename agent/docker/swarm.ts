@@ -6,7 +6,7 @@ import { callEngine, DockerError, engineMessage } from './errors.js'
 import { followEngineEvents, type EngineEvent } from './events.js'
 import { capLine } from './lines.js'
 import { logLines, type ContainerLogLine, type ContainerLogOptions } from './log-lines.js'
-import { DIGEST } from './pull.js'
+import { DIGEST, isUnauthorized, type RegistryAuth } from './pull.js'
 import { labelFilters, type Labels } from './types.js'
 
 export interface SwarmNode {
@@ -145,10 +145,13 @@ export class SwarmEngine {
     }))
   }
 
-  async createService(def: ServiceDefinition): Promise<string> {
-    const created = await callEngine(`create service ${def.name}`, async () =>
-      (await this.client()).createService(specOf(def) as Docker.CreateServiceOptions),
-    )
+  /** `auth`: the registry's credentials, kept with the service so that every node can pull its image. */
+  async createService(def: ServiceDefinition, auth?: RegistryAuth): Promise<string> {
+    const spec = specOf(def) as Docker.CreateServiceOptions
+    const created = await callEngine(`create service ${def.name}`, async () => {
+      const docker = await this.client()
+      return auth ? docker.createService({ ...auth }, spec) : docker.createService(spec)
+    })
     return (created as unknown as { id?: string; ID?: string }).id ?? (created as unknown as { ID: string }).ID
   }
 
@@ -168,30 +171,50 @@ export class SwarmEngine {
     })
   }
 
-  /** Tags the local image `source` as `repo:tag`, pushes it and answers the manifest digest the registry stored. */
-  async push(source: string, repo: string, tag: string, onLine: (line: string) => void): Promise<string> {
+  /**
+   * Tags the local image `source` as `repo:tag`, pushes it (as `auth`'s user, if given) and answers the manifest
+   * digest the registry stored.
+   */
+  async push(source: string, repo: string, tag: string, onLine: (line: string) => void, auth?: RegistryAuth): Promise<string> {
     const docker = await this.client()
     const ref = `${repo}:${tag}`
     await callEngine(`tag ${source} as ${ref}`, () => docker.getImage(source).tag({ repo, tag }))
     let digest: string | null = null
     // The engine wants X-Registry-Auth on every push, even an empty one (a registry without auth).
-    const stream = (await callEngine(`push ${ref}`, () =>
-      docker.getImage(ref).push({ authconfig: { serveraddress: repo.split('/')[0] } }),
-    )) as NodeJS.ReadableStream
+    const authconfig = auth ? { ...auth } : { serveraddress: repo.split('/')[0] }
+    // The password must never reach a message, even if an engine or proxy echoed it.
+    const clean = (text: string) => (auth && auth.password !== '' ? text.replaceAll(auth.password, '[redacted]') : text)
+    const stream = (await callEngine(`push ${ref}`, () => docker.getImage(ref).push({ authconfig }))) as NodeJS.ReadableStream
     const error = await followEngineEvents<EngineEvent & { status?: unknown; aux?: { Digest?: unknown } }>(stream, 'push', {
       event: (event) => {
         if (typeof event.aux?.Digest === 'string' && DIGEST.test(event.aux.Digest)) digest = event.aux.Digest
-        if (typeof event.status === 'string') onLine(capLine(event.status))
+        if (typeof event.status === 'string') onLine(clean(capLine(event.status)))
       },
-      text: onLine,
+      text: (line) => onLine(clean(line)),
     }).catch((err: unknown) => engineMessage(err))
-    if (error !== null) throw new DockerError('docker_error', 502, `push of ${ref} failed: ${error}`)
+    if (error !== null) {
+      const text = clean(error)
+      if (!isUnauthorized(text)) throw new DockerError('docker_error', 502, `push of ${ref} failed: ${text}`)
+      const hint = auth ? `as user ${auth.username}: check swarm.registryAuth` : 'no swarm.registryAuth is set'
+      throw new DockerError('registry_unauthorized', 502, `push of ${ref} failed: ${text} (${hint})`)
+    }
     if (digest === null) throw new DockerError('docker_error', 502, `push of ${ref}: the engine did not report the manifest digest`)
     return digest
   }
 
   serviceLogLines(id: string, options: ContainerLogOptions): AsyncGenerator<ContainerLogLine> {
     return logLines(`read logs of service ${id}`, async (o) => (await this.client()).getService(id).logs(o as never), options)
+  }
+
+  /** One task's output (a task that exited: why it did), from whichever node ran it. */
+  taskLogLines(id: string, options: ContainerLogOptions): AsyncGenerator<ContainerLogLine> {
+    // dockerode has Task#logs (GET /tasks/{id}/logs); @types/dockerode does not declare it.
+    type TaskLogs = { logs(o: never): Promise<NodeJS.ReadableStream> }
+    return logLines(
+      `read logs of task ${id}`,
+      async (o) => ((await this.client()).getTask(id) as unknown as TaskLogs).logs(o as never),
+      options,
+    )
   }
 }
 

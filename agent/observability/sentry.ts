@@ -87,7 +87,10 @@ async function readSecret(path: string | undefined): Promise<string[]> {
   )
 }
 
-/** Every value the config makes secret: env file values, database and registry passwords, tokens, HMAC secrets, notify URLs. */
+/**
+ * Every value the config makes secret: env file values, database and registry passwords (an app's, a swarm's),
+ * tokens, HMAC secrets, notify URLs.
+ */
 export async function knownSecrets(config: Config): Promise<string[]> {
   const fromEnv = (name: string | undefined) => (name && process.env[name] ? [process.env[name]] : [])
   const found: Array<Promise<string[]>> = [
@@ -100,6 +103,7 @@ export async function knownSecrets(config: Config): Promise<string[]> {
     found.push(readSecret(app.registryAuth?.passwordFile))
     for (const env of Object.values(app.envs)) {
       found.push(readEnvFile(env.envFile).then(envSecretValues, () => []))
+      found.push(readSecret(env.swarm?.registryAuth?.passwordFile))
       const db = env.database
       if (db) {
         const password = URL.canParse(db.url) ? decodeURIComponent(new URL(db.url).password) : ''

@@ -13,7 +13,12 @@ export const SWARM_TAGS = {
   failsOnWorker: 'v1.3.0',
   v3: 'v1.4.0',
   slowBuild: 'v2.0.0',
+  /** Its command prints why and exits at once, on every node: a crash loop. */
+  crashes: 'v2.1.0',
 } as const
+
+/** What the `crashes` release prints before it exits. */
+export const CRASH_WORDS = 'web: cannot reach the database at db:5432'
 
 /** httpd on every address of the node, stopping on TERM; `before` runs first. */
 const serve = (before = '') => `${before}trap 'exit 0' TERM; httpd -f -p $PORT -h /www & wait`
@@ -28,6 +33,7 @@ export function makeSwarmRepo(dir: string, workerAddr: string) {
     { files: sampleReleaseFiles({ command: serve(onWorker('(sleep 3; rm /www/healthz) &')) }), tag: SWARM_TAGS.failsOnWorker },
     { files: sampleReleaseFiles({ command: serve() }), tag: SWARM_TAGS.v3 },
     { files: sampleReleaseFiles({ command: serve(), extra: 'RUN echo "building slowly" && sleep 4' }), tag: SWARM_TAGS.slowBuild },
+    { files: sampleReleaseFiles({ command: `echo "${CRASH_WORDS}" >&2; exit 1` }), tag: SWARM_TAGS.crashes },
   ])
 }
 

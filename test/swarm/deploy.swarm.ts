@@ -2,7 +2,8 @@
 // worker, a registry both reach as 127.0.0.1:<port>), driven by a real agent process over its signed API: a
 // release runs on both nodes by digest, nginx lists both nodes and switches with no failed request, a release
 // unhealthy on one node never switches, one failing after the switch on one node rolls back on both, a manual
-// rollback scales the kept colour back up, and the worker node dying while a release is new rolls it back.
+// rollback scales the kept colour back up, and the worker node dying while a release is new rolls it back. The
+// releases list each colour's tasks by node; a release that exits at once fails with its output.
 // Traffic goes only to 127.0.0.1 and the worker's own address.
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -11,7 +12,8 @@ import { startAgentRig } from '../helpers/agent-rig.js'
 import { ensureBaseImage } from '../helpers/docker.js'
 import { skipUnless } from '../helpers/engines.js'
 import { requestLoop } from '../helpers/load.js'
-import { makeSwarmRepo, SWARM_TAGS, swarmServices } from '../helpers/sample-swarm.js'
+import type { ReleaseTask } from '../../agent/deploy/coordinator.js'
+import { CRASH_WORDS, makeSwarmRepo, SWARM_TAGS, swarmServices } from '../helpers/sample-swarm.js'
 import { canRunSwarmRig, startSwarmRig, type SwarmRig } from '../helpers/swarm.js'
 
 // The swarm suite runs its files one at a time (`npm run test:swarm`); the rig's lock still guards a run beside it.
@@ -78,12 +80,39 @@ t.test('Swarm runtime on a two-node swarm', { skip, timeout: 600_000 }, async (t
     const port = await livePort()
     t.equal(await versionAt(rig.workerAddr, port), SWARM_TAGS.v2)
     t.same(await swarmServices(agent), ['blue 0/0', 'green 2/2'], 'blue kept for a rollback, scaled to 0')
+    const res = await fetch(`${agent.url}/v1/apps/${agent.app}/envs/production/releases`, {
+      headers: { authorization: `Bearer ${agent.keys.statusToken}` },
+    })
+    const { releases } = (await res.json()) as { releases: Array<{ release: string; live: boolean; tasks?: ReleaseTask[] | null }> }
+    const tasksOf = (release: string) => releases.find((r) => r.release === release)?.tasks
+    t.same(
+      tasksOf(SWARM_TAGS.v2)
+        ?.map((task) => `${task.service} ${task.node} ${task.addr} ${task.state}`)
+        .sort(),
+      [`web ${rig.nodes.managerId} ${rig.managerAddr} running`, `web ${rig.nodes.workerId} ${rig.workerAddr} running`].sort(),
+      'releases: the live one’s tasks, one per node',
+    )
+    t.same(tasksOf(SWARM_TAGS.v1), [], 'the kept colour, scaled to 0, has none')
   })
 
   await t.test('a release unhealthy on one node never switches; its services go', async (t) => {
     const done = await deploy(SWARM_TAGS.unhealthyOnWorker)
     t.equal(done.state, 'FAILED')
     t.match(done.error?.message, new RegExp(rig.workerAddr.replace(/\./g, '\\.')), 'the failing node is named')
+    t.equal(await agent.served(), SWARM_TAGS.v2)
+    t.same(await swarmServices(agent), ['green 2/2'], 'the candidate colour was removed')
+  })
+
+  await t.test('a release whose command exits at once fails with its output in the error and the log', async (t) => {
+    const done = await deploy(SWARM_TAGS.crashes)
+    t.equal(done.state, 'FAILED')
+    t.equal(done.error?.code, 'container_exited', JSON.stringify(done.error))
+    t.match(done.error?.message, /service web: task failed: .*; last lines:\n/)
+    t.match(done.error?.message, CRASH_WORDS, 'the error has the app’s words')
+    const log = await (
+      await fetch(`${agent.url}/v1/deploys/${done.id}/log`, { headers: { authorization: `Bearer ${agent.keys.statusToken}` } })
+    ).text()
+    t.match(log, new RegExp(`"event":"container-log".*${CRASH_WORDS}`), 'and so has the deploy log')
     t.equal(await agent.served(), SWARM_TAGS.v2)
     t.same(await swarmServices(agent), ['green 2/2'], 'the candidate colour was removed')
   })

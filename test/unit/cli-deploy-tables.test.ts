@@ -101,6 +101,45 @@ t.test("CLI releases: the table has an OUTCOME column with each release's last d
   t.match(lines[4], /^v0\.9\.0\s.*\s+-\s+-$/)
 })
 
+t.test("CLI releases: a swarm env's releases list their tasks by node; a kept colour says it is scaled to 0", async (t) => {
+  const release = (name: string, live: boolean, tasks: unknown) => ({
+    release: name,
+    commit: 'c'.repeat(40),
+    image: `web:production-${name}`,
+    createdAt: '2026-01-01T00:00:00.000Z',
+    live,
+    wasLive: true,
+    outcome: live ? 'live' : 'served',
+    deployId: null,
+    tasks,
+  })
+  const agent = await fakeAgent(t, {
+    '/v1/apps/web/envs/production/releases': {
+      releases: [
+        release('v2.0.0', true, [
+          { service: 'web', node: 'a1b2c3d4e5f6g7h8', addr: '10.0.0.1', state: 'running' },
+          { service: 'web', node: 'z9y8x7w6v5u4t3s2', addr: '10.0.0.2', state: 'starting' },
+        ]),
+        release('v1.5.0', false, []),
+        release('v1.0.0', false, null),
+      ],
+      keepReleases: 5,
+    },
+  })
+  process.env.DEPLOY_AGENT_STATUS_TOKEN = 'token'
+  t.teardown(() => delete process.env.DEPLOY_AGENT_STATUS_TOKEN)
+  const out = await cli(['releases', 'web', 'production', '--url', agent.url])
+  t.match(out, /^RELEASE\s+COMMIT\s+CREATED\s+LIVE\s+OUTCOME\s+DEPLOY\n/, 'the table as before')
+  const [, after = ''] = out.split(/\n\n/)
+  const lines = after.trim().split('\n')
+  t.match(lines[0], /^v2\.0\.0:$/)
+  t.match(lines[1], /^\s+SERVICE\s+NODE\s+ADDRESS\s+STATE$/)
+  t.match(lines[2], /^\s+web\s+a1b2c3d4e5f6\s+10\.0\.0\.1\s+running$/)
+  t.match(lines[3], /^\s+web\s+z9y8x7w6v5u4\s+10\.0\.0\.2\s+starting$/)
+  t.match(lines[4], /^v1\.5\.0: no task \(its colour is kept, scaled to 0\)$/)
+  t.equal(lines.length, 5, 'a release with no colour on the swarm has no tasks to show')
+})
+
 t.test('CLI rollback: --force and --reason go in the body', async (t) => {
   const agent = await fakeAgent(t, {})
   const keyFile = join(await tempDir(t), 'key')

@@ -1,8 +1,12 @@
 // `envs.<env>.runtime: swarm` with its `swarm` block: defaults, and a clear error for each mistake.
 import t from 'tap'
-import { parseConfig } from '../../agent/config/load.js'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { loadConfig, parseConfig } from '../../agent/config/load.js'
 import { findTarget } from '../../agent/config/targets.js'
+import { knownSecrets } from '../../agent/observability/sentry.js'
 import { configProblems } from '../helpers/config.js'
+import { tempDir } from '../helpers/tmp.js'
 
 const config = (envKeys: string, appKeys = '') => `
 audience: web-1
@@ -55,4 +59,35 @@ t.test('Config: swarm mistakes are named by key', async (t) => {
     ),
     [/runtime: swarm envs cannot mount volumes yet/],
   )
+})
+
+t.test('Config: swarm.registryAuth takes a user and a password file (relative to the config), never a password', async (t) => {
+  const swarm = (auth: string) =>
+    config(`        runtime: swarm\n        swarm: { registry: "r.example.com:5000/team", registryAuth: ${auth} }\n`)
+  const target = findTarget(
+    parseConfig(swarm('{ username: ci, passwordFile: registry.password }'), {}, 'agent.yaml', '/etc/deploy-agent'),
+    'shop',
+    'production',
+  )
+  t.same(target.envConfig.swarm?.registryAuth, { username: 'ci', passwordFile: '/etc/deploy-agent/registry.password' })
+  const key = 'apps.shop.envs.production.swarm.registryAuth'
+  t.same(configProblems(swarm('{ username: ci }')), [`${key}.passwordFile: is required`])
+  t.same(configProblems(swarm('{ username: "", passwordFile: pw }')), [`${key}.username: must not be empty`])
+  t.same(configProblems(swarm('{ username: ci, password: hunter2 }')), [
+    `${key}.passwordFile: is required`,
+    `${key}.password: unknown key (a password is never in the config: name a file holding it in passwordFile)`,
+  ])
+  t.same(configProblems(swarm('ci')), [`${key}: must be { username, passwordFile } (the password in a file of its own)`])
+})
+
+t.test("Config: the swarm registry's password is one of the secrets scrubbed from logs and reports", async (t) => {
+  const dir = await tempDir(t)
+  await writeFile(join(dir, 'registry.password'), 'swarm-pw-0123456789\n')
+  await writeFile(
+    join(dir, 'agent.yaml'),
+    config(
+      '        runtime: swarm\n        swarm: { registry: "127.0.0.1:5000", registryAuth: { username: ci, passwordFile: registry.password } }\n',
+    ),
+  )
+  t.ok((await knownSecrets(await loadConfig(join(dir, 'agent.yaml'), {}))).includes('swarm-pw-0123456789'))
 })

@@ -6,7 +6,7 @@ import { Authenticator } from '../../agent/auth/authenticator.js'
 import type { LoadedKey } from '../../agent/auth/keyring.js'
 import { DeployCoordinator } from '../../agent/deploy/coordinator.js'
 import { createLogger } from '../../agent/observability/logger.js'
-import type { Runtime } from '../../agent/deploy/runtime.js'
+import type { Instance, Member, Runtime } from '../../agent/deploy/runtime.js'
 import type { DeployEvent } from '../../agent/deploy/transition.js'
 import type { Notice } from '../../agent/notify/notifier.js'
 import { DeployStore, type Deploy, type DeployState } from '../../agent/store/deploys.js'
@@ -417,4 +417,54 @@ t.test('DeployCoordinator: a rollback to a release that never served or was just
     /key may not/,
     "force does not bypass the key's policy",
   )
+})
+
+t.test("DeployCoordinator: a swarm env's releases list their tasks by service and node (none when kept at 0)", async (t) => {
+  const image = (release: string, minutes: number) => ({
+    release,
+    commit: 'c'.repeat(40),
+    ref: `web:production-${release}`,
+    created: new Date(Date.UTC(2026, 0, 1, 0, minutes)),
+  })
+  const group = (release: string, port: number, tasks: Member['tasks']): Instance => ({
+    id: `svc-${release}`,
+    release,
+    commit: 'c'.repeat(40),
+    deployId: `d-${release}`,
+    port,
+    image: `127.0.0.1:5000/web@sha256:${'a'.repeat(64)}`,
+    running: (tasks ?? []).length > 0,
+    created: new Date(),
+    members: [{ id: `svc-${release}`, service: 'web', kind: 'web', port, order: null, stopTimeoutSec: 10, running: true, tasks }],
+  })
+  const runtime: Partial<Runtime> = {
+    releases: async () => [image('v3.0.0', 3), image('v2.0.0', 2), image('v1.0.0', 1)],
+    instances: async () => [
+      group('v3.0.0', 18012, [
+        { node: 'n1', addr: '10.0.0.1', state: 'running' },
+        { node: 'n2', addr: '10.0.0.2', state: 'running' },
+      ]),
+      group('v2.0.0', 18011, []),
+    ],
+  }
+  const { coordinator } = await setUp(t, { runtime })
+  const swarmEnv = { app: 'web', env: 'production', envConfig: { runtime: 'swarm' } } as Target
+  const releases = await coordinator.releases(swarmEnv)
+  t.same(
+    releases.map((r) => [r.release, r.tasks]),
+    [
+      [
+        'v3.0.0',
+        [
+          { service: 'web', node: 'n1', addr: '10.0.0.1', state: 'running' },
+          { service: 'web', node: 'n2', addr: '10.0.0.2', state: 'running' },
+        ],
+      ],
+      ['v2.0.0', []],
+      ['v1.0.0', null],
+    ],
+    'the live colour by node, the kept colour at 0 with none, an older release with no colour: null',
+  )
+  const onOneBox = await coordinator.releases({ app: 'web', env: 'production' } as Target)
+  t.notOk('tasks' in (onOneBox[0] ?? {}), 'an env of containers has no tasks field')
 })
