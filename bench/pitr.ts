@@ -20,7 +20,6 @@ import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import pg from 'pg'
 import { BackupService } from '../agent/backup/service.js'
 import { parseConfig } from '../agent/config/load.js'
 import { findTarget } from '../agent/config/targets.js'
@@ -28,6 +27,7 @@ import { createLogger } from '../agent/observability/logger.js'
 import { listBaseBackups } from '../agent/pitr/base-backup.js'
 import { PitrService } from '../agent/pitr/service.js'
 import { parseLsn, type DeployPoint } from '../agent/pitr/target.js'
+import { queryAt } from '../test/helpers/pg.js'
 import { canRunPrivatePostgres, startPrivatePostgres } from '../test/helpers/private-pg.js'
 import { fmt, formatRows, type Row } from './lib.js'
 
@@ -50,16 +50,6 @@ const quantile = (xs: number[], q: number) => {
 }
 const mbOf = (bytes: number, digits = 0) => `${fmt(bytes / MB, digits)} MB`
 const sec = (ms: number) => `${fmt(ms / 1000, 1)} s`
-
-async function queryAt<R extends pg.QueryResultRow>(url: string, text: string): Promise<R[]> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 })
-  await client.connect()
-  try {
-    return (await client.query<R>(text)).rows
-  } finally {
-    await client.end()
-  }
-}
 
 /** Apparent size of the WAL files the receiver keeps (its dir's top level: segments, `.gz`, `.partial`). */
 async function walDirBytes(dir: string): Promise<{ bytes: number; files: number }> {

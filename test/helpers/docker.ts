@@ -1,9 +1,10 @@
 import { execFile, spawn } from 'node:child_process'
-import { chmod, copyFile, cp, mkdir, mkdtemp, readdir, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises'
+import { chmod, copyFile, cp, mkdir, mkdtemp, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
+import { serverBinDir } from '../../agent/pitr/recover.js'
 
 const run = promisify(execFile)
 
@@ -135,17 +136,22 @@ export const NODE_BASE_IMAGE = `deploy-agent-test-node-base:${process.versions.n
 
 const CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt'
 
+/** Copies the host's `binary` into the rootfs at its own path (executable), with the shared libraries `ldd` names. */
+async function addWithLibraries(dir: string, binary: string): Promise<void> {
+  const { stdout } = await run('ldd', [binary])
+  const libraries = [...stdout.matchAll(/(?:=>\s*)?(\/\S+)\s+\(0x/g)].map((m) => m[1] as string)
+  for (const path of [binary, ...libraries]) {
+    await mkdir(join(dir, dirname(path)), { recursive: true })
+    await copyFile(await realpath(path), join(dir, path))
+  }
+  await chmod(join(dir, binary), 0o755)
+}
+
 // The host's node binary at its own path with the shared libraries `ldd` names, the npm that came with it, and the
 // host's CA bundle (npm in the image must trust what the host trusts, e.g. a proxy's CA).
 async function addHostNode(dir: string): Promise<void> {
   const node = await realpath(process.execPath)
-  const { stdout } = await run('ldd', [node])
-  const libraries = [...stdout.matchAll(/(?:=>\s*)?(\/\S+)\s+\(0x/g)].map((m) => m[1] as string)
-  for (const path of [node, ...libraries]) {
-    await mkdir(join(dir, dirname(path)), { recursive: true })
-    await copyFile(await realpath(path), join(dir, path))
-  }
-  await chmod(join(dir, node), 0o755)
+  await addWithLibraries(dir, node)
   if (node !== '/usr/bin/node') await symlink(node, join(dir, 'usr/bin/node')).catch(() => undefined)
   const npm = dirname(dirname(await realpath(join(dirname(process.execPath), 'npm'))))
   await mkdir(join(dir, 'usr/lib/node_modules'), { recursive: true })
@@ -155,71 +161,52 @@ async function addHostNode(dir: string): Promise<void> {
   await copyFile(CA_BUNDLE, join(dir, CA_BUNDLE))
 }
 
-/** Builds NODE_BASE_IMAGE (busybox + the host's Node and npm) unless it exists; returns the image name. */
-export async function ensureNodeBaseImage(): Promise<string> {
-  if (await imageExists(NODE_BASE_IMAGE)) return NODE_BASE_IMAGE
+/**
+ * Builds `image` unless it exists (once across test processes): a busybox rootfs that `addToRootfs` completes,
+ * imported with `label`/`env`. Returns the image name.
+ */
+async function ensureImage(
+  image: string,
+  label: string,
+  addToRootfs: (dir: string) => Promise<void> = async () => undefined,
+  env: string[] = [],
+): Promise<string> {
+  if (await imageExists(image)) return image
   return await withLock(async () => {
-    if (await imageExists(NODE_BASE_IMAGE)) return NODE_BASE_IMAGE
-    const dir = await mkdtemp(join(tmpdir(), 'deploy-agent-node-rootfs-'))
+    if (await imageExists(image)) return image
+    const dir = await mkdtemp(join(tmpdir(), `deploy-agent-${label}-rootfs-`))
     try {
       await makeRootfs(dir)
-      await addHostNode(dir)
-      await importRootfs(dir, NODE_BASE_IMAGE, 'node-base', [`NODE_EXTRA_CA_CERTS=${CA_BUNDLE}`])
+      await addToRootfs(dir)
+      await importRootfs(dir, image, label, env)
     } finally {
       await rm(dir, { recursive: true, force: true })
     }
-    return NODE_BASE_IMAGE
+    return image
   })
 }
 
+/** Builds NODE_BASE_IMAGE (busybox + the host's Node and npm) unless it exists; returns the image name. */
+export function ensureNodeBaseImage(): Promise<string> {
+  return ensureImage(NODE_BASE_IMAGE, 'node-base', addHostNode, [`NODE_EXTRA_CA_CERTS=${CA_BUNDLE}`])
+}
+
 /** Builds `deploy-agent-test-base:1` from the host's /bin/busybox unless it exists; returns the image name. */
-export async function ensureBaseImage(): Promise<string> {
-  if (await imageExists(BASE_IMAGE)) return BASE_IMAGE
-  return await withLock(async () => {
-    if (await imageExists(BASE_IMAGE)) return BASE_IMAGE
-    const dir = await mkdtemp(join(tmpdir(), 'deploy-agent-rootfs-'))
-    try {
-      await makeRootfs(dir)
-      await importRootfs(dir)
-    } finally {
-      await rm(dir, { recursive: true, force: true })
-    }
-    return BASE_IMAGE
-  })
+export function ensureBaseImage(): Promise<string> {
+  return ensureImage(BASE_IMAGE, 'base')
 }
 
 /** The base image plus the host's `psql` and the shared libraries `ldd` names: for migrations that run SQL. */
 export const PSQL_IMAGE = 'deploy-agent-test-psql:1'
 
-/** The host's newest PostgreSQL client binary (Debian keeps it under /usr/lib/postgresql/<major>/bin). */
-async function hostPsql(): Promise<string> {
-  const versions = await readdir('/usr/lib/postgresql').catch(() => [] as string[])
-  const newest = versions.filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a))[0]
-  if (newest === undefined) throw new Error('no psql under /usr/lib/postgresql/<major>/bin')
-  return join('/usr/lib/postgresql', newest, 'bin/psql')
+/** Adds the host's psql (the server binaries' one) at /usr/bin/psql, with the libraries it links. */
+async function addHostPsql(dir: string): Promise<void> {
+  const psql = join(await serverBinDir(), 'psql')
+  await addWithLibraries(dir, psql)
+  await symlink(psql, join(dir, 'bin/psql')) // /usr/bin is a link to /bin
 }
 
 /** Builds PSQL_IMAGE (busybox + the host's psql at /usr/bin/psql) unless it exists; returns the image name. */
-export async function ensurePsqlImage(): Promise<string> {
-  if (await imageExists(PSQL_IMAGE)) return PSQL_IMAGE
-  return await withLock(async () => {
-    if (await imageExists(PSQL_IMAGE)) return PSQL_IMAGE
-    const dir = await mkdtemp(join(tmpdir(), 'deploy-agent-psql-rootfs-'))
-    try {
-      await makeRootfs(dir)
-      const psql = await hostPsql()
-      const { stdout } = await run('ldd', [psql])
-      const libraries = [...stdout.matchAll(/(?:=>\s*)?(\/\S+)\s+\(0x/g)].map((m) => m[1] as string)
-      for (const path of libraries) {
-        await mkdir(join(dir, dirname(path)), { recursive: true })
-        await copyFile(await realpath(path), join(dir, path))
-      }
-      await copyFile(psql, join(dir, 'bin/psql')) // /usr/bin is a link to /bin
-      await chmod(join(dir, 'bin/psql'), 0o755)
-      await importRootfs(dir, PSQL_IMAGE, 'psql')
-    } finally {
-      await rm(dir, { recursive: true, force: true })
-    }
-    return PSQL_IMAGE
-  })
+export function ensurePsqlImage(): Promise<string> {
+  return ensureImage(PSQL_IMAGE, 'psql', addHostPsql)
 }

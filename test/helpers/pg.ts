@@ -8,15 +8,25 @@ export function pgUrl(db = 'postgres'): string {
   return `postgres://postgres:postgres@${HOST}/${db}`
 }
 
-/** Runs `fn` with a fresh superuser connection to `db`, closed afterwards. */
-export async function withClient<T>(db: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: pgUrl(db), connectionTimeoutMillis: 5_000 })
+/** Runs `fn` with a fresh connection to `url`, closed afterwards. */
+export async function withClientAt<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 })
   await client.connect()
   try {
     return await fn(client)
   } finally {
     await client.end()
   }
+}
+
+/** Runs `fn` with a fresh superuser connection to `db`, closed afterwards. */
+export function withClient<T>(db: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  return withClientAt(pgUrl(db), fn)
+}
+
+/** The rows of `text` on the server and database of `url` (a private server's), on a fresh connection. */
+export function queryAt<R extends pg.QueryResultRow = Record<string, unknown>>(url: string, text: string): Promise<R[]> {
+  return withClientAt(url, async (client) => (await client.query<R>(text)).rows)
 }
 
 const withAdmin = <T>(fn: (client: pg.Client) => Promise<T>): Promise<T> => withClient('postgres', fn)

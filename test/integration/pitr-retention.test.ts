@@ -2,7 +2,6 @@
 // and slot of the test's own: test/helpers/pitr.ts).
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import pg from 'pg'
 import t from 'tap'
 import { findTarget, type Target } from '../../agent/config/targets.js'
 import type { Notice } from '../../agent/notify/notifier.js'
@@ -13,7 +12,7 @@ import { BackupService } from '../../agent/backup/service.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import { formatLsn, segmentName, parseLsn, type BaseBackupInfo } from '../../agent/pitr/target.js'
 import { skipUnless } from '../helpers/engines.js'
-import { pgAvailable, query } from '../helpers/pg.js'
+import { pgAvailable, query, queryAt } from '../helpers/pg.js'
 import { canRunPrivatePostgres, startPrivatePostgres } from '../helpers/private-pg.js'
 import { tempDir } from '../helpers/tmp.js'
 import { beforeMigration, ids, insert, pitrConfig, range, setUpPitr } from '../helpers/pitr.js'
@@ -237,14 +236,3 @@ t.test(
     })
   },
 )
-
-/** The rows of `text` on the server and database of `url` (the private server's). */
-async function queryAt(url: string, text: string): Promise<unknown[]> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 })
-  await client.connect()
-  try {
-    return (await client.query(text)).rows
-  } finally {
-    await client.end()
-  }
-}

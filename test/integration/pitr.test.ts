@@ -2,7 +2,6 @@
 // slot of the test's own), a real pg_receivewal and pg_basebackup, a private recovery instance.
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import pg from 'pg'
 import t from 'tap'
 import { stringify } from 'yaml'
 import { startAgent } from '../../agent/cli/serve.js'
@@ -13,7 +12,7 @@ import { createLogger } from '../../agent/observability/logger.js'
 import { PitrService } from '../../agent/pitr/service.js'
 import type { DeployPoint } from '../../agent/pitr/target.js'
 import { skipUnless } from '../helpers/engines.js'
-import { pgAvailable, query, withClient } from '../helpers/pg.js'
+import { pgAvailable, query, queryAt, withClient } from '../helpers/pg.js'
 import { beforeMigration, ids, insert, makePitrDatabase, pitrConfig, range, setUpPitr } from '../helpers/pitr.js'
 import { tempDir } from '../helpers/tmp.js'
 import { signedInject, testConfigDocument, writeTestKeys, type TestAgent } from '../helpers/agent.js'
@@ -133,17 +132,6 @@ t.test('PITR: serve starts the receiver and a base backup, and the signed API re
   t.match(metrics, /deploy_agent_pitr_receiver_up\{app="web",env="production"\} 1/)
   t.match(metrics, /deploy_agent_pitr_slot_wal_status\{app="web",env="production",status="reserved"\} 1/)
 })
-
-/** The rows of `text` on the server and database of `url` (the private server's). */
-async function queryAt<R extends pg.QueryResultRow = Record<string, unknown>>(url: string, text: string): Promise<R[]> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 })
-  await client.connect()
-  try {
-    return (await client.query<R>(text)).rows
-  } finally {
-    await client.end()
-  }
-}
 
 t.test('PITR: the database server restarted: the receiver reconnects and recovery stays exact', { skip: privateSkip }, async (t) => {
   const server = await startPrivatePostgres(t)

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { PitrError } from '../../agent/pitr/errors.js'
 import { formatLsn, parseLsn, planRecovery, recoveryTime, segmentName, type BaseBackupInfo } from '../../agent/pitr/target.js'
+import { refused as refusedWith } from '../helpers/refused.js'
 
 const base = (id: string, endLsn: string, endTime: string): BaseBackupInfo => ({
   id,
@@ -13,15 +14,7 @@ const base = (id: string, endLsn: string, endTime: string): BaseBackupInfo => ({
 const bases = [base('b2', '0/9000100', '2027-01-02T00:00:00.000Z'), base('b1', '0/3000100', '2027-01-01T00:00:00.000Z')]
 const now = new Date('2027-01-03T00:00:00Z')
 
-function refused(fn: () => unknown): string {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof PitrError) return `${err.code}: ${err.message}`
-    throw err
-  }
-  return 'accepted'
-}
+const refused = (fn: () => unknown) => refusedWith(fn, PitrError)
 
 t.test('PITR target: LSN text and WAL segment names', async (t) => {
   t.equal(parseLsn('1/5C2EB3B0'), 0x15c2eb3b0n)

@@ -2,6 +2,7 @@ import t from 'tap'
 import { PitrError } from '../../agent/pitr/errors.js'
 import { planRecovery, type BaseBackupInfo } from '../../agent/pitr/target.js'
 import { windowGaps, type WalFileInfo } from '../../agent/pitr/window.js'
+import { refused as refusedWith } from '../helpers/refused.js'
 
 const base = (id: string, startLsn: string, endLsn: string, endTime: string): BaseBackupInfo => ({
   id,
@@ -22,15 +23,7 @@ const b1 = base('20270101T000100Z', '0/1000028', '0/1000138', '2027-01-01T00:01:
 // A new slot at minute 20: its stream starts in segment 0x14, its base backup ends in it.
 const b2 = base('20270101T002000Z', '0/14000028', '0/14000138', '2027-01-01T00:20:00.000Z')
 
-function refused(fn: () => unknown): string {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof PitrError) return `${err.code}: ${err.message}`
-    throw err
-  }
-  return 'accepted'
-}
+const refused = (fn: () => unknown) => refusedWith(fn, PitrError)
 
 t.test('PITR window: WAL without a hole from every base backup on has no gap', async (t) => {
   t.same(windowGaps([b1, b2], wal('', ...Array.from({ length: 0x16 }, (_, i) => i + 1))), [])
