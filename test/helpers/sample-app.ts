@@ -129,9 +129,16 @@ export function sampleAppConfig(repo: string, envs: Record<string, unknown>, ove
   }
 }
 
-/** What `nginx` serves at /version: the release that is live behind it. */
+/**
+ * What `nginx` serves at /version: the release that is live behind it. A keep-alive connection an old nginx worker
+ * closes at a reload, before any answer, is asked again once, as any HTTP client may (and test/helpers/load.ts does).
+ */
 export async function servedVersion(nginx: NginxInstance): Promise<string> {
-  const res = await fetch(`http://127.0.0.1:${nginx.port}/version`)
+  const url = `http://127.0.0.1:${nginx.port}/version`
+  const res = await fetch(url).catch((err: unknown) => {
+    if ((err as { cause?: { code?: string } }).cause?.code !== 'UND_ERR_SOCKET') throw err
+    return fetch(url)
+  })
   return (await res.text()).trim()
 }
 
