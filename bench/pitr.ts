@@ -28,6 +28,7 @@ import { listBaseBackups } from '../agent/pitr/base-backup.js'
 import { PitrService } from '../agent/pitr/service.js'
 import { parseLsn, type DeployPoint } from '../agent/pitr/target.js'
 import { queryAt } from '../test/helpers/pg.js'
+import { pitrReady } from '../test/helpers/pitr.js'
 import { canRunPrivatePostgres, startPrivatePostgres } from '../test/helpers/private-pg.js'
 import { fmt, formatRows, type Row } from './lib.js'
 
@@ -138,7 +139,7 @@ apps:
     const paths = pitr.paths(target)
     const startUp = await timed(async () => {
       pitr.start()
-      await pitr.ready(target)
+      await pitrReady(pitr, target)
     })
     const base = (await listBaseBackups(paths.base))[0]
     if (base === undefined) throw new Error('PitrService took no base backup at start-up')

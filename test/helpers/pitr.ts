@@ -73,6 +73,23 @@ apps:
 }
 
 /** A started PitrService on a fresh database, its receiver running and its first base backup taken. */
+/**
+ * Waits until the env's PITR has started. The agent's retry waits are unref'd (they never keep a process alive on
+ * their own): a test awaiting only them would end silently when a start fails (e.g. max_wal_senders taken by other
+ * tests), so this wait holds the process up itself and fails after `ms`, saying where to look.
+ */
+export async function pitrReady(pitr: PitrService, target: Target, ms = 120_000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`PITR did not start within ${ms / 1000} s (PITR_TEST_LOG=info shows why)`)), ms)
+  })
+  try {
+    await Promise.race([pitr.ready(target), timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 export async function setUpPitr(t: Teardown, o: { backups?: string; service?: Partial<PitrServiceOptions> } = {}) {
   const user: { stop?: () => Promise<unknown> } = {}
   const d = await makePitrDatabase(t, user)
@@ -92,7 +109,7 @@ export async function setUpPitr(t: Teardown, o: { backups?: string; service?: Pa
   const target = findTarget(config, 'shop', 'prod')
   user.stop = () => pitr.stop()
   pitr.start()
-  await pitr.ready(target)
+  await pitrReady(pitr, target)
   return { ...d, pitr, target, points, dir, config }
 }
 

@@ -55,7 +55,7 @@ t.test(
       return body.apps[rig.app]?.envs[rig.env]?.pitr ?? null
     }
     // The first base backup is taken at start-up, in the background.
-    for (let i = 0; i < 600 && (await statusOf())?.window.earliest == null; i++) await new Promise((r) => setTimeout(r, 100))
+    for (let i = 0; i < 1500 && (await statusOf())?.window.earliest == null; i++) await new Promise((r) => setTimeout(r, 100))
     t.ok((await statusOf())?.window.earliest, 'a base backup at start-up')
 
     const v1 = await rig.waitFinished(await rig.startDeploy('v1.0.0'))

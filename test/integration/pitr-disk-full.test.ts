@@ -14,7 +14,7 @@ import { PitrService } from '../../agent/pitr/service.js'
 import type { DeployPoint } from '../../agent/pitr/target.js'
 import { skipUnless } from '../helpers/engines.js'
 import { pgAvailable } from '../helpers/pg.js'
-import { beforeMigration, ids, insert, makePitrDatabase, pitrConfig, range } from '../helpers/pitr.js'
+import { beforeMigration, ids, insert, makePitrDatabase, pitrConfig, pitrReady, range } from '../helpers/pitr.js'
 import { tempDir } from '../helpers/tmp.js'
 
 const run = promisify(execFile)
@@ -52,7 +52,7 @@ t.test('PITR: the WAL disk full stops the receiver and is announced; freed, it r
   user.stop = () => pitr.stop()
   const target = findTarget(config, 'shop', 'prod')
   pitr.start()
-  await pitr.ready(target)
+  await pitrReady(pitr, target)
   const s = { ...d, pitr, target, points }
 
   await d.sql('CREATE TABLE items (id int PRIMARY KEY, name text)')

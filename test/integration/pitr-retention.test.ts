@@ -15,7 +15,7 @@ import { skipUnless } from '../helpers/engines.js'
 import { pgAvailable, query, queryAt } from '../helpers/pg.js'
 import { canRunPrivatePostgres, startPrivatePostgres } from '../helpers/private-pg.js'
 import { tempDir } from '../helpers/tmp.js'
-import { beforeMigration, ids, insert, pitrConfig, range, setUpPitr } from '../helpers/pitr.js'
+import { beforeMigration, ids, insert, pitrConfig, pitrReady, range, setUpPitr } from '../helpers/pitr.js'
 
 const skip = skipUnless(await pgAvailable(), 'PostgreSQL')
 const privateSkip = skipUnless(await canRunPrivatePostgres(), 'a private PostgreSQL server (root, a postgres user, the server binaries)')
@@ -193,7 +193,7 @@ t.test(
       })
       t.teardown(() => pitr.stop())
       pitr.start()
-      await pitr.ready(target)
+      await pitrReady(pitr, target)
       return pitr
     }
     const first = await run()

@@ -13,7 +13,7 @@ import { PitrService } from '../../agent/pitr/service.js'
 import type { DeployPoint } from '../../agent/pitr/target.js'
 import { skipUnless } from '../helpers/engines.js'
 import { pgAvailable, query, queryAt, withClient } from '../helpers/pg.js'
-import { beforeMigration, ids, insert, makePitrDatabase, pitrConfig, range, setUpPitr } from '../helpers/pitr.js'
+import { beforeMigration, ids, insert, makePitrDatabase, pitrConfig, pitrReady, range, setUpPitr } from '../helpers/pitr.js'
 import { tempDir } from '../helpers/tmp.js'
 import { signedInject, testConfigDocument, writeTestKeys, type TestAgent } from '../helpers/agent.js'
 import { freePort } from '../helpers/ports.js'
@@ -150,7 +150,7 @@ t.test('PITR: the database server restarted: the receiver reconnects and recover
   const target = findTarget(config, 'shop', 'prod')
   t.teardown(() => pitr.stop()) // before the server's own teardown, registered earlier, removes it
   pitr.start()
-  await pitr.ready(target)
+  await pitrReady(pitr, target)
   const sql = (text: string) => queryAt(server.url('app'), text)
   await sql('CREATE TABLE items (id int PRIMARY KEY, name text)')
   await insert({ sql }, 1, 20)

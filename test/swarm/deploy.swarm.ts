@@ -121,6 +121,7 @@ t.test('Swarm runtime on a two-node swarm', { skip, timeout: 600_000 }, async (t
     // A kept colour is needed: v1 was removed to make room for the failed candidate, so deploy v3 first.
     t.equal((await deploy(SWARM_TAGS.v3)).state, 'SUCCEEDED')
     const loop = requestLoop(`http://127.0.0.1:${agent.nginx.port}/version`, { concurrency: 2 })
+    t.teardown(() => loop.stop()) // a failure below must not leave the loop running until its million requests
     const started = Date.now()
     const res = await agent.signedPost(`/v1/apps/${agent.app}/envs/production/rollback`, {})
     t.equal(res.status, 202, await res.clone().text())
