@@ -13,6 +13,7 @@ import { skipUnless } from '../helpers/engines.js'
 import { requestLoop } from '../helpers/load.js'
 import { makeSwarmServicesRepo, SWARM_SERVICE_TAGS as TAGS, SWARM_SERVICES } from '../helpers/sample-swarm.js'
 import { canRunSwarmRig, startSwarmRig, type SwarmRig } from '../helpers/swarm.js'
+import { sampleEvery } from '../helpers/sampler.js'
 
 // The swarm suite runs its files one at a time (`npm run test:swarm`); the rig's lock still guards a run beside it.
 t.setTimeout(1_500_000)
@@ -41,36 +42,21 @@ async function services(rig: SwarmRig, agent: AgentRig, filters: string[] = []):
   return lines.sort()
 }
 
+/** The running tasks a `services()` line counts ("green 2/2" → 2). */
+const runningIn = (line: string) => Number(/ (\d+)\//.exec(line)?.[1] ?? 0)
+
 /** Running tasks of `service`'s colours in all. */
 async function runningOf(rig: SwarmRig, agent: AgentRig, service: string): Promise<number> {
   const lines = await services(rig, agent, [`deploy-agent.service=${service}`])
-  return lines.reduce((sum, l) => sum + Number(/ (\d+)\//.exec(l)?.[1] ?? 0), 0)
+  return lines.reduce((sum, l) => sum + runningIn(l), 0)
 }
 
-/** Samples the beat tasks running (both colours) every ~100 ms until stopped; answers the most seen at once. */
-function sampleBeats(rig: SwarmRig, agent: AgentRig) {
-  let stopped = false
-  let most = 0
-  let samples = 0
-  const seen: string[][] = []
-  const loop = (async () => {
-    while (!stopped) {
-      const now = await services(rig, agent, ['deploy-agent.service=beat'])
-      const running = now.reduce((sum, l) => sum + Number(/ (\d+)\//.exec(l)?.[1] ?? 0), 0)
-      samples++
-      most = Math.max(most, running)
-      if (running > 1) seen.push(now)
-      await sleep(100)
-    }
-  })()
-  return {
-    async stop() {
-      stopped = true
-      await loop
-      return { most, samples, seen }
-    },
-  }
-}
+/** Samples the beat tasks running (both colours, one entry per task) every ~100 ms until stopped. */
+const sampleBeats = (rig: SwarmRig, agent: AgentRig) =>
+  sampleEvery(async () => {
+    const lines = await services(rig, agent, ['deploy-agent.service=beat'])
+    return lines.flatMap((l) => Array.from({ length: runningIn(l) }, () => l))
+  }, 100)
 
 t.test('Swarm services: web and workers on a two-node swarm', { skip, timeout: 600_000 }, async (t) => {
   await ensureBaseImage()
@@ -122,7 +108,7 @@ t.test('Swarm services: web and workers on a two-node swarm', { skip, timeout: 6
     t.equal(done.state, 'SUCCEEDED', JSON.stringify(done.error))
     t.same(load.failures, [], `zero failed requests (${load.ok} answered)`)
     t.ok(load.ok > 20, `${load.ok} requests`)
-    t.same(seen.seen, [], `never two beats running at once (${seen.samples} samples)`)
+    t.same(seen.seen, [], `never two beats running at once (${seen.looks} samples)`)
     t.equal(seen.most, 1, 'a beat ran')
     t.equal(await agent.served(), TAGS.v2)
     t.same(
@@ -155,7 +141,7 @@ t.test('Swarm services: web and workers on a two-node swarm', { skip, timeout: 6
     const stoppedAt = Date.parse((JSON.parse(stopped ?? '{}') as { at?: string }).at ?? '')
     t.ok(trafficAt < stoppedAt, `traffic moved (in ${toTraffic} ms) before the old beat had stopped`)
     t.same(load.failures, [], `zero failed requests (${load.ok} answered)`)
-    t.same(seen.seen, [], `never two beats running at once (${seen.samples} samples)`)
+    t.same(seen.seen, [], `never two beats running at once (${seen.looks} samples)`)
     t.equal(await agent.served(), TAGS.v1)
     t.same(await services(rig, agent), [
       'api_blue 2/2',
