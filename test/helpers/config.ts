@@ -12,3 +12,20 @@ export function configProblems(yaml: string): string[] {
   }
   return []
 }
+
+/**
+ * A config of one app, `shop`, with one env, `production` on ports 18001/18002: `appKeys` and `envKeys` are YAML
+ * lines (indented 4 and 8 spaces, each ending in a newline) added to the app and to the env.
+ */
+export function shopConfig(appKeys = '', envKeys = ''): string {
+  return `
+audience: web-1
+apps:
+  shop:
+    repo: /srv/shop.git
+${appKeys}    envs:
+      production:
+        ref: "tag:v*"
+        ports: [18001, 18002]
+${envKeys}`
+}

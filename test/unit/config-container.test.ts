@@ -2,18 +2,10 @@ import t from 'tap'
 import { parseConfig } from '../../agent/config/load.js'
 import { findTarget, containerSettings } from '../../agent/config/targets.js'
 import { hardeningOf } from '../../agent/docker/types.js'
-import { configProblems } from '../helpers/config.js'
+import { configProblems, shopConfig } from '../helpers/config.js'
 
-const app = (container: string, envContainer = '') => `
-audience: web-1
-apps:
-  shop:
-    repo: /srv/shop.git
-${container === '' ? '' : `    container: ${container}\n`}    envs:
-      production:
-        ref: "tag:v*"
-        ports: [18001, 18002]
-${envContainer === '' ? '' : `        container: ${envContainer}\n`}`
+const app = (container: string, envContainer = '') =>
+  shopConfig(container === '' ? '' : `    container: ${container}\n`, envContainer === '' ? '' : `        container: ${envContainer}\n`)
 
 const problems = configProblems
 

@@ -5,20 +5,11 @@ import { join } from 'node:path'
 import { loadConfig, parseConfig } from '../../agent/config/load.js'
 import { findTarget } from '../../agent/config/targets.js'
 import { knownSecrets } from '../../agent/observability/sentry.js'
-import { configProblems } from '../helpers/config.js'
+import { configProblems, shopConfig } from '../helpers/config.js'
 import { tempDir } from '../helpers/tmp.js'
 
-const config = (envKeys: string, appKeys = '') => `
-audience: web-1
-apps:
-  shop:
-    repo: /srv/shop.git
-${appKeys}    envs:
-      production:
-        ref: "tag:v*"
-        ports: [18001, 18002]
-        proxy: { upstreamFile: /etc/nginx/deploy-agent/shop.conf }
-${envKeys}`
+const config = (envKeys: string, appKeys = '') =>
+  shopConfig(appKeys, `        proxy: { upstreamFile: /etc/nginx/deploy-agent/shop.conf }\n${envKeys}`)
 
 t.test('Config: runtime defaults to docker; swarm takes replicas 2 and no constraints unless told', async (t) => {
   const plain = findTarget(parseConfig(config(''), {}, 'agent.yaml', '/etc/deploy-agent'), 'shop', 'production')

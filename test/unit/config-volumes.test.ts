@@ -5,18 +5,9 @@ import { loadConfig, parseConfig } from '../../agent/config/load.js'
 import { containerSettings, findTarget } from '../../agent/config/targets.js'
 import { dockerMounts } from '../../agent/docker/mounts.js'
 import { tempDir } from '../helpers/tmp.js'
-import { configProblems } from '../helpers/config.js'
+import { configProblems, shopConfig } from '../helpers/config.js'
 
-const app = (appKeys: string, envKeys = '') => `
-audience: web-1
-apps:
-  shop:
-    repo: /srv/shop.git
-${appKeys}    envs:
-      production:
-        ref: "tag:v*"
-        ports: [18001, 18002]
-${envKeys}`
+const app = shopConfig
 
 const problems = configProblems
 
