@@ -4,8 +4,9 @@ import t from 'tap'
 import { executeSteps } from '../../agent/deploy/execute.js'
 import { describePlan, describeSteps, planKeep, planRecovery, type Observed } from '../../agent/deploy/plan.js'
 import type { Instance, Member } from '../../agent/deploy/runtime.js'
-import type { Deploy, DeployState } from '../../agent/store/deploys.js'
+import type { DeployState } from '../../agent/store/deploys.js'
 import { FakeRouter, FakeRuntime } from '../helpers/fake-runtime.js'
+import { deployIn } from '../helpers/deploy-record.js'
 
 /** A group on the slot of `port`; `beat` (stop-first) runs when `beatRunning`. */
 const group = (release: string, port: number, running: boolean, beatRunning = running): Instance => {
@@ -34,23 +35,7 @@ const group = (release: string, port: number, running: boolean, beatRunning = ru
     ],
   }
 }
-const deploy = (state: DeployState, kind: 'deploy' | 'rollback' = 'deploy'): Deploy => ({
-  id: 'd-v2',
-  kind,
-  app: 'shop',
-  env: 'prod',
-  ref: 'v2',
-  commit: null,
-  release: 'v2',
-  reason: null,
-  keyId: null,
-  state,
-  states: [],
-  error: null,
-  createdAt: '',
-  finishedAt: null,
-  details: { candidatePort: 18002, previousPort: 18001 },
-})
+const deploy = (state: DeployState, kind: 'deploy' | 'rollback' = 'deploy') => deployIn(state, kind)
 
 function scene(o: { routed: number; old: Instance; fresh: Instance; healthy?: boolean }) {
   const observed: Observed = { routedPort: o.routed, candidates: [o.fresh], previous: o.old, candidateHealthy: o.healthy ?? false }

@@ -2,7 +2,8 @@
 import t from 'tap'
 import { describePlan, planRecovery, planUnknownEnv, type Observed } from '../../agent/deploy/plan.js'
 import type { Instance } from '../../agent/deploy/runtime.js'
-import type { Deploy, DeployState } from '../../agent/store/deploys.js'
+import type { DeployState } from '../../agent/store/deploys.js'
+import { deployIn } from '../helpers/deploy-record.js'
 
 const instance = (release: string, port: number, running: boolean): Instance => ({
   id: `c-${release}`,
@@ -14,23 +15,7 @@ const instance = (release: string, port: number, running: boolean): Instance => 
   image: 'i',
   created: new Date(0),
 })
-const deploy = (state: DeployState, kind: 'deploy' | 'rollback' = 'deploy'): Deploy => ({
-  id: 'd_000000000001',
-  kind,
-  app: 'shop',
-  env: 'prod',
-  ref: 'v2',
-  commit: null,
-  release: 'v2',
-  reason: null,
-  keyId: null,
-  state,
-  states: [],
-  error: null,
-  createdAt: '',
-  finishedAt: null,
-  details: { candidatePort: 18002, previousPort: 18001 },
-})
+const deploy = (state: DeployState, kind: 'deploy' | 'rollback' = 'deploy') => deployIn(state, kind, { id: 'd_000000000001' })
 const old = instance('v1', 18001, true)
 const fresh = instance('v2', 18002, true)
 const seen = (o: Partial<Observed>): Observed => ({ routedPort: 18001, candidates: [fresh], previous: old, candidateHealthy: false, ...o })

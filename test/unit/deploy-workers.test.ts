@@ -18,6 +18,7 @@ import { createLogger } from '../../agent/observability/logger.js'
 import { DeployStore, type Deploy, type DeployState } from '../../agent/store/deploys.js'
 import { fakeSource, FakeHandOver, FakeRuntime, type RuntimeFaults } from '../helpers/fake-runtime.js'
 import { tempDir } from '../helpers/tmp.js'
+import { deployIn } from '../helpers/deploy-record.js'
 
 /** A group of workers of `release` (deploy `d-<release>`): a start-first worker and a stop-first `beat`. */
 const group = (release: string, running: boolean, beatRunning = running, minutes = 0): Instance => {
@@ -43,23 +44,8 @@ const group = (release: string, running: boolean, beatRunning = running, minutes
   }
 }
 
-const deploy = (state: DeployState, kind: 'deploy' | 'rollback' = 'deploy'): Deploy => ({
-  id: 'd-v2',
-  kind,
-  app: 'jobs',
-  env: 'prod',
-  ref: 'v2',
-  commit: null,
-  release: 'v2',
-  reason: null,
-  keyId: null,
-  state,
-  states: [],
-  error: null,
-  createdAt: '',
-  finishedAt: null,
-  details: { candidatePort: null, previousPort: null, previousDeploy: 'd-v1' },
-})
+const deploy = (state: DeployState, kind: 'deploy' | 'rollback' = 'deploy') =>
+  deployIn(state, kind, { app: 'jobs', details: { candidatePort: null, previousPort: null, previousDeploy: 'd-v1' } })
 
 const scene = (o: { handedTo: string | null; old: Instance; fresh: Instance; healthy?: boolean }): Observed => ({
   routedPort: null,
