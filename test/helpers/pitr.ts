@@ -8,6 +8,7 @@ import { findTarget, type Target } from '../../agent/config/targets.js'
 import { createLogger } from '../../agent/observability/logger.js'
 import { PitrService, type PitrServiceOptions } from '../../agent/pitr/service.js'
 import type { DeployPoint } from '../../agent/pitr/target.js'
+import type { Config } from '../../agent/config/schema.js'
 import { query } from './pg.js'
 import { tempDir } from './tmp.js'
 
@@ -90,26 +91,34 @@ export async function pitrReady(pitr: PitrService, target: Target, ms = 120_000)
   }
 }
 
+/**
+ * A PitrService for `config`'s shop/prod, built as the agent builds one (the deploys' restore points kept in
+ * `points`), handed to `own` before it starts (to stop it at teardown); resolves once it has started.
+ */
+export async function startPitr(config: Config, own: (pitr: PitrService) => void, service: Partial<PitrServiceOptions> = {}) {
+  const logger = createLogger({ level: process.env.PITR_TEST_LOG ?? 'silent' })
+  const points = new Map<string, DeployPoint>()
+  const pitr = new PitrService({
+    config,
+    logger,
+    backups: new BackupService({ config, logger }),
+    deployPoint: (_t, id) => points.get(id),
+    receiverBackoffMs: 200,
+    ...service,
+  })
+  own(pitr)
+  const target = findTarget(config, 'shop', 'prod')
+  pitr.start()
+  await pitrReady(pitr, target)
+  return { pitr, target, points }
+}
+
 export async function setUpPitr(t: Teardown, o: { backups?: string; service?: Partial<PitrServiceOptions> } = {}) {
   const user: { stop?: () => Promise<unknown> } = {}
   const d = await makePitrDatabase(t, user)
   const dir = await tempDir(t, 'deploy-agent-pitr-test-')
   const config = pitrConfig(dir, d, o.backups)
-  const logger = createLogger({ level: process.env.PITR_TEST_LOG ?? 'silent' })
-  const backups = new BackupService({ config, logger })
-  const points = new Map<string, DeployPoint>()
-  const pitr = new PitrService({
-    config,
-    logger,
-    backups,
-    deployPoint: (_t, id) => points.get(id),
-    receiverBackoffMs: 200,
-    ...o.service,
-  })
-  const target = findTarget(config, 'shop', 'prod')
-  user.stop = () => pitr.stop()
-  pitr.start()
-  await pitrReady(pitr, target)
+  const { pitr, target, points } = await startPitr(config, (p) => (user.stop = () => p.stop()), o.service)
   return { ...d, pitr, target, points, dir, config }
 }
 

@@ -6,15 +6,10 @@ import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
-import { BackupService } from '../../agent/backup/service.js'
-import { findTarget } from '../../agent/config/targets.js'
 import type { Notice } from '../../agent/notify/notifier.js'
-import { createLogger } from '../../agent/observability/logger.js'
-import { PitrService } from '../../agent/pitr/service.js'
-import type { DeployPoint } from '../../agent/pitr/target.js'
 import { skipUnless } from '../helpers/engines.js'
 import { pgAvailable } from '../helpers/pg.js'
-import { beforeMigration, ids, insert, makePitrDatabase, pitrConfig, pitrReady, range } from '../helpers/pitr.js'
+import { beforeMigration, ids, insert, makePitrDatabase, pitrConfig, range, startPitr } from '../helpers/pitr.js'
 import { tempDir } from '../helpers/tmp.js'
 
 const run = promisify(execFile)
@@ -38,21 +33,11 @@ t.test('PITR: the WAL disk full stops the receiver and is announced; freed, it r
   await writeFile(join(wal, 'ballast'), Buffer.alloc(64 * MB, 1))
 
   const notices: Notice[] = []
-  const logger = createLogger({ level: process.env.PITR_TEST_LOG ?? 'silent' })
-  const points = new Map<string, DeployPoint>()
-  const pitr = new PitrService({
-    config,
-    logger,
-    backups: new BackupService({ config, logger }),
-    deployPoint: (_t, id) => points.get(id),
+  const { pitr, target, points } = await startPitr(config, (p) => (user.stop = () => p.stop()), {
     receiverBackoffMs: 100,
     healthIntervalMs: 200,
     notify: (n) => notices.push(n),
   })
-  user.stop = () => pitr.stop()
-  const target = findTarget(config, 'shop', 'prod')
-  pitr.start()
-  await pitrReady(pitr, target)
   const s = { ...d, pitr, target, points }
 
   await d.sql('CREATE TABLE items (id int PRIMARY KEY, name text)')

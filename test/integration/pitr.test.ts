@@ -6,14 +6,10 @@ import t from 'tap'
 import { stringify } from 'yaml'
 import { startAgent } from '../../agent/cli/serve.js'
 import { listBaseBackups } from '../../agent/pitr/base-backup.js'
-import { BackupService } from '../../agent/backup/service.js'
-import { findTarget } from '../../agent/config/targets.js'
 import { createLogger } from '../../agent/observability/logger.js'
-import { PitrService } from '../../agent/pitr/service.js'
-import type { DeployPoint } from '../../agent/pitr/target.js'
 import { skipUnless } from '../helpers/engines.js'
 import { pgAvailable, query, queryAt, withClient } from '../helpers/pg.js'
-import { beforeMigration, ids, insert, makePitrDatabase, pitrConfig, pitrReady, range, setUpPitr } from '../helpers/pitr.js'
+import { beforeMigration, ids, insert, makePitrDatabase, pitrConfig, range, setUpPitr, startPitr } from '../helpers/pitr.js'
 import { tempDir } from '../helpers/tmp.js'
 import { signedInject, testConfigDocument, writeTestKeys, type TestAgent } from '../helpers/agent.js'
 import { freePort } from '../helpers/ports.js'
@@ -138,19 +134,8 @@ t.test('PITR: the database server restarted: the receiver reconnects and recover
   await queryAt(server.url(), 'CREATE DATABASE app')
   const dir = await tempDir(t, 'deploy-agent-pitr-restart-')
   const config = pitrConfig(dir, { url: server.url('app'), slot: 'deploy_agent_shop_prod' })
-  const logger = createLogger({ level: process.env.PITR_TEST_LOG ?? 'silent' })
-  const points = new Map<string, DeployPoint>()
-  const pitr = new PitrService({
-    config,
-    logger,
-    backups: new BackupService({ config, logger }),
-    deployPoint: (_t, id) => points.get(id),
-    receiverBackoffMs: 100,
-  })
-  const target = findTarget(config, 'shop', 'prod')
-  t.teardown(() => pitr.stop()) // before the server's own teardown, registered earlier, removes it
-  pitr.start()
-  await pitrReady(pitr, target)
+  // Stopped before the server's own teardown, registered earlier, removes it.
+  const { pitr, target, points } = await startPitr(config, (p) => t.teardown(() => p.stop()), { receiverBackoffMs: 100 })
   const sql = (text: string) => queryAt(server.url('app'), text)
   await sql('CREATE TABLE items (id int PRIMARY KEY, name text)')
   await insert({ sql }, 1, 20)
