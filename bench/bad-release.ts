@@ -537,7 +537,7 @@ export async function benchBadRelease(): Promise<Row[]> {
         met: isD ? back !== null && back <= 1000 : null,
       })
     }
-    for (const cfg of configs.slice(3)) {
+    for (const cfg of ONLY_ROLLBACK ? [] : configs.slice(3)) {
       const switches = cfg.runs.map((r) => r.switchMs)
       rows.push({
         figure: `bad release, ${cfg.label}: first bad answer → the rollback's upstream switch (median of ${RUNS})`,

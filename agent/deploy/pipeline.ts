@@ -11,7 +11,7 @@
 // that names the live group by its deploy id), and its observe window watches each worker's life.
 import { isWorkerOnly, primaryPorts, servicesOf, type ServiceSpec } from '../config/services.js'
 import { containerSettings, type Target } from '../config/targets.js'
-import { NotFoundError } from '../errors.js'
+import { AgentError, NotFoundError } from '../errors.js'
 import {
   isAbortError,
   joinUrl,
@@ -186,7 +186,7 @@ export class DeployPipeline {
     } finally {
       this.windows.delete(run.deploy.id)
     }
-    if (!outcome.healthy) return await this.rollBackAutomatically(run, target, live, replaced, outcome)
+    if (!outcome.healthy) return await this.rollBackAutomatically(run, target, live, replaced, outcome, warm)
     if (replaced && warm) {
       const listed = standbyOf(target, replaced) !== null
       if (listed) await this.unlistStandby(run, target, live, replaced)
@@ -578,12 +578,13 @@ export class DeployPipeline {
     bad: Instance,
     previous: Instance | null,
     verdict: { reason: string; code?: string },
+    warm = false,
   ): Promise<void> {
     const { reason, code = 'observe_failed' } = verdict
     const error = { code, message: reason }
     // The release to go back to is made ready while ROLLING_BACK is journalled: both come before the switch and
     // neither needs the other (the checks read, or start a stopped release out of nginx).
-    const ready = previous ? this.readyToRollBackTo(run, target, previous) : null
+    const ready = previous ? this.readyToRollBackTo(run, target, previous, warm) : null
     ready?.catch(() => undefined) // awaited below; must not go unhandled meanwhile
     await run.move('ROLLING_BACK', { error })
     if (!previous) {
@@ -607,11 +608,20 @@ export class DeployPipeline {
     await run.move('ROLLED_BACK', { error })
   }
 
-  private async readyToRollBackTo(run: DeployRun, target: Target, previous: Instance): Promise<void> {
-    // A warm standby still runs and served seconds ago: one passing probe is proof enough, the switch comes first.
-    const warm = await this.runtime(target).isAlive(previous)
-    if (!warm) await this.runtime(target).revive(previous)
-    await this.verify(run, target, previous, 'core', warm)
+  private async readyToRollBackTo(run: DeployRun, target: Target, previous: Instance, warm: boolean): Promise<void> {
+    // A warm standby served seconds ago: one passing probe, read beside Docker's word that it runs, is proof enough.
+    if (warm) {
+      const exited = (err: unknown) => err instanceof AgentError && err.code === 'container_exited'
+      const ready = await this.verify(run, target, previous, 'core', true).then(
+        () => true,
+        (err: unknown) => (exited(err) ? false : Promise.reject(err)),
+      )
+      if (ready) return
+    }
+    // A standby that died (its output is in the log) or a release stopped after the drain: started and checked in full.
+    const alive = await this.runtime(target).isAlive(previous)
+    if (!alive) await this.runtime(target).revive(previous)
+    await this.verify(run, target, previous, 'core', alive && !warm)
   }
 
   private async finishLive(run: DeployRun, target: Target, live: Instance): Promise<void> {

@@ -35,11 +35,15 @@ export async function waitHealthy(options: WaitHealthyOptions): Promise<void> {
 
   for (;;) {
     throwIfAborted(signal)
-    if (containerRunning !== undefined && !(await containerRunning())) {
+    // Docker's answers are read while the probe runs (a rollback to a warm standby waits for one probe, not three
+    // calls in a row); Docker's health only for the probe that may end the streak.
+    const running = settled(containerRunning?.())
+    const health = streak + 1 >= healthyAfter ? settled(dockerHealth?.()) : undefined
+    const result = await probeUntil(probe, url, timeoutMs, deadline - clock.now(), signal)
+    if (running !== undefined && !(await running)) {
       throwIfAborted(signal)
       throw new HealthError('container_exited', `the container exited before it became healthy (last probe: ${lastFailure})`)
     }
-    const result = await probeUntil(probe, url, timeoutMs, deadline - clock.now(), signal)
     if (result === null) break // the deadline cut the probe: cancelled, not a failure
     if (result.ok) {
       streak++
@@ -50,7 +54,7 @@ export async function waitHealthy(options: WaitHealthyOptions): Promise<void> {
     onResult?.({ ...result, streak })
 
     if (streak >= healthyAfter) {
-      const docker = dockerHealth === undefined ? null : await dockerHealth()
+      const docker = (await (health ?? settled(dockerHealth?.()))) ?? null
       throwIfAborted(signal)
       if (docker === null || docker === 'healthy') return
       lastFailure = `${healthyAfter} probes passed but Docker reports the container ${docker}`
@@ -61,6 +65,12 @@ export async function waitHealthy(options: WaitHealthyOptions): Promise<void> {
     await clock.sleep(Math.min(intervalMs, left), signal)
   }
   throw new HealthError('health_check_failed', `${url} not healthy within ${deadlineMs} ms: ${lastFailure}`)
+}
+
+/** A call started ahead of its use: its rejection is handled where it is awaited, never reported unhandled before. */
+function settled<T>(call: Promise<T> | undefined): Promise<T> | undefined {
+  call?.catch(() => undefined)
+  return call
 }
 
 // One probe, cancelled when the deadline comes (null then); a cancellation by the caller rejects with an AbortError.

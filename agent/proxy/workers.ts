@@ -22,6 +22,22 @@ async function masterPid(pidFile: string): Promise<number> {
   return pid
 }
 
+/**
+ * What `nginx -s reload` does, from here: a SIGHUP to the master the pid file names — once /proc shows that pid is an
+ * nginx master (a stale pid file may name a reused pid, and SIGHUP ends most processes).
+ */
+export async function signalReload(pidFile: string): Promise<void> {
+  const pid = await masterPid(pidFile)
+  const name = await title(pid)
+  if (name === null || !/^nginx: master process/.test(name))
+    throw new ProxyError('proxy_not_running', `pid ${pid} in ${pidFile} is not an nginx master${name === null ? ' (no such process)' : ` but ${JSON.stringify(name)}`}`)
+  try {
+    process.kill(pid, 'SIGHUP')
+  } catch (err) {
+    throw new ProxyError('proxy_reload_failed', `cannot signal the nginx master (pid ${pid} from ${pidFile}): ${(err as Error).message}`)
+  }
+}
+
 interface ProcStat {
   pid: number
   ppid: number

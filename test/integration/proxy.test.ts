@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { chmod, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import { join } from 'node:path'
@@ -281,7 +281,8 @@ t.test(
     )
     const tested = async (): Promise<number> => (await readFile(runs, 'utf8').catch(() => '')).length
     const master = Number((await readFile(r.pidFile, 'utf8')).trim())
-    // Reloaded by a signal (as a service manager does: no config parsed on the way) and by `nginx -s reload`.
+    // Reloaded by a signal from a helper (as a service manager does: no config parsed on the way) and by
+    // `nginx -s reload`, which the agent sends as the same signal itself when it knows the pid file.
     const bySignal = r.upstream({ testCommand: counted, reloadCommand: node(`process.kill(${master}, 'SIGHUP')`), confirmTimeoutMs: 1000 })
     const byNginx = r.upstream({ testCommand: counted, confirmTimeoutMs: 1000 })
     for (const up of [bySignal, byNginx]) {
@@ -331,6 +332,16 @@ t.test('NginxUpstream: a pid file naming no running master fails before any relo
   await t.rejects(workerPids(join(r.dir, 'bad.pid')), { code: 'proxy_not_running', message: /holds no pid/ })
   await writeFile(join(r.dir, 'gone.pid'), '999999999\n')
   await t.rejects(workerPids(join(r.dir, 'gone.pid')), { code: 'proxy_not_running', message: /is not running/ })
+  t.equal(await r.through(), 'blue')
+
+  // A stale pid file whose pid now belongs to another process: that process is never sent the reload's SIGHUP.
+  const other = spawn('sleep', ['30'], { stdio: 'ignore' })
+  t.teardown(() => other.kill('SIGKILL'))
+  await writeFile(join(r.dir, 'reused.pid'), `${other.pid}\n`)
+  const reused = r.upstream({ pidFile: join(r.dir, 'reused.pid') })
+  await t.rejects(reused.switchTo(r.green), { code: 'proxy_reload_failed', message: /is not an nginx master but "sleep 30"/ })
+  t.equal(other.exitCode ?? other.signalCode, null, 'the other process was not signalled')
+  t.same(await readFile(r.file), old)
   t.equal(await r.through(), 'blue')
 })
 

@@ -69,6 +69,24 @@ t.test('Warm standby: an automatic rollback switches back without starting or re
   t.equal(health.filter((l) => l.port === rig.blue).length, 1, 'the standby one probe')
 })
 
+t.test('Warm standby: one that died in the window is started again and checked in full before the switch back', async (t) => {
+  let bad = false
+  const rig = await setUp(t, { observeSeconds: 30, newHealth: () => (bad ? 500 : 200) })
+  const isAlive = rig.runtime.isAlive.bind(rig.runtime)
+  rig.runtime.isAlive = async (instance, which) =>
+    instance.release === rig.previous.release && bad && !rig.runtime.revived.length ? false : isAlive(instance, which)
+  const running = rig.pipeline.run(await rig.deploy(), rig.target)
+  await waitFor(() => rig.store.list({ app: 'web', env: 'production' })[0]?.state === 'OBSERVING')
+  bad = true
+  const done = await running
+  t.equal(done.state, 'ROLLED_BACK', JSON.stringify(done.error))
+  t.equal(rig.runtime.revived.length, 1, 'started again')
+  t.equal(rig.routed(), rig.blue)
+  const log = (await rig.store.readLog(done.id)).split('\n').filter((line) => line !== '')
+  const health = log.map((line) => JSON.parse(line) as { event?: string; port?: number; ok?: boolean }).filter((l) => l.event === 'health')
+  t.ok(health.filter((l) => l.port === rig.blue && l.ok).length >= 3, 'then its full check (healthyAfter 3), as a stopped release gets')
+})
+
 t.test('Warm standby: a rollback asked for in the window ends it at once and switches back', async (t) => {
   const rig = await setUp(t, { observeSeconds: 60 })
   t.notOk(rig.pipeline.rollBackInWindow('d_nothing', 'x'), 'no deploy in its window: not taken')

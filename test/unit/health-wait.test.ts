@@ -1,5 +1,5 @@
 import t from 'tap'
-import { HealthError, isAbortError, waitHealthy, type Clock, type DockerHealth } from '../../agent/health/index.js'
+import { HealthError, isAbortError, waitHealthy, type Clock, type DockerHealth, type ProbeFn } from '../../agent/health/index.js'
 import { freePort } from '../helpers/ports.js'
 import { scripted as scriptedAt } from '../helpers/scripted-server.js'
 
@@ -129,8 +129,29 @@ t.test('waitHealthy: an exited container fails at once with container_exited', a
     containerRunning: async () => ++checks < 3,
   }).catch((e: unknown) => e)
   t.match(err, { code: 'container_exited', message: /HTTP 503/ })
-  t.equal(server.hits(), 2, 'no probe after the container is seen gone')
+  t.equal(server.hits(), 3, 'no probe after the one beside the check that saw the container gone')
   t.ok(Date.now() - started < 1000)
+})
+
+t.test("waitHealthy: Docker's answers are read while the probe runs; its health only beside the last probe", async (t) => {
+  const events: string[] = []
+  const probe: ProbeFn = async () => {
+    events.push('probe')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    events.push('answered')
+    return { ok: true, status: 200, ms: 20 }
+  }
+  await waitHealthy({
+    url: 'http://127.0.0.1:1/healthz',
+    intervalMs: 1,
+    timeoutMs: 500,
+    deadlineMs: 60_000,
+    healthyAfter: 2,
+    probe,
+    containerRunning: async () => (events.push('running'), true),
+    dockerHealth: async () => (events.push('docker'), 'healthy'),
+  })
+  t.same(events, ['running', 'probe', 'answered', 'running', 'docker', 'probe', 'answered'])
 })
 
 t.test('waitHealthy: cancelling rejects with an AbortError, not a health failure', async (t) => {

@@ -26,6 +26,8 @@ interface Fake {
   reload: CommandResult
   /** false: the reload never starts new workers (a config nginx refused) */
   confirms: boolean
+  /** what signalling the master throws (a stale pid file), or null */
+  signalFails: ProxyError | null
 }
 
 function fake(file: string): Fake {
@@ -35,6 +37,7 @@ function fake(file: string): Fake {
     test: ok,
     reload: ok,
     confirms: true,
+    signalFails: null,
     host: {
       run: async (argv) => {
         f.calls.push(`${argv[0]} ${await portOnDisk()}`)
@@ -50,12 +53,16 @@ function fake(file: string): Fake {
           throw new ProxyError('proxy_reload_unconfirmed', 'nginx reload not confirmed within 5 ms: no new worker process appeared')
         return [101]
       },
+      signalReload: async () => {
+        f.calls.push(`hup ${await portOnDisk()}`)
+        if (f.signalFails) throw f.signalFails
+      },
     },
   }
   return f
 }
 
-async function rig(t: Parameters<typeof tempDir>[0], withPidFile = true) {
+async function rig(t: Parameters<typeof tempDir>[0], withPidFile = true, reloadCommand = ['reload']) {
   const dir = await tempDir(t)
   const file = join(dir, 'up.conf')
   const f = fake(file)
@@ -63,7 +70,7 @@ async function rig(t: Parameters<typeof tempDir>[0], withPidFile = true) {
     upstreamFile: file,
     upstreamName: 'app_production',
     testCommand: ['test'],
-    reloadCommand: ['reload'],
+    reloadCommand,
     ...(withPidFile ? { pidFile: join(dir, 'nginx.pid') } : {}),
     host: f.host,
   })
@@ -80,6 +87,31 @@ t.test('NginxUpstream: a content nginx -t passed before is not tested again (a r
   f.calls.length = 0
   await up.switchTo(18002)
   t.same(f.calls, ['pids', 'reload 18002', 'confirm'])
+})
+
+t.test('NginxUpstream: nginx’s own `-s reload` with a pid file is a signal from the agent; any other command runs', async (t) => {
+  const nginx = ['/usr/sbin/nginx', '-c', '/etc/nginx/site.conf', '-s', 'reload']
+  const signalled = await rig(t, true, nginx)
+  await signalled.up.switchTo(18001)
+  t.same(signalled.f.calls, ['pids', 'test 18001', 'hup 18001', 'confirm'], 'no nginx started for the reload')
+
+  const unconfirmed = await rig(t, false, nginx)
+  await unconfirmed.up.switchTo(18001)
+  t.same(unconfirmed.f.calls, ['test 18001', '/usr/sbin/nginx 18001'], 'without a pid file the command runs')
+
+  const systemd = await rig(t, true, ['systemctl', 'reload', 'nginx'])
+  await systemd.up.switchTo(18001)
+  t.same(systemd.f.calls, ['pids', 'test 18001', 'systemctl 18001', 'confirm'])
+})
+
+t.test('NginxUpstream: a reload signal that cannot be sent fails the switch with its reason; the old file is back', async (t) => {
+  const { file, f, up } = await rig(t, true, ['nginx', '-s', 'reload'])
+  await up.switchTo(18001)
+  f.signalFails = new ProxyError('proxy_not_running', 'pid 4242 in /run/nginx.pid is not an nginx master (no such process)')
+  f.calls.length = 0
+  await t.rejects(up.switchTo(18002), { code: 'proxy_reload_failed', message: /nginx -s reload\) failed for port 18002: pid 4242 .* not an nginx master/ })
+  t.same(f.calls, ['pids', 'test 18002', 'hup 18002', 'hup 18001'], 'tried, then the old file back and signalled again')
+  t.equal(await readFile(file, 'utf8'), up.render(18001))
 })
 
 t.test('NginxUpstream: without a pid file (no confirmed reload) every switch is tested', async (t) => {
