@@ -294,7 +294,11 @@ export class NginxUpstream implements UpstreamSwitch {
         saved,
         port,
         skipTest,
-        new ProxyError('proxy_reload_failed', `nginx reload (${show(this.reloadCommand)}) failed for port ${port}: ${reload.failure}`, reload.stderr),
+        new ProxyError(
+          'proxy_reload_failed',
+          `nginx reload (${show(this.reloadCommand)}) failed for port ${port}: ${reload.failure}`,
+          reload.stderr,
+        ),
       )
     }
 

@@ -30,7 +30,10 @@ export async function signalReload(pidFile: string): Promise<void> {
   const pid = await masterPid(pidFile)
   const name = await title(pid)
   if (name === null || !/^nginx: master process/.test(name))
-    throw new ProxyError('proxy_not_running', `pid ${pid} in ${pidFile} is not an nginx master${name === null ? ' (no such process)' : ` but ${JSON.stringify(name)}`}`)
+    throw new ProxyError(
+      'proxy_not_running',
+      `pid ${pid} in ${pidFile} is not an nginx master${name === null ? ' (no such process)' : ` but ${JSON.stringify(name)}`}`,
+    )
   try {
     process.kill(pid, 'SIGHUP')
   } catch (err) {

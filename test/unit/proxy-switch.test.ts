@@ -109,7 +109,10 @@ t.test('NginxUpstream: a reload signal that cannot be sent fails the switch with
   await up.switchTo(18001)
   f.signalFails = new ProxyError('proxy_not_running', 'pid 4242 in /run/nginx.pid is not an nginx master (no such process)')
   f.calls.length = 0
-  await t.rejects(up.switchTo(18002), { code: 'proxy_reload_failed', message: /nginx -s reload\) failed for port 18002: pid 4242 .* not an nginx master/ })
+  await t.rejects(up.switchTo(18002), {
+    code: 'proxy_reload_failed',
+    message: /nginx -s reload\) failed for port 18002: pid 4242 .* not an nginx master/,
+  })
   t.same(f.calls, ['pids', 'test 18002', 'hup 18002', 'hup 18001'], 'tried, then the old file back and signalled again')
   t.equal(await readFile(file, 'utf8'), up.render(18001))
 })
