@@ -29,6 +29,12 @@ export const DEFAULT_GIT_TIMEOUT_MS = 5 * 60 * 1000
 const GIT_CONFIG = ['protocol.ext.allow=never']
 
 /**
+ * git runs under `nice` (+10): a fetch and an archive are a deploy's background work, and on a busy host the live
+ * release keeps the CPU they would take (the build's own steps get a low weight from Docker instead).
+ */
+const NICE = 'nice'
+
+/**
  * The parent's environment variables git may see. Everything else (GIT_DIR and friends inherited from a hook,
  * GIT_SSH_COMMAND, PAGER, EDITOR…) is dropped: it could redirect or subvert the command, and simple-git refuses
  * most of it anyway.
@@ -291,7 +297,7 @@ export class GitMirror {
     const dir = normalizeSubdir(subdir)
     const treeish = dir === '.' ? commit : `${commit}:${dir}`
     const out = new PassThrough()
-    const child = spawn('git', [...GIT_CONFIG.flatMap((c) => ['-c', c]), 'archive', '--format=tar', '--', treeish], {
+    const child = spawn(NICE, ['git', ...GIT_CONFIG.flatMap((c) => ['-c', c]), 'archive', '--format=tar', '--', treeish], {
       cwd: this.dir,
       env: { ...this.#env, GIT_DIR: this.dir },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -363,6 +369,7 @@ export class GitMirror {
     }
     const signal = AbortSignal.timeout(this.timeoutMs)
     const git = simpleGit({
+      binary: [NICE, 'git'],
       baseDir: cwd ?? this.dir,
       config: GIT_CONFIG,
       abort: signal,
