@@ -33,7 +33,10 @@ t.test('GitMirror: fetch, tag lookups and archive run git at a lower CPU priorit
   const tar = mirror.archive(commit)
   for await (const chunk of tar) void chunk
 
-  const levels = (await readFile(log, 'utf8')).split('\n').filter((l) => l !== '').map(Number)
+  const levels = (await readFile(log, 'utf8'))
+    .split('\n')
+    .filter((l) => l !== '')
+    .map(Number)
   t.ok(levels.length >= 3, `every run recorded (${levels.length})`)
   const own = getPriority()
   t.same([...new Set(levels)], [Math.min(own + 10, 19)], 'each git ran at the agent’s niceness + 10')
