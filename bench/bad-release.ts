@@ -500,10 +500,10 @@ export async function benchBadRelease(): Promise<Row[]> {
       try {
         await sleep(300)
         const [p1, p2] = bare.ports
-        bareMs.push(await bare.switchTo(i % 2 === 0 ? p2 : p1, i % 2 === 0 ? 'bare-2' : 'bare-1', bw))
+        bareMs.push(await bare.switchTo(p2, 'bare-2', bw))
         await sleep(300)
-        // The same switch back, reloaded by a signal as the agent reloads: the cheapest switch nginx allows.
-        bareSignalMs.push(await bare.switchTo(i % 2 === 0 ? p1 : p2, i % 2 === 0 ? 'bare-1' : 'bare-2', bw, true))
+        // And back, reloaded by a signal as the agent reloads: the cheapest switch nginx allows.
+        bareSignalMs.push(await bare.switchTo(p1, 'bare-1', bw, true))
       } finally {
         await bw.stop()
       }
