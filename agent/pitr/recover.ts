@@ -1,6 +1,7 @@
 // Recovery into a private, temporary PostgreSQL instance and a dump of the app's database from it:
 //   extract the base backup (tar, run as the instance's user, reading from a descriptor the agent opened) →
-//   lay out the WAL from base + target (gunzipped; a `.partial` padded to a whole segment) → write its own
+//   lay out the WAL from base + target (compressed segments as they are, unpacked one at a time by the
+//   restore_command as recovery asks for them; a `.partial` unpacked and padded to a whole segment) → write its own
 //   postgresql.conf (no TCP: listen_addresses='', a private socket dir), pg_hba.conf, recovery.signal →
 //   run `postgres` as a child, wait until pg_is_in_recovery() is false (a postmaster that exits is a failed
 //   recovery) → `pg_dump -Fc` the database → stop it and delete its directory, whatever happened.
@@ -131,7 +132,8 @@ export async function recoverToDump(o: RecoverOptions): Promise<void> {
       "listen_addresses = ''",
       `port = ${port}`,
       `unix_socket_directories = '${socket}'`,
-      `restore_command = 'cp ${wal}/%f %p'`,
+      // PostgreSQL runs this through /bin/sh with its own %f and %p; `wal` is our mkdtemp dir (no quotes, no spaces).
+      `restore_command = 'if [ -f ${wal}/%f.gz ]; then gzip -dc ${wal}/%f.gz > %p; else cp ${wal}/%f %p; fi'`,
       `${o.plan.setting.name} = '${o.plan.setting.value}'`,
       `recovery_target_inclusive = ${o.plan.inclusive ? 'on' : 'off'}`,
       "recovery_target_action = 'promote'",
@@ -206,9 +208,11 @@ async function extract(archive: string, dir: string, runAs: RunAs): Promise<void
 }
 
 /**
- * Copies into `into` every WAL segment from the base backup's start on, gunzipped; a segment only received in part
- * (`.partial`) is padded with zeros to a whole segment (recovery reads it to its last valid record). A complete
- * segment wins over a partial one of the same name. History files are copied as they are.
+ * Copies into `into` every WAL segment from the base backup's start on. A complete compressed one stays compressed
+ * (`<segment>.gz`: the restore_command unpacks each as recovery reads it, so the restore needs the WAL's compressed
+ * size, not 16 MB a segment); a segment only received in part (`.partial`) is unpacked and padded with zeros to a
+ * whole segment (recovery reads it to its last valid record). A complete segment wins over a partial one of the
+ * same name. History files are copied as they are.
  */
 async function layOutWal(walDir: string, into: string, plan: RecoveryPlan, runAs: RunAs): Promise<number> {
   const size = plan.base.walSegmentSize
@@ -227,11 +231,16 @@ async function layOutWal(walDir: string, into: string, plan: RecoveryPlan, runAs
   for (const [seg, listed] of chosen) {
     // The receiver runs on: a `.partial` listed a moment ago may have been completed (renamed) since.
     const { name, bytes: raw } = await readWalFile(walDir, listed)
+    // `<seg>.gz` whole, `<seg>.gz.partial` in part (pg_receivewal's names), or either uncompressed.
+    const packed = name.includes('.gz') && !name.endsWith('.partial')
     let bytes = raw
-    if (name.includes('.gz')) bytes = gunzipSync(bytes, { finishFlush: zlib.Z_SYNC_FLUSH })
-    if (bytes.length < size) bytes = Buffer.concat([bytes, Buffer.alloc(size - bytes.length)])
-    await writeFile(join(into, seg), bytes, { mode: 0o600 })
-    await chown(join(into, seg), runAs.uid, runAs.gid)
+    if (!packed) {
+      if (name.includes('.gz')) bytes = gunzipSync(bytes, { finishFlush: zlib.Z_SYNC_FLUSH })
+      if (bytes.length < size) bytes = Buffer.concat([bytes, Buffer.alloc(size - bytes.length)])
+    }
+    const file = join(into, packed ? `${seg}.gz` : seg)
+    await writeFile(file, bytes, { mode: 0o600 })
+    await chown(file, runAs.uid, runAs.gid)
   }
   for (const name of names.filter((n) => /^[0-9A-F]{8}\.history$/.test(basename(n)))) {
     await writeFile(join(into, basename(name)), await readFile(join(walDir, name)), { mode: 0o600 })

@@ -108,6 +108,13 @@ t.test('PITR: the agent SIGKILLed during a restore; the next start cleans what i
     await pause(20)
   }
   t.ok(recovery, 'a recovery instance runs')
+  // Its WAL is laid out as received: whole segments stay gzip'd (the restore_command unpacks each when recovery asks
+  // for it); only the segment the receiver was still writing is there unpacked, padded to 16 MB.
+  const laidOut = await readdir(join((recovery as { dir: string }).dir, 'wal'))
+  const packed = laidOut.filter((n) => /^[0-9A-F]{24}\.gz$/.test(n))
+  const unpacked = laidOut.filter((n) => /^[0-9A-F]{24}$/.test(n))
+  t.ok(packed.length >= 2, `whole segments stay compressed (${laidOut.join(', ')})`)
+  t.ok(unpacked.length <= 1, 'at most the one in progress unpacked')
   await agent.stop('SIGKILL')
   t.not((await cut).code, 0, 'the CLI reports the restore cut short')
   t.ok(alive((recovery as { pid: number }).pid), 'the recovery postmaster outlived the agent')
