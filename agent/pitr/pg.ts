@@ -34,9 +34,13 @@ export async function ensureSlot(
  * receiver uses its slot. Answers the ended backend's pid, or null.
  */
 export async function releaseSlot(conn: Connection, slot: string): Promise<number | null> {
+  // The slot is picked in a subquery PostgreSQL cannot flatten (OFFSET 0): in one WHERE the planner runs
+  // pg_terminate_backend before the slot_name test, on every active slot's walsender — other envs' receivers, a
+  // standby's — and fails on those of roles it may not signal.
   const { rows } = await withClient(admin(conn), (client) =>
     client.query<{ pid: number }>(
-      'SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL AND pg_terminate_backend(active_pid)',
+      `SELECT active_pid AS pid FROM (SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL OFFSET 0) held
+        WHERE pg_terminate_backend(active_pid)`,
       [slot],
     ),
   )
