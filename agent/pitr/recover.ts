@@ -288,10 +288,10 @@ async function waitPromoted(
   }
 }
 
-/** The FATAL/PANIC lines of the instance's log (why recovery ended), else its last lines. */
+/** The FATAL/PANIC lines of the instance's log (why recovery ended) and gzip's (a damaged segment), else its last lines. */
 function fatalLines(log: string): string {
   const lines = log.trim().split('\n')
-  const fatal = lines.filter((l) => /FATAL|PANIC/.test(l))
+  const fatal = lines.filter((l) => /FATAL|PANIC|^gzip: /.test(l))
   return (fatal.length > 0 ? fatal : lines.slice(-5)).join('\n').slice(-2000)
 }
 

@@ -1,6 +1,6 @@
 // Point-in-time recovery against the real PostgreSQL on 127.0.0.1:5432 (test/helpers/pitr.ts: a role, database and
 // slot of the test's own), a real pg_receivewal and pg_basebackup, a private recovery instance.
-import { writeFile } from 'node:fs/promises'
+import { readdir, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { stringify } from 'yaml'
@@ -44,6 +44,30 @@ t.test('PITR: restore to before a destructive migration brings the rows back and
   await insert(s, 6, 9)
   await s.pitr.restore(s.target, { time: (rows[0] as { at: string }).at })
   t.same(await ids(s.db), range(1, 5))
+})
+
+t.test('PITR: a damaged compressed segment fails the restore with gzip’s words, and the live database stays', { skip }, async (t) => {
+  const s = await setUpPitr(t)
+  await s.sql('CREATE TABLE items (id int PRIMARY KEY, name text)')
+  await insert(s, 1, 10)
+  // Whole segments after the base backup: the receiver stores each gzip'd once it is complete.
+  const wal = join(s.dir, 'backups', 'pitr', 'shop_prod', 'wal')
+  const whole = async () => (await readdir(wal)).filter((n) => /^[0-9A-F]{24}\.gz$/.test(n)).sort()
+  const before = (await whole()).length
+  for (let i = 0; i < 3; i++) {
+    await insert(s, 100 + i, 100 + i)
+    await query('postgres', 'SELECT pg_switch_wal()')
+  }
+  for (let i = 0; i < 100 && (await whole()).length < before + 2; i++) await new Promise((r) => setTimeout(r, 100))
+  const damaged = (await whole()).at(-2) as string
+  await truncate(join(wal, damaged), 200)
+  await insert(s, 200, 205)
+  const { rows } = await withClient(s.db, (c) =>
+    c.query<{ at: string }>("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00' AS at"),
+  )
+  const err = await s.pitr.restore(s.target, { time: (rows[0] as { at: string }).at }).catch((e: unknown) => e)
+  t.match(err, { code: 'pitr_failed', message: new RegExp(`gzip: .*${damaged}: unexpected end of file`) })
+  t.same(await ids(s.db), [...range(1, 10), 100, 101, 102, ...range(200, 205)], 'the live database is untouched')
 })
 
 t.test('PITR: unreachable targets are refused up front and change nothing', { skip }, async (t) => {
