@@ -110,6 +110,9 @@ export async function recoveryUser(): Promise<RunAs> {
 
 export async function recoverToDump(o: RecoverOptions): Promise<void> {
   const progress = o.onProgress ?? (() => undefined)
+  // The work dir goes into PostgreSQL's config and its restore_command (run by /bin/sh): a plain path only.
+  if (!/^[A-Za-z0-9_./-]+$/.test(tmpdir()))
+    throw new PitrError('pitr_failed', `the temp dir ${JSON.stringify(tmpdir())} (TMPDIR) must be a path of letters, digits and _./- only`)
   const work = await mkdtemp(join(tmpdir(), o.workPrefix))
   let server: ChildProcess | null = null
   let log = ''
@@ -132,7 +135,7 @@ export async function recoverToDump(o: RecoverOptions): Promise<void> {
       "listen_addresses = ''",
       `port = ${port}`,
       `unix_socket_directories = '${socket}'`,
-      // PostgreSQL runs this through /bin/sh with its own %f and %p; `wal` is our mkdtemp dir (no quotes, no spaces).
+      // PostgreSQL runs this through /bin/sh with its own %f and %p; `wal` is a plain path (checked above).
       `restore_command = 'if [ -f ${wal}/%f.gz ]; then gzip -dc ${wal}/%f.gz > %p; else cp ${wal}/%f %p; fi'`,
       `${o.plan.setting.name} = '${o.plan.setting.value}'`,
       `recovery_target_inclusive = ${o.plan.inclusive ? 'on' : 'off'}`,
