@@ -165,6 +165,9 @@ async function waitForBackup(
 ): Promise<{ backup: BackupView | null; settled: boolean; error?: { code: string; message: string } }> {
   const deadline = Date.now() + timeoutMs
   let seen: BackupView | null
+  // The status said it settled after the list was read: the list is read once more (a verification that ended in
+  // between shows there), then that is the answer.
+  let settledByStatus = false
   for (;;) {
     const { backups, failures = [] } = await client.get<{
       backups: BackupView[]
@@ -174,10 +177,13 @@ async function waitForBackup(
     if (failure) return { backup: null, settled: true, error: failure.error }
     seen = backups.find((b) => !b.legacy && b.id === id) ?? null
     if (seen !== null) {
-      if (seen.verified !== null) return { backup: seen, settled: true }
+      if (seen.verified !== null || settledByStatus) return { backup: seen, settled: true }
       const status = await client.get<StatusBody>('/v1/status')
       const last = status.apps[app]?.envs[env]?.lastBackup ?? null
-      if (last !== null && (last.id === id || last.createdAt > seen.createdAt)) return { backup: seen, settled: true }
+      if (last !== null && (last.id === id || last.createdAt > seen.createdAt)) {
+        settledByStatus = true
+        continue
+      }
     }
     const left = deadline - Date.now()
     if (left <= 0) return { backup: seen, settled: false }
