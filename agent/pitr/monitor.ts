@@ -96,14 +96,6 @@ export class PitrMonitor {
       },
       { downAfterMs: this.o.downAfterMs },
     )
-    for (const p of announce) {
-      // Never silent: the log has it whether or not any notification target is configured.
-      this.o.logger.error({ problem: p.kind, hint: p.hint }, p.message)
-      this.o.notify?.({ event: `pitr.${p.kind}`, app: this.o.app, env: this.o.env, reason: p.message, hint: p.hint })
-    }
-    for (const kind of this.health.announced) if (!state.announced.has(kind)) this.o.logger.info({ problem: kind }, 'PITR problem cleared')
-    this.health = state
-
     const flushed = typeof slot === 'object' && slot?.restartLsn ? parseLsn(slot.restartLsn) : null
     const current = read ? parseLsn(read.currentLsn) : null
     if (read && current !== null) this.history = [...this.history.slice(-(HISTORY - 1)), { at: read.serverNow, lsn: current }]
@@ -130,6 +122,14 @@ export class PitrMonitor {
       error,
       checkedAt: at.toISOString(),
     }
+    // Announced once the status shows it: whoever reads the status on a notification finds the problem there.
+    for (const p of announce) {
+      // Never silent: the log has it whether or not any notification target is configured.
+      this.o.logger.error({ problem: p.kind, hint: p.hint }, p.message)
+      this.o.notify?.({ event: `pitr.${p.kind}`, app: this.o.app, env: this.o.env, reason: p.message, hint: p.hint })
+    }
+    for (const kind of this.health.announced) if (!state.announced.has(kind)) this.o.logger.info({ problem: kind }, 'PITR problem cleared')
+    this.health = state
     return this.status
   }
 }
