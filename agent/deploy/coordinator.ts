@@ -567,12 +567,12 @@ export class DeployCoordinator implements Deployments {
   }
 }
 
-/** Each service of a kept release: its image, and whether its container runs (null: the release has none now). */
 /** The group that runs `release`: a running one first (a release deployed again may have both colours). */
 function groupOf(release: string, groups: Instance[]): Instance | undefined {
   return groups.find((g) => g.release === release && g.running) ?? groups.find((g) => g.release === release)
 }
 
+/** Each service of a kept release: its image, and whether its container runs (null: the release has none now). */
 function releaseServices(target: Target, release: string, appImage: string, groups: Instance[]) {
   const group = groupOf(release, groups)
   return servicesOf(target).map((s) => ({

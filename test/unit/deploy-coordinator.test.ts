@@ -67,6 +67,14 @@ async function setUp(t: Test, overrides: { runtime?: Partial<Runtime>; recover?:
   return { store, pipeline, coordinator, notices, events }
 }
 
+/** A kept image of web/production, as the runtime lists it: `minutes` after 2026-01-01 orders them. */
+const keptImage = (release: string, minutes: number) => ({
+  release,
+  commit: 'c'.repeat(40),
+  ref: `web:production-${release}`,
+  created: new Date(Date.UTC(2026, 0, 1, 0, minutes)),
+})
+
 const tick = () => new Promise((r) => setTimeout(r, 20))
 
 /** Waits until `done()` holds (no fixed delay: the journal's fsyncs are slow on a loaded machine). */
@@ -277,14 +285,8 @@ t.test('DeployCoordinator: an app or env named after an Object.prototype propert
 })
 
 t.test('DeployCoordinator: a rollback goes only to a release that served and whose ref the key may deploy', async (t) => {
-  const image = (release: string, minutes: number) => ({
-    release,
-    commit: 'c'.repeat(40),
-    ref: `web:production-${release}`,
-    created: new Date(Date.UTC(2026, 0, 1, 0, minutes)),
-  })
   const runtime: Partial<Runtime> = {
-    releases: async () => [image('v3.0.0', 4), image('v2.0.0', 3), image('v1.5.0', 2), image('v1.0.0', 1)],
+    releases: async () => [keptImage('v3.0.0', 4), keptImage('v2.0.0', 3), keptImage('v1.5.0', 2), keptImage('v1.0.0', 1)],
   }
   const { store, pipeline, coordinator } = await setUp(t, { runtime })
   const history = async (ref: string, state: DeployState) => {
@@ -327,20 +329,14 @@ t.test('DeployCoordinator: a rollback goes only to a release that served and who
 
 /** An env whose kept images and history the test writes: what `releases` and `rollback` read. */
 async function withHistory(t: Test) {
-  const image = (release: string, minutes: number) => ({
-    release,
-    commit: 'c'.repeat(40),
-    ref: `web:production-${release}`,
-    created: new Date(Date.UTC(2026, 0, 1, 0, minutes)),
-  })
   const runtime: Partial<Runtime> = {
     releases: async () => [
-      image('v3.0.0', 6),
-      image('v2.5.0', 5),
-      image('v2.0.0', 4),
-      image('v1.5.0', 3),
-      image('v1.0.0', 2),
-      image('v0.9.0', 1),
+      keptImage('v3.0.0', 6),
+      keptImage('v2.5.0', 5),
+      keptImage('v2.0.0', 4),
+      keptImage('v1.5.0', 3),
+      keptImage('v1.0.0', 2),
+      keptImage('v0.9.0', 1),
     ],
   }
   const set = await setUp(t, { runtime })
@@ -420,12 +416,6 @@ t.test('DeployCoordinator: a rollback to a release that never served or was just
 })
 
 t.test("DeployCoordinator: a swarm env's releases list their tasks by service and node (none when kept at 0)", async (t) => {
-  const image = (release: string, minutes: number) => ({
-    release,
-    commit: 'c'.repeat(40),
-    ref: `web:production-${release}`,
-    created: new Date(Date.UTC(2026, 0, 1, 0, minutes)),
-  })
   const group = (release: string, port: number, tasks: Member['tasks']): Instance => ({
     id: `svc-${release}`,
     release,
@@ -438,7 +428,7 @@ t.test("DeployCoordinator: a swarm env's releases list their tasks by service an
     members: [{ id: `svc-${release}`, service: 'web', kind: 'web', port, order: null, stopTimeoutSec: 10, running: true, tasks }],
   })
   const runtime: Partial<Runtime> = {
-    releases: async () => [image('v3.0.0', 3), image('v2.0.0', 2), image('v1.0.0', 1)],
+    releases: async () => [keptImage('v3.0.0', 3), keptImage('v2.0.0', 2), keptImage('v1.0.0', 1)],
     instances: async () => [
       group('v3.0.0', 18012, [
         { node: 'n1', addr: '10.0.0.1', state: 'running' },
